@@ -1,0 +1,35 @@
+# nndiag: two commands set everything up on a fresh machine.
+#   make demo   create .venv, install nndiag, run the main job on a bundled recipe (no download)
+#   make test   install the same way, run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_RECIPE ?= recipes/quickstart.yaml
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/nndiag babysit $(DEMO_RECIPE) --budget quick
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,160 @@
+"""Step 1 of the recipe: check the loss at initialisation, regularization off.
+
+An untrained model should score what its loss function predicts for near-uniform outputs: ln C
+for softmax cross-entropy, (C-1)·margin/C for PyTorch's multi_margin (SVM hinge), ln 2 for binary
+cross-entropy, the target variance for MSE. A loss far above that usually means an output layer
+initialised too large or unnormalised inputs; far below it, a model that already "knows" the
+labels (a leak, or weights that are not fresh). Turning weight decay on must raise the objective.
+
+Rules (documented thresholds, all tested):
+  non-finite-loss          fail  any measured batch loss is NaN/Inf
+  initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 0.5)
+  initial-loss-low         fail  mean loss < expected / (1 + tolerance)
+  regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
+  inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100
+The tolerance is symmetric in log-ratio. 0.5 admits the modest excess of a healthy Kaiming/Xavier
+network (logit std ~1 adds about half a nat) and catches a last layer scaled x5 or more.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+
+from nndiag import engine
+from nndiag.data import input_statistics
+from nndiag.experiment import Experiment
+from nndiag.findings import Verdict
+from nndiag.result import Result
+
+DEFAULT_BATCHES = 10  # batches measured at initialisation
+DEFAULT_TOLERANCE = 0.5  # allowed relative excess over the expected loss (and the same log-ratio below it)
+NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
+INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
+FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
+
+
+def measure(exp: Experiment, batches: int = DEFAULT_BATCHES) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Loss of the untrained model on `batches` training batches (dropout and weight decay off)."""
+    model = exp.model
+    rows = []
+    with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
+        model.train()  # BatchNorm as in training; dropout is off
+        penalty = float(engine.l2_penalty(exp.optimizer()))  # what the recipe's weight decay adds
+        for i, (x, y) in enumerate(exp.train_batches()):
+            if i >= batches:
+                break
+            with engine.autocast(exp.device, exp.amp_dtype):
+                logits = model(x)
+            loss = float(exp.objective.loss(logits, y))
+            correct = exp.objective.correct(logits, y)
+            rows.append(
+                {
+                    "batch": i,
+                    "examples": x.shape[0],
+                    "loss": loss,
+                    "regularized_loss": loss + penalty,
+                    "accuracy": float(correct) / x.shape[0] if correct is not None else math.nan,
+                    "logit_std": float(logits.float().std()),
+                }
+            )
+    frame = pd.DataFrame(rows)
+    expected, why = exp.objective.expected_initial_loss(exp.data.train.take(10_000).y)
+    frame["expected_loss"] = expected
+    facts = {
+        "expected": expected,
+        "expected_why": why,
+        "penalty": penalty,
+        "weight_decay": exp.recipe.optim.weight_decay,
+        "inputs": input_statistics(exp.data.train),
+    }
+    return frame, facts
+
+
+def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> Verdict:
+    """The verdict over the measured losses. Pure: numbers in, findings out."""
+    verdict = Verdict()
+    losses = frame["loss"].to_numpy(dtype=float)
+    expected = float(facts["expected"])
+    _check_inputs(verdict, facts["inputs"])
+    bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
+    if bad:
+        verdict.add(
+            "non-finite-loss", "fail",
+            f"the loss at initialisation is NaN/Inf on {len(bad)} of {len(losses)} batches (first: batch {bad[0]})",
+            "Look for NaN/Inf in the inputs, a log or division of zero in the model or loss, and an init scale that overflows; "
+            "check that the targets are valid class indices.",
+            nonfinite_batches=len(bad), batches=len(losses),
+        )
+        return verdict
+    mean = float(losses.mean())
+    ratio = mean / expected if expected > 0 else math.inf if mean > 0 else 1.0
+    evidence = {"initial_loss": mean, "expected_loss": expected, "ratio": ratio, "tolerance": tolerance,
+                "logit_std": float(frame["logit_std"].mean())}
+    if ratio > 1 + tolerance:
+        verdict.add(
+            "initial-loss-high", "fail",
+            f"initial loss {mean:.4g} is {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}); "
+            f"the outputs have std {evidence['logit_std']:.3g}",
+            "The untrained model is confidently wrong. Scale down the last layer's initial weights (e.g. x0.01 or zeros), "
+            "use xavier/kaiming init, and normalise the inputs"
+            + (" and the regression targets" if "variance" in facts["expected_why"] else "") + ".",
+            **evidence,
+        )
+    elif ratio < 1 / (1 + tolerance):
+        verdict.add(
+            "initial-loss-low", "fail",
+            f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}): "
+            "an untrained model should not beat chance",
+            "Check that the model is freshly initialised (not loaded from a checkpoint), that the labels do not leak into the "
+            "inputs, and that the loss is the one the recipe names.",
+            **evidence,
+        )
+    weight_decay = float(facts["weight_decay"])
+    if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
+        verdict.add(
+            "regularization-no-effect", "warn",
+            f"weight_decay {weight_decay:g} adds only {facts['penalty']:.3g} to a loss of {mean:.4g} "
+            f"(< {NEGLIGIBLE_PENALTY:g} of it): turning regularization on barely raises the objective",
+            "Raise weight_decay (1e-5 to 1e-3 are usual starting points), or check that the optimizer's parameter groups "
+            "actually carry the weight decay.",
+            weight_decay=weight_decay, penalty=facts["penalty"], initial_loss=mean,
+        )
+    return verdict
+
+
+def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
+    lo, hi = INPUT_RMS_RANGE
+    rms, feature = stats["rms"], stats["max_feature_scale"]
+    if rms > hi or (0 < rms < lo) or feature > FEATURE_SCALE_MAX:
+        verdict.add(
+            "inputs-not-normalized", "warn",
+            f"inputs are far from zero mean / unit scale: RMS {rms:.3g}, mean {stats['mean']:.3g}, std {stats['std']:.3g}, "
+            f"largest feature |mean|+std {feature:.3g}",
+            "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); "
+            "unscaled inputs make the initial loss and the usable learning rate depend on the data's units.",
+            **stats,
+        )
+
+
+def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE) -> Result:
+    frame, facts = measure(exp, batches)
+    verdict = decide(frame, facts, tolerance)
+    losses = frame["loss"]
+    metrics = {
+        "initial_loss": float(losses.mean()),
+        "expected_loss": facts["expected"],
+        "expected_from": facts["expected_why"],
+        "ratio": float(losses.mean()) / facts["expected"] if facts["expected"] > 0 else math.nan,
+        "loss_std_across_batches": float(losses.std()) if len(losses) > 1 else 0.0,
+        "initial_accuracy": float(frame["accuracy"].mean()),
+        "logit_std": float(frame["logit_std"].mean()),
+        "regularized_loss": float(frame["regularized_loss"].mean()),
+        "l2_penalty": facts["penalty"],
+        "input_rms": facts["inputs"]["rms"],
+        "batches": len(frame),
+    }
+    return Result("check-loss", verdict, {"check_loss": frame}, metrics)

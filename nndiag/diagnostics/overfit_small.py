@@ -1,0 +1,164 @@
+"""Step 2 of the recipe: overfit a small sample.
+
+A fixed tiny subset (`batches` minibatches, the notes' 5-10), weight decay and dropout off, the
+recipe's optimizer and learning rate. A healthy model and training loop memorise it: training
+accuracy 100% and the loss down to a small fraction of where it started. The model, optimizer and
+RNG state are handed back untouched.
+
+Rules (documented thresholds, all tested):
+  pass                 accuracy on the subset reaches 100% and its loss <= target_fraction x initial (default 0.1)
+  loss-diverged        fail  the loss is NaN/Inf, or rises above 3x its initial value (CS231n: "stop early")
+  loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved)
+  cannot-overfit       fail  the loss fell but stalled short of the target, or accuracy stayed below 100%
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import torch
+
+from nndiag import engine
+from nndiag.experiment import Experiment
+from nndiag.findings import Verdict
+from nndiag.result import Result
+
+DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
+DEFAULT_STEPS = 500  # optimizer steps at most; the run stops as soon as it passes
+TARGET_FRACTION = 0.1  # pass when the subset loss is at most this fraction of its initial value
+DIVERGED_FACTOR = 3.0  # a loss above this multiple of the initial one has diverged
+NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
+
+
+def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS, target_fraction: float = TARGET_FRACTION) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass."""
+    batch_size = exp.recipe.train.batch_size
+    subset = exp.data.train.take(batches * batch_size, generator=torch.Generator().manual_seed(exp.recipe.seed))
+    model = exp.model
+    rows: list[dict[str, Any]] = []
+    with engine.preserved(model), engine.dropout_off(model):
+        model.train()
+        optimizer = exp.optimizer(weight_decay=0.0)
+        initial = _evaluate(exp, subset)
+        probabilities = initial.pop("probabilities")
+        rows.append({"step": 0, "loss": initial["loss"], "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
+        step = 0
+        while step < steps:
+            for x, y in subset.batches(batch_size, shuffle=True, generator=exp.generator):
+                step += 1
+                loss, _ = exp.step(optimizer, x, y)
+                rows.append({"step": step, "loss": float(loss), "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
+                if step >= steps:
+                    break
+            state = _evaluate(exp, subset)
+            rows[-1].update(subset_loss=state["loss"], subset_acc=state["acc"])
+            if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
+                break
+    frame = pd.DataFrame(rows)
+    facts = {"initial_loss": initial["loss"], "examples": len(subset), "batches": batches, "steps_allowed": steps,
+             "outputs_are_probabilities": probabilities and exp.objective.name == "cross_entropy"}
+    return frame, facts
+
+
+@torch.no_grad()
+def _evaluate(exp: Experiment, subset: Any) -> dict[str, Any]:
+    """Loss and accuracy on the whole subset, as training sees it (train mode, dropout off)."""
+    with engine.autocast(exp.device, exp.amp_dtype):
+        logits = exp.model(subset.x)
+    correct = exp.objective.correct(logits, subset.y)
+    return {
+        "loss": float(exp.objective.loss(logits, subset.y)),
+        "acc": float(correct) / len(subset) if correct is not None else math.nan,
+        "probabilities": _looks_like_probabilities(logits),
+    }
+
+
+def _looks_like_probabilities(logits: torch.Tensor) -> bool:
+    """Rows that are non-negative and sum to 1: a softmax in front of a loss that expects logits."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        return False
+    logits = logits.float()
+    ones = torch.ones(logits.shape[0], device=logits.device)
+    return bool((logits >= 0).all() and torch.allclose(logits.sum(dim=1), ones, atol=1e-3))
+
+
+def _passed(state: dict[str, float], initial: float, target_fraction: float) -> bool:
+    acc_ok = math.isnan(state["acc"]) or state["acc"] >= 1.0  # regression: the loss alone decides
+    return acc_ok and math.isfinite(state["loss"]) and state["loss"] <= target_fraction * initial
+
+
+def _blown_up(loss: float, initial: float) -> bool:
+    return not math.isfinite(loss) or loss > DIVERGED_FACTOR * initial
+
+
+def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = TARGET_FRACTION) -> Verdict:
+    """The verdict over a training run on the subset. Pure: numbers in, findings out."""
+    verdict = Verdict()
+    initial = float(facts["initial_loss"])
+    evaluated = frame.dropna(subset=["subset_loss"]) if frame["subset_loss"].notna().any() else frame
+    losses = frame["loss"].to_numpy(dtype=float)
+    final = evaluated.iloc[-1]
+    final_state = {"loss": float(final["subset_loss"]), "acc": float(final["subset_acc"])}
+    steps = int(frame["step"].max())
+    if not math.isfinite(initial):
+        verdict.add("loss-diverged", "fail", "the loss is NaN/Inf before training starts",
+                    "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
+                    initial_loss=initial)
+        return verdict
+    if _passed(final_state, initial, target_fraction):
+        return verdict
+    nonfinite = [int(s) for s, v in zip(frame["step"], losses) if not math.isfinite(v)]
+    peak = float(pd.Series(losses).replace([math.inf, -math.inf], math.nan).max())
+    if nonfinite or _blown_up(final_state["loss"], initial) or peak > DIVERGED_FACTOR * initial and final_state["loss"] > initial:
+        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.1f}x its initial {initial:.4g}"
+        verdict.add(
+            "loss-diverged", "fail", what,
+            "The learning rate is too high or the initialisation too large: lower optim.lr by 10x (try `nndiag lr-find`), "
+            "check the init scale, and clip gradients (train.grad_clip) if spikes persist.",
+            initial_loss=initial, peak_loss=peak, first_nonfinite_step=nonfinite[0] if nonfinite else None, steps=steps,
+        )
+        return verdict
+    best = float(evaluated["subset_loss"].min())
+    best_acc = float(evaluated["subset_acc"].max())
+    evidence = {"initial_loss": initial, "best_loss": best, "final_loss": final_state["loss"], "best_fraction": best / initial,
+                "final_accuracy": final_state["acc"], "best_accuracy": best_acc, "steps": steps, "target_fraction": target_fraction}
+    if best > NOT_DECREASING * initial:
+        verdict.add(
+            "loss-not-decreasing", "fail",
+            f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved",
+            "The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
+            "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.",
+            **evidence,
+        )
+        return verdict
+    message = (f"the loss fell from {initial:.4g} to {best:.4g} ({best / initial:.0%} of initial) but stalled; "
+               f"training accuracy reached {best_acc:.1%} in {steps} steps (target: 100% and <= {target_fraction:.0%} of the initial loss)")
+    advice = ("The model cannot memorise even a tiny sample: give it more capacity (wider/deeper layers, a nonlinearity), "
+              "train longer (--steps) or look for a bug in the model or the loss.")
+    if facts.get("outputs_are_probabilities"):
+        message += "; the model's outputs are probabilities (rows are non-negative and sum to 1)"
+        advice = ("Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits, "
+                  "so squashed outputs cap how low the loss can go.")
+    verdict.add("cannot-overfit", "fail", message, advice, outputs_are_probabilities=bool(facts.get("outputs_are_probabilities")), **evidence)
+    return verdict
+
+
+def run(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS, target_fraction: float = TARGET_FRACTION) -> Result:
+    frame, facts = measure(exp, batches, steps, target_fraction)
+    verdict = decide(frame, facts, target_fraction)
+    evaluated = frame.dropna(subset=["subset_loss"])
+    perfect = evaluated[evaluated["subset_acc"] >= 1.0]
+    final = evaluated.iloc[-1]
+    metrics = {
+        "examples": facts["examples"],
+        "initial_loss": facts["initial_loss"],
+        "final_loss": float(final["subset_loss"]),
+        "final_fraction_of_initial": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
+        "final_accuracy": float(final["subset_acc"]),
+        "steps_to_100pct": int(perfect["step"].iloc[0]) if len(perfect) else None,
+        "steps_run": int(frame["step"].max()),
+        "lr": float(frame["lr"].iloc[0]),
+    }
+    return Result("overfit-small", verdict, {"overfit_small": frame}, metrics)

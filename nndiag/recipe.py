@@ -1,0 +1,514 @@
+"""Recipes: YAML -> typed, validated configuration, with errors that name the key and the fix.
+
+A recipe is one YAML file (see `recipes/` and DESIGN.md §2). Every section is a dataclass below;
+each field has a default and a comment giving its meaning or unit. Loading rejects unknown keys,
+wrong types and impossible values with a `BadInput` that names the key path (`optim.lr`) and what
+was expected. Precedence: `--set key=value` on the command line > YAML > default.
+
+This module must not import torch: `nndiag validate` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import importlib.util
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from nndiag.errors import BadInput
+
+DEVICES = "auto | cpu | cuda | cuda:N | mps"
+LOSSES = ("cross_entropy", "multi_margin", "bce", "mse")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("none", "step", "cosine", "linear", "inverse-sqrt")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "a number > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "a number >= 0"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 < value < 1 else "a number strictly between 0 and 1"
+
+
+def _unit_interval(value: float) -> str | None:
+    return None if 0 <= value < 1 else "a number in [0, 1)"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else "one of " + ", ".join(choices)
+
+    return check
+
+
+def _device(value: str) -> str | None:
+    if value in ("auto", "cpu", "cuda", "mps"):
+        return None
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return None
+    return DEVICES
+
+
+def _target(value: str | None) -> str | None:
+    if value is None:
+        return None
+    module, _, attr = value.partition(":")
+    return None if module and attr else '"module:attr", e.g. "my_models:build"'
+
+
+def _setting(default: Any = dataclasses.MISSING, check: Callable | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with an optional value check (returns what was expected, or None)."""
+    metadata = {"check": check} if check else {}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# The sections of a recipe. Each field: default, then a comment with its meaning or unit.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    name: str | None = None  # built-in dataset: spiral, digits, mnist1d, mnist, fashion-mnist, cifar10, cifar100, image-folder, csv
+    target: str | None = _setting(None, _target)  # or a callable "module:attr" returning (train, val)
+    args: dict[str, Any] = _setting({})  # keyword arguments for the dataset or the target
+    val_fraction: float = _setting(0.2, _fraction)  # share of the training data held out when the data has no validation split
+    normalize: bool = False  # standardise inputs with training-set mean/std (per feature, or per channel for images)
+    device_max_mb: float = _setting(1024.0, _non_negative)  # data up to this size is held on the device as tensors; larger streams through a DataLoader
+    num_workers: int = _setting(2, _non_negative)  # DataLoader workers, for streamed data only
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = None  # built-in: linear, mlp, cnn, or a torchvision model name such as resnet18
+    target: str | None = _setting(None, _target)  # or a callable "module:attr" returning an nn.Module
+    args: dict[str, Any] = _setting({})  # keyword arguments for the model or the target
+
+
+@dataclass
+class LossConfig:
+    name: str = _setting("cross_entropy", _one_of(*LOSSES))  # cross_entropy | multi_margin (SVM hinge) | bce | mse
+    margin: float = _setting(1.0, _positive)  # multi_margin only: the hinge margin (PyTorch's default 1)
+    label_smoothing: float = _setting(0.0, _unit_interval)  # cross_entropy only
+
+
+@dataclass
+class OptimConfig:
+    name: str = _setting("sgd", _one_of(*OPTIMIZERS))  # sgd | adam | adamw | rmsprop | adagrad
+    lr: float = _setting(0.01, _positive)  # learning rate (peak LR when a schedule is set)
+    weight_decay: float = _setting(0.0, _non_negative)  # L2 strength (decoupled for adamw)
+    momentum: float = _setting(0.0, _unit_interval)  # sgd and rmsprop only
+    nesterov: bool = False  # sgd only; needs momentum > 0
+    betas: list[float] = _setting([0.9, 0.999])  # adam and adamw only
+    eps: float = _setting(1e-8, _positive)  # adam, adamw, rmsprop, adagrad
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = _setting("none", _one_of(*SCHEDULES))  # none | step | cosine | linear | inverse-sqrt
+    warmup_steps: int = _setting(0, _non_negative)  # linear warmup from 0 over this many optimizer steps
+    step_size: int = _setting(10, _positive)  # step only: epochs between decays
+    gamma: float = _setting(0.1, _positive)  # step only: LR multiplier at each decay
+    min_lr_ratio: float = _setting(0.0, _unit_interval)  # cosine and linear: final LR as a fraction of the peak
+
+
+@dataclass
+class EarlyStoppingConfig:
+    patience: int | None = _setting(None, _positive)  # epochs without improvement before stopping; null = off
+    metric: str = _setting("val_loss", _one_of("val_loss", "val_acc"))  # what "improvement" means
+    min_delta: float = _setting(0.0, _non_negative)  # smallest change that counts as an improvement
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = _setting(64, _positive)  # examples per optimizer step
+    epochs: int = _setting(10, _positive)  # passes over the training data
+    max_steps: int | None = _setting(None, _positive)  # stop after this many optimizer steps (smoke runs); null = no limit
+    eval_batch_size: int | None = _setting(None, _positive)  # batch size for evaluation; null = 4 x batch_size
+    grad_clip: float | None = _setting(None, _positive)  # clip the global gradient norm to this; null = off
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class SearchParam:
+    low: float | None = None  # lower bound (numeric parameters)
+    high: float | None = None  # upper bound (numeric parameters)
+    log: bool = False  # sample uniformly in log space (needs low > 0)
+    type: str = _setting("float", _one_of("float", "int", "categorical"))  # float | int | categorical
+    choices: list[Any] | None = None  # categorical only: the values to choose from
+
+
+@dataclass
+class StageConfig:
+    trials: int = _setting(20, _positive)  # trials in this stage
+    epochs: int = _setting(2, _positive)  # epochs per trial
+
+
+def _default_fine() -> "StageConfig":
+    return StageConfig(trials=10, epochs=10)
+
+
+@dataclass
+class SearchConfig:
+    space: dict[str, SearchParam] = _setting({})  # recipe key path -> range, e.g. optim.lr: {low: 1e-5, high: 1e-1, log: true}
+    coarse: StageConfig = field(default_factory=StageConfig)  # wide ranges, short trials (notes: 1-5 epochs)
+    fine: StageConfig = field(default_factory=_default_fine)  # narrowed ranges, longer trials (notes: 10-20 epochs)
+    top_k: int = _setting(3, _positive)  # fine ranges are drawn around this many best coarse trials
+    metric: str = _setting("val_acc", _one_of("val_acc", "val_loss"))  # what "best" means
+
+
+@dataclass
+class Recipe:
+    name: str = "run"  # names the run folder: runs/<name>/<command>-<timestamp>/
+    seed: int = 0  # seeds torch, numpy and python; same recipe and seed -> same numbers on CPU
+    device: str = _setting("auto", _device)  # auto = CUDA, then MPS, then CPU
+    precision: str = _setting("auto", _one_of(*PRECISIONS))  # auto = bf16 autocast on CUDA where supported, else fp32
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)  # a name, or {name, margin, label_smoothing}
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # a name, or {name, warmup_steps, ...}
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    # Where the recipe file lives: custom `target` modules are looked up next to it first.
+    source: Path | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data (what is written to the run folder)."""
+        data = dataclasses.asdict(self)
+        data.pop("source", None)
+        return data
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Recipe":
+        """A new, validated recipe with `key.path: value` overrides applied."""
+        raw = self.to_dict()
+        for path, value in overrides.items():
+            set_path(raw, path, value)
+        return parse_recipe(raw, source=self.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing: plain data -> dataclasses, with errors that name the key path
+# --------------------------------------------------------------------------------------------
+
+# Sections that also accept a bare string, which sets their `name` (loss: mse, schedule: cosine).
+_NAME_SHORTHAND = (LossConfig, ScheduleConfig)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " (or null)"
+    if origin is dict:
+        return "a mapping"
+    if origin is list:
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against the annotation `tp` and convert it (YAML ints to floats, etc.)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp in _NAME_SHORTHAND:
+            value = {"name": value}
+        return _parse_section(tp, value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BadInput(f"expected a mapping, got {_describe(value)}", where=path)
+        _, value_type = typing.get_args(tp)
+        if dataclasses.is_dataclass(value_type):
+            return {str(k): _convert(v, value_type, f"{path}.{k}") for k, v in value.items()}
+        return dict(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise BadInput(f"expected a list, got {_describe(value)}", where=path)
+        (item_type,) = typing.get_args(tp) or (Any,)
+        if item_type is Any:
+            return list(value)
+        return [_convert(v, item_type, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept it
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if math.isfinite(value):
+                return value
+            raise BadInput(f"expected a finite number, got {value}", where=path)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise BadInput(f"expected {_type_name(tp)}, got {_describe(value)}", where=path)
+
+
+def _parse_section(cls: type, raw: Any, path: str) -> Any:
+    where = path or "recipe"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"expected a mapping of keys to values, got {_describe(raw)}", where=where)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise BadInput(
+            f"unknown key; expected one of: {', '.join(fields)}",
+            where=key,
+        )
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        key = f"{path}.{name}" if path else name
+        value = _convert(raw[name], hints[name], key)
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            expected = check(value)
+            if expected:
+                raise BadInput(f"expected {expected}, got {_describe(raw[name])}", where=key)
+        values[name] = value
+    return cls(**values)
+
+
+def _cross_checks(recipe: Recipe) -> None:
+    """Rules that involve more than one key."""
+    for section in ("data", "model"):
+        cfg = getattr(recipe, section)
+        if (cfg.name is None) == (cfg.target is None):
+            raise BadInput(
+                "give exactly one of `name` (a built-in) or `target` (\"module:attr\")",
+                where=section,
+            )
+    if recipe.optim.nesterov and recipe.optim.momentum <= 0:
+        raise BadInput("nesterov needs momentum > 0", where="optim.nesterov")
+    if len(recipe.optim.betas) != 2 or not all(0 <= b < 1 for b in recipe.optim.betas):
+        raise BadInput(
+            f"expected two numbers in [0, 1), got {recipe.optim.betas}", where="optim.betas"
+        )
+    for key, param in recipe.search.space.items():
+        _check_search_param(recipe, key, param)
+
+
+def _check_search_param(recipe: Recipe, key: str, param: SearchParam) -> None:
+    where = f"search.space.{key}"
+    try:
+        get_path(recipe.to_dict(), key, allow_missing_leaf=True)
+    except KeyError:
+        raise BadInput(
+            "is not a recipe key path; use dotted keys such as optim.lr, optim.weight_decay, "
+            "train.batch_size or model.args.dropout",
+            where=where,
+        ) from None
+    if param.type == "categorical":
+        if not param.choices:
+            raise BadInput("a categorical parameter needs a non-empty `choices` list", where=where)
+        return
+    if param.choices is not None:
+        raise BadInput("`choices` is for `type: categorical` only", where=where)
+    if param.low is None or param.high is None:
+        raise BadInput("a numeric parameter needs both `low` and `high`", where=where)
+    if param.low >= param.high:
+        raise BadInput(f"low ({param.low}) must be below high ({param.high})", where=where)
+    if param.log and param.low <= 0:
+        raise BadInput(f"log: true needs low > 0, got {param.low}", where=where)
+    if param.type == "int" and (param.low != int(param.low) or param.high != int(param.high)):
+        raise BadInput("an int parameter needs whole-number bounds", where=where)
+
+
+def parse_recipe(raw: Any, source: Path | None = None) -> Recipe:
+    """Plain data (as loaded from YAML) -> a validated `Recipe`."""
+    if raw is None:
+        raw = {}
+    if isinstance(raw, dict) and "name" not in raw and source is not None:
+        raw = {**raw, "name": source.stem}
+    recipe = _parse_section(Recipe, raw, "")
+    recipe.source = source
+    _cross_checks(recipe)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, parse and validate a recipe file; apply `key=value` overrides from the command line."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(
+            "recipe file not found (expected a YAML file such as recipes/quickstart.yaml)",
+            where=str(path),
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BadInput(f"is not valid YAML{at}: {problem}", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot be read: {exc}", where=str(path)) from None
+    if raw is not None and not isinstance(raw, dict):
+        raise BadInput("expected a YAML mapping of recipe keys at the top level", where=str(path))
+    raw = raw or {}
+    for assignment in overrides or []:
+        key, value = parse_assignment(assignment)
+        set_path(raw, key, value)
+    try:
+        return parse_recipe(raw, source=path.resolve())
+    except BadInput as exc:
+        raise BadInput(f"{exc} (in {path})") from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'optim.lr=0.1' -> ('optim.lr', 0.1); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"expected KEY=VALUE such as optim.lr=0.1, got {text!r}", where="--set")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise BadInput(f"the value of {key!r} is not valid YAML: {value!r}", where="--set") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Dotted key paths (used by --set and by search spaces)
+# --------------------------------------------------------------------------------------------
+
+
+def get_path(raw: dict[str, Any], path: str, allow_missing_leaf: bool = False) -> Any:
+    """Value at `a.b.c` in nested dicts. Free-form `args` mappings may lack the leaf."""
+    node: Any = raw
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        free_form = i > 0 and parts[i - 1] == "args"
+        if allow_missing_leaf and isinstance(node, dict) and (free_form or i == len(parts) - 1 and not node):
+            return None
+        raise KeyError(path)
+    return node
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts, creating mappings on the way; a string section becomes {name}."""
+    parts = path.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):  # loss: mse  ->  loss: {name: mse}
+            child = {"name": child}
+        elif not isinstance(child, dict):
+            child = {} if child is None else child
+        if not isinstance(child, dict):
+            raise BadInput(f"cannot set a key inside a {type(child).__name__}", where=path)
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Targets: "module:attr", looked up next to the recipe first
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_target(spec: str, base_dir: Path | None, where: str) -> Callable[..., Any]:
+    """Import `module:attr`; a module file next to the recipe wins over installed modules."""
+    module_name, _, attr = spec.partition(":")
+    module = None
+    if base_dir is not None:
+        candidate = base_dir / (module_name.replace(".", "/") + ".py")
+        if candidate.is_file():
+            module = _import_file(candidate, module_name, where)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            looked = f" (looked for {module_name.replace('.', '/')}.py next to the recipe in {base_dir} and on sys.path)" if base_dir else ""
+            raise BadInput(f"cannot import module {module_name!r}{looked}: {exc}", where=where) from None
+        except Exception as exc:  # the user's module raised while importing
+            raise BadInput(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", where=where) from None
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise BadInput(f"module {module_name!r} has no attribute {attr!r}", where=where) from None
+    if not callable(obj):
+        raise BadInput(f"{spec!r} is not callable (expected a function or class)", where=where)
+    return obj
+
+
+def _import_file(path: Path, module_name: str, where: str) -> types.ModuleType:
+    unique = f"nndiag_user.{module_name}.{abs(hash(str(path)))}"
+    if unique in sys.modules:
+        return sys.modules[unique]
+    spec = importlib.util.spec_from_file_location(unique, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))  # let the user's module import its neighbours
+    try:
+        sys.modules[unique] = module
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(unique, None)
+        raise BadInput(f"importing {path} failed: {type(exc).__name__}: {exc}", where=where) from None
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def call_target(fn: Callable[..., Any], args: dict[str, Any], where: str) -> Any:
+    """Call a user target with keyword arguments; a bad argument is the user's input error."""
+    try:
+        return fn(**args)
+    except BadInput:
+        raise
+    except Exception as exc:  # the user's code raised: report it as their input, without a traceback
+        name = getattr(fn, "__name__", repr(fn))
+        raise BadInput(
+            f"calling {name!r} with args {args} failed: {type(exc).__name__}: {exc}", where=where
+        ) from None

@@ -1,0 +1,28 @@
+"""What a diagnostic returns: numbers (tables), a verdict over them, and key metrics.
+
+Diagnostics never print or write; `report.py` turns a Result into CSV, JSON, plots and tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from nndiag.findings import Verdict
+
+
+@dataclass
+class Result:
+    command: str  # the CLI command, e.g. "check-loss"
+    verdict: Verdict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # name -> frame, written as <name>.csv; the first is the main one
+    metrics: dict[str, Any] = field(default_factory=dict)  # key numbers: the JSON "metrics" and the terminal summary
+    context: dict[str, str] = field(default_factory=dict)  # what ran: data, model, device (for reports)
+    recipe: dict[str, Any] | None = None  # the resolved recipe, written to the run folder
+    extra_files: dict[str, str] = field(default_factory=dict)  # name -> text files to write as-is (e.g. a recipe with the suggestion applied)
+
+    @property
+    def status(self) -> str:
+        return self.verdict.status
