@@ -1,0 +1,147 @@
+"""The training loop shared by `train`, `search` and `babysit`.
+
+`Trainer(exp, ...).fit()` trains with the recipe's optimizer, schedule, epochs and early stopping,
+logs the training loss every step and train/validation loss and accuracy every epoch, and
+returns a `History` of plain numbers. It never prints and never writes files; progress bars,
+probes and trial pruning plug in as callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from torch import nn
+
+from nndiag import engine
+from nndiag.data import batches_per_epoch
+from nndiag.experiment import Experiment
+
+
+class Callback(Protocol):
+    """Hooks into the loop. Call `trainer.request_stop(reason)` to end training early."""
+
+    def on_step(self, trainer: "Trainer", step: int, loss: float) -> None: ...
+
+    def on_epoch(self, trainer: "Trainer", row: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class History:
+    steps: pd.DataFrame  # one row per optimizer step: step, epoch, lr, loss
+    epochs: pd.DataFrame  # one row per epoch: epoch, step, lr, train_loss, train_acc, val_loss, val_acc, seconds
+    stopped: str  # completed | max_steps | early_stopping | diverged | a callback's reason
+    best_epoch: int | None = None  # epoch with the best validation metric
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # its weights, when early stopping is on
+
+    @property
+    def diverged(self) -> bool:
+        return self.stopped == "diverged"
+
+
+class Trainer:
+    def __init__(
+        self,
+        exp: Experiment,
+        *,
+        model: nn.Module | None = None,
+        epochs: int | None = None,
+        max_steps: int | None = None,
+        use_schedule: bool = True,
+        abort_factor: float | None = 3.0,
+        callbacks: list[Any] | tuple[Any, ...] = (),
+    ):
+        """`epochs`/`max_steps` default to the recipe's; `abort_factor`: stop as diverged when the
+        loss is non-finite or above this multiple of the first step's loss (None = never)."""
+        self.exp = exp
+        self.model = model if model is not None else exp.model
+        self.epochs = epochs if epochs is not None else exp.recipe.train.epochs
+        self.max_steps = max_steps if max_steps is not None else exp.recipe.train.max_steps
+        self.abort_factor = abort_factor
+        self.callbacks = list(callbacks)
+        self.optimizer = exp.optimizer(self.model)
+        steps_per_epoch = batches_per_epoch(len(exp.data.train), exp.recipe.train.batch_size)
+        total = steps_per_epoch * self.epochs if self.max_steps is None else min(self.max_steps, steps_per_epoch * self.epochs)
+        schedule = exp.recipe.schedule if use_schedule else None
+        self.scheduler = engine.build_scheduler(self.optimizer, schedule, total, steps_per_epoch) if schedule and (schedule.name != "none" or schedule.warmup_steps) else None
+        self.step = 0
+        self._stop_reason: str | None = None
+
+    def request_stop(self, reason: str) -> None:
+        self._stop_reason = reason
+
+    def fit(self) -> History:
+        exp, model = self.exp, self.model
+        early = exp.recipe.train.early_stopping
+        step_rows: list[dict[str, Any]] = []
+        epoch_rows: list[dict[str, Any]] = []
+        first_loss: float | None = None
+        best, best_epoch, best_state, waited = math.inf, None, None, 0
+        model.train()
+        for epoch in range(1, self.epochs + 1):
+            started = time.perf_counter()
+            loss_sum, correct_sum, seen = 0.0, 0.0, 0
+            for x, y in exp.train_batches():
+                lr = self.optimizer.param_groups[0]["lr"]
+                loss_t, logits = exp.step(self.optimizer, x, y, model=model)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                loss = float(loss_t)
+                first_loss = loss if first_loss is None else first_loss
+                step_rows.append({"step": self.step, "epoch": epoch, "lr": lr, "loss": loss})
+                loss_sum += loss * x.shape[0]
+                correct = exp.objective.correct(logits, y)
+                correct_sum += float(correct) if correct is not None else math.nan
+                seen += x.shape[0]
+                for cb in self.callbacks:
+                    cb.on_step(self, self.step, loss)
+                if self._diverged(loss, first_loss):
+                    self.request_stop("diverged")
+                if self.max_steps is not None and self.step >= self.max_steps and self._stop_reason is None:
+                    self.request_stop("max_steps")
+                if self._stop_reason:
+                    break
+            val = exp.evaluate(model=model)
+            row = {
+                "epoch": epoch,
+                "step": self.step,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_loss": loss_sum / max(seen, 1),
+                "train_acc": correct_sum / max(seen, 1) if exp.objective.is_classification else math.nan,
+                "val_loss": val["loss"],
+                "val_acc": val["acc"],
+                "seconds": time.perf_counter() - started,
+            }
+            epoch_rows.append(row)
+            for cb in self.callbacks:
+                cb.on_epoch(self, row)
+            score = row[early.metric] * (-1 if early.metric == "val_acc" else 1)
+            if math.isfinite(score) and score < best - early.min_delta:
+                best, best_epoch, waited = score, epoch, 0
+                if early.patience is not None:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+                if early.patience is not None and waited >= early.patience and self._stop_reason is None:
+                    self.request_stop("early_stopping")
+            if self._stop_reason:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return History(
+            steps=pd.DataFrame(step_rows, columns=["step", "epoch", "lr", "loss"]),
+            epochs=pd.DataFrame(epoch_rows, columns=["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]),
+            stopped=self._stop_reason or "completed",
+            best_epoch=best_epoch,
+            best_state=best_state,
+        )
+
+    def _diverged(self, loss: float, first: float | None) -> bool:
+        if not math.isfinite(loss):
+            return True
+        return self.abort_factor is not None and first is not None and first > 0 and loss > self.abort_factor * first
