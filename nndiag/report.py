@@ -43,11 +43,15 @@ def view(command: str) -> Callable[[Callable[[Result, Console], None]], Callable
 # --------------------------------------------------------------------------------------------
 
 
-def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Path = Path("runs")) -> Path:
-    """`--out DIR` if given, else runs/<recipe name>/<command>-<timestamp>/ (never reused)."""
+def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Path | None = None) -> Path:
+    """`--out DIR` if given, else runs/<recipe name>/<command>-<timestamp>/ (never reused).
+
+    The `runs` root can be moved with the NNDIAG_RUNS environment variable.
+    """
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         return out
+    root = root or Path(os.environ.get("NNDIAG_RUNS", "runs"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = root / _safe(recipe_name) / f"{command}-{stamp}"
     folder, n = base, 1
