@@ -136,7 +136,7 @@ def check_loss(
 def overfit_small(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = 5,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps at most; stops as soon as it passes.")] = 500,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps at most; stops as soon as it passes.")] = 1000,
     target: Annotated[float, typer.Option(min=1e-6, max=0.99, help="Pass when the loss falls to this fraction of its initial value (and accuracy hits 100%).")] = 0.1,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:

@@ -111,11 +111,16 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def spiral(classes: int = 3, points_per_class: int = 100, noise: float = 0.2, seed: int = 0) -> tuple[Pair, None]:
-    """The CS231n toy set: `classes` interleaved spiral arms in 2-D."""
+    """The CS231n toy set: `classes` interleaved spiral arms in 2-D.
+
+    One change from the course's generator: radii start at 1/points_per_class instead of 0. The
+    original puts the first point of every class at (0, 0), identical inputs with different
+    labels, which no model can fit (overfit-small would rightly never reach 100%).
+    """
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for k in range(classes):
-        r = np.linspace(0.0, 1.0, points_per_class)
+        r = np.linspace(0.0, 1.0, points_per_class + 1)[1:]
         t = np.linspace(k * 4, (k + 1) * 4, points_per_class) + rng.standard_normal(points_per_class) * noise
         xs.append(np.c_[r * np.sin(t), r * np.cos(t)])
         ys.append(np.full(points_per_class, k))

@@ -26,7 +26,7 @@ from nndiag.findings import Verdict
 from nndiag.result import Result
 
 DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
-DEFAULT_STEPS = 500  # optimizer steps at most; the run stops as soon as it passes
+DEFAULT_STEPS = 1000  # optimizer steps at most; the run stops as soon as it passes
 TARGET_FRACTION = 0.1  # pass when the subset loss is at most this fraction of its initial value
 DIVERGED_FACTOR = 3.0  # a loss above this multiple of the initial one has diverged
 NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
