@@ -37,7 +37,7 @@ def train_curve(kind: str, n: int, rng: np.random.Generator, start: float = 2.3,
         y[grow] = y[grow] * np.exp(6 * (u[grow] - 0.6))
         return y * mild
     if kind == "noisy":
-        return np.abs(_decay(u, start, 0.3 * start, 0.15) + 0.2 * start * eps)
+        return np.abs(_decay(u, start, 0.3 * start, 0.15) + 0.3 * start * eps)
     if kind == "lr-too-low":
         return start * (1 - 0.3 * u) * np.exp(0.02 * eps)
     if kind == "lr-too-high":

@@ -43,7 +43,8 @@ train and validation close -- raises nothing.
   noisy            warn  noise >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not reported
                          with lr-too-high, which already says the floor is noisy).
   still-improving  info  the validation loss (the training loss when there is none) is still
-                         clearly falling at the end: a line fitted to the last quarter drops
+                         clearly falling at the end: a line fitted to the last quarter (at least
+                         3 points) drops
                          >= STILL_FRACTION of the total improvement and >= STILL_LEVEL x E, with
                          t-statistic >= STILL_T (or every last-quarter point lower than the one
                          before when there are fewer than 5). Not reported with lr-too-low.
@@ -214,8 +215,8 @@ def first_nonfinite(series: pd.Series | None) -> float | None:
 
 def last_quarter_slope(u: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
     """Drop (in y units) over the last quarter of the run by a least-squares line, its t-statistic, points."""
-    keep = u >= 0.75
-    uu, yy = u[keep], y[keep]
+    m = max(3, math.ceil(len(u) / 4))
+    uu, yy = u[-m:], y[-m:]
     m = len(uu)
     if m < 3 or np.ptp(uu) == 0:
         return 0.0, 0.0, m
@@ -434,7 +435,7 @@ def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
     end = float(np.median(y[-max(2, len(y) // 10):]))
     total = float(np.median(y[:head(len(y))])) - end
     if m < 5:
-        tail = y[u >= 0.75]
+        tail = y[-m:]
         clear = bool(np.all(np.diff(tail) < 0))
     else:
         clear = t >= STILL_T
