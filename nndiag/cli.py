@@ -154,6 +154,73 @@ def overfit_small(
     execute("overfit-small", common, work)
 
 
+@app.command("train")
+def train(
+    recipe: RecipeArg,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
+    keep the best validation weights (best.pt), and end with the `curves` verdict on its own log.
+
+    Example: nndiag train recipes/quickstart.yaml --epochs 20
+    """
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import train as step
+
+        callbacks: list[Any] = []
+        bar = None
+        if progress and not json and sys.stderr.isatty():
+            from nndiag.progress import ProgressBar
+
+            bar = ProgressBar()
+            callbacks.append(bar)
+        try:
+            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    execute("train", common, work)
+
+
+@app.command("curves")
+def curves(
+    files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
+                                                      "a step or epoch column and loss columns) or run folders.", show_default=False)],
+    x: Annotated[Optional[str], typer.Option("--x", help="The x column (default: step, global_step, iteration, ..., epoch).")] = None,
+    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column (default: train_loss, train/loss, loss, ...).")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column (default: val_loss, val/loss, valid_loss, ...).")] = None,
+    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column (default: train_acc, acc, accuracy, ...).")] = None,
+    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column (default: val_acc, val/acc, val_accuracy, ...).")] = None,
+    out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Step 6: read loss curves from CSV and diagnose them (overfitting, underfitting, still improving, diverged,
+    plateau, noisy, LR too low/high, bad init). No recipe needed.
+
+    Example: nndiag curves lightning_logs/version_0/metrics.csv --json
+    """
+    from nndiag.errors import BadInput
+
+    try:
+        from nndiag import report
+        from nndiag.diagnostics import curves as step
+
+        result = step.run(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
+        folder = report.run_folder("curves", "curves", out)
+        verdict = report.write_run(result, folder, " ".join(str(f) for f in files), plots=not no_plots)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console().print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    finish(result, verdict, json, folder)
+
+
 @app.command("validate")
 def validate(
     recipe: RecipeArg,

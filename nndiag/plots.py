@@ -68,3 +68,102 @@ def _overfit_small(result: Result, folder: Path) -> list[Path]:
     ax_acc.set_ylabel("training accuracy on the subset")
     fig.suptitle(f"overfit-small: {result.status}")
     return [save(fig, folder / "overfit_small.png")]
+
+
+# --------------------------------------------------------------------------------------------
+# curves / train: the notes' picture -- raw points as a scatter, a moving median on top, train vs
+# validation, accuracy beside the loss, findings annotated
+# --------------------------------------------------------------------------------------------
+
+
+def _curves_frame(result: Result) -> Any:
+    from nndiag.diagnostics import curves
+
+    if "curves" in result.tables:
+        return result.tables["curves"]
+    if "train_steps" in result.tables:
+        return curves.measure([curves.from_history(result.tables["train_steps"], result.tables["train_epochs"])])[0]
+    return None
+
+
+def _draw_run(result: Result, part: Any, run: str, path: Path) -> Path:
+    import math
+
+    plt = pyplot()
+    series = {name: g for name, g in part.groupby("series", sort=False)}
+    has_acc = "train_acc" in series or "val_acc" in series
+    dense = series.get("train_loss_dense")
+    fit_loss = [n for n in ("train_loss", "val_loss") if n in series]
+    same_axis = dense is None or not fit_loss or dense["x_name"].iloc[0] == series[fit_loss[0]]["x_name"].iloc[0]
+    panels = ["dense"] if dense is not None else []
+    if fit_loss and not (same_axis and dense is not None):
+        panels.append("fit")
+    elif fit_loss and dense is not None:
+        panels = ["dense"]
+    if has_acc:
+        panels.append("acc")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    colors = {"train": "tab:blue", "val": "tab:orange"}
+    axis_of: dict[str, Any] = {}
+    for ax, panel in zip(axes[0], panels):
+        if panel == "dense":
+            g = dense
+            ax.scatter(g["x"], g["value"], s=4, alpha=0.3, color=colors["train"], label="train loss (raw)")
+            ax.plot(g["x"], g["smooth"], color=colors["train"], lw=1.8, label="train loss (moving median)")
+            if same_axis and "val_loss" in series:
+                v = series["val_loss"]
+                ax.plot(v["x"], v["value"], "o-", ms=3, color=colors["val"], label="val loss")
+            ax.set_xlabel(g["x_name"].iloc[0])
+            axis_of[g["x_name"].iloc[0]] = ax
+        elif panel == "fit":
+            for name in fit_loss:
+                g = series[name]
+                who = "train" if name.startswith("train") else "val"
+                if len(g) < 30:  # epoch-level: few points, draw them as they are
+                    ax.plot(g["x"], g["value"], "o-", ms=3, color=colors[who], label=f"{who} loss")
+                else:
+                    ax.scatter(g["x"], g["value"], s=6, alpha=0.3, color=colors[who])
+                    ax.plot(g["x"], g["smooth"], color=colors[who], lw=1.8, label=f"{who} loss (moving median)")
+            ax.set_xlabel(series[fit_loss[0]]["x_name"].iloc[0])
+            axis_of[series[fit_loss[0]]["x_name"].iloc[0]] = axis_of.get(series[fit_loss[0]]["x_name"].iloc[0], ax)
+        else:
+            for name in ("train_acc", "val_acc"):
+                if name in series:
+                    g = series[name]
+                    who = name.split("_")[0]
+                    ax.plot(g["x"], g["value"], "o-", ms=3, color=colors[who], label=f"{who} accuracy")
+                    ax.set_xlabel(g["x_name"].iloc[0])
+            ax.set_ylabel("accuracy")
+        if panel != "acc":
+            values = part[part["series"].isin(["train_loss_dense", "train_loss", "val_loss"])]["value"]
+            finite = values[values.apply(lambda v: math.isfinite(v))]
+            if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 30:
+                ax.set_yscale("log")
+            ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    findings = [f for f in result.verdict.findings if f.evidence.get("run", run) == run]
+    for f in findings:
+        at, xname = f.evidence.get("at"), f.evidence.get("x")
+        ax = axis_of.get(xname)
+        if ax is not None and at is not None:
+            ax.axvline(float(at), color="red" if f.severity == "fail" else "darkorange", ls="--", lw=1)
+            ax.annotate(f.code, (float(at), 0.95), xycoords=("data", "axes fraction"), fontsize=8, color="red", rotation=90, va="top", ha="right")
+    text = "\n".join(f"{f.severity}: {f.code} -- {f.message[:110]}" for f in findings) or "no problems found"
+    fig.suptitle(f"{result.command}: {result.status}" + (f" ({run})" if run else ""))
+    fig.text(0.01, -0.02, text, fontsize=8, va="top", wrap=True)
+    return save(fig, path)
+
+
+@drawer("curves")
+@drawer("train")
+def _curves(result: Result, folder: Path) -> list[Path]:
+    frame = _curves_frame(result)
+    if frame is None or frame.empty:
+        return []
+    runs = list(dict.fromkeys(frame["run"]))
+    paths = []
+    for i, run in enumerate(runs):
+        name = "curves.png" if len(runs) == 1 else f"curves-{i + 1}-{''.join(c if c.isalnum() else '-' for c in run)}.png"
+        paths.append(_draw_run(result, frame[frame["run"] == run], run if len(runs) > 1 else "", folder / name))
+    return paths

@@ -68,12 +68,12 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
+def atomic_write_text(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to `path` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -213,3 +213,40 @@ def sparkline(values: list[float], width: int = 60) -> str:
     lo, hi = min(finite), max(finite)
     span = hi - lo or 1.0
     return "".join(blocks[int((v - lo) / span * (len(blocks) - 1))] if math.isfinite(v) else "!" for v in values)
+
+
+# --------------------------------------------------------------------------------------------
+# curves / train: a compact terminal rendering of the curves
+# --------------------------------------------------------------------------------------------
+
+
+def _curve_rows(result: Result) -> Any:
+    """The long curves table (run, series, x_name, x, value, smooth) of a curves or train result."""
+    from nndiag.diagnostics import curves
+
+    if "curves" in result.tables:
+        return result.tables["curves"]
+    if "train_steps" in result.tables:
+        return curves.measure([curves.from_history(result.tables["train_steps"], result.tables["train_epochs"])])[0]
+    return None
+
+
+@view("curves")
+@view("train")
+def _curves_view(result: Result, console: Console) -> None:
+    frame = _curve_rows(result)
+    if frame is None or frame.empty:
+        return
+    labels = {"train_loss_dense": "train loss", "train_loss": "train loss", "val_loss": "val loss", "train_acc": "train acc", "val_acc": "val acc"}
+    table = Table(title="curves (moving median; '!' = NaN/Inf)", title_justify="left", show_header=True)
+    for name in ("run", "series", "x", "first", "curve", "last"):
+        table.add_column(name, justify="right" if name in ("first", "last") else "left")
+    several = frame["run"].nunique() > 1
+    for (run, series), part in frame.groupby(["run", "series"], sort=False):
+        if series == "train_loss" and (frame[(frame["run"] == run)]["series"] == "train_loss_dense").any():
+            continue
+        raw = part["value"].tolist()
+        line = [s if math.isfinite(v) else v for s, v in zip(part["smooth"].tolist(), raw)]
+        table.add_row(str(run) if several else "", labels.get(series, series), f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}",
+                      fmt(float(raw[0])), sparkline(line, width=28), fmt(float(raw[-1])))
+    console.print(table)

@@ -21,7 +21,7 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)  # key numbers: the JSON "metrics" and the terminal summary
     context: dict[str, str] = field(default_factory=dict)  # what ran: data, model, device (for reports)
     recipe: dict[str, Any] | None = None  # the resolved recipe, written to the run folder
-    extra_files: dict[str, str] = field(default_factory=dict)  # name -> text files to write as-is (e.g. a recipe with the suggestion applied)
+    extra_files: dict[str, str | bytes] = field(default_factory=dict)  # name -> files to write as-is: text (a recipe with the suggestion applied) or bytes (best.pt weights)
 
     @property
     def status(self) -> str:

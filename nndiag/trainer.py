@@ -54,18 +54,23 @@ class Trainer:
         use_schedule: bool = True,
         abort_factor: float | None = 3.0,
         callbacks: list[Any] | tuple[Any, ...] = (),
+        keep_best: bool | None = None,
     ):
         """`epochs`/`max_steps` default to the recipe's; `abort_factor`: stop as diverged when the
-        loss is non-finite or above this multiple of the first step's loss (None = never)."""
+        loss is non-finite or above this multiple of the first step's loss (None = never);
+        `keep_best`: keep a copy of the best validation weights in `History.best_state` (default:
+        only when early stopping is on). The model is reset to them only when early stopping is on."""
         self.exp = exp
         self.model = model if model is not None else exp.model
         self.epochs = epochs if epochs is not None else exp.recipe.train.epochs
         self.max_steps = max_steps if max_steps is not None else exp.recipe.train.max_steps
         self.abort_factor = abort_factor
         self.callbacks = list(callbacks)
+        self.keep_best = keep_best
         self.optimizer = exp.optimizer(self.model)
         steps_per_epoch = batches_per_epoch(len(exp.data.train), exp.recipe.train.batch_size)
         total = steps_per_epoch * self.epochs if self.max_steps is None else min(self.max_steps, steps_per_epoch * self.epochs)
+        self.total_steps = total  # optimizer steps the run will take at most (for progress bars)
         schedule = exp.recipe.schedule if use_schedule else None
         self.scheduler = engine.build_scheduler(self.optimizer, schedule, total, steps_per_epoch) if schedule and (schedule.name != "none" or schedule.warmup_steps) else None
         self.step = 0
@@ -81,6 +86,7 @@ class Trainer:
         epoch_rows: list[dict[str, Any]] = []
         first_loss: float | None = None
         best, best_epoch, best_state, waited = math.inf, None, None, 0
+        keep = self.keep_best if self.keep_best is not None else early.patience is not None
         model.train()
         for epoch in range(1, self.epochs + 1):
             started = time.perf_counter()
@@ -123,7 +129,7 @@ class Trainer:
             score = row[early.metric] * (-1 if early.metric == "val_acc" else 1)
             if math.isfinite(score) and score < best - early.min_delta:
                 best, best_epoch, waited = score, epoch, 0
-                if early.patience is not None:
+                if keep:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 waited += 1
@@ -131,7 +137,7 @@ class Trainer:
                     self.request_stop("early_stopping")
             if self._stop_reason:
                 break
-        if best_state is not None:
+        if best_state is not None and early.patience is not None:
             model.load_state_dict(best_state)
         return History(
             steps=pd.DataFrame(step_rows, columns=["step", "epoch", "lr", "loss"]),

@@ -1,0 +1,657 @@
+"""Step 6 of the recipe: read the loss curves.
+
+`decide(curves)` is a pure function over series of numbers; `load(paths)` reads nndiag's own CSVs,
+PyTorch Lightning `CSVLogger` files and any CSV with a step/epoch column and loss/accuracy columns;
+`run(paths)` does both and returns a Result. `train` calls `decide` over its own History.
+
+A `Curves` holds up to two views of one run:
+  dense  the densest training loss (every step when known): shape rules read it
+  fit    train/val loss and accuracy at comparable points (every epoch, or Lightning's val rows):
+         the rules that compare training with validation read it
+Every series keeps only the points that were logged (a blank CSV cell is "not logged"; a NaN/Inf
+that was logged is a real non-finite value).
+
+Measures (all relative, so a loss in nats or in dollars gives the same verdict):
+  u            position along the run, 0 at the first point and 1 at the last (x normalised)
+  smooth       centred rolling median, window max(3, n/10) points, odd (robust to spikes; it
+               follows a monotone trend exactly, so it does not lag)
+  S (start)    median of the first clamp(n/100, 1, 5) raw points: the initial loss
+  E (end)      median of the last max(2, n/10) raw points: where the run ended
+  B (best)     minimum of the smoothed curve;  D = S - B, the total drop
+  t_q          first u where the smoothed curve has fallen by q x (S - E) (t10, t90)
+  noise        robust std (1.4826 x MAD) of raw - smooth over the second half of the run
+  M (middle)   median of the points with u in [0.45, 0.55]; M - E is the second half's drop
+  flat         the second half fell less than PLATEAU_FLAT x S + 3 standard errors of M - E
+
+Rules (severity; threshold constants below; every one tested on synthetic curves that must and
+must not trigger it). A healthy curve -- a fast, exponential-ish fall to a low floor, mild noise,
+train and validation close -- raises nothing.
+  diverged         fail  a logged NaN/Inf (train or val); or the smoothed train loss rises above
+                         DIVERGE_FACTOR x S (CS231n: "> 3x the initial loss, stop"); or, after a real
+                         drop (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D
+                         and E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
+  plateau          warn  the loss never moved (D < PLATEAU_MOVE x S); or it stalled high: E >=
+                         PLATEAU_LEVEL x S and the second half is flat.
+  lr-too-low       warn  slow, almost linear decline: E >= LOW_LEVEL x S (lost less than half),
+                         the second half still fell clearly (>= LOW_MIN_DROP x S and > 3 standard
+                         errors) and the first half fell at most LOW_LINEARITY x as much.
+  lr-too-high      warn  fast drop then a high, noisy floor: t90 <= HIGH_FAST, E >= HIGH_FLOOR x S,
+                         noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points.
+  bad-init         warn  flat start then a sudden drop: D >= BAD_INIT_DROP x S, t10 >= BAD_INIT_FLAT
+                         (and >= 2 points), and the fall from 10% to 90% of D takes at most
+                         BAD_INIT_SUDDEN x t10.
+  noisy            warn  noise >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not reported
+                         with lr-too-high, which already says the floor is noisy).
+  still-improving  info  the validation loss (the training loss when there is none) is still
+                         clearly falling at the end: a line fitted to the last quarter (at least
+                         3 points) drops
+                         >= STILL_FRACTION of the total improvement and >= STILL_LEVEL x E, with
+                         t-statistic >= STILL_T (or every last-quarter point lower than the one
+                         before when there are fewer than 5). Not reported with lr-too-low.
+  overfitting      warn  the validation loss at the end (median of the last max(2, n/10) points) is
+                         >= OVERFIT_RISE above the minimum of its 3-point median, and >= OVERFIT_NOISE
+                         x its own noise, the minimum at least 2 points before the end, while the
+                         training loss did not rise; or a gap opened: train acc - val acc >= GAP_ACC at the end and grew
+                         by >= GAP_ACC_GROWTH; or, without accuracies, train loss <= GAP_LOSS_RATIO
+                         x val loss at the end, with the gap >= GAP_LOSS_MIN x the first val loss,
+                         and the two closer than that at the start.
+  underfitting     warn  train and validation close (|val - train| <= UNDERFIT_CLOSE x the larger,
+                         and |acc gap| <= UNDERFIT_CLOSE_ACC when known) and both poor: the training
+                         loss ended >= UNDERFIT_LEVEL x its initial value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from nndiag.errors import BadInput
+from nndiag.findings import Verdict
+from nndiag.result import Result
+
+# -- thresholds (units: fractions of the start level S, of the drop D, or of the run length u) ----
+MIN_POINTS = 8  # shape rules need at least this many points of training loss
+NOISY_MIN_POINTS = 30  # noise is only estimated on curves this long (step-level logs)
+DIVERGE_FACTOR = 3.0  # x S; CS231n: a loss above ~3x the initial one means stop early
+BLOWUP_MIN_DROP = 0.2  # x S; a "blow-up after a decline" needs a real decline first
+BLOWUP_RETRACE = 0.5  # x D; ... and the end level gives back at least half of the drop
+BLOWUP_RATIO = 1.5  # x B; ... and ends at least 1.5x the best level
+PLATEAU_MOVE = 0.05  # x S; a total drop below 5% of the start = the loss never moved
+PLATEAU_LEVEL = 0.5  # x S; a run that ends above half its initial loss "stalled high"
+PLATEAU_FLAT = 0.02  # x S; a second half that fell less than 2% of the start is flat
+LOW_LEVEL = 0.5  # x S; lr-too-low: ended above half the initial loss
+LOW_MIN_DROP = 0.02  # x S; ... and the second half still fell at least 2% of the start
+LOW_LINEARITY = 2.5  # first-half drop / second-half drop at most this: almost a straight line
+HIGH_FAST = 0.2  # u; lr-too-high: 90% of the drop done within the first 20% of the run
+HIGH_FLOOR = 0.25  # x S; ... to a floor at least a quarter of the initial loss
+HIGH_NOISE = 0.1  # x E; ... with noise at least 10% of the floor
+BAD_INIT_DROP = 0.3  # x S; bad-init: the eventual drop is at least 30% of the start
+BAD_INIT_FLAT = 0.1  # u; ... after a flat start at least 10% of the run long
+BAD_INIT_SUDDEN = 2.0  # (t90 - t10) / t10 at most this: the drop is quick compared with the wait
+NOISY_RATIO = 0.25  # x D; step-to-step noise at least a quarter of the whole drop
+STILL_FRACTION = 0.1  # of (S - E); the last quarter brought at least 10% of the improvement
+STILL_LEVEL = 0.02  # x E; ... and at least 2% of the current level
+STILL_T = 3.0  # t-statistic of the last-quarter slope: clearly, not noise
+OVERFIT_RISE = 0.1  # x min; val loss 10% above its minimum (Google tuning playbook: "turns upward")
+OVERFIT_NOISE = 3.0  # x the val curve's own noise (robust std around its 3-point median): a rise, not a wobble
+GAP_ACC = 0.1  # train acc - val acc at the end, in accuracy units (10 points)
+GAP_ACC_GROWTH = 0.05  # ... and it grew by at least 5 points since the first record
+GAP_LOSS_RATIO = 0.5  # without accuracies: train loss at most half the val loss ...
+GAP_LOSS_MIN = 0.25  # ... the gap at least a quarter of the first val loss ...
+GAP_LOSS_START = 0.75  # ... and at the start train >= 0.75 x val (they were close, the gap opened)
+UNDERFIT_CLOSE = 0.1  # |val - train| <= 10% of the larger loss
+UNDERFIT_CLOSE_ACC = 0.05  # |train acc - val acc| <= 5 points
+UNDERFIT_LEVEL = 0.5  # x initial loss; training loss has not even halved
+
+
+@dataclass
+class Curves:
+    """One run's curves. Series are indexed by x (sorted, unique) and hold only logged points."""
+
+    x: str = "step"  # name of the dense x axis
+    dense: pd.Series | None = None  # densest training loss
+    fit: dict[str, pd.Series] = field(default_factory=dict)  # train_loss, val_loss, train_acc, val_acc (any subset)
+    fit_x: str = "epoch"  # name of the fit x axis
+    label: str = "run"  # names the run in messages when several are analysed
+    sources: list[str] = field(default_factory=list)  # the files it came from
+
+    def loss(self) -> pd.Series | None:
+        """The training loss the shape rules read: dense, else the fit view's."""
+        if self.dense is not None and len(self.dense):
+            return self.dense
+        return self.fit.get("train_loss")
+
+    def loss_x(self) -> str:
+        return self.x if self.dense is not None and len(self.dense) else self.fit_x
+
+
+# ------------------------------------------------------------------------------------------------
+# Measures
+# ------------------------------------------------------------------------------------------------
+
+
+def window(n: int) -> int:
+    w = max(3, n // 10)
+    return w + 1 if w % 2 == 0 else w
+
+
+def smooth(y: np.ndarray) -> np.ndarray:
+    """Centred rolling median (robust to spikes); short series are returned as they are."""
+    if len(y) < 3:
+        return np.asarray(y, dtype=float)
+    return pd.Series(y).rolling(window(len(y)), center=True, min_periods=1).median().to_numpy()
+
+
+def head(n: int) -> int:
+    """Points whose median is the start level: 1 on short (epoch) curves, 3-5 on long (step) ones."""
+    return 1 if n < NOISY_MIN_POINTS else min(max(n // 100, 3), 5)
+
+
+def robust_std(r: np.ndarray) -> float:
+    if len(r) == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+
+
+@dataclass
+class Shape:
+    """The measures of one series (see the module docstring)."""
+
+    n: int
+    x: np.ndarray
+    u: np.ndarray
+    y: np.ndarray
+    s: np.ndarray  # smoothed
+    start: float
+    end: float
+    best: float
+    best_x: float
+    drop: float
+    noise: float
+    mid: float  # median of the points with u in [0.45, 0.55]
+    se: float  # standard error of (mid - end), from the noise and the points in both windows
+
+    @classmethod
+    def of(cls, series: pd.Series) -> "Shape":
+        x = series.index.to_numpy(dtype=float)
+        y = series.to_numpy(dtype=float)
+        n = len(y)
+        span = x[-1] - x[0] if n > 1 and x[-1] > x[0] else 1.0
+        u = (x - x[0]) / span
+        s = smooth(y)
+        start = float(np.median(y[:head(n)]))
+        end = float(np.median(y[-max(2, n // 10):]))
+        i_best = int(np.argmin(s))
+        half = y[n // 2:] - s[n // 2:]
+        middle = y[(u >= 0.45) & (u <= 0.55)]
+        mid = float(np.median(middle)) if len(middle) else float(np.interp(0.5, u, s))
+        noise = robust_std(half)
+        se = 1.2533 * noise * math.sqrt(1 / max(len(middle), 1) + 1 / max(2, n // 10))  # 1.2533: s.e. of a median / of a mean
+        return cls(n, x, u, y, s, start, end, float(s[i_best]), float(x[i_best]), start - float(s[i_best]), noise, mid, se)
+
+    def t(self, q: float) -> float:
+        """First u where the smoothed curve has fallen by q x (S - E), the drop to where it ended (1.0 if never)."""
+        fall = self.start - self.end
+        if fall <= 0:
+            return 1.0
+        hit = np.nonzero(self.s <= self.start - q * fall)[0]
+        return float(self.u[hit[0]]) if len(hit) else 1.0
+
+    def x_at(self, u: float) -> float:
+        return float(self.x[0] + u * (self.x[-1] - self.x[0]))
+
+
+def first_nonfinite(series: pd.Series | None) -> float | None:
+    if series is None or not len(series):
+        return None
+    bad = ~np.isfinite(series.to_numpy(dtype=float))
+    return float(series.index[np.argmax(bad)]) if bad.any() else None
+
+
+def last_quarter_slope(u: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """Drop (in y units) over the last quarter of the run by a least-squares line, its t-statistic, points."""
+    m = max(3, math.ceil(len(u) / 4))
+    uu, yy = u[-m:], y[-m:]
+    m = len(uu)
+    if m < 3 or np.ptp(uu) == 0:
+        return 0.0, 0.0, m
+    slope, intercept = np.polyfit(uu, yy, 1)
+    resid = yy - (slope * uu + intercept)
+    se = math.sqrt(float(np.sum(resid**2)) / max(m - 2, 1) / float(np.sum((uu - uu.mean()) ** 2)))
+    drop = -slope * float(np.ptp(uu))
+    t = -slope / se if se > 0 else (math.inf if slope < 0 else 0.0)
+    return float(drop), float(t), m
+
+
+def _n(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _x(name: str, v: float) -> str:
+    return f"{name} {int(v)}" if float(v).is_integer() else f"{name} {v:.4g}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Deciding (pure)
+# ------------------------------------------------------------------------------------------------
+
+
+def decide(curves: Curves) -> Verdict:
+    """The verdict over one run's curves. Pure: numbers in, findings out."""
+    verdict = Verdict()
+    loss = curves.loss()
+    if loss is None or not len(loss):
+        return verdict
+    lx = curves.loss_x()
+    if _diverged(verdict, curves, loss, lx):
+        return verdict
+    shape = Shape.of(loss) if len(loss) >= MIN_POINTS else None
+    if shape is not None:
+        _shape_rules(verdict, shape, lx)
+    _fit_rules(verdict, curves, shape)
+    _still_improving(verdict, curves, lx)
+    return verdict
+
+
+def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> bool:
+    advice = ("Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
+              "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss.")
+    for name, series, xname in (("train loss", loss, lx), ("val loss", curves.fit.get("val_loss"), curves.fit_x)):
+        at = first_nonfinite(series)
+        if at is not None:
+            before = series[series.index < at].to_numpy(dtype=float)
+            history = f" after going from {_n(before[0])} to {_n(before[-1])}" if len(before) > 1 else ""
+            verdict.add("diverged", "fail", f"{name} became {series[at]} at {_x(xname, at)}{history}", advice,
+                        series=name, at=at, x=xname)
+            return True
+    if len(loss) < 3:
+        return False
+    shape = Shape.of(loss)
+    peak_i = int(np.argmax(shape.s))
+    peak = float(shape.s[peak_i])
+    if shape.start > 0 and peak >= DIVERGE_FACTOR * shape.start:
+        verdict.add("diverged", "fail",
+                    f"train loss rose to {_n(peak)} at {_x(lx, shape.x[peak_i])}, {peak / shape.start:.1f}x its initial {_n(shape.start)} "
+                    f"(limit {DIVERGE_FACTOR:g}x)", advice, at=float(shape.x[peak_i]), x=lx, peak=peak, initial=shape.start)
+        return True
+    if (shape.start > 0 and shape.drop >= BLOWUP_MIN_DROP * shape.start and shape.end >= shape.best + BLOWUP_RETRACE * shape.drop
+            and shape.end >= BLOWUP_RATIO * shape.best):
+        verdict.add("diverged", "fail",
+                    f"train loss fell from {_n(shape.start)} to {_n(shape.best)} at {_x(lx, shape.best_x)}, then blew up to {_n(shape.end)} "
+                    f"by the end ({shape.end / shape.best:.1f}x its best, giving back {(shape.end - shape.best) / shape.drop:.0%} of the drop)",
+                    advice, at=shape.best_x, x=lx, initial=shape.start, best=shape.best, end=shape.end)
+        return True
+    return False
+
+
+def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
+    S, E, D = sh.start, sh.end, sh.drop
+    if S <= 0:
+        return
+    length = f"{sh.n} {lx}s" if lx in ("step", "epoch") else f"{sh.n} points"
+    second_half = sh.mid - E
+    flat = second_half < PLATEAU_FLAT * S + 3 * sh.se  # fell less than 2% of the start, or not beyond the noise
+    t10, t90 = sh.t(0.1), sh.t(0.9)
+    evidence = {"initial": S, "best": sh.best, "final": E, "points": sh.n, "noise": sh.noise, "x": lx}
+    # plateau: never moved, or stalled high
+    if D < PLATEAU_MOVE * S:
+        verdict.add("plateau", "warn",
+                    f"train loss never moved: {_n(S)} at the start, best {_n(sh.best)} ({D / S:.1%} lower) over {length}",
+                    "Nothing is being learned: raise the learning rate by 10-100x (`nndiag lr-find`), check that the optimizer "
+                    "gets the model's parameters and that gradients flow (`nndiag probe`: dead ReLUs, vanishing gradients).",
+                    **evidence)
+        return
+    high = (t90 <= HIGH_FAST and E >= HIGH_FLOOR * S and sh.noise >= HIGH_NOISE * E and flat
+            and sh.n >= NOISY_MIN_POINTS)
+    if high:
+        verdict.add("lr-too-high", "warn",
+                    f"train loss dropped fast ({t90:.0%} of the run for 90% of its fall) to a high, noisy floor: it ends at {_n(E)}, "
+                    f"{E / S:.0%} of its initial {_n(S)}, with step-to-step noise {sh.noise / E:.0%} of that level",
+                    "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step).",
+                    t90=t90, **evidence)
+    elif E >= PLATEAU_LEVEL * S and flat:
+        verdict.add("plateau", "warn",
+                    f"train loss stalled at {_n(E)}, {E / S:.0%} of its initial {_n(S)}: the second half of the run fell only "
+                    f"{max(second_half, 0) / S:.1%} of the initial value",
+                    "Training is stuck: try a higher or decaying learning rate, a different optimizer (adam), a bigger model, "
+                    "or check the data and labels; a plateau that breaks later can be a saddle (train longer).",
+                    second_half_drop=second_half, **evidence)
+    # lr-too-low: a slow, nearly straight decline
+    first_half = S - sh.mid
+    if (E >= LOW_LEVEL * S and second_half >= LOW_MIN_DROP * S and second_half > 3 * sh.se
+            and first_half <= LOW_LINEARITY * second_half):
+        verdict.add("lr-too-low", "warn",
+                    f"train loss fell slowly and almost linearly: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} "
+                    f"({first_half / S:.0%} then {second_half / S:.0%} of the initial value per half), still {E / S:.0%} of where it started",
+                    "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
+                    first_half_drop=first_half, second_half_drop=second_half, **evidence)
+    # bad-init: flat start, then a sudden drop
+    flat_points = int(np.sum(sh.u < t10))
+    if D >= BAD_INIT_DROP * S and t10 >= BAD_INIT_FLAT and flat_points >= 2 and (t90 - t10) <= BAD_INIT_SUDDEN * t10:
+        verdict.add("bad-init", "warn",
+                    f"train loss stayed flat near {_n(S)} for the first {t10:.0%} of the run (until {_x(lx, sh.x_at(t10))}), "
+                    f"then dropped 80% of its fall within {t90 - t10:.0%} of the run",
+                    "The start is wasted: check the weight initialisation (Kaiming for ReLU, Xavier for tanh; `nndiag probe`), "
+                    "the input scale, and a warmup that is too long.",
+                    t10=t10, t90=t90, at=sh.x_at(t10), **evidence)
+    if sh.n >= NOISY_MIN_POINTS and not high and D > 0 and sh.noise >= NOISY_RATIO * D:
+        verdict.add("noisy", "warn",
+                    f"train loss is noisy: step-to-step noise {_n(sh.noise)} is {sh.noise / D:.0%} of its whole drop ({_n(S)} -> {_n(sh.best)})",
+                    "Read the trend from a moving average; use a larger batch or a lower learning rate to reduce the noise.",
+                    ratio=sh.noise / D, **evidence)
+
+
+def _train_at(curves: Curves, xs: np.ndarray) -> np.ndarray | None:
+    """Training loss at the fit points: the fit view's own, else the dense curve's smoothed values."""
+    train = curves.fit.get("train_loss")
+    if train is not None and len(train) >= 2:
+        return np.interp(xs, train.index.to_numpy(float), smooth(train.to_numpy(float)))
+    if curves.dense is not None and len(curves.dense) >= 2 and curves.x == curves.fit_x:
+        return np.interp(xs, curves.dense.index.to_numpy(float), smooth(curves.dense.to_numpy(float)))
+    return None
+
+
+def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
+    val = curves.fit.get("val_loss")
+    fx = curves.fit_x
+    if val is None or len(val) < 3:
+        return
+    xs = val.index.to_numpy(float)
+    v = val.to_numpy(float)
+    vs = pd.Series(v).rolling(3, center=True, min_periods=1).median().to_numpy() if len(v) >= 5 else v
+    train = _train_at(curves, xs)
+    k = int(np.argmin(vs))
+    v_min, v_end = float(vs[k]), float(np.median(v[-max(2, len(v) // 10):]))
+    v_noise = robust_std(v - vs) if len(v) >= 5 else 0.0
+    overfit = False
+    rise = v_end - v_min
+    if v_min > 0 and k <= len(v) - 3 and rise >= OVERFIT_RISE * v_min and rise >= OVERFIT_NOISE * v_noise:
+        t_k, t_end = (float(train[k]), float(train[-1])) if train is not None else (math.nan, math.nan)
+        if train is None or t_end <= t_k:
+            tail = f" while train loss fell {(t_k - t_end) / t_k:.0%} ({_n(t_k)} -> {_n(t_end)})" if train is not None and t_k > 0 else ""
+            verdict.add("overfitting", "warn",
+                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)}{tail}",
+                        "Stop earlier (train.early_stopping.patience keeps the best weights), add regularization "
+                        "(optim.weight_decay, dropout, augmentation) or get more training data.",
+                        val_min=v_min, val_min_at=float(xs[k]), val_end=v_end, train_at_min=t_k, train_end=t_end, at=float(xs[k]), x=fx)
+            overfit = True
+    tacc, vacc = curves.fit.get("train_acc"), curves.fit.get("val_acc")
+    acc_gap = None
+    if tacc is not None and vacc is not None and len(tacc) >= 2 and len(vacc) >= 2:
+        ta = np.interp(vacc.index.to_numpy(float), tacc.index.to_numpy(float), tacc.to_numpy(float))
+        gaps = ta - vacc.to_numpy(float)
+        acc_gap = (float(gaps[0]), float(gaps[-1]), float(ta[-1]), float(vacc.iloc[-1]))
+        if not overfit and gaps[-1] >= GAP_ACC and gaps[-1] - gaps[0] >= GAP_ACC_GROWTH:
+            verdict.add("overfitting", "warn",
+                        f"a train/val accuracy gap of {gaps[-1]:.1%} opened (train {ta[-1]:.1%}, val {vacc.iloc[-1]:.1%}; it was {gaps[0]:.1%} at the start)",
+                        "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
+                        train_acc=float(ta[-1]), val_acc=float(vacc.iloc[-1]), gap=float(gaps[-1]), gap_start=float(gaps[0]), x=fx)
+            overfit = True
+    elif not overfit and train is not None and v[0] > 0:
+        gap_end, gap_start = v_end - float(train[-1]), float(v[0] - train[0])
+        if (float(train[-1]) <= GAP_LOSS_RATIO * v_end and gap_end >= GAP_LOSS_MIN * v[0]
+                and float(train[0]) >= GAP_LOSS_START * v[0]):
+            verdict.add("overfitting", "warn",
+                        f"a train/val loss gap opened: train loss {_n(float(train[-1]))} is {float(train[-1]) / v_end:.0%} of val loss {_n(v_end)} "
+                        f"at the end (at the start: {_n(float(train[0]))} vs {_n(float(v[0]))})",
+                        "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
+                        train_end=float(train[-1]), val_end=v_end, gap=gap_end, gap_start=gap_start, x=fx)
+            overfit = True
+    if overfit or train is None:
+        return
+    initial = shape.start if shape is not None else float(train[0])
+    t_end = float(train[-1])
+    close = abs(v_end - t_end) <= UNDERFIT_CLOSE * max(v_end, t_end)
+    if acc_gap is not None:
+        close = close and abs(acc_gap[1]) <= UNDERFIT_CLOSE_ACC
+    if initial > 0 and close and t_end >= UNDERFIT_LEVEL * initial:
+        accs = f"; accuracy train {acc_gap[2]:.1%}, val {acc_gap[3]:.1%}" if acc_gap is not None else ""
+        verdict.add("underfitting", "warn",
+                    f"train and val loss are close ({_n(t_end)} vs {_n(v_end)}) and both poor: training loss is still "
+                    f"{t_end / initial:.0%} of its initial {_n(initial)}{accs}",
+                    "The model is not fitting the training data: train longer, use a bigger model (wider/deeper), "
+                    "a higher learning rate, or less regularization.",
+                    train_end=t_end, val_end=v_end, initial=initial, x=fx)
+
+
+def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
+    if "lr-too-low" in verdict.codes or "plateau" in verdict.codes:
+        return
+    val = curves.fit.get("val_loss")
+    series, name, xname = (val, "val loss", curves.fit_x) if val is not None and len(val) >= 4 else (curves.loss(), "train loss", lx)
+    if series is None or len(series) < 4:
+        return
+    x = series.index.to_numpy(float)
+    y = series.to_numpy(float)
+    u = (x - x[0]) / (x[-1] - x[0] or 1.0)
+    drop, t, m = last_quarter_slope(u, y)
+    if m < 3:
+        return
+    end = float(np.median(y[-max(2, len(y) // 10):]))
+    total = float(np.median(y[:head(len(y))])) - end
+    if m < 5:
+        tail = y[-m:]
+        clear = bool(np.all(np.diff(tail) < 0))
+    else:
+        clear = t >= STILL_T
+    if total > 0 and drop >= STILL_FRACTION * total and drop >= STILL_LEVEL * abs(end) and clear:
+        verdict.add("still-improving", "info",
+                    f"{name} is still falling at the end: {drop / total:.0%} of its improvement came in the last quarter of the run "
+                    f"({_n(drop)}, {drop / abs(end):.1%} of its final {_n(end)}){'' if m < 5 else f', t = {t:.1f}'}",
+                    "Train longer (more epochs) before judging the model; the curve has not levelled off.",
+                    series=name, last_quarter_drop=drop, fraction=drop / total, t=t, x=xname)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading CSV files
+# ------------------------------------------------------------------------------------------------
+
+X_NAMES = ("step", "global_step", "trainer/global_step", "iteration", "iter", "it", "batch", "epoch")
+TRAIN_LOSS = ("train_loss", "train/loss", "training_loss", "train_loss_step", "train/loss_step", "loss/train", "trn_loss",
+              "loss", "train_loss_epoch", "train/loss_epoch")
+VAL_LOSS = ("val_loss", "val/loss", "valid_loss", "valid/loss", "validation_loss", "validation/loss", "eval_loss", "eval/loss",
+            "loss/val", "val_loss_epoch", "test_loss")
+TRAIN_ACC = ("train_acc", "train/acc", "train_accuracy", "train/accuracy", "training_accuracy", "acc", "accuracy", "acc/train",
+             "train_acc_step", "train_acc_epoch")
+VAL_ACC = ("val_acc", "val/acc", "val_accuracy", "val/accuracy", "valid_acc", "valid_accuracy", "validation_accuracy",
+           "eval_acc", "eval_accuracy", "acc/val", "val_acc_epoch", "test_acc")
+RUN_FILES = ("train_steps.csv", "train_epochs.csv", "metrics.csv")  # what a run folder path stands for
+
+
+def _pick(columns: list[str], names: Iterable[str], given: str | None, path: Path, what: str) -> str | None:
+    if given is not None:
+        if given not in columns:
+            raise BadInput(f"{path}: no column {given!r} for {what}; the columns are {', '.join(columns)}")
+        return given
+    lower = {c.strip().lower(): c for c in columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def _numeric(raw: pd.Series, column: str, path: Path) -> pd.Series:
+    """Logged cells only (blanks dropped) as floats; 'nan'/'inf' are kept as real non-finite values."""
+    text = raw.astype(str).str.strip()
+    text = text[text != ""]
+    values = pd.to_numeric(text, errors="coerce")
+    bad = values.isna() & ~text.str.lower().isin(["nan", "-nan", "na"])
+    if bad.any():
+        row = int(bad.idxmax())
+        raise BadInput(f"{path}: column {column!r} holds a non-number {text[row]!r} on data row {row + 1}; "
+                       "a curve needs numbers (blank cells are fine)")
+    return values.astype(float)
+
+
+def read_csv(path: Path, x: str | None = None, train: str | None = None, val: str | None = None,
+             train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+    """One CSV file -> Curves (dense training loss plus the train/val view), or BadInput."""
+    if not path.exists():
+        raise BadInput(f"{path}: no such file")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise BadInput(f"{path}: not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    columns = [str(c) for c in frame.columns]
+    if frame.empty:
+        raise BadInput(f"{path}: the CSV has a header ({', '.join(columns)}) but no rows")
+    xcol = _pick(columns, (), x, path, "--x") if x else _default_x(frame, columns)
+    cols = {
+        "train_loss": _pick(columns, TRAIN_LOSS, train, path, "--train"),
+        "val_loss": _pick(columns, VAL_LOSS, val, path, "--val"),
+        "train_acc": _pick(columns, TRAIN_ACC, train_acc, path, "--train-acc"),
+        "val_acc": _pick(columns, VAL_ACC, val_acc, path, "--val-acc"),
+    }
+    if cols["train_loss"] is None and cols["val_loss"] is None:
+        raise BadInput(f"{path}: no loss column recognised among the columns {', '.join(columns)}; name them with "
+                       "--train COLUMN and/or --val COLUMN (recognised: train_loss, train/loss, loss, val_loss, val/loss, valid_loss, ...)")
+    xs = _numeric(frame[xcol], xcol, path) if xcol else pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
+    series: dict[str, pd.Series] = {}
+    for key, col in cols.items():
+        if col is None or col == xcol:
+            continue
+        values = _numeric(frame[col], col, path)
+        values = values[values.index.isin(xs.index[np.isfinite(xs.to_numpy())])]
+        if not len(values):
+            continue
+        s = pd.Series(values.to_numpy(), index=xs[values.index].to_numpy(), name=key)
+        series[key] = s[~s.index.duplicated(keep="last")].sort_index()
+    if "train_loss" not in series and "val_loss" not in series:
+        raise BadInput(f"{path}: the loss columns ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
+    xname = xcol or "row"
+    dense = series.get("train_loss")
+    return Curves(x=xname, dense=dense, fit=series, fit_x=xname, label=path.stem, sources=[str(path)])
+
+
+def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
+    """step-like columns first; 'epoch' when the file has one row per epoch (nndiag's train_epochs.csv)."""
+    lower = {c.strip().lower(): c for c in columns}
+    if "epoch" in lower:
+        epochs = frame[lower["epoch"]].astype(str).str.strip()
+        epochs = epochs[epochs != ""]
+        if len(epochs) and epochs.is_unique:
+            return lower["epoch"]
+    return next((lower[n] for n in X_NAMES if n in lower), None)
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """A run folder stands for its CSVs (nndiag's train_*.csv, or Lightning's metrics.csv)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = [path / name for name in RUN_FILES if (path / name).exists()]
+            if not found:
+                listing = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
+                raise BadInput(f"{path}: a folder, but it holds none of {', '.join(RUN_FILES)} (it holds {listing})")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def load(paths: list[Path], **columns: str | None) -> list[Curves]:
+    """Read every file; files in one folder with one validation curve among them are one run
+    (nndiag's train_steps.csv gives the dense loss, train_epochs.csv the train/val view)."""
+    parts = [read_csv(p, **columns) for p in expand(paths)]
+    runs: list[Curves] = []
+    by_folder: dict[Path, list[Curves]] = {}
+    for part in parts:
+        by_folder.setdefault(Path(part.sources[0]).parent, []).append(part)
+    for folder, group in by_folder.items():
+        with_val = [c for c in group if "val_loss" in c.fit]
+        if len(group) > 1 and len(with_val) == 1:
+            main = with_val[0]
+            densest = max((c for c in group if c.dense is not None), key=lambda c: len(c.dense), default=None)
+            if densest is not None and len(densest.dense) > len(main.fit.get("train_loss", [])):
+                main.dense, main.x = densest.dense, densest.x
+            main.label = folder.name or main.label
+            main.sources = [s for c in group for s in c.sources]
+            runs.append(main)
+        else:
+            runs.extend(group)
+    return runs
+
+
+def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train") -> Curves:
+    """nndiag's own logs (Trainer History frames) -> Curves."""
+    dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
+    fit = {}
+    for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+        if key in epochs and len(epochs) and epochs[key].notna().any():
+            values = epochs[key]
+            fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
+    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label)
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring and running
+# ------------------------------------------------------------------------------------------------
+
+
+def measure(runs: list[Curves]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One long table of every series (run, series, x_name, x, value, smooth) and the key numbers."""
+    rows = []
+    for c in runs:
+        parts = [("train_loss_dense", c.x, c.dense)] if c.dense is not None else []
+        parts += [(k, c.fit_x, s) for k, s in c.fit.items() if not (k == "train_loss" and s is c.dense)]
+        for name, xname, s in parts:
+            if s is None or not len(s):
+                continue
+            values = s.to_numpy(float)
+            rows.append(pd.DataFrame({"run": c.label, "series": name, "x_name": xname, "x": s.index.to_numpy(float),
+                                      "value": values, "smooth": smooth(values)}))
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run", "series", "x_name", "x", "value", "smooth"])
+    facts: dict[str, Any] = {}
+    for c in runs:
+        prefix = "" if len(runs) == 1 else f"{c.label}."
+        facts.update({prefix + k: v for k, v in summarize(c).items()})
+    return frame, facts
+
+
+def summarize(c: Curves) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    loss = c.loss()
+    if loss is not None and len(loss):
+        finite = loss[np.isfinite(loss.to_numpy(float))]
+        out["points"] = int(len(loss))
+        out["initial_train_loss"] = float(finite.iloc[0]) if len(finite) else math.nan
+        out["final_train_loss"] = float(finite.iloc[-1]) if len(finite) else math.nan
+        if len(finite) >= MIN_POINTS:
+            sh = Shape.of(finite)
+            out["noise_to_drop"] = sh.noise / sh.drop if sh.drop > 0 else math.nan
+    for key in ("val_loss", "val_acc", "train_acc"):
+        s = c.fit.get(key)
+        if s is not None and len(s):
+            finite = s[np.isfinite(s.to_numpy(float))]
+            if len(finite):
+                best = finite.idxmin() if key == "val_loss" else finite.idxmax()
+                out[f"final_{key}"] = float(finite.iloc[-1])
+                if key != "train_acc":
+                    out[f"best_{key}"] = float(finite[best])
+                    out[f"best_{key}_at_{c.fit_x}"] = float(best)
+    return out
+
+
+def verdict_for(runs: list[Curves]) -> Verdict:
+    """Decide each run; with several runs, each message names its run."""
+    verdict = Verdict()
+    for c in runs:
+        own = decide(c)
+        for f in own.findings:
+            if len(runs) > 1:
+                f.message = f"[{c.label}] {f.message}"
+                f.evidence["run"] = c.label
+        verdict.extend(own)
+    return verdict
+
+
+def run(paths: list[Path], **columns: str | None) -> Result:
+    runs = load(paths, **columns)
+    frame, facts = measure(runs)
+    verdict = verdict_for(runs)
+    context = {"files": ", ".join(s for c in runs for s in c.sources)}
+    if len(runs) > 1:
+        context["runs"] = ", ".join(c.label for c in runs)
+    return Result("curves", verdict, {"curves": frame}, facts, context=context)

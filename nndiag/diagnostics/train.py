@@ -1,0 +1,85 @@
+"""Train with the recipe, log the curves, and read them.
+
+`run(exp)` trains with the recipe's optimizer, schedule, regularization, epochs and early stopping
+(the shared `Trainer`), logs the training loss every step (train_steps.csv) and train/validation
+loss and accuracy every epoch (train_epochs.csv), keeps the weights with the best validation metric
+(`train.early_stopping.metric`, written as best.pt), and ends with the `curves` verdict over its
+own log (see diagnostics/curves.py for every rule). Progress bars, probes and trial pruning plug in
+as `callbacks` (objects with `on_step(trainer, step, loss)` and `on_epoch(trainer, row)`).
+
+Rules on top of `curves.decide`:
+  diverged  fail  the Trainer aborted the run as diverged (loss NaN/Inf, or above 3x the first
+                  step's loss, CS231n) and the curves alone did not already say so.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Iterable
+
+import torch
+
+from nndiag.diagnostics import curves
+from nndiag.experiment import Experiment
+from nndiag.findings import Verdict
+from nndiag.result import Result
+from nndiag.trainer import History, Trainer
+
+ABORT_FACTOR = 3.0  # stop as diverged when a step's loss exceeds this multiple of the first (CS231n: "3x, stop")
+
+
+def measure(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()) -> tuple[History, dict[str, Any]]:
+    """Train the experiment's model in place; return the History and what ran."""
+    trainer = Trainer(exp, epochs=epochs, max_steps=max_steps, abort_factor=ABORT_FACTOR, callbacks=list(callbacks), keep_best=True)
+    history = trainer.fit()
+    facts = {"epochs_planned": trainer.epochs, "max_steps": trainer.max_steps, "steps_planned": trainer.total_steps,
+             "metric": exp.recipe.train.early_stopping.metric, "patience": exp.recipe.train.early_stopping.patience}
+    return history, facts
+
+
+def decide(history: History, facts: dict[str, Any]) -> Verdict:
+    """The curves verdict over the run's own log, plus the Trainer's divergence abort. Pure."""
+    verdict = curves.decide(curves.from_history(history.steps, history.epochs))
+    if history.diverged and "diverged" not in verdict.codes:
+        steps = history.steps["loss"]
+        last, first = (float(steps.iloc[-1]), float(steps.iloc[0])) if len(steps) else (math.nan, math.nan)
+        verdict.add("diverged", "fail",
+                    f"training stopped at step {len(steps)}: the loss reached {last:.4g} "
+                    f"({'non-finite' if not math.isfinite(last) else f'{last / first:.1f}x the first step' if first > 0 else 'diverged'}; "
+                    f"abort limit {ABORT_FACTOR:g}x)",
+                    "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`) "
+                    "and clip gradients (train.grad_clip).",
+                    at=len(steps), x="step", last_loss=last, first_loss=first)
+    return verdict
+
+
+def checkpoint(history: History, model: torch.nn.Module) -> bytes:
+    """The best validation weights (the final ones when no epoch had a finite metric), as torch.save bytes."""
+    state = history.best_state if history.best_state is not None else model.state_dict()
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+    return buffer.getvalue()
+
+
+def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()) -> Result:
+    history, facts = measure(exp, epochs, max_steps, callbacks)
+    verdict = decide(history, facts)
+    ep = history.epochs
+    metrics: dict[str, Any] = {
+        "stopped": history.stopped,
+        "epochs_run": int(len(ep)),
+        "steps_run": int(len(history.steps)),
+        "initial_train_loss": float(history.steps["loss"].iloc[0]) if len(history.steps) else math.nan,
+    }
+    if len(ep):
+        last = ep.iloc[-1]
+        metrics.update(final_train_loss=float(last["train_loss"]), final_val_loss=float(last["val_loss"]),
+                       final_train_acc=float(last["train_acc"]), final_val_acc=float(last["val_acc"]))
+    if history.best_epoch is not None:
+        best = ep[ep["epoch"] == history.best_epoch].iloc[0]
+        metrics.update(best_epoch=int(history.best_epoch), best_val_loss=float(best["val_loss"]), best_val_acc=float(best["val_acc"]))
+    metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
+    extra = {"best.pt": checkpoint(history, exp.model)}
+    context = {"stopped": history.stopped, "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final"}
+    return Result("train", verdict, {"train_steps": history.steps, "train_epochs": history.epochs}, metrics, context=context, extra_files=extra)

@@ -1,0 +1,106 @@
+"""train: real logs from a tiny recipe, best.pt, --max-steps/--epochs, divergence, callbacks, and
+`curves` reading the logs `train` wrote."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import torch
+
+from conftest import SPIRAL_MLP, recipe_dict
+
+
+def test_train_json_writes_logs_and_best_weights(cli, write_recipe, tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", write_recipe(SPIRAL_MLP), "--epochs", "5", "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)  # exactly one object on stdout
+    assert verdict["command"] == "train" and verdict["status"] in ("pass", "warn")
+    steps, epochs = pd.read_csv(out / "train_steps.csv"), pd.read_csv(out / "train_epochs.csv")
+    assert list(steps.columns) == ["step", "epoch", "lr", "loss"] and len(steps) == 5 * 8  # 240 examples / 32
+    assert list(epochs["epoch"]) == [1, 2, 3, 4, 5] and {"train_loss", "val_loss", "train_acc", "val_acc"} <= set(epochs.columns)
+    assert steps["loss"].iloc[-10:].mean() < steps["loss"].iloc[:5].mean()  # it learned
+    state = torch.load(out / "best.pt")
+    assert "0.weight" in state or any(k.endswith("weight") for k in state)
+    assert verdict["metrics"]["best_epoch"] == int(epochs.loc[epochs["val_loss"].idxmin(), "epoch"])
+    assert verdict["outputs"]["best.pt"].endswith("best.pt") and (out / "curves.png").exists()
+    # `curves` on the folder `train` wrote reaches the same verdict
+    again = json.loads(cli("curves", out, "--json", "--no-plots", "--out", tmp_path / "c").stdout)
+    assert [f["code"] for f in again["findings"]] == [f["code"] for f in verdict["findings"]]
+
+
+def test_max_steps_smoke_run_and_same_numbers(cli, write_recipe, tmp_path):
+    path = write_recipe(SPIRAL_MLP)
+    a = json.loads(cli("train", path, "--max-steps", "5", "--json", "--no-plots", "--out", tmp_path / "a").stdout)
+    b = json.loads(cli("train", path, "--max-steps", "5", "--json", "--no-plots", "--out", tmp_path / "b").stdout)
+    assert a["metrics"]["steps_run"] == 5 and a["metrics"]["stopped"] == "max_steps"
+    assert a["metrics"]["final_val_loss"] == b["metrics"]["final_val_loss"]  # same recipe + seed -> same numbers
+
+
+def test_divergence_fails(cli, write_recipe, tmp_path):
+    raw = recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd", "optim.lr": 1000.0})
+    result = cli("train", write_recipe(raw), "--epochs", "3", "--json", "--no-plots")
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == 1 and verdict["status"] == "fail"
+    assert [f["code"] for f in verdict["findings"]] == ["diverged"]
+
+
+def test_human_output_shows_curves(cli, write_recipe):
+    result = cli("train", write_recipe(SPIRAL_MLP), "--epochs", "2", "--no-plots")
+    assert result.exit_code == 0 and "val loss" in result.stdout and "train" in result.stdout
+
+
+def test_bad_recipe_exit_2(cli, write_recipe):
+    result = cli("train", write_recipe(recipe_dict(SPIRAL_MLP, **{"train.epochs": -1})))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_callbacks_and_early_stopping_keep_best(build):
+    from nndiag.diagnostics import train
+
+    class Count:
+        steps, epochs = 0, 0
+
+        def on_step(self, trainer, step, loss):
+            self.steps += 1
+
+        def on_epoch(self, trainer, row):
+            self.epochs += 1
+            if row["epoch"] == 3:
+                trainer.request_stop("probe says stop")
+
+    exp = build(recipe_dict(SPIRAL_MLP, **{"train.early_stopping": {"patience": 2}}))
+    counter = Count()
+    result = train.run(exp, epochs=6, callbacks=[counter])
+    assert counter.steps == 24 and counter.epochs == 3 and result.metrics["stopped"] == "probe says stop"
+    best = torch.load(io.BytesIO(result.extra_files["best.pt"]))
+    live = exp.model.state_dict()  # early stopping on: the model holds the best weights
+    assert all(torch.equal(best[k], live[k].cpu()) for k in best)
+
+
+def test_keep_best_without_early_stopping_leaves_final_weights(build):
+    from nndiag.trainer import Trainer
+
+    exp = build(SPIRAL_MLP)
+    history = Trainer(exp, epochs=2, keep_best=True).fit()
+    assert history.best_state is not None and history.best_epoch in (1, 2)
+
+
+def test_progress_bar_prints_to_its_console():
+    from rich.console import Console
+
+    from nndiag.progress import ProgressBar
+
+    buffer = io.StringIO()
+    bar = ProgressBar(Console(file=buffer, force_terminal=True, width=120))
+
+    class Fake:
+        total_steps = 3
+
+    for step in (1, 2, 3):
+        bar.on_step(Fake(), step, 1.0 / step)
+    bar.on_epoch(Fake(), {"epoch": 1, "val_loss": 0.5, "val_acc": 0.75})
+    bar.close()
+    assert "loss" in buffer.getvalue()
