@@ -56,7 +56,7 @@ def _overfit_small(result: Result, folder: Path) -> list[Path]:
     plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(frame["step"], frame["loss"], ".", ms=3, alpha=0.5, label="batch loss")
-    evaluated = frame.dropna(subset=["subset_loss"])
+    evaluated = frame[frame["evaluated"].astype(bool)]
     ax_loss.plot(evaluated["step"], evaluated["subset_loss"], "-", label="loss on the whole subset")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")

@@ -8,13 +8,16 @@ labels (a leak, or weights that are not fresh). Turning weight decay on must rai
 
 Rules (documented thresholds, all tested):
   non-finite-loss          fail  any measured batch loss is NaN/Inf
-  initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 0.5)
+  initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 1.0)
   initial-loss-low         fail  mean loss < expected / (1 + tolerance)
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
   inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100
-The tolerance is symmetric in log-ratio. 0.5 admits the modest excess of a healthy Kaiming/Xavier
-network (logits with std ~1 add about half a nat to ln C) and catches output layers initialised an
-order of magnitude too large (tests: a last layer scaled x20 on the spiral gives 2.4x ln 3).
+The tolerance is symmetric in log-ratio: by default the loss must lie within a factor of 2 of the
+prediction. Why so wide: a healthy Kaiming or Xavier network applies its variance-preserving init to
+the output layer too, so its logits start with std ~1-1.5, which adds up to ~1 nat to ln C (measured:
+1.3x ln 10 on digits, 1.8x ln 3 on the standardised 2-D spiral). An output layer initialised an
+order of magnitude too large lands far outside (a last layer scaled x20: 2.4x ln 3 on the spiral,
+14x ln 10 on a digits Kaiming MLP); `--tolerance 0.25` holds a model to the notes' "loss ~ ln C" more strictly.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from nndiag.findings import Verdict
 from nndiag.result import Result
 
 DEFAULT_BATCHES = 10  # batches measured at initialisation
-DEFAULT_TOLERANCE = 0.5  # allowed relative excess over the expected loss (and the same log-ratio below it)
+DEFAULT_TOLERANCE = 1.0  # allowed relative excess over the expected loss (and the same log-ratio below it)
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
 INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -43,17 +44,17 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
         optimizer = exp.optimizer(weight_decay=0.0)
         initial = _evaluate(exp, subset)
         probabilities = initial.pop("probabilities")
-        rows.append({"step": 0, "loss": initial["loss"], "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
+        rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
         step = 0
         while step < steps:
             for x, y in subset.batches(batch_size, shuffle=True, generator=exp.generator):
                 step += 1
                 loss, _ = exp.step(optimizer, x, y)
-                rows.append({"step": step, "loss": float(loss), "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
+                rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
                 if step >= steps:
                     break
             state = _evaluate(exp, subset)
-            rows[-1].update(subset_loss=state["loss"], subset_acc=state["acc"])
+            rows[-1].update(evaluated=True, subset_loss=state["loss"], subset_acc=state["acc"])
             if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
                 break
     frame = pd.DataFrame(rows)
@@ -97,7 +98,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     """The verdict over a training run on the subset. Pure: numbers in, findings out."""
     verdict = Verdict()
     initial = float(facts["initial_loss"])
-    evaluated = frame.dropna(subset=["subset_loss"]) if frame["subset_loss"].notna().any() else frame
+    evaluated = frame[frame["evaluated"].astype(bool)]
     losses = frame["loss"].to_numpy(dtype=float)
     final = evaluated.iloc[-1]
     final_state = {"loss": float(final["subset_loss"]), "acc": float(final["subset_acc"])}
@@ -109,7 +110,8 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
         return verdict
     if _passed(final_state, initial, target_fraction):
         return verdict
-    nonfinite = [int(s) for s, v in zip(frame["step"], losses) if not math.isfinite(v)]
+    bad_subset = frame["evaluated"].astype(bool) & ~np.isfinite(frame["subset_loss"].to_numpy(dtype=float))
+    nonfinite = frame["step"][~np.isfinite(losses) | bad_subset].astype(int).tolist()
     peak = float(pd.Series(losses).replace([math.inf, -math.inf], math.nan).max())
     if nonfinite or _blown_up(final_state["loss"], initial) or peak > DIVERGED_FACTOR * initial and final_state["loss"] > initial:
         what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.1f}x its initial {initial:.4g}"
@@ -148,7 +150,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
 def run(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS, target_fraction: float = TARGET_FRACTION) -> Result:
     frame, facts = measure(exp, batches, steps, target_fraction)
     verdict = decide(frame, facts, target_fraction)
-    evaluated = frame.dropna(subset=["subset_loss"])
+    evaluated = frame[frame["evaluated"].astype(bool)]
     perfect = evaluated[evaluated["subset_acc"] >= 1.0]
     final = evaluated.iloc[-1]
     metrics = {

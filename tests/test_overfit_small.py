@@ -1,0 +1,103 @@
+"""overfit-small: planted faults are caught, healthy models pass."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
+from nndiag.diagnostics import overfit_small
+
+FAULTS = Path(__file__).with_name("faults.py")
+HEALTHY = recipe_dict(SPIRAL_MLP, **{"model.args.hidden": [64, 64]})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [HEALTHY, recipe_dict(HEALTHY, loss="multi_margin"), recipe_dict(DIGITS_MLP, **{"model.args.dropout": 0.5, "optim.weight_decay": 0.01})],
+    ids=["spiral-ce", "spiral-hinge", "digits-regularized"],
+)
+def test_healthy_models_overfit(build, raw):
+    result = overfit_small.run(build(raw))
+    assert result.verdict.codes == [], [f.message for f in result.verdict.findings]
+    assert result.metrics["final_accuracy"] == 1.0 and result.metrics["final_fraction_of_initial"] <= 0.1
+    assert result.metrics["steps_to_100pct"] is not None
+
+
+def test_lr_too_low_is_loss_not_decreasing(build):
+    result = overfit_small.run(build(recipe_dict(HEALTHY, optim={"name": "sgd", "lr": 1e-8})), steps=200)
+    assert result.verdict.codes == ["loss-not-decreasing"]
+    assert "too low" in result.verdict.findings[0].advice
+
+
+def test_lr_too_high_is_loss_diverged(build):
+    result = overfit_small.run(build(recipe_dict(HEALTHY, optim={"name": "sgd", "lr": 1e3})), steps=200)
+    assert result.verdict.codes == ["loss-diverged"]
+    assert result.metrics["steps_run"] < 200  # stops at once
+
+
+def test_linear_model_on_spiral_cannot_overfit(build):
+    result = overfit_small.run(build(recipe_dict(SPIRAL_MLP, model={"name": "linear"})), steps=300)
+    assert result.verdict.codes == ["cannot-overfit"]
+    assert "capacity" in result.verdict.findings[0].advice
+
+
+def test_softmax_before_cross_entropy_cannot_overfit_and_is_named(tmp_path, write_recipe):
+    shutil.copy(FAULTS, tmp_path / "faults.py")
+    from nndiag.experiment import Experiment
+    from nndiag.recipe import load_recipe
+
+    path = write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "faults:SoftmaxOutput"}))
+    result = overfit_small.run(Experiment.build(load_recipe(path)), steps=300)
+    assert result.verdict.codes == ["cannot-overfit"]
+    finding = result.verdict.findings[0]
+    assert finding.evidence["outputs_are_probabilities"] and "softmax" in finding.advice
+
+
+def test_model_and_rng_are_handed_back(build):
+    import torch
+
+    exp = build(HEALTHY)
+    before = {k: v.clone() for k, v in exp.model.state_dict().items()}
+    overfit_small.run(exp, steps=20)
+    assert all(torch.equal(v, before[k]) for k, v in exp.model.state_dict().items())
+
+
+def test_the_csv_has_one_row_per_step(build):
+    result = overfit_small.run(build(HEALTHY), steps=15)
+    frame = result.tables["overfit_small"]
+    assert list(frame["step"]) == list(range(len(frame)))
+    assert {"step", "loss", "evaluated", "subset_loss", "subset_acc", "lr"} <= set(frame.columns)
+
+
+# -- decide() on synthetic numbers -------------------------------------------------------------
+
+
+def _frame(losses, accs):
+    return pd.DataFrame({"step": range(len(losses)), "loss": losses, "evaluated": True, "subset_loss": losses, "subset_acc": accs, "lr": 0.1})
+
+
+FACTS = {"initial_loss": 2.3}
+
+
+@pytest.mark.parametrize(
+    "losses,accs,codes",
+    [
+        ([2.3, 1.0, 0.1], [0.1, 0.7, 1.0], []),
+        ([2.3, 1.0, 0.3], [0.1, 0.7, 1.0], ["cannot-overfit"]),  # 100% but loss 13% of initial
+        ([2.3, 0.5, 0.1], [0.1, 0.7, 0.95], ["cannot-overfit"]),
+        ([2.3, 2.29, 2.28], [0.1, 0.1, 0.12], ["loss-not-decreasing"]),
+        ([2.3, 5.0, float("nan")], [0.1, 0.1, 0.1], ["loss-diverged"]),
+        ([2.3, 8.0, 9.0], [0.1, 0.1, 0.1], ["loss-diverged"]),
+    ],
+)
+def test_decide(losses, accs, codes):
+    assert overfit_small.decide(_frame(losses, accs), FACTS).codes == codes
+
+
+def test_regression_passes_on_loss_alone():
+    assert overfit_small.decide(_frame([1.0, 0.05], [math.nan, math.nan]), {"initial_loss": 1.0}).codes == []
