@@ -119,6 +119,7 @@ precision: auto               # auto (bf16 autocast on capable CUDA) | fp32 | bf
 
 data:
   target: my_data:make        # "module:function" returning (train, val): each a Dataset or a pair (X, y); val may be None
+  # name: digits              # ... or a built-in dataset instead of target: spiral, digits, mnist1d, cifar10, csv, ...
   args: {n: 2000, features: 16, classes: 4}  # keyword arguments passed to the function
   val_fraction: 0.2           # share of train held out when the function returns val = None
   normalize: false            # true: standardise inputs with training mean/std (nndiag never rescales silently)
@@ -127,6 +128,7 @@ data:
 
 model:
   target: my_models:build     # "module:function" returning a torch.nn.Module
+  # name: mlp                 # ... or a built-in model instead of target: linear, mlp, cnn, or a torchvision name (resnet18)
   args: {in_features: 16, classes: 4, hidden: 64}  # keyword arguments passed to the function
 
 loss:
@@ -163,9 +165,9 @@ train:
 
 search:
   space:                      # recipe key -> range; log: true samples uniformly in log space
-    optim.lr: {low: 1.0e-5, high: 1.0e-1, log: true}
-    optim.weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}
-    model.args.hidden: {low: 16, high: 256, log: true, type: int}
+    optim.lr: {low: 1.0e-5, high: 1.0e-1, log: true}            # the notes: search the LR in log space
+    optim.weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}  # regularization strength, log space too
+    model.args.hidden: {low: 16, high: 256, log: true, type: int}  # any model.args key; type: float | int | categorical (with choices)
   coarse: {trials: 12, epochs: 2}   # wide ranges, short trials (the notes: 1-5 epochs)
   fine: {trials: 6, epochs: 10}     # narrowed around the best coarse trials, longer (10-20 epochs)
   top_k: 3                    # fine ranges are drawn around this many best coarse trials
