@@ -248,6 +248,84 @@ def validate(
     Console().print("\n".join(lines))
 
 
+# -- recipes and init (the bundled recipes; a starter recipe for your own model and data) -------
+
+
+@app.command("recipes")
+def recipes(
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, file, description, command, commands).")] = False,
+) -> None:
+    """List the bundled recipes: what each is for and the command that runs it.
+
+    Example: nndiag recipes --json | jq -r '.[].command'
+    """
+    from nndiag.errors import BadInput
+    from nndiag.recipe_library import bundled, recipes_dir
+
+    try:
+        found = bundled()
+        folder = recipes_dir()
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    if json_out:
+        sys.stdout.write(json.dumps([r.to_dict() for r in found]) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from rich.markup import escape
+
+    table = Table(title=f"bundled recipes in {folder}", title_justify="left", show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it is for, and the command that runs it")
+    for r in found:
+        table.add_row(r.name, f"{escape(r.description)}\n[cyan]{escape(r.command)}[/]")
+    console = Console()
+    console.print(table)
+    console.print("Copy one to start from: nndiag init my-recipe.yaml --from quickstart")
+
+
+@app.command("init")
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")] = Path("recipe.yaml"),
+    with_targets: Annotated[bool, typer.Option("--with-targets", help="Also write example my_data.py and my_models.py next to it (a synthetic dataset and an MLP that work as is).")] = False,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Start from a bundled recipe instead (a name from `nndiag recipes`).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter recipe for your own model and data, every key with a one-line comment.
+
+    Example: nndiag init my-recipe.yaml --with-targets && nndiag check-loss my-recipe.yaml
+    """
+    from nndiag.errors import BadInput
+    from nndiag.recipe_library import find, init_files
+
+    if path.is_dir() or path.suffix not in (".yaml", ".yml"):  # a folder (new or existing) gets recipe.yaml
+        path = path / "recipe.yaml"
+    try:
+        files = init_files(path, with_targets, find(from_) if from_ else None)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    existing = [str(p) for p in files if p.exists()]
+    if existing and not force:
+        raise bad_input(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)")
+    try:
+        for file, text in files.items():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise bad_input(f"cannot write {exc.filename}: {exc.strerror}") from None
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for file in files:
+        console.print(f"wrote {file}")
+    if with_targets or from_:
+        console.print(f"next: nndiag validate {path} && nndiag check-loss {path}")
+    else:
+        console.print(f"next: write my_data.py (make -> (train, val)) and my_models.py (build -> nn.Module) next to it, "
+                      f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}")
+
+
 def main() -> None:
     app()
 

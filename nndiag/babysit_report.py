@@ -1,0 +1,487 @@
+"""The babysit report: every step's verdict, key numbers, figures and CSVs in one Markdown file and
+one self-contained HTML page.
+
+Interface for the orchestrator (`nndiag babysit`)
+-------------------------------------------------
+Run each step into its own sub-folder of the babysit folder (`--out`-style), keep the verdict dict
+that `report.write_run` returns, and describe the step with a `Step`:
+
+    from nndiag.babysit_report import Step, write_report
+
+    steps = [
+        Step("check-loss", "nndiag check-loss recipes/quickstart.yaml", verdict=verdict),   # state "run"
+        Step("overfit-small", "nndiag overfit-small ...", verdict=verdict2, seconds=3.2),
+        Step("lr-find", "nndiag lr-find ...", state="not-reached"),                      # after a failing gate
+        Step("probe", "nndiag probe ...", state="skipped", note="runs only when a step fails"),
+        Step("train", "nndiag train ...", state="error", note="data.args.root: cannot read ..."),  # a BadInput
+    ]
+    paths = write_report(folder, steps, recipe_name="quickstart", recipe_path="recipes/quickstart.yaml",
+                         context={"data": "...", "model": "...", "device": "cpu"}, budget="quick")
+    # -> {"markdown": folder/"report.md", "html": folder/"report.html"}
+
+A `Step` can also be given as a plain dict with the same keys (`Step.from_dict`). States:
+  run          the step ran; `verdict` is report.write_run's dict (command, recipe, status, findings,
+               metrics, outputs{folder, csv{name: path}, plots[paths], summary, ...})
+  skipped      deliberately not run (e.g. the probe when nothing failed); `note` says why
+  not-reached  an earlier gate failed and babysit stopped (no --continue)
+  error        the step could not run (bad input, exit 2); `note` holds the one-paragraph message
+
+The overall status (`overall_status`) is the worst status of the steps that ran, and "fail" when a
+step errored. `key_numbers(verdict)` gives 2-3 (label, formatted value) pairs per step, for the
+orchestrator's terminal summary table as well as for the report.
+
+Paths in a verdict may be absolute or relative to the working directory (as write_run returns
+them). Markdown links are made relative to the report's folder; the HTML embeds every PNG as a
+base64 data URI and every CSV up to CSV_EMBED_MAX_BYTES as a downloadable data URI (bigger CSVs
+get a relative link), so report.html can be mailed or attached to a CI run on its own.
+
+No torch, no JavaScript, no external assets; only the standard library plus nndiag.report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nndiag.report import atomic_write_text, fmt
+
+STATES = ("run", "skipped", "not-reached", "error")
+CSV_EMBED_MAX_BYTES = 512 * 1024  # CSVs up to this size are embedded in the HTML; larger ones are linked
+ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a step has at most this many (0: always folded)
+
+# The numbers worth seeing first for each command; metrics not named here fill up to three.
+KEY_METRICS: dict[str, tuple[str, ...]] = {
+    "check-loss": ("initial_loss", "expected_loss", "ratio"),
+    "overfit-small": ("final_accuracy", "final_fraction_of_initial", "steps_to_100pct"),
+    "lr-find": ("suggested_lr", "suggestion", "lr", "min_loss_lr", "best_loss"),
+    "search": ("best_val_acc", "best_value", "best_val_loss", "trials", "best_optim.lr"),
+    "train": ("best_val_acc", "final_val_acc", "val_acc", "final_val_loss", "epochs"),
+    "curves": ("best_val_acc", "final_val_acc", "final_gap", "gap", "best_epoch"),
+    "probe": ("dead_fraction", "max_update_ratio", "min_activation_std"),
+}
+
+# How each status looks: (Markdown badge, HTML label, colour, pale background)
+LOOK: dict[str, tuple[str, str, str, str]] = {
+    "pass": ("✅ pass", "PASS", "#1a7f37", "#e6f4ea"),
+    "warn": ("⚠️ warn", "WARN", "#9a6700", "#fff5d6"),
+    "fail": ("❌ fail", "FAIL", "#c62828", "#fdecea"),
+    "error": ("⛔ error", "ERROR", "#c62828", "#fdecea"),
+    "skipped": ("⏭️ skipped", "SKIPPED", "#57606a", "#f1f3f5"),
+    "not-reached": ("⏸️ not reached", "NOT REACHED", "#57606a", "#f1f3f5"),
+}
+SEVERITY_COLOUR = {"info": "#0969da", "warn": "#9a6700", "fail": "#c62828"}
+
+
+@dataclass
+class Step:
+    name: str  # what the report calls it: "check-loss", "search (coarse)", "train (best)"
+    command: str  # the command line that reproduces the step on its own
+    state: str = "run"  # run | skipped | not-reached | error
+    verdict: dict[str, Any] | None = None  # report.write_run's return value, for state "run"
+    note: str = ""  # why it was skipped / not reached, or the error message
+    seconds: float | None = None  # wall-clock time of the step
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"unknown step state {self.state!r}; expected one of {STATES}")
+        if self.state == "run" and not isinstance(self.verdict, dict):
+            raise ValueError(f"step {self.name!r} ran but has no verdict dict")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Step":
+        return cls(**{k: raw[k] for k in ("name", "command", "state", "verdict", "note", "seconds") if k in raw})
+
+    @property
+    def status(self) -> str:
+        """pass | warn | fail for a step that ran, else its state."""
+        return str(self.verdict.get("status", "fail")) if self.state == "run" and self.verdict else self.state
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return list((self.verdict or {}).get("findings") or [])
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return dict((self.verdict or {}).get("outputs") or {})
+
+
+def _steps(steps: list[Step | dict[str, Any]]) -> list[Step]:
+    return [s if isinstance(s, Step) else Step.from_dict(s) for s in steps]
+
+
+def overall_status(steps: list[Step | dict[str, Any]]) -> str:
+    """The worst of the steps that ran ('fail' > 'warn' > 'pass'); an errored step counts as 'fail'."""
+    statuses = {s.status for s in _steps(steps)}
+    if statuses & {"fail", "error"}:
+        return "fail"
+    return "warn" if "warn" in statuses else "pass"
+
+
+def stopping_step(steps: list[Step | dict[str, Any]]) -> Step | None:
+    """The step that stopped babysit: the last one that failed or errored before a not-reached step."""
+    steps = _steps(steps)
+    failed = None
+    for step in steps:
+        if step.status in ("fail", "error"):
+            failed = step
+        elif step.state == "not-reached" and failed is not None:
+            return failed
+    return None
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalar metrics, with one level of nested mappings flattened (best_params.optim.lr); lists of
+    up to five scalars are kept, longer ones left to the CSVs."""
+    flat: dict[str, Any] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                if _scalar(inner):
+                    flat[f"{key}.{sub}"] = inner
+        elif isinstance(value, (list, tuple)):
+            if len(value) <= 5 and all(_scalar(v) for v in value):
+                flat[key] = "[" + ", ".join(fmt(v) for v in value) + "]"
+        elif _scalar(value):
+            flat[key] = value
+    return flat
+
+
+def key_numbers(verdict: dict[str, Any] | None, count: int = 3) -> list[tuple[str, str]]:
+    """Up to `count` (name, formatted value) pairs: the command's preferred metrics, then the first
+    numeric others."""
+    if not verdict:
+        return []
+    metrics = flat_metrics(verdict.get("metrics") or {})
+    chosen = [k for k in KEY_METRICS.get(str(verdict.get("command")), ()) if k in metrics and metrics[k] is not None]
+    for key, value in metrics.items():
+        if len(chosen) >= count:
+            break
+        if key not in chosen and isinstance(value, (int, float)) and not isinstance(value, bool):
+            chosen.append(key)
+    return [(k, fmt(metrics[k])) for k in chosen[:count]]
+
+
+# --------------------------------------------------------------------------------------------
+# Files a step produced
+# --------------------------------------------------------------------------------------------
+
+
+def _path(path: str | os.PathLike[str]) -> Path:
+    return Path(path).expanduser()
+
+
+def _relative(path: str | os.PathLike[str], folder: Path) -> str:
+    """`path` as a link from `folder` (POSIX separators)."""
+    target = Path(path).expanduser().resolve()
+    return Path(os.path.relpath(target, folder.resolve())).as_posix()
+
+
+def step_plots(step: Step) -> list[Path]:
+    plots = step.outputs.get("plots") or []
+    return [_path(p) for p in (plots if isinstance(plots, list) else [plots])]
+
+
+def step_csvs(step: Step) -> list[tuple[str, Path]]:
+    csvs = step.outputs.get("csv") or {}
+    if isinstance(csvs, dict):
+        return [(str(name), _path(p)) for name, p in csvs.items()]
+    return [(Path(p).stem, _path(p)) for p in csvs]
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|#])|(?<!\w)_|_(?!\w)")
+
+
+def md_escape(text: Any) -> str:
+    """Text safe to place in Markdown prose or a table cell: no emphasis, links, HTML or cell breaks
+    by accident (intraword underscores such as val_loss are left alone; they are literal in GFM)."""
+    text = str(text).replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+def _md_code(text: Any) -> str:
+    text = str(text).replace("\n", " ")
+    fence = "``" if "`" in text else "`"
+    return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
+
+
+def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
+    status = overall_status(steps)
+    lines = [f"# nndiag babysit: {md_escape(head['recipe_name'])}", ""]
+    lines.append(f"**Overall: {LOOK[status][0].upper()}** · {md_escape(head['date'])}" + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else ""))
+    lines.append("")
+    if head.get("recipe_path"):
+        lines.append(f"Recipe: {_md_code(head['recipe_path'])}  ")
+    for key, value in (head.get("context") or {}).items():
+        lines.append(f"{md_escape(key.capitalize())}: {md_escape(value)}  ")
+    lines.append("")
+    stop = stopping_step(steps)
+    if stop is not None:
+        lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
+        for finding in [f for f in stop.findings if f.get("severity") == "fail"] or []:
+            lines.append(f"> {md_escape(finding.get('advice', ''))}")
+        if stop.state == "error":
+            lines.append(f"> {md_escape(stop.note)}")
+        lines.append("")
+    lines += ["## Summary", "", "| # | step | status | key numbers | time |", "|---:|---|---|---|---:|"]
+    for i, step in enumerate(steps, 1):
+        numbers = ", ".join(f"{md_escape(k)} {md_escape(v)}" for k, v in key_numbers(step.verdict)) or md_escape(step.note)
+        seconds = f"{step.seconds:.1f} s" if step.seconds is not None else ""
+        lines.append(f"| {i} | [{md_escape(step.name)}](#{_anchor(i, step.name)}) | {LOOK[step.status][0]} | {numbers} | {seconds} |")
+    lines.append("")
+    for i, step in enumerate(steps, 1):
+        lines += _md_step(folder, i, step)
+    lines.append(f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs, resolved recipe and summary.json.*")
+    return "\n".join(lines) + "\n"
+
+
+def _anchor(index: int, name: str) -> str:
+    return f"step-{index}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _md_step(folder: Path, index: int, step: Step) -> list[str]:
+    lines = [f'<a id="{_anchor(index, step.name)}"></a>', "", f"## {index}. {md_escape(step.name)}: {LOOK[step.status][0]}", ""]
+    lines.append(f"    {step.command}")
+    lines.append("")
+    if step.state != "run":
+        lines += [md_escape(step.note) if step.note else "", ""]
+        return lines
+    findings = step.findings
+    if findings:
+        lines += ["| severity | finding | what we saw | what to do |", "|---|---|---|---|"]
+        for f in findings:
+            lines.append(f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(f.get('advice', ''))} |")
+    else:
+        lines.append("No problems found.")
+    lines.append("")
+    metrics = flat_metrics((step.verdict or {}).get("metrics") or {})
+    if metrics:
+        lines += ["| metric | value |", "|---|---:|"]
+        lines += [f"| {md_escape(k)} | {md_escape(fmt(v))} |" for k, v in metrics.items()]
+        lines.append("")
+    for plot in step_plots(step):
+        lines += [f"![{md_escape(plot.stem)}]({_md_link(_relative(plot, folder))})", ""]
+    csvs = step_csvs(step)
+    if csvs:
+        lines.append("Data: " + " · ".join(f"[{md_escape(name)}.csv]({_md_link(_relative(p, folder))})" for name, p in csvs))
+        lines.append("")
+    return lines
+
+
+def _md_link(target: str) -> str:
+    return target.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+# --------------------------------------------------------------------------------------------
+# HTML (one self-contained file)
+# --------------------------------------------------------------------------------------------
+
+CSS = """
+:root { --ink:#1f2328; --muted:#57606a; --line:#d8dee4; --bg:#f6f8fa; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink); font:16px/1.55 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
+main { max-width: 1000px; margin: 0 auto; padding: 32px 24px 48px; }
+h1 { font-size: 28px; margin: 0 0 6px; }
+h2 { font-size: 21px; margin: 0; }
+h3 { font-size: 15px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); margin: 22px 0 8px; }
+.meta { color: var(--muted); margin: 0 0 4px; }
+.meta b { color: var(--ink); font-weight: 600; }
+code, pre { font-family: ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size: 13.5px; }
+pre { background:#eef1f4; border-radius:6px; padding:8px 12px; margin:10px 0 0; white-space:pre-wrap; word-break:break-all; }
+.pill { display:inline-block; border-radius:999px; padding:2px 12px; font-weight:700; font-size:13px; letter-spacing:.05em; white-space:nowrap; }
+.big { font-size:18px; padding:4px 18px; vertical-align:middle; margin-left:10px; }
+.card { background:#fff; border:1px solid var(--line); border-left:6px solid var(--muted); border-radius:8px; padding:18px 22px; margin:18px 0; }
+.callout { border-radius:8px; padding:14px 18px; margin:18px 0; }
+table { border-collapse:collapse; width:100%; margin:6px 0; }
+th, td { text-align:left; vertical-align:top; padding:7px 10px; border-bottom:1px solid var(--line); }
+th { font-size:13px; color:var(--muted); font-weight:600; background:#fafbfc; }
+td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
+.summary td:first-child { width: 2em; color: var(--muted); }
+.summary a { color: var(--ink); font-weight: 600; text-decoration: none; }
+.tiles { display:flex; flex-wrap:wrap; gap:12px; }
+.tile { border:1px solid var(--line); border-radius:8px; padding:8px 16px; min-width:150px; background:#fafbfc; }
+.tile .label { font-size:12.5px; color:var(--muted); }
+.tile .value { font-size:22px; font-weight:600; font-variant-numeric: tabular-nums; }
+.metrics { width:auto; min-width:50%; }
+.metrics td:first-child { color: var(--muted); padding-right: 32px; }
+.finding { border-left:4px solid; padding:8px 14px; margin:10px 0; background:#fafbfc; border-radius:0 6px 6px 0; }
+.finding .code { font-weight:700; }
+.finding .sev { font-size:12px; font-weight:700; text-transform:uppercase; margin-right:8px; }
+.finding p { margin:4px 0 0; }
+.advice { color: var(--muted); }
+.advice b { color: var(--ink); }
+.ok { color:#1a7f37; }
+figure { margin:14px 0; }
+figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; background:#fff; }
+figcaption { color:var(--muted); font-size:13px; }
+.files a { display:inline-block; margin:4px 8px 0 0; padding:3px 10px; border:1px solid var(--line); border-radius:6px; color:#0969da; text-decoration:none; font-size:14px; background:#fff; }
+.note { color: var(--muted); margin: 10px 0 0; }
+details summary { cursor: pointer; color: var(--muted); margin-top: 8px; }
+footer { color: var(--muted); font-size: 13px; margin-top: 36px; }
+@media print { body { background:#fff; } .card { break-inside: avoid; } }
+"""
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _pill(status: str, big: bool = False) -> str:
+    _, label, colour, pale = LOOK[status]
+    return f'<span class="pill{" big" if big else ""}" style="color:{colour};background:{pale};border:1px solid {colour}">{label}</span>'
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_html(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
+    status = overall_status(steps)
+    title = f"nndiag babysit: {head['recipe_name']}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)} ({status})</title>",
+        f"<style>{CSS}</style></head><body><main>",
+        f"<h1>{esc(title)} {_pill(status, big=True)}</h1>",
+        f'<p class="meta">{esc(head["date"])}' + (f' · budget <b>{esc(head["budget"])}</b>' if head.get("budget") else "") + "</p>",
+    ]
+    if head.get("recipe_path"):
+        parts.append(f'<p class="meta">recipe <code>{esc(head["recipe_path"])}</code></p>')
+    context = head.get("context") or {}
+    if context:
+        parts.append('<p class="meta">' + " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in context.items()) + "</p>")
+    parts += _html_stop(steps)
+    parts += ['<div class="card" style="border-left-color:var(--line)"><h2>Summary</h2>', _html_summary(steps), "</div>"]
+    for i, step in enumerate(steps, 1):
+        parts += _html_step(folder, i, step)
+    parts.append(f"<footer>Written by nndiag on {esc(head['date'])} into <code>{esc(folder)}</code>. "
+                 "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _html_stop(steps: list[Step]) -> list[str]:
+    stop = stopping_step(steps)
+    if stop is None:
+        return []
+    _, _, colour, pale = LOOK["fail"]
+    advice = [f.get("advice", "") for f in stop.findings if f.get("severity") == "fail"]
+    if stop.state == "error":
+        advice.append(stop.note)
+    items = "".join(f"<p>{esc(a)}</p>" for a in advice if a)
+    return [f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
+            f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"]
+
+
+def _html_summary(steps: list[Step]) -> str:
+    rows = ["<table class=\"summary\"><tr><th>#</th><th>step</th><th>status</th><th>key numbers</th><th style=\"text-align:right\">time</th></tr>"]
+    for i, step in enumerate(steps, 1):
+        numbers = key_numbers(step.verdict)
+        cell = " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in numbers) if numbers else f'<span class="advice">{esc(step.note)}</span>'
+        seconds = f"{step.seconds:.1f} s" if step.seconds is not None else ""
+        rows.append(f'<tr><td>{i}</td><td><a href="#{_anchor(i, step.name)}">{esc(step.name)}</a></td>'
+                    f"<td>{_pill(step.status)}</td><td>{cell}</td><td class=\"num\">{seconds}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
+def _html_step(folder: Path, index: int, step: Step) -> list[str]:
+    colour = LOOK[step.status][2]
+    seconds = f' <span class="advice" style="font-size:14px">{step.seconds:.1f} s</span>' if step.seconds is not None else ""
+    parts = [f'<section class="card" id="{_anchor(index, step.name)}" style="border-left-color:{colour}">',
+             f"<h2>{index}. {esc(step.name)} {_pill(step.status)}{seconds}</h2>",
+             f"<pre>{esc(step.command)}</pre>"]
+    if step.state != "run":
+        if step.note:
+            parts.append(f'<p class="note">{esc(step.note)}</p>')
+        return parts + ["</section>"]
+    parts.append("<h3>Findings</h3>")
+    if not step.findings:
+        parts.append('<p class="ok">No problems found.</p>')
+    for f in step.findings:
+        sev = str(f.get("severity", "info"))
+        c = SEVERITY_COLOUR.get(sev, "#57606a")
+        parts.append(f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
+                     f'<code class="code">{esc(f.get("code", ""))}</code><p>{esc(f.get("message", ""))}</p>'
+                     f'<p class="advice"><b>What to do:</b> {esc(f.get("advice", ""))}</p></div>')
+    parts += _html_metrics(step)
+    for plot in step_plots(step):
+        if plot.is_file():
+            parts.append(f'<figure><img src="{_data_uri(plot, "image/png")}" alt="{esc(plot.stem)}"><figcaption>{esc(plot.name)}</figcaption></figure>')
+        else:
+            parts.append(f'<p class="note">figure missing: {esc(plot)}</p>')
+    links = []
+    for name, path in step_csvs(step):
+        if path.is_file() and path.stat().st_size <= CSV_EMBED_MAX_BYTES:
+            href = _data_uri(path, "text/csv")
+            links.append(f'<a href="{href}" download="{esc(path.name)}">{esc(name)}.csv</a>')
+        else:
+            links.append(f'<a href="{esc(_relative(path, folder))}">{esc(name)}.csv</a>')
+    if links:
+        parts.append('<h3>Data</h3><div class="files">' + "".join(links) + "</div>")
+    return parts + ["</section>"]
+
+
+def _html_metrics(step: Step) -> list[str]:
+    """The key numbers as tiles, then every metric in a folded table."""
+    metrics = flat_metrics((step.verdict or {}).get("metrics") or {})
+    if not metrics:
+        return []
+    numbers = key_numbers(step.verdict)
+    tiles = "".join(f'<div class="tile"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div></div>' for k, v in numbers)
+    parts = ["<h3>Key numbers</h3>", f'<div class="tiles">{tiles}</div>']
+    rows = "".join(f'<tr><td>{esc(k)}</td><td class="num">{esc(fmt(v))}</td></tr>' for k, v in metrics.items())
+    table = f'<table class="metrics">{rows}</table>'
+    if len(metrics) > len(numbers):
+        parts.append(f"<details{' open' if len(metrics) <= ALL_METRICS_OPEN else ''}><summary>all {len(metrics)} metrics</summary>{table}</details>")
+    return parts
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def write_report(
+    folder: str | os.PathLike[str],
+    steps: list[Step | dict[str, Any]],
+    *,
+    recipe_name: str,
+    recipe_path: str | None = None,
+    context: dict[str, str] | None = None,
+    budget: str | None = None,
+    date: str | None = None,
+) -> dict[str, Path]:
+    """Write report.md and report.html into `folder`; return their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = _steps(steps)
+    head = {
+        "recipe_name": recipe_name,
+        "recipe_path": recipe_path,
+        "context": context or {},
+        "budget": budget,
+        "date": date or time.strftime("%Y-%m-%d %H:%M"),
+    }
+    md_path, html_path = folder / "report.md", folder / "report.html"
+    atomic_write_text(md_path, render_markdown(folder, ordered, head))
+    atomic_write_text(html_path, render_html(folder, ordered, head))
+    return {"markdown": md_path, "html": html_path}
+
+
+__all__ = ["Step", "STATES", "write_report", "overall_status", "stopping_step", "key_numbers", "flat_metrics", "md_escape"]

@@ -1,0 +1,141 @@
+"""The babysit report: report.md and one self-contained report.html from step outcomes."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from nndiag.babysit_report import Step, flat_metrics, key_numbers, md_escape, overall_status, stopping_step, write_report
+
+
+def _png(path: Path, title: str) -> Path:
+    from nndiag.plots import pyplot, save
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [3, 1, 0.5])
+    ax.set_title(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(fig, path)
+
+
+def _verdict(folder: Path, command: str, status: str, findings=(), metrics=None, plot: bool = True) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / f"{command.replace('-', '_')}.csv"
+    csv.write_text("step,loss\n0,2.3\n1,1.1\n")
+    outputs = {"folder": str(folder), "csv": {csv.stem: str(csv)}, "summary": str(folder / "summary.json")}
+    if plot:
+        outputs["plots"] = [str(_png(folder / f"{csv.stem}.png", command))]
+    return {"command": command, "recipe": "recipes/quickstart.yaml", "status": status, "findings": list(findings),
+            "metrics": metrics or {"initial_loss": 2.31, "expected_loss": 2.302585, "ratio": 1.003}, "outputs": outputs}
+
+
+NASTY = 'loss <b>4 × best</b> & "quoted" | pipe *star* <script>alert(1)</script>'
+
+
+@pytest.fixture
+def steps(tmp_path: Path) -> list[Step]:
+    run = tmp_path / "babysit"
+    failing = {"code": "diverged-immediately", "severity": "fail", "message": NASTY, "advice": "Lower the start LR & retry.", "evidence": {}}
+    warning = {"code": "range-too-narrow", "severity": "warn", "message": "only 12 points", "advice": "Widen the range.", "evidence": {}}
+    return [
+        Step("check-loss", "nndiag check-loss r.yaml", verdict=_verdict(run / "01-check-loss", "check-loss", "pass"), seconds=1.2),
+        Step("lr-find", "nndiag lr-find r.yaml", verdict=_verdict(run / "02-lr-find", "lr-find", "fail", [failing, warning],
+                                                                 {"suggested_lr": 0.0123, "curve": list(range(50)), "best": {"lr": 0.01}})),
+        Step("search (coarse)", "nndiag search r.yaml", state="not-reached", note="lr-find failed"),
+        Step("probe", "nndiag probe r.yaml", state="skipped", note="nothing to probe"),
+    ]
+
+
+def test_writes_both_files_with_statuses_and_findings(tmp_path, steps):
+    paths = write_report(tmp_path / "babysit", steps, recipe_name="quickstart", recipe_path="recipes/quickstart.yaml", budget="quick")
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert paths["markdown"].name == "report.md" and paths["html"].name == "report.html"
+    for text in (md, page):
+        assert "quickstart" in text and "diverged-immediately" in text and "range-too-narrow" in text
+        assert "Lower the start LR" in text and "lr-find failed" in text and "nothing to probe" in text
+    assert "FAIL" in page and "PASS" in page and "NOT REACHED" in page and "SKIPPED" in page
+    assert "Stopped at lr-find" in md and "Stopped at lr-find" in page
+    assert "| 2 | [lr-find]" in md and "suggested_lr 0.0123" in md
+
+
+def test_html_is_self_contained_with_embedded_images(tmp_path, steps):
+    page = write_report(tmp_path / "babysit", steps, recipe_name="quickstart")["html"].read_text()
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page), "no external assets"
+    assert "@import" not in page and "url(" not in page
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2
+    assert base64.b64decode(images[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'href="data:text/csv;base64,' in page  # small CSVs embedded, downloadable
+
+
+def test_special_characters_are_escaped(tmp_path, steps):
+    paths = write_report(tmp_path / "babysit", steps, recipe_name="a <b>&</b> recipe")
+    page, md = paths["html"].read_text(), paths["markdown"].read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>4 × best</b>" not in page and "a &lt;b&gt;&amp;&lt;/b&gt; recipe" in page
+    assert "<script>" not in md and "\\<script\\>" in md
+    row = next(line for line in md.splitlines() if "diverged-immediately" in line and line.startswith("|"))
+    assert row.count("|") - row.count("\\|") == 5  # the message's pipe does not break the table
+
+
+def test_markdown_links_are_relative(tmp_path, steps):
+    md = write_report(tmp_path / "babysit", steps, recipe_name="q")["markdown"].read_text()
+    assert "![check_loss](01-check-loss/check_loss.png)" in md
+    assert "[check_loss.csv](01-check-loss/check_loss.csv)" in md
+    links = [line for line in md.splitlines() if line.startswith(("![", "Data: "))]
+    assert links and not any(str(tmp_path) in line for line in links)
+
+
+def test_missing_figure_is_noted_not_fatal(tmp_path, steps):
+    Path(steps[0].verdict["outputs"]["plots"][0]).unlink()
+    page = write_report(tmp_path / "babysit", steps, recipe_name="q")["html"].read_text()
+    assert "figure missing" in page
+
+
+def test_large_csv_is_linked_not_embedded(tmp_path, steps, monkeypatch):
+    import nndiag.babysit_report as br
+
+    monkeypatch.setattr(br, "CSV_EMBED_MAX_BYTES", 10)
+    page = write_report(tmp_path / "babysit", steps, recipe_name="q")["html"].read_text()
+    assert 'href="01-check-loss/check_loss.csv"' in page
+
+
+def test_overall_status_and_stopping_step(tmp_path, steps):
+    assert overall_status(steps) == "fail" and stopping_step(steps).name == "lr-find"
+    passing = [steps[0]]
+    assert overall_status(passing) == "pass" and stopping_step(passing) is None
+    warned = dict(steps[0].verdict, status="warn")
+    assert overall_status([steps[0], Step("x", "x", verdict=warned)]) == "warn"
+    errored = [steps[0], Step("train", "nndiag train", state="error", note="data.args.root: missing"), Step("curves", "c", state="not-reached")]
+    assert overall_status(errored) == "fail" and stopping_step(errored).name == "train"
+    # --continue: a failing step followed by steps that ran is not a stop
+    assert stopping_step([steps[1], steps[0]]) is None
+
+
+def test_steps_may_be_plain_dicts(tmp_path, steps):
+    raw = [{"name": s.name, "command": s.command, "state": s.state, "verdict": s.verdict, "note": s.note} for s in steps]
+    assert write_report(tmp_path / "babysit", raw, recipe_name="q")["html"].is_file()
+    with pytest.raises(ValueError):
+        Step("x", "x", state="finished")
+    with pytest.raises(ValueError):
+        Step("x", "x")  # ran, but no verdict
+
+
+def test_key_numbers_prefer_the_commands_metrics_then_fill():
+    verdict = {"command": "check-loss", "metrics": {"batches": 10, "ratio": 1.31, "initial_loss": 3.01, "expected_loss": 2.3026}}
+    assert [k for k, _ in key_numbers(verdict)] == ["initial_loss", "expected_loss", "ratio"]
+    unknown = {"command": "new-step", "metrics": {"name": "x", "flag": True, "a": 1, "b": 2.5, "c": 3, "d": 4}}
+    assert key_numbers(unknown) == [("a", "1"), ("b", "2.5"), ("c", "3")]
+    assert key_numbers(None) == []
+    assert flat_metrics({"best": {"lr": 0.1, "deep": {"x": 1}}, "curve": list(range(9)), "few": [1, 2]}) == {"best.lr": 0.1, "few": "[1, 2]"}
+
+
+def test_md_escape():
+    assert md_escape("a|b *c* <d> [e](f)") == "a\\|b \\*c\\* \\<d\\> \\[e\\](f)"
+    assert md_escape("val_loss _x_") == "val_loss \\_x\\_"
+    assert md_escape("two\nlines") == "two lines"
