@@ -21,6 +21,9 @@ from rich.table import Table
 
 from nndiag.result import Result
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "fail": "red"}
 
@@ -72,6 +75,7 @@ def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Write `text` (or bytes) to `path` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give results the usual permissions
     try:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
