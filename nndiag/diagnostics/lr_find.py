@@ -25,11 +25,14 @@ is an order statistic, a mean, or a comparison of loss differences):
   1. Keep the points before the first non-finite loss.
   2. Smooth the raw losses with a centred running median (robust to spikes) followed by a centred
      running mean, each over ROBUST_WINDOW of the points (at least 3). Centred, so there is no lag
-     to shift the curve toward higher LRs (an EMA does). Noise = 1.4826 x MAD of the residuals.
-  3. drop = smoothed start - smoothed minimum. If drop <= NOISE_FACTOR (3) x noise: `no-decrease`.
+     to shift the curve toward higher LRs (an EMA does). Noise = 1.4826 x median |second
+     difference of the raw losses| / sqrt 6 (a robust standard deviation of the point-to-point
+     noise, blind to linear trends).
+  3. drop = smoothed start - smoothed minimum. If drop <= NOISE_FACTOR (4) x noise: `no-decrease`.
   4. Divergence point = the first non-finite loss, or the first point after the minimum whose smoothed
-     loss climbs back by more than RISE_FRACTION (50%) of the drop, or the last point when the
-     measurement stopped on its divergence rule.
+     loss climbs back by more than RISE_FRACTION (50%) of the drop (when there was no drop: the first
+     point NOISE_FACTOR x noise above the start), or the last point when the measurement stopped on
+     its divergence rule.
   5. lr_max = the LR of the smoothed minimum, never above the divergence point: beyond it a larger
      LR stops helping. lr_min = the first LR where the smoothed loss has covered HALF_FRACTION (50%)
      of its drop: the middle of the steep descent, where steepest-slope rules land.
@@ -82,7 +85,7 @@ CHECK_EVERY_ACCELERATOR = 10  # on GPU/MPS the stop rule reads losses back every
 
 # -- suggestion (all thresholds are fractions of the curve's own drop or of its points) ---------
 ROBUST_WINDOW = 0.05  # smoothing window, as a fraction of the points (5 of 100), at least 3
-NOISE_FACTOR = 3.0  # a drop must exceed this many noise standard deviations
+NOISE_FACTOR = 4.0  # a drop must exceed this many noise standard deviations
 RISE_FRACTION = 0.5  # a climb back by this fraction of the drop after the minimum is divergence
 BOTTOM_FRACTION = 0.03  # the bottom of the curve: points within this fraction of the drop from the minimum
 HALF_FRACTION = 0.5  # lr_min: the first point that has covered this fraction of the drop
@@ -260,15 +263,18 @@ def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Sugge
         return empty
     x, y = lrs[:n], losses[:n]
     s = robust_smooth(y, _window(n))
-    noise = float(1.4826 * np.median(np.abs(y - np.array([np.median(y[max(0, i - 1) : i + 2]) for i in range(n)]))))
+    noise = float(1.4826 * np.median(np.abs(np.diff(y, 2))) / math.sqrt(6)) if n > 2 else 0.0  # robust sigma; trends cancel
     i_min = int(np.argmin(s))
     drop = float(s[0] - s[i_min])
     # divergence: non-finite, a climb back after the minimum, or the measurement's stop rule
     i_div = first_bad
     if i_div is None:
-        climbed = np.flatnonzero(s[i_min:] - s[i_min] > RISE_FRACTION * max(drop, 0.0))
-        if drop > 0 and len(climbed):
-            i_div = i_min + int(climbed[0])
+        if drop > NOISE_FACTOR * noise:  # a real descent: divergence is climbing back up from the minimum
+            climbed = i_min + np.flatnonzero(s[i_min:] - s[i_min] > RISE_FRACTION * drop)
+        else:  # no descent: divergence is any significant rise above the start
+            climbed = np.flatnonzero(s - s[0] > NOISE_FACTOR * noise)
+        if len(climbed):
+            i_div = int(climbed[0])
         elif stopped_on_divergence:
             i_div = n - 1
     result = Suggestion(None, None, None, float(x[i_min]), float(lrs[i_div]) if i_div is not None else None,
