@@ -124,6 +124,15 @@ def torch_lr_finder_steepest(exp: Any, init: engine.Snapshot) -> float | None:
     return float(lr) if lr is not None else None
 
 
+def _missing(tool: str) -> bool:
+    module = {"fastai_valley": "fastai", "torch_lr_finder_steepest": "torch_lr_finder"}[tool]
+    try:
+        __import__(module)
+        return False
+    except ImportError:
+        return True
+
+
 def is_good(score: float, initial: float, best: float) -> bool:
     return math.isfinite(score) and initial - score >= GOOD_SHARE * (initial - best)
 
@@ -149,7 +158,7 @@ def run_problem(name: str, steps: int) -> dict[str, Any]:
         row[f"{tool}_lr"] = lr
         row[f"{tool}_loss"] = score
         row[f"{tool}_share"] = (initial - score) / (initial - best) if lr and initial != best else math.nan
-        row[f"{tool}_good"] = is_good(score, initial, best) if lr else None
+        row[f"{tool}_good"] = is_good(score, initial, best) if lr else (None if tool != "nndiag" and lr is None and _missing(tool) else False)
     row["seconds"] = time.perf_counter() - started
     return row
 
@@ -166,8 +175,10 @@ def markdown(frame: pd.DataFrame, steps: int, skipped: list[str]) -> str:
 
     def cell(r: Any, tool: str) -> str:
         lr = r[f"{tool}_lr"]
-        if lr is None or (isinstance(lr, float) and math.isnan(lr)):
+        if tool != "nndiag" and tool.split("_")[0] in " ".join(skipped).replace("-", "_"):
             return "skipped"
+        if lr is None or (isinstance(lr, float) and math.isnan(lr)):
+            return f"no suggestion ({r['nndiag_findings']}) bad" if tool == "nndiag" else "no suggestion, bad"
         mark = "GOOD" if r[f"{tool}_good"] else "bad"
         return f"{lr:.3g} ({r[f'{tool}_loss']:.3g}, {r[f'{tool}_share']:.0%}) {mark}"
 
