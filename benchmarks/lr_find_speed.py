@@ -11,7 +11,8 @@ LR ramp (1e-6 -> 1e-2, low enough that nothing diverges, so every contender runs
   torch-lr-finder `LRFinder.range_test` over a DataLoader of the same tensors, plus `reset()` (its
                   restore), when installed.
 Each contender runs `repeats` times, interleaved; the median wall time is reported. Targets:
-nndiag / bare <= 1.1, nndiag / torch-lr-finder < 1. Writes benchmarks/results/lr_find_speed.md.
+nndiag / bare <= 1.1, nndiag / torch-lr-finder < 1. Writes benchmarks/results/lr_find_speed.md (other problems:
+lr_find_speed-<problem>.md).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nndiag import engine
 from nndiag.diagnostics import lr_find
 
 START, END, STEPS = 1e-6, 1e-2, 100
+DEFAULT_PROBLEM = "digits-cnn-sgdm"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -81,7 +83,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problem", default="digits-cnn-sgdm", choices=list(PROBLEMS))
+    parser.add_argument("--problem", default=DEFAULT_PROBLEM, choices=list(PROBLEMS))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = least timing noise)")
     args = parser.parse_args(argv)
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("- torch-lr-finder not installed: skipped")
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lr_find_speed.md").write_text(text)
+    name = "lr_find_speed.md" if args.problem == DEFAULT_PROBLEM else f"lr_find_speed-{args.problem}.md"
+    (RESULTS / name).write_text(text)
     sys.stdout.write(text)
 
 

@@ -45,9 +45,9 @@ is an order statistic, a mean, or a comparison of loss differences):
      stable on noisy, flat-bottomed curves. The division: the loss at a point reflects all the
      training before it, so it keeps falling for a while after the LR has passed its best value;
      the minimum lags the best LR, by about a factor 2 (0.3 decade) on the benchmark problems.
-     Why not "minimum / 10" or the steepest slope: for a fixed training budget the best constant
-     LR sits near the largest stable one, which the range test's bottom marks; the steepest slope
-     lies a decade or more below it (benchmarks/results/lr_find_quality.md).
+     Why not "minimum / 10": for a fixed training budget the best constant LR sits near the largest
+     stable one, which the range test's bottom marks; a decade below trains markedly slower
+     (benchmarks/results/lr_find_quality.md: nndiag good on 4 of 4 problems, fastai's valley 2 of 4).
 Findings:
   no-decrease           fail  step 3; or fewer than MIN_POINTS (5) finite points to judge a curve
   diverged-immediately  fail  the divergence point lies in the first EARLY_FRACTION (10%) of the
@@ -153,11 +153,12 @@ def measure(
     if check_every is None:
         check_every = 1 if exp.device.type == "cpu" else CHECK_EVERY_ACCELERATOR
     generator = torch.Generator().manual_seed(exp.recipe.seed)  # exp.generator is left untouched
-    record = torch.full((steps,), math.nan, dtype=torch.float32, device=exp.device)
+    pending: list[torch.Tensor] = []  # losses on the device, not yet read back
+    losses: list[float] = []
     used: list[float] = []
     ema = _Ema(SMOOTH_BETA)
     smoothed: list[float] = []
-    stopped, read = "completed", 0
+    stopped = "completed"
     started = time.perf_counter()
     with engine.preserved(model, optimizer):
         model.train()
@@ -170,11 +171,13 @@ def measure(
                 x, y = next(batches)
                 loss, _ = exp.step(optimizer, x, y, model=model)
                 total = loss if total is None else total + loss
-            record[i] = total / batches_per_lr if batches_per_lr > 1 else total
+            pending.append(total / batches_per_lr if batches_per_lr > 1 else total)
             if (i + 1) % check_every and i + 1 < steps:
                 continue
-            for value in record[read : i + 1].tolist():  # one read-back per check
-                read += 1
+            values = [pending[0].item()] if len(pending) == 1 else torch.stack(pending).tolist()  # one read-back
+            pending.clear()
+            for value in values:
+                losses.append(value)
                 smoothed.append(ema.update(value))
                 reason = ema.stop_reason(value)
                 if reason:
@@ -184,7 +187,6 @@ def measure(
                 break
     seconds = time.perf_counter() - started
     n = len(smoothed)
-    losses = record[:n].tolist()
     frame = pd.DataFrame({"step": range(1, n + 1), "lr": used[:n], "loss": losses, "smoothed_loss": smoothed})
     facts = {"start": start, "end": end, "planned_steps": steps, "mode": mode, "batches_per_lr": batches_per_lr,
              "stopped": stopped, "seconds": seconds, "beta": SMOOTH_BETA, "stop_factor": STOP_FACTOR}
