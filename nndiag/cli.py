@@ -326,6 +326,73 @@ def init(
                       f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}")
 
 
+# -- lr-find --------------------------------------------------------------------------------------
+
+
+def _parse_candidates(text: str | None) -> list[float] | None:
+    """'1e-1,1e-2' -> [0.1, 0.01]; bad text raises BadInput naming --candidates."""
+    from nndiag.errors import BadInput
+
+    if text is None:
+        return None
+    values = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise BadInput(f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates") from None
+        if not (value > 0 and value < float("inf")):
+            raise BadInput(f"every candidate LR must be a finite number > 0, got {part!r}", where="--candidates")
+        values.append(value)
+    if not values:
+        raise BadInput("expected at least one learning rate, e.g. 1e-1,1e-2,1e-3,1e-4", where="--candidates")
+    return values
+
+
+@app.command("lr-find")
+def lr_find(
+    recipe: RecipeArg,
+    start: Annotated[float, typer.Option(help="First LR (> 0) of the range test.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="Last LR of the range test.")] = 10.0,
+    steps: Annotated[int, typer.Option(min=1, help="LR points in the range test.")] = 100,
+    mode: Annotated[str, typer.Option(help="LR spacing: exp (geometric) or linear.")] = "exp",
+    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = 1,
+    candidates: Annotated[Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")] = None,
+    candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = 100,
+    apply: Annotated[bool, typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder).")] = False,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Step 3: find a learning rate that makes the loss drop (LR range test, or the notes' candidates mode).
+
+    Example: nndiag lr-find recipes/quickstart.yaml --apply
+    Example: nndiag lr-find recipes/quickstart.yaml --candidates 1e-1,1e-2,1e-3,1e-4
+    """
+    from nndiag.errors import BadInput
+
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+    try:
+        if mode not in ("exp", "linear"):
+            raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
+        if not 0 < start < float("inf"):
+            raise BadInput(f"expected a learning rate > 0, got {start:g}", where="--start")
+        if start >= end or end == float("inf"):
+            raise BadInput(f"--start ({start:g}) must be below --end ({end:g})", where="--start")
+        lrs = _parse_candidates(candidates)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import lr_find as step
+
+        text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
+        return step.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
+                        candidates=lrs, candidate_steps=candidate_steps, apply=apply, recipe_text=text)
+
+    execute("lr-find", common, work)
+
+
 def main() -> None:
     app()
 

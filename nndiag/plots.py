@@ -167,3 +167,46 @@ def _curves(result: Result, folder: Path) -> list[Path]:
         name = "curves.png" if len(runs) == 1 else f"curves-{i + 1}-{''.join(c if c.isalnum() else '-' for c in run)}.png"
         paths.append(_draw_run(result, frame[frame["run"] == run], run if len(runs) > 1 else "", folder / name))
     return paths
+
+# -- lr-find (issue 3) ------------------------------------------------------------------------
+
+
+@drawer("lr-find")
+def _lr_find(result: Result, folder: Path) -> list[Path]:
+    """Loss vs LR (log x) with the suggestion and the range marked; or the candidates' curves."""
+    plt = pyplot()
+    m = result.metrics
+    frame = result.tables.get("lr_find")
+    if frame is not None and not frame.empty:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(frame["lr"], frame["loss"], ".", ms=3, alpha=0.4, label="loss")
+        ax.plot(frame["lr"], frame["smoothed_loss"], "-", label="smoothed loss (EMA)")
+        if m.get("lr_min") and m.get("lr_max"):
+            ax.axvspan(m["lr_min"], m["lr_max"], color="tab:green", alpha=0.12, label=f"range {m['lr_min']:.2g} - {m['lr_max']:.2g}")
+        if m.get("suggested_lr"):
+            ax.axvline(m["suggested_lr"], color="tab:green", ls="--", label=f"suggested {m['suggested_lr']:.3g}")
+        if m.get("lr_diverged"):
+            ax.axvline(m["lr_diverged"], color="tab:red", ls=":", label=f"diverged {m['lr_diverged']:.2g}")
+        finite = frame["smoothed_loss"].dropna()
+        if len(finite):
+            lo, first = float(finite.min()), float(finite.iloc[0])
+            top = max(first, lo) + 0.5 * abs(first - lo) + 1e-12
+            ax.set_ylim(lo - 0.1 * (top - lo) - 1e-12, top)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=8)
+        ax.set_title(f"lr-find: {result.status}")
+        return [save(fig, folder / "lr_find.png")]
+    curves = result.tables.get("lr_candidate_curves")
+    if curves is None or curves.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for lr, part in curves.groupby("lr"):
+        ax.plot(part["step"], part["loss"], "-", lw=1, label=f"lr {lr:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("batch loss")
+    ax.legend(fontsize=8)
+    ax.set_title(f"lr-find candidates: {result.status}")
+    return [save(fig, folder / "lr_candidates.png")]

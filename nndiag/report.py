@@ -254,3 +254,37 @@ def _curves_view(result: Result, console: Console) -> None:
         table.add_row(str(run) if several else "", labels.get(series, series), f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}",
                       fmt(float(raw[0])), sparkline(line, width=28), fmt(float(raw[-1])))
     console.print(table)
+
+# -- lr-find (issue 3) ------------------------------------------------------------------------
+
+
+@view("lr-find")
+def _lr_find_view(result: Result, console: Console) -> None:
+    """The range-test curve as a sparkline with the suggestion marked, or the candidates table."""
+    frame = result.tables.get("lr_find")
+    m = result.metrics
+    if frame is not None and not frame.empty:
+        width = min(60, len(frame))
+        line = sparkline(frame["smoothed_loss"].tolist(), width=width)
+        lrs = frame["lr"].tolist()
+        marker = [" "] * len(line)
+        if m.get("suggested_lr") and len(lrs) > 1:
+            step = len(lrs) / len(line)
+            index = min(range(len(line)), key=lambda i: abs(math.log(lrs[min(int(i * step), len(lrs) - 1)]) - math.log(m["suggested_lr"])))
+            marker[index] = "^"
+        console.print(f"smoothed loss vs LR, {fmt(lrs[0])} to {fmt(lrs[-1])} (log scale):")
+        console.print(f"  [cyan]{line}[/]")
+        if m.get("suggested_lr"):
+            console.print("  " + "".join(marker).rstrip() + f" suggested {fmt(m['suggested_lr'])}")
+    table_frame = result.tables.get("lr_candidates")
+    if table_frame is not None and not table_frame.empty:
+        table = Table(title="lr-find candidates", title_justify="left")
+        for column in ("lr", "initial loss", "final loss", "drop", "outcome"):
+            table.add_column(column, justify="right" if column != "outcome" else "left")
+        style = {"drops": "green", "too-low": "yellow", "diverged": "red"}
+        for row in table_frame.itertuples():
+            table.add_row(fmt(row.lr), fmt(row.initial_loss), fmt(row.final_loss), f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
+                          f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]")
+        console.print(table)
+    if m.get("applied_recipe"):
+        console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'))} written: {m['applied_recipe']} (in the run folder)")

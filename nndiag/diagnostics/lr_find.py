@@ -1,0 +1,543 @@
+"""Step 3 of the recipe: find a learning rate that makes the loss drop.
+
+Two modes.
+
+**Range test** (Smith 2015, as in fastai / torch-lr-finder / Lightning). The LR rises from `start` to
+`end` over `steps` points, exponentially (default 1e-7 -> 10) or linearly; at each point the model
+takes `batches_per_lr` optimizer steps at that LR (default 1) and the point's loss is their mean. The
+recorded LR is the one the optimizer actually used. The loss is smoothed for display and for the
+stop rule by a bias-corrected exponential moving average, beta = SMOOTH_BETA (0.9: fastai's 0.98 lags
+about 50 steps, half of a 100-step test). The test stops on divergence: a non-finite loss, or a
+smoothed loss above STOP_FACTOR (4, fastai's) times the best smoothed loss so far. It runs on the
+experiment's model and optimizer inside `engine.preserved`, with its own seeded batch order, so the
+model's parameters and buffers, the optimizer's state and LR, train/eval flags, the torch / numpy /
+python RNG states and the experiment's batch order are all exactly as before.
+
+**Candidates** (the notes' "try 1e-1, 1e-2, 1e-3, 1e-4"): `candidate_steps` (100) iterations at each
+LR over the full training data, each from the same initial weights and batch order, with a small
+weight decay (the recipe's, or CANDIDATE_WEIGHT_DECAY = 1e-4 when it has none). A candidate makes the
+loss "drop significantly" when its loss on a fixed training subset (up to EVAL_EXAMPLES) falls by at
+least SIGNIFICANT_DROP (10%) of the initial value; "diverged" when that loss is non-finite or above
+DIVERGED_FACTOR (3, CS231n's "stop early") times the initial one.
+
+The suggestion rule (`suggest`, pure; invariant to scaling and shifting the loss, because every step
+is an order statistic, a mean, or a comparison of loss differences):
+  1. Keep the points before the first non-finite loss.
+  2. Smooth the raw losses with a centred running median (robust to spikes) followed by a centred
+     running mean, each over ROBUST_WINDOW of the points (at least 3). Centred, so there is no lag
+     to shift the curve toward higher LRs (an EMA does). Noise = 1.4826 x median |second
+     difference of the raw losses| / sqrt 6 (a robust standard deviation of the point-to-point
+     noise, blind to linear trends).
+  3. drop = start level - smoothed minimum, where the start level is the median raw loss of the first
+     START_POINTS (10%, at least 3) points. If drop <= NOISE_FACTOR (3) x noise: `no-decrease`.
+     (On 500 simulated flat curves of pure noise the largest chance drop was 2.8 deviations.)
+  4. Divergence point = the first non-finite loss, or the first point after the minimum whose smoothed
+     loss climbs back by more than RISE_FRACTION (50%) of the drop (when there was no drop: the first
+     point NOISE_FACTOR x noise above the start), or the last point when the measurement stopped on
+     its divergence rule.
+  5. lr_max = the LR of the smoothed minimum, never above the divergence point: beyond it a larger
+     LR stops helping. lr_min = the first LR where the smoothed loss has covered HALF_FRACTION (50%)
+     of its drop: the middle of the steep descent, where steepest-slope rules land.
+  6. suggested_lr = the geometric centre of the curve's bottom divided by LAG_DIVISOR (2), kept
+     inside [lr_min, lr_max]. The bottom is the contiguous run of points around the minimum whose
+     smoothed loss is within BOTTOM_FRACTION (3%) of the drop from the minimum (and before the
+     divergence point). Averaging log-LR over the bottom, rather than taking the argmin, keeps it
+     stable on noisy, flat-bottomed curves. The division: the loss at a point reflects all the
+     training before it, so it keeps falling for a while after the LR has passed its best value;
+     the minimum lags the best LR, by about a factor 2 (0.3 decade) on the benchmark problems.
+     Why not "minimum / 10": for a fixed training budget the best constant LR sits near the largest
+     stable one, which the range test's bottom marks; a decade below trains markedly slower
+     (benchmarks/results/lr_find_quality.md: nndiag good on 4 of 4 problems, fastai's valley 2 of 4).
+Findings:
+  no-decrease           fail  step 3; or fewer than MIN_POINTS (5) finite points to judge a curve
+  diverged-immediately  fail  the divergence point lies in the first EARLY_FRACTION (10%) of the
+                              points, or the very first loss is non-finite (the start LR is already too high)
+  range-too-narrow      warn  no divergence seen and the minimum lies in the last EDGE_FRACTION
+                              (10%) of the points: the best LR may lie beyond `end`
+Candidates mode: no-decrease (fail) when no candidate drops significantly (diverged-immediately when
+every candidate diverged); range-too-narrow (warn) when the best candidate is the largest LR tried
+and it did not diverge, or the smallest while a larger one diverged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nndiag import engine
+from nndiag.experiment import Experiment
+from nndiag.findings import Verdict
+from nndiag.result import Result
+
+# -- measurement ------------------------------------------------------------------------------
+DEFAULT_START = 1e-7  # first LR of the range test (fastai's)
+DEFAULT_END = 10.0  # last LR of the range test (fastai's, torch-lr-finder's)
+DEFAULT_STEPS = 100  # LR points in the range test (fastai, torch-lr-finder, Lightning)
+DEFAULT_MODE = "exp"  # exp (geometric spacing) | linear
+DEFAULT_BATCHES_PER_LR = 1  # optimizer steps at each LR point; the point's loss is their mean
+SMOOTH_BETA = 0.9  # bias-corrected EMA factor of smoothed_loss (fastai 0.98 lags ~50 steps; 0.9 ~9)
+STOP_FACTOR = 4.0  # stop when smoothed loss > this x best smoothed loss (fastai 4, torch-lr-finder 5)
+CHECK_EVERY_ACCELERATOR = 10  # on GPU/MPS the stop rule reads losses back every this many points (one sync each)
+
+# -- suggestion (all thresholds are fractions of the curve's own drop or of its points) ---------
+ROBUST_WINDOW = 0.05  # smoothing window, as a fraction of the points (5 of 100), at least 3
+NOISE_FACTOR = 3.0  # a drop must exceed this many (per-point) noise standard deviations
+START_POINTS = 0.1  # the start level: median raw loss of this fraction of the first points (at least 3)
+RISE_FRACTION = 0.5  # a climb back by this fraction of the drop after the minimum is divergence
+BOTTOM_FRACTION = 0.03  # the bottom of the curve: points within this fraction of the drop from the minimum
+HALF_FRACTION = 0.5  # lr_min: the first point that has covered this fraction of the drop
+LAG_DIVISOR = 2.0  # suggested_lr = bottom centre / this: the curve's minimum lags the best LR
+MIN_POINTS = 5  # fewer finite points cannot make a curve
+EARLY_FRACTION = 0.1  # divergence within this fraction of the points: diverged immediately
+EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without divergence: range too narrow
+
+# -- candidates mode ---------------------------------------------------------------------------
+DEFAULT_CANDIDATE_STEPS = 100  # iterations per candidate LR (the notes: "~100 iterations")
+CANDIDATE_WEIGHT_DECAY = 1e-4  # the notes' "small regularization", when the recipe sets none
+SIGNIFICANT_DROP = 0.1  # a candidate "drops significantly" when its loss falls by >= 10% of the initial
+DIVERGED_FACTOR = 3.0  # a candidate whose loss ends above 3x the initial diverged (CS231n)
+EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
+
+
+# --------------------------------------------------------------------------------------------
+# Range test: measure
+# --------------------------------------------------------------------------------------------
+
+
+def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) -> list[float]:
+    """The LR at each point: geometric (exp) or evenly spaced (linear), both ends included."""
+    if steps == 1:
+        return [float(start)]
+    if mode == "exp":
+        ratio = math.log(end / start)
+        return [float(start * math.exp(ratio * i / (steps - 1))) for i in range(steps)]
+    return [float(start + (end - start) * i / (steps - 1)) for i in range(steps)]
+
+
+def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training batches, epoch after epoch, in an order private to this test."""
+    while True:
+        empty = True
+        for batch in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
+            empty = False
+            yield batch
+        if empty:
+            return
+
+
+def measure(
+    exp: Experiment,
+    start: float = DEFAULT_START,
+    end: float = DEFAULT_END,
+    steps: int = DEFAULT_STEPS,
+    mode: str = DEFAULT_MODE,
+    batches_per_lr: int = DEFAULT_BATCHES_PER_LR,
+    optimizer: torch.optim.Optimizer | None = None,
+    check_every: int | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run the range test; one row per LR point: step, lr, loss, smoothed_loss.
+
+    `optimizer` defaults to a fresh one of the recipe's kind; whichever is used, it and the model are
+    handed back exactly as found. Losses stay on the device and are read back every `check_every`
+    points (1 on CPU, where reading is free) to apply the stop rule.
+    """
+    model = exp.model
+    optimizer = optimizer if optimizer is not None else exp.optimizer()
+    lrs = lr_schedule(start, end, steps, mode)
+    if check_every is None:
+        check_every = 1 if exp.device.type == "cpu" else CHECK_EVERY_ACCELERATOR
+    generator = torch.Generator().manual_seed(exp.recipe.seed)  # exp.generator is left untouched
+    pending: list[torch.Tensor] = []  # losses on the device, not yet read back
+    losses: list[float] = []
+    used: list[float] = []
+    ema = _Ema(SMOOTH_BETA)
+    smoothed: list[float] = []
+    stopped = "completed"
+    started = time.perf_counter()
+    with engine.preserved(model, optimizer):
+        model.train()
+        batches = _endless_batches(exp, generator)
+        for i, lr in enumerate(lrs):
+            engine.set_lr(optimizer, lr)
+            used.append(float(optimizer.param_groups[0]["lr"]))
+            total = None
+            for _ in range(batches_per_lr):
+                x, y = next(batches)
+                loss, _ = exp.step(optimizer, x, y, model=model)
+                total = loss if total is None else total + loss
+            pending.append(total / batches_per_lr if batches_per_lr > 1 else total)
+            if (i + 1) % check_every and i + 1 < steps:
+                continue
+            values = [pending[0].item()] if len(pending) == 1 else torch.stack(pending).tolist()  # one read-back
+            pending.clear()
+            for value in values:
+                losses.append(value)
+                smoothed.append(ema.update(value))
+                reason = ema.stop_reason(value)
+                if reason:
+                    stopped = reason
+                    break
+            if stopped != "completed":
+                break
+    seconds = time.perf_counter() - started
+    n = len(smoothed)
+    frame = pd.DataFrame({"step": range(1, n + 1), "lr": used[:n], "loss": losses, "smoothed_loss": smoothed})
+    facts = {"start": start, "end": end, "planned_steps": steps, "mode": mode, "batches_per_lr": batches_per_lr,
+             "stopped": stopped, "seconds": seconds, "beta": SMOOTH_BETA, "stop_factor": STOP_FACTOR}
+    return frame, facts
+
+
+class _Ema:
+    """Bias-corrected exponential moving average with the stop rule."""
+
+    def __init__(self, beta: float):
+        self.beta, self.avg, self.t, self.best = beta, 0.0, 0, math.inf
+
+    def update(self, value: float) -> float:
+        if not math.isfinite(value):
+            return math.nan
+        self.t += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        smoothed = self.avg / (1 - self.beta**self.t)
+        self.last = smoothed
+        return smoothed
+
+    def stop_reason(self, value: float) -> str | None:
+        if not math.isfinite(value):
+            return "non-finite"
+        if self.best > 0 and self.last > STOP_FACTOR * self.best:
+            return "diverged"
+        self.best = min(self.best, self.last)
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Range test: the suggestion and the verdict (pure)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Suggestion:
+    suggested_lr: float | None  # the LR to use
+    lr_min: float | None  # the low end of the useful range (the loss starts to respond)
+    lr_max: float | None  # the high end (the descent is over), never above the divergence point
+    lr_at_min_loss: float | None  # where the smoothed loss is lowest
+    lr_diverged: float | None  # where the loss blew up (None: not seen)
+    drop: float  # smoothed start loss - smoothed minimum
+    noise: float  # robust standard deviation of the raw loss around the smoothed curve
+    points: int  # finite points used
+    index_min: int | None = None
+    index_diverged: int | None = None
+    problem: str | None = None  # why there is no suggestion: too-few-points | no-decrease | first-non-finite
+
+
+def robust_smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median, then centred running mean, both over `window` points (shrinking at
+    the ends). Equivariant: robust_smooth(a*v + b) = a*robust_smooth(v) + b for a > 0."""
+    n = len(values)
+    half = max(window // 2, 1)
+    median = np.array([np.median(values[max(0, i - half) : i + half + 1]) for i in range(n)])
+    return np.array([median[max(0, i - half) : i + half + 1].mean() for i in range(n)])
+
+
+def _window(n: int) -> int:
+    w = max(3, int(round(ROBUST_WINDOW * n)))
+    return w if w % 2 else w + 1
+
+
+def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Suggestion:
+    """The suggestion rule of the module docstring. Pure: numbers in, numbers out."""
+    lrs = np.asarray(lrs, dtype=float)
+    losses = np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    first_bad = int(bad[0]) if len(bad) else None
+    n = first_bad if first_bad is not None else len(losses)
+    empty = Suggestion(None, None, None, None, None, 0.0, 0.0, n, index_diverged=first_bad)
+    if first_bad == 0:
+        empty.lr_diverged, empty.problem = float(lrs[0]), "first-non-finite"
+        return empty
+    if n < MIN_POINTS:
+        empty.problem = "too-few-points"
+        empty.lr_diverged = float(lrs[first_bad]) if first_bad is not None else None
+        return empty
+    x, y = lrs[:n], losses[:n]
+    s = robust_smooth(y, _window(n))
+    noise = float(1.4826 * np.median(np.abs(np.diff(y, 2))) / math.sqrt(6)) if n > 2 else 0.0  # robust sigma; trends cancel
+    i_min = int(np.argmin(s))
+    start_level = float(np.median(y[: max(3, int(START_POINTS * n))]))  # robust level before the LR does anything
+    drop = float(start_level - s[i_min])
+    # divergence: non-finite, a climb back after the minimum, or the measurement's stop rule
+    i_div = first_bad
+    if i_div is None:
+        if drop > NOISE_FACTOR * noise:  # a real descent: divergence is climbing back up from the minimum
+            climbed = i_min + np.flatnonzero(s[i_min:] - s[i_min] > RISE_FRACTION * drop)
+        else:  # no descent: divergence is any significant rise above the start
+            climbed = np.flatnonzero(s - start_level > NOISE_FACTOR * noise)
+        if len(climbed):
+            i_div = int(climbed[0])
+        elif stopped_on_divergence:
+            i_div = n - 1
+    result = Suggestion(None, None, None, float(x[i_min]), float(lrs[i_div]) if i_div is not None else None,
+                        drop, noise, n, index_min=i_min, index_diverged=i_div)
+    if drop <= 0 or drop <= NOISE_FACTOR * noise:
+        result.problem = "no-decrease"
+        return result
+    # the bottom: the contiguous run of points around the minimum within BOTTOM_FRACTION of the drop
+    near = s <= s[i_min] + BOTTOM_FRACTION * drop
+    left, right = i_min, i_min
+    while left > 0 and near[left - 1]:
+        left -= 1
+    while right + 1 < n and near[right + 1] and (i_div is None or right + 1 < i_div):
+        right += 1
+    half = int(np.flatnonzero(s[: i_min + 1] <= start_level - HALF_FRACTION * drop)[0])
+    lr_max = float(x[i_min])
+    if i_div is not None:
+        lr_max = min(lr_max, float(lrs[i_div]))
+    bottom = float(np.exp(np.log(x[left : right + 1]).mean()))
+    result.lr_max = lr_max
+    result.lr_min = min(float(x[half]), lr_max)
+    result.suggested_lr = float(min(max(bottom / LAG_DIVISOR, result.lr_min), lr_max))
+    return result
+
+
+def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggestion]:
+    """The verdict over a recorded range test. Pure: numbers in, findings and a suggestion out."""
+    verdict = Verdict()
+    stopped_div = facts.get("stopped") in ("diverged", "non-finite")
+    sug = suggest(frame["lr"], frame["loss"], stopped_div)
+    planned = int(facts.get("planned_steps", len(frame)))
+    lrs = frame["lr"].to_numpy(dtype=float)
+    span = f"{facts.get('start', lrs[0] if len(lrs) else math.nan):.3g} -> {facts.get('end', lrs[-1] if len(lrs) else math.nan):.3g}"
+    evidence = {"points": sug.points, "planned_steps": planned, "drop": sug.drop, "noise": sug.noise,
+                "lr_diverged": sug.lr_diverged, "stopped": facts.get("stopped")}
+    lower_start = ("The start LR is already too high for this model: lower --start (e.g. 100x), check the initialisation "
+                   "(`nndiag check-loss`) and clip gradients (train.grad_clip) if the loss spikes.")
+    if sug.problem == "first-non-finite":
+        verdict.add("diverged-immediately", "fail", f"the very first loss of the range test (LR {lrs[0]:.3g}) is NaN/Inf",
+                    lower_start + " A NaN at the smallest LR can also mean NaN/Inf in the data or the loss.", **evidence)
+        return verdict, sug
+    if sug.problem == "too-few-points":
+        why = f"the loss became NaN/Inf at point {sug.index_diverged + 1}" if sug.index_diverged is not None else f"only {len(frame)} points were recorded"
+        if sug.index_diverged is not None:
+            verdict.add("diverged-immediately", "fail", f"only {sug.points} finite points before divergence ({why}; range {span})",
+                        lower_start, **evidence)
+        else:
+            verdict.add("no-decrease", "fail",
+                        f"{why} (fewer than {MIN_POINTS}): too few to tell where the loss drops (range {span})",
+                        f"Use more points (--steps {DEFAULT_STEPS} is the usual), or try the candidates mode (--candidates 1e-1,1e-2,1e-3,1e-4).",
+                        **evidence)
+        return verdict, sug
+    if sug.index_diverged is not None and sug.index_diverged < max(EARLY_FRACTION * planned, 2):
+        verdict.add("diverged-immediately", "fail",
+                    f"the loss diverged at LR {sug.lr_diverged:.3g}, point {sug.index_diverged + 1} of {planned} (range {span})",
+                    lower_start, **evidence)
+        return verdict, sug
+    if sug.problem == "no-decrease":
+        verdict.add("no-decrease", "fail",
+                    f"no LR in {span} lowered the loss: the smoothed loss fell by {sug.drop:.3g}, within "
+                    f"{NOISE_FACTOR:g}x its noise ({sug.noise:.3g})",
+                    "Raise --end (the loss may need a larger LR), use more --steps or --batches-per-lr, and check for a "
+                    "training bug: run `nndiag overfit-small`; look for frozen parameters or an optimizer not given the model's parameters.",
+                    **evidence)
+        return verdict, sug
+    if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
+        verdict.add("range-too-narrow", "warn",
+                    f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie "
+                    f"above {lrs[-1]:.3g}",
+                    "Raise --end (e.g. 10-100x) until the loss blows up; the suggestion below is a lower bound.", **evidence)
+    return verdict, sug
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates mode
+# --------------------------------------------------------------------------------------------
+
+
+def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DEFAULT_CANDIDATE_STEPS,
+                       weight_decay: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Train `steps` iterations at each LR from the same initial weights and batch order.
+
+    Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
+    wd = weight_decay if weight_decay is not None else (exp.recipe.optim.weight_decay or CANDIDATE_WEIGHT_DECAY)
+    model = exp.model
+    subset = exp.data.train.take(EVAL_EXAMPLES, generator=torch.Generator().manual_seed(exp.recipe.seed))
+    rows, curves = [], []
+    with engine.preserved(model) as initial:
+        before = _subset_loss(exp, subset)
+        for lr in candidates:
+            initial.restore(model)
+            model.train()
+            optimizer = exp.optimizer(lr=lr, weight_decay=wd)
+            generator = torch.Generator().manual_seed(exp.recipe.seed)
+            batches = _endless_batches(exp, generator)
+            record = []
+            for _ in range(steps):
+                x, y = next(batches)
+                loss, _ = exp.step(optimizer, x, y, model=model)
+                record.append(loss)
+            values = torch.stack(record).tolist()
+            curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
+            after = _subset_loss(exp, subset)
+            rows.append({"lr": lr, "initial_loss": before, "final_loss": after,
+                         "relative_drop": (before - after) / before if before else math.nan,
+                         "first_batch_loss": values[0], "last_batch_loss": values[-1]})
+    summary = pd.DataFrame(rows, columns=["lr", "initial_loss", "final_loss", "relative_drop", "first_batch_loss", "last_batch_loss"])
+    summary["outcome"] = [candidate_outcome(r.initial_loss, r.final_loss) for r in summary.itertuples()]
+    facts = {"steps": steps, "weight_decay": wd, "eval_examples": len(subset)}
+    return summary, pd.DataFrame(curves, columns=["lr", "step", "loss"]), facts
+
+
+@torch.no_grad()
+def _subset_loss(exp: Experiment, subset: Any) -> float:
+    return exp.evaluate(split=subset)["loss"]
+
+
+def candidate_outcome(initial: float, final: float) -> str:
+    """drops | too-low (barely moved) | diverged. Pure."""
+    if not math.isfinite(final) or (initial > 0 and final > DIVERGED_FACTOR * initial):
+        return "diverged"
+    if initial > 0 and (initial - final) >= SIGNIFICANT_DROP * initial:
+        return "drops"
+    return "too-low"
+
+
+def decide_candidates(summary: pd.DataFrame) -> tuple[Verdict, float | None]:
+    """The verdict over candidate runs, and the best candidate LR. Pure."""
+    verdict = Verdict()
+    table = ", ".join(f"{r.lr:g}: {r.final_loss:.3g} ({r.outcome})" for r in summary.itertuples())
+    dropping = summary[summary["outcome"] == "drops"]
+    if dropping.empty:
+        if (summary["outcome"] == "diverged").all():
+            verdict.add("diverged-immediately", "fail", f"every candidate LR diverged ({table})",
+                        "Try smaller LRs (e.g. 1e-4,1e-5,1e-6) and check the initialisation with `nndiag check-loss`.",
+                        candidates=summary["lr"].tolist())
+        else:
+            verdict.add("no-decrease", "fail",
+                        f"no candidate LR lowered the loss by {SIGNIFICANT_DROP:.0%} or more in the allotted iterations ({table})",
+                        "Try larger LRs or more --candidate-steps; if none helps, look for a bug with `nndiag overfit-small`.",
+                        candidates=summary["lr"].tolist())
+        return verdict, None
+    best = dropping.loc[dropping["final_loss"].idxmin()]
+    best_lr = float(best["lr"])
+    lrs = sorted(summary["lr"].tolist())
+    diverged = summary[summary["outcome"] == "diverged"]["lr"].tolist()
+    if best_lr == lrs[-1] and len(lrs) > 1:
+        verdict.add("range-too-narrow", "warn", f"the best candidate is the largest one tried ({best_lr:g}) and it did not diverge",
+                    f"Also try {best_lr * 10:g} and {best_lr * 100:g}: a larger LR may be better.", best_lr=best_lr)
+    elif best_lr == lrs[0] and len(lrs) > 1 and diverged:
+        verdict.add("range-too-narrow", "warn", f"the best candidate is the smallest one tried ({best_lr:g})",
+                    f"Also try {best_lr / 10:g}: a smaller LR may be better.", best_lr=best_lr)
+    return verdict, best_lr
+
+
+# --------------------------------------------------------------------------------------------
+# --apply: the recipe with the suggestion written in
+# --------------------------------------------------------------------------------------------
+
+
+def apply_lr(recipe: Any, lr: float, original_text: str | None = None) -> str:
+    """The recipe as YAML text with optim.lr = `lr`. Keeps the user's file (and its comments) when the
+    recipe came unchanged from it and its `lr:` can be edited in place; else the resolved recipe."""
+    import yaml
+
+    from nndiag.recipe import parse_recipe
+
+    lr = round_lr(lr)
+    target = recipe.with_overrides({"optim.lr": lr})
+    header = f"# optim.lr = {yaml_number(lr)}, suggested by `nndiag lr-find`\n"
+    if original_text is not None:
+        edited = _edit_lr(original_text, lr)
+        if edited is not None:
+            try:
+                if parse_recipe(yaml.safe_load(edited), source=recipe.source) == target:
+                    return header + edited
+            except Exception:  # noqa: BLE001 - any failure means: fall back to the resolved recipe
+                pass
+    from nndiag.report import jsonable
+
+    return header + "# (the resolved recipe; comments of the original are not kept)\n" + yaml.safe_dump(jsonable(target.to_dict()), sort_keys=False)
+
+
+def round_lr(lr: float) -> float:
+    """Three significant digits: an LR is never known better than that."""
+    return float(f"{lr:.3g}")
+
+
+def yaml_number(value: float) -> str:
+    """A float as YAML 1.1 reads it back as a float (1.00e-05, not 1e-05)."""
+    return repr(value) if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def _edit_lr(text: str, lr: float) -> str | None:
+    """Replace the `lr:` value of the top-level `optim:` section (flow or block style), or None."""
+    import re
+
+    lines = text.splitlines(keepends=True)
+    value = yaml_number(lr)
+    for i, line in enumerate(lines):
+        if re.match(r"optim\s*:\s*\{", line):
+            new, count = re.subn(r"(\blr\s*:\s*)[^,}\s]+", lambda m: m.group(1) + value, line, count=1)
+            if count:
+                lines[i] = new
+                return "".join(lines)
+            return None
+        if re.match(r"optim\s*:\s*(#.*)?$", line):
+            for j in range(i + 1, len(lines)):
+                if lines[j].strip() and not lines[j][0].isspace():
+                    return None  # the next top-level key: no lr in the section
+                m = re.match(r"(\s+lr\s*:\s*)([^#\s]+)(.*)", lines[j], flags=re.S)
+                if m:
+                    lines[j] = m.group(1) + value + m.group(3)
+                    return "".join(lines)
+            return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------
+
+
+def run(
+    exp: Experiment,
+    start: float = DEFAULT_START,
+    end: float = DEFAULT_END,
+    steps: int = DEFAULT_STEPS,
+    mode: str = DEFAULT_MODE,
+    batches_per_lr: int = DEFAULT_BATCHES_PER_LR,
+    candidates: list[float] | None = None,
+    candidate_steps: int = DEFAULT_CANDIDATE_STEPS,
+    apply: bool = False,
+    recipe_text: str | None = None,
+) -> Result:
+    if candidates:
+        summary, curves, facts = measure_candidates(exp, candidates, candidate_steps)
+        verdict, best = decide_candidates(summary)
+        metrics = {"mode": "candidates", "suggested_lr": best, "lr_min": None, "lr_max": None,
+                   "candidates": len(candidates), "candidate_steps": candidate_steps, "weight_decay": facts["weight_decay"],
+                   "dropping": int((summary["outcome"] == "drops").sum())}
+        if best is not None:
+            dropping = summary[summary["outcome"] == "drops"]["lr"]
+            metrics["lr_min"], metrics["lr_max"] = float(dropping.min()), float(dropping.max())
+        result = Result("lr-find", verdict, {"lr_candidates": summary, "lr_candidate_curves": curves}, metrics)
+    else:
+        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr)
+        verdict, sug = decide(frame, facts)
+        best_row = frame["smoothed_loss"].idxmin() if frame["smoothed_loss"].notna().any() else None
+        metrics = {"mode": mode, "suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max,
+                   "lr_at_min_loss": sug.lr_at_min_loss, "lr_diverged": sug.lr_diverged,
+                   "points": len(frame), "planned_steps": steps, "stopped": facts["stopped"],
+                   "min_smoothed_loss": float(frame["smoothed_loss"][best_row]) if best_row is not None else None,
+                   "seconds": facts["seconds"]}
+        result = Result("lr-find", verdict, {"lr_find": frame}, metrics)
+    if apply and metrics["suggested_lr"] is not None:
+        result.extra_files["recipe.lr-applied.yaml"] = apply_lr(exp.recipe, float(metrics["suggested_lr"]), recipe_text)
+        result.metrics["applied_lr"] = round_lr(float(metrics["suggested_lr"]))
+        result.metrics["applied_recipe"] = "recipe.lr-applied.yaml"
+    return result

@@ -1,0 +1,338 @@
+"""lr-find: the range test leaves no trace, the suggestion rule (invariance, noise, NaN, flat, narrow,
+tiny), candidates mode, --apply, and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SPIRAL_MLP, recipe_dict
+
+from nndiag import engine
+from nndiag.diagnostics import lr_find as lf
+
+LRS = np.array(lf.lr_schedule(1e-7, 10.0, 100))
+
+
+def synthetic(noise: float = 0.0, seed: int = 0, blow_up: bool = True, drop: float = 2.0, base: float = 2.3) -> np.ndarray:
+    """A range-test-shaped curve: flat, a sigmoid descent centred at 1e-3, then a blow-up near 1."""
+    x = np.log10(LRS)
+    curve = base - drop / (1 + np.exp(-(x + 3) * 2.5))
+    if blow_up:
+        curve = curve + np.where(x > -1, 3.0 * (x + 1) ** 2, 0.0)
+    return curve + noise * np.random.default_rng(seed).standard_normal(len(x))
+
+
+def frame_of(losses: np.ndarray, lrs: np.ndarray = LRS) -> pd.DataFrame:
+    return pd.DataFrame({"step": range(1, len(losses) + 1), "lr": lrs[: len(losses)], "loss": losses, "smoothed_loss": losses})
+
+
+FACTS = {"start": 1e-7, "end": 10.0, "planned_steps": 100, "stopped": "completed"}
+
+
+# -- schedule --------------------------------------------------------------------------------
+
+
+def test_schedule_exp_linear_and_single_point():
+    exp = lf.lr_schedule(1e-7, 10.0, 100)
+    assert exp[0] == pytest.approx(1e-7) and exp[-1] == pytest.approx(10.0) and len(exp) == 100
+    assert np.allclose(np.diff(np.log(exp)), np.log(1e8) / 99)
+    lin = lf.lr_schedule(0.1, 1.0, 10, "linear")
+    assert lin[0] == pytest.approx(0.1) and lin[-1] == pytest.approx(1.0) and np.allclose(np.diff(lin), 0.1)
+    assert lf.lr_schedule(1e-3, 1.0, 1) == [1e-3]
+
+
+# -- the suggestion rule (pure) --------------------------------------------------------------
+
+
+def test_healthy_curve_suggestion_inside_range_and_below_divergence():
+    sug = lf.suggest(LRS, synthetic(noise=0.02))
+    assert sug.problem is None
+    assert sug.lr_min <= sug.suggested_lr <= sug.lr_max
+    assert sug.lr_diverged is not None and sug.lr_max <= sug.lr_diverged
+    assert 1e-3 < sug.suggested_lr < 1.0  # below the blow-up, above the middle of the descent
+
+
+@pytest.mark.parametrize("scale,shift", [(2.0, 10.0), (0.5, -1.0), (1000.0, -37.0), (1e-3, 5.0)])
+def test_suggestion_invariant_to_scaling_and_shifting_the_loss(scale, shift):
+    losses = synthetic(noise=0.05, seed=3)
+    a, b = lf.suggest(LRS, losses), lf.suggest(LRS, scale * losses + shift)
+    for name in ("suggested_lr", "lr_min", "lr_max", "lr_diverged"):
+        assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-12), name
+    verdict_a, _ = lf.decide(frame_of(losses), FACTS)
+    verdict_b, _ = lf.decide(frame_of(scale * losses + shift), FACTS)
+    assert verdict_a.codes == verdict_b.codes
+
+
+def test_suggestion_robust_to_noise():
+    clean = lf.suggest(LRS, synthetic()).suggested_lr
+    for seed in range(20):
+        noisy = lf.suggest(LRS, synthetic(noise=0.1, seed=seed)).suggested_lr  # noise: 5% of the drop per point
+        assert clean / 2 <= noisy <= clean * 2, (seed, noisy, clean)
+    # a single huge spike in the descent does not move it either
+    spiky = synthetic(noise=0.02)
+    spiky[60] += 50.0
+    assert clean / 2 <= lf.suggest(LRS, spiky).suggested_lr <= clean * 2
+
+
+def test_flat_curve_is_no_decrease():
+    for losses in (np.full(100, 2.3), 2.3 + 0.05 * np.random.default_rng(0).standard_normal(100)):
+        verdict, sug = lf.decide(frame_of(losses), FACTS)
+        assert verdict.codes == ["no-decrease"] and verdict.status == "fail"
+        assert sug.suggested_lr is None
+
+
+def test_nan_after_the_minimum_truncates_and_never_suggests_above_it():
+    losses = synthetic(noise=0.02, blow_up=False)
+    losses[85:] = np.nan
+    verdict, sug = lf.decide(frame_of(losses), {**FACTS, "stopped": "non-finite"})
+    assert verdict.status != "fail"
+    assert sug.lr_diverged == pytest.approx(LRS[85]) and sug.suggested_lr < LRS[85] and sug.lr_max <= LRS[85]
+
+
+def test_nan_at_the_start_is_diverged_immediately():
+    losses = synthetic()
+    losses[0] = np.nan
+    verdict, sug = lf.decide(frame_of(losses[:1]), {**FACTS, "stopped": "non-finite"})
+    assert verdict.codes == ["diverged-immediately"] and sug.suggested_lr is None
+    early = synthetic()[:4].copy()
+    early[3] = np.inf
+    verdict, _ = lf.decide(frame_of(early), {**FACTS, "stopped": "non-finite"})
+    assert verdict.codes == ["diverged-immediately"]
+
+
+def test_loss_rising_from_the_start_is_diverged_immediately():
+    losses = 1.0 + np.linspace(0, 5, 100) ** 2
+    verdict, _ = lf.decide(frame_of(losses), FACTS)
+    assert verdict.codes == ["diverged-immediately"]
+
+
+def test_still_falling_at_the_end_is_range_too_narrow():
+    x = np.log10(LRS)
+    losses = 2.3 - 2.0 / (1 + np.exp(-(x + 0.5) * 2.5))  # descent centred at 0.3: still falling at 10
+    verdict, sug = lf.decide(frame_of(losses), FACTS)
+    assert verdict.codes == ["range-too-narrow"] and verdict.status == "warn"
+    assert sug.suggested_lr is not None and sug.lr_diverged is None
+    healthy, _ = lf.decide(frame_of(synthetic(noise=0.02)), FACTS)
+    assert healthy.codes == []
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4])
+def test_tiny_curves_give_a_finding_not_a_crash(n):
+    verdict, sug = lf.decide(frame_of(synthetic()[:n]), {**FACTS, "planned_steps": n})
+    assert verdict.codes == ["no-decrease"] and sug.suggested_lr is None
+    assert "too few" in verdict.findings[0].message
+
+
+# -- measuring: the range test leaves no trace -----------------------------------------------
+
+
+def _state(exp, optimizer):
+    return {
+        "model": {k: v.clone() for k, v in exp.model.state_dict().items()},
+        "modes": [m.training for m in exp.model.modules()],
+        "optim": copy.deepcopy(optimizer.state_dict()),
+        "rng": engine.rng_state(),
+        "generator": exp.generator.get_state().clone(),
+    }
+
+
+def _same(a, b):
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["modes"] == b["modes"]
+    assert a["optim"]["param_groups"] == b["optim"]["param_groups"]
+    assert a["optim"]["state"].keys() == b["optim"]["state"].keys()
+    for k, state in a["optim"]["state"].items():
+        for name, value in state.items():
+            other = b["optim"]["state"][k][name]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other
+    assert a["rng"]["python"] == b["rng"]["python"]
+    assert all(np.array_equal(x, y) for x, y in zip(a["rng"]["numpy"], b["rng"]["numpy"]))
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert torch.equal(a["generator"], b["generator"])
+
+
+def test_range_test_restores_everything_bit_for_bit(build):
+    raw = recipe_dict(SPIRAL_MLP, **{"model.args.dropout": 0.1, "model.args.batchnorm": True, "model.args.hidden": [32, 32]})
+    exp = build(raw)
+    optimizer = exp.optimizer()
+    for x, y in list(exp.train_batches())[:3]:  # optimizer state that is not empty
+        exp.step(optimizer, x, y)
+    exp.model.eval()
+    exp.model[1].train()  # a mixed pattern of train/eval flags
+    before = _state(exp, optimizer)
+    frame, facts = lf.measure(exp, steps=40, end=100.0, optimizer=optimizer)
+    assert len(frame) > 5
+    _same(before, _state(exp, optimizer))
+
+
+def test_seeded_training_is_identical_with_or_without_lr_find_first(build):
+    from nndiag.trainer import Trainer
+
+    def train(with_lr_find: bool):
+        exp = build(SPIRAL_MLP)
+        if with_lr_find:
+            lf.run(exp, steps=30)
+        history = Trainer(exp, epochs=2).fit()
+        return history, {k: v.clone() for k, v in exp.model.state_dict().items()}
+
+    (plain, w_plain), (after, w_after) = train(False), train(True)
+    pd.testing.assert_frame_equal(plain.steps, after.steps)
+    pd.testing.assert_frame_equal(plain.epochs.drop(columns="seconds"), after.epochs.drop(columns="seconds"))
+    assert all(torch.equal(w_plain[k], w_after[k]) for k in w_plain)
+
+
+def test_stops_on_divergence_and_records_the_lr_used(build):
+    exp = build(recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd"}))
+    frame, facts = lf.measure(exp, start=1e-4, end=1e4, steps=60)
+    assert facts["stopped"] in ("diverged", "non-finite") and len(frame) < 60
+    assert np.allclose(frame["lr"], lf.lr_schedule(1e-4, 1e4, 60)[: len(frame)], rtol=0, atol=0)
+    assert list(frame.columns) == ["step", "lr", "loss", "smoothed_loss"]
+
+
+def test_reading_losses_back_in_chunks_gives_the_same_record(build):
+    exp = build(recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd"}))
+    every, _ = lf.measure(exp, start=1e-4, end=1e4, steps=60, check_every=1)
+    chunked, _ = lf.measure(exp, start=1e-4, end=1e4, steps=60, check_every=7)
+    pd.testing.assert_frame_equal(every, chunked)
+
+
+def test_several_batches_per_lr_and_linear_mode(build):
+    exp = build(SPIRAL_MLP)
+    frame, facts = lf.measure(exp, start=1e-3, end=0.1, steps=10, mode="linear", batches_per_lr=3)
+    assert len(frame) == 10 and facts["batches_per_lr"] == 3
+    assert np.allclose(np.diff(frame["lr"]), 0.011)
+
+
+def test_amp_bf16_autocast_runs(build):
+    exp = build(SPIRAL_MLP)
+    exp.amp_dtype = torch.bfloat16  # CPU autocast: the same code path as bf16 on a GPU
+    frame, _ = lf.measure(exp, start=1e-4, end=1e-1, steps=10)
+    assert len(frame) == 10 and np.isfinite(frame["loss"]).all()
+
+
+# -- candidates mode --------------------------------------------------------------------------
+
+
+def test_candidate_outcomes_and_verdicts():
+    assert lf.candidate_outcome(2.3, 1.0) == "drops"
+    assert lf.candidate_outcome(2.3, 2.25) == "too-low"
+    assert lf.candidate_outcome(2.3, math.nan) == "diverged" and lf.candidate_outcome(2.3, 9.0) == "diverged"
+
+    def table(finals):
+        rows = [{"lr": lr, "initial_loss": 2.3, "final_loss": f, "relative_drop": (2.3 - f) / 2.3, "outcome": lf.candidate_outcome(2.3, f)}
+                for lr, f in finals.items()]
+        return pd.DataFrame(rows)
+
+    verdict, best = lf.decide_candidates(table({1e-1: 50.0, 1e-2: 0.5, 1e-3: 1.2, 1e-4: 2.2}))
+    assert best == 1e-2 and verdict.codes == []
+    verdict, best = lf.decide_candidates(table({1e-1: math.nan, 1e-2: 40.0}))
+    assert verdict.codes == ["diverged-immediately"] and best is None
+    verdict, best = lf.decide_candidates(table({1e-3: 2.29, 1e-4: 2.3}))
+    assert verdict.codes == ["no-decrease"] and best is None
+    verdict, best = lf.decide_candidates(table({1e-1: 0.3, 1e-2: 1.0}))
+    assert verdict.codes == ["range-too-narrow"] and best == 1e-1
+
+
+def test_candidates_from_the_same_initialisation(build):
+    exp = build(SPIRAL_MLP)
+    before = {k: v.clone() for k, v in exp.model.state_dict().items()}
+    summary, curves, facts = lf.measure_candidates(exp, [1e-1, 1e-5, 1e-5], steps=20)
+    assert summary["initial_loss"].nunique() == 1
+    assert summary["final_loss"].iloc[1] == summary["final_loss"].iloc[2]  # same init, same batches
+    assert summary["outcome"].iloc[1] == "too-low" and summary["outcome"].iloc[0] == "drops"
+    assert facts["weight_decay"] == lf.CANDIDATE_WEIGHT_DECAY
+    assert all(torch.equal(before[k], v) for k, v in exp.model.state_dict().items())
+
+
+# -- --apply ----------------------------------------------------------------------------------
+
+BLOCK = """# my recipe
+name: r
+data: {name: spiral}
+model: {name: mlp}
+optim:
+  name: sgd   # plain SGD
+  lr: 0.5     # too high?
+  momentum: 0.9
+"""
+
+
+def test_apply_keeps_comments_in_block_and_flow_style():
+    from nndiag.recipe import parse_recipe
+    import yaml
+
+    recipe = parse_recipe(yaml.safe_load(BLOCK))
+    text = lf.apply_lr(recipe, 0.012345, BLOCK)
+    assert "# too high?" in text and "lr: 0.0123" in text and "# plain SGD" in text
+    flow = BLOCK.replace("optim:\n  name: sgd   # plain SGD\n  lr: 0.5     # too high?\n  momentum: 0.9\n", "optim: {name: sgd, lr: 0.5}  # x\n")
+    text = lf.apply_lr(parse_recipe(yaml.safe_load(flow)), 3e-5, flow)
+    assert "lr: 3.00e-05" in text and "# x" in text
+    assert parse_recipe(yaml.safe_load(text)).optim.lr == 3e-5
+
+
+def test_apply_falls_back_to_the_resolved_recipe_when_the_file_differs():
+    from nndiag.recipe import parse_recipe
+    import yaml
+
+    recipe = parse_recipe(yaml.safe_load(BLOCK)).with_overrides({"optim.momentum": 0.5})  # e.g. --set
+    text = lf.apply_lr(recipe, 0.01, BLOCK)
+    loaded = parse_recipe(yaml.safe_load(text))
+    assert loaded.optim.lr == 0.01 and loaded.optim.momentum == 0.5
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def test_cli_range_test_json_csv_plot_and_apply(cli, write_recipe, tmp_path):
+    out = tmp_path / "run"
+    result = cli("lr-find", write_recipe(SPIRAL_MLP), "--json", "--apply", "--out", out)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    m = verdict["metrics"]
+    assert verdict["command"] == "lr-find" and verdict["status"] in ("pass", "warn")
+    assert m["lr_min"] <= m["suggested_lr"] <= m["lr_max"]
+    frame = pd.read_csv(out / "lr_find.csv")
+    assert list(frame.columns) == ["step", "lr", "loss", "smoothed_loss"]
+    assert (out / "lr_find.png").is_file()
+    applied = (out / "recipe.lr-applied.yaml").read_text()
+    assert f"lr: {lf.yaml_number(lf.round_lr(m['suggested_lr']))}" in applied
+    assert verdict["outputs"]["recipe.lr-applied.yaml"].endswith("recipe.lr-applied.yaml")
+
+
+def test_cli_human_output_shows_curve_and_suggestion(cli, write_recipe):
+    result = cli("lr-find", write_recipe(SPIRAL_MLP), "--steps", "40", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert "suggested" in result.stdout and "smoothed loss vs LR" in result.stdout
+
+
+def test_cli_three_steps_is_a_clear_finding(cli, write_recipe):
+    result = cli("lr-find", write_recipe(SPIRAL_MLP), "--steps", "3", "--json", "--no-plots")
+    assert result.exit_code == 1
+    verdict = json.loads(result.stdout)
+    assert [f["code"] for f in verdict["findings"]] == ["no-decrease"]
+    assert verdict["metrics"]["suggested_lr"] is None
+
+
+def test_cli_candidates_mode(cli, write_recipe, tmp_path):
+    out = tmp_path / "cand"
+    result = cli("lr-find", write_recipe(SPIRAL_MLP), "--candidates", "1e-1,1e-5", "--candidate-steps", "30", "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    table = pd.read_csv(out / "lr_candidates.csv")
+    assert list(table["lr"]) == [0.1, 1e-5] and list(table["outcome"]) == ["drops", "too-low"]
+    assert verdict["metrics"]["suggested_lr"] == 0.1
+
+
+@pytest.mark.parametrize("args", [["--candidates", "1e-1,abc"], ["--candidates", "-1"], ["--start", "0"],
+                                  ["--start", "1", "--end", "0.1"], ["--mode", "cosine"]])
+def test_cli_bad_flags_exit_2(cli, write_recipe, args):
+    result = cli("lr-find", write_recipe(SPIRAL_MLP), *args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
