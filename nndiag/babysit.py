@@ -1,0 +1,265 @@
+"""`nndiag babysit`: the whole recipe in order, one report.
+
+    check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
+    (+ probe, when a step fails)
+
+Each step runs in-process into its own sub-folder of the babysit folder (`01-check-loss/`, ...)
+with exactly the files the step's own command writes, and babysit stops at the first step whose
+verdict is `fail` (`keep_going=True` runs on). Whenever a step fails, `probe` runs on the model at
+initialisation, because per-layer statistics usually explain why. At the end `babysit_report`
+writes report.md and report.html over all steps.
+
+How the steps hand over (the notes' "use what worked in the previous step"):
+  lr-find -> search   the coarse stage's optim.lr range becomes lr-find's [lr_min, lr_max],
+                      widened 3x each way and kept below the LR at which the range test diverged
+                      (when the recipe has no search.space at all, weight decay is searched over
+                      [1e-6, 1e-3], log-uniform, as the notes suggest 1e-4, 1e-5, 0);
+  search -> train     the best trial's parameters are applied to the recipe (best_recipe.yaml);
+  train -> curves     `curves` reads train's own CSVs.
+
+Budgets scale the expensive steps (trials and epochs); `standard` is the recipe as written.
+This module orchestrates only: it never prints (progress goes through the `progress` callback).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nndiag import report
+from nndiag.babysit_report import Step, overall_status, write_report
+from nndiag.errors import BadInput
+from nndiag.recipe import Recipe, parse_recipe
+from nndiag.result import Result
+
+BUDGETS = ("quick", "standard", "thorough")
+LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
+DEFAULT_WEIGHT_DECAY_RANGE = (1e-6, 1e-3)  # searched when the recipe has no search.space
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Budget:
+    """How much of the recipe's search and training babysit spends."""
+
+    name: str
+    coarse_trials: int
+    coarse_epochs: int
+    fine_trials: int
+    fine_epochs: int
+    train_epochs: int
+
+    @classmethod
+    def of(cls, name: str, recipe: Recipe) -> "Budget":
+        s, epochs = recipe.search, recipe.train.epochs
+        if name == "quick":  # a few minutes on 2 CPU cores for the bundled small recipes
+            return cls(name, min(s.coarse.trials, 6), 1, min(s.fine.trials, 3), min(s.fine.epochs, 3), min(epochs, 5))
+        if name == "thorough":
+            return cls(name, 2 * s.coarse.trials, s.coarse.epochs, 2 * s.fine.trials, s.fine.epochs, epochs)
+        if name == "standard":
+            return cls(name, s.coarse.trials, s.coarse.epochs, s.fine.trials, s.fine.epochs, epochs)
+        raise BadInput(f"unknown budget {name!r}; expected one of {', '.join(BUDGETS)}", where="--budget")
+
+
+@dataclass
+class Babysitter:
+    recipe: Recipe
+    recipe_path: str
+    folder: Path
+    budget: Budget
+    keep_going: bool = False  # --continue: run every step even after a failing gate
+    plots: bool = True
+    progress: Progress = lambda message: None
+    steps: list[Step] = field(default_factory=list)
+    results: dict[str, Result] = field(default_factory=dict)
+    context: dict[str, str] = field(default_factory=dict)
+
+    # -- the recipe, in order ------------------------------------------------------------------
+
+    def run(self) -> list[Step]:
+        from nndiag.experiment import Experiment
+
+        exp = Experiment.build(self.recipe)
+        self.context = exp.describe()
+        plan: list[tuple[str, str, Callable[[], Result]]] = [
+            ("check-loss", "check-loss", lambda: _check_loss(exp)),
+            ("overfit-small", "overfit-small", lambda: _overfit_small(exp)),
+            ("lr-find", "lr-find", lambda: _lr_find(exp)),
+            ("search", "search", lambda: self._search()),
+            ("train", "train", lambda: self._train()),
+            ("curves", "curves", lambda: self._curves()),
+        ]
+        stopped = False
+        for name, command, work in plan:
+            if stopped:
+                self.steps.append(Step(name, self._command(command), state="not-reached",
+                                       note=f"babysit stopped at {self._failed()}; run with --continue to go on anyway"))
+                continue
+            step = self._run_step(name, command, work)
+            if step.status in ("fail", "error") and not self.keep_going:
+                stopped = True
+        if any(s.status in ("fail", "error") for s in self.steps):
+            self._run_step("probe", "probe", lambda: _probe(exp))
+        else:
+            self.steps.append(Step("probe", self._command("probe"), state="skipped", note="runs only when a step fails"))
+        return self.steps
+
+    def _run_step(self, name: str, command: str, work: Callable[[], Result]) -> Step:
+        index = len(self.steps) + 1
+        self.progress(f"[{index}] {name} ...")
+        started = time.perf_counter()
+        try:
+            result = work()
+        except BadInput as exc:
+            step = Step(name, self._command(command), state="error", note=str(exc), seconds=time.perf_counter() - started)
+            self.steps.append(step)
+            self.progress(f"[{index}] {name}: error: {exc}")
+            return step
+        result.recipe = result.recipe or self.recipe.to_dict()
+        result.context = {**self.context, **result.context}
+        folder = self.folder / f"{index:02d}-{name}"
+        verdict = report.write_run(result, folder, self.recipe_path, plots=self.plots)
+        self.results[name] = result
+        step = Step(name, self._command(command), verdict=verdict, seconds=time.perf_counter() - started)
+        self.steps.append(step)
+        self.progress(f"[{index}] {name}: {result.status} ({step.seconds:.1f} s)")
+        return step
+
+    def _command(self, command: str) -> str:
+        if command == "curves":
+            train = self._folder_of("train")
+            return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"
+        if command == "train" and "search" in self.results:
+            return f"nndiag train {self._folder_of('search')}/best_recipe.yaml"
+        return f"nndiag {command} {self.recipe_path}"
+
+    def _folder_of(self, name: str) -> str | None:
+        for step in self.steps:
+            if step.name == name and step.verdict:
+                return str(step.verdict["outputs"]["folder"])
+        return None
+
+    def _failed(self) -> str:
+        failed = [s.name for s in self.steps if s.status in ("fail", "error")]
+        return failed[-1] if failed else "?"
+
+    # -- steps that depend on earlier ones ------------------------------------------------------
+
+    def search_recipe(self) -> Recipe:
+        """The recipe with the budget's trials/epochs and lr-find's LR range in the search space."""
+        raw = self.recipe.to_dict()
+        search = raw["search"]
+        search["coarse"] = {"trials": self.budget.coarse_trials, "epochs": self.budget.coarse_epochs}
+        search["fine"] = {"trials": self.budget.fine_trials, "epochs": self.budget.fine_epochs}
+        space = search["space"]
+        if not space:
+            low, high = DEFAULT_WEIGHT_DECAY_RANGE
+            space["optim.weight_decay"] = {"low": low, "high": high, "log": True}
+        lr_range = lr_search_range(self.results.get("lr-find"))
+        if lr_range is not None:
+            space["optim.lr"] = {"low": lr_range[0], "high": lr_range[1], "log": True}
+        elif "optim.lr" not in space:
+            lr = self.recipe.optim.lr
+            space["optim.lr"] = {"low": lr / 10, "high": lr * 10, "log": True}
+        return parse_recipe(raw, source=self.recipe.source)
+
+    def _search(self) -> Result:
+        from nndiag.diagnostics import search
+        from nndiag.experiment import Experiment
+
+        recipe = self.search_recipe()
+        options = search.SearchOptions(storage=str(self.folder / "search-journal.log"), study=f"{recipe.name}-babysit")
+        return search.run(Experiment.build(recipe), options, progress=lambda info: None)
+
+    def best_recipe(self) -> Recipe:
+        """The recipe with the search's best parameters (or the recipe itself without a search)."""
+        result = self.results.get("search")
+        params = (result.metrics.get("best_params") if result else None) or {}
+        return self.recipe.with_overrides({**params, "train.epochs": self.budget.train_epochs})
+
+    def _train(self) -> Result:
+        from nndiag.diagnostics import train
+        from nndiag.experiment import Experiment
+
+        recipe = self.best_recipe()
+        result = train.run(Experiment.build(recipe))
+        result.recipe = recipe.to_dict()
+        return result
+
+    def _curves(self) -> Result:
+        from nndiag.diagnostics import curves
+
+        folder = self._folder_of("train")
+        if folder is None:
+            raise BadInput("there is no training log to read (the train step did not run)", where="curves")
+        return curves.run([Path(folder)])
+
+    # -- the report ----------------------------------------------------------------------------
+
+    def write_report(self) -> dict[str, Path]:
+        return write_report(self.folder, self.steps, recipe_name=self.recipe.name, recipe_path=self.recipe_path,
+                            context=self.context, budget=self.budget.name)
+
+    def verdict(self, reports: dict[str, Path]) -> dict[str, Any]:
+        """One JSON object: the contract's keys for the whole run, plus every step's verdict."""
+        findings = [{**f, "step": s.name} for s in self.steps for f in s.findings]
+        status = overall_status(self.steps)
+        metrics: dict[str, Any] = {"budget": self.budget.name,
+                                   "steps": {s.name: s.status for s in self.steps}}
+        for key, source in (("suggested_lr", "lr-find"), ("best_params", "search"), ("best_val_acc", "search"), ("final_val_acc", "train")):
+            value = self.results[source].metrics.get(key) if source in self.results else None
+            if value is not None:
+                metrics[f"{source}.{key}"] = value
+        return report.jsonable({
+            "command": "babysit",
+            "recipe": self.recipe_path,
+            "status": status,
+            "findings": findings,
+            "metrics": metrics,
+            "outputs": {"folder": str(self.folder), "report_md": str(reports["markdown"]), "report_html": str(reports["html"]),
+                        "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict}},
+            "steps": [{"name": s.name, "state": s.state, "status": s.status, "note": s.note, "seconds": s.seconds,
+                       "verdict": s.verdict} for s in self.steps],
+        })
+
+
+def lr_search_range(result: Result | None) -> tuple[float, float] | None:
+    """lr-find's [lr_min, lr_max], widened LR_RANGE_WIDEN x each way, kept below the divergence LR."""
+    if result is None or result.status == "fail":
+        return None
+    low, high = result.metrics.get("lr_min"), result.metrics.get("lr_max")
+    if not low or not high or not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    low, high = low / LR_RANGE_WIDEN, high * LR_RANGE_WIDEN
+    diverged = result.metrics.get("lr_diverged")
+    if diverged and math.isfinite(diverged):
+        high = min(high, diverged)
+    return (low, high) if low < high else None
+
+
+def _check_loss(exp: Any) -> Result:
+    from nndiag.diagnostics import check_loss
+
+    return check_loss.run(exp)
+
+
+def _overfit_small(exp: Any) -> Result:
+    from nndiag.diagnostics import overfit_small
+
+    return overfit_small.run(exp)
+
+
+def _lr_find(exp: Any) -> Result:
+    from nndiag.diagnostics import lr_find
+
+    return lr_find.run(exp)
+
+
+def _probe(exp: Any) -> Result:
+    from nndiag.diagnostics import probe
+
+    return probe.run(exp)
