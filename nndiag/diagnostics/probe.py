@@ -482,7 +482,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
         if ratio < VANISH_RATIO and factor < VANISH_PER_LAYER:
             verdict.add(
                 "vanishing-activations", "fail",
-                f"activations collapse with depth: std falls from {_fmt(stds[0])} ({names[0]}) to {_fmt(stds[-1])} ({names[-1]}), "
+                f"activations collapse with depth: std falls from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too small for this depth and activation: use Xavier (std 1/sqrt(fan_in)) for tanh, Kaiming "
                 "(std sqrt(2/fan_in)) for ReLU (model.args.init), or add BatchNorm. Deep layers see ~0 inputs, so their weights get ~0 gradients.",
@@ -492,7 +492,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
         if ratio > EXPLODE_RATIO and factor > EXPLODE_PER_LAYER:
             verdict.add(
                 "exploding-activations", "fail",
-                f"activations grow with depth: std rises from {_fmt(stds[0])} ({names[0]}) to {_fmt(stds[-1])} ({names[-1]}), "
+                f"activations grow with depth: std rises from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too large: use Kaiming (ReLU) or Xavier (tanh) scaling, std proportional to 1/sqrt(fan_in); add "
                 "BatchNorm/LayerNorm, or check a custom layer that multiplies its output.",
@@ -518,7 +518,7 @@ def _rule_saturated(verdict: Verdict, layers: pd.DataFrame) -> None:
     verdict.add(
         "saturated-activations", "fail",
         f"{len(bad)} of {len(bounded)} tanh/sigmoid layers are saturated (more than {SATURATED_FRACTION:.0%} of outputs at the rails; "
-        f"worst {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
+        f"worst layer {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
         "Saturated units have local gradient ~0, so nothing below them learns. The init is too large for tanh/sigmoid: use Xavier "
         "(std 1/sqrt(fan_in)); standardise the inputs (data.normalize: true); or switch to ReLU with Kaiming init.",
         layers=list(bad["layer"]), frac_saturated=[float(v) for v in bad["frac_saturated"]], threshold=SATURATED_FRACTION,
@@ -557,7 +557,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
     if ratio < GRAD_VANISH_RATIO and g_first < GRAD_VANISH_ABS:
         verdict.add(
             "vanishing-gradients", "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']}): "
+            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']}): "
             "the early layers barely learn",
             "Gradients vanish through depth: use Kaiming/Xavier init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, "
             "BatchNorm, or residual connections.",
@@ -566,7 +566,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
     elif ratio > GRAD_EXPLODE_RATIO:
         verdict.add(
             "exploding-gradients", "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']})",
+            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']})",
             "Gradients grow through depth: reduce the init scale, add normalisation, clip gradients (train.grad_clip), lower optim.lr.",
             **evidence, threshold=GRAD_EXPLODE_RATIO,
         )

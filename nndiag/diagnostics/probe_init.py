@@ -129,7 +129,7 @@ def run(width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, inits: list[str]
         layers = pd.DataFrame(rows, columns=probe.LAYER_COLUMNS)
         case_verdict = probe.decide(layers)
         for finding in case_verdict.findings:
-            finding.message = f"[{name}] {finding.message}"
+            finding.message = f"{name}: {finding.message}"
             finding.evidence["case"] = name
             verdict.findings.append(finding)
         case_rows.append(_case_row(name, init, activation, std, layers, case_verdict, expected))
