@@ -15,6 +15,7 @@ Target (issue 4): at the interval you leave on, a step costs at most 1.25x a pla
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import time
 from pathlib import Path
@@ -113,6 +114,8 @@ def main() -> None:
         f"Target: ratio <= {TARGET} at the probing interval you leave on.",
         "",
         "`ratio`: whole runs, fastest repeat; `step_ratio`: per-step clock, 1 + (median extra ms per probe) / (N x median plain step).",
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. When other processes share the CPU the",
+        "whole-run `ratio` is dominated by them (it can even fall below 1); trust `step_ratio` then.",
         "",
         "| model | every N | plain ms/step | probed ms/step | ratio | extra ms per probe | step_ratio |",
         "|---|---:|---:|---:|---:|---:|---:|",
