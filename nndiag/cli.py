@@ -392,6 +392,60 @@ def lr_find(
 
     execute("lr-find", common, work)
 
+# -- probe ----------------------------------------------------------------------------------------
+
+
+@app.command("probe")
+def probe(
+    recipe: Annotated[Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)] = None,
+    batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = 2,
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = 5,
+    init_experiment: Annotated[bool, typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input.")] = False,
+    width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = 4096,
+    depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = 6,
+    samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = 16,
+    activation: Annotated[Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")] = None,
+    init: Annotated[Optional[list[str]], typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable).")] = None,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Weight-init lecture: per-layer activation mean/std, saturation, dead ReLUs, gradient norms and update/weight ratios.
+
+    Examples: nndiag probe recipes/quickstart.yaml --json
+              nndiag probe --init-experiment --width 1024
+              nndiag probe --init-experiment --init kaiming --activation relu --depth 10
+    """
+    if init_experiment:
+        _probe_init_experiment(width, depth, samples, init, activation, seed, out, json, no_plots)
+        return
+    if recipe is None:
+        raise bad_input("probe needs a RECIPE (a YAML file such as recipes/quickstart.yaml), or --init-experiment")
+    if activation or init:
+        raise bad_input("--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier")
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import probe as step
+
+        return step.run(exp, batches=batches, steps=steps)
+
+    execute("probe", common, work)
+
+
+def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None,
+                           seed: int | None, out: Path | None, as_json: bool, no_plots: bool) -> None:
+    from nndiag.errors import BadInput
+
+    try:
+        from nndiag import report
+        from nndiag.diagnostics import probe_init
+
+        result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
+        folder = report.run_folder("init-experiment", "probe", out)
+        verdict = report.write_run(result, folder, "--init-experiment", plots=not no_plots)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    finish(result, verdict, as_json, folder)
+
 
 def main() -> None:
     app()

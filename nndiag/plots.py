@@ -210,3 +210,57 @@ def _lr_find(result: Result, folder: Path) -> list[Path]:
     ax.legend(fontsize=8)
     ax.set_title(f"lr-find candidates: {result.status}")
     return [save(fig, folder / "lr_candidates.png")]
+
+# probe (issue 4): per-layer activation histograms, like the weight-init lecture's figures
+# --------------------------------------------------------------------------------------------
+
+PROBE_MAX_PANELS = 12  # histograms per row of the figure; deeper models show an even sample of layers
+
+
+@drawer("probe")
+def _probe(result: Result, folder: Path) -> list[Path]:
+    hist = result.tables.get("probe_hist")
+    layers = result.tables.get("probe")
+    if hist is None or hist.empty or layers is None:
+        return []
+    if "case" in hist.columns:  # the init experiment: one row of panels per case
+        groups = [(case, hist[hist["case"] == case], layers[layers["case"] == case]) for case in dict.fromkeys(hist["case"])]
+    else:
+        step = hist["step"].max()
+        groups = [(f"step {step}" if step else "at the probed weights", hist[hist["step"] == step], layers[layers["step"] == step])]
+    groups = [(label, h, _probe_panels(lay)) for label, h, lay in groups]
+    cols = max(len(panels) for _, _, panels in groups)
+    plt = pyplot()
+    fig, axes = plt.subplots(len(groups), cols, figsize=(1.9 * cols + 0.6, 1.8 * len(groups) + 0.6), squeeze=False)
+    shared = "case" in hist.columns  # the lecture's figures share the x-axis along a row, so a collapse shows
+    for r, (label, h, panels) in enumerate(groups):
+        span = h[h["layer"].isin(panels["layer"])]
+        for c in range(cols):
+            ax = axes[r][c]
+            if c >= len(panels):
+                ax.axis("off")
+                continue
+            row = panels.iloc[c]
+            bins = h[h["layer"] == row["layer"]]
+            ax.bar(bins["bin_left"], bins["count"], width=bins["bin_right"] - bins["bin_left"], align="edge", color="tab:blue")
+            ax.set_title(f"{row['layer']} {row['module']}\nmean {row['mean']:.2g} std {row['std']:.2g}", fontsize=7)
+            if shared and len(span):
+                ax.set_xlim(float(span["bin_left"].min()), float(span["bin_right"].max()))
+            ax.tick_params(labelsize=6)
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(f"probe: activation histograms per layer ({result.status})", fontsize=10)
+    fig.tight_layout()
+    return [save(fig, folder / "probe.png")]
+
+
+def _probe_panels(layers: Any) -> Any:
+    """The activation layers to draw (nonlinearities, else Linear/Conv outputs), at most PROBE_MAX_PANELS."""
+    acts = layers[layers["kind"].isin(["relu", "bounded", "activation"])]
+    acts = acts if len(acts) else layers[layers["kind"] == "linear"]
+    acts = acts if len(acts) else layers
+    if len(acts) > PROBE_MAX_PANELS:
+        step = (len(acts) - 1) / (PROBE_MAX_PANELS - 1)
+        acts = acts.iloc[sorted({round(i * step) for i in range(PROBE_MAX_PANELS)})]
+    return acts

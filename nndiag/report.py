@@ -288,3 +288,70 @@ def _lr_find_view(result: Result, console: Console) -> None:
         console.print(table)
     if m.get("applied_recipe"):
         console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'))} written: {m['applied_recipe']} (in the run folder)")
+
+# probe (issue 4): per-layer table with the worst layers highlighted; the init experiment's cases
+# --------------------------------------------------------------------------------------------
+
+PROBE_MAX_ROWS = 30  # longer models show the flagged layers, the extremes and an even sample
+
+
+@view("probe")
+def _probe_view(result: Result, console: Console) -> None:
+    cases = result.tables.get("probe_cases")
+    if cases is not None and not cases.empty:
+        _probe_cases_view(result, cases, console)
+        return
+    layers = result.tables.get("probe")
+    if layers is None or layers.empty:
+        return
+    if layers["step"].nunique() > 1:
+        layers = layers[layers["step"] == layers["step"].max()]
+    worst = set(result.metrics.get("worst_layers") or [])
+    shown = _probe_rows_to_show(layers, worst)
+    table = Table(title=f"probe: {len(layers)} layers ({len(shown)} shown; all in probe.csv); [red]red[/] = named by a finding",
+                  title_justify="left")
+    for column, justify in (("layer", "left"), ("module", "left"), ("mean", "right"), ("std", "right"), ("saturated", "right"),
+                            ("dead", "right"), ("grad norm", "right"), ("update/weight", "right")):
+        table.add_column(column, justify=justify)
+    for row in shown.itertuples():
+        style = "red" if row.layer in worst else ("dim" if row.kind in ("other", "norm") else None)
+        table.add_row(str(row.layer), str(row.module), fmt(float(row.mean)), fmt(float(row.std)), _pct(row.frac_saturated),
+                      _pct(row.frac_dead), _num(row.grad_norm), _num(row.update_ratio), style=style)
+    console.print(table)
+
+
+def _probe_rows_to_show(layers: Any, worst: set[str]) -> Any:
+    if len(layers) <= PROBE_MAX_ROWS:
+        return layers
+    keep = set(layers.index[layers["layer"].isin(worst)]) | {layers.index[0], layers.index[-1]}
+    for column, largest in (("std", True), ("std", False), ("frac_saturated", True), ("frac_dead", True), ("update_ratio", True)):
+        values = layers[column].dropna()
+        if len(values):
+            keep |= set((values.nlargest(2) if largest else values.nsmallest(2)).index)
+    acts = layers[layers["kind"].isin(["relu", "bounded", "activation", "linear"])]
+    step = max(1, len(acts) // max(1, PROBE_MAX_ROWS - len(keep)))
+    keep |= set(acts.index[::step][: max(0, PROBE_MAX_ROWS - len(keep))])
+    return layers.loc[sorted(keep)]
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None or value != value else f"{float(value):.0%}"
+
+
+def _num(value: Any) -> str:
+    return "" if value is None or value != value else fmt(float(value))
+
+
+def _probe_cases_view(result: Result, cases: Any, console: Console) -> None:
+    layers = result.tables["probe"]
+    table = Table(title="weight-init experiment: std of each activation layer, and the verdict", title_justify="left")
+    for column in ("case", "init std", "activation std, layer by layer", "saturated", "dead", "verdict", "lecture", ""):
+        table.add_column(column)
+    for row in cases.itertuples():
+        acts = layers[(layers["case"] == row.case) & layers["kind"].isin(["relu", "bounded", "activation"])]
+        trail = " ".join(f"{s:.2g}" for s in acts["std"])
+        match = "" if row.matches_lecture is None or row.matches_lecture != row.matches_lecture else ("[green]✓[/]" if row.matches_lecture else "[red]✗[/]")
+        style = "green" if row.verdict == "well scaled" else "red"
+        table.add_row(str(row.case), f"{row.init_std:.3g}", trail, _pct(row.max_frac_saturated), _pct(row.max_frac_dead),
+                      f"[{style}]{row.verdict}[/]", str(row.lecture_verdict), match)
+    console.print(table)
