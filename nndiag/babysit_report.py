@@ -485,3 +485,31 @@ def write_report(
 
 
 __all__ = ["Step", "STATES", "write_report", "overall_status", "stopping_step", "key_numbers", "flat_metrics", "md_escape"]
+
+
+def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], console: Any) -> None:
+    """The closing summary in the terminal: one row per step, the stopping advice, where the report is."""
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from nndiag.report import STATUS_STYLE
+
+    steps = _steps(steps)
+    table = Table(title="babysit: every step", title_justify="left")
+    for column in ("#", "step", "status", "key numbers", "seconds"):
+        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
+    for i, step in enumerate(steps, 1):
+        style = STATUS_STYLE.get(step.status, "dim")
+        numbers = ", ".join(f"{k} {v}" for k, v in key_numbers(step.verdict)) if step.verdict else step.note
+        seconds = f"{step.seconds:.1f}" if step.seconds is not None else ""
+        table.add_row(str(i), step.name, f"[{style}]{step.status}[/]", numbers, seconds)
+    console.print(table)
+    for step in steps:
+        for finding in step.findings:
+            colour = {"fail": "red", "warn": "yellow"}.get(finding.get("severity"), "cyan")
+            console.print(f"[{colour}]{step.name}: {finding.get('code')}[/] {finding.get('message')}\n  -> {finding.get('advice')}")
+    stop = stopping_step(steps)
+    if stop is not None:
+        console.print(f"[bold red]stopped at {stop.name}[/]: fix it and run again, or use --continue to run the rest anyway.")
+    status = overall_status(steps)
+    console.print(Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit\nreport: {paths['html']}\n        {paths['markdown']}", expand=False))

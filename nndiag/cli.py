@@ -96,11 +96,16 @@ def execute(command: str, common: Common, work: Callable[[Any], Any]) -> None:
     finish(result, verdict, common.json, folder)
 
 
+def emit_json(verdict: dict[str, Any]) -> None:
+    """The --json contract: exactly one JSON object on stdout."""
+    sys.stdout.write(json.dumps(verdict) + "\n")
+
+
 def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | None) -> None:
     from nndiag import report
 
     if as_json:
-        sys.stdout.write(json.dumps(verdict) + "\n")
+        emit_json(verdict)
     else:
         from rich.console import Console
 
@@ -160,6 +165,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
+    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); N=50 costs ~2%.")] = None,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
     """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
@@ -180,7 +186,7 @@ def train(
             bar = ProgressBar()
             callbacks.append(bar)
         try:
-            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks)
+            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks, probe_every=probe_every)
         finally:
             if bar is not None:
                 bar.close()
@@ -445,6 +451,54 @@ def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     finish(result, verdict, as_json, folder)
+
+
+# -- babysit ----------------------------------------------------------------------------------------
+
+
+@app.command("babysit")
+def babysit(
+    recipe: RecipeArg,
+    budget: Annotated[str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")] = "standard",
+    keep_going: Annotated[bool, typer.Option("--continue", help="Run every step even after a failing gate.")] = False,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """All of it, in order: check-loss -> overfit-small -> lr-find -> search (coarse, fine) -> train the best -> curves,
+    with a probe where a step fails. Stops at the first failing gate; writes report.md and report.html.
+
+    Example: nndiag babysit recipes/quickstart.yaml --budget quick
+    """
+    from nndiag.errors import BadInput
+
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+    stderr = err_console()
+    try:
+        loaded = load(common)
+        from nndiag import report
+        from nndiag.babysit import Babysitter, Budget
+
+        sitter = Babysitter(
+            loaded, str(recipe), report.run_folder(loaded.name, "babysit", out), Budget.of(budget, loaded),
+            keep_going=keep_going, plots=not no_plots, progress=lambda message: stderr.print(f"[dim]babysit[/] {message}"),
+        )
+        sitter.run()
+        reports = sitter.write_report()
+        verdict = sitter.verdict(reports)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    if json:
+        emit_json(verdict)
+    else:
+        from rich.console import Console
+
+        from nndiag.babysit_report import render_terminal
+
+        render_terminal(sitter.steps, reports, Console())
+    errored = any(step.state == "error" for step in sitter.steps)
+    raise typer.Exit(EXIT_BAD_INPUT if errored else {"pass": 0, "warn": 0, "fail": 1}[verdict["status"]])
 
 
 def main() -> None:

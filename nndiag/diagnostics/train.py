@@ -62,8 +62,20 @@ def checkpoint(history: History, model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()) -> Result:
-    history, facts = measure(exp, epochs, max_steps, callbacks)
+def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = (),
+        probe_every: int | None = None) -> Result:
+    """Train; with `probe_every` N, also probe activations/gradients every N steps (probe.csv + its findings)."""
+    probe = None
+    if probe_every is not None:
+        from nndiag.diagnostics.probe import ProbeCallback
+
+        probe = ProbeCallback(every=probe_every)
+        callbacks = [*callbacks, probe]
+    try:
+        history, facts = measure(exp, epochs, max_steps, callbacks)
+    finally:
+        if probe is not None:
+            probe.close()
     verdict = decide(history, facts)
     ep = history.epochs
     metrics: dict[str, Any] = {
@@ -82,4 +94,9 @@ def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
     extra = {"best.pt": checkpoint(history, exp.model)}
     context = {"stopped": history.stopped, "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final"}
-    return Result("train", verdict, {"train_steps": history.steps, "train_epochs": history.epochs}, metrics, context=context, extra_files=extra)
+    tables = {"train_steps": history.steps, "train_epochs": history.epochs}
+    if probe is not None:
+        tables.update(probe=probe.rows, probe_hist=probe.histograms)
+        verdict.extend(probe.verdict())
+        metrics["probed_steps"] = int(probe.rows["step"].nunique()) if len(probe.rows) else 0
+    return Result("train", verdict, tables, metrics, context=context, extra_files=extra)
