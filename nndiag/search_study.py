@@ -53,7 +53,9 @@ def open_storage(spec: str) -> Any:
             f"unsupported storage URL scheme {scheme!r}; expected a journal file path, or postgresql://USER:PASS@HOST/DB, "
             "mysql://USER:PASS@HOST/DB or sqlite:///FILE", where="--storage")
     try:
-        return optuna.storages.RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" since Optuna 2.9
+            return optuna.storages.RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except ModuleNotFoundError as exc:
         hint = " (pip install 'nndiag[postgres]')" if scheme.startswith("postgres") else ""
         raise BadInput(f"the database driver is not installed: {exc}{hint}", where="--storage") from None
