@@ -52,16 +52,30 @@ def open_storage(spec: str) -> Any:
         raise BadInput(
             f"unsupported storage URL scheme {scheme!r}; expected a journal file path, or postgresql://USER:PASS@HOST/DB, "
             "mysql://USER:PASS@HOST/DB or sqlite:///FILE", where="--storage")
+    spec = with_driver(spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" since Optuna 2.9
             return optuna.storages.RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except ModuleNotFoundError as exc:
-        hint = " (pip install 'nndiag[postgres]')" if scheme.startswith("postgres") else ""
+    except ImportError as exc:  # Optuna: "Failed to import DB access module"
+        hint = " (pip install 'nndiag[postgres]')" if scheme.startswith("postgres") else " (e.g. pip install pymysql and use mysql+pymysql://)"
         raise BadInput(f"the database driver is not installed: {exc}{hint}", where="--storage") from None
     except Exception as exc:  # connection refused, bad credentials, unknown database
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"cannot open storage {redact(spec)}: {first}", where="--storage") from None
+
+
+def with_driver(url: str) -> str:
+    """postgresql:// with whichever driver is installed: SQLAlchemy 2.1 defaults to psycopg 3, the `postgres` extra ships psycopg2."""
+    head, rest = url.split("://", 1)
+    if head not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    raise BadInput("no PostgreSQL driver is installed: pip install 'nndiag[postgres]' (psycopg2-binary) or psycopg", where="--storage")
 
 
 def redact(url: str) -> str:

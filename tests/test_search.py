@@ -134,6 +134,15 @@ def test_search_writes_csv_best_recipe_and_resumes_without_rerunning(cli, write_
     assert verdict2["metrics"]["best_params"] == verdict["metrics"]["best_params"]
 
 
+def test_list_valued_categorical_choices_reach_the_recipe(cli, write_recipe, tmp_path):
+    raw = spiral_search(**{"search.space": {"model.args.hidden": {"type": "categorical", "choices": [[8], [16, 16]]},
+                                            "optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "search.coarse.trials": 3})
+    result, verdict = run_json(cli, write_recipe(raw), "--stages", "coarse", "--out", tmp_path / "o")
+    assert result.exit_code in (0, 1), result.output
+    assert verdict["metrics"]["best_params"]["model.args.hidden"] in ([8], [16, 16])
+    assert set(pd.read_csv(tmp_path / "o" / "search.csv")["status"]) == {"complete"}
+
+
 def test_absurd_learning_rates_give_all_trials_diverged(cli, write_recipe, tmp_path):
     raw = spiral_search(**{"optim.name": "sgd", "search.space": {"optim.lr": {"low": 1e3, "high": 1e5, "log": True}},
                            "search.coarse.trials": 3})

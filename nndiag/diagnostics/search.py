@@ -28,6 +28,7 @@ Rules (documented thresholds, all tested):
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import subprocess
@@ -66,6 +67,11 @@ class Dim:
     high: float | None = None
     log: bool = False  # sample and narrow in log10 space
     choices: list[Any] | None = None  # categorical only
+    encoded: bool = False  # categorical choices that are lists/mappings travel as JSON strings (Optuna takes scalars only)
+
+    def decode(self, value: Any) -> Any:
+        """The recipe value of a sampled value (a JSON-encoded choice back to its list or mapping)."""
+        return json.loads(value) if self.encoded and isinstance(value, str) else value
 
     def t(self, value: float) -> float:
         """The sampling coordinate of a value (log10 for log parameters)."""
@@ -91,7 +97,9 @@ def dims_from_space(space: dict[str, Any], log_space: bool = True) -> list[Dim]:
     dims = []
     for key, p in space.items():
         if p.type == "categorical":
-            dims.append(Dim(key, "categorical", choices=list(p.choices)))
+            encoded = any(not isinstance(c, (str, int, float, bool, type(None))) for c in p.choices)
+            choices = [json.dumps(c) for c in p.choices] if encoded else list(p.choices)
+            dims.append(Dim(key, "categorical", choices=choices, encoded=encoded))
         else:
             dims.append(Dim(key, p.type, float(p.low), float(p.high), bool(p.log and log_space)))
     return dims
@@ -148,7 +156,7 @@ def narrow(dims: list[Dim], top: list[dict[str, Any]]) -> list[Dim]:
         values = [p[d.key] for p in top if d.key in p]
         if d.kind == "categorical":
             used = [c for c in d.choices if c in values] or list(d.choices)
-            fine.append(Dim(d.key, "categorical", choices=used))
+            fine.append(Dim(d.key, "categorical", choices=used, encoded=d.encoded))
             continue
         lo_t, hi_t = d.t(d.low), d.t(d.high)
         margin = FINE_MARGIN * (hi_t - lo_t)
@@ -384,7 +392,7 @@ class Search:
         try:
             with self.study.heartbeat(trial):
                 params = {d.key: suggest(trial, d, original[d.key]) for d in dims}
-                record = self.runner.run(params, stage, self.epochs[stage])
+                record = self.runner.run({d.key: d.decode(params[d.key]) for d in dims}, stage, self.epochs[stage])
         except BaseException:
             self.study.release(trial)
             raise
@@ -494,7 +502,7 @@ def measure(exp: Any, options: SearchOptions, progress: Callable[[dict[str, Any]
 
 def best_recipe(recipe: Any, row: pd.Series, dims: list[Dim], epochs: int, stage: str) -> str:
     """The best configuration as a recipe for `nndiag train` (same epochs and schedule as its trial)."""
-    overrides: dict[str, Any] = {d.key: _plain(row[d.key]) for d in dims}
+    overrides: dict[str, Any] = {d.key: d.decode(_plain(row[d.key])) for d in dims}
     overrides["train.epochs"] = epochs
     if stage == "fine":
         overrides["schedule.name"] = "none"
@@ -526,7 +534,7 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
         top = best.iloc[0]
         metrics.update({"best_stage": top["stage"], "best_slot": int(top["slot"]), f"best_{metric}": float(top[metric]),
                         "best_val_acc": float(top["val_acc"]), "best_val_loss": float(top["val_loss"]),
-                        "best_params": {d.key: _plain(top[d.key]) for d in dims}})
+                        "best_params": {d.key: d.decode(_plain(top[d.key])) for d in dims}})
         extra["best_recipe.yaml"] = best_recipe(exp.recipe, top, dims, facts["epochs"][top["stage"]], top["stage"])
     if facts["fine_dims"]:
         metrics["fine_space"] = {d.key: (d.choices if d.kind == "categorical" else [d.low, d.high]) for d in facts["fine_dims"]}
