@@ -500,6 +500,96 @@ def babysit(
     errored = any(step.state == "error" for step in sitter.steps)
     raise typer.Exit(EXIT_BAD_INPUT if errored else {"pass": 0, "warn": 0, "fail": 1}[verdict["status"]])
 
+# -- search (steps 4-5) ---------------------------------------------------------------------------
+
+
+def default_storage(recipe_name: str, out: Path | None) -> str:
+    """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
+    import os
+
+    from nndiag.report import _safe
+
+    folder = out if out is not None else Path(os.environ.get("NNDIAG_RUNS", "runs")) / _safe(recipe_name)
+    return str(folder / "search-journal.log")
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    from nndiag.errors import BadInput
+
+    stages = {"both": ("coarse", "fine"), "coarse": ("coarse",), "fine": ("fine",), "coarse,fine": ("coarse", "fine")}
+    if text not in stages:
+        raise BadInput(f"expected coarse, fine or both, got {text!r}", where="--stages")
+    return stages[text]
+
+
+@app.command("search")
+def search(
+    recipe: RecipeArg,
+    random: Annotated[bool, typer.Option("--random/--grid", help="Random search (default; Bergstra & Bengio 2012) or an even grid, for comparison.")] = True,
+    log_space: Annotated[bool, typer.Option("--log-space/--linear-space", help="Sample `log: true` parameters log-uniformly (default), or every range uniformly in linear space.")] = True,
+    stages: Annotated[str, typer.Option(help="coarse, fine or both. `fine` alone narrows around the coarse results already in the study.")] = "both",
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials per stage (overrides search.coarse.trials and search.fine.trials).")] = None,
+    coarse_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the coarse stage (overrides --trials).")] = None,
+    fine_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the fine stage (overrides --trials).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes sharing the study (one per GPU when there are several).")] = 1,
+    storage: Annotated[Optional[str], typer.Option(help="Where the study lives: a journal file (default runs/<name>/search-journal.log, or DIR/search-journal.log with --out) or postgresql://USER:PASS@HOST/DB, mysql://...")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name (default: the recipe name). Processes with the same --storage and --study share the work.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per process (default: cores / workers).")] = None,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Steps 4-5: coarse random search in log space (1-5 epochs), then a fine search around the best trials (longer, no LR decay).
+
+    Re-running the same command resumes the study: no trial is lost or run twice.
+
+    Example: nndiag search recipes/quickstart.yaml --random --log-space --workers 2
+    """
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+    from nndiag.errors import BadInput
+
+    try:
+        chosen = parse_stages(stages)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import search as step
+
+        options = step.SearchOptions(
+            stages=chosen, sampling="random" if random else "grid", log_space=log_space,
+            coarse_trials=coarse_trials or trials, fine_trials=fine_trials or trials,
+            storage=storage or default_storage(exp.recipe.name, out), study=study, workers=workers, threads=threads,
+        )
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        printer = None if json else search_progress()
+        try:
+            return step.run(exp, options, printer)
+        except KeyboardInterrupt:
+            err_console().print(f"[yellow]interrupted: the study in {options.storage} keeps every finished trial; "
+                                "re-run the same command to resume[/]")
+            raise
+
+    execute("search", common, work)
+
+
+def search_progress() -> Callable[[dict[str, Any]], None]:
+    """Live progress on stderr: one line per finished trial (or per change, with several workers)."""
+    console = err_console()
+
+    def show(event: dict[str, Any]) -> None:
+        done = f"{event['stage']} {event['done']}/{event['target']}"
+        if "status" not in event:
+            console.print(f"[dim]{done} trials done, {event['running']} running[/]")
+            return
+        params = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in event["params"].items())
+        style = {"complete": "green", "diverged": "yellow", "failed": "red"}[event["status"]]
+        console.print(f"{done}  {params}  [{style}]{event['status']}[/]  val_acc {event['val_acc']:.4f}  val_loss {event['val_loss']:.4g}  "
+                      f"({event['seconds']:.1f}s)", highlight=False)
+
+    return show
+
 
 def main() -> None:
     app()

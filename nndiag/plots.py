@@ -264,3 +264,46 @@ def _probe_panels(layers: Any) -> Any:
         step = (len(acts) - 1) / (PROBE_MAX_PANELS - 1)
         acts = acts.iloc[sorted({round(i * step) for i in range(PROBE_MAX_PANELS)})]
     return acts
+
+# search: validation metric against each hyperparameter
+# --------------------------------------------------------------------------------------------
+
+
+@drawer("search")
+def _search_axes(result: Result, folder: Path) -> list[Path]:
+    """One panel per searched parameter: validation metric vs value (log x for log parameters), coarse and fine marked."""
+    frame = result.tables.get("search")
+    if frame is None or frame.empty:
+        return []
+    params = [c for c in frame.columns if "." in c]
+    metric = "val_acc" if frame["val_acc"].notna().any() else "val_loss"
+    log_params = set(result.metrics.get("log_params", []))
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), squeeze=False)
+    markers = {"coarse": ("o", "tab:blue"), "fine": ("^", "tab:orange")}
+    for ax, param in zip(axes[0], params):
+        for stage, (marker, color) in markers.items():
+            part = frame[frame["stage"] == stage]
+            ok = part[part["status"] == "complete"]
+            bad = part[part["status"] != "complete"]
+            x = ok[param] if ok[param].dtype != object else ok[param].astype(str)
+            ax.plot(x, ok[metric], marker, color=color, alpha=0.75, label=f"{stage}")
+            if len(bad):
+                low = frame[metric].min() if frame[metric].notna().any() else 0
+                xb = bad[param] if bad[param].dtype != object else bad[param].astype(str)
+                ax.plot(xb, [low] * len(bad), "x", color="tab:red", label=f"{stage} diverged/failed")
+        best = result.metrics.get("best_params", {}).get(param)
+        if isinstance(best, (int, float)):
+            ax.axvline(best, color="k", ls=":", lw=1)
+        space = result.metrics.get("space", {}).get(param)
+        if isinstance(space, list) and len(space) == 2 and all(isinstance(v, (int, float)) for v in space):
+            ax.set_xlim(space[0] / 1.5 if param in log_params else space[0], space[1] * 1.5 if param in log_params else space[1])
+        if param in log_params:
+            ax.set_xscale("log")
+        ax.set_xlabel(param)
+        ax.set_ylabel(metric)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0][0].legend(unique.values(), unique.keys(), fontsize=8)
+    fig.suptitle(f"search: {metric} per trial ({result.status})")
+    return [save(fig, folder / "search.png")]

@@ -355,3 +355,41 @@ def _probe_cases_view(result: Result, cases: Any, console: Console) -> None:
         table.add_row(str(row.case), f"{row.init_std:.3g}", trail, _pct(row.max_frac_saturated), _pct(row.max_frac_dead),
                       f"[{style}]{row.verdict}[/]", str(row.lecture_verdict), match)
     console.print(table)
+
+# search: the leaderboard
+# --------------------------------------------------------------------------------------------
+
+SEARCH_LEADERBOARD_ROWS = 10  # trials shown, best first
+
+
+@view("search")
+def _search_leaderboard(result: Result, console: Console) -> None:
+    frame = result.tables.get("search")
+    if frame is None or frame.empty:
+        return
+    metric = "val_loss" if "best_val_loss" in result.metrics and "best_val_acc" not in result.metrics else "val_acc"
+    if metric == "val_acc" and frame["val_acc"].isna().all():
+        metric = "val_loss"
+    ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable")
+    params = [c for c in frame.columns if "." in c]
+    table = Table(title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})", title_justify="left")
+    for column in ["#", "trial", *[p.split(".")[-1] for p in params], "val_acc", "val_loss", "train_loss", "epochs", "status", "s"]:
+        table.add_column(column, justify="left" if column in ("trial", "status") else "right", no_wrap=True)
+    style = {"complete": "green", "diverged": "yellow", "failed": "red"}
+    for rank, (_, row) in enumerate(ranked.head(SEARCH_LEADERBOARD_ROWS).iterrows(), start=1):
+        status = str(row["status"])
+        table.add_row(str(rank), f"{row['stage']}#{int(row['slot'])}", *[_short(_plain_value(row[p])) for p in params],
+                      _short(float(row["val_acc"])), _short(float(row["val_loss"])), _short(float(row["train_loss"])), str(int(row["epochs_run"])),
+                      f"[{style.get(status, 'white')}]{status}[/]", f"{float(row['seconds']):.1f}")
+    console.print(table)
+    if result.metrics.get("best_params"):
+        best = ", ".join(f"{k}={fmt(v)}" for k, v in result.metrics["best_params"].items())
+        console.print(f"best: {best}  ->  best_recipe.yaml (nndiag train best_recipe.yaml)")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _plain_value(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,267 @@
+"""`nndiag search`: sampling, narrowing, the verdict rules, and the study (workers, resume, storage)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SPIRAL_MLP, recipe_dict
+from nndiag.diagnostics import search
+from nndiag.recipe import SearchParam
+
+SPACE = {
+    "optim.lr": {"low": 1.0e-4, "high": 1.0, "log": True},
+    "optim.weight_decay": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
+}
+
+
+def spiral_search(**changes):
+    base = recipe_dict(SPIRAL_MLP, **{"data.args.points_per_class": 60, "model.args.hidden": [16], "train.epochs": 1})
+    base["search"] = {"space": SPACE, "coarse": {"trials": 6, "epochs": 1}, "fine": {"trials": 2, "epochs": 1}, "top_k": 2}
+    return recipe_dict(base, **changes)
+
+
+def dims(**space):
+    return search.dims_from_space({k: SearchParam(**v) for k, v in (space or SPACE).items()})
+
+
+def frame(rows):
+    return pd.DataFrame([{"stage": "coarse", "slot": i, "val_loss": 1.0, "train_loss": 1.0, "epochs_run": 1, "seconds": 0.1, **r}
+                         for i, r in enumerate(rows)])
+
+
+# -- sampling and narrowing ----------------------------------------------------------------------
+
+
+def test_random_sampling_is_log_uniform_in_range_and_reproducible():
+    d = dims()
+    draws = [search.sample(d, 0, "coarse", k, 400) for k in range(400)]
+    lrs = [p["optim.lr"] for p in draws]
+    assert all(1e-4 <= v <= 1.0 for v in lrs)
+    below = sum(v < 1e-2 for v in lrs) / len(lrs)  # 1e-2 is the log-midpoint of [1e-4, 1]
+    assert 0.4 < below < 0.6
+    assert draws[7] == search.sample(d, 0, "coarse", 7, 400)  # a pure function of (seed, stage, slot)
+    assert draws[7] != search.sample(d, 1, "coarse", 7, 400)
+
+
+def test_linear_space_samples_uniformly():
+    d = search.dims_from_space({k: SearchParam(**v) for k, v in SPACE.items()}, log_space=False)
+    lrs = [search.sample(d, 0, "coarse", k, 200)["optim.lr"] for k in range(200)]
+    assert sum(v < 1e-2 for v in lrs) < 10  # only 1% of a linear [1e-4, 1] lies below 1e-2
+
+
+def test_int_and_categorical_parameters():
+    d = dims(**{"train.batch_size": {"type": "int", "low": 8, "high": 128, "log": True},
+                "optim.name": {"type": "categorical", "choices": ["sgd", "adam"]}})
+    draws = [search.sample(d, 0, "coarse", k, 50) for k in range(50)]
+    assert all(isinstance(p["train.batch_size"], int) and 8 <= p["train.batch_size"] <= 128 for p in draws)
+    assert {p["optim.name"] for p in draws} == {"sgd", "adam"}
+
+
+def test_grid_has_the_requested_number_of_distinct_points():
+    points = search.grid(dims(), 9)
+    assert len(points) == 9 and len({tuple(p.values()) for p in points}) == 9
+    assert min(p["optim.lr"] for p in points) == pytest.approx(1e-4)
+
+
+def test_narrow_works_in_log_space_and_clips_to_the_original_range():
+    d = dims(**{**SPACE, "optim.name": {"type": "categorical", "choices": ["sgd", "adam", "rmsprop"]}})
+    fine = {f.key: f for f in search.narrow(d, [{"optim.lr": 1e-2, "optim.weight_decay": 1e-6, "optim.name": "adam"},
+                                                {"optim.lr": 1e-1, "optim.weight_decay": 1e-5, "optim.name": "adam"}])}
+    lr = fine["optim.lr"]
+    assert lr.log and lr.low == pytest.approx(10 ** (-2 - 0.4)) and lr.high == pytest.approx(10 ** (-1 + 0.4))
+    assert fine["optim.weight_decay"].low == pytest.approx(1e-6)  # clipped at the original low end
+    assert fine["optim.name"].choices == ["adam"]
+
+
+# -- the rules -------------------------------------------------------------------------------------
+
+
+def test_best_on_boundary_triggers_at_an_edge():
+    rows = [{"optim.lr": 0.95, "optim.weight_decay": 1e-4, "val_acc": 0.9, "status": "complete"},
+            {"optim.lr": 1e-2, "optim.weight_decay": 1e-4, "val_acc": 0.5, "status": "complete"}]
+    verdict = search.decide(frame(rows), dims())
+    assert verdict.codes == ["best-on-boundary"] and verdict.status == "warn"
+    assert verdict.findings[0].evidence["key"] == "optim.lr" and verdict.findings[0].evidence["side"] == "high"
+
+
+def test_best_on_boundary_silent_for_an_interior_best():
+    rows = [{"optim.lr": 1e-2, "optim.weight_decay": 1e-4, "val_acc": 0.9, "status": "complete"},
+            {"optim.lr": 0.95, "optim.weight_decay": 1e-4, "val_acc": 0.5, "status": "complete"},
+            {"optim.lr": 1.0, "optim.weight_decay": 1e-2, "val_acc": math.nan, "status": "diverged"}]
+    assert search.decide(frame(rows), dims()).codes == []
+
+
+def test_all_trials_diverged():
+    rows = [{"optim.lr": 0.9, "optim.weight_decay": 1e-4, "val_acc": 0.3, "status": "diverged"},
+            {"optim.lr": 0.5, "optim.weight_decay": 1e-4, "val_acc": math.nan, "status": "failed"}]
+    verdict = search.decide(frame(rows), dims())
+    assert verdict.codes == ["all-trials-diverged"] and verdict.status == "fail"
+
+
+# -- end to end --------------------------------------------------------------------------------------
+
+
+def run_json(cli, *args):
+    result = cli("search", *args, "--json", "--no-plots")
+    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+
+
+def test_search_writes_csv_best_recipe_and_resumes_without_rerunning(cli, write_recipe, tmp_path):
+    path = write_recipe(spiral_search())
+    out = tmp_path / "out"
+    result, verdict = run_json(cli, path, "--out", out)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "search.csv")
+    assert list(table["stage"]) == ["coarse"] * 6 + ["fine"] * 2
+    assert {"optim.lr", "optim.weight_decay", "val_acc", "val_loss", "train_loss", "epochs_run", "status", "seconds"} <= set(table.columns)
+    assert verdict["metrics"]["duplicates"] == 0 and "best_params" in verdict["metrics"]
+    best = (out / "best_recipe.yaml").read_text()
+    assert best.startswith("# best configuration") and "nndiag train" in best
+    again, verdict2 = run_json(cli, path, "--out", out)  # the same command: everything is already done
+    assert again.exit_code == 0
+    assert pd.read_csv(out / "search.csv")["trial"].tolist() == table["trial"].tolist()
+    assert verdict2["metrics"]["best_params"] == verdict["metrics"]["best_params"]
+
+
+def test_list_valued_categorical_choices_reach_the_recipe(cli, write_recipe, tmp_path):
+    raw = spiral_search(**{"search.space": {"model.args.hidden": {"type": "categorical", "choices": [[8], [16, 16]]},
+                                            "optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "search.coarse.trials": 3})
+    result, verdict = run_json(cli, write_recipe(raw), "--stages", "coarse", "--out", tmp_path / "o")
+    assert result.exit_code in (0, 1), result.output
+    assert verdict["metrics"]["best_params"]["model.args.hidden"] in ([8], [16, 16])
+    assert set(pd.read_csv(tmp_path / "o" / "search.csv")["status"]) == {"complete"}
+
+
+def test_absurd_learning_rates_give_all_trials_diverged(cli, write_recipe, tmp_path):
+    raw = spiral_search(**{"optim.name": "sgd", "search.space": {"optim.lr": {"low": 1e3, "high": 1e5, "log": True}},
+                           "search.coarse.trials": 3})
+    result, verdict = run_json(cli, write_recipe(raw), "--stages", "coarse", "--out", tmp_path / "o")
+    assert result.exit_code == 1
+    assert [f["code"] for f in verdict["findings"]] == ["all-trials-diverged"]
+
+
+def test_an_lr_range_that_is_too_low_puts_the_best_on_the_boundary(cli, write_recipe, tmp_path):
+    raw = spiral_search(**{"search.space": {"optim.lr": {"low": 1e-6, "high": 1e-3, "log": True}}, "search.coarse.trials": 4})
+    result, verdict = run_json(cli, write_recipe(raw), "--grid", "--stages", "coarse", "--out", tmp_path / "o")
+    assert result.exit_code == 0
+    assert [f["code"] for f in verdict["findings"]] == ["best-on-boundary"]
+
+
+@pytest.mark.parametrize("args", [["--stages", "medium"], ["--storage", "foo://nowhere/db"],
+                                  ["--storage", "postgresql://u:p@127.0.0.1:1/nodb"]])
+def test_bad_input_exits_2(cli, write_recipe, tmp_path, args):
+    result = cli("search", write_recipe(spiral_search()), "--out", tmp_path / "o", *args)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_fine_alone_without_coarse_results_exits_2(cli, write_recipe, tmp_path):
+    result = cli("search", write_recipe(spiral_search()), "--stages", "fine", "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "coarse" in result.output
+
+
+def test_a_changed_search_refuses_the_old_study(cli, write_recipe, tmp_path):
+    out = tmp_path / "o"
+    assert cli("search", write_recipe(spiral_search()), "--stages", "coarse", "--trials", "2", "--out", out, "--json").exit_code == 0
+    changed = write_recipe(spiral_search(**{"search.coarse.epochs": 2}), name="changed.yaml")
+    result = cli("search", changed, "--stages", "coarse", "--trials", "2", "--out", out, "--study", "spiral-mlp")
+    assert result.exit_code == 2 and "different search" in result.output
+
+
+# -- workers and resume -------------------------------------------------------------------------------
+
+
+def finished_slots(journal: Path, study: str, stage: str = "coarse") -> list[int]:
+    import optuna
+
+    from nndiag.search_study import open_storage
+
+    trials = optuna.load_study(study_name=study, storage=open_storage(str(journal))).get_trials(deepcopy=False)
+    return sorted(t.user_attrs["slot"] for t in trials
+                  if t.user_attrs.get("stage") == stage and t.state.is_finished() and t.user_attrs.get("status"))
+
+
+def test_three_workers_share_one_study_exactly(cli, write_recipe, tmp_path):
+    out = tmp_path / "o"
+    result, verdict = run_json(cli, write_recipe(spiral_search()), "--workers", "3", "--stages", "coarse", "--trials", "9", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert finished_slots(out / "search-journal.log", "spiral-mlp") == list(range(9))
+    assert sorted(pd.read_csv(out / "search.csv")["slot"]) == list(range(9))
+    assert verdict["metrics"]["duplicates"] == 0
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_rerun(cli, write_recipe, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from nndiag.search_study import open_storage
+
+    path, out = write_recipe(spiral_search()), tmp_path / "o"
+    assert cli("search", path, "--stages", "coarse", "--trials", "3", "--out", out, "--json").exit_code == 0
+    journal = out / "search-journal.log"
+    study = optuna.load_study(study_name="spiral-mlp", storage=open_storage(str(journal)))
+    study.enqueue_trial({"optim.lr": 1e-3, "optim.weight_decay": 1e-5}, user_attrs={"stage": "coarse", "slot": 3})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    study._storage.set_trial_user_attr(waiting._trial_id, "pid", dead.pid)
+    study._storage.set_trial_user_attr(waiting._trial_id, "host", socket.gethostname())
+
+    result, verdict = run_json(cli, path, "--stages", "coarse", "--trials", "5", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert finished_slots(journal, "spiral-mlp") == [0, 1, 2, 3, 4]  # no gap, no duplicate
+    assert verdict["metrics"]["trials_rerun"] == 1
+    lost = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(lost) == 1 and "gone" in lost[0].user_attrs["lost"]
+
+
+@pytest.mark.slow  # two fresh processes (torch import each): ~20-80 s depending on machine load
+def test_a_search_killed_midway_resumes_with_no_gaps_or_duplicates(write_recipe, tmp_path):
+    path = write_recipe(spiral_search(**{"search.coarse.epochs": 4, "data.args.points_per_class": 150}))
+    out, journal = tmp_path / "o", tmp_path / "o" / "search-journal.log"
+    command = [sys.executable, "-m", "nndiag", "search", str(path), "--stages", "coarse", "--trials", "8", "--out", str(out), "--json", "--no-plots"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and len(finished_slots(journal, "spiral-mlp")) >= 2:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the search finished before it could be killed"
+    assert len(finished_slots(journal, "spiral-mlp")) < 8
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert finished_slots(journal, "spiral-mlp") == list(range(8))
+    assert sorted(pd.read_csv(out / "search.csv")["slot"]) == list(range(8))
+
+
+# -- PostgreSQL (CI starts a server and sets NNDIAG_TEST_POSTGRES_URL) -----------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not os.environ.get("NNDIAG_TEST_POSTGRES_URL"), reason="set NNDIAG_TEST_POSTGRES_URL to a PostgreSQL database")
+def test_two_workers_on_postgres(cli, write_recipe, tmp_path):
+    url = os.environ["NNDIAG_TEST_POSTGRES_URL"]
+    study = f"nndiag-test-{os.getpid()}-{int(time.time())}"
+    result, verdict = run_json(cli, write_recipe(spiral_search()), "--storage", url, "--study", study, "--workers", "2",
+                               "--trials", "6", "--stages", "both", "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "o" / "search.csv")
+    assert sorted(table[table["stage"] == "coarse"]["slot"]) == list(range(6))
+    assert sorted(table[table["stage"] == "fine"]["slot"]) == list(range(6))
+    assert verdict["metrics"]["duplicates"] == 0
