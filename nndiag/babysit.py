@@ -72,6 +72,7 @@ class Babysitter:
     folder: Path
     budget: Budget
     keep_going: bool = False  # --continue: run every step even after a failing gate
+    cli_args: str = ""  # the overrides the user gave (--set/--device/--seed), repeated in each step's command
     plots: bool = True
     progress: Progress = lambda message: None
     steps: list[Step] = field(default_factory=list)
@@ -135,7 +136,7 @@ class Babysitter:
             return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"
         if command == "train" and "search" in self.results:
             return f"nndiag train {self._folder_of('search')}/best_recipe.yaml"
-        return f"nndiag {command} {self.recipe_path}"
+        return f"nndiag {command} {self.recipe_path}{self.cli_args}"
 
     def _folder_of(self, name: str) -> str | None:
         for step in self.steps:

@@ -59,11 +59,11 @@ ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a st
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "check-loss": ("initial_loss", "expected_loss", "ratio"),
     "overfit-small": ("final_accuracy", "final_fraction_of_initial", "steps_to_100pct"),
-    "lr-find": ("suggested_lr", "suggestion", "lr", "min_loss_lr", "best_loss"),
-    "search": ("best_val_acc", "best_value", "best_val_loss", "trials", "best_optim.lr"),
-    "train": ("best_val_acc", "final_val_acc", "val_acc", "final_val_loss", "epochs"),
-    "curves": ("best_val_acc", "final_val_acc", "final_gap", "gap", "best_epoch"),
-    "probe": ("dead_fraction", "max_update_ratio", "min_activation_std"),
+    "lr-find": ("suggested_lr", "lr_min", "lr_max"),
+    "search": ("best_val_acc", "best_val_loss", "trials"),
+    "train": ("best_epoch_val_acc", "final_val_acc", "final_val_loss", "best_epoch"),
+    "curves": ("best_val_loss", "final_val_loss", "final_val_acc"),
+    "probe": ("last_activation_std", "max_frac_dead", "median_update_ratio"),
 }
 
 # How each status looks: (Markdown badge, HTML label, colour, pale background)

@@ -96,6 +96,16 @@ def execute(command: str, common: Common, work: Callable[[Any], Any]) -> None:
     finish(result, verdict, common.json, folder)
 
 
+def _repeatable_args(common: Common) -> str:
+    """The overrides of a command line, to repeat in the commands a report shows."""
+    import shlex
+
+    parts = [f"--set {shlex.quote(s)}" for s in common.set or []]
+    parts += [f"--device {common.device}"] if common.device else []
+    parts += [f"--seed {common.seed}"] if common.seed is not None else []
+    return "".join(f" {p}" for p in parts)
+
+
 def emit_json(verdict: dict[str, Any]) -> None:
     """The --json contract: exactly one JSON object on stdout."""
     sys.stdout.write(json.dumps(verdict) + "\n")
@@ -480,6 +490,7 @@ def babysit(
         sitter = Babysitter(
             loaded, str(recipe), report.run_folder(loaded.name, "babysit", out), Budget.of(budget, loaded),
             keep_going=keep_going, plots=not no_plots, progress=lambda message: stderr.print(f"[dim]babysit[/] {message}"),
+            cli_args=_repeatable_args(common),
         )
         sitter.run()
         reports = sitter.write_report()

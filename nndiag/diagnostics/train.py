@@ -90,7 +90,7 @@ def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None
                        final_train_acc=float(last["train_acc"]), final_val_acc=float(last["val_acc"]))
     if history.best_epoch is not None:
         best = ep[ep["epoch"] == history.best_epoch].iloc[0]
-        metrics.update(best_epoch=int(history.best_epoch), best_val_loss=float(best["val_loss"]), best_val_acc=float(best["val_acc"]))
+        metrics.update(best_epoch=int(history.best_epoch), best_epoch_val_loss=float(best["val_loss"]), best_epoch_val_acc=float(best["val_acc"]))
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
     extra = {"best.pt": checkpoint(history, exp.model)}
     context = {"stopped": history.stopped, "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final"}
