@@ -126,7 +126,7 @@ def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | N
 # -- commands -----------------------------------------------------------------------------------
 
 
-@app.command("check-loss")
+@app.command("check-loss", rich_help_panel="The recipe, step by step")
 def check_loss(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = 10,
@@ -147,7 +147,7 @@ def check_loss(
     execute("check-loss", common, work)
 
 
-@app.command("overfit-small")
+@app.command("overfit-small", rich_help_panel="The recipe, step by step")
 def overfit_small(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = 5,
@@ -167,182 +167,6 @@ def overfit_small(
         return step.run(exp, batches=batches, steps=steps, target_fraction=target)
 
     execute("overfit-small", common, work)
-
-
-@app.command("train")
-def train(
-    recipe: RecipeArg,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
-    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); N=50 costs ~2%.")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
-) -> None:
-    """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
-    keep the best validation weights (best.pt), and end with the `curves` verdict on its own log.
-
-    Example: nndiag train recipes/quickstart.yaml --epochs 20
-    """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
-
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import train as step
-
-        callbacks: list[Any] = []
-        bar = None
-        if progress and not json and sys.stderr.isatty():
-            from nndiag.progress import ProgressBar
-
-            bar = ProgressBar()
-            callbacks.append(bar)
-        try:
-            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks, probe_every=probe_every)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    execute("train", common, work)
-
-
-@app.command("curves")
-def curves(
-    files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
-                                                      "a step or epoch column and loss columns) or run folders.", show_default=False)],
-    x: Annotated[Optional[str], typer.Option("--x", help="The x column (default: step, global_step, iteration, ..., epoch).")] = None,
-    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column (default: train_loss, train/loss, loss, ...).")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column (default: val_loss, val/loss, valid_loss, ...).")] = None,
-    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column (default: train_acc, acc, accuracy, ...).")] = None,
-    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column (default: val_acc, val/acc, val_accuracy, ...).")] = None,
-    out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
-) -> None:
-    """Step 6: read loss curves from CSV and diagnose them (overfitting, underfitting, still improving, diverged,
-    plateau, noisy, LR too low/high, bad init). No recipe needed.
-
-    Example: nndiag curves lightning_logs/version_0/metrics.csv --json
-    """
-    from nndiag.errors import BadInput
-
-    try:
-        from nndiag import report
-        from nndiag.diagnostics import curves as step
-
-        result = step.run(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
-        folder = report.run_folder("curves", "curves", out)
-        verdict = report.write_run(result, folder, " ".join(str(f) for f in files), plots=not no_plots)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    except KeyboardInterrupt:
-        err_console().print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-    finish(result, verdict, json, folder)
-
-
-@app.command("validate")
-def validate(
-    recipe: RecipeArg,
-    build: Annotated[bool, typer.Option("--build/--no-build", help="Also build the data and model and run one forward pass.")] = True,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None,
-) -> None:
-    """Check a recipe: keys, types, values, targets, and (with --build) that the model can score the data.
-
-    Example: nndiag validate recipes/quickstart.yaml
-    """
-    from nndiag.errors import BadInput
-
-    common = Common(recipe, device, seed, set)
-    try:
-        loaded = load(common)
-        lines = [f"recipe {recipe} is valid: name {loaded.name!r}, seed {loaded.seed}"]
-        if build:
-            from nndiag.experiment import Experiment
-
-            lines += [f"{k}: {v}" for k, v in Experiment.build(loaded).describe().items()]
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    from rich.console import Console
-
-    Console().print("\n".join(lines))
-
-
-# -- recipes and init (the bundled recipes; a starter recipe for your own model and data) -------
-
-
-@app.command("recipes")
-def recipes(
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, file, description, command, commands).")] = False,
-) -> None:
-    """List the bundled recipes: what each is for and the command that runs it.
-
-    Example: nndiag recipes --json | jq -r '.[].command'
-    """
-    from nndiag.errors import BadInput
-    from nndiag.recipe_library import bundled, recipes_dir
-
-    try:
-        found = bundled()
-        folder = recipes_dir()
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    if json_out:
-        sys.stdout.write(json.dumps([r.to_dict() for r in found]) + "\n")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    from rich.markup import escape
-
-    table = Table(title=f"bundled recipes in {folder}", title_justify="left", show_lines=True)
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("what it is for, and the command that runs it")
-    for r in found:
-        table.add_row(r.name, f"{escape(r.description)}\n[cyan]{escape(r.command)}[/]")
-    console = Console()
-    console.print(table)
-    console.print("Copy one to start from: nndiag init my-recipe.yaml --from quickstart")
-
-
-@app.command("init")
-def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")] = Path("recipe.yaml"),
-    with_targets: Annotated[bool, typer.Option("--with-targets", help="Also write example my_data.py and my_models.py next to it (a synthetic dataset and an MLP that work as is).")] = False,
-    from_: Annotated[Optional[str], typer.Option("--from", help="Start from a bundled recipe instead (a name from `nndiag recipes`).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
-) -> None:
-    """Write a starter recipe for your own model and data, every key with a one-line comment.
-
-    Example: nndiag init my-recipe.yaml --with-targets && nndiag check-loss my-recipe.yaml
-    """
-    from nndiag.errors import BadInput
-    from nndiag.recipe_library import find, init_files
-
-    if path.is_dir() or path.suffix not in (".yaml", ".yml"):  # a folder (new or existing) gets recipe.yaml
-        path = path / "recipe.yaml"
-    try:
-        files = init_files(path, with_targets, find(from_) if from_ else None)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    existing = [str(p) for p in files if p.exists()]
-    if existing and not force:
-        raise bad_input(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)")
-    try:
-        for file, text in files.items():
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise bad_input(f"cannot write {exc.filename}: {exc.strerror}") from None
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    for file in files:
-        console.print(f"wrote {file}")
-    if with_targets or from_:
-        console.print(f"next: nndiag validate {path} && nndiag check-loss {path}")
-    else:
-        console.print(f"next: write my_data.py (make -> (train, val)) and my_models.py (build -> nn.Module) next to it, "
-                      f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}")
-
-
-# -- lr-find --------------------------------------------------------------------------------------
 
 
 def _parse_candidates(text: str | None) -> list[float] | None:
@@ -367,7 +191,7 @@ def _parse_candidates(text: str | None) -> list[float] | None:
     return values
 
 
-@app.command("lr-find")
+@app.command("lr-find", rich_help_panel="The recipe, step by step")
 def lr_find(
     recipe: RecipeArg,
     start: Annotated[float, typer.Option(help="First LR (> 0) of the range test.")] = 1e-7,
@@ -408,111 +232,6 @@ def lr_find(
 
     execute("lr-find", common, work)
 
-# -- probe ----------------------------------------------------------------------------------------
-
-
-@app.command("probe")
-def probe(
-    recipe: Annotated[Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)] = None,
-    batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = 2,
-    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = 5,
-    init_experiment: Annotated[bool, typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input.")] = False,
-    width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = 4096,
-    depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = 6,
-    samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = 16,
-    activation: Annotated[Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")] = None,
-    init: Annotated[Optional[list[str]], typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable).")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
-) -> None:
-    """Weight-init lecture: per-layer activation mean/std, saturation, dead ReLUs, gradient norms and update/weight ratios.
-
-    Examples: nndiag probe recipes/quickstart.yaml --json
-              nndiag probe --init-experiment --width 1024
-              nndiag probe --init-experiment --init kaiming --activation relu --depth 10
-    """
-    if init_experiment:
-        _probe_init_experiment(width, depth, samples, init, activation, seed, out, json, no_plots)
-        return
-    if recipe is None:
-        raise bad_input("probe needs a RECIPE (a YAML file such as recipes/quickstart.yaml), or --init-experiment")
-    if activation or init:
-        raise bad_input("--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier")
-    common = Common(recipe, device, seed, set, out, json, no_plots)
-
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import probe as step
-
-        return step.run(exp, batches=batches, steps=steps)
-
-    execute("probe", common, work)
-
-
-def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None,
-                           seed: int | None, out: Path | None, as_json: bool, no_plots: bool) -> None:
-    from nndiag.errors import BadInput
-
-    try:
-        from nndiag import report
-        from nndiag.diagnostics import probe_init
-
-        result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
-        folder = report.run_folder("init-experiment", "probe", out)
-        verdict = report.write_run(result, folder, "--init-experiment", plots=not no_plots)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    finish(result, verdict, as_json, folder)
-
-
-# -- babysit ----------------------------------------------------------------------------------------
-
-
-@app.command("babysit")
-def babysit(
-    recipe: RecipeArg,
-    budget: Annotated[str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")] = "standard",
-    keep_going: Annotated[bool, typer.Option("--continue", help="Run every step even after a failing gate.")] = False,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
-) -> None:
-    """All of it, in order: check-loss -> overfit-small -> lr-find -> search (coarse, fine) -> train the best -> curves,
-    with a probe where a step fails. Stops at the first failing gate; writes report.md and report.html.
-
-    Example: nndiag babysit recipes/quickstart.yaml --budget quick
-    """
-    from nndiag.errors import BadInput
-
-    common = Common(recipe, device, seed, set, out, json, no_plots)
-    stderr = err_console()
-    try:
-        loaded = load(common)
-        from nndiag import report
-        from nndiag.babysit import Babysitter, Budget
-
-        sitter = Babysitter(
-            loaded, str(recipe), report.run_folder(loaded.name, "babysit", out), Budget.of(budget, loaded),
-            keep_going=keep_going, plots=not no_plots, progress=lambda message: stderr.print(f"[dim]babysit[/] {message}"),
-            cli_args=_repeatable_args(common),
-        )
-        sitter.run()
-        reports = sitter.write_report()
-        verdict = sitter.verdict(reports)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-    if json:
-        emit_json(verdict)
-    else:
-        from rich.console import Console
-
-        from nndiag.babysit_report import render_terminal
-
-        render_terminal(sitter.steps, reports, Console())
-    errored = any(step.state == "error" for step in sitter.steps)
-    raise typer.Exit(EXIT_BAD_INPUT if errored else {"pass": 0, "warn": 0, "fail": 1}[verdict["status"]])
-
-# -- search (steps 4-5) ---------------------------------------------------------------------------
-
 
 def default_storage(recipe_name: str, out: Path | None) -> str:
     """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
@@ -533,7 +252,7 @@ def parse_stages(text: str) -> tuple[str, ...]:
     return stages[text]
 
 
-@app.command("search")
+@app.command("search", rich_help_panel="The recipe, step by step")
 def search(
     recipe: RecipeArg,
     random: Annotated[bool, typer.Option("--random/--grid", help="Random search (default; Bergstra & Bengio 2012) or an even grid, for comparison.")] = True,
@@ -600,6 +319,277 @@ def search_progress() -> Callable[[dict[str, Any]], None]:
                       f"({event['seconds']:.1f}s)", highlight=False)
 
     return show
+
+
+@app.command("train", rich_help_panel="The recipe, step by step")
+def train(
+    recipe: RecipeArg,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
+    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); N=50 costs ~2%.")] = None,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
+    keep the best validation weights (best.pt), and end with the `curves` verdict on its own log.
+
+    Example: nndiag train recipes/quickstart.yaml --epochs 20
+    """
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import train as step
+
+        callbacks: list[Any] = []
+        bar = None
+        if progress and not json and sys.stderr.isatty():
+            from nndiag.progress import ProgressBar
+
+            bar = ProgressBar()
+            callbacks.append(bar)
+        try:
+            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks, probe_every=probe_every)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    execute("train", common, work)
+
+
+@app.command("curves", rich_help_panel="The recipe, step by step")
+def curves(
+    files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
+                                                      "a step or epoch column and loss columns) or run folders.", show_default=False)],
+    x: Annotated[Optional[str], typer.Option("--x", help="The x column (default: step, global_step, iteration, ..., epoch).")] = None,
+    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column (default: train_loss, train/loss, loss, ...).")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column (default: val_loss, val/loss, valid_loss, ...).")] = None,
+    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column (default: train_acc, acc, accuracy, ...).")] = None,
+    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column (default: val_acc, val/acc, val_accuracy, ...).")] = None,
+    out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Step 6: read loss curves from CSV and diagnose them (overfitting, underfitting, still improving, diverged,
+    plateau, noisy, LR too low/high, bad init). No recipe needed.
+
+    Example: nndiag curves lightning_logs/version_0/metrics.csv --json
+    """
+    from nndiag.errors import BadInput
+
+    try:
+        from nndiag import report
+        from nndiag.diagnostics import curves as step
+
+        result = step.run(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
+        folder = report.run_folder("curves", "curves", out)
+        verdict = report.write_run(result, folder, " ".join(str(f) for f in files), plots=not no_plots)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console().print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    finish(result, verdict, json, folder)
+
+
+@app.command("probe", rich_help_panel="The recipe, step by step")
+def probe(
+    recipe: Annotated[Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)] = None,
+    batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = 2,
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = 5,
+    init_experiment: Annotated[bool, typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input.")] = False,
+    width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = 4096,
+    depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = 6,
+    samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = 16,
+    activation: Annotated[Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")] = None,
+    init: Annotated[Optional[list[str]], typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable).")] = None,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """Weight-init lecture: per-layer activation mean/std, saturation, dead ReLUs, gradient norms and update/weight ratios.
+
+    Examples: nndiag probe recipes/quickstart.yaml --json
+              nndiag probe --init-experiment --width 1024
+              nndiag probe --init-experiment --init kaiming --activation relu --depth 10
+    """
+    if init_experiment:
+        _probe_init_experiment(width, depth, samples, init, activation, seed, out, json, no_plots)
+        return
+    if recipe is None:
+        raise bad_input("probe needs a RECIPE (a YAML file such as recipes/quickstart.yaml), or --init-experiment")
+    if activation or init:
+        raise bad_input("--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier")
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+
+    def work(exp: Any) -> Any:
+        from nndiag.diagnostics import probe as step
+
+        return step.run(exp, batches=batches, steps=steps)
+
+    execute("probe", common, work)
+
+
+def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None,
+                           seed: int | None, out: Path | None, as_json: bool, no_plots: bool) -> None:
+    from nndiag.errors import BadInput
+
+    try:
+        from nndiag import report
+        from nndiag.diagnostics import probe_init
+
+        result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
+        folder = report.run_folder("init-experiment", "probe", out)
+        verdict = report.write_run(result, folder, "--init-experiment", plots=not no_plots)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    finish(result, verdict, as_json, folder)
+
+
+@app.command("babysit", rich_help_panel="The recipe, step by step")
+def babysit(
+    recipe: RecipeArg,
+    budget: Annotated[str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")] = "standard",
+    keep_going: Annotated[bool, typer.Option("--continue", help="Run every step even after a failing gate.")] = False,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+) -> None:
+    """All of it, in order: check-loss -> overfit-small -> lr-find -> search (coarse, fine) -> train the best -> curves,
+    with a probe where a step fails. Stops at the first failing gate; writes report.md and report.html.
+
+    Example: nndiag babysit recipes/quickstart.yaml --budget quick
+    """
+    from nndiag.errors import BadInput
+
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+    stderr = err_console()
+    try:
+        loaded = load(common)
+        from nndiag import report
+        from nndiag.babysit import Babysitter, Budget
+
+        sitter = Babysitter(
+            loaded, str(recipe), report.run_folder(loaded.name, "babysit", out), Budget.of(budget, loaded),
+            keep_going=keep_going, plots=not no_plots, progress=lambda message: stderr.print(f"[dim]babysit[/] {message}"),
+            cli_args=_repeatable_args(common),
+        )
+        sitter.run()
+        reports = sitter.write_report()
+        verdict = sitter.verdict(reports)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        stderr.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    if json:
+        emit_json(verdict)
+    else:
+        from rich.console import Console
+
+        from nndiag.babysit_report import render_terminal
+
+        render_terminal(sitter.steps, reports, Console())
+    errored = any(step.state == "error" for step in sitter.steps)
+    raise typer.Exit(EXIT_BAD_INPUT if errored else {"pass": 0, "warn": 0, "fail": 1}[verdict["status"]])
+
+
+# -- tools around the recipe -------------------------------------------------------------------
+
+
+@app.command("validate", rich_help_panel="Recipes")
+def validate(
+    recipe: RecipeArg,
+    build: Annotated[bool, typer.Option("--build/--no-build", help="Also build the data and model and run one forward pass.")] = True,
+    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None,
+) -> None:
+    """Check a recipe: keys, types, values, targets, and (with --build) that the model can score the data.
+
+    Example: nndiag validate recipes/quickstart.yaml
+    """
+    from nndiag.errors import BadInput
+
+    common = Common(recipe, device, seed, set)
+    try:
+        loaded = load(common)
+        lines = [f"recipe {recipe} is valid: name {loaded.name!r}, seed {loaded.seed}"]
+        if build:
+            from nndiag.experiment import Experiment
+
+            lines += [f"{k}: {v}" for k, v in Experiment.build(loaded).describe().items()]
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    from rich.console import Console
+
+    Console().print("\n".join(lines))
+
+
+@app.command("recipes", rich_help_panel="Recipes")
+def recipes(
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, file, description, command, commands).")] = False,
+) -> None:
+    """List the bundled recipes: what each is for and the command that runs it.
+
+    Example: nndiag recipes --json | jq -r '.[].command'
+    """
+    from nndiag.errors import BadInput
+    from nndiag.recipe_library import bundled, recipes_dir
+
+    try:
+        found = bundled()
+        folder = recipes_dir()
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    if json_out:
+        sys.stdout.write(json.dumps([r.to_dict() for r in found]) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from rich.markup import escape
+
+    table = Table(title=f"bundled recipes in {folder}", title_justify="left", show_lines=True)
+    table.add_column("name", style="bold", no_wrap=True)
+    table.add_column("what it is for, and the command that runs it")
+    for r in found:
+        table.add_row(r.name, f"{escape(r.description)}\n[cyan]{escape(r.command)}[/]")
+    console = Console()
+    console.print(table)
+    console.print("Copy one to start from: nndiag init my-recipe.yaml --from quickstart")
+
+
+@app.command("init", rich_help_panel="Recipes")
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")] = Path("recipe.yaml"),
+    with_targets: Annotated[bool, typer.Option("--with-targets", help="Also write example my_data.py and my_models.py next to it (a synthetic dataset and an MLP that work as is).")] = False,
+    from_: Annotated[Optional[str], typer.Option("--from", help="Start from a bundled recipe instead (a name from `nndiag recipes`).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter recipe for your own model and data, every key with a one-line comment.
+
+    Example: nndiag init my-recipe.yaml --with-targets && nndiag check-loss my-recipe.yaml
+    """
+    from nndiag.errors import BadInput
+    from nndiag.recipe_library import find, init_files
+
+    if path.is_dir() or path.suffix not in (".yaml", ".yml"):  # a folder (new or existing) gets recipe.yaml
+        path = path / "recipe.yaml"
+    try:
+        files = init_files(path, with_targets, find(from_) if from_ else None)
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    existing = [str(p) for p in files if p.exists()]
+    if existing and not force:
+        raise bad_input(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)")
+    try:
+        for file, text in files.items():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise bad_input(f"cannot write {exc.filename}: {exc.strerror}") from None
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for file in files:
+        console.print(f"wrote {file}")
+    if with_targets or from_:
+        console.print(f"next: nndiag validate {path} && nndiag check-loss {path}")
+    else:
+        console.print(f"next: write my_data.py (make -> (train, val)) and my_models.py (build -> nn.Module) next to it, "
+                      f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}")
 
 
 def main() -> None:
