@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/nndiag babysit $(DEMO_RECIPE) --budget quick
+	$(BIN)/nndiag babysit $(DEMO_RECIPE)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -64,7 +64,7 @@ DEFAULT_STEPS = 5  # optimizer steps afterwards, for the update/weight ratio
 
 TANH_RAIL = 0.99  # |tanh| above this is saturated (pre-activation beyond ±2.65, local gradient < 0.02)
 SIGMOID_RAIL = 0.01  # sigmoid below this or above 1 - this is saturated (pre-activation beyond ±4.6, DeepDiagnosis' ±5)
-SATURATED_FRACTION = 0.25  # a bounded layer with more than this fraction at the rails is saturated (measured: see docs/probe.md)
+SATURATED_FRACTION = 0.25  # a bounded layer with more than this fraction at the rails is saturated (measured: see the README, probe section)
 DEAD_FRACTION = 0.4  # warn when this fraction of a ReLU layer's units is dead (CS231n: up to 40% can die at high LR)
 DEAD_FAIL_FRACTION = 0.9  # fail when (almost) the whole layer is dead
 VANISH_RATIO = 0.25  # std(last activation layer) / std(first) below this: activations collapse with depth
@@ -74,7 +74,7 @@ EXPLODE_RATIO = 4.0  # std(last) / std(first) above this: activations blow up wi
 EXPLODE_PER_LAYER = 1 / 0.85  # ... and grow by at least this factor per layer
 GRAD_VANISH_RATIO = 1e-3  # AUTOTRAINER (ICSE 2021): ‖g_first‖/‖g_last‖ below this ...
 GRAD_VANISH_ABS = 1e-4  # ... and ‖g_first‖ below this: vanishing gradients
-GRAD_EXPLODE_RATIO = 70.0  # AUTOTRAINER (ICSE 2021); healthy nets measured 0.17-6.5 at init (docs/probe.md), a 10x margin
+GRAD_EXPLODE_RATIO = 70.0  # AUTOTRAINER (ICSE 2021); healthy nets measured 0.17-6.5 at init (README, probe section), a 10x margin
 UPDATE_HIGH = 1e-1  # median update/weight ratio above this: LR too high (CS231n: ~1e-3 healthy)
 UPDATE_LOW = 1e-5  # median update/weight ratio below this: LR too low
 HIST_BINS = 40  # histogram bins per layer
