@@ -57,7 +57,10 @@ class Trainer:
         keep_best: bool | None = None,
     ):
         """`epochs`/`max_steps` default to the recipe's; `abort_factor`: stop as diverged when the
-        loss is non-finite or above this multiple of the first step's loss (None = never);
+        loss is non-finite or above this multiple of the starting loss (None = never), where the
+        starting loss is the larger of the first step's loss and the chance-level loss of an
+        untrained model (ln C for cross-entropy): a model that starts well trained (fine-tuning,
+        a resumed run) is not "diverged" merely because its loss moved off ~0;
         `keep_best`: keep a copy of the best validation weights in `History.best_state` (default:
         only when early stopping is on). The model is reset to them only when early stopping is on."""
         self.exp = exp
@@ -98,7 +101,9 @@ class Trainer:
                     self.scheduler.step()
                 self.step += 1
                 loss = float(loss_t)
-                first_loss = loss if first_loss is None else first_loss
+                if first_loss is None:
+                    chance, _ = exp.objective.expected_initial_loss(y)
+                    first_loss = max(loss, chance) if math.isfinite(loss) else loss
                 step_rows.append({"step": self.step, "epoch": epoch, "lr": lr, "loss": loss})
                 loss_sum += loss * x.shape[0]
                 correct = exp.objective.correct(logits, y)

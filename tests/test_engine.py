@@ -148,3 +148,15 @@ def test_l2_penalty_matches_weight_decay():
     p = torch.nn.Parameter(torch.full((4,), 2.0))
     opt = torch.optim.SGD([p], lr=0.1, weight_decay=0.01)
     assert float(engine.l2_penalty(opt)) == pytest.approx(0.5 * 0.01 * 16)
+
+
+def test_a_model_that_starts_trained_is_not_aborted_as_diverged(build):
+    """The 3x abort rule is relative to the chance-level loss too: fine-tuning from ~0 loss is not divergence."""
+    from nndiag.trainer import Trainer
+
+    exp = build(recipe_dict(SPIRAL_MLP, **{"model.args.hidden": [64, 64], "train.epochs": 20}))
+    assert Trainer(exp).fit().stopped == "completed"
+    again = Trainer(exp, epochs=2).fit()  # starts with a near-zero loss that wobbles by more than 3x
+    assert again.stopped == "completed" and len(again.epochs) == 2
+    blown = Trainer(build(recipe_dict(SPIRAL_MLP, optim={"name": "sgd", "lr": 1e3}))).fit()
+    assert blown.stopped == "diverged"
