@@ -93,13 +93,17 @@ def fingerprint(data: dict[str, Any]) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Is process `pid` running on this host? A zombie (killed, not yet reaped by its parent) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class SearchStudy:

@@ -458,7 +458,7 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
     """Watch the study while the workers run; on Ctrl-C, stop them (their running trials are re-run on resume)."""
     seen: dict[str, int] = {}
     try:
-        while any(p.poll() is None for p in procs):
+        while [p for p in procs if p.poll() is None]:  # poll every one: that also reaps a killed worker
             time.sleep(POLL_S)
             for stage in search.options.stages:
                 counts = search.study.counts(stage, search.targets[stage])
