@@ -102,7 +102,7 @@ def test_inits_follow_the_lecture(init, activation, std):
     model = build_model(ModelConfig(name="mlp", args={"hidden": [512, 512], "activation": activation, "init": init, "init_std": 0.01 if init == "normal" else None}), (512,), 10)
     weight = model[3].weight.detach()  # the second hidden layer: 512 -> 512
     assert float(weight.std()) == pytest.approx(std, rel=0.05)
-    assert float(model[3].bias.abs().max()) == 0
+    assert float(model[3].bias.detach().abs().max()) == 0
 
 
 def test_mlp_options_and_errors():
