@@ -32,6 +32,7 @@ from typing import Any, Callable
 from nndiag import report
 from nndiag.babysit_report import Step, overall_status, write_report
 from nndiag.errors import BadInput
+from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
 from nndiag.recipe import Recipe, parse_recipe
 from nndiag.result import Result
 
@@ -76,6 +77,7 @@ class Babysitter:
     plots: bool = True
     progress: Progress = lambda message: None
     steps: list[Step] = field(default_factory=list)
+    crashed: bool = False  # a step raised something other than BadInput
     results: dict[str, Result] = field(default_factory=dict)
     context: dict[str, str] = field(default_factory=dict)
 
@@ -115,10 +117,13 @@ class Babysitter:
         started = time.perf_counter()
         try:
             result = work()
-        except BadInput as exc:
-            step = Step(name, self._command(command), state="error", note=str(exc), seconds=time.perf_counter() - started)
+        except (BadInput, Exception) as exc:  # a step that cannot run is reported, and the report still gets written
+            crashed = not isinstance(exc, BadInput)
+            note = f"crashed: {type(exc).__name__}: {exc}" if crashed else str(exc)
+            self.crashed |= crashed
+            step = Step(name, self._command(command), state="error", note=note, seconds=time.perf_counter() - started)
             self.steps.append(step)
-            self.progress(f"[{index}] {name}: error: {exc}")
+            self.progress(f"[{index}] {name}: error: {note}")
             return step
         result.recipe = result.recipe or self.recipe.to_dict()
         result.context = {**self.context, **result.context}
@@ -204,6 +209,14 @@ class Babysitter:
     def write_report(self) -> dict[str, Path]:
         return write_report(self.folder, self.steps, recipe_name=self.recipe.name, recipe_path=self.recipe_path,
                             context=self.context, budget=self.budget.name)
+
+    def exit_code(self) -> int:
+        """The worst step's: 3 if a step crashed, 2 if one could not run (bad input), 1 fail, 0 pass/warn."""
+        if self.crashed:
+            return EXIT_CRASH
+        if any(step.state == "error" for step in self.steps):
+            return EXIT_BAD_INPUT
+        return EXIT_FAIL if overall_status(self.steps) == "fail" else EXIT_OK
 
     def verdict(self, reports: dict[str, Path]) -> dict[str, Any]:
         """One JSON object: the contract's keys for the whole run, plus every step's verdict."""

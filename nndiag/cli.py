@@ -25,7 +25,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-EXIT_BAD_INPUT = 2  # same as findings.EXIT_BAD_INPUT; repeated here to keep start-up free of imports
+from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK  # noqa: E402  (stdlib-only module)
 
 # -- options every recipe command takes -------------------------------------------------------
 
@@ -483,8 +483,7 @@ def babysit(
         from nndiag.babysit_report import render_terminal
 
         render_terminal(sitter.steps, reports, Console())
-    errored = any(step.state == "error" for step in sitter.steps)
-    raise typer.Exit(EXIT_BAD_INPUT if errored else {"pass": 0, "warn": 0, "fail": 1}[verdict["status"]])
+    raise typer.Exit(sitter.exit_code())
 
 
 # -- tools around the recipe -------------------------------------------------------------------
@@ -593,7 +592,20 @@ def init(
 
 
 def main() -> None:
-    app()
+    """The console script: exit 3 (with the traceback) when something crashes, never 1, so that CI
+    can tell a crash from a failing verdict."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console().print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # a bug in nndiag, or in the user's own model/data code
+        import traceback
+
+        traceback.print_exc()
+        err_console().print(f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {exc}. This is a bug in nndiag or in your own "
+                            f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.", soft_wrap=True)
+        sys.exit(EXIT_CRASH)
 
 
 if __name__ == "__main__":

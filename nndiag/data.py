@@ -46,7 +46,7 @@ class TensorSplit:
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
         n = len(self)
         order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        stop = n - n % batch_size if _drop_last(n, batch_size, shuffle, drop_last) else n
         for start in range(0, stop, batch_size):
             if order is None:
                 yield self.x[start : start + batch_size], self.y[start : start + batch_size]
@@ -74,7 +74,7 @@ class StreamSplit:
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
         loader = DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last,
+            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=_drop_last(len(self), batch_size, shuffle, drop_last),
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
             persistent_workers=False, collate_fn=_collate,
         )
@@ -94,11 +94,20 @@ class StreamSplit:
 Split = TensorSplit | StreamSplit
 
 
+def _drop_last(n: int, batch_size: int, shuffle: bool, drop_last: bool) -> bool:
+    """Drop the last, short batch when asked, and always when training (shuffled) would end on a
+    batch of one example: BatchNorm cannot normalise a single example and raises."""
+    if n < batch_size:
+        return False
+    return drop_last or (shuffle and n % batch_size == 1)
+
+
 @dataclass
 class DataBundle:
     train: Split
     val: Split
     num_classes: int | None  # None for regression targets
+    target_size: int  # values per target: 1 for class labels and scalar regression, k for (N, k) targets
     input_shape: tuple[int, ...]  # one example's shape, e.g. (64,) or (1, 8, 8)
     description: str  # one line for reports, e.g. "digits: 1437 train / 360 val, 10 classes"
 
@@ -249,7 +258,10 @@ def csv_table(path: str | None = None, label: str | None = None, features: list[
         codes, _ = pd.factorize(column, sort=True)
         y = torch.tensor(codes, dtype=torch.long)
     else:
-        y = torch.tensor(pd.to_numeric(column, errors="raise").to_numpy(), dtype=torch.float32)
+        values = pd.to_numeric(column, errors="coerce")
+        if values.isna().any():
+            raise BadInput(f"task: regression needs a numeric label column; {label!r} in {path} has non-numbers", where="data.args.task")
+        y = torch.tensor(values.to_numpy(), dtype=torch.float32)
     return (x, y), None
 
 
@@ -285,7 +297,7 @@ def build_data(config: DataConfig, device: torch.device, seed: int, recipe_dir: 
     num_classes = _num_classes(train, val, y0)
     classes = f"{num_classes} classes" if num_classes else "regression targets"
     description = f"{label}: {len(train_split)} train / {len(val_split)} val, input {input_shape}, {classes}"
-    return DataBundle(train_split, val_split, num_classes, input_shape, description)
+    return DataBundle(train_split, val_split, num_classes, y0.numel(), input_shape, description)
 
 
 def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
@@ -301,7 +313,7 @@ def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
     if config.name not in BUILTINS:
         raise BadInput(f"unknown dataset {config.name!r}; built-ins are {', '.join(BUILTINS)} (or use data.target)", where="data.name")
     check_args(BUILTINS[config.name], config.args, "data.args")
-    train, val = BUILTINS[config.name](**config.args)
+    train, val = call_target(BUILTINS[config.name], config.args, "data.args")
     return config.name, train, val
 
 

@@ -76,6 +76,7 @@ class Objective:
 
     config: LossConfig
     num_classes: int | None  # None for regression targets
+    target_size: int = 1  # regression values per example (targets of shape (N, k) -> k)
 
     @property
     def name(self) -> str:
@@ -83,14 +84,15 @@ class Objective:
 
     @property
     def is_classification(self) -> bool:
-        return self.name != "mse" and self.num_classes is not None
+        """Class labels (accuracy counts), whatever the loss: mse on labels compares one-hot targets."""
+        return self.num_classes is not None
 
     def outputs(self) -> int:
         """How many outputs the model needs for this loss and data."""
         if self.name == "bce" and self.num_classes == 2:
             return 1
         if self.num_classes is None:
-            return 1
+            return self.target_size
         return self.num_classes
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -100,10 +102,10 @@ class Objective:
         if self.name == "multi_margin":
             return F.multi_margin_loss(logits, target, margin=self.config.margin, reduction=reduction)
         if self.name == "bce":
-            return F.binary_cross_entropy_with_logits(logits, self._float_target(logits, target), reduction=reduction)
-        return F.mse_loss(logits, self._float_target(logits, target), reduction=reduction)
+            return F.binary_cross_entropy_with_logits(logits, self.target_as_float(logits, target), reduction=reduction)
+        return F.mse_loss(logits, self.target_as_float(logits, target), reduction=reduction)
 
-    def _float_target(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def target_as_float(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.dtype in (torch.int64, torch.int32, torch.uint8) and logits.dim() == 2 and logits.shape[1] > 1 and target.dim() == 1:
             return F.one_hot(target.long(), logits.shape[1]).float()  # class labels vs. one output per class
         target = target.float()
@@ -136,14 +138,16 @@ class Objective:
             return (c - 1) * m / c, f"(C-1)·margin/C = {c - 1}·{m:g}/{c}"
         if self.name == "bce":
             return math.log(2), "ln 2"
+        if c:  # mse against one-hot targets: near-zero outputs score the mean of (0 - onehot)^2
+            return 1.0 / c, f"1/C = 1/{c} (one-hot targets)"
         variance = float(targets.float().var(unbiased=False))
         return variance, "the variance of the targets"
 
 
-def build_objective(config: LossConfig, num_classes: int | None) -> Objective:
+def build_objective(config: LossConfig, num_classes: int | None, target_size: int = 1) -> Objective:
     if config.name in ("cross_entropy", "multi_margin") and not num_classes:
         raise BadInput(f"{config.name} needs integer class labels; these targets look like regression values", where="loss")
-    return Objective(config, num_classes)
+    return Objective(config, num_classes, target_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,10 +271,10 @@ def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tenso
         for x, y in batches:
             with autocast(x.device, amp_dtype):
                 logits = model(x)
-            total_loss += objective.loss(logits, y, reduction="sum").double().cpu() / _per_example(logits, objective)
+            total_loss += objective.loss(logits, y, reduction="sum").cpu().double() / _per_example(logits, objective)
             correct = objective.correct(logits, y)
             if correct is not None:
-                total_correct += correct.double().cpu()
+                total_correct += correct.cpu().double()
             count += x.shape[0]
     finally:
         model.train(was_training)

@@ -35,11 +35,14 @@ class Experiment:
         amp_dtype = engine.autocast_dtype(device, recipe.precision)
         recipe_dir = recipe.source.parent if recipe.source else None
         data = build_data(recipe.data, device, recipe.seed, recipe_dir)
-        objective = engine.build_objective(recipe.loss, data.num_classes)
+        objective = engine.build_objective(recipe.loss, data.num_classes, data.target_size)
         engine.seed_everything(recipe.seed)
         model = build_model(recipe.model, data.input_shape, objective.outputs(), recipe_dir).to(device)
         experiment = cls(recipe, device, amp_dtype, data, objective, model, torch.Generator().manual_seed(recipe.seed))
         experiment.check_forward()
+        early = recipe.train.early_stopping
+        if early.metric == "val_acc" and early.patience is not None and not objective.is_classification:
+            raise BadInput("val_acc is undefined for regression targets; use val_loss", where="train.early_stopping.metric")
         return experiment
 
     def check_forward(self) -> None:
@@ -52,7 +55,9 @@ class Experiment:
             with torch.no_grad():
                 logits = self.model(x)
             self.objective.loss(logits, y)
-        except (RuntimeError, ValueError, IndexError) as exc:
+            if self.objective.name in ("mse", "bce") and logits.shape != self.objective.target_as_float(logits, y).shape:
+                raise ValueError(f"outputs of shape {tuple(logits.shape)} do not match targets of shape {tuple(y.shape)}")
+        except Exception as exc:  # any error of the user's model on their data is bad input, not a crash
             raise BadInput(
                 f"the model cannot score the data: a forward pass on inputs of shape {tuple(x.shape)} with "
                 f"targets {tuple(y.shape)} and loss {self.objective.name} failed: {str(exc).splitlines()[0]}",
@@ -84,11 +89,19 @@ class Experiment:
     def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return engine.train_step(model or self.model, optimizer, self.objective, x, y, self.amp_dtype, self.recipe.train.grad_clip)
 
-    def fresh_model(self, seed: int | None = None) -> nn.Module:
-        """A newly initialised copy of the recipe's model (same seed -> same weights)."""
-        engine.seed_everything(self.recipe.seed if seed is None else seed)
-        recipe_dir = self.recipe.source.parent if self.recipe.source else None
-        return build_model(self.recipe.model, self.data.input_shape, self.objective.outputs(), recipe_dir).to(self.device)
+    def with_recipe(self, recipe: Recipe) -> "Experiment":
+        """A new experiment for `recipe` (e.g. a search trial's overrides) that shares this one's data
+        when the data, seed and device are unchanged; model and objective are built anew, seeded."""
+        if (recipe.data, recipe.seed, recipe.device) != (self.recipe.data, self.recipe.seed, self.recipe.device):
+            return Experiment.build(recipe)
+        objective = engine.build_objective(recipe.loss, self.data.num_classes, self.data.target_size)
+        engine.seed_everything(recipe.seed)
+        recipe_dir = recipe.source.parent if recipe.source else None
+        model = build_model(recipe.model, self.data.input_shape, objective.outputs(), recipe_dir).to(self.device)
+        experiment = Experiment(recipe, self.device, engine.autocast_dtype(self.device, recipe.precision), self.data,
+                                objective, model, torch.Generator().manual_seed(recipe.seed))
+        experiment.check_forward()
+        return experiment
 
     def describe(self) -> dict[str, str]:
         """What was built, for reports."""

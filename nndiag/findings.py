@@ -52,6 +52,7 @@ SEVERITIES = ("info", "warn", "fail")  # info never changes the status; warn -> 
 EXIT_OK = 0  # pass or warn
 EXIT_FAIL = 1  # at least one finding of severity "fail"
 EXIT_BAD_INPUT = 2  # unreadable recipe, unknown key, bad value, missing file, malformed CSV
+EXIT_CRASH = 3  # nndiag (or the user's own model/data code) crashed: the traceback is on stderr
 
 
 @dataclass
@@ -101,11 +102,3 @@ class Verdict:
 
     def extend(self, other: "Verdict") -> None:
         self.findings.extend(other.findings)
-
-
-def worst_status(statuses: list[str]) -> str:
-    """The worst of several statuses ('fail' > 'warn' > 'pass')."""
-    for status in ("fail", "warn"):
-        if status in statuses:
-            return status
-    return "pass"

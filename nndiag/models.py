@@ -169,7 +169,7 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: 
             if reserved in config.args:
                 raise BadInput(f"{reserved} comes from the data and the loss; remove it", where=f"model.args.{reserved}")
         check_args(builder, config.args, "model.args", skip=("input_shape", "num_outputs"))
-        return builder(input_shape, num_outputs, **config.args)
+        return call_target(lambda **kw: builder(input_shape, num_outputs, **kw), config.args, "model.args")
     return _torchvision_model(name, config.args, input_shape, num_outputs)
 
 

@@ -171,7 +171,7 @@ class SearchConfig:
     coarse: StageConfig = field(default_factory=StageConfig)  # wide ranges, short trials (notes: 1-5 epochs)
     fine: StageConfig = field(default_factory=_default_fine)  # narrowed ranges, longer trials (notes: 10-20 epochs)
     top_k: int = _setting(3, _positive)  # fine ranges are drawn around this many best coarse trials
-    metric: str = _setting("val_acc", _one_of("val_acc", "val_loss"))  # what "best" means
+    metric: str = _setting("auto", _one_of("auto", "val_acc", "val_loss"))  # what "best" means; auto = val_acc for class labels, else val_loss
 
 
 @dataclass
@@ -509,6 +509,5 @@ def call_target(fn: Callable[..., Any], args: dict[str, Any], where: str) -> Any
         raise
     except Exception as exc:  # the user's code raised: report it as their input, without a traceback
         name = getattr(fn, "__name__", repr(fn))
-        raise BadInput(
-            f"calling {name!r} with args {args} failed: {type(exc).__name__}: {exc}", where=where
-        ) from None
+        call = f"calling {name!r} with " if name != "<lambda>" else ""
+        raise BadInput(f"{call}args {args} failed: {type(exc).__name__}: {exc}", where=where) from None

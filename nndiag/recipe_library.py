@@ -171,7 +171,7 @@ search:
   coarse: {trials: 12, epochs: 2}   # wide ranges, short trials (the notes: 1-5 epochs)
   fine: {trials: 6, epochs: 10}     # narrowed around the best coarse trials, longer (10-20 epochs)
   top_k: 3                    # fine ranges are drawn around this many best coarse trials
-  metric: val_acc             # val_acc | val_loss: what "best" means
+  metric: auto                # auto (val_acc for class labels, else val_loss) | val_acc | val_loss
 ''')
 
 MY_DATA = '''\

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from nndiag.errors import BadInput
 from nndiag.result import Result
 
 _UMASK = os.umask(0)
@@ -52,7 +53,12 @@ def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Pa
     The `runs` root can be moved with the NNDIAG_RUNS environment variable.
     """
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise BadInput(f"{out} exists and is not a folder", where="--out")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot create the folder {out}: {exc.strerror}", where="--out") from None
         return out
     root = root or Path(os.environ.get("NNDIAG_RUNS", "runs"))
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -189,15 +189,16 @@ class Recorder:
     @torch.no_grad()
     def _observe(self, site: _Site, t: torch.Tensor) -> None:
         t = t.float()
-        total = t.sum(dtype=torch.float64)
-        total_sq = torch.linalg.vector_norm(t, dtype=torch.float64).square()
+        wide = torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+        total = t.sum(dtype=wide)
+        total_sq = torch.linalg.vector_norm(t, dtype=wide).square()
         clean = t
         if not (torch.isfinite(total) and torch.isfinite(total_sq)):  # rare: count and zero the NaN/Inf entries
             finite = torch.isfinite(t)
             site.nonfinite = site.nonfinite + (t.numel() - finite.sum())
             clean = torch.where(finite, t, torch.zeros_like(t))
-            total = clean.sum(dtype=torch.float64)
-            total_sq = torch.linalg.vector_norm(clean, dtype=torch.float64).square()
+            total = clean.sum(dtype=wide)
+            total_sq = torch.linalg.vector_norm(clean, dtype=wide).square()
         site.calls += 1
         site.numel += t.numel()
         site.total = site.total + total

@@ -257,26 +257,15 @@ class TrialRunner:
         self.cache: dict[str, Any] = {}
 
     def experiment(self, recipe: Any) -> Any:
-        import torch
-
-        from nndiag import engine
+        """The trial's experiment; data is built once and shared while the data config is unchanged."""
         from nndiag.experiment import Experiment
-        from nndiag.models import build_model
 
-        base = self.base
-        if (recipe.data, recipe.seed, recipe.device) != (base.recipe.data, base.recipe.seed, base.recipe.device):
-            key = repr((recipe.data, recipe.seed, recipe.device))
+        base, key = self.base, repr((recipe.data, recipe.seed, recipe.device))
+        if key != repr((base.recipe.data, base.recipe.seed, base.recipe.device)):
             if key not in self.cache:
-                self.cache = {key: Experiment.build(recipe)}  # keep one other data set at most
+                self.cache = {key: Experiment.build(recipe)}  # keep one data set besides the base at most
             base = self.cache[key]
-        objective = engine.build_objective(recipe.loss, base.data.num_classes)
-        engine.seed_everything(recipe.seed)
-        recipe_dir = recipe.source.parent if recipe.source else None
-        model = build_model(recipe.model, base.data.input_shape, objective.outputs(), recipe_dir).to(base.device)
-        exp = Experiment(recipe, base.device, engine.autocast_dtype(base.device, recipe.precision), base.data, objective, model,
-                         torch.Generator().manual_seed(recipe.seed))
-        exp.check_forward()
-        return exp
+        return base.with_recipe(recipe)
 
     def run(self, params: dict[str, Any], stage: str, epochs: int) -> dict[str, Any]:
         """Train one trial; return its record (never raises for a failing configuration)."""
@@ -319,6 +308,8 @@ class Search:
         recipe: Recipe = exp.recipe
         self.config = recipe.search
         self.metric = self.config.metric
+        if self.metric == "auto":
+            self.metric = "val_acc" if exp.objective.is_classification else "val_loss"
         if self.metric == "val_acc" and not exp.objective.is_classification:
             raise BadInput("val_acc is undefined for a regression loss; set search.metric: val_loss", where="search.metric")
         self.dims = dims_from_space(self.config.space, options.log_space)
