@@ -299,6 +299,7 @@ def _per_example(logits: torch.Tensor, objective: Objective) -> float:
 @dataclass
 class Snapshot:
     model_state: dict[str, torch.Tensor]
+    grads: list[torch.Tensor | None]  # each parameter's .grad, so a block that trains leaves no gradients behind
     modes: list[bool]
     optimizer_state: dict[str, Any] | None
     rng: dict[str, Any]
@@ -307,6 +308,7 @@ class Snapshot:
     def take(cls, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> "Snapshot":
         return cls(
             model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+            grads=[p.grad.detach().clone() if p.grad is not None else None for p in model.parameters()],
             modes=[m.training for m in model.modules()],
             optimizer_state=copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
             rng=rng_state(),
@@ -317,6 +319,8 @@ class Snapshot:
             state = model.state_dict()
             for key, value in self.model_state.items():
                 state[key].copy_(value)
+        for p, grad in zip(model.parameters(), self.grads):
+            p.grad = grad
         for module, mode in zip(model.modules(), self.modes):
             module.training = mode
         if optimizer is not None and self.optimizer_state is not None:

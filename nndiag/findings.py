@@ -49,6 +49,9 @@ ALL_CODES = frozenset(code for codes in CODES.values() for code in codes)
 
 SEVERITIES = ("info", "warn", "fail")  # info never changes the status; warn -> "warn"; fail -> "fail"
 
+# CS231n: "a loss above ~3x the initial one means stop early". Every divergence rule uses this factor.
+DIVERGENCE_FACTOR = 3.0
+
 EXIT_OK = 0  # pass or warn
 EXIT_FAIL = 1  # at least one finding of severity "fail"
 EXIT_BAD_INPUT = 2  # unreadable recipe, unknown key, bad value, missing file, malformed CSV

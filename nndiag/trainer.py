@@ -20,6 +20,7 @@ from torch import nn
 from nndiag import engine
 from nndiag.data import batches_per_epoch
 from nndiag.experiment import Experiment
+from nndiag.findings import DIVERGENCE_FACTOR
 
 
 class Callback(Protocol):
@@ -36,7 +37,8 @@ class History:
     epochs: pd.DataFrame  # one row per epoch: epoch, step, lr, train_loss, train_acc, val_loss, val_acc, seconds
     stopped: str  # completed | max_steps | early_stopping | diverged | a callback's reason
     best_epoch: int | None = None  # epoch with the best validation metric
-    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # its weights, when early stopping is on
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    starting_loss: float | None = None  # the divergence rule's baseline: max(first step's loss, chance-level loss)  # its weights, when early stopping is on
 
     @property
     def diverged(self) -> bool:
@@ -52,7 +54,7 @@ class Trainer:
         epochs: int | None = None,
         max_steps: int | None = None,
         use_schedule: bool = True,
-        abort_factor: float | None = 3.0,
+        abort_factor: float | None = DIVERGENCE_FACTOR,
         callbacks: list[Any] | tuple[Any, ...] = (),
         keep_best: bool | None = None,
     ):
@@ -150,6 +152,7 @@ class Trainer:
             stopped=self._stop_reason or "completed",
             best_epoch=best_epoch,
             best_state=best_state,
+            starting_loss=first_loss,
         )
 
     def _diverged(self, loss: float, first: float | None) -> bool:

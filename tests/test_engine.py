@@ -160,3 +160,14 @@ def test_a_model_that_starts_trained_is_not_aborted_as_diverged(build):
     assert again.stopped == "completed" and len(again.epochs) == 2
     blown = Trainer(build(recipe_dict(SPIRAL_MLP, optim={"name": "sgd", "lr": 1e3}))).fit()
     assert blown.stopped == "diverged"
+
+
+def test_check_loss_and_overfit_small_hand_back_batch_order_and_gradients(build):
+    from nndiag.diagnostics import check_loss, overfit_small
+
+    exp = build(recipe_dict(SPIRAL_MLP))
+    state = exp.generator.get_state()
+    check_loss.run(exp)
+    overfit_small.run(exp, steps=10)
+    assert torch.equal(exp.generator.get_state(), state)
+    assert all(p.grad is None for p in exp.model.parameters())

@@ -48,7 +48,8 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES) -> tuple[pd.DataFra
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
         model.train()  # BatchNorm as in training; dropout is off
         penalty = float(engine.l2_penalty(exp.optimizer()))  # what the recipe's weight decay adds
-        for i, (x, y) in enumerate(exp.train_batches()):
+        order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
+        for i, (x, y) in enumerate(exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=order)):
             if i >= batches:
                 break
             with engine.autocast(exp.device, exp.amp_dtype):

@@ -71,13 +71,13 @@ import numpy as np
 import pandas as pd
 
 from nndiag.errors import BadInput
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 # -- thresholds (units: fractions of the start level S, of the drop D, or of the run length u) ----
 MIN_POINTS = 8  # shape rules need at least this many points of training loss
 NOISY_MIN_POINTS = 30  # noise is only estimated on curves this long (step-level logs)
-DIVERGE_FACTOR = 3.0  # x S; CS231n: a loss above ~3x the initial one means stop early
+DIVERGE_FACTOR = DIVERGENCE_FACTOR  # x S; CS231n: a loss above ~3x the initial one means stop early
 BLOWUP_MIN_DROP = 0.2  # x S; a "blow-up after a decline" needs a real decline first
 BLOWUP_RETRACE = 0.5  # x D; ... and the end level gives back at least half of the drop
 BLOWUP_RATIO = 1.5  # x B; ... and ends at least 1.5x the best level

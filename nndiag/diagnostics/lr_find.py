@@ -72,7 +72,7 @@ import torch
 
 from nndiag import engine
 from nndiag.experiment import Experiment
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 # -- measurement ------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without diverg
 DEFAULT_CANDIDATE_STEPS = 100  # iterations per candidate LR (the notes: "~100 iterations")
 CANDIDATE_WEIGHT_DECAY = 1e-4  # the notes' "small regularization", when the recipe sets none
 SIGNIFICANT_DROP = 0.1  # a candidate "drops significantly" when its loss falls by >= 10% of the initial
-DIVERGED_FACTOR = 3.0  # a candidate whose loss ends above 3x the initial diverged (CS231n)
+DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a candidate whose loss ends above 3x the initial diverged (CS231n)
 EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 
 

@@ -23,13 +23,13 @@ import torch
 
 from nndiag import engine
 from nndiag.experiment import Experiment
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
 DEFAULT_STEPS = 1000  # optimizer steps at most; the run stops as soon as it passes
 TARGET_FRACTION = 0.1  # pass when the subset loss is at most this fraction of its initial value
-DIVERGED_FACTOR = 3.0  # a loss above this multiple of the initial one has diverged
+DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
 NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
 
 
@@ -42,12 +42,13 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
     with engine.preserved(model), engine.dropout_off(model):
         model.train()
         optimizer = exp.optimizer(weight_decay=0.0)
+        order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
         initial = _evaluate(exp, subset)
         probabilities = initial.pop("probabilities")
         rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
         step = 0
         while step < steps:
-            for x, y in subset.batches(batch_size, shuffle=True, generator=exp.generator):
+            for x, y in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
                 loss, _ = exp.step(optimizer, x, y)
                 rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})

@@ -4,7 +4,7 @@ Coarse: the recipe's `search.space`, `search.coarse.trials` trials of `search.co
 with the recipe's schedule. Fine: every range narrowed around the best `search.top_k` coarse trials,
 `search.fine.trials` trials of `search.fine.epochs` epochs, no LR decay (the notes: "train longer,
 without learning-rate decay"). Every trial starts from the same initial weights (the recipe's seed)
-and stops at once when its loss goes non-finite or above ABORT_FACTOR x its first loss (diverged);
+and stops at once when its loss goes non-finite or above 3x its starting loss (diverged; the Trainer's rule);
 the search goes on. Trials live in an Optuna study (see nndiag.search_study), so several processes
 share them and a re-run resumes.
 
@@ -43,11 +43,11 @@ import pandas as pd
 import yaml
 
 from nndiag.errors import BadInput
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 STAGES = ("coarse", "fine")
-ABORT_FACTOR = 3.0  # a trial whose loss exceeds this multiple of its first loss has diverged (CS231n: ~3x, "stop early")
+ABORT_FACTOR = DIVERGENCE_FACTOR  # a trial whose loss exceeds this multiple of its starting loss has diverged (CS231n)
 BOUNDARY_FRACTION = 0.05  # best within 5% of the (log-)range of an edge -> best-on-boundary (Google tuning playbook: widen the space)
 FINE_MARGIN = 0.10  # fine range = top-k span plus 10% of the original (log-)width each side
 POLL_S = 0.5  # seconds between checks while other processes finish a stage
@@ -200,7 +200,7 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
         diverged, failed = int(counts.get("diverged", 0)), int(counts.get("failed", 0))
         verdict.add(
             "all-trials-diverged", "fail",
-            f"no trial completed: {diverged} of {len(frame)} diverged (loss non-finite or above {ABORT_FACTOR:g}x its first value) and {failed} failed",
+            f"no trial completed: {diverged} of {len(frame)} diverged (loss non-finite or above {ABORT_FACTOR:g}x its starting value) and {failed} failed",
             "The ranges start too high: lower the upper bound of optim.lr (run `nndiag lr-find` for a working range), check the "
             "initialisation (`nndiag check-loss`, `nndiag probe`), add train.grad_clip; failed trials carry their error in search.csv.",
             trials=len(frame), diverged=diverged, failed=failed,

@@ -8,8 +8,9 @@ own log (see diagnostics/curves.py for every rule). Progress bars, probes and tr
 as `callbacks` (objects with `on_step(trainer, step, loss)` and `on_epoch(trainer, row)`).
 
 Rules on top of `curves.decide`:
-  diverged  fail  the Trainer aborted the run as diverged (loss NaN/Inf, or above 3x the first
-                  step's loss, CS231n) and the curves alone did not already say so.
+  diverged  fail  the Trainer aborted the run as diverged (loss NaN/Inf, or above 3x the starting
+                  loss = max(first step's loss, chance-level loss), CS231n) and the curves alone
+                  did not already say so.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import torch
 
 from nndiag.diagnostics import curves
 from nndiag.experiment import Experiment
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.trainer import History, Trainer
 
-ABORT_FACTOR = 3.0  # stop as diverged when a step's loss exceeds this multiple of the first (CS231n: "3x, stop")
+ABORT_FACTOR = DIVERGENCE_FACTOR  # stop as diverged above this multiple of the starting loss (CS231n: "3x, stop")
 
 
 def measure(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()) -> tuple[History, dict[str, Any]]:
@@ -43,11 +44,11 @@ def decide(history: History, facts: dict[str, Any]) -> Verdict:
     verdict = curves.decide(curves.from_history(history.steps, history.epochs))
     if history.diverged and "diverged" not in verdict.codes:
         steps = history.steps["loss"]
-        last, first = (float(steps.iloc[-1]), float(steps.iloc[0])) if len(steps) else (math.nan, math.nan)
+        last = float(steps.iloc[-1]) if len(steps) else math.nan
+        first = history.starting_loss if history.starting_loss is not None else math.nan
+        how = "non-finite" if not math.isfinite(last) else f"{last / first:.1f}x the starting loss {first:.4g}" if first > 0 else "diverged"
         verdict.add("diverged", "fail",
-                    f"training stopped at step {len(steps)}: the loss reached {last:.4g} "
-                    f"({'non-finite' if not math.isfinite(last) else f'{last / first:.1f}x the first step' if first > 0 else 'diverged'}; "
-                    f"abort limit {ABORT_FACTOR:g}x)",
+                    f"training stopped at step {len(steps)}: the loss reached {last:.4g} ({how}; abort limit {ABORT_FACTOR:g}x)",
                     "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`) "
                     "and clip gradients (train.grad_clip).",
                     at=len(steps), x="step", last_loss=last, first_loss=first)
