@@ -34,7 +34,7 @@ from nndiag.babysit_report import Step, overall_status, write_report
 from nndiag.errors import BadInput
 from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
 from nndiag.recipe import Recipe, parse_recipe
-from nndiag.result import Result
+from nndiag.result import Result, jsonable
 
 BUDGETS = ("quick", "standard", "thorough")
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
@@ -130,17 +130,18 @@ class Babysitter:
         folder = self.folder / f"{index:02d}-{name}"
         verdict = report.write_run(result, folder, self.recipe_path, plots=self.plots)
         self.results[name] = result
-        step = Step(name, self._command(command), verdict=verdict, seconds=time.perf_counter() - started)
+        step = Step(name, self._command(command, folder), verdict=verdict, seconds=time.perf_counter() - started)
         self.steps.append(step)
         self.progress(f"[{index}] {name}: {result.status} ({step.seconds:.1f} s)")
         return step
 
-    def _command(self, command: str) -> str:
+    def _command(self, command: str, folder: Path | None = None) -> str:
+        """The command line that reproduces a step on its own."""
         if command == "curves":
             train = self._folder_of("train")
             return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"
-        if command == "train" and "search" in self.results:
-            return f"nndiag train {self._folder_of('search')}/best_recipe.yaml"
+        if command in ("search", "train") and folder is not None:
+            return f"nndiag {command} {folder / 'recipe.yaml'}"  # the recipe babysit derived for this step
         return f"nndiag {command} {self.recipe_path}{self.cli_args}"
 
     def _folder_of(self, name: str) -> str | None:
@@ -179,7 +180,9 @@ class Babysitter:
 
         recipe = self.search_recipe()
         options = search.SearchOptions(storage=str(self.folder / "search-journal.log"), study=f"{recipe.name}-babysit")
-        return search.run(Experiment.build(recipe), options, progress=lambda info: None)
+        result = search.run(Experiment.build(recipe), options, progress=lambda info: None)
+        result.recipe = recipe.to_dict()
+        return result
 
     def best_recipe(self) -> Recipe:
         """The recipe with the search's best parameters (or the recipe itself without a search)."""
@@ -210,6 +213,12 @@ class Babysitter:
         return write_report(self.folder, self.steps, recipe_name=self.recipe.name, recipe_path=self.recipe_path,
                             context=self.context, budget=self.budget.name)
 
+    def write_summary(self, verdict: dict[str, Any]) -> None:
+        """summary.json in the babysit folder: the same object `--json` prints."""
+        import json
+
+        report.atomic_write_text(self.folder / "summary.json", json.dumps(verdict, indent=2) + "\n")
+
     def exit_code(self) -> int:
         """The worst step's: 3 if a step crashed, 2 if one could not run (bad input), 1 fail, 0 pass/warn."""
         if self.crashed:
@@ -228,13 +237,14 @@ class Babysitter:
             value = self.results[source].metrics.get(key) if source in self.results else None
             if value is not None:
                 metrics[f"{source}.{key}"] = value
-        return report.jsonable({
+        return jsonable({
             "command": "babysit",
             "recipe": self.recipe_path,
             "status": status,
             "findings": findings,
             "metrics": metrics,
             "outputs": {"folder": str(self.folder), "report_md": str(reports["markdown"]), "report_html": str(reports["html"]),
+                        "summary": str(self.folder / "summary.json"),
                         "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict}},
             "steps": [{"name": s.name, "state": s.state, "status": s.status, "note": s.note, "seconds": s.seconds,
                        "verdict": s.verdict} for s in self.steps],

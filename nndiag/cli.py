@@ -14,6 +14,8 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH  # a stdlib-only module: start-up stays free of torch
+
 app = typer.Typer(
     name="nndiag",
     help="Neural-network training diagnostics: the babysitting recipe (check the initial loss, overfit a small "
@@ -25,15 +27,13 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK  # noqa: E402  (stdlib-only module)
-
 # -- options every recipe command takes -------------------------------------------------------
 
 RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml.", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Write results here instead of runs/<name>/<command>-<timestamp>/.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Write results here instead of the default run folder (runs/<name>/<command>-<timestamp>/; curves: runs/curves/curves-<timestamp>/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON verdict object on stdout (and nothing else).")]
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures.")]
 
@@ -57,7 +57,9 @@ def err_console() -> Any:
 
 def bad_input(message: str) -> typer.Exit:
     """Print a one-paragraph error on stderr; the caller raises the returned Exit(2)."""
-    err_console().print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    from rich.markup import escape
+
+    err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -217,7 +219,7 @@ def lr_find(
             raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
         if not 0 < start < float("inf"):
             raise BadInput(f"expected a learning rate > 0, got {start:g}", where="--start")
-        if start >= end or end == float("inf"):
+        if not start < end < float("inf"):  # also rejects NaN
             raise BadInput(f"--start ({start:g}) must be below --end ({end:g})", where="--start")
         lrs = _parse_candidates(candidates)
     except BadInput as exc:
@@ -470,6 +472,7 @@ def babysit(
         sitter.run()
         reports = sitter.write_report()
         verdict = sitter.verdict(reports)
+        sitter.write_summary(verdict)
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
@@ -603,7 +606,9 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        err_console().print(f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {exc}. This is a bug in nndiag or in your own "
+        from rich.markup import escape
+
+        err_console().print(f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
                             f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.", soft_wrap=True)
         sys.exit(EXIT_CRASH)
 

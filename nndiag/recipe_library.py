@@ -35,8 +35,6 @@ SHARE = Path("share") / "nndiag" / "recipes"
 
 def _candidates() -> list[Path]:
     found = []
-    if os.environ.get(ENV_VAR):
-        found.append(Path(os.environ[ENV_VAR]).expanduser())
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "pyproject.toml").is_file():  # a source checkout, not site-packages
         found.append(checkout / "recipes")
@@ -46,7 +44,14 @@ def _candidates() -> list[Path]:
 
 
 def recipes_dir() -> Path:
-    """The folder of bundled recipes; BadInput (exit 2) when none is found."""
+    """The folder of bundled recipes; BadInput (exit 2) when none is found, or when $NNDIAG_RECIPES
+    names a folder without recipes (a typo there must not fall back silently)."""
+    chosen = os.environ.get(ENV_VAR)
+    if chosen:
+        folder = Path(chosen).expanduser()
+        if not (folder.is_dir() and any(folder.glob("*.yaml"))):
+            raise BadInput(f"{folder} is not a folder of recipe (.yaml) files", where=ENV_VAR)
+        return folder
     for folder in _candidates():
         if folder.is_dir() and any(folder.glob("*.yaml")):
             return folder

@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from nndiag.errors import BadInput
-from nndiag.result import Result
+from nndiag.result import Result, jsonable  # noqa: F401  (jsonable: part of report's API)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -94,23 +94,6 @@ def atomic_write_text(path: Path, text: str | bytes) -> None:
 def write_csv(frame: Any, path: Path) -> Path:
     atomic_write_text(path, frame.to_csv(index=False))
     return path
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: non-finite floats become null, numpy/torch scalars become numbers."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 def summary(result: Result, recipe_path: str, outputs: dict[str, Any]) -> dict[str, Any]:
@@ -373,9 +356,7 @@ def _search_leaderboard(result: Result, console: Console) -> None:
     frame = result.tables.get("search")
     if frame is None or frame.empty:
         return
-    metric = "val_loss" if "best_val_loss" in result.metrics and "best_val_acc" not in result.metrics else "val_acc"
-    if metric == "val_acc" and frame["val_acc"].isna().all():
-        metric = "val_loss"
+    metric = result.metrics.get("metric", "val_acc")  # what the search ranked by (search.metric, resolved)
     ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable")
     params = [c for c in frame.columns if "." in c]
     table = Table(title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})", title_justify="left")

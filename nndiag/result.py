@@ -6,6 +6,8 @@ Diagnostics never print or write; `report.py` turns a Result into CSV, JSON, plo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,3 +28,20 @@ class Result:
     @property
     def status(self) -> str:
         return self.verdict.status
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: non-finite floats become null, numpy/torch scalars become numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)

@@ -31,6 +31,7 @@ def test_healthy_recipe_runs_every_step_and_writes_one_report(cli, write_recipe,
     assert verdict["status"] in ("pass", "warn") and verdict["command"] == "babysit"
     assert {"command", "recipe", "status", "findings", "metrics", "outputs"} <= set(verdict)
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "summary.json").read_text()) == verdict
     assert (out / "04-search" / "search.csv").is_file() and (out / "05-train" / "train_epochs.csv").is_file()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "check-loss" in html

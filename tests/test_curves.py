@@ -191,7 +191,7 @@ def test_cli_json_is_one_object_and_writes_folder(tmp_path, cli):
 
 
 def test_cli_human_output_and_default_folder(tmp_path, cli):
-    path = write_lightning_metrics(tmp_path / "metrics.csv")
+    write_lightning_metrics(tmp_path / "metrics.csv")
     result = cli("curves", tmp_path, "--no-plots")  # a run folder holding metrics.csv
     assert result.exit_code == 0 and "overfitting" in result.stdout and "val loss" in result.stdout
     assert list((tmp_path / "runs" / "curves").glob("curves-*/summary.json"))

@@ -336,3 +336,12 @@ def test_cli_bad_flags_exit_2(cli, write_recipe, args):
     result = cli("lr-find", write_recipe(SPIRAL_MLP), *args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_a_test_that_blows_up_within_the_first_points_is_diverged_immediately():
+    """The stop rule (smoothed loss > 4x best) fires after 4 points of 100: not 'too few points'."""
+    frame = pd.DataFrame({"step": [1, 2, 3, 4], "lr": [1.0, 1.05, 1.1, 1.15], "loss": [3.08, 6.45, 22.9, 91.7],
+                          "smoothed_loss": [3.08, 4.9, 11.0, 35.0]})
+    verdict, suggestion = lf.decide(frame, {"stopped": "diverged", "planned_steps": 100, "start": 1.0, "end": 100.0})
+    assert verdict.codes == ["diverged-immediately"]
+    assert suggestion.lr_diverged == 1.15

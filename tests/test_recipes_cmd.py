@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import REPO
@@ -121,3 +118,9 @@ def test_starter_sets_every_recipe_key_each_with_a_comment(tmp_path):
 def test_modules_import_no_torch():
     code = "import sys, nndiag.recipe_library, nndiag.babysit_report; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+def test_a_recipes_folder_that_is_not_there_is_bad_input(cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("NNDIAG_RECIPES", str(tmp_path / "typo"))
+    result = cli("recipes")
+    assert result.exit_code == 2 and "NNDIAG_RECIPES" in result.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, SPIRAL_MLP, recipe_dict
+from conftest import SPIRAL_MLP, recipe_dict
 from nndiag.diagnostics import search
 from nndiag.recipe import SearchParam
 

@@ -264,7 +264,9 @@ def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Sugge
         return empty
     if n < MIN_POINTS:
         empty.problem = "too-few-points"
-        empty.lr_diverged = float(lrs[first_bad]) if first_bad is not None else None
+        if first_bad is None and stopped_on_divergence and n > 0:  # the stop rule fired within the first points
+            empty.index_diverged = n - 1
+        empty.lr_diverged = float(lrs[empty.index_diverged]) if empty.index_diverged is not None else None
         return empty
     x, y = lrs[:n], losses[:n]
     s = robust_smooth(y, _window(n))
@@ -459,7 +461,7 @@ def apply_lr(recipe: Any, lr: float, original_text: str | None = None) -> str:
                     return header + edited
             except Exception:  # noqa: BLE001 - any failure means: fall back to the resolved recipe
                 pass
-    from nndiag.report import jsonable
+    from nndiag.result import jsonable
 
     return header + "# (the resolved recipe; comments of the original are not kept)\n" + yaml.safe_dump(jsonable(target.to_dict()), sort_keys=False)
 

@@ -160,6 +160,7 @@ def run(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_ST
         "final_loss": float(final["subset_loss"]),
         "final_fraction_of_initial": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
         "final_accuracy": float(final["subset_acc"]),
+        "best_accuracy": float(evaluated["subset_acc"].max()),
         "steps_to_100pct": int(perfect["step"].iloc[0]) if len(perfect) else None,
         "steps_run": int(frame["step"].max()),
         "lr": float(frame["lr"].iloc[0]),

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,9 +165,6 @@ class Recorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-
-    def reset(self) -> None:
-        self.sites.clear()
 
     def _hook(self, name: str, module: nn.Module) -> Any:
         def hook(mod: nn.Module, inputs: Any, output: Any) -> None:

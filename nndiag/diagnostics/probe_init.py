@@ -45,7 +45,6 @@ LECTURE_CASES: list[tuple[str, str, str]] = [  # (init, activation, the lecture'
     ("xavier", "relu", COLLAPSE),
     ("kaiming", "relu", WELL),
 ]
-VERDICT_CODES = {COLLAPSE: "vanishing-activations", SATURATE: "saturated-activations"}
 ACTIVATION_CODES = ("vanishing-activations", "saturated-activations", "exploding-activations", "dead-relu")
 
 CASE_COLUMNS = ["case", "init", "activation", "init_std", "first_std", "last_std", "max_frac_saturated", "max_frac_dead",

@@ -34,7 +34,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -429,10 +429,13 @@ def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
 
     import nndiag
 
-    spec = {"recipe": exp.recipe.to_dict(), "source": str(exp.recipe.source) if exp.recipe.source else None,
+    recipe = exp.recipe.to_dict()
+    gpus = torch.cuda.device_count() if exp.device.type == "cuda" else 0
+    if gpus > 1:
+        recipe["device"] = "cuda"  # each worker sees one GPU (CUDA_VISIBLE_DEVICES), as cuda:0
+    spec = {"recipe": recipe, "source": str(exp.recipe.source) if exp.recipe.source else None,
             "options": {**asdict(options), "stages": list(options.stages), "workers": 1}}
     root = str(Path(nndiag.__file__).resolve().parent.parent)
-    gpus = torch.cuda.device_count() if exp.device.type == "cuda" else 0
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
     procs = []
     for i in range(options.workers):
@@ -456,6 +459,10 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
                 if progress is not None and counts["done"] != seen.get(stage, 0):
                     seen[stage] = counts["done"]
                     progress({"stage": stage, **counts})
+        if procs and all(p.returncode not in (0, None) for p in procs):
+            codes = sorted({p.returncode for p in procs})
+            raise BadInput(f"every worker process exited with an error (exit codes {codes}); run with --workers 1 to see why",
+                           where="--workers")
     except BaseException:
         for p in procs:
             if p.poll() is None:
@@ -500,7 +507,7 @@ def best_recipe(recipe: Any, row: pd.Series, dims: list[Dim], epochs: int, stage
     best = recipe.with_overrides(overrides).to_dict()
     header = (f"# best configuration of `nndiag search` ({stage} trial {int(row['slot'])}: val_acc {row['val_acc']:.4g}, "
               f"val_loss {row['val_loss']:.4g})\n# train it: nndiag train best_recipe.yaml\n")
-    from nndiag.report import jsonable
+    from nndiag.result import jsonable
 
     return header + yaml.safe_dump(jsonable(best), sort_keys=False)
 
@@ -515,7 +522,7 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
     metric, dims = facts["metric"], facts["dims"]
     verdict = decide(frame, dims, metric)
     status_counts = {s: int((frame["status"] == s).sum()) for s in ("complete", "diverged", "failed")}
-    metrics: dict[str, Any] = {"trials": len(frame), **{f"trials_{k}": v for k, v in status_counts.items()},
+    metrics: dict[str, Any] = {"metric": metric, "trials": len(frame), **{f"trials_{k}": v for k, v in status_counts.items()},
                                "study": facts["study"], "duplicates": facts["duplicates"], "trials_rerun": facts["lost"]}
     for stage in STAGES:
         metrics[f"{stage}_trials"] = int((frame["stage"] == stage).sum())
