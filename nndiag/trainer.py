@@ -30,6 +30,8 @@ class Callback(Protocol):
 
     def on_epoch(self, trainer: "Trainer", row: dict[str, Any]) -> None: ...
 
+    # Optional: `on_train_end(trainer)` is called when training ends, however it ends (clean up hooks here).
+
 
 @dataclass
 class History:
@@ -85,6 +87,16 @@ class Trainer:
         self._stop_reason = reason
 
     def fit(self) -> History:
+        """Train. Callbacks that have `on_train_end(trainer)` hear when training ends, however it ends."""
+        try:
+            return self._fit()
+        finally:
+            for cb in self.callbacks:
+                end = getattr(cb, "on_train_end", None)
+                if end is not None:
+                    end(self)
+
+    def _fit(self) -> History:
         exp, model = self.exp, self.model
         early = exp.recipe.train.early_stopping
         step_rows: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DIGITS_MLP, recipe_dict
+from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
 from nndiag.diagnostics import probe, probe_init
 
 PROBLEM_CODES = set(probe_init.ACTIVATION_CODES) | {"vanishing-gradients", "exploding-gradients", "update-ratio-high", "update-ratio-low", "non-finite"}
@@ -312,3 +312,13 @@ def test_cli_bad_input(cli, write_recipe):
     assert cli("probe", "--init-experiment", "--activation", "swish").exit_code == 2
     assert cli("probe", "--init-experiment", "--init", "big").exit_code == 2
     assert cli("probe", write_recipe(mlp_recipe()), "--init", "xavier").exit_code == 2
+
+
+def test_probe_callback_leaves_no_hooks_behind_when_training_ends(build):
+    """Training that ends between arming and the probe step must not leave hooks on the model."""
+    from nndiag.diagnostics.probe import ProbeCallback
+    from nndiag.trainer import Trainer
+
+    exp = build(recipe_dict(SPIRAL_MLP))
+    Trainer(exp, max_steps=5, callbacks=[ProbeCallback(every=6)]).fit()  # armed after step 5, never collected
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in exp.model.modules())

@@ -693,6 +693,9 @@ class ProbeCallback:
         self._hist += hist
         self._recorder, self._before, self._armed_for = None, {}, None
 
+    def on_train_end(self, trainer: Any) -> None:
+        self.close()
+
     def close(self) -> None:
         """Remove hooks left armed when training stopped before the probe step."""
         if self._recorder is not None:

@@ -72,11 +72,7 @@ def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None
 
         probe = ProbeCallback(every=probe_every)
         callbacks = [*callbacks, probe]
-    try:
-        history, facts = measure(exp, epochs, max_steps, callbacks)
-    finally:
-        if probe is not None:
-            probe.close()
+    history, facts = measure(exp, epochs, max_steps, callbacks)  # the trainer closes the probe's hooks at the end
     verdict = decide(history, facts)
     ep = history.epochs
     metrics: dict[str, Any] = {
