@@ -75,13 +75,23 @@ class StreamSplit:
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
         loader = DataLoader(
             self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=_drop_last(len(self), batch_size, shuffle, drop_last),
-            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            num_workers=self._workers(), pin_memory=self.device.type == "cuda",
             persistent_workers=False, collate_fn=_collate,
         )
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             yield (self.transform(x) if self.transform else x), y
+
+    def _workers(self) -> int:
+        """Worker processes that can load this dataset. A dataset class from a recipe-local module
+        (imported under a private name) cannot be unpickled by workers that are spawned rather than
+        forked (macOS, Windows; Linux from Python 3.14), so such data loads in this process."""
+        import multiprocessing
+
+        dataset = getattr(self.dataset, "dataset", self.dataset)  # a Subset from the validation split
+        local = type(dataset).__module__.startswith("nndiag_user.")
+        return 0 if local and multiprocessing.get_start_method() != "fork" else self.num_workers
 
     def take(self, n: int, generator: torch.Generator | None = None) -> TensorSplit:
         n = min(n, len(self))

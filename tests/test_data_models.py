@@ -140,3 +140,15 @@ def test_experiment_describes_itself(build):
     exp = build(recipe_dict(SPIRAL_MLP))
     described = exp.describe()
     assert "spiral" in described["data"] and "parameters" in described["model"] and described["device"] == "cpu"
+
+
+def test_recipe_local_datasets_load_in_process_when_workers_would_be_spawned(monkeypatch):
+    import multiprocessing
+
+    local = type("Local", (DictDataset,), {"__module__": "nndiag_user.my_data.123"})
+    split = StreamSplit(local(), CPU, num_workers=2)
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda *a, **k: "spawn")
+    assert split._workers() == 0
+    assert StreamSplit(DictDataset(), CPU, num_workers=2)._workers() == 2
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda *a, **k: "fork")
+    assert split._workers() == 2

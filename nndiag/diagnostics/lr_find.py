@@ -9,7 +9,7 @@ recorded LR is the one the optimizer actually used. The loss is smoothed for dis
 stop rule by a bias-corrected exponential moving average, beta = SMOOTH_BETA (0.9: fastai's 0.98 lags
 about 50 steps, half of a 100-step test). The test stops on divergence: a non-finite loss, or a
 smoothed loss above STOP_FACTOR (4, fastai's) times the best smoothed loss so far. It runs on the
-experiment's model and optimizer inside `engine.preserved`, with its own seeded batch order, so the
+experiment's model, with a fresh optimizer of the recipe's kind, inside `engine.preserved`, with its own seeded batch order, so the
 model's parameters and buffers, the optimizer's state and LR, train/eval flags, the torch / numpy /
 python RNG states and the experiment's batch order are all exactly as before.
 
@@ -230,7 +230,7 @@ class Suggestion:
     lr_at_min_loss: float | None  # where the smoothed loss is lowest
     lr_diverged: float | None  # where the loss blew up (None: not seen)
     drop: float  # smoothed start loss - smoothed minimum
-    noise: float  # robust standard deviation of the raw loss around the smoothed curve
+    noise: float  # robust standard deviation of the raw loss, from its second differences (trends cancel)
     points: int  # finite points used
     index_min: int | None = None
     index_diverged: int | None = None
