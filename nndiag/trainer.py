@@ -23,6 +23,9 @@ from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR
 
 
+SYNC_EVERY_ACCELERATOR = 10  # steps between loss read-backs on a GPU (a divergence is seen at most this late)
+
+
 class Callback(Protocol):
     """Hooks into the loop. Call `trainer.request_stop(reason)` to end training early."""
 
@@ -59,6 +62,7 @@ class Trainer:
         abort_factor: float | None = DIVERGENCE_FACTOR,
         callbacks: list[Any] | tuple[Any, ...] = (),
         keep_best: bool | None = None,
+        sync_every: int | None = None,
     ):
         """`epochs`/`max_steps` default to the recipe's; `abort_factor`: stop as diverged when the
         loss is non-finite or above this multiple of the starting loss (None = never), where the
@@ -82,6 +86,10 @@ class Trainer:
         self.scheduler = engine.build_scheduler(self.optimizer, schedule, total, steps_per_epoch) if schedule and (schedule.name != "none" or schedule.warmup_steps) else None
         self.step = 0
         self._stop_reason: str | None = None
+        # How many steps' losses stay on the device before one read-back: every step on the CPU (free)
+        # or when callbacks need each loss; every SYNC_EVERY_ACCELERATOR steps on a GPU otherwise.
+        self.sync_every = sync_every or (1 if exp.device.type == "cpu" or self.callbacks else SYNC_EVERY_ACCELERATOR)
+        self.chance_loss = 0.0
 
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
@@ -101,43 +109,44 @@ class Trainer:
         early = exp.recipe.train.early_stopping
         step_rows: list[dict[str, Any]] = []
         epoch_rows: list[dict[str, Any]] = []
-        first_loss: float | None = None
         best, best_epoch, best_state, waited = math.inf, None, None, 0
         keep = self.keep_best if self.keep_best is not None else early.patience is not None
+        self.starting_loss: float | None = None
         model.train()
         for epoch in range(1, self.epochs + 1):
             started = time.perf_counter()
-            loss_sum, correct_sum, seen = 0.0, 0.0, 0
+            loss_sum = torch.zeros((), device=exp.device)  # summed on the device: no sync per step
+            correct_sum = torch.zeros((), device=exp.device)
+            seen = 0
+            pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet read back
             for x, y in exp.train_batches():
                 lr = self.optimizer.param_groups[0]["lr"]
                 loss_t, logits = exp.step(self.optimizer, x, y, model=model)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
-                loss = float(loss_t)
-                if first_loss is None:
-                    chance, _ = exp.objective.expected_initial_loss(y)
-                    first_loss = max(loss, chance) if math.isfinite(loss) else loss
-                step_rows.append({"step": self.step, "epoch": epoch, "lr": lr, "loss": loss})
-                loss_sum += loss * x.shape[0]
+                if self.starting_loss is None:  # the divergence baseline also counts the chance level
+                    self.chance_loss = exp.objective.expected_initial_loss(y)[0]
+                loss_sum += loss_t.float() * x.shape[0]
                 correct = exp.objective.correct(logits, y)
-                correct_sum += float(correct) if correct is not None else math.nan
+                if correct is not None:
+                    correct_sum += correct
                 seen += x.shape[0]
-                for cb in self.callbacks:
-                    cb.on_step(self, self.step, loss)
-                if self._diverged(loss, first_loss):
-                    self.request_stop("diverged")
-                if self.max_steps is not None and self.step >= self.max_steps and self._stop_reason is None:
+                pending.append((self.step, lr, loss_t))
+                if self.max_steps is not None and self.step >= self.max_steps:
                     self.request_stop("max_steps")
+                if len(pending) >= self.sync_every or self._stop_reason:
+                    self._read_back(pending, step_rows, epoch)
                 if self._stop_reason:
                     break
+            self._read_back(pending, step_rows, epoch)
             val = exp.evaluate(model=model)
             row = {
                 "epoch": epoch,
                 "step": self.step,
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "train_loss": loss_sum / max(seen, 1),
-                "train_acc": correct_sum / max(seen, 1) if exp.objective.is_classification else math.nan,
+                "train_loss": float(loss_sum) / max(seen, 1),
+                "train_acc": float(correct_sum) / max(seen, 1) if exp.objective.is_classification else math.nan,
                 "val_loss": val["loss"],
                 "val_acc": val["acc"],
                 "seconds": time.perf_counter() - started,
@@ -164,8 +173,25 @@ class Trainer:
             stopped=self._stop_reason or "completed",
             best_epoch=best_epoch,
             best_state=best_state,
-            starting_loss=first_loss,
+            starting_loss=self.starting_loss,
         )
+
+    def _read_back(self, pending: list[tuple[int, float, torch.Tensor]], rows: list[dict[str, Any]], epoch: int) -> None:
+        """Read the pending losses back from the device in one go; log them, tell the callbacks, and
+        apply the divergence rule (a max_steps stop requested meanwhile is kept)."""
+        if not pending:
+            return
+        values = torch.stack([loss for _, _, loss in pending]).tolist()
+        for (step, lr, _), loss in zip(pending, values):
+            if self.starting_loss is None:
+                self.starting_loss = max(loss, self.chance_loss) if math.isfinite(loss) else loss
+            rows.append({"step": step, "epoch": epoch, "lr": lr, "loss": loss})
+            for cb in self.callbacks:
+                cb.on_step(self, step, loss)
+            if self._diverged(loss, self.starting_loss):
+                self._stop_reason = "diverged"
+                break
+        pending.clear()
 
     def _diverged(self, loss: float, first: float | None) -> bool:
         if not math.isfinite(loss):

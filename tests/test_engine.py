@@ -171,3 +171,17 @@ def test_check_loss_and_overfit_small_hand_back_batch_order_and_gradients(build)
     overfit_small.run(exp, steps=10)
     assert torch.equal(exp.generator.get_state(), state)
     assert all(p.grad is None for p in exp.model.parameters())
+
+
+def test_deferred_loss_read_back_gives_the_same_history(build):
+    """On a GPU the trainer reads losses back every 10 steps; on the CPU every step. Same numbers."""
+    from nndiag.trainer import Trainer
+
+    every_step = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=1).fit()
+    batched = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=10).fit()
+    assert every_step.steps.equals(batched.steps)
+    assert every_step.epochs.drop(columns="seconds").equals(batched.epochs.drop(columns="seconds"))
+    blown = Trainer(build(recipe_dict(SPIRAL_MLP, optim={"name": "sgd", "lr": 1e3})), sync_every=10).fit()
+    assert blown.stopped == "diverged"
+    capped = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=10, max_steps=7).fit()
+    assert capped.stopped == "max_steps" and len(capped.steps) == 7
