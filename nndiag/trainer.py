@@ -125,7 +125,7 @@ class Trainer:
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
-                if self.starting_loss is None:  # the divergence baseline also counts the chance level
+                if self.step == 1:  # the divergence baseline also counts the chance level
                     self.chance_loss = exp.objective.expected_initial_loss(y)[0]
                 loss_sum += loss_t.float() * x.shape[0]
                 correct = exp.objective.correct(logits, y)
