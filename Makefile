@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_RECIPE ?= recipes/quickstart.yaml
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,6 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
-
-test-all: install
-	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: install
 	$(BIN)/python -m benchmarks
