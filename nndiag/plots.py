@@ -265,6 +265,8 @@ def _probe_panels(layers: Any) -> Any:
         acts = acts.iloc[sorted({round(i * step) for i in range(PROBE_MAX_PANELS)})]
     return acts
 
+
+# --------------------------------------------------------------------------------------------
 # search: validation metric against each hyperparameter
 # --------------------------------------------------------------------------------------------
 
@@ -276,7 +278,7 @@ def _search_axes(result: Result, folder: Path) -> list[Path]:
     if frame is None or frame.empty:
         return []
     params = [c for c in frame.columns if "." in c]
-    metric = "val_acc" if frame["val_acc"].notna().any() else "val_loss"
+    metric = result.metrics.get("metric", "val_acc")  # what the search ranked by (search.metric, resolved)
     log_params = set(result.metrics.get("log_params", []))
     plt = pyplot()
     fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.6), squeeze=False)
