@@ -20,7 +20,7 @@ CODES: dict[str, tuple[str, ...]] = {
         "inputs-not-normalized",
     ),
     "overfit-small": ("loss-diverged", "loss-not-decreasing", "cannot-overfit"),
-    "lr-find": ("no-decrease", "diverged-immediately", "range-too-narrow"),
+    "lr-find": ("no-decrease", "diverged-immediately", "range-too-narrow", "unreliable-suggestion"),
     "search": ("best-on-boundary", "all-trials-diverged"),
     "curves": (
         "overfitting",

@@ -345,3 +345,77 @@ def test_a_test_that_blows_up_within_the_first_points_is_diverged_immediately():
     verdict, suggestion = lf.decide(frame, {"stopped": "diverged", "planned_steps": 100, "start": 1.0, "end": 100.0})
     assert verdict.codes == ["diverged-immediately"]
     assert suggestion.lr_diverged == 1.15
+
+
+# -- unreliable-suggestion --------------------------------------------------------------------
+
+
+def two_dips(alternate: float) -> np.ndarray:
+    """A fall to a shelf with two equally deep dips a decade and a half apart (1e-3.5 and 1e-2), then a
+    blow-up; the even points deepen the low dip and the odd points the high one by `alternate`."""
+    x = np.log10(LRS)
+    curve = 2.3 - 1.0 / (1 + np.exp(-(x + 5) * 4))
+    curve = curve - 1.0 * np.exp(-((x + 3.5) / 0.25) ** 2) - 1.0 * np.exp(-((x + 2) / 0.25) ** 2)
+    curve = curve + np.where(x > -1, 3.0 * (x + 1) ** 2, 0.0)
+    wobble = np.where(np.arange(len(x)) % 2 == 0, 1.0, -1.0) * alternate * np.sign(x + 2.75)
+    return curve + wobble
+
+
+def test_healthy_curves_are_reliable():
+    for seed in range(10):
+        verdict, sug = lf.decide(frame_of(synthetic(noise=0.02, seed=seed)), FACTS)
+        assert "unreliable-suggestion" not in verdict.codes and sug.unreliable is None, seed
+        assert sug.spread[0] <= sug.suggested_lr <= sug.spread[1] <= lf.UNSTABLE_FACTOR * sug.spread[0]
+
+
+def test_noise_comparable_to_the_drop_is_unreliable():
+    fired = 0
+    for seed in range(10):
+        verdict, sug = lf.decide(frame_of(synthetic(noise=0.5, seed=seed)), FACTS)  # drop 2.0 = 4 noise deviations
+        assert verdict.status != "fail"
+        if "unreliable-suggestion" in verdict.codes:
+            fired += 1
+            finding = verdict.findings[verdict.codes.index("unreliable-suggestion")]
+            assert finding.severity == "warn" and sug.suggested_lr is not None  # the guess is still given, flagged
+            assert finding.evidence["reason"] in ("noisy", "unstable", "flat")  # flat: the drop fell under 3 deviations
+    assert fired == 10
+
+
+def test_a_suggestion_that_moves_between_half_curves_is_unstable():
+    verdict, sug = lf.decide(frame_of(two_dips(0.05)), FACTS)
+    assert "unreliable-suggestion" in verdict.codes and sug.unreliable == "unstable"
+    assert sug.spread[1] > lf.UNSTABLE_FACTOR * sug.spread[0]
+    # the same shape without the alternation: one clear bottom, no finding
+    verdict, sug = lf.decide(frame_of(synthetic(noise=0.0)), FACTS)
+    assert "unreliable-suggestion" not in verdict.codes
+
+
+def test_reliability_is_invariant_to_scaling_and_shifting_the_loss():
+    for losses in (synthetic(noise=0.5, seed=1), two_dips(0.05), synthetic(noise=0.02)):
+        a, b = lf.suggest(LRS, losses), lf.suggest(LRS, 7.0 * losses - 3.0)
+        assert a.unreliable == b.unreliable and a.spread == pytest.approx(b.spread, rel=1e-12)
+
+
+def fine_tuning_curve(seed: int = 0) -> np.ndarray:
+    """A trained model's range test: batch noise around a low loss, no descent, then a blow-up from 1e-2."""
+    x = np.log10(LRS)
+    rng = np.random.default_rng(seed)
+    return 0.1 + 0.05 * np.abs(rng.standard_normal(len(x))) + np.where(x > -2, 2.0 * (x + 2) ** 2, 0.0)
+
+
+def test_a_flat_curve_that_then_rises_is_a_cautious_flagged_suggestion_not_no_decrease():
+    for seed in range(5):
+        verdict, sug = lf.decide(frame_of(fine_tuning_curve(seed)), FACTS)
+        assert verdict.codes == ["unreliable-suggestion"] and verdict.status == "warn", seed
+        assert verdict.findings[0].evidence["reason"] == "flat"
+        assert 1e-2 <= sug.lr_diverged <= 1e-1  # the rise, found within noise of where it starts
+        assert sug.suggested_lr == pytest.approx(sug.lr_diverged / lf.FLAT_DIVISOR)
+        assert sug.lr_min <= sug.suggested_lr <= sug.lr_max == sug.lr_diverged
+
+
+def test_flat_without_a_rise_or_rising_at_once_keeps_its_failing_findings():
+    verdict, _ = lf.decide(frame_of(0.1 + 0.05 * np.abs(np.random.default_rng(0).standard_normal(100))), FACTS)
+    assert verdict.codes == ["no-decrease"]
+    x = np.log10(LRS)
+    verdict, _ = lf.decide(frame_of(0.1 + np.where(x > -6.5, 2.0 * (x + 6.5) ** 2, 0.0)), FACTS)  # rises in the first 10%
+    assert verdict.codes == ["diverged-immediately"]

@@ -29,8 +29,9 @@ is an order statistic, a mean, or a comparison of loss differences):
      difference of the raw losses| / sqrt 6 (a robust standard deviation of the point-to-point
      noise, blind to linear trends).
   3. drop = start level - smoothed minimum, where the start level is the median raw loss of the first
-     START_POINTS (10%, at least 3) points. If drop <= NOISE_FACTOR (3) x noise: `no-decrease`.
-     (On 500 simulated flat curves of pure noise the largest chance drop was 2.8 deviations.)
+     START_POINTS (10%, at least 3) points. If drop <= NOISE_FACTOR (3) x noise: `no-decrease`
+     (unless the curve then rises: step 6's flat case). (On 500 simulated flat curves of pure noise
+     the largest chance drop was 2.8 deviations.)
   4. Divergence point = the first non-finite loss, or the first point after the minimum whose smoothed
      loss climbs back by more than RISE_FRACTION (50%) of the drop (when there was no drop: the first
      point NOISE_FACTOR x noise above the start), or the last point when the measurement stopped on
@@ -38,22 +39,32 @@ is an order statistic, a mean, or a comparison of loss differences):
   5. lr_max = the LR of the smoothed minimum, never above the divergence point: beyond it a larger
      LR stops helping. lr_min = the first LR where the smoothed loss has covered HALF_FRACTION (50%)
      of its drop: the middle of the steep descent, where steepest-slope rules land.
-  6. suggested_lr = the geometric centre of the curve's bottom divided by LAG_DIVISOR (2), kept
-     inside [lr_min, lr_max]. The bottom is the contiguous run of points around the minimum whose
-     smoothed loss is within BOTTOM_FRACTION (3%) of the drop from the minimum (and before the
-     divergence point). Averaging log-LR over the bottom, rather than taking the argmin, keeps it
-     stable on noisy, flat-bottomed curves. The division: the loss at a point reflects all the
-     training before it, so it keeps falling for a while after the LR has passed its best value;
-     the minimum lags the best LR, by about a factor 2 (0.3 decade) on the benchmark problems.
-     Why not "minimum / 10": for a fixed training budget the best constant LR sits near the largest
-     stable one, which the range test's bottom marks; a decade below trains markedly slower
-     (benchmarks/results/lr_find_quality.md: nndiag good on 4 of 4 problems, fastai's valley 2 of 4).
+  6. suggested_lr = the geometric mean of the knee and the bottom centre, kept inside [lr_min, lr_max].
+     The knee is the first LR where the smoothed loss has covered KNEE_FRACTION (80%) of its drop.
+     The bottom is the contiguous run of points around the minimum whose smoothed loss is within
+     BOTTOM_FRACTION (3%) of the drop from the minimum (and before the divergence point); its centre
+     is the mean of its log-LRs, stable on noisy, flat-bottomed curves. Why between the two: the best
+     constant LR for a fixed budget lies between where the descent ends (the knee) and where a larger
+     LR stops helping (the bottom). The bottom alone overshoots with Adam-like optimizers (the loss at
+     a point reflects all the training before it, so the minimum lags the best LR); the knee alone
+     undershoots with SGD. Derived on the derive half of benchmarks/problems.py, reported on the other
+     half (benchmarks/results/lr_find_quality.md; README, lr-find, "The suggestion rule").
+     A flat curve that then rises (drop within the noise, a divergence point after the first
+     EARLY_FRACTION of the points), as a model that is already trained gives (fine-tuning): the
+     suggestion is the LR where the loss starts to rise divided by FLAT_DIVISOR (50), flagged
+     `unreliable-suggestion` (reason "flat"), and lr_max = that LR.
+  7. Reliability (`unreliable-suggestion`): the rule is run again on the even and on the odd points
+     alone (two range tests of half the resolution over the same span). The suggestion is unreliable
+     when the drop is under RELIABLE_DROP (5) noise deviations ("noisy": noise comparable to the drop),
+     or when the three suggestions are more than UNSTABLE_FACTOR (4x, 0.6 decade) apart or a half gives
+     none ("unstable"). The suggestion is still given (and --apply still writes it), with the spread.
 Findings:
   no-decrease           fail  step 3; or fewer than MIN_POINTS (5) finite points to judge a curve
   diverged-immediately  fail  the divergence point lies in the first EARLY_FRACTION (10%) of the
                               points, or the very first loss is non-finite (the start LR is already too high)
   range-too-narrow      warn  no divergence seen and the minimum lies in the last EDGE_FRACTION
                               (10%) of the points: the best LR may lie beyond `end`
+  unreliable-suggestion warn  step 7 (noisy, unstable), or the flat-then-rising curve of step 6
 Candidates mode: no-decrease (fail) when no candidate drops significantly (diverged-immediately when
 every candidate diverged); range-too-narrow (warn) when the best candidate is the largest LR tried
 and it did not diverge, or the smallest while a larger one diverged.
@@ -92,10 +103,13 @@ START_POINTS = 0.1  # the start level: median raw loss of this fraction of the f
 RISE_FRACTION = 0.5  # a climb back by this fraction of the drop after the minimum is divergence
 BOTTOM_FRACTION = 0.03  # the bottom of the curve: points within this fraction of the drop from the minimum
 HALF_FRACTION = 0.5  # lr_min: the first point that has covered this fraction of the drop
-LAG_DIVISOR = 2.0  # suggested_lr = bottom centre / this: the curve's minimum lags the best LR
+KNEE_FRACTION = 0.8  # the knee: the first point that has covered this fraction of the drop
+FLAT_DIVISOR = 50.0  # a flat curve that then rises: suggested_lr = the LR where it rises / this (derived: the good window lay 40-67x below the rise on every derive-half fine-tuning run)
 MIN_POINTS = 5  # fewer finite points cannot make a curve
 EARLY_FRACTION = 0.1  # divergence within this fraction of the points: diverged immediately
 EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without divergence: range too narrow
+RELIABLE_DROP = 5.0  # unreliable-suggestion: a drop below this many (per-point) noise deviations is comparable to the noise
+UNSTABLE_FACTOR = 4.0  # unreliable-suggestion: the half-curves' suggestions differ by more than this factor (0.6 decade)
 
 # -- candidates mode ---------------------------------------------------------------------------
 DEFAULT_CANDIDATE_STEPS = 100  # iterations per candidate LR (the notes: "~100 iterations")
@@ -235,6 +249,8 @@ class Suggestion:
     index_min: int | None = None
     index_diverged: int | None = None
     problem: str | None = None  # why there is no suggestion: too-few-points | no-decrease | first-non-finite
+    spread: tuple[float, float] | None = None  # lowest and highest suggestion over the curve and its two half-curves
+    unreliable: str | None = None  # why the suggestion is not to be trusted: noisy | unstable (None: it is)
 
 
 def robust_smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -252,7 +268,29 @@ def _window(n: int) -> int:
 
 
 def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Suggestion:
-    """The suggestion rule of the module docstring. Pure: numbers in, numbers out."""
+    """The suggestion rule of the module docstring, and how far to trust it. Pure: numbers in, numbers out."""
+    result = _suggest_one(lrs, losses, stopped_on_divergence)
+    if result.suggested_lr is not None:
+        _judge_reliability(result, np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float), stopped_on_divergence)
+    return result
+
+
+def _judge_reliability(result: Suggestion, lrs: np.ndarray, losses: np.ndarray, stopped_on_divergence: bool) -> None:
+    """Step 7 of the module docstring: the suggestion on the even and the odd points alone (two range
+    tests of half the resolution over the same span), and the drop against the noise."""
+    halves = [_suggest_one(lrs[i::2], losses[i::2], stopped_on_divergence).suggested_lr for i in (0, 1)]
+    found = [result.suggested_lr] + [h for h in halves if h is not None]
+    result.spread = (float(min(found)), float(max(found)))
+    if result.unreliable is not None:  # already known (flat)
+        return
+    if result.drop < RELIABLE_DROP * result.noise:
+        result.unreliable = "noisy"
+    elif None in halves or result.spread[1] > UNSTABLE_FACTOR * result.spread[0]:
+        result.unreliable = "unstable"
+
+
+def _suggest_one(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Suggestion:
+    """Steps 1-6 of the module docstring on one curve."""
     lrs = np.asarray(lrs, dtype=float)
     losses = np.asarray(losses, dtype=float)
     bad = np.flatnonzero(~np.isfinite(losses))
@@ -288,6 +326,12 @@ def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Sugge
     result = Suggestion(None, None, None, float(x[i_min]), float(lrs[i_div]) if i_div is not None else None,
                         drop, noise, n, index_min=i_min, index_diverged=i_div)
     if drop <= 0 or drop <= NOISE_FACTOR * noise:
+        if i_div is not None and i_div >= max(EARLY_FRACTION * n, 2):
+            # flat, then a rise: a model already trained (fine-tuning), or one that cannot learn
+            result.lr_max = float(lrs[i_div])
+            result.suggested_lr = result.lr_min = result.lr_max / FLAT_DIVISOR
+            result.unreliable = "flat"
+            return result
         result.problem = "no-decrease"
         return result
     # the bottom: the contiguous run of points around the minimum within BOTTOM_FRACTION of the drop
@@ -298,13 +342,14 @@ def suggest(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> Sugge
     while right + 1 < n and near[right + 1] and (i_div is None or right + 1 < i_div):
         right += 1
     half = int(np.flatnonzero(s[: i_min + 1] <= start_level - HALF_FRACTION * drop)[0])
+    knee = int(np.flatnonzero(s[: i_min + 1] <= start_level - KNEE_FRACTION * drop)[0])
     lr_max = float(x[i_min])
     if i_div is not None:
         lr_max = min(lr_max, float(lrs[i_div]))
     bottom = float(np.exp(np.log(x[left : right + 1]).mean()))
     result.lr_max = lr_max
     result.lr_min = min(float(x[half]), lr_max)
-    result.suggested_lr = float(min(max(bottom / LAG_DIVISOR, result.lr_min), lr_max))
+    result.suggested_lr = float(min(max(math.sqrt(float(x[knee]) * bottom), result.lr_min), lr_max))
     return result
 
 
@@ -348,6 +393,26 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                     "training bug: run `nndiag overfit-small`; look for frozen parameters or an optimizer not given the model's parameters.",
                     **evidence)
         return verdict, sug
+    if sug.unreliable == "flat":
+        verdict.add("unreliable-suggestion", "warn",
+                    f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
+                    f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the suggestion {sug.suggested_lr:.3g} is "
+                    f"only {FLAT_DIVISOR:g}x below that rise",
+                    "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
+                    f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). A model trained from "
+                    "scratch should not: look for a training bug with `nndiag overfit-small`.",
+                    **evidence, reason="flat", lr_rise=sug.lr_diverged)
+    elif sug.unreliable is not None:
+        low, high = sug.spread if sug.spread else (math.nan, math.nan)
+        why = (f"the loss fell by only {sug.drop / sug.noise:.1f} times its point-to-point noise (under {RELIABLE_DROP:g})"
+               if sug.unreliable == "noisy" else
+               f"half of the points alone (every other LR) place it anywhere from {low:.3g} to {high:.3g}, more than "
+               f"{UNSTABLE_FACTOR:g}x apart")
+        verdict.add("unreliable-suggestion", "warn",
+                    f"the curve cannot place the LR confidently: {why}; the suggestion {sug.suggested_lr:.3g} is a rough guess",
+                    "Measure a smoother curve: --batches-per-lr 4 (or a larger train.batch_size), or more --steps; or compare "
+                    f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
+                    **evidence, reason=sug.unreliable, spread_low=low, spread_high=high)
     if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
         verdict.add("range-too-narrow", "warn",
                     f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie "
