@@ -178,7 +178,7 @@ def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame
         best = grid[best_lr][k]
         row: dict[str, Any] = {"problem": name, "split": PROBLEMS[name]["split"], "seed": seed, "steps": k,
                                "initial_loss": initial, "grid_best_lr": best_lr, "grid_best_loss": best,
-                               "nndiag_findings": ",".join(result.verdict.codes)}
+                               "nndiag_findings": ",".join(result.verdict.codes), "nndiag_unreliable": _unreliable(result)}
         for tool, lr in suggestions.items():
             loss = trained[tool][k] if tool in trained else math.nan
             row[f"{tool}_lr"] = lr if isinstance(lr, float) else (math.nan if lr is None else "missing")
@@ -188,6 +188,12 @@ def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
     return rows, curve
+
+
+def _unreliable(result: Any) -> str:
+    """The reason of lr-find's unreliable-suggestion finding, or ""."""
+    found = [f for f in result.verdict.findings if f.code == "unreliable-suggestion"]
+    return found[0].evidence.get("reason", "") if found else ""
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -254,8 +260,43 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
                 counts.append(f"{LABELS[tool]} {good}/{len(ran)} ({seeds_good}/{int(ran['seeds'].sum())} runs)" if len(ran) else f"{LABELS[tool]} not run")
             lines.append(f"- {split or 'all'} problems, good at {k} steps: " + "; ".join(counts))
         lines.append("")
+    lines += _fine_tuning(frame, steps[0]) + _reliability(frame, steps) + _split()
     lines += [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU."]
     return "\n".join(lines) + "\n"
+
+
+def _fine_tuning(frame: pd.DataFrame, steps: int) -> list[str]:
+    """Does a tool overshoot on fine-tuning problems? suggested / grid-best LR, per seed."""
+    part = frame[(frame["steps"] == steps) & frame["problem"].map(lambda p: bool(PROBLEMS[p].get("pretrain")))]
+    if part.empty:
+        return []
+    lines = [f"## Fine-tuning: suggested LR / grid-best LR ({steps} steps; > 1 overshoots)", "",
+             "| problem | " + " | ".join(LABELS[t] for t in TOOLS) + " |", "|---|" + "---|" * len(TOOLS)]
+    for name, g in part.groupby("problem", sort=False):
+        cells = []
+        for tool in TOOLS:
+            ratios = pd.to_numeric(g[f"{tool}_lr"], errors="coerce") / g["grid_best_lr"]
+            cells.append(", ".join("none" if pd.isna(r) else f"{r:.2g}" for r in ratios))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _reliability(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
+    """How nndiag's unreliable-suggestion finding relates to bad suggestions."""
+    lines = ["## nndiag's `unreliable-suggestion` against the outcome", ""]
+    for k in steps:
+        part = frame[frame["steps"] == k]
+        for reason, label in (("flat", "flagged flat (fine-tuning shape)"), ("noisy|unstable", "flagged noisy/unstable"), ("^$", "not flagged")):
+            sel = part[part["nndiag_unreliable"].fillna("").str.contains(reason)]
+            bad = int((sel["nndiag_good"] == False).sum())  # noqa: E712 - a column of booleans
+            lines.append(f"- {k} steps, {label}: {len(sel)} runs, {bad} of them bad")
+    return lines + [""]
+
+
+def _split() -> list[str]:
+    return ["## Derive / report split (benchmarks/problems.py `split`)", "",
+            "- derive: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == "derive"),
+            "- report: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == "report"), ""]
 
 
 def main(argv: list[str] | None = None) -> None:
