@@ -120,7 +120,7 @@ def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) 
     return [float(start + (end - start) * i / (steps - 1)) for i in range(steps)]
 
 
-def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[Any]:
     """Shuffled training batches, epoch after epoch, in an order private to this test."""
     while True:
         empty = True
@@ -162,14 +162,14 @@ def measure(
     started = time.perf_counter()
     with engine.preserved(model, optimizer):
         model.train()
+        set_lr = engine.lr_setter(optimizer)  # other param groups keep their ratio to the first
         batches = _endless_batches(exp, generator)
         for i, lr in enumerate(lrs):
-            engine.set_lr(optimizer, lr)
+            set_lr(lr)
             used.append(float(optimizer.param_groups[0]["lr"]))
             total = None
             for _ in range(batches_per_lr):
-                x, y = next(batches)
-                loss, _ = exp.step(optimizer, x, y, model=model)
+                loss = exp.step(optimizer, next(batches), model=model).loss
                 total = loss if total is None else total + loss
             pending.append(total / batches_per_lr if batches_per_lr > 1 else total)
             if (i + 1) % check_every and i + 1 < steps:
@@ -366,7 +366,8 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
     """Train `steps` iterations at each LR from the same initial weights and batch order.
 
     Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
-    wd = weight_decay if weight_decay is not None else (exp.recipe.optim.weight_decay or CANDIDATE_WEIGHT_DECAY)
+    own = max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)  # the recipe's (or the user's)
+    wd = weight_decay if weight_decay is not None else (own or CANDIDATE_WEIGHT_DECAY)
     model = exp.model
     subset = exp.data.train.take(EVAL_EXAMPLES, generator=torch.Generator().manual_seed(exp.recipe.seed))
     rows, curves = [], []
@@ -380,9 +381,7 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
             batches = _endless_batches(exp, generator)
             record = []
             for _ in range(steps):
-                x, y = next(batches)
-                loss, _ = exp.step(optimizer, x, y, model=model)
-                record.append(loss)
+                record.append(exp.step(optimizer, next(batches), model=model).loss)
             values = torch.stack(record).tolist()
             curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
             after = _subset_loss(exp, subset)

@@ -10,6 +10,10 @@ Rules (documented thresholds, all tested):
   loss-diverged        fail  the loss is NaN/Inf, or rises above 3x its initial value (CS231n: "stop early")
   loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved)
   cannot-overfit       fail  the loss fell but stalled short of the target, or accuracy stayed below 100%
+  not-checked          info  there are no class logits and targets to judge accuracy by (a step or a
+                             custom loss that returns only the loss): the loss alone decides
+The subset is `batches` x batch_size examples drawn at random from data held as tensors, or the first
+`batches` batches of a user's DataLoader, kept fixed. Accuracy counts targets that are not -100.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from nndiag import engine
 from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.scoring import counted_targets
 
 DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
 DEFAULT_STEPS = 1000  # optimizer steps at most; the run stops as soon as it passes
@@ -48,9 +53,9 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
         rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
         step = 0
         while step < steps:
-            for x, y in subset.batches(batch_size, shuffle=True, generator=order):
+            for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
-                loss, _ = exp.step(optimizer, x, y)
+                loss = exp.step(optimizer, batch).loss
                 rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
                 if step >= steps:
                     break
@@ -59,27 +64,34 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
             if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
                 break
     frame = pd.DataFrame(rows)
+    objective = exp.scorer.objective
+    expects_logits = exp.is_classification and (objective is None and exp.scorer.way != "loss" or objective is not None and objective.name == "cross_entropy")
     facts = {"initial_loss": initial["loss"], "examples": len(subset), "batches": batches, "steps_allowed": steps,
-             "outputs_are_probabilities": probabilities and exp.objective.name == "cross_entropy"}
+             "outputs_are_probabilities": probabilities and expects_logits,
+             "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None}  # a named regression loss has no accuracy to check
     return frame, facts
 
 
 @torch.no_grad()
 def _evaluate(exp: Experiment, subset: Any) -> dict[str, Any]:
-    """Loss and accuracy on the whole subset, as training sees it (train mode, dropout off)."""
-    with engine.autocast(exp.device, exp.amp_dtype):
-        logits = exp.model(subset.x)
-    correct = exp.objective.correct(logits, subset.y)
-    return {
-        "loss": float(exp.objective.loss(logits, subset.y)),
-        "acc": float(correct) / len(subset) if correct is not None else math.nan,
-        "probabilities": _looks_like_probabilities(logits),
-    }
+    """Loss and accuracy on the whole subset, as training sees it (train mode, dropout off): one forward
+    pass when the subset is held as tensors, its fixed batches one by one otherwise."""
+    loss_sum, weight, correct, counted, probabilities = 0.0, 0.0, 0.0, 0.0, True
+    for batch in subset.batches(len(subset)):
+        scored = exp.scorer(exp.model, batch)
+        w = float(counted_targets(scored.targets, scored.examples))
+        loss_sum, weight = loss_sum + float(scored.loss) * w, weight + w
+        counts = exp.scorer.correct(scored)
+        if counts is not None:
+            correct, counted = correct + float(counts[0]), counted + float(counts[1])
+        probabilities = probabilities and _looks_like_probabilities(scored.logits)
+    return {"loss": loss_sum / weight if weight else math.nan, "acc": correct / counted if counted else math.nan,
+            "probabilities": probabilities}
 
 
-def _looks_like_probabilities(logits: torch.Tensor) -> bool:
+def _looks_like_probabilities(logits: torch.Tensor | None) -> bool:
     """Rows that are non-negative and sum to 1: a softmax in front of a loss that expects logits."""
-    if logits.dim() != 2 or logits.shape[1] < 2:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
         return False
     logits = logits.float()
     ones = torch.ones(logits.shape[0], device=logits.device)
@@ -109,6 +121,12 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
                     "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
                     initial_loss=initial)
         return verdict
+    if facts.get("accuracy_unchecked"):
+        verdict.add(
+            "not-checked", "info",
+            "training accuracy on the subset was not checked (no class logits and targets to compare), so the verdict rests on the loss alone",
+            "Return logits and targets from your step (a mapping {loss, logits, targets}) to have 100% accuracy checked too.",
+        )
     if _passed(final_state, initial, target_fraction):
         return verdict
     bad_subset = frame["evaluated"].astype(bool) & ~np.isfinite(frame["subset_loss"].to_numpy(dtype=float))

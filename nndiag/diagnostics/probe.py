@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nndiag import batch as batching
 from nndiag import engine
 from nndiag.findings import Verdict
 from nndiag.result import Result
@@ -311,8 +312,8 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
     probe_batches = []
-    for x, y in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
-        probe_batches.append((x, y))
+    for batch in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
+        probe_batches.append(batch)
         if len(probe_batches) >= batches:
             break
     recorder = Recorder(model)
@@ -325,11 +326,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
         sums: dict[int, float] = {}
         recorder.attach()
         try:
-            for x, y in probe_batches:
+            for batch in probe_batches:
                 optimizer.zero_grad(set_to_none=True)
-                with engine.autocast(exp.device, exp.amp_dtype):
-                    logits = model(x)
-                loss = exp.objective.loss(logits, y)
+                loss = exp.scorer(model, batch).loss
                 losses.append(float(loss.detach()))
                 loss.backward()
                 for key, value in grad_norms_now(model).items():
@@ -344,9 +343,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
         ratios: dict[int, float] = {}  # of the last step after which every weight was still finite
         diverged_at = None
         for s in range(1, steps + 1):
-            x, y = probe_batches[(s - 1) % len(probe_batches)]
+            batch = probe_batches[(s - 1) % len(probe_batches)]
             before = {id(p): p.detach().clone() for p in model.parameters() if p.requires_grad}
-            loss_t, _ = exp.step(optimizer, x, y)
+            loss_t = exp.step(optimizer, batch).loss
             losses.append(float(loss_t))
             step_ratios = update_ratios(model, before)
             grads = grad_norms_now(model)
@@ -364,9 +363,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
             if w is not None and not math.isnan(row["grad_norm"]):
                 row["update_ratio"] = ratios.get(id(w), math.nan)
                 row["nonfinite_weight"] = max(row["nonfinite_weight"], _nonfinite(w, float(w.detach().float().norm())))
-    facts = {"batches": len(probe_batches), "steps": steps, "examples": sum(int(x.shape[0]) for x, _ in probe_batches),
+    facts = {"batches": len(probe_batches), "steps": steps, "examples": sum(batching.size(b) for b in probe_batches),
              "initial_loss": losses[0] if losses else math.nan, "losses": losses, "lr": float(optimizer.param_groups[0]["lr"]),
-             "optimizer": exp.recipe.optim.name, "diverged_step": diverged_at}
+             "optimizer": type(optimizer).__name__, "diverged_step": diverged_at}
     return (pd.DataFrame(rows, columns=LAYER_COLUMNS), pd.DataFrame(param_rows, columns=PARAM_COLUMNS),
             pd.DataFrame(hist, columns=HIST_COLUMNS), facts)
 

@@ -309,9 +309,9 @@ class Search:
         self.config = recipe.search
         self.metric = self.config.metric
         if self.metric == "auto":
-            self.metric = "val_acc" if exp.objective.is_classification else "val_loss"
-        if self.metric == "val_acc" and not exp.objective.is_classification:
-            raise BadInput("val_acc is undefined for a regression loss; set search.metric: val_loss", where="search.metric")
+            self.metric = "val_acc" if exp.is_classification else "val_loss"
+        if self.metric == "val_acc" and not exp.is_classification:
+            raise BadInput("val_acc needs class labels scored against class logits; set search.metric: val_loss", where="search.metric")
         self.dims = dims_from_space(self.config.space, options.log_space)
         self.targets = {"coarse": options.coarse_trials or self.config.coarse.trials, "fine": options.fine_trials or self.config.fine.trials}
         self.epochs = {"coarse": self.config.coarse.epochs, "fine": self.config.fine.epochs}
