@@ -127,8 +127,9 @@ class Babysitter:
             return step
         result.recipe = result.recipe or self.recipe.to_dict()
         result.context = {**self.context, **result.context}
+        result.source = self.recipe_path
         folder = self.folder / f"{index:02d}-{name}"
-        verdict = report.write_run(result, folder, self.recipe_path, plots=self.plots)
+        verdict = report.write_run(result, folder, plots=self.plots)
         self.results[name] = result
         step = Step(name, self._command(command, folder), verdict=verdict, seconds=time.perf_counter() - started)
         self.steps.append(step)
@@ -287,3 +288,60 @@ def _probe(exp: Any) -> Result:
     from nndiag.diagnostics import probe
 
     return probe.run(exp)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run, as one Result (the CLI and the Python API)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BabysitResult(Result):
+    """babysit's Result. Its steps wrote their own run folders into `folder` as they went;
+    `to_dict()` / `to_json()` give babysit's --json object (the contract's keys plus every step)."""
+
+    summary: dict[str, Any] = field(default_factory=dict)  # the JSON verdict, as summary.json holds it
+    folder: Path | None = None  # where babysit wrote its report and the steps' folders
+    steps: list[Step] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)  # markdown, html
+    code: int = EXIT_OK  # 3 a step crashed, 2 a step could not run, 1 fail, 0 pass/warn
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", self.verdict.status))
+
+    @property
+    def exit_code(self) -> int:
+        return self.code
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+    def save(self, folder: str | Path | None = None, plots: bool = True) -> Path:
+        """Copy babysit's folder to `folder` (it is already written; without a folder, return where it is)."""
+        import shutil
+
+        assert self.folder is not None
+        if folder is None or Path(folder).resolve() == self.folder.resolve():
+            return self.folder
+        shutil.copytree(self.folder, Path(folder), dirs_exist_ok=True)
+        return Path(folder)
+
+
+def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_going: bool = False, out: Path | None = None,
+                plots: bool = True, progress: Progress | None = None, cli_args: str = "") -> BabysitResult:
+    """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json."""
+    from nndiag.findings import Finding, Verdict
+
+    sitter = Babysitter(recipe, source, report.run_folder(recipe.name, "babysit", out), Budget.of(budget, recipe),
+                        keep_going=keep_going, plots=plots, progress=progress or (lambda message: None), cli_args=cli_args)
+    sitter.run()
+    reports = sitter.write_report()
+    summary = sitter.verdict(reports)
+    sitter.write_summary(summary)
+    findings = [Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence", {}))
+                for f in summary["findings"]]
+    return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),
+                         name=recipe.name, source=source, outputs=summary["outputs"], summary=summary, folder=sitter.folder,
+                         steps=sitter.steps, reports=reports, code=sitter.exit_code())
+

@@ -71,6 +71,7 @@ import pandas as pd
 import torch
 
 from nndiag import engine
+from nndiag.errors import BadInput
 from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
@@ -108,6 +109,36 @@ EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 # --------------------------------------------------------------------------------------------
 # Range test: measure
 # --------------------------------------------------------------------------------------------
+
+
+def check_options(start: float, end: float, mode: str, candidates: list[float] | None = None) -> None:
+    """Reject a range or candidates that cannot make a test (BadInput naming the flag)."""
+    if mode not in ("exp", "linear"):
+        raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
+    if not 0 < start < math.inf:
+        raise BadInput(f"expected a learning rate > 0, got {start:g}", where="--start")
+    if not start < end < math.inf:  # also rejects NaN
+        raise BadInput(f"--start ({start:g}) must be below --end ({end:g})", where="--start")
+    for lr in candidates or []:
+        if not 0 < lr < math.inf:
+            raise BadInput(f"every candidate LR must be a finite number > 0, got {lr!r}", where="--candidates")
+
+
+def parse_candidates(text: str | None) -> list[float] | None:
+    """'1e-1,1e-2' -> [0.1, 0.01]; bad text raises BadInput naming --candidates."""
+    if text is None:
+        return None
+    values = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise BadInput(f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates") from None
+    if not values:
+        raise BadInput("expected at least one learning rate, e.g. 1e-1,1e-2,1e-3,1e-4", where="--candidates")
+    return values
 
 
 def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) -> list[float]:
@@ -516,7 +547,10 @@ def run(
     candidate_steps: int = DEFAULT_CANDIDATE_STEPS,
     apply: bool = False,
     recipe_text: str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Result:
+    """`optimizer`: the user's own optimizer for the range test (handed back as found); default a fresh
+    one of the recipe's kind."""
     if candidates:
         summary, curves, facts = measure_candidates(exp, candidates, candidate_steps)
         verdict, best = decide_candidates(summary)
@@ -528,7 +562,7 @@ def run(
             metrics["lr_min"], metrics["lr_max"] = float(dropping.min()), float(dropping.max())
         result = Result("lr-find", verdict, {"lr_candidates": summary, "lr_candidate_curves": curves}, metrics)
     else:
-        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr)
+        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr, optimizer=optimizer)
         verdict, sug = decide(frame, facts)
         best_row = frame["smoothed_loss"].idxmin() if frame["smoothed_loss"].notna().any() else None
         metrics = {"mode": mode, "suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max,

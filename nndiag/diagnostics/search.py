@@ -232,6 +232,26 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
 
 
 # --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    stages = {"both": ("coarse", "fine"), "coarse": ("coarse",), "fine": ("fine",), "coarse,fine": ("coarse", "fine")}
+    if text not in stages:
+        raise BadInput(f"expected coarse, fine or both, got {text!r}", where="--stages")
+    return stages[text]
+
+
+def default_storage(recipe_name: str, out: Path | None = None) -> str:
+    """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
+    from nndiag.report import safe_name
+
+    folder = out if out is not None else Path(os.environ.get("NNDIAG_RUNS", "runs")) / safe_name(recipe_name)
+    return str(folder / "search-journal.log")
+
+
+# --------------------------------------------------------------------------------------------
 # Running trials
 # --------------------------------------------------------------------------------------------
 
