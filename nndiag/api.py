@@ -24,9 +24,10 @@ it is. The CLI calls these same functions. Importing this module does not import
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from nndiag.errors import BadInput
 
@@ -93,6 +94,18 @@ def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = N
                                    device=device, seed=0 if seed is None else seed)
 
 
+@contextlib.contextmanager
+def _rng_kept() -> Iterator[None]:
+    """The torch / numpy / python RNG states are as before, whatever ran (a user's shuffling DataLoader draws from them)."""
+    from nndiag import engine
+
+    state = engine.rng_state()
+    try:
+        yield
+    finally:
+        engine.set_rng_state(state)
+
+
 def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
     """What every Result carries about its run: the recipe, what was built, where it came from."""
     result.recipe = exp.recipe.to_dict() if is_recipe(target) else None
@@ -115,8 +128,9 @@ def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = No
     `expected`: the loss an untrained model should have, when the rule cannot know it (a custom step)."""
     from nndiag.diagnostics import check_loss as diagnostic
 
-    exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-    return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
 
 
 def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 5,
@@ -128,8 +142,9 @@ def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any =
     class and settings of. The model and optimizer are handed back as found."""
     from nndiag.diagnostics import overfit_small as diagnostic
 
-    exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-    return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
 
 
 def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = 1e-7,
@@ -144,15 +159,16 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
     from nndiag.diagnostics import lr_find as diagnostic
 
     diagnostic.check_options(start, end, mode, candidates)
-    instance = optimizer if _is_optimizer(optimizer) else None
-    exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-    text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
     if apply and not is_recipe(model):
         raise BadInput("apply writes the recipe with the suggested LR; it needs a recipe, not your own model", where="apply")
-    result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
-                            candidates=list(candidates) if candidates else None, candidate_steps=candidate_steps,
-                            apply=apply, recipe_text=text, optimizer=instance)
-    return _finish(result, exp, model)
+    instance = optimizer if _is_optimizer(optimizer) else None
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
+        result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
+                                candidates=list(candidates) if candidates else None, candidate_steps=candidate_steps,
+                                apply=apply, recipe_text=text, optimizer=instance)
+        return _finish(result, exp, model)
 
 
 def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 2, steps: int = 5,
@@ -161,8 +177,9 @@ def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, o
     verdicts. The model and RNGs are handed back as found."""
     from nndiag.diagnostics import probe as diagnostic
 
-    exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-    return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
 
 
 def curves(source: Any, *, x: str | None = None, train: str | None = None, val: str | None = None, train_acc: str | None = None,

@@ -172,6 +172,18 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
             m.train()
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The whole model in eval mode; afterwards every module's own train/eval flag is as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     """The L2 term the optimizer's weight decay adds to the objective: sum over groups of wd/2·‖w‖²."""
     total = torch.zeros(())
@@ -202,18 +214,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scorer: Score
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[Any], scorer: Scorer) -> dict[str, float]:
-    """Mean loss and accuracy over `batches`, in eval mode; the model's mode is restored.
+    """Mean loss and accuracy over `batches`, in eval mode; every module's mode is restored.
 
     Each batch's mean loss is weighted by what it averaged over: its non-ignored token targets for
     token-level targets, else its examples. Accuracy is NaN when there are no class logits."""
-    was_training = model.training
-    model.eval()
     total_loss = torch.zeros((), dtype=torch.float64)
     weight = 0.0
     correct_sum = torch.zeros((), dtype=torch.float64)
     counted_sum = torch.zeros((), dtype=torch.float64)
     has_accuracy = False
-    try:
+    with eval_mode(model):
         for batch in batches:
             scored = scorer(model, batch)
             w = float(counted_targets(scored.targets, scored.examples))
@@ -224,8 +234,6 @@ def evaluate(model: nn.Module, batches: Iterable[Any], scorer: Scorer) -> dict[s
                 has_accuracy = True
                 correct_sum += counts[0].cpu().double()
                 counted_sum += counts[1].cpu().double()
-    finally:
-        model.train(was_training)
     if weight == 0:
         return {"loss": float("nan"), "acc": float("nan")}
     acc = float(correct_sum / counted_sum) if has_accuracy and float(counted_sum) > 0 else float("nan")

@@ -89,7 +89,18 @@ class Experiment:
         seed: int = 0,
         name: str | None = None,
     ) -> "Experiment":
-        """The user's own model and data (the Python API). See nndiag.api for the arguments."""
+        """The user's own model and data (the Python API). See nndiag.api for the arguments. Building
+        leaves the RNGs as they were (drawing the first batch from a shuffling DataLoader consumes them)."""
+        rng = engine.rng_state()
+        try:
+            return cls._from_objects(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device,
+                                     seed=seed, name=name)
+        finally:
+            engine.set_rng_state(rng)
+
+    @classmethod
+    def _from_objects(cls, model: nn.Module, data: Any, *, loss: Any, step: Any, optimizer: Any, batch_size: int,
+                      device: str | torch.device | None, seed: int, name: str | None) -> "Experiment":
         from nndiag.data import as_split
 
         if not isinstance(model, nn.Module):
@@ -127,13 +138,8 @@ class Experiment:
         if way == "loss" and not self.scorer.kwargs_batches and not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
             raise BadInput(f"batches are {batching.describe(batch)}: scoring them with a loss needs (inputs, targets) pairs; "
                            f"give a step(model, batch) that returns the loss", where=names.data)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                scored = self.scorer.check(self.model, batch)
-        finally:
-            self.model.train(was_training)
+        with engine.eval_mode(self.model), torch.no_grad():
+            scored = self.scorer.check(self.model, batch)
         classes = self.scorer.classes(scored)
         objective = self.scorer.objective
         if objective is not None and classes and objective.is_classification:

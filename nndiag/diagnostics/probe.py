@@ -16,7 +16,8 @@ Definitions (thresholds are module constants below, each with its source):
   dead unit     a ReLU-family unit (feature of a (N, F) output, channel of a (N, C, ...) output) that is
                 never positive for ANY probed sample and position. Per unit, not per element: DeepDiagnosis'
                 per-element rule flagged 36 of 78 healthy models (DESIGN.md §4).
-  activation    the outputs of nonlinearity modules (ReLU, tanh, ...) in execution order; when a model has
+  activation    the outputs of nonlinearity modules (ReLU, tanh, ..., and Hugging Face's *Activation classes)
+                in execution order; when a model has
   depth trail   none (activations applied functionally) the outputs of its Linear/Conv layers instead.
 
 Rules of `decide` (pure: the per-layer table in, a Verdict out):
@@ -31,7 +32,10 @@ Rules of `decide` (pure: the per-layer table in, a Verdict out):
   dead-relu              warn  a ReLU-family layer with >= 40% dead units (CS231n: "as much as 40% of your
                                network can be dead" at a too-high LR); fail at >= 90%.
   vanishing-gradients    fail  AUTOTRAINER (ICSE 2021): ‖g_first‖/‖g_last‖ < 1e-3 AND ‖g_first‖ < 1e-4, over the
-                               weights of the first and last Linear/Conv layers in execution order.
+                               weights of the first and last Linear/Conv/Embedding layers in execution order. A token
+                               model's first weighted layer is its Embedding: a transformer's first Linear is an
+                               attention query projection, whose gradient is ~1e-5 of the head's at init by design
+                               (near-uniform attention), not through vanishing (measured on a healthy tiny BERT).
   exploding-gradients    fail  ‖g_first‖/‖g_last‖ > 70 (AUTOTRAINER), or a non-finite gradient. Healthy nets at init
                                measured 0.17 (digits CNN) to 6.5 (resnet18): a 10x margin. The ratio is blind to
                                a net whose gradients are huge everywhere (a huge ReLU init scales both ends alike);
@@ -86,21 +90,24 @@ BOUNDED = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid)  # note: nn.ReLU6 i
 NONLINEAR = RELU_FAMILY + BOUNDED + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
 WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # a token model's first weighted layer (its gradient rule's "first layer")
 
 LAYER_COLUMNS = ["step", "layer", "module", "kind", "calls", "numel", "mean", "std", "min", "max", "frac_saturated", "frac_dead",
                  "units", "nonfinite_act", "weight_norm", "grad_norm", "update_ratio", "nonfinite_grad", "nonfinite_weight"]
 
 
 def kind_of(module: nn.Module) -> str:
-    """relu | bounded | activation | linear | norm | other."""
+    """relu | bounded | activation | linear | embedding | norm | other."""
     if isinstance(module, RELU_FAMILY):
         return "relu"
     if isinstance(module, BOUNDED):
         return "bounded"
-    if isinstance(module, NONLINEAR):
+    if isinstance(module, NONLINEAR) or type(module).__name__.endswith("Activation"):  # Hugging Face: GELUActivation, ...
         return "activation"
     if isinstance(module, WEIGHTED):
         return "linear"
+    if isinstance(module, EMBEDDINGS):
+        return "embedding"
     if isinstance(module, NORMS):
         return "norm"
     return "other"
@@ -539,7 +546,7 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
 
 
 def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
-    weighted = layers[(layers["kind"] == "linear")].dropna(subset=["grad_norm"])
+    weighted = layers[layers["kind"].isin(["linear", "embedding"])].dropna(subset=["grad_norm"])
     if len(weighted) < 2:
         return
     first, last = weighted.iloc[0], weighted.iloc[-1]
