@@ -81,7 +81,7 @@ def _signs(*items: str | Sign) -> tuple[Sign, ...]:
 
 # Symptom groups, by what the loss does.
 NOT_MOVING = ("loss-not-decreasing", "no-decrease", "plateau", "underfitting", "lr-too-low", "bad-init", "update-ratio-low")
-DIVERGING = ("loss-diverged", "diverged-immediately", "all-trials-diverged", "diverged", "lr-too-high", "update-ratio-high", "non-finite")
+DIVERGING = ("loss-diverged", "diverged-immediately", "all-trials-diverged", "diverged", "update-ratio-high", "non-finite")
 
 # The table, most fundamental cause first. Sources for the links: the CS231n notes in shared/seeds
 # (dead units, vanishing/saturated activations, "loss not going down: LR too low", "loss exploding:
@@ -145,7 +145,7 @@ RULES: tuple[Rule, ...] = (
     Rule("lr-too-high", "a learning rate far too high",
          _signs("loss-diverged", "diverged", "lr-too-high", "all-trials-diverged", "non-finite",
                 Sign("update-ratio-high", unless=("consequence",))),
-         (*DIVERGING, "noisy"),
+         (*DIVERGING, "lr-too-high", "noisy"),
          "Lower optim.lr by 10-100x, or run `nndiag lr-find` and use its suggestion; clip gradients (train.grad_clip) if spikes persist."),
     Rule("lr-too-low", "a learning rate far too low",
          _signs(Sign("loss-not-decreasing", unless=("zero_gradients",)), "lr-too-low",
