@@ -124,12 +124,12 @@ RULES: tuple[Rule, ...] = (
          "Use an init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, BatchNorm or residual connections."),
     Rule("init-too-large", "activations or gradients that grow with depth (init too large)",
          _signs("exploding-activations", "exploding-gradients"),
-         ("initial-loss-high", "cannot-overfit", *DIVERGING),
+         ("initial-loss-high", "cannot-overfit", "no-decrease", *DIVERGING),
          "Scale the init down (Kaiming for ReLU, Xavier for tanh: std proportional to 1/sqrt(fan_in)), add BatchNorm/LayerNorm, "
          "and clip gradients (train.grad_clip)."),
     Rule("output-too-large", "a huge initial loss: the output layer starts far too large",
          _signs("initial-loss-high"),
-         ("cannot-overfit", *DIVERGING),
+         ("cannot-overfit", "no-decrease", *DIVERGING),
          "The untrained model is confidently wrong, so the first gradients are huge. Scale the last layer's initial weights "
          "down (e.g. x0.01, or zeros), and use Xavier/Kaiming init."),
     Rule("not-a-fresh-model", "an initial loss below chance: a label leak or a model that is not fresh",
