@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nndiag import report
-from nndiag.babysit_report import Step, overall_status, write_report
+from nndiag.babysit_report import Step, diagnose, overall_status, write_report
 from nndiag.errors import BadInput
 from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
 from nndiag.recipe import Recipe, parse_recipe
 from nndiag.result import Result, jsonable
+from nndiag.root_cause import explained_by, probe_could_explain
 
 BUDGETS = ("quick", "standard", "thorough")
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
@@ -117,8 +118,6 @@ class Babysitter:
 
     def _probe_needed(self) -> bool:
         """A step failed, or a finding is one that a cause only the probe can establish would explain."""
-        from nndiag.root_cause import probe_could_explain
-
         if any(s.status in ("fail", "error") for s in self.steps):
             return True
         return probe_could_explain(f for s in self.steps for f in s.findings)
@@ -242,9 +241,6 @@ class Babysitter:
     def verdict(self, reports: dict[str, Path]) -> dict[str, Any]:
         """One JSON object: the contract's keys for the whole run, plus `root_causes` (most likely first) and every
         step's verdict. Each finding carries its `step` and `explained_by` (the id of the root cause it follows from)."""
-        from nndiag.babysit_report import diagnose
-        from nndiag.root_cause import explained_by
-
         diagnosis = diagnose(self.steps)
         findings = [{**f, "explained_by": cause} for f, cause in zip(diagnosis.findings, explained_by(diagnosis.findings, diagnosis.causes))]
         status = overall_status(self.steps)

@@ -612,7 +612,7 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
     if structural:
         evidence["consequence"] = structural  # the update ratio follows from what these findings describe
     diverged = _probed_steps_diverged(facts)
-    healthy = f"(CS231n: ~{UPDATE_HEALTHY:g} is healthy)"
+    healthy = "(CS231n: ~1e-3 is healthy)"  # UPDATE_HEALTHY
     if median > UPDATE_HIGH or (diverged and median < UPDATE_LOW):
         high = weighted[weighted["update_ratio"] > UPDATE_HIGH]
         if median > UPDATE_HIGH:
@@ -639,7 +639,7 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
                       "does not depend on the model's outputs.")
             evidence["zero_gradients"] = True
         elif median == 0:
-            message = f"the weights did not move at all during the probed steps (median update ratio 0) although their gradients are not zero"
+            message = "the weights did not move at all during the probed steps (median update ratio 0) although their gradients are not zero"
             advice = ("The optimizer did not update them: check that it was given the model's parameters (a model rebuilt after the "
                       "optimizer was created, parameters replaced in forward) and that optim.lr is not 0.")
             evidence["weights_stalled"] = True
