@@ -8,7 +8,9 @@ RNG state are handed back untouched.
 Rules (documented thresholds, all tested):
   pass                 accuracy on the subset reaches 100% and its loss <= target_fraction x initial (default 0.1)
   loss-diverged        fail  the loss is NaN/Inf, or rises above 3x its initial value (CS231n: "stop early")
-  loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved)
+  loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved); when every
+                             weight's gradient was exactly zero at the first step (measured: `zero_grad_weights` of
+                             `weights`), the advice rules the learning rate out instead of suggesting a higher one
   cannot-overfit       fail  the loss fell but stalled short of the target, or accuracy stayed below 100%
   not-checked          info  there are no class logits and targets to judge accuracy by (a step or a
                              custom loss that returns only the loss): the loss alone decides
@@ -51,11 +53,13 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
         initial = _evaluate(exp, subset)
         probabilities = initial.pop("probabilities")
         rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
-        step = 0
+        step, first_grads = 0, (0, 0)
         while step < steps:
             for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
                 loss = exp.step(optimizer, batch).loss
+                if step == 1:
+                    first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
                 rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
                 if step >= steps:
                     break
@@ -68,7 +72,8 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
     expects_logits = exp.is_classification and (objective is None and exp.scorer.way != "loss" or objective is not None and objective.name == "cross_entropy")
     facts = {"initial_loss": initial["loss"], "examples": len(subset), "batches": batches, "steps_allowed": steps,
              "outputs_are_probabilities": probabilities and expects_logits,
-             "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None}  # a named regression loss has no accuracy to check
+             "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None,  # a named regression loss has no accuracy to check
+             "zero_grad_weights": first_grads[0], "weights": first_grads[1]}
     return frame, facts
 
 
@@ -87,6 +92,13 @@ def _evaluate(exp: Experiment, subset: Any) -> dict[str, Any]:
         probabilities = probabilities and _looks_like_probabilities(scored.logits)
     return {"loss": loss_sum / weight if weight else math.nan, "acc": correct / counted if counted else math.nan,
             "probabilities": probabilities}
+
+
+@torch.no_grad()
+def _zero_grad_weights(model: torch.nn.Module) -> tuple[int, int]:
+    """(weight tensors whose gradient is None or exactly zero, weight tensors): trainable parameters with >= 2 dimensions."""
+    weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    return sum(1 for p in weights if p.grad is None or not bool(p.grad.any())), len(weights)
 
 
 def _looks_like_probabilities(logits: torch.Tensor | None) -> bool:
@@ -119,7 +131,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     if not math.isfinite(initial):
         verdict.add("loss-diverged", "fail", "the loss is NaN/Inf before training starts",
                     "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
-                    initial_loss=initial)
+                    initial_loss=initial, at_init=True)
         return verdict
     if facts.get("accuracy_unchecked"):
         verdict.add(
@@ -133,7 +145,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     nonfinite = frame["step"][~np.isfinite(losses) | bad_subset].astype(int).tolist()
     peak = float(pd.Series(losses).replace([math.inf, -math.inf], math.nan).max())
     if nonfinite or _blown_up(final_state["loss"], initial) or peak > DIVERGED_FACTOR * initial and final_state["loss"] > initial:
-        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.1f}x its initial {initial:.4g}"
+        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.3g}x its initial {initial:.4g}"
         verdict.add(
             "loss-diverged", "fail", what,
             "The learning rate is too high or the initialisation too large: lower optim.lr by 10x (try `nndiag lr-find`), "
@@ -146,13 +158,20 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     evidence = {"initial_loss": initial, "best_loss": best, "final_loss": final_state["loss"], "best_fraction": best / initial,
                 "final_accuracy": final_state["acc"], "best_accuracy": best_acc, "steps": steps, "target_fraction": target_fraction}
     if best > NOT_DECREASING * initial:
-        verdict.add(
-            "loss-not-decreasing", "fail",
-            f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved",
-            "The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
-            "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.",
-            **evidence,
-        )
+        message = f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved"
+        zero, weights = int(facts.get("zero_grad_weights") or 0), int(facts.get("weights") or 0)
+        if weights and zero == weights:  # the evidence rules the learning rate out
+            message += f"; the gradient of every weight ({weights} tensors) was exactly zero at the first step"
+            advice = ("No learning rate can move weights whose gradient is exactly zero, so do not raise optim.lr. Look for ReLU "
+                      "units dead from the start (a large negative bias or a bad init: run `nndiag probe`), a graph cut by "
+                      ".detach(), torch.no_grad() or .data in the model or the loss, or a loss that does not depend on the outputs.")
+        else:
+            advice = ("The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
+                      "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.")
+            if zero:
+                advice += f" Note: {zero} of {weights} weight tensors got exactly zero gradient at the first step (dead units or a cut graph?)."
+        verdict.add("loss-not-decreasing", "fail", message, advice, **evidence,
+                    zero_gradients=bool(weights and zero == weights), zero_grad_weights=zero, weights=weights)
         return verdict
     message = (f"the loss fell from {initial:.4g} to {best:.4g} ({best / initial:.0%} of initial) but stalled; "
                f"training accuracy reached {best_acc:.1%} in {steps} steps (target: 100% and <= {target_fraction:.0%} of the initial loss)")
