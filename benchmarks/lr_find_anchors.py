@@ -61,7 +61,7 @@ def _loader(exp: Any, seed: int, split: str = "train") -> torch.utils.data.DataL
 
 
 def _loss(exp: Any) -> Any:
-    return lambda logits, y: exp.objective.loss(logits, y)
+    return lambda logits, y: exp.scorer.objective.loss(logits, y)
 
 
 def fastai_valley(exp: Any, seed: int) -> float | None:

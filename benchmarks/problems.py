@@ -14,7 +14,8 @@ Each entry of PROBLEMS is a recipe (the same dict a YAML recipe holds) plus two 
               optimizer, as a user fine-tuning a trained model would.
 
 A new problem is one entry: the recipe may name custom data and models by `target` ("module:attr"),
-e.g. a token-id sequence model once the engine takes token batches.
+as the token-id problems do (a GRU and a small Transformer encoder, defined below; both were added
+after the rule was derived, so they are report-half problems).
 
 `build(name, seed)` returns the built Experiment (pretrained where the entry says so); `train` and
 `train_loss` are the only places the benchmarks call the engine, so a change to the step's
@@ -28,6 +29,7 @@ import math
 from typing import Any, Callable, Iterator
 
 import torch
+from torch import nn
 
 PRETRAIN_SEED_OFFSET = 1000  # the pretraining batch order is seeded with seed + this: not the grid's order
 
@@ -70,6 +72,63 @@ def shifted_mnist1d(num_samples: int = 1250, seed: int = 7, corr_noise_scale: fl
     return pair(data["x"], data["y"]), pair(data["x_test"], data["y_test"])
 
 
+# -- token ids: a sequence task and two models ------------------------------------------------
+VOCAB = 32  # token ids 1..31; 0 is never used
+SEQ_CLASSES = 4
+
+
+def token_sequences(n: int = 2500, length: int = 16, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A data target: (train, val) pairs of token ids (int64, (n, length)) and labels. The label is
+    the class (id mod 4) of the token that follows the first occurrence of token 1 (or of the last
+    token when 1 never occurs): order matters, so a bag of tokens cannot solve it."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, length), generator=g)
+    is_one = ids[:, :-1] == 1
+    first = torch.where(is_one.any(dim=1), is_one.float().argmax(dim=1) + 1, torch.full((n,), length - 1))
+    labels = ids[torch.arange(n), first] % SEQ_CLASSES
+    cut = n * 4 // 5
+    return (ids[:cut], labels[:cut]), (ids[cut:], labels[cut:])
+
+
+class GRUClassifier(nn.Module):
+    """Embedding -> GRU -> Linear on the last hidden state."""
+
+    def __init__(self, width: int = 32, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.gru = nn.GRU(width, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, SEQ_CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.gru(self.embed(ids))[1][-1])
+
+
+class TinyTransformer(nn.Module):
+    """Token + position embeddings -> a 2-layer Transformer encoder (pre-norm, no dropout) -> mean pool -> Linear."""
+
+    def __init__(self, width: int = 32, heads: int = 2, layers: int = 2, length: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.position = nn.Parameter(0.02 * torch.randn(length, width))
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, SEQ_CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(ids) + self.position[: ids.shape[1]]).mean(dim=1))
+
+
+def gru() -> nn.Module:
+    return GRUClassifier()
+
+
+def transformer() -> nn.Module:
+    return TinyTransformer()
+
+
+TOKENS = {"target": "benchmarks.problems:token_sequences", "args": {}}
+
+
 def _mlp(hidden: list[int], activation: str = "relu", init: str = "kaiming", batchnorm: bool = False) -> dict[str, Any]:
     return {"name": "mlp", "args": {"hidden": hidden, "activation": activation, "init": init, "batchnorm": batchnorm}}
 
@@ -100,6 +159,10 @@ _ENTRIES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], i
     ("mnist1d-cnn-bn-adamw-transfer", "derive", SHIFTED_CH, _cnn([16, 16], True), {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64,
      {"steps": 1000, "lr": 1e-2, "data": MNIST1D_CH}),
     ("spiral-mlp-sgd-finetune", "report", SPIRAL, _mlp([100]), {"name": "sgd", "lr": 0.1}, 32, {"steps": 300, "lr": 1.0}),
+    # token ids (added after the rule was derived: report half)
+    ("tokens-gru-adam", "report", TOKENS, {"target": "benchmarks.problems:gru"}, {"name": "adam", "lr": 1e-3}, 64, None),
+    ("tokens-transformer-adamw", "report", TOKENS, {"target": "benchmarks.problems:transformer"},
+     {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64, None),
 ]
 
 PROBLEMS: dict[str, dict[str, Any]] = {
@@ -139,8 +202,7 @@ def batches(exp: Any, seed: int) -> Iterator[Any]:
 
 def step(exp: Any, optimizer: torch.optim.Optimizer, batch: Any) -> torch.Tensor:
     """One optimizer step on one batch; the loss (a detached tensor)."""
-    x, y = batch
-    return exp.step(optimizer, x, y)[0]
+    return exp.step(optimizer, batch).loss
 
 
 def train_loss(exp: Any) -> float:

@@ -1,8 +1,25 @@
-"""nndiag: the babysitting recipe for neural-network training, as a command-line experiment runner.
+"""nndiag: the babysitting recipe for neural-network training, as a command-line experiment runner
+and a Python API on your own model and data.
 
-Importing this package is cheap on purpose: it must not import torch, so that `nndiag --help`
-starts fast. Heavy modules (engine, data, models, diagnostics) are imported by the commands that
-need them.
+    import nndiag
+    r = nndiag.check_loss(model, loader, loss="cross_entropy")
+    r.status, r.findings, r.metrics, r.table, r.plot(), r.save("out/")
+
+Importing this package is cheap on purpose: it does not import torch (nor pandas), so that
+`nndiag --help` starts fast; the functions import what they need when called.
 """
 
-__version__ = "0.1.0"
+from nndiag.api import babysit, check_loss, curves, lr_find, overfit_small, probe, search, train
+from nndiag.errors import BadInput
+
+__version__ = "0.2.0"
+
+__all__ = ["BadInput", "Result", "babysit", "check_loss", "curves", "lr_find", "overfit_small", "probe", "search", "train"]
+
+
+def __getattr__(name: str):  # PEP 562: nndiag.Result without importing pandas up front
+    if name == "Result":
+        from nndiag.result import Result
+
+        return Result
+    raise AttributeError(f"module 'nndiag' has no attribute {name!r}")

@@ -1,13 +1,16 @@
 """`nndiag babysit`: the whole recipe in order, one report.
 
     check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
-    (+ probe, when a step fails)
+    (+ probe, when a step fails or a finding may have a cause only the probe can see)
 
 Each step runs in-process into its own sub-folder of the babysit folder (`01-check-loss/`, ...)
 with exactly the files the step's own command writes, and babysit stops at the first step whose
 verdict is `fail` (`keep_going=True` runs on). Whenever a step fails, `probe` runs on the model at
-initialisation, because per-layer statistics usually explain why. At the end `babysit_report`
-writes report.md and report.html over all steps.
+initialisation, because per-layer statistics usually explain why; it also runs when a warning (a
+plateau, underfitting, ...) is one that dead, vanishing, saturated or exploding layers would explain
+(`root_cause.probe_could_explain`). Then `root_cause.rank` reads every step's findings together and
+names the root causes, most likely first (`root_causes` in the JSON; report and terminal lead with
+them). At the end `babysit_report` writes report.md and report.html over all steps.
 
 How the steps hand over (the notes' "use what worked in the previous step"):
   lr-find -> search   the coarse stage's optim.lr range becomes lr-find's [lr_min, lr_max],
@@ -30,11 +33,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nndiag import report
-from nndiag.babysit_report import Step, overall_status, write_report
+from nndiag.babysit_report import Step, diagnose, overall_status, write_report
 from nndiag.errors import BadInput
 from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
 from nndiag.recipe import Recipe, parse_recipe
 from nndiag.result import Result, jsonable
+from nndiag.root_cause import explained_by, probe_could_explain
 
 BUDGETS = ("quick", "standard", "thorough")
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
@@ -105,11 +109,18 @@ class Babysitter:
             step = self._run_step(name, command, work)
             if step.status in ("fail", "error") and not self.keep_going:
                 stopped = True
-        if any(s.status in ("fail", "error") for s in self.steps):
+        if self._probe_needed():
             self._run_step("probe", "probe", lambda: _probe(exp))
         else:
-            self.steps.append(Step("probe", self._command("probe"), state="skipped", note="runs only when a step fails"))
+            self.steps.append(Step("probe", self._command("probe"), state="skipped",
+                                   note="runs only when a step fails or a finding may have a cause only the probe can see"))
         return self.steps
+
+    def _probe_needed(self) -> bool:
+        """A step failed, or a finding is one that a cause only the probe can establish would explain."""
+        if any(s.status in ("fail", "error") for s in self.steps):
+            return True
+        return probe_could_explain(f for s in self.steps for f in s.findings)
 
     def _run_step(self, name: str, command: str, work: Callable[[], Result]) -> Step:
         index = len(self.steps) + 1
@@ -127,8 +138,9 @@ class Babysitter:
             return step
         result.recipe = result.recipe or self.recipe.to_dict()
         result.context = {**self.context, **result.context}
+        result.source = self.recipe_path
         folder = self.folder / f"{index:02d}-{name}"
-        verdict = report.write_run(result, folder, self.recipe_path, plots=self.plots)
+        verdict = report.write_run(result, folder, plots=self.plots)
         self.results[name] = result
         step = Step(name, self._command(command, folder), verdict=verdict, seconds=time.perf_counter() - started)
         self.steps.append(step)
@@ -228,8 +240,10 @@ class Babysitter:
         return EXIT_FAIL if overall_status(self.steps) == "fail" else EXIT_OK
 
     def verdict(self, reports: dict[str, Path]) -> dict[str, Any]:
-        """One JSON object: the contract's keys for the whole run, plus every step's verdict."""
-        findings = [{**f, "step": s.name} for s in self.steps for f in s.findings]
+        """One JSON object: the contract's keys for the whole run, plus `root_causes` (most likely first) and every
+        step's verdict. Each finding carries its `step` and `explained_by` (the id of the root cause it follows from)."""
+        diagnosis = diagnose(self.steps)
+        findings = [{**f, "explained_by": cause} for f, cause in zip(diagnosis.findings, explained_by(diagnosis.findings, diagnosis.causes))]
         status = overall_status(self.steps)
         metrics: dict[str, Any] = {"budget": self.budget.name,
                                    "steps": {s.name: s.status for s in self.steps}}
@@ -242,6 +256,7 @@ class Babysitter:
             "recipe": self.recipe_path,
             "status": status,
             "findings": findings,
+            "root_causes": diagnosis.cause_dicts(),
             "metrics": metrics,
             "outputs": {"folder": str(self.folder), "report_md": str(reports["markdown"]), "report_html": str(reports["html"]),
                         "summary": str(self.folder / "summary.json"),
@@ -287,3 +302,60 @@ def _probe(exp: Any) -> Result:
     from nndiag.diagnostics import probe
 
     return probe.run(exp)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run, as one Result (the CLI and the Python API)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BabysitResult(Result):
+    """babysit's Result. Its steps wrote their own run folders into `folder` as they went;
+    `to_dict()` / `to_json()` give babysit's --json object (the contract's keys plus every step)."""
+
+    summary: dict[str, Any] = field(default_factory=dict)  # the JSON verdict, as summary.json holds it
+    folder: Path | None = None  # where babysit wrote its report and the steps' folders
+    steps: list[Step] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)  # markdown, html
+    code: int = EXIT_OK  # 3 a step crashed, 2 a step could not run, 1 fail, 0 pass/warn
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", self.verdict.status))
+
+    @property
+    def exit_code(self) -> int:
+        return self.code
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+    def save(self, folder: str | Path | None = None, plots: bool = True) -> Path:
+        """Copy babysit's folder to `folder` (it is already written; without a folder, return where it is)."""
+        import shutil
+
+        assert self.folder is not None
+        if folder is None or Path(folder).resolve() == self.folder.resolve():
+            return self.folder
+        shutil.copytree(self.folder, Path(folder), dirs_exist_ok=True)
+        return Path(folder)
+
+
+def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_going: bool = False, out: Path | None = None,
+                plots: bool = True, progress: Progress | None = None, cli_args: str = "") -> BabysitResult:
+    """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json."""
+    from nndiag.findings import Finding, Verdict
+
+    sitter = Babysitter(recipe, source, report.run_folder(recipe.name, "babysit", out), Budget.of(budget, recipe),
+                        keep_going=keep_going, plots=plots, progress=progress or (lambda message: None), cli_args=cli_args)
+    sitter.run()
+    reports = sitter.write_report()
+    summary = sitter.verdict(reports)
+    sitter.write_summary(summary)
+    findings = [Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence", {}))
+                for f in summary["findings"]]
+    return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),
+                         name=recipe.name, source=source, outputs=summary["outputs"], summary=summary, folder=sitter.folder,
+                         steps=sitter.steps, reports=reports, code=sitter.exit_code())
+

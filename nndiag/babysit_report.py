@@ -27,7 +27,9 @@ A `Step` can also be given as a plain dict with the same keys (`Step.from_dict`)
   error        the step could not run (bad input, exit 2); `note` holds the one-paragraph message
 
 The overall status (`overall_status`) is the worst status of the steps that ran, and "fail" when a
-step errored. `key_numbers(verdict)` gives 2-3 (label, formatted value) pairs per step, for the
+step errored. `diagnose(steps)` ranks every step's findings into root causes (nndiag.root_cause); the
+report, the terminal summary and babysit's JSON all put the most likely one first, with its fix, and
+show a finding that a root cause explains as "explained by root cause N" instead of its own advice. `key_numbers(verdict)` gives 2-3 (label, formatted value) pairs per step, for the
 orchestrator's terminal summary table as well as for the report.
 
 Paths in a verdict may be absolute or relative to the working directory (as write_run returns
@@ -50,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from nndiag.report import atomic_write_text, fmt
+from nndiag.root_cause import RootCause, cause_of, rank
 
 STATES = ("run", "skipped", "not-reached", "error")
 CSV_EMBED_MAX_BYTES = 512 * 1024  # CSVs up to this size are embedded in the HTML; larger ones are linked
@@ -133,6 +136,44 @@ def stopping_step(steps: list[Step | dict[str, Any]]) -> Step | None:
         elif step.state == "not-reached" and failed is not None:
             return failed
     return None
+
+
+@dataclass
+class Diagnosis:
+    """Every step's findings (each with its `step`), their root causes, and which cause each finding belongs to."""
+
+    findings: list[dict[str, Any]]
+    causes: list[RootCause]
+    roles: dict[tuple[int, int], tuple[int, str]]  # (step index, finding index) -> (cause number, "evidence" | "explained")
+
+    def role(self, step_index: int, finding_index: int) -> tuple[int, str] | None:
+        return self.roles.get((step_index, finding_index))
+
+    def title(self, number: int) -> str:
+        return self.causes[number - 1].title
+
+    def shown_advice(self, step_index: int, finding_index: int, finding: dict[str, Any]) -> str:
+        """A finding's advice, unless a root cause explains the finding: then that cause is named instead."""
+        role = self.role(step_index, finding_index)
+        if role and role[1] == "explained":
+            return f"Explained by root cause {role[0]} ({self.title(role[0])}): fix that first."
+        return str(finding.get("advice", ""))
+
+    def cause_dicts(self) -> list[dict[str, Any]]:
+        return [{"rank": n, **c.to_dict(self.findings)} for n, c in enumerate(self.causes, 1)]
+
+
+def diagnose(steps: list[Step | dict[str, Any]]) -> Diagnosis:
+    """Rank the findings of every step that ran into root causes (pure)."""
+    steps = _steps(steps)
+    findings, keys = [], []
+    for si, step in enumerate(steps):
+        for fi, finding in enumerate(step.findings):
+            findings.append({**finding, "step": step.name})
+            keys.append((si, fi))
+    causes = rank(findings)
+    roles = {keys[i]: role for i, role in enumerate(cause_of(findings, causes)) if role is not None}
+    return Diagnosis(findings, causes, roles)
 
 
 def _scalar(value: Any) -> bool:
@@ -228,14 +269,13 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any]) -> st
     for key, value in (head.get("context") or {}).items():
         lines.append(f"{md_escape(key.capitalize())}: {md_escape(value)}  ")
     lines.append("")
+    diagnosis = diagnose(steps)
     stop = stopping_step(steps)
     if stop is not None:
         lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
-        for finding in [f for f in stop.findings if f.get("severity") == "fail"] or []:
-            lines.append(f"> {md_escape(finding.get('advice', ''))}")
-        if stop.state == "error":
-            lines.append(f"> {md_escape(stop.note)}")
+        lines += [f"> {md_escape(text)}" for text in _stop_advice(steps, stop, diagnosis)]
         lines.append("")
+    lines += _md_causes(diagnosis)
     lines += ["## Summary", "", "| # | step | status | key numbers | time |", "|---:|---|---|---|---:|"]
     for i, step in enumerate(steps, 1):
         numbers = ", ".join(f"{md_escape(k)} {md_escape(v)}" for k, v in key_numbers(step.verdict)) or md_escape(step.note)
@@ -243,16 +283,54 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any]) -> st
         lines.append(f"| {i} | [{md_escape(step.name)}](#{_anchor(i, step.name)}) | {LOOK[step.status][0]} | {numbers} | {seconds} |")
     lines.append("")
     for i, step in enumerate(steps, 1):
-        lines += _md_step(folder, i, step)
+        lines += _md_step(folder, i, step, diagnosis)
     lines.append(f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs, resolved recipe and summary.json.*")
     return "\n".join(lines) + "\n"
+
+
+def _stop_advice(steps: list[Step], stop: Step, diagnosis: Diagnosis) -> list[str]:
+    """What the stopping step says to do: its root cause's fix where one explains its failing findings, else their advice."""
+    index = steps.index(stop)
+    texts: list[str] = []
+    for fi, finding in enumerate(stop.findings):
+        if finding.get("severity") != "fail":
+            continue
+        role = diagnosis.role(index, fi)
+        text = (f"Most likely root cause: {diagnosis.title(role[0])}. {diagnosis.causes[role[0] - 1].fix}" if role
+                else str(finding.get("advice", "")))
+        if text and text not in texts:
+            texts.append(text)
+    if stop.state == "error":
+        texts.append(stop.note)
+    return texts
+
+
+def _finding_ref(finding: dict[str, Any]) -> str:
+    return f"{finding.get('step')} {finding.get('code')}"
+
+
+def _md_causes(diagnosis: Diagnosis) -> list[str]:
+    if not diagnosis.causes:
+        if any(f.get("severity") == "fail" for f in diagnosis.findings):
+            return ["## Root cause", "", "No single root cause explains the failing findings: each one's own advice is below.", ""]
+        return []
+    lines = ["## Root cause" if len(diagnosis.causes) == 1 else "## Root causes, most likely first", ""]
+    for number, cause in enumerate(diagnosis.causes, 1):
+        lines.append(f"**{number}. {md_escape(cause.title)}** ({_md_code(cause.cause)}, {md_escape(cause.severity)})  ")
+        lines.append("Evidence: " + "; ".join(f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}: {md_escape(f.get('message', ''))}"
+                                            for f in (diagnosis.findings[i] for i in cause.evidence)) + "  ")
+        if cause.explained:
+            lines.append("Explains: " + ", ".join(f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}"
+                                                  for f in (diagnosis.findings[i] for i in cause.explained)) + "  ")
+        lines += [f"Fix: {md_escape(cause.fix)}", ""]
+    return lines
 
 
 def _anchor(index: int, name: str) -> str:
     return f"step-{index}-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _md_step(folder: Path, index: int, step: Step) -> list[str]:
+def _md_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list[str]:
     lines = [f'<a id="{_anchor(index, step.name)}"></a>', "", f"## {index}. {md_escape(step.name)}: {LOOK[step.status][0]}", ""]
     lines.append(f"    {step.command}")
     lines.append("")
@@ -262,8 +340,9 @@ def _md_step(folder: Path, index: int, step: Step) -> list[str]:
     findings = step.findings
     if findings:
         lines += ["| severity | finding | what we saw | what to do |", "|---|---|---|---|"]
-        for f in findings:
-            lines.append(f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(f.get('advice', ''))} |")
+        for fi, f in enumerate(findings):
+            advice = diagnosis.shown_advice(index - 1, fi, f)
+            lines.append(f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(advice)} |")
     else:
         lines.append("No problems found.")
     lines.append("")
@@ -365,27 +444,46 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
     context = head.get("context") or {}
     if context:
         parts.append('<p class="meta">' + " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in context.items()) + "</p>")
-    parts += _html_stop(steps)
+    diagnosis = diagnose(steps)
+    parts += _html_stop(steps, diagnosis)
+    parts += _html_causes(diagnosis)
     parts += ['<div class="card" style="border-left-color:var(--line)"><h2>Summary</h2>', _html_summary(steps), "</div>"]
     for i, step in enumerate(steps, 1):
-        parts += _html_step(folder, i, step)
+        parts += _html_step(folder, i, step, diagnosis)
     parts.append(f"<footer>Written by nndiag on {esc(head['date'])} into <code>{esc(folder)}</code>. "
                  "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _html_stop(steps: list[Step]) -> list[str]:
+def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
     stop = stopping_step(steps)
     if stop is None:
         return []
     _, _, colour, pale = LOOK["fail"]
-    advice = [f.get("advice", "") for f in stop.findings if f.get("severity") == "fail"]
-    if stop.state == "error":
-        advice.append(stop.note)
-    items = "".join(f"<p>{esc(a)}</p>" for a in advice if a)
+    items = "".join(f"<p>{esc(a)}</p>" for a in _stop_advice(steps, stop, diagnosis) if a)
     return [f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
             f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"]
+
+
+def _html_causes(diagnosis: Diagnosis) -> list[str]:
+    if not diagnosis.causes:
+        if any(f.get("severity") == "fail" for f in diagnosis.findings):
+            return ['<div class="card"><h2>Root cause</h2><p class="note">No single root cause explains the failing findings: '
+                    "each one's own advice is below.</p></div>"]
+        return []
+    parts = ['<div class="card" style="border-left-color:{}"><h2>{}</h2>'.format(
+        LOOK[diagnosis.causes[0].severity][2], "Root cause" if len(diagnosis.causes) == 1 else "Root causes, most likely first")]
+    for number, cause in enumerate(diagnosis.causes, 1):
+        c = SEVERITY_COLOUR.get(cause.severity, "#57606a")
+        evidence = "".join(f"<li>{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>: {esc(f.get('message', ''))}</li>"
+                           for f in (diagnosis.findings[i] for i in cause.evidence))
+        explains = ", ".join(f"{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>" for f in (diagnosis.findings[i] for i in cause.explained))
+        parts.append(f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{number}</span>'
+                     f'<b>{esc(cause.title)}</b> <code class="code">{esc(cause.cause)}</code>'
+                     f"<p>Evidence:</p><ul>{evidence}</ul>" + (f"<p>Explains: {explains}</p>" if explains else "")
+                     + f'<p class="advice"><b>Fix:</b> {esc(cause.fix)}</p></div>')
+    return parts + ["</div>"]
 
 
 def _html_summary(steps: list[Step]) -> str:
@@ -400,7 +498,7 @@ def _html_summary(steps: list[Step]) -> str:
     return "".join(rows)
 
 
-def _html_step(folder: Path, index: int, step: Step) -> list[str]:
+def _html_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list[str]:
     colour = LOOK[step.status][2]
     seconds = f' <span class="advice" style="font-size:14px">{step.seconds:.1f} s</span>' if step.seconds is not None else ""
     parts = [f'<section class="card" id="{_anchor(index, step.name)}" style="border-left-color:{colour}">',
@@ -413,12 +511,12 @@ def _html_step(folder: Path, index: int, step: Step) -> list[str]:
     parts.append("<h3>Findings</h3>")
     if not step.findings:
         parts.append('<p class="ok">No problems found.</p>')
-    for f in step.findings:
+    for fi, f in enumerate(step.findings):
         sev = str(f.get("severity", "info"))
         c = SEVERITY_COLOUR.get(sev, "#57606a")
         parts.append(f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
                      f'<code class="code">{esc(f.get("code", ""))}</code><p>{esc(f.get("message", ""))}</p>'
-                     f'<p class="advice"><b>What to do:</b> {esc(f.get("advice", ""))}</p></div>')
+                     f'<p class="advice"><b>What to do:</b> {esc(diagnosis.shown_advice(index - 1, fi, f))}</p></div>')
     parts += _html_metrics(step)
     for plot in step_plots(step):
         if plot.is_file():
@@ -484,7 +582,7 @@ def write_report(
     return {"markdown": md_path, "html": html_path}
 
 
-__all__ = ["Step", "STATES", "write_report", "overall_status", "stopping_step", "key_numbers", "flat_metrics", "md_escape"]
+__all__ = ["Step", "STATES", "write_report", "overall_status", "stopping_step", "key_numbers", "flat_metrics", "md_escape", "diagnose", "Diagnosis"]
 
 
 def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], console: Any) -> None:
@@ -504,12 +602,29 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
         seconds = f"{step.seconds:.1f}" if step.seconds is not None else ""
         table.add_row(str(i), step.name, f"[{style}]{step.status}[/]", numbers, seconds)
     console.print(table)
-    for step in steps:
-        for finding in step.findings:
+    diagnosis = diagnose(steps)
+    for number, cause in enumerate(diagnosis.causes, 1):
+        head = "root cause (most likely)" if number == 1 else f"possible cause {number}"
+        colour = "red" if cause.severity == "fail" else "yellow"
+        evidence = "; ".join(f"{diagnosis.findings[i].get('step')} {diagnosis.findings[i].get('code')}" for i in cause.evidence)
+        explains = ", ".join(_finding_ref(diagnosis.findings[i]) for i in cause.explained)
+        console.print(f"[bold {colour}]{head}: {_rich_escape(cause.title)}[/] [dim]({cause.cause})[/]\n  evidence: {_rich_escape(evidence)}"
+                      + (f"\n  explains: {_rich_escape(explains)}" if explains else "") + f"\n  fix: {_rich_escape(cause.fix)}")
+    for si, step in enumerate(steps):
+        for fi, finding in enumerate(step.findings):
             colour = {"fail": "red", "warn": "yellow"}.get(finding.get("severity"), "cyan")
-            console.print(f"[{colour}]{step.name}: {finding.get('code')}[/] {finding.get('message')}\n  -> {finding.get('advice')}")
+            role = diagnosis.role(si, fi)
+            then = (f"{'explained by' if role[1] == 'explained' else 'evidence for'} root cause {role[0]} ({diagnosis.causes[role[0] - 1].cause})"
+                    if role else finding.get("advice"))
+            console.print(f"[{colour}]{step.name}: {finding.get('code')}[/] {_rich_escape(finding.get('message'))}\n  -> {_rich_escape(then)}")
     stop = stopping_step(steps)
     if stop is not None:
         console.print(f"[bold red]stopped at {stop.name}[/]: fix it and run again, or use --continue to run the rest anyway.")
     status = overall_status(steps)
     console.print(Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit\nreport: {paths['html']}\n        {paths['markdown']}", expand=False))
+
+
+def _rich_escape(text: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(text))

@@ -65,31 +65,26 @@ def bad_input(message: str) -> typer.Exit:
 
 def load(common: Common) -> Any:
     """The recipe with command-line overrides applied (precedence: flag > --set > YAML > default)."""
-    from nndiag.recipe import load_recipe
+    from nndiag import api
 
-    overrides = list(common.set or [])
-    if common.device is not None:
-        overrides.append(f"device={common.device}")
-    if common.seed is not None:
-        overrides.append(f"seed={common.seed}")
-    return load_recipe(common.recipe, overrides)
+    return api.load(common.recipe, common.set, common.device, common.seed)
 
 
-def execute(command: str, common: Common, work: Callable[[Any], Any]) -> None:
-    """Load -> build -> run one diagnostic -> write the run folder -> print -> exit with the verdict's code."""
+def overrides(common: Common) -> dict[str, Any]:
+    """The recipe and its overrides, as the Python API takes them."""
+    return {"set": common.set, "device": common.device, "seed": common.seed}
+
+
+def execute(command: str, common: Common, work: Callable[[], Any]) -> None:
+    """Run one diagnostic through the Python API -> write the run folder -> print -> exit with the verdict's code."""
     from nndiag.errors import BadInput
 
     try:
-        recipe = load(common)
         from nndiag import report
-        from nndiag.experiment import Experiment
 
-        experiment = Experiment.build(recipe)
-        result = work(experiment)
-        result.recipe = recipe.to_dict()
-        result.context = {**experiment.describe(), **result.context}
-        folder = report.run_folder(recipe.name, command, common.out)
-        verdict = report.write_run(result, folder, str(common.recipe), plots=not common.no_plots)
+        result = work()
+        folder = report.run_folder(result.name, command, common.out)
+        verdict = report.write_run(result, folder, plots=not common.no_plots)
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
@@ -133,6 +128,7 @@ def check_loss(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = 10,
     tolerance: Annotated[float, typer.Option(min=0.01, help="Allowed relative excess over the expected loss (and the same log-ratio below); 1.0 = within 2x.")] = 1.0,
+    expected: Annotated[Optional[float], typer.Option(help="The loss an untrained model should have, when nndiag cannot know it (e.g. a custom step without logits).")] = None,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 1: is the loss at initialisation what the loss function predicts (ln C for softmax)? Regularization off.
@@ -141,10 +137,10 @@ def check_loss(
     """
     common = Common(recipe, device, seed, set, out, json, no_plots)
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import check_loss as step
+    def work() -> Any:
+        from nndiag import api
 
-        return step.run(exp, batches=batches, tolerance=tolerance)
+        return api.check_loss(recipe, batches=batches, tolerance=tolerance, expected=expected, **overrides(common))
 
     execute("check-loss", common, work)
 
@@ -163,34 +159,12 @@ def overfit_small(
     """
     common = Common(recipe, device, seed, set, out, json, no_plots)
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import overfit_small as step
+    def work() -> Any:
+        from nndiag import api
 
-        return step.run(exp, batches=batches, steps=steps, target_fraction=target)
+        return api.overfit_small(recipe, batches=batches, steps=steps, target=target, **overrides(common))
 
     execute("overfit-small", common, work)
-
-
-def _parse_candidates(text: str | None) -> list[float] | None:
-    """'1e-1,1e-2' -> [0.1, 0.01]; bad text raises BadInput naming --candidates."""
-    from nndiag.errors import BadInput
-
-    if text is None:
-        return None
-    values = []
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise BadInput(f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates") from None
-        if not (value > 0 and value < float("inf")):
-            raise BadInput(f"every candidate LR must be a finite number > 0, got {part!r}", where="--candidates")
-        values.append(value)
-    if not values:
-        raise BadInput("expected at least one learning rate, e.g. 1e-1,1e-2,1e-3,1e-4", where="--candidates")
-    return values
 
 
 @app.command("lr-find", rich_help_panel="The recipe, step by step")
@@ -211,47 +185,16 @@ def lr_find(
     Example: nndiag lr-find recipes/quickstart.yaml --apply
     Example: nndiag lr-find recipes/quickstart.yaml --candidates 1e-1,1e-2,1e-3,1e-4
     """
-    from nndiag.errors import BadInput
-
     common = Common(recipe, device, seed, set, out, json, no_plots)
-    try:
-        if mode not in ("exp", "linear"):
-            raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
-        if not 0 < start < float("inf"):
-            raise BadInput(f"expected a learning rate > 0, got {start:g}", where="--start")
-        if not start < end < float("inf"):  # also rejects NaN
-            raise BadInput(f"--start ({start:g}) must be below --end ({end:g})", where="--start")
-        lrs = _parse_candidates(candidates)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import lr_find as step
+    def work() -> Any:
+        from nndiag import api
+        from nndiag.diagnostics.lr_find import parse_candidates
 
-        text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
-        return step.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
-                        candidates=lrs, candidate_steps=candidate_steps, apply=apply, recipe_text=text)
+        return api.lr_find(recipe, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
+                           candidates=parse_candidates(candidates), candidate_steps=candidate_steps, apply=apply, **overrides(common))
 
     execute("lr-find", common, work)
-
-
-def default_storage(recipe_name: str, out: Path | None) -> str:
-    """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
-    import os
-
-    from nndiag.report import _safe
-
-    folder = out if out is not None else Path(os.environ.get("NNDIAG_RUNS", "runs")) / _safe(recipe_name)
-    return str(folder / "search-journal.log")
-
-
-def parse_stages(text: str) -> tuple[str, ...]:
-    from nndiag.errors import BadInput
-
-    stages = {"both": ("coarse", "fine"), "coarse": ("coarse",), "fine": ("fine",), "coarse,fine": ("coarse", "fine")}
-    if text not in stages:
-        raise BadInput(f"expected coarse, fine or both, got {text!r}", where="--stages")
-    return stages[text]
 
 
 @app.command("search", rich_help_panel="The recipe, step by step")
@@ -276,31 +219,17 @@ def search(
     Example: nndiag search recipes/quickstart.yaml --random --log-space --workers 2
     """
     common = Common(recipe, device, seed, set, out, json, no_plots)
-    from nndiag.errors import BadInput
 
-    try:
-        chosen = parse_stages(stages)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
+    def work() -> Any:
+        from nndiag import api
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import search as step
-
-        options = step.SearchOptions(
-            stages=chosen, sampling="random" if random else "grid", log_space=log_space,
-            coarse_trials=coarse_trials or trials, fine_trials=fine_trials or trials,
-            storage=storage or default_storage(exp.recipe.name, out), study=study, workers=workers, threads=threads,
-        )
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
-        printer = None if json else search_progress()
+        where = storage or (str(out / "search-journal.log") if out is not None else None)  # default: runs/<name>/search-journal.log
         try:
-            return step.run(exp, options, printer)
+            return api.search(recipe, random=random, log_space=log_space, stages=stages, trials=trials, coarse_trials=coarse_trials,
+                              fine_trials=fine_trials, workers=workers, storage=where, study=study, threads=threads,
+                              progress=None if json else search_progress(), **overrides(common))
         except KeyboardInterrupt:
-            err_console().print(f"[yellow]interrupted: the study in {options.storage} keeps every finished trial; "
-                                "re-run the same command to resume[/]")
+            err_console().print("[yellow]interrupted: the study keeps every finished trial; re-run the same command to resume[/]")
             raise
 
     execute("search", common, work)
@@ -339,8 +268,8 @@ def train(
     """
     common = Common(recipe, device, seed, set, out, json, no_plots)
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import train as step
+    def work() -> Any:
+        from nndiag import api
 
         callbacks: list[Any] = []
         bar = None
@@ -350,7 +279,7 @@ def train(
             bar = ProgressBar()
             callbacks.append(bar)
         try:
-            return step.run(exp, epochs=epochs, max_steps=max_steps, callbacks=callbacks, probe_every=probe_every)
+            return api.train(recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common))
         finally:
             if bar is not None:
                 bar.close()
@@ -377,12 +306,11 @@ def curves(
     from nndiag.errors import BadInput
 
     try:
-        from nndiag import report
-        from nndiag.diagnostics import curves as step
+        from nndiag import api, report
 
-        result = step.run(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
+        result = api.curves(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
         folder = report.run_folder("curves", "curves", out)
-        verdict = report.write_run(result, folder, " ".join(str(f) for f in files), plots=not no_plots)
+        verdict = report.write_run(result, folder, plots=not no_plots)
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
@@ -419,10 +347,10 @@ def probe(
         raise bad_input("--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier")
     common = Common(recipe, device, seed, set, out, json, no_plots)
 
-    def work(exp: Any) -> Any:
-        from nndiag.diagnostics import probe as step
+    def work() -> Any:
+        from nndiag import api
 
-        return step.run(exp, batches=batches, steps=steps)
+        return api.probe(recipe, batches=batches, steps=steps, **overrides(common))
 
     execute("probe", common, work)
 
@@ -436,8 +364,9 @@ def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str
         from nndiag.diagnostics import probe_init
 
         result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
+        result.source = "--init-experiment"
         folder = report.run_folder("init-experiment", "probe", out)
-        verdict = report.write_run(result, folder, "--init-experiment", plots=not no_plots)
+        verdict = report.write_run(result, folder, plots=not no_plots)
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     finish(result, verdict, as_json, folder)
@@ -460,33 +389,25 @@ def babysit(
     common = Common(recipe, device, seed, set, out, json, no_plots)
     stderr = err_console()
     try:
-        loaded = load(common)
-        from nndiag import report
-        from nndiag.babysit import Babysitter, Budget
+        from nndiag.babysit import run_babysit
 
-        sitter = Babysitter(
-            loaded, str(recipe), report.run_folder(loaded.name, "babysit", out), Budget.of(budget, loaded),
-            keep_going=keep_going, plots=not no_plots, progress=lambda message: stderr.print(f"[dim]babysit[/] {message}"),
-            cli_args=_repeatable_args(common),
-        )
-        sitter.run()
-        reports = sitter.write_report()
-        verdict = sitter.verdict(reports)
-        sitter.write_summary(verdict)
+        progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
+        result = run_babysit(load(common), str(recipe), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
+                             progress=progress, cli_args=_repeatable_args(common))
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:
         stderr.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
     if json:
-        emit_json(verdict)
+        emit_json(result.to_dict())
     else:
         from rich.console import Console
 
         from nndiag.babysit_report import render_terminal
 
-        render_terminal(sitter.steps, reports, Console())
-    raise typer.Exit(sitter.exit_code())
+        render_terminal(result.steps, result.reports, Console())
+    raise typer.Exit(result.exit_code)
 
 
 # -- tools around the recipe -------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """Data: built-in datasets and custom targets -> train/validation splits that yield batches on the device.
 
-Small data (up to `data.device_max_mb`) is held on the device as two tensors and batched by index,
-with no DataLoader in the hot loop; larger data streams through a DataLoader with workers and pinned
-memory. Either way a split offers the same three things: `len()`, `batches(...)`, `take(n)`.
+A batch may have any structure: a pair (inputs, targets), a tuple, a dict (Hugging Face style:
+input_ids, attention_mask, labels) or nested (nndiag.batch). Tensors keep their dtype: token ids
+stay integer, and only floating tensors are cast to the model's dtype.
+
+Small data (up to `data.device_max_mb`) is held on the device as tensors and batched by index, with
+no DataLoader in the hot loop; larger data, and data with a `collate` function (variable-length
+items), streams through a DataLoader with workers and pinned memory. A user's own DataLoader (the
+Python API) is used as it is. Every split offers the same three things: `len()`, `batches(...)`,
+`take(n)`.
 
 Built-in datasets return inputs at a documented, conventional scale (pixels in [0, 1], MNIST-1D
 standardised by its generator). Custom data is used exactly as returned; `normalize: true`
-standardises inputs with training-set statistics for built-in and custom data alike.
+standardises floating inputs with training-set statistics for built-in and custom data alike.
 """
 
 from __future__ import annotations
@@ -15,18 +21,22 @@ import functools
 import importlib.util
 import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from nndiag import batch as batching
+from nndiag.batch import Batch
 from nndiag.errors import BadInput
 from nndiag.recipe import DataConfig, call_target, resolve_target
+from nndiag.scoring import IGNORE_INDEX
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Collate = Callable[[list[Any]], Batch]
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,39 +45,88 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TensorSplit:
-    """A split held on the device as tensors: batching is indexing."""
+    """A split held on the device as tensors: batching is indexing.
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
+    `data` holds every example as one batch: a pair (X, y), or any structure of tensors that share
+    their first dimension (e.g. a dict of input_ids, attention_mask and labels)."""
+
+    def __init__(self, data: Batch):
+        self.data = data
+        self._n = batching.size(data)
+
+    @property
+    def x(self) -> Any:
+        """The inputs (the first element of a pair; a dict without its targets)."""
+        return batching.inputs_of(self.data)
+
+    @property
+    def y(self) -> torch.Tensor | None:
+        return batching.targets_of(self.data)
 
     def __len__(self) -> int:
-        return self.x.shape[0]
+        return self._n
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
         n = len(self)
-        order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
+        order = torch.randperm(n, generator=generator).to(_device_of(self.data)) if shuffle else None
         stop = n - n % batch_size if _drop_last(n, batch_size, shuffle, drop_last) else n
         for start in range(0, stop, batch_size):
-            if order is None:
-                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
-            else:
-                index = order[start : start + batch_size]
-                yield self.x[index], self.y[index]
+            yield batching.index(self.data, slice(start, start + batch_size) if order is None else order[start : start + batch_size])
 
     def take(self, n: int, generator: torch.Generator | None = None) -> "TensorSplit":
         """n examples (a seeded random choice when a generator is given) as a new split."""
         n = min(n, len(self))
         if generator is None:
-            return TensorSplit(self.x[:n], self.y[:n])
-        index = torch.randperm(len(self), generator=generator)[:n].to(self.x.device)
-        return TensorSplit(self.x[index], self.y[index])
+            return TensorSplit(batching.index(self.data, slice(0, n)))
+        rows = torch.randperm(len(self), generator=generator)[:n].to(_device_of(self.data))
+        return TensorSplit(batching.index(self.data, rows))
+
+    def follow(self, float_dtype: torch.dtype) -> None:
+        """Cast the floating tensors to the model's dtype (once)."""
+        self.data = batching.to_device(self.data, _device_of(self.data), float_dtype)
+
+
+def _device_of(data: Batch) -> torch.device:
+    return next(batching.tensors(data)).device
+
+
+class ListSplit:
+    """A fixed list of batches already on the device (a subset of a user's DataLoader): each pass
+    yields them all, in a seeded random order when shuffled. `batch_size` does not re-cut them."""
+
+    def __init__(self, batches: list[Batch]):
+        self.items = batches
+
+    def __len__(self) -> int:
+        return sum(batching.size(b) for b in self.items)
+
+    def batches(self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+        order = torch.randperm(len(self.items), generator=generator).tolist() if shuffle else range(len(self.items))
+        for i in order:
+            yield self.items[i]
+
+    def take(self, n: int, generator: torch.Generator | None = None) -> "ListSplit":
+        kept, count = [], 0
+        for b in self.items:
+            if count >= n:
+                break
+            kept.append(b)
+            count += batching.size(b)
+        return ListSplit(kept)
+
+    def follow(self, float_dtype: torch.dtype) -> None:
+        self.items = [batching.to_device(b, _device_of(b), float_dtype) for b in self.items]
 
 
 class StreamSplit:
-    """A split too large for the device: a DataLoader with workers and pinned memory."""
+    """A split too large for the device, or of variable-length items: a DataLoader with workers and
+    pinned memory, collating with `collate` (default: torch's default_collate)."""
 
-    def __init__(self, dataset: Dataset, device: torch.device, num_workers: int, transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(self, dataset: Dataset, device: torch.device, num_workers: int, transform: Callable[[Batch], Batch] | None = None,
+                 collate: Collate | None = None):
         self.dataset, self.device, self.num_workers, self.transform = dataset, device, num_workers, transform
+        self.collate = collate or collate_items
+        self.float_dtype: torch.dtype | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -76,12 +135,14 @@ class StreamSplit:
         loader = DataLoader(
             self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=_drop_last(len(self), batch_size, shuffle, drop_last),
             num_workers=self._workers(), pin_memory=self.device.type == "cuda",
-            persistent_workers=False, collate_fn=_collate,
+            persistent_workers=False, collate_fn=self.collate,
         )
-        for x, y in loader:
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            yield (self.transform(x) if self.transform else x), y
+        for batch in loader:
+            yield self._place(batch)
+
+    def _place(self, batch: Batch) -> Batch:
+        batch = batching.to_device(batch, self.device, self.float_dtype, non_blocking=True)
+        return self.transform(batch) if self.transform else batch
 
     def _workers(self) -> int:
         """Worker processes that can load this dataset. A dataset class from a recipe-local module
@@ -90,18 +151,52 @@ class StreamSplit:
         import multiprocessing
 
         dataset = getattr(self.dataset, "dataset", self.dataset)  # a Subset from the validation split
-        local = type(dataset).__module__.startswith("nndiag_user.")
+        local = type(dataset).__module__.startswith("nndiag_user.") or getattr(self.collate, "__module__", "").startswith("nndiag_user.")
         return 0 if local and multiprocessing.get_start_method() != "fork" else self.num_workers
 
     def take(self, n: int, generator: torch.Generator | None = None) -> TensorSplit:
         n = min(n, len(self))
         index = torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else range(n)
-        x, y = _collate([_item(self.dataset[i], i) for i in index])
-        x = x.to(self.device)
-        return TensorSplit(self.transform(x) if self.transform else x, y.to(self.device))
+        return TensorSplit(self._place(self.collate([self.dataset[i] for i in index])))
+
+    def follow(self, float_dtype: torch.dtype) -> None:
+        self.float_dtype = float_dtype
 
 
-Split = TensorSplit | StreamSplit
+class LoaderSplit:
+    """A user's own DataLoader (the Python API), used as it is: its batch size, order and collate.
+    `batch_size` and `shuffle` do not apply; batches move to the device as they come."""
+
+    def __init__(self, loader: DataLoader, device: torch.device):
+        self.loader, self.device = loader, device
+        self.float_dtype: torch.dtype | None = None
+
+    def __len__(self) -> int:
+        dataset = getattr(self.loader, "dataset", None)
+        try:
+            return len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            return len(self.loader) * (self.loader.batch_size or 1)
+
+    def batches(self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+        for batch in self.loader:
+            yield batching.to_device(batch, self.device, self.float_dtype, non_blocking=True)
+
+    def take(self, n: int, generator: torch.Generator | None = None) -> ListSplit:
+        """The loader's first batches, up to n examples: a fixed subset."""
+        kept, count = [], 0
+        for batch in self.batches():
+            kept.append(batch)
+            count += batching.size(batch)
+            if count >= n:
+                break
+        return ListSplit(kept)
+
+    def follow(self, float_dtype: torch.dtype) -> None:
+        self.float_dtype = float_dtype
+
+
+Split = TensorSplit | ListSplit | StreamSplit | LoaderSplit
 
 
 def _drop_last(n: int, batch_size: int, shuffle: bool, drop_last: bool) -> bool:
@@ -116,10 +211,18 @@ def _drop_last(n: int, batch_size: int, shuffle: bool, drop_last: bool) -> bool:
 class DataBundle:
     train: Split
     val: Split
-    num_classes: int | None  # None for regression targets
+    num_classes: int | None  # None for regression targets or when the targets are unknown
     target_size: int  # values per target: 1 for class labels and scalar regression, k for (N, k) targets
-    input_shape: tuple[int, ...]  # one example's shape, e.g. (64,) or (1, 8, 8)
+    input_shape: tuple[int, ...] | None  # one example's input shape, e.g. (64,) or (1, 8, 8); None for structured inputs (dicts)
     description: str  # one line for reports, e.g. "digits: 1437 train / 360 val, 10 classes"
+
+    def follow(self, model: torch.nn.Module) -> None:
+        """Floating inputs follow the model's dtype (float64 arrays become float32 for a float32 model)."""
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+        if dtype is not None:
+            self.train.follow(dtype)
+            if self.val is not self.train:
+                self.val.follow(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,22 +395,33 @@ BUILTINS: dict[str, Callable[..., tuple[Any, Any]]] = {
 # Building a DataBundle from the recipe
 # --------------------------------------------------------------------------------------------
 
+# Data as a target returns it: a Dataset, or "columns" (every example as one batch: a pair (X, y), a
+# tuple of tensors, or a mapping of tensors that share their first dimension).
+Raw = Any
+
 
 def build_data(config: DataConfig, device: torch.device, seed: int, recipe_dir: Path | None = None) -> DataBundle:
     """Load the recipe's data, split off validation if needed, normalise, and place it."""
     label, raw_train, raw_val = _load(config, recipe_dir)
-    train, val = _as_pair_or_dataset(raw_train, "train"), _as_pair_or_dataset(raw_val, "val") if raw_val is not None else None
+    collate = resolve_target(config.collate, recipe_dir, "data.collate") if config.collate else None
+    train = _as_data(raw_train, "train")
+    val = _as_data(raw_val, "val") if raw_val is not None else None
     if val is None:
         train, val = _split(train, config.val_fraction, seed)
-    x0, y0 = _first_example(train)
-    input_shape = tuple(x0.shape)
-    stats = _normalizer(train, input_shape) if config.normalize else None
-    train_split = _place(train, device, config, stats)
-    val_split = _place(val, device, config, stats)
-    num_classes = _num_classes(train, val, y0)
-    classes = f"{num_classes} classes" if num_classes else "regression targets"
-    description = f"{label}: {len(train_split)} train / {len(val_split)} val, input {input_shape}, {classes}"
-    return DataBundle(train_split, val_split, num_classes, y0.numel(), input_shape, description)
+    first = _first_batch(train, collate)
+    inputs, targets = batching.inputs_of(first), batching.targets_of(first)
+    input_shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else None
+    stats = _normalizer(train, collate) if config.normalize else None
+    train_split = _place(train, device, config, stats, collate, "train")
+    val_split = _place(val, device, config, stats, collate, "val")
+    num_classes = _num_classes(train, val, targets)
+    target_size = int(targets[0].numel()) if targets is not None and targets.dim() > 0 else 1
+    classes = f"{num_classes} classes" if num_classes else ("regression targets" if targets is not None else "no targets in the batch")
+    shape = f"input {input_shape}" if input_shape is not None else f"batches {batching.describe(first)}"
+    if isinstance(inputs, torch.Tensor) and not inputs.is_floating_point():
+        shape = f"input {str(inputs.dtype).replace('torch.', '')} {input_shape}"
+    description = f"{label}: {len(train_split)} train / {len(val_split)} val, {shape}, {classes}"
+    return DataBundle(train_split, val_split, num_classes, target_size, input_shape, description)
 
 
 def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
@@ -316,7 +430,8 @@ def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
         result = call_target(fn, config.args, "data.target")
         if not (isinstance(result, (tuple, list)) and len(result) == 2):
             raise BadInput(
-                f"{config.target} must return (train, val), each a Dataset or a pair of tensors (X, y); val may be None. Got {type(result).__name__}",
+                f"{config.target} must return (train, val), each a Dataset, a pair of tensors (X, y) or a mapping of tensors; "
+                f"val may be None. Got {type(result).__name__}",
                 where="data.target",
             )
         return config.target, result[0], result[1]
@@ -335,119 +450,178 @@ def check_args(fn: Callable[..., Any], args: dict[str, Any], where: str, skip: t
             raise BadInput(f"unknown argument; expected one of: {', '.join(params) or '(none)'}", where=f"{where}.{key}")
 
 
-def _as_pair_or_dataset(obj: Any, which: str) -> Pair | Dataset:
+def _as_data(obj: Any, which: str, where: str = "data") -> Raw:
+    """A Dataset (kept), or columns: tensors (from arrays) sharing their first dimension."""
     if isinstance(obj, Dataset):
         if not hasattr(obj, "__len__"):
-            raise BadInput(f"the {which} dataset must have a length (an iterable-style dataset is not supported)", where="data")
+            raise BadInput(f"the {which} dataset must have a length (an iterable-style dataset is not supported)", where=where)
+        if len(obj) == 0:
+            raise BadInput(f"the {which} dataset is empty", where=where)
         return obj
-    if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        x, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in obj)
-        if x.shape[0] != y.shape[0]:
-            raise BadInput(f"the {which} inputs have {x.shape[0]} rows but the targets have {y.shape[0]}", where="data")
-        if x.shape[0] == 0:
-            raise BadInput(f"the {which} split is empty", where="data")
-        if not x.is_floating_point():
-            x = x.float()
-        return x, y
-    raise BadInput(f"the {which} data must be a torch Dataset or a pair (X, y) of tensors/arrays, got {type(obj).__name__}", where="data")
+    if isinstance(obj, Mapping) and obj:
+        columns = {str(k): _tensor(v) for k, v in obj.items()}
+    elif isinstance(obj, (tuple, list)) and len(obj) >= 2:
+        columns = tuple(_tensor(v) for v in obj)
+    else:
+        raise BadInput(f"the {which} data must be a torch Dataset, a pair (X, y) of tensors/arrays or a mapping of tensors "
+                       f"(e.g. input_ids, attention_mask, labels), got {type(obj).__name__}", where=where)
+    sizes = {k: t.shape[0] if t.dim() else None for k, t in (columns.items() if isinstance(columns, dict) else enumerate(columns))}
+    if len(set(sizes.values())) != 1 or None in sizes.values():
+        raise BadInput(f"the {which} tensors must share their first dimension (one row per example); got {sizes}", where=where)
+    if next(iter(sizes.values())) == 0:
+        raise BadInput(f"the {which} split is empty", where=where)
+    return columns
 
 
-def _item(item: Any, index: int) -> Pair:
-    """One dataset item -> (x, y). Accepts (x, y, ...) tuples and dicts with common key names."""
-    if isinstance(item, dict):
+def _tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _item(item: Any) -> Any:
+    """One dataset item; a dict with x/y-style keys becomes the pair (x, y), other dicts stay dicts."""
+    if isinstance(item, Mapping):
         for xk, yk in (("x", "y"), ("input", "target"), ("inputs", "labels"), ("image", "label"), ("features", "label")):
-            if xk in item and yk in item:
-                item = (item[xk], item[yk])
-                break
-    if not (isinstance(item, (tuple, list)) and len(item) >= 2):
-        raise BadInput(f"dataset item {index} is a {type(item).__name__}; expected (input, target) or a dict with x/y keys", where="data")
-    x, y = item[0], item[1]
-    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    y = y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
-    return (x.float() if not x.is_floating_point() else x), y
+            if xk in item and yk in item and len(item) == 2:
+                return (item[xk], item[yk])
+    return item
 
 
-def _collate(items: list[Any]) -> Pair:
-    pairs = [_item(it, i) for i, it in enumerate(items)]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+def collate_items(items: list[Any]) -> Batch:
+    """torch's default_collate over dataset items (tuples stay tuples; numpy arrays become tensors)."""
+    items = [_item(it) for it in items]
+    batch = default_collate(items)
+    return tuple(batch) if isinstance(items[0], tuple) and isinstance(batch, list) else batch
 
 
-def _first_example(data: Pair | Dataset) -> Pair:
-    if isinstance(data, tuple):
-        return data[0][0], data[1][0]
-    return _item(data[0], 0)
+def _collate_all(dataset: Dataset, which: str, collate: Collate | None, count: int | None = None) -> Batch:
+    n = len(dataset) if count is None else min(count, len(dataset))  # type: ignore[arg-type]
+    items = [dataset[i] for i in range(n)]
+    try:
+        return (collate or collate_items)(items)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if collate is not None:
+            raise BadInput(f"collating {n} {which} items failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", where="data.collate") from None
+        raise BadInput(
+            f"the {which} items cannot be stacked into a batch ({str(exc).splitlines()[0]}): items of different shapes (e.g. "
+            "variable-length sequences) need data.collate, a function that pads a list of items into one batch",
+            where="data",
+        ) from None
 
 
-def _split(data: Pair | Dataset, fraction: float, seed: int) -> tuple[Pair | Dataset, Pair | Dataset]:
-    n = len(data[0]) if isinstance(data, tuple) else len(data)
+def _first_batch(data: Raw, collate: Collate | None) -> Batch:
+    """The first example as a batch of one."""
+    if isinstance(data, Dataset):
+        return _collate_all(data, "train", collate, count=1)
+    return batching.index(data, slice(0, 1))
+
+
+def _split(data: Raw, fraction: float, seed: int) -> tuple[Raw, Raw]:
+    n = len(data) if isinstance(data, Dataset) else batching.size(data)  # type: ignore[arg-type]
     n_val = max(1, int(round(n * fraction)))
     if n - n_val < 1:
         raise BadInput(f"only {n} examples: too few to hold out a validation split", where="data.val_fraction")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    if isinstance(data, tuple):
-        x, y = data
-        return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
-    return torch.utils.data.Subset(data, train_idx.tolist()), torch.utils.data.Subset(data, val_idx.tolist())
+    if isinstance(data, Dataset):
+        return torch.utils.data.Subset(data, train_idx.tolist()), torch.utils.data.Subset(data, val_idx.tolist())
+    return batching.index(data, train_idx), batching.index(data, val_idx)
 
 
-def _normalizer(train: Pair | Dataset, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _float_inputs(batch: Batch, where: str = "data.normalize") -> torch.Tensor:
+    """The inputs of (inputs, targets) data, which normalisation needs to be one floating tensor."""
+    inputs = batching.inputs_of(batch) if isinstance(batch, (tuple, list)) else None
+    if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
+        raise BadInput(f"normalize: true standardises floating-point inputs of (inputs, targets) data; these batches are "
+                       f"{batching.describe(batching.index(batch, slice(0, 1)))}", where=where)
+    return inputs
+
+
+def _normalizer(train: Raw, collate: Collate | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-set mean/std: per channel for images (C, H, W), per feature otherwise."""
-    if isinstance(train, tuple):
-        x = train[0]
-    else:
-        n = min(len(train), 10_000)
-        x = _collate([train[i] for i in range(n)])[0]
-    x = x.float()
-    dims = (0, 2, 3) if len(input_shape) == 3 else (0,)
-    keep = len(input_shape) == 3
-    mean = x.mean(dim=dims, keepdim=keep)
-    std = x.std(dim=dims, keepdim=keep).clamp_min(1e-6)
-    if keep:
+    columns = _collate_all(train, "train", collate, count=10_000) if isinstance(train, Dataset) else train
+    x = _float_inputs(columns).float()
+    image = x.dim() == 4
+    dims = (0, 2, 3) if image else (0,)
+    mean = x.mean(dim=dims, keepdim=image)
+    std = x.std(dim=dims, keepdim=image).clamp_min(1e-6)
+    if image:
         mean, std = mean[0], std[0]
     return mean, std
 
 
-def _place(data: Pair | Dataset, device: torch.device, config: DataConfig, stats: tuple[torch.Tensor, torch.Tensor] | None) -> Split:
-    """Hold the split on the device when it fits in data.device_max_mb, else stream it."""
-    if not isinstance(data, tuple):
-        x0, y0 = _first_example(data)
-        size_mb = len(data) * (x0.numel() * 4 + y0.numel() * 8) / 2**20
+def _normalized(batch: Batch, mean: torch.Tensor, std: torch.Tensor) -> Batch:
+    x = _float_inputs(batch)
+    return (((x - mean) / std), *batch[1:])
+
+
+def _place(data: Raw, device: torch.device, config: DataConfig, stats: tuple[torch.Tensor, torch.Tensor] | None,
+           collate: Collate | None, which: str) -> Split:
+    """Hold the split on the device when it fits in data.device_max_mb (and needs no collate), else stream it."""
+    if isinstance(data, Dataset) and collate is None:
+        first = _first_batch(data, None)
+        size_mb = len(data) * sum(t.numel() * t.element_size() for t in batching.tensors(first)) / 2**20  # type: ignore[arg-type]
         if size_mb <= config.device_max_mb:
-            data = _collate([data[i] for i in range(len(data))])
-    if isinstance(data, tuple):
-        x, y = data
+            data = _collate_all(data, which, None)
+    if not isinstance(data, Dataset):
         if stats is not None:
-            x = (x - stats[0]) / stats[1]
-        return TensorSplit(x.to(device), y.to(device))
+            data = _normalized(data, *stats)
+        return TensorSplit(batching.to_device(data, device))
     transform = None
     if stats is not None:
         mean, std = stats[0].to(device), stats[1].to(device)
-        transform = lambda batch: (batch - mean) / std  # noqa: E731
-    return StreamSplit(data, device, config.num_workers, transform)
+        transform = functools.partial(_normalized, mean=mean, std=std)
+    return StreamSplit(data, device, config.num_workers, transform, collate)
 
 
-def _num_classes(train: Pair | Dataset, val: Pair | Dataset, y0: torch.Tensor) -> int | None:
-    """Integer labels -> number of classes (max label + 1); float targets -> None (regression)."""
-    if y0.is_floating_point() or y0.dim() > 0:
+def as_split(data: Any, device: torch.device, batch_size: int, seed: int, device_max_mb: float = 1024.0) -> Split:
+    """The Python API's `data`: a DataLoader (used as it is), a Dataset, an (X, y) pair or a mapping of tensors."""
+    if isinstance(data, DataLoader):
+        return LoaderSplit(data, device)
+    raw = _as_data(data, "training")
+    if isinstance(raw, Dataset):
+        first = _first_batch(raw, None)
+        size_mb = len(raw) * sum(t.numel() * t.element_size() for t in batching.tensors(first)) / 2**20  # type: ignore[arg-type]
+        if size_mb > device_max_mb:
+            return StreamSplit(raw, device, 0)
+        raw = _collate_all(raw, "training", None)
+    return TensorSplit(batching.to_device(raw, device))
+
+
+def _num_classes(train: Raw, val: Raw, targets: torch.Tensor | None) -> int | None:
+    """Integer labels -> number of classes (max label + 1, IGNORE_INDEX aside); float or no targets -> None."""
+    if targets is None or targets.is_floating_point():
         return None
-    if isinstance(train, tuple) and isinstance(val, tuple):
-        top = int(max(train[1].max(), val[1].max()))
+    if not isinstance(train, Dataset) and not isinstance(val, Dataset):
+        top = max(_top_label(batching.targets_of(train)), _top_label(batching.targets_of(val)))
     else:
         classes = getattr(train, "classes", None) or getattr(getattr(train, "dataset", None), "classes", None)
         if classes:
             return len(classes)
-        top = max(int(_item(train[i], i)[1]) for i in range(min(len(train), 5000)))
+        n = min(len(train), 5000)  # type: ignore[arg-type]
+        top = max(_top_label(batching.targets_of(collate_items([train[i]]))) for i in range(n))
     return top + 1 if top >= 1 else 2
 
 
-def input_statistics(split: Split, max_examples: int = 10_000) -> dict[str, float]:
-    """Global mean/std of the inputs, and the worst per-feature mean/scale (constant features skipped)."""
-    if isinstance(split, TensorSplit):
-        x = split.x[:max_examples]
-    else:
-        x = split.take(min(max_examples, 2048)).x
-    x = x.float().reshape(x.shape[0], -1)
+def _top_label(targets: torch.Tensor | None) -> int:
+    if targets is None:
+        return 0
+    kept = targets[targets != IGNORE_INDEX] if targets.dtype != torch.bool else targets
+    return int(kept.max()) if kept.numel() else 0
+
+
+def input_statistics(split: Split, max_examples: int = 10_000) -> dict[str, float] | None:
+    """Global mean/std of the floating inputs, and the worst per-feature mean/scale (constant features
+    skipped); None when the inputs are not floating point (token ids)."""
+    sample = split.x if isinstance(split, TensorSplit) else None
+    if sample is None:
+        taken = split.take(min(max_examples, 2048))
+        batches = list(taken.batches(len(taken)))
+        sample = batching.cat([batching.inputs_of(b) for b in batches]) if len(batches) > 1 and _same_shapes(batches) else \
+            batching.inputs_of(batches[0]) if batches else None
+    leaves = [t for t in batching.tensors(sample) if t.is_floating_point()] if sample is not None else []
+    if not leaves:
+        return None
+    x = leaves[0][:max_examples].float().reshape(leaves[0][:max_examples].shape[0], -1)
     mean, std = x.mean(dim=0), x.std(dim=0)
     varying = std > 1e-8
     scale = (mean.abs() + std)[varying]
@@ -460,6 +634,11 @@ def input_statistics(split: Split, max_examples: int = 10_000) -> dict[str, floa
         "max_feature_abs_mean": float(mean[varying].abs().max()) if varying.any() else 0.0,
         "examples": float(x.shape[0]),
     }
+
+
+def _same_shapes(batches: list[Batch]) -> bool:
+    shapes = {tuple(tuple(t.shape[1:]) for t in batching.tensors(b)) for b in batches}
+    return len(shapes) == 1
 
 
 def batches_per_epoch(n: int, batch_size: int) -> int:

@@ -1,5 +1,6 @@
-"""The training engine: device and precision, seeding, the objective, optimizers and schedules,
-one training step, evaluation, and snapshot/restore of everything a diagnostic may disturb.
+"""The training engine: device and precision, seeding, optimizers and schedules, one training step,
+evaluation, and snapshot/restore of everything a diagnostic may disturb. How a batch becomes a loss
+is `nndiag.scoring`'s business.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nndiag.errors import BadInput
-from nndiag.recipe import LossConfig, OptimConfig, ScheduleConfig
+from nndiag.recipe import OptimConfig, ScheduleConfig
+from nndiag.scoring import Scored, Scorer, counted_targets
 
 # --------------------------------------------------------------------------------------------
 # Device, precision, seeding
@@ -63,91 +64,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------------------------
-# The objective: loss, accuracy, and the loss an untrained model should have
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Objective:
-    """The recipe's loss function, with accuracy and the expected loss at initialisation."""
-
-    config: LossConfig
-    num_classes: int | None  # None for regression targets
-    target_size: int = 1  # regression values per example (targets of shape (N, k) -> k)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def is_classification(self) -> bool:
-        """Class labels (accuracy counts), whatever the loss: mse on labels compares one-hot targets."""
-        return self.num_classes is not None
-
-    def outputs(self) -> int:
-        """How many outputs the model needs for this loss and data."""
-        if self.name == "bce" and self.num_classes == 2:
-            return 1
-        if self.num_classes is None:
-            return self.target_size
-        return self.num_classes
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = logits.float()
-        if self.name == "cross_entropy":
-            return F.cross_entropy(logits, target, label_smoothing=self.config.label_smoothing, reduction=reduction)
-        if self.name == "multi_margin":
-            return F.multi_margin_loss(logits, target, margin=self.config.margin, reduction=reduction)
-        if self.name == "bce":
-            return F.binary_cross_entropy_with_logits(logits, self.target_as_float(logits, target), reduction=reduction)
-        return F.mse_loss(logits, self.target_as_float(logits, target), reduction=reduction)
-
-    def target_as_float(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if target.dtype in (torch.int64, torch.int32, torch.uint8) and logits.dim() == 2 and logits.shape[1] > 1 and target.dim() == 1:
-            return F.one_hot(target.long(), logits.shape[1]).float()  # class labels vs. one output per class
-        target = target.float()
-        if target.dim() == 1 and logits.dim() == 2 and logits.shape[1] == 1:
-            target = target.unsqueeze(1)
-        return target
-
-    def correct(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-        """Number of correct predictions (a tensor, to avoid a device sync), or None for regression."""
-        if not self.is_classification:
-            return None
-        if logits.dim() == 2 and logits.shape[1] > 1:
-            predicted = logits.argmax(dim=1)
-        else:
-            predicted = (logits.reshape(-1) > 0).long()
-        if target.dim() > 1:  # one-hot or multi-label targets
-            if target.shape == logits.shape and logits.shape[1] > 1:
-                target = target.argmax(dim=1)
-            else:
-                target = target.reshape(-1)
-        return (predicted == target.long()).sum()
-
-    def expected_initial_loss(self, targets: torch.Tensor) -> tuple[float, str]:
-        """What an untrained model (near-zero, near-uniform outputs) should score, and why."""
-        c = self.num_classes
-        if self.name == "cross_entropy" and c:
-            return math.log(c), f"ln C = ln {c}"
-        if self.name == "multi_margin" and c:
-            m = self.config.margin
-            return (c - 1) * m / c, f"(C-1)·margin/C = {c - 1}·{m:g}/{c}"
-        if self.name == "bce":
-            return math.log(2), "ln 2"
-        if c:  # mse against one-hot targets: near-zero outputs score the mean of (0 - onehot)^2
-            return 1.0 / c, f"1/C = 1/{c} (one-hot targets)"
-        variance = float(targets.float().var(unbiased=False))
-        return variance, "the variance of the targets"
-
-
-def build_objective(config: LossConfig, num_classes: int | None, target_size: int = 1) -> Objective:
-    if config.name in ("cross_entropy", "multi_margin") and not num_classes:
-        raise BadInput(f"{config.name} needs integer class labels; these targets look like regression values", where="loss")
-    return Objective(config, num_classes, target_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +118,40 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
+    """A function that sets the first param group's LR to `lr` and every other group's in proportion,
+    as they stand now (layer-wise LRs keep their ratios)."""
+    base = optimizer.param_groups[0]["lr"]
+    ratios = [group["lr"] / base if base else 1.0 for group in optimizer.param_groups]
+
+    def set_to(lr: float) -> None:
+        for group, ratio in zip(optimizer.param_groups, ratios):
+            group["lr"] = lr * ratio
+
+    return set_to
+
+
+def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.optim.Optimizer]:
+    """A factory of fresh optimizers like `optimizer`: its class and hyperparameters; its param groups
+    (with their own settings) when given the same parameters, else one group."""
+    cls, defaults = type(optimizer), dict(optimizer.defaults)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    params_of = [list(g["params"]) for g in optimizer.param_groups]
+    own = {id(p) for ps in params_of for p in ps}
+
+    def build(params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        try:
+            if {id(p) for p in params} == own:
+                return cls([{**g, "params": ps} for g, ps in zip(groups, params_of)], **defaults)
+            return cls(params, **defaults)
+        except TypeError as exc:
+            raise BadInput(f"cannot make a fresh {cls.__name__} from its defaults ({exc}); pass a factory such as "
+                           f"optimizer=lambda params: {cls.__name__}(params, lr=...)", where="optimizer") from None
+
+    return build
+
+
 # --------------------------------------------------------------------------------------------
 # Regularization switches
 # --------------------------------------------------------------------------------------------
@@ -222,6 +172,18 @@ def dropout_off(model: nn.Module) -> Iterator[None]:
             m.train()
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The whole model in eval mode; afterwards every module's own train/eval flag is as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     """The L2 term the optimizer's weight decay adds to the objective: sum over groups of wd/2·‖w‖²."""
     total = torch.zeros(())
@@ -238,57 +200,44 @@ def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    objective: Objective,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    amp_dtype: torch.dtype | None = None,
-    grad_clip: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, backward, optimizer step. Returns (loss, logits), detached, without a device sync."""
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scorer: Scorer, batch: Any, grad_clip: float | None = None) -> Scored:
+    """Forward, backward, optimizer step on one batch of any structure. Returns what was scored,
+    detached, without a device sync."""
     optimizer.zero_grad(set_to_none=True)
-    with autocast(x.device, amp_dtype):
-        logits = model(x)
-    loss = objective.loss(logits, y)
-    loss.backward()
+    scored = scorer(model, batch)
+    scored.loss.backward()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.detach(), logits.detach()
+    return scored.detach()
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], objective: Objective, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Mean loss and accuracy over `batches`, in eval mode; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
+def evaluate(model: nn.Module, batches: Iterable[Any], scorer: Scorer) -> dict[str, float]:
+    """Mean loss and accuracy over `batches`, in eval mode; every module's mode is restored.
+
+    Each batch's mean loss is weighted by what it averaged over: its non-ignored token targets for
+    token-level targets, else its examples. Accuracy is NaN when there are no class logits."""
     total_loss = torch.zeros((), dtype=torch.float64)
-    total_correct = torch.zeros((), dtype=torch.float64)
-    count = 0
-    try:
-        for x, y in batches:
-            with autocast(x.device, amp_dtype):
-                logits = model(x)
-            total_loss += objective.loss(logits, y, reduction="sum").cpu().double() / _per_example(logits, objective)
-            correct = objective.correct(logits, y)
-            if correct is not None:
-                total_correct += correct.cpu().double()
-            count += x.shape[0]
-    finally:
-        model.train(was_training)
-    if count == 0:
+    weight = 0.0
+    correct_sum = torch.zeros((), dtype=torch.float64)
+    counted_sum = torch.zeros((), dtype=torch.float64)
+    has_accuracy = False
+    with eval_mode(model):
+        for batch in batches:
+            scored = scorer(model, batch)
+            w = float(counted_targets(scored.targets, scored.examples))
+            total_loss += scored.loss.detach().double().cpu() * w
+            weight += w
+            counts = scorer.correct(scored)
+            if counts is not None:
+                has_accuracy = True
+                correct_sum += counts[0].cpu().double()
+                counted_sum += counts[1].cpu().double()
+    if weight == 0:
         return {"loss": float("nan"), "acc": float("nan")}
-    acc = float(total_correct / count) if objective.is_classification else float("nan")
-    return {"loss": float(total_loss / count), "acc": acc}
-
-
-def _per_example(logits: torch.Tensor, objective: Objective) -> float:
-    """'sum' reduction of elementwise losses (bce, mse) counts every output; divide to get per example."""
-    if objective.name in ("bce", "mse") and logits.dim() > 1:
-        return float(logits[0].numel())
-    return 1.0
+    acc = float(correct_sum / counted_sum) if has_accuracy and float(counted_sum) > 0 else float("nan")
+    return {"loss": float(total_loss / weight), "acc": acc}
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,7 +247,7 @@ def _per_example(logits: torch.Tensor, objective: Objective) -> float:
 
 @dataclass
 class Snapshot:
-    model_state: dict[str, torch.Tensor]
+    model_state: dict[str, torch.Tensor]  # every parameter and buffer, persistent or not
     grads: list[torch.Tensor | None]  # each parameter's .grad, so a block that trains leaves no gradients behind
     modes: list[bool]
     optimizer_state: dict[str, Any] | None
@@ -307,7 +256,7 @@ class Snapshot:
     @classmethod
     def take(cls, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> "Snapshot":
         return cls(
-            model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+            model_state={k: v.detach().clone() for k, v in _tensors(model)},
             grads=[p.grad.detach().clone() if p.grad is not None else None for p in model.parameters()],
             modes=[m.training for m in model.modules()],
             optimizer_state=copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
@@ -316,16 +265,22 @@ class Snapshot:
 
     def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         with torch.no_grad():
-            state = model.state_dict()
-            for key, value in self.model_state.items():
-                state[key].copy_(value)
+            for key, tensor in _tensors(model):
+                tensor.copy_(self.model_state[key])
         for p, grad in zip(model.parameters(), self.grads):
-            p.grad = grad
+            p.grad = grad.clone() if grad is not None else None  # a copy: the snapshot may be restored again
         for module, mode in zip(model.modules(), self.modes):
             module.training = mode
         if optimizer is not None and self.optimizer_state is not None:
             optimizer.load_state_dict(copy.deepcopy(self.optimizer_state))
         set_rng_state(self.rng)
+
+
+def _tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every parameter and buffer (non-persistent buffers too, which state_dict() leaves out)."""
+    yield from model.named_parameters()
+    for name, buffer in model.named_buffers():
+        yield f"buffer:{name}", buffer
 
 
 @contextlib.contextmanager

@@ -1,33 +1,52 @@
-"""An Experiment: everything a recipe describes, built and placed on the device.
+"""An Experiment: a model, its data, how a batch becomes a loss, and the settings, built and placed on
+the device. Every diagnostic runs on one.
 
-Commands build one with `Experiment.build(recipe)` and hand it to a diagnostic. Building is
-seeded, so the same recipe and seed give the same data split, initial weights and batch order.
+Two ways to build one, one object for the diagnostics:
+  Experiment.build(recipe)           everything a recipe describes, seeded: the same recipe and seed
+                                     give the same data split, initial weights and batch order
+  Experiment.from_objects(model, data, loss=/step=/optimizer=...)   the user's own objects (the
+                                     Python API): the model stays where it is and is used as it is
+
+Either way `check_forward` scores one small batch before anything else runs, so a model that rejects
+the batch, a step or loss that returns something other than a scalar, or missing labels is a clear
+input error (exit 2, naming the recipe key or the API argument), never a crash mid-run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from nndiag import batch as batching
 from nndiag import engine
-from nndiag.data import Batch, DataBundle, Split, build_data
+from nndiag.batch import Batch
+from nndiag.data import DataBundle, Split, build_data
 from nndiag.errors import BadInput
 from nndiag.models import build_model
-from nndiag.recipe import Recipe
+from nndiag.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
+from nndiag.scoring import Names, Objective, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 @dataclass
 class Experiment:
-    recipe: Recipe
+    recipe: Recipe  # the settings (for user objects: a recipe made of the call's options)
     device: torch.device
     amp_dtype: torch.dtype | None  # bf16 autocast on capable CUDA devices, else None (fp32)
     data: DataBundle
-    objective: engine.Objective
+    scorer: Scorer
     model: nn.Module
     generator: torch.Generator = field(repr=False)  # batch order; seeded from recipe.seed
+    optimizer_factory: OptimizerFactory | None = field(default=None, repr=False)  # the user's optimizer (API); None: the recipe's
+    is_classification: bool = False  # class labels scored against class logits: accuracy and ln C apply
+    num_classes: int | None = None  # C: the size of the logits' class axis (or the data's classes)
+    model_label: str = ""  # how reports name the model
+
+    # -- building ------------------------------------------------------------------------------
 
     @classmethod
     def build(cls, recipe: Recipe) -> "Experiment":
@@ -35,43 +54,115 @@ class Experiment:
         amp_dtype = engine.autocast_dtype(device, recipe.precision)
         recipe_dir = recipe.source.parent if recipe.source else None
         data = build_data(recipe.data, device, recipe.seed, recipe_dir)
-        objective = engine.build_objective(recipe.loss, data.num_classes, data.target_size)
+        return cls._assemble(recipe, device, amp_dtype, data)
+
+    @classmethod
+    def _assemble(cls, recipe: Recipe, device: torch.device, amp_dtype: torch.dtype | None, data: DataBundle) -> "Experiment":
+        """Scorer and model for `recipe` over already built data (shared by search trials)."""
+        recipe_dir = recipe.source.parent if recipe.source else None
+        scorer = _recipe_scorer(recipe, data, first_batch(data.train), recipe_dir)
+        scorer.autocast = lambda: engine.autocast(device, amp_dtype)
         engine.seed_everything(recipe.seed)
-        model = build_model(recipe.model, data.input_shape, objective.outputs(), recipe_dir).to(device)
-        experiment = cls(recipe, device, amp_dtype, data, objective, model, torch.Generator().manual_seed(recipe.seed))
+        objective = scorer.objective
+        outputs = objective.outputs() if objective is not None else (data.num_classes or data.target_size)
+        model = build_model(recipe.model, data.input_shape, outputs, recipe_dir).to(device)
+        data.follow(model)
+        label = f"{recipe.model.name or recipe.model.target}"
+        experiment = cls(recipe, device, amp_dtype, data, scorer, model, torch.Generator().manual_seed(recipe.seed), model_label=label)
         experiment.check_forward()
         early = recipe.train.early_stopping
-        if early.metric == "val_acc" and early.patience is not None and not objective.is_classification:
-            raise BadInput("val_acc is undefined for regression targets; use val_loss", where="train.early_stopping.metric")
+        if early.metric == "val_acc" and early.patience is not None and not experiment.is_classification:
+            raise BadInput("val_acc needs class labels scored against class logits; use val_loss", where="train.early_stopping.metric")
         return experiment
 
-    def check_forward(self) -> None:
-        """One forward pass on two training examples, so a shape mismatch is a clear input error."""
-        sample = self.data.train.take(2)
-        x, y = sample.x, sample.y
-        was_training = self.model.training
-        self.model.eval()
+    @classmethod
+    def from_objects(
+        cls,
+        model: nn.Module,
+        data: Any,
+        *,
+        loss: str | Callable[..., Any] | None = None,
+        step: Callable[[nn.Module, Any], Any] | None = None,
+        optimizer: torch.optim.Optimizer | OptimizerFactory | None = None,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> "Experiment":
+        """The user's own model and data (the Python API). See nndiag.api for the arguments. Building
+        leaves the RNGs as they were (drawing the first batch from a shuffling DataLoader consumes them)."""
+        rng = engine.rng_state()
         try:
-            with torch.no_grad():
-                logits = self.model(x)
-            self.objective.loss(logits, y)
-            if self.objective.name in ("mse", "bce") and logits.shape != self.objective.target_as_float(logits, y).shape:
-                raise ValueError(f"outputs of shape {tuple(logits.shape)} do not match targets of shape {tuple(y.shape)}")
-        except Exception as exc:  # any error of the user's model on their data is bad input, not a crash
-            raise BadInput(
-                f"the model cannot score the data: a forward pass on inputs of shape {tuple(x.shape)} with "
-                f"targets {tuple(y.shape)} and loss {self.objective.name} failed: {str(exc).splitlines()[0]}",
-                where="model",
-            ) from None
+            return cls._from_objects(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device,
+                                     seed=seed, name=name)
         finally:
-            self.model.train(was_training)
+            engine.set_rng_state(rng)
+
+    @classmethod
+    def _from_objects(cls, model: nn.Module, data: Any, *, loss: Any, step: Any, optimizer: Any, batch_size: int,
+                      device: str | torch.device | None, seed: int, name: str | None) -> "Experiment":
+        from nndiag.data import as_split
+
+        if not isinstance(model, nn.Module):
+            raise BadInput(f"expected a torch.nn.Module, got {type(model).__name__}", where="model")
+        if device is not None:
+            model.to(engine.resolve_device(str(device)))
+        here = next((p.device for p in model.parameters()), torch.device("cpu"))
+        split = as_split(data, here, batch_size, seed)
+        bundle = DataBundle(split, split, None, 1, None, f"{type(data).__name__}: {len(split)} examples")
+        names = Names(step="step", loss="loss", model="model", data="data")
+        if isinstance(loss, str) and loss not in LOSSES:
+            raise BadInput(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}, or a callable loss_fn(outputs, targets)", where="loss")
+        recipe = Recipe(name=name or type(model).__name__, seed=seed, device=str(here), precision="fp32",
+                        loss=LossConfig(name=loss) if isinstance(loss, str) else LossConfig(), train=TrainConfig(batch_size=batch_size))
+        first = first_batch(split)
+        if step is not None:
+            check_signature(step, ("model", "batch"), "step", "step")
+        custom = loss_callable(loss, {}, "loss") if loss is not None and not isinstance(loss, str) else None
+        way = pick_way(first, step=step is not None, custom_loss=loss is not None)
+        loss_fn: Any = custom
+        if way == "loss" and custom is None:
+            loss_fn = build_objective(recipe.loss, _labels_count(first), 1)
+        scorer = Scorer(way, step_fn=step, loss_fn=loss_fn, names=names, kwargs_batches=isinstance(first, dict) and way == "loss")
+        split.follow(next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32))
+        experiment = cls(recipe, here, None, bundle, scorer, model, torch.Generator().manual_seed(seed),
+                         optimizer_factory=_optimizer_factory(optimizer), model_label=type(model).__name__)
+        experiment.check_forward()
+        return experiment
+
+    def check_forward(self) -> Scored:
+        """Score one small training batch in eval mode: the user's model, data and loss must fit together.
+        Learns the classification facts (C from the logits) on the way."""
+        batch = first_batch(self.data.train)
+        names, way = self.scorer.names, self.scorer.way
+        if way == "loss" and not self.scorer.kwargs_batches and not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+            raise BadInput(f"batches are {batching.describe(batch)}: scoring them with a loss needs (inputs, targets) pairs; "
+                           f"give a step(model, batch) that returns the loss", where=names.data)
+        with engine.eval_mode(self.model), torch.no_grad():
+            scored = self.scorer.check(self.model, batch)
+        classes = self.scorer.classes(scored)
+        objective = self.scorer.objective
+        if objective is not None and classes and objective.is_classification:
+            objective.num_classes = classes
+        self.num_classes = classes or (objective.num_classes if objective is not None else None)
+        self.is_classification = self.scorer.is_classification(scored)
+        return scored
 
     # -- helpers the diagnostics share ---------------------------------------------------------
 
     def optimizer(self, model: nn.Module | None = None, lr: float | None = None, weight_decay: float | None = None) -> torch.optim.Optimizer:
-        """A fresh optimizer of the recipe's kind over `model` (default: the experiment's model)."""
+        """A fresh optimizer of the recipe's kind (or the user's) over `model` (default: the experiment's)."""
         params = (model or self.model).parameters()
-        return engine.build_optimizer(params, self.recipe.optim, lr=lr, weight_decay=weight_decay)
+        if self.optimizer_factory is None:
+            return engine.build_optimizer(params, self.recipe.optim, lr=lr, weight_decay=weight_decay)
+        optimizer = self.optimizer_factory(params)
+        if lr is not None:
+            engine.set_lr(optimizer, lr)
+        if weight_decay is not None:
+            for group in optimizer.param_groups:
+                if "weight_decay" in group:
+                    group["weight_decay"] = weight_decay
+        return optimizer
 
     def train_batches(self, batch_size: int | None = None, split: Split | None = None) -> Iterator[Batch]:
         """One shuffled epoch of training batches, in the seeded order."""
@@ -84,30 +175,81 @@ class Experiment:
         return split.batches(size)
 
     def evaluate(self, split: Split | None = None, model: nn.Module | None = None) -> dict[str, float]:
-        return engine.evaluate(model or self.model, self.eval_batches(split), self.objective, self.amp_dtype)
+        return engine.evaluate(model or self.model, self.eval_batches(split), self.scorer)
 
-    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return engine.train_step(model or self.model, optimizer, self.objective, x, y, self.amp_dtype, self.recipe.train.grad_clip)
+    def step(self, optimizer: torch.optim.Optimizer, batch: Batch, model: nn.Module | None = None) -> Scored:
+        return engine.train_step(model or self.model, optimizer, self.scorer, batch, self.recipe.train.grad_clip)
 
     def with_recipe(self, recipe: Recipe) -> "Experiment":
         """A new experiment for `recipe` (e.g. a search trial's overrides) that shares this one's data
-        when the data, seed and device are unchanged; model and objective are built anew, seeded."""
+        when the data, seed and device are unchanged; model and scorer are built anew, seeded."""
         if (recipe.data, recipe.seed, recipe.device) != (self.recipe.data, self.recipe.seed, self.recipe.device):
             return Experiment.build(recipe)
-        objective = engine.build_objective(recipe.loss, self.data.num_classes, self.data.target_size)
-        engine.seed_everything(recipe.seed)
-        recipe_dir = recipe.source.parent if recipe.source else None
-        model = build_model(recipe.model, self.data.input_shape, objective.outputs(), recipe_dir).to(self.device)
-        experiment = Experiment(recipe, self.device, engine.autocast_dtype(self.device, recipe.precision), self.data,
-                                objective, model, torch.Generator().manual_seed(recipe.seed))
-        experiment.check_forward()
-        return experiment
+        return Experiment._assemble(recipe, self.device, engine.autocast_dtype(self.device, recipe.precision), self.data)
 
     def describe(self) -> dict[str, str]:
         """What was built, for reports."""
         params = sum(p.numel() for p in self.model.parameters())
+        way = {"step": "your step", "model": "the model's own loss", "loss": "a custom loss" if self.scorer.objective is None else None}[self.scorer.way]
         return {
             "data": self.data.description,
-            "model": f"{self.recipe.model.name or self.recipe.model.target} ({params:,} parameters)",
+            "model": f"{self.model_label} ({params:,} parameters)" + (f", scored by {way}" if way else ""),
             "device": f"{self.device}" + (" (bf16 autocast)" if self.amp_dtype else ""),
         }
+
+
+def first_batch(split: Split) -> Batch:
+    """A small batch of the split (two examples where the split can cut one)."""
+    sample = split.take(2)
+    for batch in sample.batches(2):
+        return batch
+    raise BadInput("the training data holds no examples", where="data")
+
+
+def _labels_count(batch: Batch) -> int | None:
+    """Classes the targets of one batch show (max label + 1), for a named loss before the logits are seen."""
+    targets = batching.targets_of(batch)
+    if targets is None or targets.is_floating_point():
+        return None
+    from nndiag.data import _top_label
+
+    return max(_top_label(targets) + 1, 2)
+
+
+def _recipe_scorer(recipe: Recipe, data: DataBundle, batch: Batch, recipe_dir: Any) -> Scorer:
+    """The recipe's way from a batch to a loss: step.target, a model that returns its loss, or the loss section."""
+    step = None
+    if recipe.step.target is not None:
+        fn = resolve_target(recipe.step.target, recipe_dir, "step.target")
+        check_signature(fn, ("model", "batch"), "step.target", "step")
+        step = fn if not recipe.step.args else (lambda model, b, _fn=fn, _args=recipe.step.args: _fn(model, b, **_args))
+    custom = None
+    if recipe.loss.target is not None:
+        custom = loss_callable(resolve_target(recipe.loss.target, recipe_dir, "loss.target"), recipe.loss.args, "loss.target")
+    way = pick_way(batch, step=step is not None, custom_loss=custom is not None)
+    loss_fn: Any = custom
+    if way == "loss" and custom is None:
+        loss_fn = build_objective(recipe.loss, data.num_classes, data.target_size)
+    return Scorer(way, step_fn=step, loss_fn=loss_fn, names=Names(), kwargs_batches=isinstance(batch, dict) and way == "loss")
+
+
+def _optimizer_factory(optimizer: Any) -> OptimizerFactory | None:
+    """The user's optimizer argument as a factory: a callable(params) is one; an optimizer instance
+    becomes 'another of its class with its hyperparameters' (its param groups kept when the parameters
+    are its own)."""
+    if optimizer is None:
+        return lambda params: torch.optim.Adam(params, lr=1e-3)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return engine.optimizer_like(optimizer)
+    if callable(optimizer):
+        def build(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+            try:
+                made = optimizer(params)
+            except TypeError as exc:
+                raise BadInput(f"calling the optimizer factory with the model's parameters failed: {exc}", where="optimizer") from None
+            if not isinstance(made, torch.optim.Optimizer):
+                raise BadInput(f"expected the optimizer factory to return a torch.optim.Optimizer, got {type(made).__name__}", where="optimizer")
+            return made
+
+        return build
+    raise BadInput(f"expected a torch.optim.Optimizer or a function params -> optimizer, got {type(optimizer).__name__}", where="optimizer")

@@ -18,8 +18,9 @@ CODES: dict[str, tuple[str, ...]] = {
         "non-finite-loss",
         "regularization-no-effect",
         "inputs-not-normalized",
+        "not-checked",
     ),
-    "overfit-small": ("loss-diverged", "loss-not-decreasing", "cannot-overfit"),
+    "overfit-small": ("loss-diverged", "loss-not-decreasing", "cannot-overfit", "not-checked"),
     "lr-find": ("no-decrease", "diverged-immediately", "range-too-narrow", "unreliable-suggestion"),
     "search": ("best-on-boundary", "all-trials-diverged"),
     "curves": (

@@ -154,7 +154,7 @@ class _Unsqueeze(nn.Module):
 BUILTINS = {"linear": linear, "mlp": mlp, "cnn": cnn}
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: int, recipe_dir: Path | None = None) -> nn.Module:
+def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_outputs: int, recipe_dir: Path | None = None) -> nn.Module:
     """The recipe's model: a built-in, a torchvision model by name, or a custom target."""
     if config.target is not None:
         fn = resolve_target(config.target, recipe_dir, "model.target")
@@ -163,6 +163,9 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_outputs: 
             raise BadInput(f"{config.target} must return a torch.nn.Module, got {type(model).__name__}", where="model.target")
         return model
     name = config.name or ""
+    if input_shape is None:
+        raise BadInput(f"the built-in model {name!r} reads (inputs, targets) batches with one input tensor; these batches are "
+                       "structured (e.g. dicts): use model.name: huggingface or your own model.target", where="model.name")
     if name in BUILTINS:
         builder = BUILTINS[name]
         for reserved in ("input_shape", "num_outputs"):

@@ -11,12 +11,14 @@ from typing import Any, Callable
 
 from nndiag.result import Result
 
-# command -> drawer(result, folder) returning the paths it wrote
-DRAWERS: dict[str, Callable[[Result, Path], list[Path]]] = {}
+Figures = list[tuple[str, Any]]  # (file name, matplotlib Figure)
+
+# command -> drawer(result) returning its figures, each with the file name it is saved under
+DRAWERS: dict[str, Callable[[Result], Figures]] = {}
 
 
-def drawer(command: str) -> Callable[[Callable[[Result, Path], list[Path]]], Callable[[Result, Path], list[Path]]]:
-    def register(fn: Callable[[Result, Path], list[Path]]) -> Callable[[Result, Path], list[Path]]:
+def drawer(command: str) -> Callable[[Callable[[Result], Figures]], Callable[[Result], Figures]]:
+    def register(fn: Callable[[Result], Figures]) -> Callable[[Result], Figures]:
         DRAWERS[command] = fn
         return fn
 
@@ -32,9 +34,15 @@ def pyplot() -> Any:
     return plt
 
 
-def draw(result: Result, folder: Path) -> list[Path]:
+def figures(result: Result) -> Figures:
+    """The command's figures (none for commands that draw nothing)."""
     fn = DRAWERS.get(result.command)
-    return fn(result, folder) if fn else []
+    return fn(result) if fn else []
+
+
+def draw(result: Result, folder: Path) -> list[Path]:
+    """Save every figure of `result` into `folder` as PNG; return the paths."""
+    return [save(fig, folder / name) for name, fig in figures(result)]
 
 
 def save(fig: Any, path: Path) -> Path:
@@ -49,7 +57,7 @@ def save(fig: Any, path: Path) -> Path:
 
 
 @drawer("overfit-small")
-def _overfit_small(result: Result, folder: Path) -> list[Path]:
+def _overfit_small(result: Result) -> Figures:
     frame = result.tables.get("overfit_small")
     if frame is None or frame.empty:
         return []
@@ -67,7 +75,7 @@ def _overfit_small(result: Result, folder: Path) -> list[Path]:
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("training accuracy on the subset")
     fig.suptitle(f"overfit-small: {result.status}")
-    return [save(fig, folder / "overfit_small.png")]
+    return [("overfit_small.png", fig)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +94,7 @@ def _curves_frame(result: Result) -> Any:
     return None
 
 
-def _draw_run(result: Result, part: Any, run: str, path: Path) -> Path:
+def _draw_run(result: Result, part: Any, run: str) -> Any:
     import math
 
     plt = pyplot()
@@ -152,27 +160,27 @@ def _draw_run(result: Result, part: Any, run: str, path: Path) -> Path:
     text = "\n".join(f"{f.severity}: {f.code} -- {f.message[:110]}" for f in findings) or "no problems found"
     fig.suptitle(f"{result.command}: {result.status}" + (f" ({run})" if run else ""))
     fig.text(0.01, -0.02, text, fontsize=8, va="top", wrap=True)
-    return save(fig, path)
+    return fig
 
 
 @drawer("curves")
 @drawer("train")
-def _curves(result: Result, folder: Path) -> list[Path]:
+def _curves(result: Result) -> Figures:
     frame = _curves_frame(result)
     if frame is None or frame.empty:
         return []
     runs = list(dict.fromkeys(frame["run"]))
-    paths = []
+    drawn = []
     for i, run in enumerate(runs):
         name = "curves.png" if len(runs) == 1 else f"curves-{i + 1}-{''.join(c if c.isalnum() else '-' for c in run)}.png"
-        paths.append(_draw_run(result, frame[frame["run"] == run], run if len(runs) > 1 else "", folder / name))
-    return paths
+        drawn.append((name, _draw_run(result, frame[frame["run"] == run], run if len(runs) > 1 else "")))
+    return drawn
 
 # -- lr-find (issue 3) ------------------------------------------------------------------------
 
 
 @drawer("lr-find")
-def _lr_find(result: Result, folder: Path) -> list[Path]:
+def _lr_find(result: Result) -> Figures:
     """Loss vs LR (log x) with the suggestion and the range marked; or the candidates' curves."""
     plt = pyplot()
     m = result.metrics
@@ -197,7 +205,7 @@ def _lr_find(result: Result, folder: Path) -> list[Path]:
         ax.set_ylabel("training loss")
         ax.legend(fontsize=8)
         ax.set_title(f"lr-find: {result.status}")
-        return [save(fig, folder / "lr_find.png")]
+        return [("lr_find.png", fig)]
     curves = result.tables.get("lr_candidate_curves")
     if curves is None or curves.empty:
         return []
@@ -209,7 +217,7 @@ def _lr_find(result: Result, folder: Path) -> list[Path]:
     ax.set_ylabel("batch loss")
     ax.legend(fontsize=8)
     ax.set_title(f"lr-find candidates: {result.status}")
-    return [save(fig, folder / "lr_candidates.png")]
+    return [("lr_candidates.png", fig)]
 
 # probe (issue 4): per-layer activation histograms, like the weight-init lecture's figures
 # --------------------------------------------------------------------------------------------
@@ -218,7 +226,7 @@ PROBE_MAX_PANELS = 12  # histograms per row of the figure; deeper models show an
 
 
 @drawer("probe")
-def _probe(result: Result, folder: Path) -> list[Path]:
+def _probe(result: Result) -> Figures:
     hist = result.tables.get("probe_hist")
     layers = result.tables.get("probe")
     if hist is None or hist.empty or layers is None:
@@ -252,7 +260,7 @@ def _probe(result: Result, folder: Path) -> list[Path]:
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(f"probe: activation histograms per layer ({result.status})", fontsize=10)
     fig.tight_layout()
-    return [save(fig, folder / "probe.png")]
+    return [("probe.png", fig)]
 
 
 def _probe_panels(layers: Any) -> Any:
@@ -272,7 +280,7 @@ def _probe_panels(layers: Any) -> Any:
 
 
 @drawer("search")
-def _search_axes(result: Result, folder: Path) -> list[Path]:
+def _search_axes(result: Result) -> Figures:
     """One panel per searched parameter: validation metric vs value (log x for log parameters), coarse and fine marked."""
     frame = result.tables.get("search")
     if frame is None or frame.empty:
@@ -308,4 +316,4 @@ def _search_axes(result: Result, folder: Path) -> list[Path]:
     unique = dict(zip(labels, handles))
     axes[0][0].legend(unique.values(), unique.keys(), fontsize=8)
     fig.suptitle(f"search: {metric} per trial ({result.status})")
-    return [save(fig, folder / "search.png")]
+    return [("search.png", fig)]

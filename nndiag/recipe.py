@@ -86,9 +86,10 @@ def _setting(default: Any = dataclasses.MISSING, check: Callable | None = None, 
 
 @dataclass
 class DataConfig:
-    name: str | None = None  # built-in dataset: spiral, digits, mnist1d, mnist, fashion-mnist, cifar10, cifar100, image-folder, csv
-    target: str | None = _setting(None, _target)  # or a callable "module:attr" returning (train, val)
+    name: str | None = None  # built-in dataset: spiral, digits, mnist1d, tokens, mnist, fashion-mnist, cifar10, cifar100, image-folder, csv
+    target: str | None = _setting(None, _target)  # or a callable "module:attr" returning (train, val): Datasets, (X, y) pairs or mappings of tensors
     args: dict[str, Any] = _setting({})  # keyword arguments for the dataset or the target
+    collate: str | None = _setting(None, _target)  # a callable "module:attr" that turns a list of items into a batch (e.g. pads sequences); null = stack them
     val_fraction: float = _setting(0.2, _fraction)  # share of the training data held out when the data has no validation split
     normalize: bool = False  # standardise inputs with training-set mean/std (per feature, or per channel for images)
     device_max_mb: float = _setting(1024.0, _non_negative)  # data up to this size is held on the device as tensors; larger streams through a DataLoader
@@ -107,6 +108,14 @@ class LossConfig:
     name: str = _setting("cross_entropy", _one_of(*LOSSES))  # cross_entropy | multi_margin (SVM hinge) | bce | mse
     margin: float = _setting(1.0, _positive)  # multi_margin only: the hinge margin (PyTorch's default 1)
     label_smoothing: float = _setting(0.0, _unit_interval)  # cross_entropy only
+    target: str | None = _setting(None, _target)  # or a custom loss "module:attr": loss_fn(outputs, targets) -> scalar, or a class such as torch.nn:CrossEntropyLoss (replaces name)
+    args: dict[str, Any] = _setting({})  # keyword arguments for the custom loss (a class is built with them)
+
+
+@dataclass
+class StepConfig:
+    target: str | None = _setting(None, _target)  # a callable "module:attr": step(model, batch) -> scalar loss, or a mapping {loss, logits, targets}
+    args: dict[str, Any] = _setting({})  # extra keyword arguments for the step
 
 
 @dataclass
@@ -182,7 +191,8 @@ class Recipe:
     precision: str = _setting("auto", _one_of(*PRECISIONS))  # auto = bf16 autocast on CUDA where supported, else fp32
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)  # a name, or {name, margin, label_smoothing}
+    loss: LossConfig = field(default_factory=LossConfig)  # a name, or {name, margin, label_smoothing}, or {target, args}
+    step: StepConfig = field(default_factory=StepConfig)  # optional: your own step(model, batch) -> loss (the first of DESIGN.md §2b's three ways)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # a name, or {name, warmup_steps, ...}
     train: TrainConfig = field(default_factory=TrainConfig)

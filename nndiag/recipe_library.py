@@ -130,6 +130,7 @@ data:
   normalize: false            # true: standardise inputs with training mean/std (nndiag never rescales silently)
   device_max_mb: 1024         # data up to this size (MB) is held on the device; larger streams through a DataLoader
   num_workers: 2              # DataLoader workers, streamed data only
+  collate: null               # "module:function" turning a list of items into a batch (e.g. padding sequences); null = stack them
 
 model:
   target: my_models:build     # "module:function" returning a torch.nn.Module
@@ -140,6 +141,12 @@ loss:
   name: cross_entropy         # cross_entropy | multi_margin (SVM hinge) | bce | mse
   margin: 1.0                 # multi_margin only: the hinge margin
   label_smoothing: 0.0        # cross_entropy only, in [0, 1)
+  target: null                # or your own "module:function": loss_fn(outputs, targets) -> scalar (replaces name)
+  args: {}                    # keyword arguments for the custom loss
+
+step:                         # optional: your own step(model, batch) -> loss or {loss, logits, targets}
+  target: null                # "module:function"; null = the model's own loss (dict batches), else the loss above
+  args: {}                    # extra keyword arguments for the step
 
 optim:
   name: adam                  # sgd | adam | adamw | rmsprop | adagrad

@@ -62,7 +62,7 @@ def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Pa
         return out
     root = root or Path(os.environ.get("NNDIAG_RUNS", "runs"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = root / _safe(recipe_name) / f"{command}-{stamp}"
+    base = root / safe_name(recipe_name) / f"{command}-{stamp}"
     folder, n = base, 1
     while True:
         try:
@@ -73,7 +73,7 @@ def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Pa
             folder = base.with_name(f"{base.name}-{n}")
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
 
 
@@ -96,28 +96,14 @@ def write_csv(frame: Any, path: Path) -> Path:
     return path
 
 
-def summary(result: Result, recipe_path: str, outputs: dict[str, Any]) -> dict[str, Any]:
-    """The verdict object of DESIGN.md §2: command, recipe, status, findings, metrics, outputs."""
-    return jsonable(
-        {
-            "command": result.command,
-            "recipe": recipe_path,
-            "status": result.status,
-            "findings": [f.to_dict() for f in result.verdict.findings],
-            "metrics": result.metrics,
-            "outputs": outputs,
-        }
-    )
-
-
-def write_run(result: Result, folder: Path, recipe_path: str, plots: bool = True) -> dict[str, Any]:
-    """Write every file of a run into `folder`; return the JSON verdict (with its outputs)."""
+def write_run(result: Result, folder: Path, plots: bool = True) -> dict[str, Any]:
+    """Write every file of a run into `folder`; record them in `result.outputs`; return the JSON verdict."""
     outputs: dict[str, Any] = {"folder": str(folder), "csv": {}}
     for name, frame in result.tables.items():
         outputs["csv"][name] = str(write_csv(frame, folder / f"{name}.csv"))
     if result.recipe is not None:
         path = folder / "recipe.yaml"
-        atomic_write_text(path, f"# resolved recipe of this run (from {recipe_path})\n" + yaml.safe_dump(jsonable(result.recipe), sort_keys=False))
+        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + yaml.safe_dump(jsonable(result.recipe), sort_keys=False))
         outputs["recipe"] = str(path)
     for name, text in result.extra_files.items():
         path = folder / name
@@ -130,7 +116,8 @@ def write_run(result: Result, folder: Path, recipe_path: str, plots: bool = True
         if drawn:
             outputs["plots"] = [str(p) for p in drawn]
     outputs["summary"] = str(folder / "summary.json")
-    verdict = summary(result, recipe_path, outputs)
+    result.outputs = outputs
+    verdict = result.to_dict()
     atomic_write_text(folder / "summary.json", json.dumps(verdict, indent=2) + "\n")
     return verdict
 

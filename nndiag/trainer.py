@@ -117,22 +117,24 @@ class Trainer:
             started = time.perf_counter()
             loss_sum = torch.zeros((), device=exp.device)  # summed on the device: no sync per step
             correct_sum = torch.zeros((), device=exp.device)
+            counted_sum = torch.zeros((), device=exp.device)
             seen = 0
             pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet read back
-            for x, y in exp.train_batches():
+            for batch in exp.train_batches():
                 lr = self.optimizer.param_groups[0]["lr"]
-                loss_t, logits = exp.step(self.optimizer, x, y, model=model)
+                scored = exp.step(self.optimizer, batch, model=model)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
                 if self.step == 1:  # the divergence baseline also counts the chance level
-                    self.chance_loss = exp.objective.expected_initial_loss(y)[0]
-                loss_sum += loss_t.float() * x.shape[0]
-                correct = exp.objective.correct(logits, y)
-                if correct is not None:
-                    correct_sum += correct
-                seen += x.shape[0]
-                pending.append((self.step, lr, loss_t))
+                    self.chance_loss = exp.scorer.expected_initial_loss([scored])[0] or 0.0
+                loss_sum += scored.loss.float() * scored.examples
+                counts = exp.scorer.correct(scored)
+                if counts is not None:
+                    correct_sum += counts[0]
+                    counted_sum += counts[1]
+                seen += scored.examples
+                pending.append((self.step, lr, scored.loss))
                 if self.max_steps is not None and self.step >= self.max_steps:
                     self.request_stop("max_steps")
                 if len(pending) >= self.sync_every or self._stop_reason:
@@ -146,7 +148,7 @@ class Trainer:
                 "step": self.step,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": float(loss_sum) / max(seen, 1),
-                "train_acc": float(correct_sum) / max(seen, 1) if exp.objective.is_classification else math.nan,
+                "train_acc": float(correct_sum) / float(counted_sum) if exp.is_classification and float(counted_sum) > 0 else math.nan,
                 "val_loss": val["loss"],
                 "val_acc": val["acc"],
                 "seconds": time.perf_counter() - started,

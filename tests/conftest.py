@@ -37,6 +37,17 @@ DIGITS_MLP: dict[str, Any] = {
 
 
 @pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    """The tests' models are tiny: one torch thread is faster than two contending ones (CI has 2 cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run folders of every test go to a temporary directory, never into the repo."""
     monkeypatch.setenv("NNDIAG_RUNS", str(tmp_path / "runs"))

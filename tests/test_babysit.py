@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 
 from conftest import SPIRAL_MLP, recipe_dict
-from nndiag.babysit import Budget, lr_search_range
+from nndiag.babysit import Babysitter, Budget, lr_search_range
+from nndiag.babysit_report import Step
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
 from nndiag.recipe import parse_recipe
 from nndiag.result import Result
+
+
 
 HEALTHY = recipe_dict(
     SPIRAL_MLP,
@@ -36,6 +42,7 @@ def test_healthy_recipe_runs_every_step_and_writes_one_report(cli, write_recipe,
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "check-loss" in html
     assert verdict["metrics"]["lr-find.suggested_lr"] > 0 and verdict["metrics"]["search.best_params"]
+    assert verdict["root_causes"] == [] and all(f["explained_by"] is None for f in verdict["findings"])
 
 
 def test_failing_gate_stops_and_probes(cli, write_recipe, tmp_path):
@@ -50,6 +57,10 @@ def test_failing_gate_stops_and_probes(cli, write_recipe, tmp_path):
     codes = {(f["step"], f["code"]) for f in verdict["findings"]}
     assert ("overfit-small", "loss-not-decreasing") in codes and ("probe", "update-ratio-low") in codes
     assert "stopped" in (out / "report.md").read_text().lower()
+    cause = verdict["root_causes"][0]
+    assert cause["cause"] == "lr-too-low" and cause["rank"] == 1 and "optim.lr" in cause["fix"]
+    assert {(e["step"], e["code"]) for e in cause["evidence"]} == {("overfit-small", "loss-not-decreasing"), ("probe", "update-ratio-low")}
+    _assert_sane_advice(verdict)
 
 
 def test_continue_runs_past_a_failing_gate(cli, write_recipe, tmp_path):
@@ -90,3 +101,80 @@ def test_lr_search_range_widens_and_respects_divergence():
     assert lr_search_range(_lr_result("fail", lr_min=1e-3, lr_max=1e-2)) is None
     assert lr_search_range(_lr_result(lr_min=None, lr_max=None)) is None
     assert lr_search_range(None) is None
+
+
+# -- root causes end to end ------------------------------------------------------------------------
+
+FACTOR = re.compile(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)x", re.IGNORECASE)
+
+
+def _assert_sane_advice(verdict):
+    """No LR factor outside [3, 1000] anywhere in what babysit says."""
+    texts = [f["advice"] for f in verdict["findings"]] + [c["fix"] for c in verdict["root_causes"]]
+    assert all(float(v) <= 1000 for text in texts for v in FACTOR.findall(text)), texts
+
+
+def _with_faults(write_recipe, tmp_path, raw) -> Path:
+    shutil.copy(Path(__file__).with_name("root_faults.py"), tmp_path / "root_faults.py")
+    return write_recipe(raw)
+
+
+def test_dead_relus_are_named_first_and_the_lr_is_not_blamed(cli, write_recipe, tmp_path):
+    out = tmp_path / "bs"
+    recipe = _with_faults(write_recipe, tmp_path, recipe_dict(HEALTHY, model={"target": "root_faults:dead_relu"}))
+    verdict = json.loads(cli("babysit", recipe, "--json", "--no-plots", "--out", out).stdout)
+    assert verdict["status"] == "fail" and {s["name"]: s["state"] for s in verdict["steps"]}["probe"] == "run"
+    first = verdict["root_causes"][0]
+    assert first["cause"] == "dead-units" and [e["code"] for e in first["evidence"]] == ["dead-relu"]
+    assert {(e["step"], e["code"]) for e in first["explains"]} >= {("overfit-small", "loss-not-decreasing"), ("probe", "update-ratio-low")}
+    by_code = {f["code"]: f for f in verdict["findings"]}
+    assert by_code["loss-not-decreasing"]["explained_by"] == "dead-units" and by_code["dead-relu"]["explained_by"] is None
+    for code in ("loss-not-decreasing", "update-ratio-low"):  # the diagnostics' own advice no longer points at the LR
+        assert "too low" not in by_code[code]["advice"] and "higher" not in by_code[code]["advice"], by_code[code]["advice"]
+    _assert_sane_advice(verdict)
+    md = (out / "report.md").read_text()
+    assert md.index("ReLU units dead") < md.index("## Summary") and "far too low" not in md
+    terminal = cli("babysit", recipe, "--no-plots", "--out", tmp_path / "again").stdout
+    assert "root cause (most likely): ReLU units dead" in terminal
+
+
+def test_a_warning_a_probe_cause_would_explain_runs_the_probe(cli, write_recipe, tmp_path):
+    """A 0.01-std deep tanh net trained with Adam passes every gate but plateaus: the probe finds why."""
+    raw = recipe_dict(HEALTHY, model={"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.01}})
+    verdict = json.loads(cli("babysit", write_recipe(raw), "--budget", "quick", "--json", "--no-plots", "--out", tmp_path / "bs").stdout)
+    states = {s["name"]: (s["state"], s["status"]) for s in verdict["steps"]}
+    assert states["overfit-small"] == ("run", "pass") and states["probe"][0] == "run", states
+    first = verdict["root_causes"][0]
+    assert first["cause"] == "vanishing-activations"
+    assert {e["code"] for e in first["explains"]} & {"plateau", "underfitting", "lr-too-low", "bad-init"}
+    _assert_sane_advice(verdict)
+
+
+def _sitter(tmp_path, *steps):
+    from nndiag.recipe import parse_recipe
+
+    recipe = parse_recipe(HEALTHY)
+    sitter = Babysitter(recipe, "r.yaml", tmp_path, Budget.of("quick", recipe))
+    sitter.steps = list(steps)
+    return sitter
+
+
+def _ran(name, status, *codes):
+    findings = [{"code": c, "severity": status, "message": "m", "advice": "a", "evidence": {}} for c in codes]
+    return Step(name, f"nndiag {name}", verdict={"command": name, "status": status, "findings": findings, "metrics": {}, "outputs": {}})
+
+
+@pytest.mark.parametrize("steps,probe", [
+    ([_ran("check-loss", "fail", "initial-loss-high")], True),
+    ([_ran("check-loss", "pass"), _ran("overfit-small", "fail", "cannot-overfit")], True),
+    ([_ran("check-loss", "pass"), _ran("lr-find", "fail", "no-decrease")], True),
+    ([_ran("search", "fail", "all-trials-diverged")], True),
+    ([_ran("train", "pass"), _ran("curves", "fail", "diverged")], True),
+    ([Step("train", "nndiag train", state="error", note="bad")], True),
+    ([_ran("curves", "warn", "plateau")], True),
+    ([_ran("curves", "warn", "underfitting")], True),
+    ([_ran("search", "warn", "best-on-boundary"), _ran("curves", "warn", "overfitting")], False),
+    ([_ran("curves", "pass")], False),
+], ids=lambda v: "-".join(f"{s.name}:{s.status}" for s in v) if isinstance(v, list) else str(v))
+def test_every_failing_gate_and_every_probe_explainable_warning_runs_the_probe(tmp_path, steps, probe):
+    assert _sitter(tmp_path, *steps)._probe_needed() is probe

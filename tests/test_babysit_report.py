@@ -139,3 +139,57 @@ def test_md_escape():
     assert md_escape("a|b *c* <d> [e](f)") == "a\\|b \\*c\\* \\<d\\> \\[e\\](f)"
     assert md_escape("val_loss _x_") == "val_loss \\_x\\_"
     assert md_escape("two\nlines") == "two lines"
+
+
+# -- root causes: first in the report, with their fix; explained findings point at them ---------------
+
+
+@pytest.fixture
+def dead_steps(tmp_path: Path) -> list[Step]:
+    run = tmp_path / "babysit"
+    stuck = {"code": "loss-not-decreasing", "severity": "fail", "message": "it barely moved",
+             "advice": "The learning rate is probably far too low.", "evidence": {"zero_gradients": True}}
+    dead = {"code": "dead-relu", "severity": "fail", "message": "1 ReLU layer 100% dead", "advice": "Zero the biases.", "evidence": {}}
+    frozen = {"code": "update-ratio-low", "severity": "warn", "message": "median 0", "advice": "Raise optim.lr.",
+              "evidence": {"zero_gradients": True}}
+    return [
+        Step("overfit-small", "nndiag overfit-small r.yaml", verdict=_verdict(run / "01", "overfit-small", "fail", [stuck], plot=False)),
+        Step("lr-find", "nndiag lr-find r.yaml", state="not-reached", note="stopped"),
+        Step("probe", "nndiag probe r.yaml", verdict=_verdict(run / "03", "probe", "fail", [dead, frozen], plot=False)),
+    ]
+
+
+def test_report_leads_with_the_root_cause_and_suppresses_contradicted_advice(tmp_path, dead_steps):
+    from nndiag.babysit_report import diagnose
+
+    diagnosis = diagnose(dead_steps)
+    assert [c.cause for c in diagnosis.causes] == ["dead-units"]
+    assert diagnosis.role(0, 0) == (1, "explained") and diagnosis.role(2, 0) == (1, "evidence")
+    paths = write_report(tmp_path / "babysit", dead_steps, recipe_name="dead")
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    for text in (md, page):
+        assert text.index("Root cause") < text.index("Summary")
+        assert "dead-units" in text and "no learning rate can revive them" in text
+        assert "far too low" not in text and "Raise optim.lr" not in text  # advice the evidence rules out
+        assert "Explained by root cause 1" in text and "Zero the biases." in text  # evidence keeps its own advice
+    callout = md[md.index("> **Stopped at"):md.index("## Root cause")]
+    assert "Most likely root cause: ReLU units dead" in callout
+
+
+def test_terminal_summary_names_the_root_cause_first(dead_steps, tmp_path):
+    from rich.console import Console
+
+    from nndiag.babysit_report import render_terminal
+
+    console = Console(record=True, width=200)
+    render_terminal(dead_steps, {"html": tmp_path / "r.html", "markdown": tmp_path / "r.md"}, console)
+    text = console.export_text()
+    assert "root cause (most likely): ReLU units dead" in text and "fix: Dead units" in text
+    assert text.index("root cause (most likely)") < text.index("overfit-small: loss-not-decreasing")
+    assert "explained by root cause 1 (dead-units)" in text and "far too low" not in text
+
+
+def test_no_root_cause_for_failures_nothing_explains(tmp_path, steps):
+    md = write_report(tmp_path / "babysit", steps, recipe_name="q")["markdown"].read_text()
+    assert "No single root cause explains the failing findings" in md
+    assert "Lower the start LR" in md  # the unexplained finding keeps its advice

@@ -93,7 +93,7 @@ def test_large_dataset_streams_and_small_one_is_held_as_tensors(monkeypatch):
 
 
 def test_input_statistics_flags_scale():
-    split = TensorSplit(torch.randn(500, 4) * 1000, torch.zeros(500, dtype=torch.long))
+    split = TensorSplit((torch.randn(500, 4) * 1000, torch.zeros(500, dtype=torch.long)))
     assert input_statistics(split)["rms"] > 100
 
 

@@ -9,6 +9,7 @@ import torch
 
 from conftest import SPIRAL_MLP, recipe_dict
 from nndiag import engine
+from nndiag.scoring import Objective
 from nndiag.recipe import LossConfig, OptimConfig, ScheduleConfig
 
 
@@ -22,7 +23,7 @@ from nndiag.recipe import LossConfig, OptimConfig, ScheduleConfig
     ],
 )
 def test_expected_initial_loss_is_the_loss_of_uniform_outputs(loss, classes, expected):
-    objective = engine.Objective(LossConfig(name=loss), classes)
+    objective = Objective(LossConfig(name=loss), classes)
     y = torch.randint(0, classes, (500,))
     value, why = objective.expected_initial_loss(y)
     assert value == pytest.approx(expected)
@@ -31,7 +32,7 @@ def test_expected_initial_loss_is_the_loss_of_uniform_outputs(loss, classes, exp
 
 
 def test_bce_expects_ln2_with_one_output():
-    objective = engine.Objective(LossConfig(name="bce"), 2)
+    objective = Objective(LossConfig(name="bce"), 2)
     assert objective.outputs() == 1
     y = torch.randint(0, 2, (100,))
     assert float(objective.loss(torch.zeros(100, 1), y)) == pytest.approx(math.log(2))
@@ -39,7 +40,7 @@ def test_bce_expects_ln2_with_one_output():
 
 
 def test_mse_expects_target_variance():
-    objective = engine.Objective(LossConfig(name="mse"), None)
+    objective = Objective(LossConfig(name="mse"), None)
     y = torch.randn(1000) * 3
     value, why = objective.expected_initial_loss(y)
     assert value == pytest.approx(float(y.var(unbiased=False))) and "variance" in why
@@ -47,9 +48,10 @@ def test_mse_expects_target_variance():
 
 
 def test_accuracy_counts_argmax():
-    objective = engine.Objective(LossConfig(), 3)
+    objective = Objective(LossConfig(), 3)
     logits = torch.tensor([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0]])
-    assert int(objective.correct(logits, torch.tensor([0, 1, 0]))) == 2
+    correct, counted = objective.correct(logits, torch.tensor([0, 1, 0]))
+    assert int(correct) == 2 and int(counted) == 3
 
 
 @pytest.mark.parametrize(
@@ -86,14 +88,14 @@ def test_every_optimizer_builds(name):
 def test_snapshot_restores_model_optimizer_and_rng_bit_for_bit(build):
     exp = build(recipe_dict(SPIRAL_MLP))
     opt = exp.optimizer()
-    for x, y in exp.train_batches():  # give the optimizer some state first
-        exp.step(opt, x, y)
+    for batch in exp.train_batches():  # give the optimizer some state first
+        exp.step(opt, batch)
     before = {k: v.clone() for k, v in exp.model.state_dict().items()}
     opt_before = {k: {n: t.clone() for n, t in v.items()} for k, v in opt.state_dict()["state"].items()}
     with engine.preserved(exp.model, opt):
         exp.model.eval()
-        for x, y in exp.train_batches():
-            exp.step(opt, x, y)
+        for batch in exp.train_batches():
+            exp.step(opt, batch)
         torch.rand(3)
     state = engine.rng_state()
     expected_next = torch.rand(4)

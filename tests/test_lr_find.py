@@ -162,8 +162,8 @@ def test_range_test_restores_everything_bit_for_bit(build):
     raw = recipe_dict(SPIRAL_MLP, **{"model.args.dropout": 0.1, "model.args.batchnorm": True, "model.args.hidden": [32, 32]})
     exp = build(raw)
     optimizer = exp.optimizer()
-    for x, y in list(exp.train_batches())[:3]:  # optimizer state that is not empty
-        exp.step(optimizer, x, y)
+    for batch in list(exp.train_batches())[:3]:  # optimizer state that is not empty
+        exp.step(optimizer, batch)
     exp.model.eval()
     exp.model[1].train()  # a mixed pattern of train/eval flags
     before = _state(exp, optimizer)

@@ -79,7 +79,7 @@ def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, wri
     from nndiag.recipe import load_recipe
 
     exp = Experiment.build(load_recipe(write_recipe(_regression_recipe(tmp_path))))
-    assert exp.data.target_size == 3 and exp.objective.outputs() == 3
+    assert exp.data.target_size == 3 and exp.scorer.objective.outputs() == 3
     assert exp.model(exp.data.train.x[:4]).shape == (4, 3)
     result = check_loss.run(exp)
     assert result.status == "pass" and "variance" in result.metrics["expected_from"]
@@ -87,14 +87,14 @@ def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, wri
 
 
 def test_mse_on_class_labels_expects_one_over_c_and_counts_accuracy():
-    from nndiag.engine import Objective
+    from nndiag.scoring import Objective
     from nndiag.recipe import LossConfig
 
     objective = Objective(LossConfig(name="mse"), 10)
     y = torch.randint(0, 10, (200,))
     assert objective.expected_initial_loss(y)[0] == 0.1
     assert float(objective.loss(torch.zeros(200, 10), y)) == 0.1 - 0 or abs(float(objective.loss(torch.zeros(200, 10), y)) - 0.1) < 1e-6
-    assert objective.is_classification and objective.correct(torch.eye(10)[y], y) == 200
+    assert objective.is_classification and objective.correct(torch.eye(10)[y], y)[0] == 200
 
 
 def test_regression_search_ranks_by_val_loss(cli, tmp_path, write_recipe):

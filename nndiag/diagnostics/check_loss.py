@@ -11,7 +11,12 @@ Rules (documented thresholds, all tested):
   initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 1.0)
   initial-loss-low         fail  mean loss < expected / (1 + tolerance)
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
-  inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100
+  inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100 (floating inputs only)
+  not-checked              info  no expected loss is known: the step or model gives no class logits
+                                 (the loss is still reported; `expected=` / --expected supplies one)
+Where the logits are known, C is the size of their class axis (the last dimension for a language
+model's (B, T, V) logits), and targets of -100 are ignored; a step, a model's own loss or a custom
+loss with class logits and integer targets is taken to be a softmax cross-entropy (ln C).
 The tolerance is symmetric in log-ratio: by default the loss must lie within a factor of 2 of the
 prediction. Why so wide: a healthy Kaiming or Xavier network applies its variance-preserving init to
 the output layer too, so its logits start with std ~1-1.5, which adds up to ~1 nat to ln C (measured:
@@ -29,10 +34,11 @@ import pandas as pd
 import torch
 
 from nndiag import engine
-from nndiag.data import input_statistics
+from nndiag.data import TensorSplit, input_statistics
 from nndiag.experiment import Experiment
 from nndiag.findings import Verdict
 from nndiag.result import Result
+from nndiag.scoring import Scored
 
 DEFAULT_BATCHES = 10  # batches measured at initialisation
 DEFAULT_TOLERANCE = 1.0  # allowed relative excess over the expected loss (and the same log-ratio below it)
@@ -41,39 +47,46 @@ INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
 
 
-def measure(exp: Experiment, batches: int = DEFAULT_BATCHES) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Loss of the untrained model on `batches` training batches (dropout and weight decay off)."""
+def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
+    `expected`: the loss an untrained model should have, when the user knows better than the rule."""
     model = exp.model
-    rows = []
+    rows, scored = [], []
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
         model.train()  # BatchNorm as in training; dropout is off
-        penalty = float(engine.l2_penalty(exp.optimizer()))  # what the recipe's weight decay adds
+        optimizer = exp.optimizer()
+        penalty = float(engine.l2_penalty(optimizer))  # what the recipe's weight decay adds
         order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
-        for i, (x, y) in enumerate(exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=order)):
+        for i, batch in enumerate(exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=order)):
             if i >= batches:
                 break
-            with engine.autocast(exp.device, exp.amp_dtype):
-                logits = model(x)
-            loss = float(exp.objective.loss(logits, y))
-            correct = exp.objective.correct(logits, y)
+            result = exp.scorer(model, batch)
+            loss = float(result.loss)
+            counts = exp.scorer.correct(result)
+            logits = result.logits if isinstance(result.logits, torch.Tensor) else None
             rows.append(
                 {
                     "batch": i,
-                    "examples": x.shape[0],
+                    "examples": result.examples,
                     "loss": loss,
                     "regularized_loss": loss + penalty,
-                    "accuracy": float(correct) / x.shape[0] if correct is not None else math.nan,
-                    "logit_std": float(logits.float().std()),
+                    "accuracy": float(counts[0]) / float(counts[1]) if counts is not None and float(counts[1]) > 0 else math.nan,
+                    "logit_std": float(logits.float().std()) if logits is not None and logits.numel() > 1 else math.nan,
                 }
             )
+            scored.append(result if i == 0 else Scored(result.loss, None, result.targets, result.examples))  # keep one batch's logits
     frame = pd.DataFrame(rows)
-    expected, why = exp.objective.expected_initial_loss(exp.data.train.take(10_000).y)
-    frame["expected_loss"] = expected
+    if expected is not None:
+        why = "given by the user"
+    else:
+        targets = exp.data.train.take(10_000).y if isinstance(exp.data.train, TensorSplit) else None
+        expected, why = exp.scorer.expected_initial_loss(scored, targets if isinstance(targets, torch.Tensor) else None)
+    frame["expected_loss"] = expected if expected is not None else math.nan
     facts = {
         "expected": expected,
         "expected_why": why,
         "penalty": penalty,
-        "weight_decay": exp.recipe.optim.weight_decay,
+        "weight_decay": max((g.get("weight_decay", 0.0) for g in optimizer.param_groups), default=0.0),
         "inputs": input_statistics(exp.data.train),
     }
     return frame, facts
@@ -83,8 +96,8 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAUL
     """The verdict over the measured losses. Pure: numbers in, findings out."""
     verdict = Verdict()
     losses = frame["loss"].to_numpy(dtype=float)
-    expected = float(facts["expected"])
-    _check_inputs(verdict, facts["inputs"])
+    if facts["inputs"] is not None:
+        _check_inputs(verdict, facts["inputs"])
     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
     if bad:
         verdict.add(
@@ -96,6 +109,17 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAUL
         )
         return verdict
     mean = float(losses.mean())
+    if facts["expected"] is None:
+        verdict.add(
+            "not-checked", "info",
+            f"the initial loss {mean:.4g} was not compared with what an untrained model should score: {facts['expected_why']}",
+            "Return logits and targets from your step (a mapping {loss, logits, targets}) so that C and ln C follow from the "
+            "logits, or give the expected value (--expected, or expected= in Python).",
+            initial_loss=mean,
+        )
+        _check_regularization(verdict, facts, mean)
+        return verdict
+    expected = float(facts["expected"])
     ratio = mean / expected if expected > 0 else math.inf if mean > 0 else 1.0
     evidence = {"initial_loss": mean, "expected_loss": expected, "ratio": ratio, "tolerance": tolerance,
                 "logit_std": float(frame["logit_std"].mean())}
@@ -118,6 +142,11 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAUL
             "inputs, and that the loss is the one the recipe names.",
             **evidence,
         )
+    _check_regularization(verdict, facts, mean)
+    return verdict
+
+
+def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) -> None:
     weight_decay = float(facts["weight_decay"])
     if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
         verdict.add(
@@ -128,7 +157,6 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAUL
             "actually carry the weight decay.",
             weight_decay=weight_decay, penalty=facts["penalty"], initial_loss=mean,
         )
-    return verdict
 
 
 def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
@@ -145,21 +173,22 @@ def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
         )
 
 
-def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE) -> Result:
-    frame, facts = measure(exp, batches)
+def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE, expected: float | None = None) -> Result:
+    frame, facts = measure(exp, batches, expected)
     verdict = decide(frame, facts, tolerance)
     losses = frame["loss"]
+    expected = facts["expected"]
     metrics = {
         "initial_loss": float(losses.mean()),
-        "expected_loss": facts["expected"],
+        "expected_loss": expected,
         "expected_from": facts["expected_why"],
-        "ratio": float(losses.mean()) / facts["expected"] if facts["expected"] > 0 else math.nan,
+        "ratio": float(losses.mean()) / expected if expected else math.nan,
         "loss_std_across_batches": float(losses.std()) if len(losses) > 1 else 0.0,
         "initial_accuracy": float(frame["accuracy"].mean()),
         "logit_std": float(frame["logit_std"].mean()),
         "regularized_loss": float(frame["regularized_loss"].mean()),
         "l2_penalty": facts["penalty"],
-        "input_rms": facts["inputs"]["rms"],
+        "input_rms": facts["inputs"]["rms"] if facts["inputs"] is not None else None,
         "batches": len(frame),
     }
     return Result("check-loss", verdict, {"check_loss": frame}, metrics)

@@ -494,6 +494,21 @@ def read_csv(path: Path, x: str | None = None, train: str | None = None, val: st
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise BadInput(f"{path}: not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return _from_text(frame, path, x, train, val, train_acc, val_acc)
+
+
+def from_frame(table: pd.DataFrame, label: str = "DataFrame", x: str | None = None, train: str | None = None, val: str | None = None,
+               train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+    """A pandas DataFrame (e.g. a logger's metrics) -> Curves, read exactly as its CSV would be (NaN = not logged)."""
+    import io
+
+    frame = pd.read_csv(io.StringIO(table.to_csv(index=False)), dtype=str, keep_default_na=False, skipinitialspace=True)
+    return _from_text(frame, Path(label), x, train, val, train_acc, val_acc)
+
+
+def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None,
+               val_acc: str | None) -> Curves:
+    """A CSV read as text (blank = not logged) -> Curves."""
     columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise BadInput(f"{path}: the CSV has a header ({', '.join(columns)}) but no rows")
@@ -648,7 +663,15 @@ def verdict_for(runs: list[Curves]) -> Verdict:
 
 
 def run(paths: list[Path], **columns: str | None) -> Result:
-    runs = load(paths, **columns)
+    return result_for(load(paths, **columns))
+
+
+def run_frame(table: pd.DataFrame, **columns: str | None) -> Result:
+    """The curves verdict on a pandas DataFrame (the Python API)."""
+    return result_for([from_frame(table, **columns)])
+
+
+def result_for(runs: list[Curves]) -> Result:
     frame, facts = measure(runs)
     verdict = verdict_for(runs)
     context = {"files": ", ".join(s for c in runs for s in c.sources)}

@@ -82,6 +82,7 @@ import pandas as pd
 import torch
 
 from nndiag import engine
+from nndiag.errors import BadInput
 from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
@@ -124,6 +125,36 @@ EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 # --------------------------------------------------------------------------------------------
 
 
+def check_options(start: float, end: float, mode: str, candidates: list[float] | None = None) -> None:
+    """Reject a range or candidates that cannot make a test (BadInput naming the flag)."""
+    if mode not in ("exp", "linear"):
+        raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
+    if not 0 < start < math.inf:
+        raise BadInput(f"expected a learning rate > 0, got {start:g}", where="--start")
+    if not start < end < math.inf:  # also rejects NaN
+        raise BadInput(f"--start ({start:g}) must be below --end ({end:g})", where="--start")
+    for lr in candidates or []:
+        if not 0 < lr < math.inf:
+            raise BadInput(f"every candidate LR must be a finite number > 0, got {lr!r}", where="--candidates")
+
+
+def parse_candidates(text: str | None) -> list[float] | None:
+    """'1e-1,1e-2' -> [0.1, 0.01]; bad text raises BadInput naming --candidates."""
+    if text is None:
+        return None
+    values = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise BadInput(f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates") from None
+    if not values:
+        raise BadInput("expected at least one learning rate, e.g. 1e-1,1e-2,1e-3,1e-4", where="--candidates")
+    return values
+
+
 def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) -> list[float]:
     """The LR at each point: geometric (exp) or evenly spaced (linear), both ends included."""
     if steps == 1:
@@ -134,7 +165,7 @@ def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) 
     return [float(start + (end - start) * i / (steps - 1)) for i in range(steps)]
 
 
-def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[Any]:
     """Shuffled training batches, epoch after epoch, in an order private to this test."""
     while True:
         empty = True
@@ -176,14 +207,14 @@ def measure(
     started = time.perf_counter()
     with engine.preserved(model, optimizer):
         model.train()
+        set_lr = engine.lr_setter(optimizer)  # other param groups keep their ratio to the first
         batches = _endless_batches(exp, generator)
         for i, lr in enumerate(lrs):
-            engine.set_lr(optimizer, lr)
+            set_lr(lr)
             used.append(float(optimizer.param_groups[0]["lr"]))
             total = None
             for _ in range(batches_per_lr):
-                x, y = next(batches)
-                loss, _ = exp.step(optimizer, x, y, model=model)
+                loss = exp.step(optimizer, next(batches), model=model).loss
                 total = loss if total is None else total + loss
             pending.append(total / batches_per_lr if batches_per_lr > 1 else total)
             if (i + 1) % check_every and i + 1 < steps:
@@ -431,7 +462,8 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
     """Train `steps` iterations at each LR from the same initial weights and batch order.
 
     Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
-    wd = weight_decay if weight_decay is not None else (exp.recipe.optim.weight_decay or CANDIDATE_WEIGHT_DECAY)
+    own = max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)  # the recipe's (or the user's)
+    wd = weight_decay if weight_decay is not None else (own or CANDIDATE_WEIGHT_DECAY)
     model = exp.model
     subset = exp.data.train.take(EVAL_EXAMPLES, generator=torch.Generator().manual_seed(exp.recipe.seed))
     rows, curves = [], []
@@ -445,9 +477,7 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
             batches = _endless_batches(exp, generator)
             record = []
             for _ in range(steps):
-                x, y = next(batches)
-                loss, _ = exp.step(optimizer, x, y, model=model)
-                record.append(loss)
+                record.append(exp.step(optimizer, next(batches), model=model).loss)
             values = torch.stack(record).tolist()
             curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
             after = _subset_loss(exp, subset)
@@ -582,7 +612,10 @@ def run(
     candidate_steps: int = DEFAULT_CANDIDATE_STEPS,
     apply: bool = False,
     recipe_text: str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> Result:
+    """`optimizer`: the user's own optimizer for the range test (handed back as found); default a fresh
+    one of the recipe's kind."""
     if candidates:
         summary, curves, facts = measure_candidates(exp, candidates, candidate_steps)
         verdict, best = decide_candidates(summary)
@@ -594,7 +627,7 @@ def run(
             metrics["lr_min"], metrics["lr_max"] = float(dropping.min()), float(dropping.max())
         result = Result("lr-find", verdict, {"lr_candidates": summary, "lr_candidate_curves": curves}, metrics)
     else:
-        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr)
+        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr, optimizer=optimizer)
         verdict, sug = decide(frame, facts)
         best_row = frame["smoothed_loss"].idxmin() if frame["smoothed_loss"].notna().any() else None
         metrics = {"mode": mode, "suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max,

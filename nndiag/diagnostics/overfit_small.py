@@ -8,8 +8,14 @@ RNG state are handed back untouched.
 Rules (documented thresholds, all tested):
   pass                 accuracy on the subset reaches 100% and its loss <= target_fraction x initial (default 0.1)
   loss-diverged        fail  the loss is NaN/Inf, or rises above 3x its initial value (CS231n: "stop early")
-  loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved)
+  loss-not-decreasing  fail  after all steps the best loss is still > 0.9x the initial (it barely moved); when every
+                             weight's gradient was exactly zero at the first step (measured: `zero_grad_weights` of
+                             `weights`), the advice rules the learning rate out instead of suggesting a higher one
   cannot-overfit       fail  the loss fell but stalled short of the target, or accuracy stayed below 100%
+  not-checked          info  there are no class logits and targets to judge accuracy by (a step or a
+                             custom loss that returns only the loss): the loss alone decides
+The subset is `batches` x batch_size examples drawn at random from data held as tensors, or the first
+`batches` batches of a user's DataLoader, kept fixed. Accuracy counts targets that are not -100.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from nndiag import engine
 from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.scoring import counted_targets
 
 DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
 DEFAULT_STEPS = 1000  # optimizer steps at most; the run stops as soon as it passes
@@ -46,11 +53,13 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
         initial = _evaluate(exp, subset)
         probabilities = initial.pop("probabilities")
         rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
-        step = 0
+        step, first_grads = 0, (0, 0)
         while step < steps:
-            for x, y in subset.batches(batch_size, shuffle=True, generator=order):
+            for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
-                loss, _ = exp.step(optimizer, x, y)
+                loss = exp.step(optimizer, batch).loss
+                if step == 1:
+                    first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
                 rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
                 if step >= steps:
                     break
@@ -59,27 +68,42 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAUL
             if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
                 break
     frame = pd.DataFrame(rows)
+    objective = exp.scorer.objective
+    expects_logits = exp.is_classification and (objective is None and exp.scorer.way != "loss" or objective is not None and objective.name == "cross_entropy")
     facts = {"initial_loss": initial["loss"], "examples": len(subset), "batches": batches, "steps_allowed": steps,
-             "outputs_are_probabilities": probabilities and exp.objective.name == "cross_entropy"}
+             "outputs_are_probabilities": probabilities and expects_logits,
+             "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None,  # a named regression loss has no accuracy to check
+             "zero_grad_weights": first_grads[0], "weights": first_grads[1]}
     return frame, facts
 
 
 @torch.no_grad()
 def _evaluate(exp: Experiment, subset: Any) -> dict[str, Any]:
-    """Loss and accuracy on the whole subset, as training sees it (train mode, dropout off)."""
-    with engine.autocast(exp.device, exp.amp_dtype):
-        logits = exp.model(subset.x)
-    correct = exp.objective.correct(logits, subset.y)
-    return {
-        "loss": float(exp.objective.loss(logits, subset.y)),
-        "acc": float(correct) / len(subset) if correct is not None else math.nan,
-        "probabilities": _looks_like_probabilities(logits),
-    }
+    """Loss and accuracy on the whole subset, as training sees it (train mode, dropout off): one forward
+    pass when the subset is held as tensors, its fixed batches one by one otherwise."""
+    loss_sum, weight, correct, counted, probabilities = 0.0, 0.0, 0.0, 0.0, True
+    for batch in subset.batches(len(subset)):
+        scored = exp.scorer(exp.model, batch)
+        w = float(counted_targets(scored.targets, scored.examples))
+        loss_sum, weight = loss_sum + float(scored.loss) * w, weight + w
+        counts = exp.scorer.correct(scored)
+        if counts is not None:
+            correct, counted = correct + float(counts[0]), counted + float(counts[1])
+        probabilities = probabilities and _looks_like_probabilities(scored.logits)
+    return {"loss": loss_sum / weight if weight else math.nan, "acc": correct / counted if counted else math.nan,
+            "probabilities": probabilities}
 
 
-def _looks_like_probabilities(logits: torch.Tensor) -> bool:
+@torch.no_grad()
+def _zero_grad_weights(model: torch.nn.Module) -> tuple[int, int]:
+    """(weight tensors whose gradient is None or exactly zero, weight tensors): trainable parameters with >= 2 dimensions."""
+    weights = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    return sum(1 for p in weights if p.grad is None or not bool(p.grad.any())), len(weights)
+
+
+def _looks_like_probabilities(logits: torch.Tensor | None) -> bool:
     """Rows that are non-negative and sum to 1: a softmax in front of a loss that expects logits."""
-    if logits.dim() != 2 or logits.shape[1] < 2:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 2:
         return False
     logits = logits.float()
     ones = torch.ones(logits.shape[0], device=logits.device)
@@ -107,15 +131,21 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     if not math.isfinite(initial):
         verdict.add("loss-diverged", "fail", "the loss is NaN/Inf before training starts",
                     "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
-                    initial_loss=initial)
+                    initial_loss=initial, at_init=True)
         return verdict
+    if facts.get("accuracy_unchecked"):
+        verdict.add(
+            "not-checked", "info",
+            "training accuracy on the subset was not checked (no class logits and targets to compare), so the verdict rests on the loss alone",
+            "Return logits and targets from your step (a mapping {loss, logits, targets}) to have 100% accuracy checked too.",
+        )
     if _passed(final_state, initial, target_fraction):
         return verdict
     bad_subset = frame["evaluated"].astype(bool) & ~np.isfinite(frame["subset_loss"].to_numpy(dtype=float))
     nonfinite = frame["step"][~np.isfinite(losses) | bad_subset].astype(int).tolist()
     peak = float(pd.Series(losses).replace([math.inf, -math.inf], math.nan).max())
     if nonfinite or _blown_up(final_state["loss"], initial) or peak > DIVERGED_FACTOR * initial and final_state["loss"] > initial:
-        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.1f}x its initial {initial:.4g}"
+        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.3g}x its initial {initial:.4g}"
         verdict.add(
             "loss-diverged", "fail", what,
             "The learning rate is too high or the initialisation too large: lower optim.lr by 10x (try `nndiag lr-find`), "
@@ -128,13 +158,20 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     evidence = {"initial_loss": initial, "best_loss": best, "final_loss": final_state["loss"], "best_fraction": best / initial,
                 "final_accuracy": final_state["acc"], "best_accuracy": best_acc, "steps": steps, "target_fraction": target_fraction}
     if best > NOT_DECREASING * initial:
-        verdict.add(
-            "loss-not-decreasing", "fail",
-            f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved",
-            "The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
-            "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.",
-            **evidence,
-        )
+        message = f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved"
+        zero, weights = int(facts.get("zero_grad_weights") or 0), int(facts.get("weights") or 0)
+        if weights and zero == weights:  # the evidence rules the learning rate out
+            message += f"; the gradient of every weight ({weights} tensors) was exactly zero at the first step"
+            advice = ("No learning rate can move weights whose gradient is exactly zero, so do not raise optim.lr. Look for ReLU "
+                      "units dead from the start (a large negative bias or a bad init: run `nndiag probe`), a graph cut by "
+                      ".detach(), torch.no_grad() or .data in the model or the loss, or a loss that does not depend on the outputs.")
+        else:
+            advice = ("The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
+                      "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.")
+            if zero:
+                advice += f" Note: {zero} of {weights} weight tensors got exactly zero gradient at the first step (dead units or a cut graph?)."
+        verdict.add("loss-not-decreasing", "fail", message, advice, **evidence,
+                    zero_gradients=bool(weights and zero == weights), zero_grad_weights=zero, weights=weights)
         return verdict
     message = (f"the loss fell from {initial:.4g} to {best:.4g} ({best / initial:.0%} of initial) but stalled; "
                f"training accuracy reached {best_acc:.1%} in {steps} steps (target: 100% and <= {target_fraction:.0%} of the initial loss)")

@@ -16,7 +16,8 @@ Definitions (thresholds are module constants below, each with its source):
   dead unit     a ReLU-family unit (feature of a (N, F) output, channel of a (N, C, ...) output) that is
                 never positive for ANY probed sample and position. Per unit, not per element: DeepDiagnosis'
                 per-element rule flagged 36 of 78 healthy models (DESIGN.md §4).
-  activation    the outputs of nonlinearity modules (ReLU, tanh, ...) in execution order; when a model has
+  activation    the outputs of nonlinearity modules (ReLU, tanh, ..., and Hugging Face's *Activation classes)
+                in execution order; when a model has
   depth trail   none (activations applied functionally) the outputs of its Linear/Conv layers instead.
 
 Rules of `decide` (pure: the per-layer table in, a Verdict out):
@@ -31,14 +32,24 @@ Rules of `decide` (pure: the per-layer table in, a Verdict out):
   dead-relu              warn  a ReLU-family layer with >= 40% dead units (CS231n: "as much as 40% of your
                                network can be dead" at a too-high LR); fail at >= 90%.
   vanishing-gradients    fail  AUTOTRAINER (ICSE 2021): ‖g_first‖/‖g_last‖ < 1e-3 AND ‖g_first‖ < 1e-4, over the
-                               weights of the first and last Linear/Conv layers in execution order.
+                               weights of the first and last Linear/Conv/Embedding layers in execution order. A token
+                               model's first weighted layer is its Embedding: a transformer's first Linear is an
+                               attention query projection, whose gradient is ~1e-5 of the head's at init by design
+                               (near-uniform attention), not through vanishing (measured on a healthy tiny BERT).
   exploding-gradients    fail  ‖g_first‖/‖g_last‖ > 70 (AUTOTRAINER), or a non-finite gradient. Healthy nets at init
                                measured 0.17 (digits CNN) to 6.5 (resnet18): a 10x margin. The ratio is blind to
                                a net whose gradients are huge everywhere (a huge ReLU init scales both ends alike);
                                that case shows as exploding-activations and, after a step, non-finite.
-  update-ratio-high      warn  median ‖Δw‖/‖w‖ of the weight matrices after the last probed step > 1e-1.
+  update-ratio-high      warn  median ‖Δw‖/‖w‖ of the weight matrices after the last probed step > 1e-1; or, with
+                               that median < 1e-5, the probed steps' loss rose above 3x its initial value (the steps
+                               diverged and broke the network, so the last step no longer moves it).
   update-ratio-low       warn  median ‖Δw‖/‖w‖ < 1e-5. CS231n: ~1e-3 is healthy; we flag two orders of
                                magnitude either side, so Adam's first steps (lr/rms(w), ~1e-2) stay quiet.
+  Advice never contradicts the rest of the evidence: beside a finding about the model itself (STRUCTURAL,
+  or dead-relu at fail) an update ratio is called a consequence, with no LR advice; when every weight's
+  gradient is exactly zero the message says so and there is no LR advice (evidence zero_gradients); an LR
+  change is quoted as a factor only within [3, 1000] ("by 1000x or more" beyond). Findings at step 0 (the
+  given weights, before any optimizer step) never blame the learning rate (non-finite: evidence at_init).
 
 `ProbeCallback(every=N)` probes during training (the trainer's callback protocol) at a cost of nothing on
 the other steps: hooks exist only while a probe step runs. `init_experiment` is the lecture's experiment.
@@ -55,8 +66,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nndiag import batch as batching
 from nndiag import engine
-from nndiag.findings import Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 DEFAULT_BATCHES = 2  # batches probed forward + backward at the current weights
@@ -77,6 +89,10 @@ GRAD_VANISH_ABS = 1e-4  # ... and ‖g_first‖ below this: vanishing gradients
 GRAD_EXPLODE_RATIO = 70.0  # AUTOTRAINER (ICSE 2021); healthy nets measured 0.17-6.5 at init (README, probe section), a 10x margin
 UPDATE_HIGH = 1e-1  # median update/weight ratio above this: LR too high (CS231n: ~1e-3 healthy)
 UPDATE_LOW = 1e-5  # median update/weight ratio below this: LR too low
+UPDATE_HEALTHY = 1e-3  # CS231n's healthy update/weight ratio, the target an LR advice aims at
+LR_FACTOR_MIN, LR_FACTOR_MAX = 3.0, 1000.0  # an LR change quoted as a factor stays in this range (beyond it: "1000x or more" and lr-find)
+STRUCTURAL = ("non-finite", "vanishing-activations", "exploding-activations", "saturated-activations", "vanishing-gradients",
+              "exploding-gradients")  # findings about the model itself: an update ratio beside them follows from them, not from the LR
 HIST_BINS = 40  # histogram bins per layer
 HIST_SAMPLE = 8192  # activation values kept per layer for its histogram (a deterministic strided sample)
 
@@ -85,21 +101,24 @@ BOUNDED = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid)  # note: nn.ReLU6 i
 NONLINEAR = RELU_FAMILY + BOUNDED + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
 WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # a token model's first weighted layer (its gradient rule's "first layer")
 
 LAYER_COLUMNS = ["step", "layer", "module", "kind", "calls", "numel", "mean", "std", "min", "max", "frac_saturated", "frac_dead",
                  "units", "nonfinite_act", "weight_norm", "grad_norm", "update_ratio", "nonfinite_grad", "nonfinite_weight"]
 
 
 def kind_of(module: nn.Module) -> str:
-    """relu | bounded | activation | linear | norm | other."""
+    """relu | bounded | activation | linear | embedding | norm | other."""
     if isinstance(module, RELU_FAMILY):
         return "relu"
     if isinstance(module, BOUNDED):
         return "bounded"
-    if isinstance(module, NONLINEAR):
+    if isinstance(module, NONLINEAR) or type(module).__name__.endswith("Activation"):  # Hugging Face: GELUActivation, ...
         return "activation"
     if isinstance(module, WEIGHTED):
         return "linear"
+    if isinstance(module, EMBEDDINGS):
+        return "embedding"
     if isinstance(module, NORMS):
         return "norm"
     return "other"
@@ -311,8 +330,8 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
     probe_batches = []
-    for x, y in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
-        probe_batches.append((x, y))
+    for batch in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
+        probe_batches.append(batch)
         if len(probe_batches) >= batches:
             break
     recorder = Recorder(model)
@@ -325,11 +344,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
         sums: dict[int, float] = {}
         recorder.attach()
         try:
-            for x, y in probe_batches:
+            for batch in probe_batches:
                 optimizer.zero_grad(set_to_none=True)
-                with engine.autocast(exp.device, exp.amp_dtype):
-                    logits = model(x)
-                loss = exp.objective.loss(logits, y)
+                loss = exp.scorer(model, batch).loss
                 losses.append(float(loss.detach()))
                 loss.backward()
                 for key, value in grad_norms_now(model).items():
@@ -344,9 +361,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
         ratios: dict[int, float] = {}  # of the last step after which every weight was still finite
         diverged_at = None
         for s in range(1, steps + 1):
-            x, y = probe_batches[(s - 1) % len(probe_batches)]
+            batch = probe_batches[(s - 1) % len(probe_batches)]
             before = {id(p): p.detach().clone() for p in model.parameters() if p.requires_grad}
-            loss_t, _ = exp.step(optimizer, x, y)
+            loss_t = exp.step(optimizer, batch).loss
             losses.append(float(loss_t))
             step_ratios = update_ratios(model, before)
             grads = grad_norms_now(model)
@@ -364,9 +381,9 @@ def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS
             if w is not None and not math.isnan(row["grad_norm"]):
                 row["update_ratio"] = ratios.get(id(w), math.nan)
                 row["nonfinite_weight"] = max(row["nonfinite_weight"], _nonfinite(w, float(w.detach().float().norm())))
-    facts = {"batches": len(probe_batches), "steps": steps, "examples": sum(int(x.shape[0]) for x, _ in probe_batches),
+    facts = {"batches": len(probe_batches), "steps": steps, "examples": sum(batching.size(b) for b in probe_batches),
              "initial_loss": losses[0] if losses else math.nan, "losses": losses, "lr": float(optimizer.param_groups[0]["lr"]),
-             "optimizer": exp.recipe.optim.name, "diverged_step": diverged_at}
+             "optimizer": type(optimizer).__name__, "diverged_step": diverged_at}
     return (pd.DataFrame(rows, columns=LAYER_COLUMNS), pd.DataFrame(param_rows, columns=PARAM_COLUMNS),
             pd.DataFrame(hist, columns=HIST_COLUMNS), facts)
 
@@ -439,7 +456,7 @@ def _decide_step(layers: pd.DataFrame, facts: dict[str, Any]) -> Verdict:
     _rule_saturated(verdict, layers)
     _rule_dead(verdict, layers)
     _rule_gradients(verdict, layers)
-    _rule_updates(verdict, layers)
+    _rule_updates(verdict, layers, facts)
     return verdict
 
 
@@ -452,15 +469,26 @@ def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any
     parts = [f"{int(layers[c].sum())} {what}" for c, what in
              (("nonfinite_act", "activation"), ("nonfinite_grad", "gradient"), ("nonfinite_weight", "weight")) if layers[c].sum() > 0]
     where = f"in {len(bad)} layers, first {first['layer']} ({', '.join(parts)} entries)" if first is not None else "in the loss"
+    # at the probed weights (before any optimizer step), or only after the probed steps?
+    probed = int(facts.get("batches") or 0)
+    at_init = bool(layers["nonfinite_act"].sum() > 0 or layers["nonfinite_grad"].sum() > 0
+                   or any(not math.isfinite(v) for v in facts.get("losses", [])[:probed]))
     when = ""
-    if first is not None and layers["nonfinite_act"].sum() == 0 and layers["nonfinite_grad"].sum() == 0:
+    if first is not None and not at_init:
         step = facts.get("diverged_step")
         when = f"; the weights blew up during the probed optimizer steps{f' (at step {step})' if step else ''}"
+    if at_init:
+        advice = ("Look at the first layer named: NaN/Inf in the inputs (check the data), a weight already NaN (a bad checkpoint "
+                  "or init), or an init so large that the forward pass overflows. No optimizer step has run yet, so the learning "
+                  "rate is not the cause.")
+    else:
+        advice = ("The weights were finite before the probed optimizer steps and blew up during them: the learning rate is so "
+                  "high that a step overflows (lower optim.lr by 10-100x, or run `nndiag lr-find`), or the init is too large; "
+                  "clip gradients (train.grad_clip).")
     verdict.add(
         "non-finite", "fail", f"NaN/Inf values {where}{when}" + (f"; {len(losses)} losses were NaN/Inf" if losses else ""),
-        "Look at the first layer named: NaN in the inputs (check the data), a weight already NaN (a bad checkpoint or init), "
-        "an exploding init, or a learning rate so high that one step overflows. Lower optim.lr, clip gradients (train.grad_clip).",
-        layers=list(bad["layer"])[:20], first_layer=None if first is None else first["layer"], nonfinite_losses=len(losses),
+        advice, layers=list(bad["layer"])[:20], first_layer=None if first is None else first["layer"], nonfinite_losses=len(losses),
+        at_init=at_init,
     )
 
 
@@ -530,17 +558,23 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
         return
     worst = float(bad["frac_dead"].max())
     listing = ", ".join(f"{r.layer} {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
+    at_init = bool((layers["step"] == 0).all())  # probed at the given weights, before any training step
+    if at_init:
+        advice = ("Dead units get zero gradient and never recover, so no learning rate can revive them; no optimizer step has run "
+                  "yet, so the learning rate did not kill them. Causes: a large negative bias, or an init that pushes "
+                  "pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU.")
+    else:
+        advice = ("Dead units get zero gradient and never recover. Causes: a too-high learning rate knocked them out (lower optim.lr), a large "
+                  "negative bias, or an init that pushes pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU.")
     verdict.add(
         "dead-relu", "fail" if worst >= DEAD_FAIL_FRACTION else "warn",
         f"{len(bad)} ReLU layers have >= {DEAD_FRACTION:.0%} dead units (never positive for any probed sample): {listing}",
-        "Dead units get zero gradient and never recover. Causes: a too-high learning rate knocked them out (lower optim.lr), a large "
-        "negative bias, or an init that pushes pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU.",
-        layers=list(bad["layer"]), frac_dead=[float(v) for v in bad["frac_dead"]], threshold=DEAD_FRACTION,
+        advice, layers=list(bad["layer"]), frac_dead=[float(v) for v in bad["frac_dead"]], threshold=DEAD_FRACTION,
     )
 
 
 def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
-    weighted = layers[(layers["kind"] == "linear")].dropna(subset=["grad_norm"])
+    weighted = layers[layers["kind"].isin(["linear", "embedding"])].dropna(subset=["grad_norm"])
     if len(weighted) < 2:
         return
     first, last = weighted.iloc[0], weighted.iloc[-1]
@@ -570,7 +604,8 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         )
 
 
-def _rule_updates(verdict: Verdict, layers: pd.DataFrame) -> None:
+def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any]) -> None:
+    """update-ratio-high / -low, with advice the rest of the evidence allows (see `_update_advice`)."""
     weighted = layers[layers["kind"].isin(["linear"])].dropna(subset=["update_ratio"])
     ratios = weighted["update_ratio"].to_numpy(dtype=float)
     if len(ratios) == 0:
@@ -578,24 +613,78 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame) -> None:
     if not np.isfinite(ratios).all():
         return  # a non-finite update is the non-finite rule's business
     median = float(np.median(ratios))
-    evidence = {"median": median, "layers": list(weighted["layer"]), "update_ratio": [float(r) for r in ratios]}
-    if median > UPDATE_HIGH:
+    evidence: dict[str, Any] = {"median": median, "layers": list(weighted["layer"]), "update_ratio": [float(r) for r in ratios]}
+    structural = [f.code for f in verdict.findings if f.code in STRUCTURAL or (f.code == "dead-relu" and f.severity == "fail")]
+    if structural:
+        evidence["consequence"] = structural  # the update ratio follows from what these findings describe
+    diverged = _probed_steps_diverged(facts)
+    healthy = "(CS231n: ~1e-3 is healthy)"  # UPDATE_HEALTHY
+    if median > UPDATE_HIGH or (diverged and median < UPDATE_LOW):
         high = weighted[weighted["update_ratio"] > UPDATE_HIGH]
-        verdict.add(
-            "update-ratio-high", "warn",
-            f"one step changes the weights by a median {median:.3g} of their norm (CS231n: ~1e-3 is healthy); "
-            f"{len(high)} of {len(weighted)} layers above {UPDATE_HIGH:g}, worst {high.loc[high['update_ratio'].idxmax(), 'layer']} at {high['update_ratio'].max():.3g}",
-            f"The learning rate is too high: try optim.lr about {median / 1e-3:.0g}x lower, or run `nndiag lr-find`.",
-            **evidence, threshold=UPDATE_HIGH,
-        )
+        if median > UPDATE_HIGH:
+            message = (f"one step changes the weights by a median {median:.3g} of their norm {healthy}; "
+                       f"{len(high)} of {len(weighted)} layers above {UPDATE_HIGH:g}, worst {high.loc[high['update_ratio'].idxmax(), 'layer']} "
+                       f"at {high['update_ratio'].max():.3g}")
+        else:
+            message = (f"the probed optimizer steps diverged: the loss rose from {diverged[0]:.4g} to {diverged[1]:.4g} "
+                       f"({diverged[1] / diverged[0]:.3g}x) within {facts.get('steps')} steps; the last step's median update ratio "
+                       f"{median:.3g} is that of a network the first steps broke")
+        if diverged:
+            evidence.update(probed_initial_loss=diverged[0], probed_peak_loss=diverged[1])
+        factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else math.inf
+        verdict.add("update-ratio-high", "warn", message, _update_advice("lower", factor, structural), **evidence, threshold=UPDATE_HIGH)
     elif median < UPDATE_LOW:
-        verdict.add(
-            "update-ratio-low", "warn",
-            f"one step changes the weights by a median {median:.3g} of their norm (CS231n: ~1e-3 is healthy); the model will barely move",
-            f"The learning rate is too low: try optim.lr about {1e-3 / max(median, 1e-30):.0g}x higher, or run `nndiag lr-find`. "
-            "Also check for frozen parameters or an optimizer that was not given the model's parameters.",
-            **evidence, threshold=UPDATE_LOW,
-        )
+        grads = weighted["grad_norm"].to_numpy(dtype=float)
+        zero = bool(len(grads) and np.isfinite(grads).all() and (grads == 0).all())
+        if zero:
+            message = (f"the weights did not move at all (median update ratio {median:.3g}): the gradient of every Linear/Conv weight "
+                       "is exactly zero")
+            advice = ("No learning rate moves a weight whose gradient is exactly zero, so do not raise optim.lr. "
+                      + (f"See {', '.join(structural)} above. " if structural else "")
+                      + "Look for ReLU units dead from the start, a graph cut by .detach(), torch.no_grad() or .data, or a loss that "
+                      "does not depend on the model's outputs.")
+            evidence["zero_gradients"] = True
+        elif median == 0:
+            message = "the weights did not move at all during the probed steps (median update ratio 0) although their gradients are not zero"
+            advice = ("The optimizer did not update them: check that it was given the model's parameters (a model rebuilt after the "
+                      "optimizer was created, parameters replaced in forward) and that optim.lr is not 0.")
+            evidence["weights_stalled"] = True
+        else:
+            message = f"one step changes the weights by a median {median:.3g} of their norm {healthy}; the model will barely move"
+            advice = _update_advice("raise", UPDATE_HEALTHY / median, structural)
+            if not structural:
+                advice += " Also check for frozen parameters or an optimizer that was not given the model's parameters."
+        verdict.add("update-ratio-low", "warn", message, advice, **evidence, threshold=UPDATE_LOW)
+
+
+def _probed_steps_diverged(facts: dict[str, Any]) -> tuple[float, float] | None:
+    """(initial loss, peak loss) when the probed optimizer steps drove the loss above DIVERGENCE_FACTOR x its initial value."""
+    losses = [float(v) for v in facts.get("losses", [])]
+    probed = int(facts.get("batches") or 0)
+    if not probed or len(losses) <= probed:
+        return None
+    initial = float(np.mean(losses[:probed]))
+    later = [v for v in losses[probed:] if math.isfinite(v)]
+    if not (math.isfinite(initial) and initial > 0 and later):
+        return None
+    peak = max(later)
+    return (initial, peak) if peak > DIVERGENCE_FACTOR * initial else None
+
+
+def _update_advice(direction: str, factor: float, structural: list[str]) -> str:
+    """LR advice in sane terms: a factor within [LR_FACTOR_MIN, LR_FACTOR_MAX], and none when the model itself is the problem."""
+    if structural:
+        return (f"This is probably a consequence of {', '.join(structural)} above (the update ratio follows from the weights' scale "
+                "and gradients): fix that first and probe again before changing optim.lr.")
+    return f"The learning rate is too {'high' if direction == 'lower' else 'low'}: {direction} optim.lr {lr_factor_text(factor)}, or run `nndiag lr-find`."
+
+
+def lr_factor_text(factor: float) -> str:
+    """'by about 200x' for a factor within [LR_FACTOR_MIN, LR_FACTOR_MAX]; 'by 1000x or more' beyond (an unknown factor too)."""
+    if not math.isfinite(factor) or factor > LR_FACTOR_MAX:
+        return f"by {LR_FACTOR_MAX:g}x or more"
+    shown = float(f"{max(factor, LR_FACTOR_MIN):.1g}")
+    return f"by about {shown:g}x"
 
 
 # --------------------------------------------------------------------------------------------

@@ -232,6 +232,26 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
 
 
 # --------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    stages = {"both": ("coarse", "fine"), "coarse": ("coarse",), "fine": ("fine",), "coarse,fine": ("coarse", "fine")}
+    if text not in stages:
+        raise BadInput(f"expected coarse, fine or both, got {text!r}", where="--stages")
+    return stages[text]
+
+
+def default_storage(recipe_name: str, out: Path | None = None) -> str:
+    """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
+    from nndiag.report import safe_name
+
+    folder = out if out is not None else Path(os.environ.get("NNDIAG_RUNS", "runs")) / safe_name(recipe_name)
+    return str(folder / "search-journal.log")
+
+
+# --------------------------------------------------------------------------------------------
 # Running trials
 # --------------------------------------------------------------------------------------------
 
@@ -309,9 +329,9 @@ class Search:
         self.config = recipe.search
         self.metric = self.config.metric
         if self.metric == "auto":
-            self.metric = "val_acc" if exp.objective.is_classification else "val_loss"
-        if self.metric == "val_acc" and not exp.objective.is_classification:
-            raise BadInput("val_acc is undefined for a regression loss; set search.metric: val_loss", where="search.metric")
+            self.metric = "val_acc" if exp.is_classification else "val_loss"
+        if self.metric == "val_acc" and not exp.is_classification:
+            raise BadInput("val_acc needs class labels scored against class logits; set search.metric: val_loss", where="search.metric")
         self.dims = dims_from_space(self.config.space, options.log_space)
         self.targets = {"coarse": options.coarse_trials or self.config.coarse.trials, "fine": options.fine_trials or self.config.fine.trials}
         self.epochs = {"coarse": self.config.coarse.epochs, "fine": self.config.fine.epochs}

@@ -1,0 +1,260 @@
+"""nndiag from Python: the diagnostics the CLI runs, on a recipe or on your own model and data.
+
+    import nndiag, torch
+    r = nndiag.check_loss(model, loader, loss="cross_entropy")     # or loss=callable, or step=callable
+    r = nndiag.overfit_small(model, loader, optimizer=lambda params: torch.optim.Adam(params, 1e-3))
+    r = nndiag.lr_find(model, optimizer, loader, loss=torch.nn.CrossEntropyLoss())  # all handed back as found
+    r = nndiag.probe(model, loader)
+    r = nndiag.curves("metrics.csv")                                 # or a pandas DataFrame
+    r = nndiag.train("recipe.yaml"); nndiag.search("recipe.yaml"); nndiag.babysit("recipe.yaml")
+    r.status, r.findings, r.metrics, r.table, r.plot(), r.save("out/"), r.to_json()
+
+The first argument of check_loss, overfit_small, lr_find and probe is either your model (an
+nn.Module, with `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of tensors) or a recipe
+(a YAML path, a dict, or a Recipe). A batch becomes a loss in one of three ways, tried in this order:
+`step(model, batch)` -> loss or {loss, logits, targets}; a model whose output carries `loss` (a dict
+batch is passed as keyword arguments, as Hugging Face models take it); or (inputs, targets) with
+`loss` (a name: cross_entropy, multi_margin, bce, mse; or a callable loss_fn(outputs, targets)).
+
+Keyword options are the CLI flags with underscores. Your model stays on its device (pass `device=` to
+move it) and nothing is printed or written unless you call `.save()`. Bad input raises
+`nndiag.BadInput` (a ValueError) naming the argument or recipe key; a bug in your own code raises as
+it is. The CLI calls these same functions. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+from nndiag.errors import BadInput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nndiag.experiment import Experiment
+    from nndiag.recipe import Recipe
+    from nndiag.result import Result
+
+RecipeLike = Any  # a path to a YAML recipe, a dict, or a nndiag.recipe.Recipe
+
+
+def is_recipe(obj: Any) -> bool:
+    from nndiag.recipe import Recipe
+
+    return isinstance(obj, (str, os.PathLike, dict, Recipe))
+
+
+def load(recipe: RecipeLike, set: Sequence[str] | None = None, device: str | None = None, seed: int | None = None) -> "Recipe":
+    """A Recipe from a path, a dict or a Recipe, with `key=value` overrides (precedence: device/seed > set > recipe)."""
+    from nndiag.recipe import Recipe, load_recipe, parse_assignment, parse_recipe, set_path
+
+    overrides = list(set or [])
+    if device is not None:
+        overrides.append(f"device={device}")
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if isinstance(recipe, (str, os.PathLike)):
+        return load_recipe(Path(recipe), overrides)
+    if isinstance(recipe, Recipe):
+        raw, source = recipe.to_dict(), recipe.source
+    elif isinstance(recipe, dict):
+        import copy
+
+        raw, source = copy.deepcopy(recipe), None
+    else:
+        raise BadInput(f"expected a recipe (a YAML path, a dict or a Recipe), got {type(recipe).__name__}", where="recipe")
+    for assignment in overrides:
+        set_path(raw, *parse_assignment(assignment))
+    return parse_recipe(raw, source=source)
+
+
+def _source(target: Any) -> str:
+    if isinstance(target, (str, os.PathLike)):
+        return str(target)
+    return "python" if not is_recipe(target) else "recipe dict"
+
+
+def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batch_size: int | None = None,
+               device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Experiment":
+    """An Experiment from a recipe, or from the user's own model and data."""
+    from nndiag.experiment import Experiment
+
+    if is_recipe(target):
+        given = [name for name, value in (("data", data), ("loss", loss), ("step", step), ("optimizer", optimizer), ("batch_size", batch_size))
+                 if value is not None]
+        if given:
+            raise BadInput(f"{', '.join(given)} go with your own model; a recipe names its own (change it with set=['key=value'])", where=given[0])
+        return Experiment.build(load(target, set, device, seed))
+    if set:
+        raise BadInput("set= overrides recipe keys; with your own model, pass the options as arguments", where="set")
+    if data is None:
+        raise BadInput("your own model needs `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of tensors", where="data")
+    return Experiment.from_objects(target, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size or 64,
+                                   device=device, seed=0 if seed is None else seed)
+
+
+@contextlib.contextmanager
+def _rng_kept() -> Iterator[None]:
+    """The torch / numpy / python RNG states are as before, whatever ran (a user's shuffling DataLoader draws from them)."""
+    from nndiag import engine
+
+    state = engine.rng_state()
+    try:
+        yield
+    finally:
+        engine.set_rng_state(state)
+
+
+def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
+    """What every Result carries about its run: the recipe, what was built, where it came from."""
+    result.recipe = exp.recipe.to_dict() if is_recipe(target) else None
+    result.context = {**exp.describe(), **result.context}
+    result.name = exp.recipe.name
+    result.source = _source(target)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe, step by step
+# --------------------------------------------------------------------------------------------
+
+
+def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 10,
+               tolerance: float = 1.0, expected: float | None = None, batch_size: int | None = None, device: str | None = None,
+               seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Step 1: is the loss at initialisation what the loss predicts (ln C for softmax cross-entropy)?
+
+    `expected`: the loss an untrained model should have, when the rule cannot know it (a custom step)."""
+    from nndiag.diagnostics import check_loss as diagnostic
+
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
+
+
+def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 5,
+                  steps: int = 1000, target: float = 0.1, batch_size: int | None = None, device: str | None = None,
+                  seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Step 2: can the model memorise `batches` minibatches (100% accuracy, loss <= target x initial)?
+
+    `optimizer`: a function params -> optimizer (default Adam, lr 1e-3), or an optimizer to copy the
+    class and settings of. The model and optimizer are handed back as found."""
+    from nndiag.diagnostics import overfit_small as diagnostic
+
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
+
+
+def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = 1e-7,
+            end: float = 10.0, steps: int = 100, mode: str = "exp", batches_per_lr: int = 1, candidates: Sequence[float] | None = None,
+            candidate_steps: int = 100, apply: bool = False, batch_size: int | None = None, device: str | None = None,
+            seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
+
+    On your own model and optimizer, both are handed back bit for bit: parameters, buffers, optimizer
+    state and LR, train/eval flags and the RNG states. `apply` (recipes only) also writes the recipe
+    with optim.lr set to the suggestion (`recipe.lr-applied.yaml` in the run folder)."""
+    from nndiag.diagnostics import lr_find as diagnostic
+
+    diagnostic.check_options(start, end, mode, candidates)
+    if apply and not is_recipe(model):
+        raise BadInput("apply writes the recipe with the suggested LR; it needs a recipe, not your own model", where="apply")
+    instance = optimizer if _is_optimizer(optimizer) else None
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
+        result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
+                                candidates=list(candidates) if candidates else None, candidate_steps=candidate_steps,
+                                apply=apply, recipe_text=text, optimizer=instance)
+        return _finish(result, exp, model)
+
+
+def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 2, steps: int = 5,
+          batch_size: int | None = None, device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Per-layer activation, gradient and update/weight statistics with the weight-init lecture's
+    verdicts. The model and RNGs are handed back as found."""
+    from nndiag.diagnostics import probe as diagnostic
+
+    with _rng_kept():
+        exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
+
+
+def curves(source: Any, *, x: str | None = None, train: str | None = None, val: str | None = None, train_acc: str | None = None,
+           val_acc: str | None = None) -> "Result":
+    """Step 6: diagnose loss curves from CSV files, run folders, or a pandas DataFrame."""
+    from nndiag.diagnostics import curves as diagnostic
+
+    columns = {"x": x, "train": train, "val": val, "train_acc": train_acc, "val_acc": val_acc}
+    if _is_frame(source):
+        result = diagnostic.run_frame(source, **columns)
+        result.source = "DataFrame"
+        return result
+    paths = [Path(p) for p in (source if isinstance(source, (list, tuple)) else [source])]
+    result = diagnostic.run(paths, **columns)
+    result.name, result.source = "curves", " ".join(str(p) for p in paths)
+    return result
+
+
+def train(recipe: RecipeLike, *, epochs: int | None = None, max_steps: int | None = None, probe_every: int | None = None,
+          callbacks: Iterable[Any] = (), device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Train with the recipe; log the curves; end with the curves verdict on its own log.
+
+    `callbacks`: objects with on_step(trainer, step, loss) and on_epoch(trainer, row) (see nndiag.trainer)."""
+    from nndiag.diagnostics import train as diagnostic
+
+    exp = experiment(recipe, device=device, seed=seed, set=set)
+    return _finish(diagnostic.run(exp, epochs=epochs, max_steps=max_steps, callbacks=list(callbacks), probe_every=probe_every), exp, recipe)
+
+
+def search(recipe: RecipeLike, *, random: bool = True, log_space: bool = True, stages: str = "both", trials: int | None = None,
+           coarse_trials: int | None = None, fine_trials: int | None = None, workers: int = 1, storage: str | None = None,
+           study: str | None = None, threads: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
+           device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+    """Steps 4-5: a coarse random search in log space, then a fine one around the best trials.
+
+    The study lives in `storage` (default: runs/<recipe name>/search-journal.log), so calling again resumes it."""
+    from nndiag.diagnostics import search as diagnostic
+
+    exp = experiment(recipe, device=device, seed=seed, set=set)
+    options = diagnostic.SearchOptions(
+        stages=diagnostic.parse_stages(stages), sampling="random" if random else "grid", log_space=log_space,
+        coarse_trials=coarse_trials or trials, fine_trials=fine_trials or trials,
+        storage=storage or diagnostic.default_storage(exp.recipe.name), study=study, workers=workers, threads=threads,
+    )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return _finish(diagnostic.run(exp, options, progress), exp, recipe)
+
+
+def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = False, out: str | Path | None = None, plots: bool = True,
+            progress: Callable[[str], None] | None = None, device: str | None = None, seed: int | None = None,
+            set: Sequence[str] | None = None) -> "Result":
+    """All of it in order (check-loss, overfit-small, lr-find, search, train, curves; probe where a step
+    fails), stopping at the first failing gate unless `keep_going`.
+
+    Its steps write their run folders as they go: into `out` when given, else into a temporary folder
+    that `.save(folder)` copies."""
+    from nndiag.babysit import run_babysit
+
+    loaded = load(recipe, set, device, seed)
+    return run_babysit(loaded, _source(recipe), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,
+                       plots=plots, progress=progress)
+
+
+def _is_optimizer(obj: Any) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.optim.Optimizer)
+
+
+def _is_frame(obj: Any) -> bool:
+    import sys
+
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(obj, pandas.DataFrame)

@@ -1,0 +1,250 @@
+"""Root causes: which fault, among everything babysit saw, most likely explains the rest.
+
+Babysit gathers findings from up to seven steps. Many of them are symptoms of one fault: a net whose
+ReLUs are all dead at initialisation shows a loss that does not move (overfit-small), a constant
+layer and updates of exactly zero (probe). Reading the findings one at a time gives advice that points
+the wrong way ("raise the learning rate"). `rank` reads them together and names the cause.
+
+The reasoning is one table, `RULES`, in precedence order (most fundamental first). Each rule is a
+cause with
+  established_by  the findings that show the cause directly (a code, optionally only at a minimum
+                  severity, or only when an evidence key is true (`when`) or false/absent (`unless`));
+  explains        the codes of the other findings it accounts for ("*": all of them);
+  fix             what to do about it.
+
+`rank` walks the table once, from the top:
+  1. a rule whose establishing findings are all already explained by an earlier cause is a
+     consequence, not a root cause: whatever it would explain goes to that earlier cause too
+     (saturated tanh explains a huge initial loss, which explains a divergence);
+  2. otherwise the rule is a root cause: it owns its establishing findings and every finding not
+     yet explained whose code it explains.
+So a learning-rate cause, near the bottom, explains only what no structural cause (dead, vanishing,
+saturated or exploding layers, a bad output scale, a softmax before the loss) already explains.
+Root causes are then ordered: those whose findings include a failing one first, then by precedence.
+`info` findings never count.
+
+Pure: plain finding dicts in (`code`, `severity`, `evidence`, and optionally `step`, `message`),
+RootCause objects out. No torch; babysit, its report and its JSON all use the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from nndiag.findings import ALL_CODES, CODES
+
+SEVERITY_ORDER = {"info": 0, "warn": 1, "fail": 2}
+
+
+@dataclass(frozen=True)
+class Sign:
+    """A finding that establishes a cause: its code, a minimum severity, and evidence keys that must be
+    true (`when`) or false/absent (`unless`)."""
+
+    code: str
+    severity: str = "warn"
+    when: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+
+    def matches(self, finding: dict[str, Any]) -> bool:
+        evidence = finding.get("evidence") or {}
+        return (finding.get("code") == self.code
+                and SEVERITY_ORDER.get(str(finding.get("severity")), 0) >= SEVERITY_ORDER[self.severity]
+                and all(evidence.get(key) for key in self.when)
+                and not any(evidence.get(key) for key in self.unless))
+
+    def __str__(self) -> str:
+        text = self.code + (" (fail)" if self.severity == "fail" else "")
+        text += "".join(f" with {key}" for key in self.when)
+        return text + "".join(f" without {key}" for key in self.unless)
+
+
+@dataclass(frozen=True)
+class Rule:
+    cause: str  # stable id, in babysit's JSON (`root_causes[].cause`)
+    title: str  # the cause in a few words
+    established_by: tuple[Sign, ...]
+    explains: tuple[str, ...]  # finding codes it accounts for; "*" = every finding
+    fix: str  # what to do
+
+    def established(self, finding: dict[str, Any]) -> bool:
+        return any(sign.matches(finding) for sign in self.established_by)
+
+    def explains_code(self, code: str) -> bool:
+        return "*" in self.explains or code in self.explains
+
+
+def _signs(*items: str | Sign) -> tuple[Sign, ...]:
+    return tuple(Sign(item) if isinstance(item, str) else item for item in items)
+
+
+# Symptom groups, by what the loss does.
+NOT_MOVING = ("loss-not-decreasing", "no-decrease", "plateau", "underfitting", "lr-too-low", "bad-init", "update-ratio-low")
+DIVERGING = ("loss-diverged", "diverged-immediately", "all-trials-diverged", "diverged", "update-ratio-high", "non-finite")
+
+# The table, most fundamental cause first. Sources for the links: the CS231n notes in shared/seeds
+# (dead units, vanishing/saturated activations, "loss not going down: LR too low", "loss exploding:
+# LR too high", initial loss ln C) and each finding's own rule (README, per command).
+RULES: tuple[Rule, ...] = (
+    Rule("non-finite-values", "NaN/Inf values already at initialisation",
+         _signs("non-finite-loss", Sign("non-finite", when=("at_init",)), Sign("loss-diverged", when=("at_init",))),
+         ("*",),
+         "NaN/Inf at initialisation poisons every step after it. Look for NaN/Inf in the inputs (the data), a log or division "
+         "of zero in the model or the loss, an init that overflows, and targets that are not valid class indices."),
+    Rule("softmax-before-loss", "a softmax in front of a loss that expects logits",
+         _signs(Sign("cannot-overfit", when=("outputs_are_probabilities",))),
+         ("cannot-overfit", *NOT_MOVING),
+         "Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits."),
+    Rule("inputs-not-normalized", "inputs far from zero mean and unit scale",
+         _signs("inputs-not-normalized"),
+         ("initial-loss-high", "saturated-activations", "exploding-activations", "exploding-gradients", *DIVERGING),
+         "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); the usable "
+         "learning rate and the initial loss then no longer depend on the data's units."),
+    Rule("dead-units", "ReLU units dead (never positive) at initialisation",
+         _signs(Sign("dead-relu", severity="fail")),
+         (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
+         "Dead units pass no signal and get exactly zero gradient, so no learning rate can revive them. Find what pushes the "
+         "pre-activations negative (a large negative bias, a bad init): use Kaiming init with zero biases, LeakyReLU, or "
+         "BatchNorm before the ReLU."),
+    Rule("vanishing-activations", "activations that vanish with depth (init too small)",
+         _signs("vanishing-activations"),
+         (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "update-ratio-high"),
+         "The init is too small for this depth: use Xavier (tanh) or Kaiming (ReLU) init (model.args.init), or add BatchNorm. "
+         "Changing the learning rate does not fix a signal that vanishes with depth (tiny weights also make every update "
+         "look large relative to them)."),
+    Rule("saturated-activations", "tanh/sigmoid units saturated at their rails (init or inputs too large)",
+         _signs("saturated-activations"),
+         (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "exploding-gradients", "initial-loss-high"),
+         "Saturated units have local gradient ~0. Use Xavier init (std 1/sqrt(fan_in)), standardise the inputs, or switch to "
+         "ReLU with Kaiming init."),
+    Rule("vanishing-gradients", "gradients that vanish before the first layers",
+         _signs("vanishing-gradients"),
+         (*NOT_MOVING, "cannot-overfit"),
+         "Use an init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, BatchNorm or residual connections."),
+    Rule("init-too-large", "activations or gradients that grow with depth (init too large)",
+         _signs("exploding-activations", "exploding-gradients"),
+         ("initial-loss-high", "cannot-overfit", "no-decrease", *DIVERGING),
+         "Scale the init down (Kaiming for ReLU, Xavier for tanh: std proportional to 1/sqrt(fan_in)), add BatchNorm/LayerNorm, "
+         "and clip gradients (train.grad_clip)."),
+    Rule("output-too-large", "a huge initial loss: the output layer starts far too large",
+         _signs("initial-loss-high"),
+         ("cannot-overfit", "no-decrease", *DIVERGING),
+         "The untrained model is confidently wrong, so the first gradients are huge. Scale the last layer's initial weights "
+         "down (e.g. x0.01, or zeros), and use Xavier/Kaiming init."),
+    Rule("not-a-fresh-model", "an initial loss below chance: a label leak or a model that is not fresh",
+         _signs("initial-loss-low"),
+         (),
+         "Check that the model is freshly initialised, that the labels do not leak into the inputs, and that the loss is the "
+         "one the recipe names."),
+    Rule("zero-gradients", "weights whose gradient is exactly zero",
+         _signs(Sign("loss-not-decreasing", when=("zero_gradients",)), Sign("update-ratio-low", when=("zero_gradients",))),
+         (*NOT_MOVING, "cannot-overfit"),
+         "No learning rate moves a weight whose gradient is exactly zero. Look for ReLUs dead from the start (`nndiag probe`), "
+         "a graph cut by .detach(), torch.no_grad() or .data, or a loss that does not depend on the model's outputs."),
+    Rule("lr-too-high", "a learning rate far too high",
+         _signs("loss-diverged", "diverged", "lr-too-high", "all-trials-diverged", "non-finite",
+                Sign("update-ratio-high", unless=("consequence",))),
+         (*DIVERGING, "lr-too-high", "noisy"),
+         "Lower optim.lr by 10-100x, or run `nndiag lr-find` and use its suggestion; clip gradients (train.grad_clip) if spikes persist."),
+    Rule("lr-too-low", "a learning rate far too low",
+         _signs(Sign("loss-not-decreasing", unless=("zero_gradients",)), "lr-too-low",
+                Sign("update-ratio-low", unless=("zero_gradients", "weights_stalled", "consequence"))),
+         ("loss-not-decreasing", "update-ratio-low", "lr-too-low", "plateau", "underfitting"),
+         "Raise optim.lr by 10-1000x, or run `nndiag lr-find` and use its suggestion."),
+    Rule("too-little-capacity", "a model that cannot memorise a tiny sample (capacity, or a bug)",
+         _signs(Sign("cannot-overfit", unless=("outputs_are_probabilities",))),
+         ("underfitting", "plateau"),
+         "Give the model more capacity (wider/deeper layers, a nonlinearity), train longer, or look for a bug in the model, "
+         "the loss or the labels."),
+)
+
+# The causes only the probe can establish (babysit runs the probe when a finding might be theirs).
+PROBE_CAUSES = tuple(r for r in RULES if all(s.code in CODES["probe"] for s in r.established_by))
+
+
+@dataclass
+class RootCause:
+    cause: str
+    title: str
+    fix: str
+    severity: str  # the worst severity among its evidence and what it explains
+    evidence: list[int] = field(default_factory=list)  # indices of the findings that establish it
+    explained: list[int] = field(default_factory=list)  # indices of the other findings it accounts for
+    precedence: int = 0  # its row in RULES
+
+    def to_dict(self, findings: list[dict[str, Any]]) -> dict[str, Any]:
+        def brief(i: int) -> dict[str, Any]:
+            f = findings[i]
+            return {"step": f.get("step"), "code": f.get("code"), "severity": f.get("severity"), "message": f.get("message", "")}
+
+        return {"cause": self.cause, "title": self.title, "severity": self.severity, "fix": self.fix,
+                "evidence": [brief(i) for i in self.evidence], "explains": [brief(i) for i in self.explained]}
+
+
+def counted(finding: dict[str, Any]) -> bool:
+    return SEVERITY_ORDER.get(str(finding.get("severity")), 0) >= SEVERITY_ORDER["warn"]
+
+
+def rank(findings: list[dict[str, Any]]) -> list[RootCause]:
+    """The root causes behind `findings`, most likely first. Pure."""
+    owner: dict[int, RootCause] = {}
+    causes: list[RootCause] = []
+    live = [i for i, f in enumerate(findings) if counted(f)]
+    for precedence, rule in enumerate(RULES):
+        establishing = [i for i in live if rule.established(findings[i])]
+        if not establishing:
+            continue
+        fresh = [i for i in establishing if i not in owner]
+        if fresh:
+            target = RootCause(rule.cause, rule.title, rule.fix, "warn", precedence=precedence)
+            causes.append(target)
+            for i in fresh:
+                owner[i] = target
+                target.evidence.append(i)
+        else:
+            target = owner[establishing[0]]  # a consequence of an earlier cause: it inherits what this one explains
+        for i in live:
+            if i not in owner and rule.explains_code(str(findings[i].get("code"))):
+                owner[i] = target
+                target.explained.append(i)
+    for cause in causes:
+        severities = {findings[i].get("severity") for i in cause.evidence + cause.explained}
+        cause.severity = "fail" if "fail" in severities else "warn"
+        cause.explained.sort()
+    return sorted(causes, key=lambda c: (c.severity != "fail", c.precedence))
+
+
+def explained_by(findings: list[dict[str, Any]], causes: list[RootCause]) -> list[str | None]:
+    """Per finding: the id of the root cause it is a consequence of (None for evidence and for the rest)."""
+    out: list[str | None] = [None] * len(findings)
+    for cause in causes:
+        for i in cause.explained:
+            out[i] = cause.cause
+    return out
+
+
+def cause_of(findings: list[dict[str, Any]], causes: list[RootCause]) -> list[tuple[int, str] | None]:
+    """Per finding: (1-based rank of its root cause, "evidence" | "explained"), or None."""
+    out: list[tuple[int, str] | None] = [None] * len(findings)
+    for number, cause in enumerate(causes, 1):
+        for i in cause.evidence:
+            out[i] = (number, "evidence")
+        for i in cause.explained:
+            out[i] = (number, "explained")
+    return out
+
+
+def probe_could_explain(findings: Iterable[dict[str, Any]]) -> bool:
+    """True when a warn/fail finding is one that a cause only the probe can establish would explain."""
+    return any(counted(f) and any(rule.explains_code(str(f.get("code"))) for rule in PROBE_CAUSES) for f in findings)
+
+
+def _check_table() -> None:
+    for rule in RULES:
+        for code in [s.code for s in rule.established_by] + [c for c in rule.explains if c != "*"]:
+            if code not in ALL_CODES:
+                raise ValueError(f"root_cause.RULES[{rule.cause!r}] names unknown finding code {code!r}")
+
+
+_check_table()
