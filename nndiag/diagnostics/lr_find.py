@@ -430,8 +430,9 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                     f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the suggestion {sug.suggested_lr:.3g} is "
                     f"only {FLAT_DIVISOR:g}x below that rise",
                     "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
-                    f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). A model trained from "
-                    "scratch should not: look for a training bug with `nndiag overfit-small`.",
+                    f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
+                    "learns too slowly for one batch per LR to show it (e.g. a transformer from scratch): retry with "
+                    "--batches-per-lr 4. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
                     **evidence, reason="flat", lr_rise=sug.lr_diverged)
     elif sug.unreliable is not None:
         low, high = sug.spread if sug.spread else (math.nan, math.nan)
