@@ -29,7 +29,7 @@ app = typer.Typer(
 
 # -- options every recipe command takes -------------------------------------------------------
 
-RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml.", show_default=False)]
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml, or the name of a bundled recipe (nndiag recipes).", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable).")]
@@ -75,10 +75,24 @@ def overrides(common: Common) -> dict[str, Any]:
     return {"set": common.set, "device": common.device, "seed": common.seed}
 
 
+def note_bundled(recipe: Path, as_json: bool) -> None:
+    """Say which file a bare recipe name stands for (`nndiag check-loss quickstart`)."""
+    if as_json or recipe.is_file():
+        return
+    from nndiag.errors import BadInput
+    from nndiag.recipe import resolve_recipe_path
+
+    try:
+        err_console().print(f"[dim]using the bundled recipe {resolve_recipe_path(recipe)}[/]")
+    except BadInput:
+        pass  # the command itself reports the missing file
+
+
 def execute(command: str, common: Common, work: Callable[[], Any]) -> None:
     """Run one diagnostic through the Python API -> write the run folder -> print -> exit with the verdict's code."""
     from nndiag.errors import BadInput
 
+    note_bundled(common.recipe, common.json)
     try:
         from nndiag import report
 
@@ -388,11 +402,13 @@ def babysit(
 
     common = Common(recipe, device, seed, set, out, json, no_plots)
     stderr = err_console()
+    note_bundled(recipe, json)
     try:
         from nndiag.babysit import run_babysit
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
-        result = run_babysit(load(common), str(recipe), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
+        loaded = load(common)
+        result = run_babysit(loaded, str(recipe if recipe.is_file() else loaded.source), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
                              progress=progress, cli_args=_repeatable_args(common))
     except BadInput as exc:
         raise bad_input(str(exc)) from None
@@ -428,7 +444,8 @@ def validate(
     common = Common(recipe, device, seed, set)
     try:
         loaded = load(common)
-        lines = [f"recipe {recipe} is valid: name {loaded.name!r}, seed {loaded.seed}"]
+        shown = recipe if recipe.is_file() else loaded.source  # a bare name: the bundled file it stands for
+        lines = [f"recipe {shown} is valid: name {loaded.name!r}, seed {loaded.seed}"]
         if build:
             from nndiag.experiment import Experiment
 
