@@ -182,11 +182,11 @@ def _split(x: torch.Tensor, y: torch.Tensor, format: str) -> Any:
 class _TokenModel(nn.Module):
     """Shared by the token models: padding mask, pooling, head, and the HF-style `labels` output."""
 
-    def __init__(self, vocab_size: int, d_model: int, num_outputs: int, pooling: str, pad_id: int | None, per_token: bool):
+    def __init__(self, vocab_size: int, d_model: int, width: int, num_outputs: int, pooling: str, pad_id: int | None, per_token: bool):
         super().__init__()
         self.pooling, self.pad_id, self.per_token = pooling, pad_id, per_token
         self.embed = nn.Embedding(vocab_size, d_model)
-        self.head = nn.Linear(d_model, num_outputs)
+        self.head = nn.Linear(width, num_outputs)  # width: size of the encoder's states
         nn.init.normal_(self.head.weight, std=OUTPUT_INIT_STD)
         nn.init.zeros_(self.head.bias)
 
@@ -228,7 +228,7 @@ class TokenTransformer(_TokenModel):
 
     def __init__(self, seq_len: int, num_outputs: int, vocab_size: int, d_model: int, heads: int, layers: int, dim_feedforward: int,
                  dropout: float, pooling: str, pad_id: int | None, per_token: bool):
-        super().__init__(vocab_size, d_model, num_outputs, pooling, pad_id, per_token)
+        super().__init__(vocab_size, d_model, d_model, num_outputs, pooling, pad_id, per_token)
         self.max_len = seq_len
         extra = 1 if pooling == "cls" else 0
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * EMBED_INIT_STD) if extra else None
@@ -255,17 +255,17 @@ class TokenGRU(_TokenModel):
 
     def __init__(self, num_outputs: int, vocab_size: int, d_model: int, hidden: int, layers: int, dropout: float, bidirectional: bool,
                  pooling: str, pad_id: int | None, per_token: bool):
-        super().__init__(vocab_size, d_model, num_outputs, pooling, pad_id, per_token)
-        width = hidden * (2 if bidirectional else 1)
+        super().__init__(vocab_size, d_model, hidden * (2 if bidirectional else 1), num_outputs, pooling, pad_id, per_token)
         self.rnn = nn.GRU(d_model, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
-        if width != d_model:
-            self.head = nn.Linear(width, num_outputs)
-            nn.init.normal_(self.head.weight, std=OUTPUT_INIT_STD)
-            nn.init.zeros_(self.head.bias)
 
     def encode(self, input_ids: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        states, _ = self.rnn(self.embed(input_ids))
-        return states
+        h = self.embed(input_ids)
+        if keep is None or not self.rnn.bidirectional:
+            return self.rnn(h)[0]  # left to right, padding after the tokens cannot reach them
+        # Right to left must start at each sequence's last real token, not at the end of the padding.
+        lengths = keep.sum(1).clamp(min=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        return nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=h.shape[1])[0]
 
 
 def transformer(

@@ -137,17 +137,18 @@ def test_cls_pooling_and_labels_give_a_hugging_face_style_output():
     assert cls(d["input_ids"][:2]).shape == (2, 4)
 
 
-@pytest.mark.parametrize("builder", [transformer, gru])
-def test_padding_is_ignored_with_a_pad_id_and_not_without(builder):
+@pytest.mark.parametrize("builder, args", [(transformer, {}), (transformer, {"pooling": "last"}), (gru, {}),
+                                           (gru, {"bidirectional": True, "pooling": "mean"})])
+def test_padding_is_ignored_with_a_pad_id_and_not_without(builder, args):
     torch.manual_seed(0)
     (x, _), _ = tokens("first", **SMALL)
     short = x[(x == PAD_ID).sum(1) >= 4][:8]  # rows with at least 4 padding tokens at the end
-    model = builder((16,), 4, vocab_size=12).eval()
+    model = builder((16,), 4, vocab_size=12, **args).eval()
     with torch.no_grad():
         assert torch.allclose(model(short), model(short[:, :-4]), atol=1e-5)  # less padding, same logits
         mask = (short != PAD_ID).long()
         assert torch.allclose(model(short, attention_mask=mask), model(short), atol=1e-5)
-        blind = builder((16,), 4, vocab_size=12, pad_id=None, pooling="mean").eval()
+        blind = builder((16,), 4, vocab_size=12, **{**args, "pad_id": None, "pooling": "mean"}).eval()
         assert not torch.allclose(blind(short), blind(short[:, :-4]), atol=1e-5)
 
 
