@@ -23,7 +23,7 @@ Token ids: PAD_ID = 0, SEP_ID = 1, BLANK_ID = 2; content tokens are NUM_SPECIAL 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
