@@ -98,7 +98,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str | None = None  # built-in: linear, mlp, cnn, or a torchvision model name such as resnet18
+    name: str | None = None  # built-in: linear, mlp, cnn, transformer, gru, huggingface (from a config), or a torchvision model name such as resnet18
     target: str | None = _setting(None, _target)  # or a callable "module:attr" returning an nn.Module
     args: dict[str, Any] = _setting({})  # keyword arguments for the model or the target
 

@@ -231,7 +231,8 @@ def build(in_features: int = 16, classes: int = 4, hidden: int = 64, depth: int 
 
 def init_files(path: Path, with_targets: bool = False, source: Path | None = None) -> dict[Path, str]:
     """What `nndiag init` writes: path -> text. `source`: copy a bundled recipe instead of the starter."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "my-recipe"
+    stem = path.parent.name if path.name == "recipe.yaml" and path.parent.name else path.stem  # init DIR writes DIR/recipe.yaml
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem) or "my-recipe"
     if source is not None:
         files = {path: _copied(source, name, _shown(path))}
     else:
