@@ -1,15 +1,20 @@
 """Step 6 of the recipe: read the loss curves.
 
 `decide(curves)` is a pure function over series of numbers; `load(paths)` reads nndiag's own CSVs,
-PyTorch Lightning `CSVLogger` files and any CSV with a step/epoch column and loss/accuracy columns;
-`run(paths)` does both and returns a Result. `train` calls `decide` over its own History.
+PyTorch Lightning `CSVLogger` files, any CSV with a step/epoch column and loss/accuracy columns, and
+TensorBoard event files (Lightning's TensorBoardLogger, `torch.utils.tensorboard.SummaryWriter`, the
+Hugging Face Trainer; through the optional `tensorboard` package, imported only then); `run(paths)`
+does both and returns a Result. `train` calls `decide` over its own History, with the chance levels
+it knows (ln C, 1/C).
 
 A `Curves` holds up to two views of one run:
   dense  the densest training loss (every step when known): shape rules read it
   fit    train/val loss and accuracy at comparable points (every epoch, or Lightning's val rows):
          the rules that compare training with validation read it
 Every series keeps only the points that were logged (a blank CSV cell is "not logged"; a NaN/Inf
-that was logged is a real non-finite value).
+that was logged is a real non-finite value). A folder path stands for the runs at or below it
+(each run folder: its CSVs, else its event files); every run gets a unique name (the shortest
+tail of its path that no other run shares).
 
 Measures (all relative, so a loss in nats or in dollars gives the same verdict):
   u            position along the run, 0 at the first point and 1 at the last (x normalised)
@@ -19,45 +24,66 @@ Measures (all relative, so a loss in nats or in dollars gives the same verdict):
   E (end)      median of the last max(2, n/10) raw points: where the run ended
   B (best)     minimum of the smoothed curve;  D = S - B, the total drop
   t_q          first u where the smoothed curve has fallen by q x (S - E) (t10, t90)
-  noise        robust std (1.4826 x MAD) of raw - smooth over the second half of the run
+  early        share of the fall S - E done by u = 0.1
+  noise        robust std (1.4826 x MAD) of raw - smooth over the second half of the run (flatness tests)
+  wiggle       plain std of the same residuals (the noisy rule: a batch of 2 is mostly ~0 with big
+               jumps, whose MAD is ~0)
   M (middle)   median of the points with u in [0.45, 0.55]; M - E is the second half's drop
   flat         the second half fell less than PLATEAU_FLAT x S + 3 standard errors of M - E
+  val swing    mean |log(val / its 3-point median)| over the second half: jumps around the trend
 
-Rules (severity; threshold constants below; every one tested on synthetic curves that must and
-must not trigger it). A healthy curve -- a fast, exponential-ish fall to a low floor, mild noise,
-train and validation close -- raises nothing.
-  diverged         fail  a logged NaN/Inf (train or val); or the smoothed train loss rises above
-                         DIVERGE_FACTOR x S (CS231n: "> 3x the initial loss, stop"); or, after a real
-                         drop (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D
-                         and E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
+Rules (severity; threshold constants below, calibrated on a corpus of real training logs with
+planted causes, tests/data/curves/ from benchmarks/curves_corpus.py, and on synthetic curves; each
+tested with inputs that must and must not trigger it). A healthy curve -- a fast, exponential-ish
+fall to a low floor, mild noise, train and validation close -- raises nothing.
+  diverged         fail  a logged NaN/Inf (train or val); or the run ended on a blow-up (last train
+                         loss >= DIVERGE_FACTOR x the initial one, even with 2 points: a trainer's 3x
+                         abort); or >= SPIKE_POINTS train points above DIVERGE_FACTOR x the initial
+                         loss (CS231n: "> 3x the initial loss, stop"); or the val loss spiked above
+                         DIVERGE_FACTOR x max(S, its end level) and came back down; or the smoothed
+                         train loss rises above DIVERGE_FACTOR x S; or, after a real drop
+                         (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D and
+                         E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
   plateau          warn  the loss never moved (D < PLATEAU_MOVE x S); or it stalled high: E >=
                          PLATEAU_LEVEL x S and the second half is flat.
-  lr-too-low       warn  slow, almost linear decline: E >= LOW_LEVEL x S (lost less than half),
-                         the second half still fell clearly (>= LOW_MIN_DROP x S and > 3 standard
-                         errors) and the first half fell at most LOW_LINEARITY x as much.
+  lr-too-low       warn  slow from the start and still falling: E >= LOW_LEVEL x S, t90 >= LOW_SLOW,
+                         early <= LOW_EARLY, the second half not flat (and >= LOW_MIN_DROP x S), the
+                         first half fell at most LOW_LINEARITY x the second; not after a flat start
+                         (bad-init).
   lr-too-high      warn  fast drop then a high, noisy floor: t90 <= HIGH_FAST, E >= HIGH_FLOOR x S,
-                         noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points.
+                         noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points;
+                         or an unstable validation loss: val swing >= HIGH_VAL_SWING over
+                         >= HIGH_VAL_POINTS points (not with bad-init, whose late drop moves it too).
   bad-init         warn  flat start then a sudden drop: D >= BAD_INIT_DROP x S, t10 >= BAD_INIT_FLAT
                          (and >= 2 points), and the fall from 10% to 90% of D takes at most
                          BAD_INIT_SUDDEN x t10.
-  noisy            warn  noise >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not reported
-                         with lr-too-high, which already says the floor is noisy).
+  noisy            warn  wiggle >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not with
+                         lr-too-high or lr-too-low, which already explain a noisy floor / a small drop).
   still-improving  info  the validation loss (the training loss when there is none) is still
                          clearly falling at the end: a line fitted to the last quarter (at least
-                         3 points) drops
-                         >= STILL_FRACTION of the total improvement and >= STILL_LEVEL x E, with
-                         t-statistic >= STILL_T (or every last-quarter point lower than the one
-                         before when there are fewer than 5). Not reported with lr-too-low.
+                         3 points) drops >= STILL_FRACTION of the total improvement and >= STILL_LEVEL
+                         x E, with t-statistic >= STILL_T (or every last-quarter point lower than the
+                         one before when there are fewer than 5). Not with lr-too-low or plateau.
+  not-generalizing fail  training learns, validation does not: the training loss ended <= NOGEN_TRAIN
+                         x its initial value, while the val loss (3-point median) never fell
+                         NOGEN_VAL_DROP below its first value (which was >= NOGEN_START x S) -- or
+                         below the chance loss ln C when `train` passes it -- and, when logged, the
+                         val accuracy never rose NOGEN_VAL_ACC above its first value (or 1/C), with
+                         the train accuracy >= NOGEN_GAP above it. Random labels look like this.
+                         Replaces overfitting and underfitting (there is no good epoch to stop at).
   overfitting      warn  the validation loss at the end (median of the last max(2, n/10) points) is
                          >= OVERFIT_RISE above the minimum of its 3-point median, and >= OVERFIT_NOISE
                          x its own noise, the minimum at least 2 points before the end, while the
-                         training loss did not rise; or a gap opened: train acc - val acc >= GAP_ACC at the end and grew
-                         by >= GAP_ACC_GROWTH; or, without accuracies, train loss <= GAP_LOSS_RATIO
-                         x val loss at the end, with the gap >= GAP_LOSS_MIN x the first val loss,
-                         and the two closer than that at the start.
+                         training loss (window medians, not single points) rose less than
+                         OVERFIT_TRAIN_SHARE x as much; or a gap opened: train acc (its moving median
+                         when step-level) - val acc >= GAP_ACC at the end and grew by >= GAP_ACC_GROWTH;
+                         or, without accuracies, train loss <= GAP_LOSS_RATIO x val loss at the end,
+                         with the gap >= GAP_LOSS_MIN x the first val loss, and the two closer than
+                         that at the start.
   underfitting     warn  train and validation close (|val - train| <= UNDERFIT_CLOSE x the larger,
                          and |acc gap| <= UNDERFIT_CLOSE_ACC when known) and both poor: the training
-                         loss ended >= UNDERFIT_LEVEL x its initial value.
+                         loss ended >= UNDERFIT_LEVEL x its initial value. Not with lr-too-low (the
+                         loss is still falling: not yet a capacity limit).
 """
 
 from __future__ import annotations
@@ -851,9 +877,10 @@ def unique_labels(runs: list[Curves]) -> None:
     keys = [c.key.parts if c.key is not None else (c.label,) for c in runs]
     for i, c in enumerate(runs):
         parts = keys[i]
+        others = [other for other in keys if other != parts]  # the same path twice is told apart below
         for k in range(1, len(parts) + 1):
             tail = parts[-k:]
-            if all(other[-k:] != tail for j, other in enumerate(keys) if j != i):
+            if all(other[-k:] != tail for other in others):
                 c.label = "/".join(tail)
                 break
         else:
@@ -865,15 +892,16 @@ def unique_labels(runs: list[Curves]) -> None:
             c.label = f"{c.label} ({seen[c.label]})"
 
 
-def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train") -> Curves:
-    """nndiag's own logs (Trainer History frames) -> Curves."""
+def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train", chance_loss: float | None = None,
+                 chance_acc: float | None = None) -> Curves:
+    """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
     fit = {}
     for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
         if key in epochs and len(epochs) and epochs[key].notna().any():
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
-    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label)
+    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc)
 
 
 # ------------------------------------------------------------------------------------------------
