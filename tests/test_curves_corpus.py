@@ -268,14 +268,14 @@ def test_train_on_random_labels_fails_not_generalizing(cli, write_recipe, tmp_pa
     (tmp_path / "shuffled.py").write_text(
         "import torch\n"
         "from nndiag.data import digits\n"
-        "def make(n=300):\n"
+        "def make(n=200):\n"
         "    (x, y), _ = digits(flatten=True)\n"
         "    g = torch.Generator().manual_seed(0)\n"
         "    y = torch.randint(10, y.shape, generator=g)\n"
-        "    return (x[:n], y[:n]), (x[n:n + 300], y[n:n + 300])\n")
+        "    return (x[:n], y[:n]), (x[n:n + 200], y[n:n + 200])\n")
     recipe = write_recipe({"name": "shuffled", "seed": 0, "device": "cpu", "data": {"target": "shuffled:make"},
                            "model": {"name": "mlp", "args": {"hidden": [256, 256], "activation": "relu", "init": "kaiming"}},
-                           "loss": "cross_entropy", "optim": {"name": "adam", "lr": 3.0e-3}, "train": {"batch_size": 50, "epochs": 30}})
+                           "loss": "cross_entropy", "optim": {"name": "adam", "lr": 3.0e-3}, "train": {"batch_size": 50, "epochs": 20}})
     result = cli("train", recipe, "--json", "--no-plots", "--no-progress", "--out", tmp_path / "out")
     verdict = json.loads(result.stdout)
     assert result.exit_code == 1 and "not-generalizing" in [f["code"] for f in verdict["findings"]], verdict["findings"]
@@ -332,6 +332,8 @@ def test_lightning_tensorboard_logger_file_from_the_corpus(cli):
     [run] = curves.load([CORPUS / "t-healthy-digits-mlp"])
     assert run.columns["train_loss"] == "train/loss" and run.columns["val_loss"] == "val/loss"
     assert run.columns["val_acc"] == "val/acc" and run.x == "step"
+    [one_row_per_epoch] = curves.load([CORPUS / "t-random-labels-digits"])  # its epoch tag is unique per row: x is still the step
+    assert one_row_per_epoch.x == "step"
     by_epoch = cli("curves", CORPUS / "t-healthy-digits-mlp", "--x", "epoch", "--json", "--no-plots")
     assert by_epoch.exit_code == 0, by_epoch.output
     missing = cli("curves", CORPUS / "t-healthy-digits-mlp", "--val", "valid/nll")

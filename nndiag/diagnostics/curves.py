@@ -114,11 +114,12 @@ BLOWUP_RATIO = 1.5  # x B; ... and ends at least 1.5x the best level
 PLATEAU_MOVE = 0.05  # x S; a total drop below 5% of the start = the loss never moved
 PLATEAU_LEVEL = 0.5  # x S; a run that ends above half its initial loss "stalled high"
 PLATEAU_FLAT = 0.02  # x S; a second half that fell less than 2% of the start is flat
-LOW_LEVEL = 0.1  # x S; lr-too-low: still above a tenth of the initial loss (corpus: LR 100x too low ends at 0.16-0.77 S; healthy fast runs and memorised random labels below 0.03 S)
+LOW_LEVEL = 0.1  # x S; lr-too-low: still above a tenth of the initial loss
+#                  (corpus: LR 100x too low ends at 0.16-0.77 S; slowly memorised random labels at 0.005-0.03 S)
 LOW_SLOW = 0.5  # u; ... and 90% of its fall took more than half the run (corpus: LR too low 0.57-0.82; healthy runs at most 0.38)
 LOW_MIN_DROP = 0.02  # x S; ... and the second half still fell at least 2% of the start (and > 3 standard errors): not flat
 LOW_EARLY = 0.5  # ... and the first 10% of the run brought at most half of its fall (corpus: LR too low 0.15-0.44; healthy 0.54-0.99)
-LOW_LINEARITY = 8.0  # first-half drop / second-half drop at most this: no fast phase (corpus: LR too low 2.8-6.3; healthy 8 and more)
+LOW_LINEARITY = 8.0  # first-half drop / second-half drop at most this: no fast phase (corpus: LR too low 2.8-6.3; healthy 7.9 and more)
 HIGH_FAST = 0.2  # u; lr-too-high: 90% of the drop done within the first 20% of the run
 HIGH_FLOOR = 0.25  # x S; ... to a floor at least a quarter of the initial loss
 HIGH_NOISE = 0.1  # x E; ... with noise at least 10% of the floor
@@ -129,7 +130,7 @@ BAD_INIT_DROP = 0.3  # x S; bad-init: the eventual drop is at least 30% of the s
 BAD_INIT_FLAT = 0.1  # u; ... after a flat start at least 10% of the run long
 BAD_INIT_SUDDEN = 2.0  # (t90 - t10) / t10 at most this: the drop is quick compared with the wait
 NOISY_RATIO = 0.1  # x D; step-to-step noise (std around the moving median) at least 10% of the whole drop
-#                    (corpus: batch 2-4 runs 0.13-0.20; healthy runs at most 0.056). The notes: "too wiggly: batch too small"
+#                    (corpus: batch 2-4 runs 0.13-0.51; healthy runs at most 0.056). The notes: "too wiggly: batch too small"
 STILL_FRACTION = 0.05  # of (S - E); the last quarter brought at least 5% of the improvement (corpus: healthy val curves 0.4-2.9%,
 #                        except one 10-epoch CNN at 6.7% with t = 1.1)
 STILL_LEVEL = 0.02  # x E; ... and at least 2% of the current level
@@ -597,7 +598,7 @@ def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> 
         if best_acc > ref_acc + NOGEN_VAL_ACC:
             return False
         what = f"chance ({ref_acc:.1%})" if curves.chance_acc is not None else f"its first value {first_acc:.1%}"
-        said.append(f"val accuracy never rose more than {max(best_acc - ref_acc, 0):.1%} above {what}")
+        said.append(f"val accuracy never rose more than {100 * max(best_acc - ref_acc, 0):.1f} points above {what}")
         evidence.update(val_acc_best=best_acc, val_acc_reference=ref_acc)
         if tacc is not None and len(tacc):
             train_acc = float(tacc.iloc[-1])
@@ -761,7 +762,7 @@ def read_events(path: Path, x: str | None = None, train: str | None = None, val:
                 train_acc: str | None = None, val_acc: str | None = None) -> Curves:
     """A TensorBoard event file, or a folder of them (one run), -> Curves: the scalar tags become columns, x is the step."""
     frame = _event_frame(path)
-    curves = _read_frame(frame, path, x, train, val, train_acc, val_acc)
+    curves = _read_frame(frame, path, x or str(frame.columns[0]), train, val, train_acc, val_acc)  # default x: the logged step
     curves.key = path if path.is_dir() else path.parent
     curves.label = curves.key.name or path.name
     return curves
@@ -948,7 +949,7 @@ def summarize(c: Curves) -> dict[str, Any]:
         out["final_train_loss"] = float(finite.iloc[-1]) if len(finite) else math.nan
         if len(finite) >= MIN_POINTS:
             sh = Shape.of(finite)
-            out["noise_to_drop"] = sh.noise / sh.drop if sh.drop > 0 else math.nan
+            out["noise_to_drop"] = sh.wiggle / sh.drop if sh.drop > 0 else math.nan  # what the noisy rule reads
     for key in ("val_loss", "val_acc", "train_acc"):
         s = c.fit.get(key)
         if s is not None and len(s):
