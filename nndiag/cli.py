@@ -304,18 +304,19 @@ def train(
 @app.command("curves", rich_help_panel="The recipe, step by step")
 def curves(
     files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
-                                                      "a step or epoch column and loss columns) or run folders.", show_default=False)],
-    x: Annotated[Optional[str], typer.Option("--x", help="The x column (default: step, global_step, iteration, ..., epoch).")] = None,
-    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column (default: train_loss, train/loss, loss, ...).")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column (default: val_loss, val/loss, valid_loss, ...).")] = None,
-    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column (default: train_acc, acc, accuracy, ...).")] = None,
-    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column (default: val_acc, val/acc, val_accuracy, ...).")] = None,
+                                                      "a step or epoch column and loss columns), TensorBoard event files, or folders (a run "
+                                                      "folder, or one holding several: lightning_logs/, runs/; diagnosed run by run).", show_default=False)],
+    x: Annotated[Optional[str], typer.Option("--x", help="The x column or tag (default: step, global_step, iteration, ..., epoch).")] = None,
+    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column or tag (default: train_loss, train/loss, loss, ...).")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column or tag (default: val_loss, val/loss, eval/loss, ...).")] = None,
+    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column or tag (default: train_acc, acc, accuracy, ...).")] = None,
+    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column or tag (default: val_acc, val/acc, eval/accuracy, ...).")] = None,
     out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
-    """Step 6: read loss curves from CSV and diagnose them (overfitting, underfitting, still improving, diverged,
-    plateau, noisy, LR too low/high, bad init). No recipe needed.
+    """Step 6: read loss curves from CSV or TensorBoard logs and diagnose them (overfitting, underfitting, still
+    improving, diverged, plateau, noisy, LR too low/high, bad init, not generalizing). No recipe needed.
 
-    Example: nndiag curves lightning_logs/version_0/metrics.csv --json
+    Example: nndiag curves lightning_logs/version_0/metrics.csv --json;  nndiag curves lightning_logs/
     """
     from nndiag.errors import BadInput
 

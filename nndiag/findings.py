@@ -33,6 +33,7 @@ CODES: dict[str, tuple[str, ...]] = {
         "lr-too-low",
         "lr-too-high",
         "bad-init",
+        "not-generalizing",
     ),
     "probe": (
         "vanishing-activations",

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -175,7 +176,7 @@ def render_findings(result: Result, console: Console) -> None:
     table.add_column("what we saw")
     table.add_column("what to do")
     for f in findings:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, f.message, f.advice)
+        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", escape(f.code), escape(f.message), escape(f.advice))  # "[run] ..." is text, not markup
     console.print(table)
 
 
