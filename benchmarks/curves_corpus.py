@@ -152,6 +152,9 @@ def runs() -> list[Run]:
         Run("n-healthy-digits-mlp", "nndiag", "healthy", DIGITS, MLP, SGD, epochs=15),
         Run("n-healthy-digits-mlp-long", "nndiag", "healthy", DIGITS, MLP, {**SGD, "weight_decay": 1.0e-3}, epochs=40),
         Run("n-healthy-digits-mlp-short", "nndiag", "healthy", DIGITS, MLP, SGD, epochs=3),
+        # 32 optimizer steps in all (babysit --budget quick): a healthy run this short has the shape of an LR 100x too low
+        Run("n-healthy-spiral-32-steps", "nndiag", "healthy", {"name": "spiral"}, {"name": "mlp", "args": {"hidden": [64, 64], "init": "kaiming"}},
+            {"name": "adam", "lr": 0.046}, batch=32, epochs=4),
         Run("n-healthy-digits-cnn", "nndiag", "healthy", DIGITS, CNN, {**ADAM, "weight_decay": 1.0e-4}, epochs=10),
         Run("n-healthy-spiral-mlp", "nndiag", "healthy", SPIRAL, SPIRAL_MLP, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-3},
             batch=32, epochs=60),

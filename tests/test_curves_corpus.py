@@ -62,8 +62,9 @@ def test_whole_corpus_folder_reads_run_by_run():
 # -- noisy: the known miss (noise about a fifth of the drop) ---------------------------------------------
 
 
-def _steps(y: np.ndarray) -> Curves:
-    return Curves(x="step", dense=pd.Series(y, index=np.arange(1, len(y) + 1, dtype=float)))
+def _steps(y: np.ndarray, every: int = 1) -> Curves:
+    """A step-indexed training loss, logged every `every` optimizer steps."""
+    return Curves(x="step", dense=pd.Series(y, index=every * np.arange(1, len(y) + 1, dtype=float)))
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -132,13 +133,21 @@ def test_val_and_train_rising_together_is_not_overfitting():
 # -- lr-too-low: slow from the start, still falling, far from zero ----------------------------------------
 
 
-@pytest.mark.parametrize("n", [60, 345, 2000])
-def test_slow_exponential_without_a_fast_phase_is_lr_too_low(n):
+@pytest.mark.parametrize("n,every", [(60, 5), (345, 1), (2000, 1)])
+def test_slow_exponential_without_a_fast_phase_is_lr_too_low(n, every):
     rng = np.random.default_rng(n)
     u = np.linspace(0, 1, n)
     y = (0.1 + 2.2 * np.exp(-u / 0.6)) * np.exp(0.03 * rng.standard_normal(n))
-    codes = decide(_steps(y)).codes
+    codes = decide(_steps(y, every)).codes
     assert "lr-too-low" in codes and "still-improving" not in codes
+
+
+def test_the_same_shape_over_a_few_dozen_steps_is_still_improving_not_lr_too_low():
+    rng = np.random.default_rng(32)
+    u = np.linspace(0, 1, 32)
+    y = (0.1 + 2.2 * np.exp(-u / 0.6)) * np.exp(0.03 * rng.standard_normal(32))
+    codes = decide(_steps(y)).codes  # 32 optimizer steps: too few to judge the LR (CS231n: ~100 iterations)
+    assert "lr-too-low" not in codes and "still-improving" in codes
 
 
 @pytest.mark.parametrize("n", [345, 2000])

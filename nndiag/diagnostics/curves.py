@@ -48,7 +48,8 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
                          PLATEAU_LEVEL x S and the second half is flat.
   lr-too-low       warn  slow from the start and still falling: E >= LOW_LEVEL x S, t90 >= LOW_SLOW,
                          early <= LOW_EARLY, the second half not flat (and >= LOW_MIN_DROP x S), the
-                         first half fell at most LOW_LINEARITY x the second; not after a flat start
+                         first half fell at most LOW_LINEARITY x the second; a step-indexed log spans at
+                         least LOW_MIN_STEPS (100) optimizer steps; not after a flat start
                          (bad-init).
   lr-too-high      warn  fast drop then a high, noisy floor: t90 <= HIGH_FAST, E >= HIGH_FLOOR x S,
                          noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points;
@@ -120,6 +121,9 @@ LOW_SLOW = 0.5  # u; ... and 90% of its fall took more than half the run (corpus
 LOW_MIN_DROP = 0.02  # x S; ... and the second half still fell at least 2% of the start (and > 3 standard errors): not flat
 LOW_EARLY = 0.5  # ... and the first 10% of the run brought at most half of its fall (corpus: LR too low 0.15-0.44; healthy 0.54-0.99)
 LOW_LINEARITY = 8.0  # first-half drop / second-half drop at most this: no fast phase (corpus: LR too low 2.8-6.3; healthy 7.9 and more)
+LOW_MIN_STEPS = 100  # optimizer steps a step-indexed log must span before its LR is judged too low (CS231n: an LR should make the
+#                      loss drop "within ~100 iterations"); a healthy 32-step run (spiral, 4 short epochs) has the same shape as
+#                      an LR 100x too low and is "still improving" instead
 HIGH_FAST = 0.2  # u; lr-too-high: 90% of the drop done within the first 20% of the run
 HIGH_FLOOR = 0.25  # x S; ... to a floor at least a quarter of the initial loss
 HIGH_NOISE = 0.1  # x E; ... with noise at least 10% of the floor
@@ -427,8 +431,9 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
     # lr-too-low: a slow decline with no fast phase, still clearly falling, far from zero (not after a flat start: bad-init)
     first_half = S - sh.mid
     early = (S - float(np.interp(0.1, sh.u, sh.s))) / (S - E) if S > E else 0.0  # share of the fall done in the first 10%
+    long_enough = "epoch" in lx.lower() or sh.x_at(1.0) - sh.x_at(0.0) >= LOW_MIN_STEPS
     if ("bad-init" not in verdict.codes and E >= LOW_LEVEL * S and t90 >= LOW_SLOW and early <= LOW_EARLY and not flat
-            and second_half >= LOW_MIN_DROP * S and first_half <= LOW_LINEARITY * second_half):
+            and second_half >= LOW_MIN_DROP * S and first_half <= LOW_LINEARITY * second_half and long_enough):
         verdict.add("lr-too-low", "warn",
                     f"train loss fell slowly and steadily: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} ({first_half / S:.0%} then "
                     f"{second_half / S:.0%} of the initial value per half; 90% of its fall took {t90:.0%} of the run), "

@@ -46,7 +46,7 @@ def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
     out: dict[str, float] = {}
     if trainer.chance_loss and trainer.chance_loss > 0:
         out["chance_loss"] = float(trainer.chance_loss)
-    classes = getattr(exp.objective, "num_classes", None)
+    classes = exp.num_classes if exp.is_classification else None
     if classes:
         out["chance_acc"] = 1.0 / classes
     return out
