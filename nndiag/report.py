@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -22,7 +21,7 @@ from rich.table import Table
 
 from nndiag.errors import BadInput
 from nndiag.formatting import number, words
-from nndiag.result import Result, jsonable  # noqa: F401  (jsonable: part of report's API)
+from nndiag.result import Result, jsonable, recipe_yaml  # noqa: F401  (jsonable: part of report's API)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -105,7 +104,7 @@ def write_run(result: Result, folder: Path, plots: bool = True) -> dict[str, Any
         outputs["csv"][name] = str(write_csv(frame, folder / f"{name}.csv"))
     if result.recipe is not None:
         path = folder / "recipe.yaml"
-        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + yaml.safe_dump(jsonable(result.recipe), sort_keys=False))
+        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + recipe_yaml(result.recipe))
         outputs["recipe"] = str(path)
     for name, text in result.extra_files.items():
         path = folder / name

@@ -55,3 +55,10 @@ def test_codes_and_values_are_not_cut_at_80_columns():
     render(Result("probe", verdict, metrics={"median_update_ratio": 0.00123456}), console)
     text = console.export_text()
     assert "vanishing-activations" in text and "…" not in text
+
+
+def test_recipes_written_for_people_have_no_float_noise():
+    from nndiag.result import recipe_yaml
+
+    text = recipe_yaml({"optim": {"lr": 0.09999999999999999, "weight_decay": 1e-4}, "train": {"epochs": 3}})
+    assert "lr: 0.1\n" in text and "0.0999999" not in text and "epochs: 3" in text
