@@ -430,6 +430,52 @@ def babysit(
 # -- tools around the recipe -------------------------------------------------------------------
 
 
+@app.command("explain", rich_help_panel="Reference")
+def explain(
+    code: Annotated[Optional[str], typer.Argument(help="A finding code such as initial-loss-high; without one, every code is listed.", show_default=False)] = None,
+) -> None:
+    """What a finding code means, its rule with the thresholds in use now, where the rule comes from, and what to do.
+
+    Example: nndiag explain dead-relu
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    from nndiag import codes
+
+    console = Console(highlight=False)
+    if code is None:
+        from rich.table import Table
+
+        table = Table(title="finding codes (nndiag explain CODE for one)", title_justify="left")
+        for column in ("command", "code", "severity", "meaning"):
+            table.add_column(column, no_wrap=column != "meaning", overflow="fold")
+        for command, names in codes.codes_by_command().items():
+            for name in names:
+                table.add_row(command, name, "/".join(codes.severities(name)), escape(codes.REGISTRY[name].meaning))
+        console.print(table)
+        return
+    entry = codes.REGISTRY.get(code)
+    if entry is None:
+        near = codes.nearest(code)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise bad_input(f"unknown finding code {code!r}{hint} (`nndiag explain` lists every code)")
+    console.print(f"[bold]{entry.code}[/]  [dim]({', '.join(entry.commands)} · {escape(entry.render(entry.severity))})[/]\n")
+    console.print(escape(entry.meaning) + "\n")
+    for title, text in (("Rule", entry.rule), ("Source", entry.source), ("What to do", entry.advice)):
+        console.print(f"[bold]{title}[/]")
+        console.print(Padding(escape(entry.render(text)), (0, 0, 1, 2)))
+    values = codes.thresholds(code)
+    if values:
+        console.print("[bold]Thresholds in use[/] (module constants)")
+        for name, value in values.items():
+            module, constant = name.split(".")
+            console.print(f"  {constant} = {value!r}  [dim](nndiag/{codes.MODULES[module]})[/]")
+
+
+
+
 @app.command("validate", rich_help_panel="Recipes")
 def validate(
     recipe: RecipeArg,
