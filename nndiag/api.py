@@ -70,8 +70,11 @@ def load(recipe: RecipeLike, set: Sequence[str] | None = None, device: str | Non
 
 
 def _source(target: Any) -> str:
+    """What ran, for the JSON "recipe" key: the recipe path as given (a bundled recipe's file for a bare name)."""
     if isinstance(target, (str, os.PathLike)):
-        return str(target)
+        from nndiag.recipe import resolve_recipe_path
+
+        return str(target) if Path(target).is_file() else str(resolve_recipe_path(Path(target)))
     return "python" if not is_recipe(target) else "recipe dict"
 
 

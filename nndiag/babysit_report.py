@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nndiag.formatting import words
 from nndiag.report import atomic_write_text, fmt
 from nndiag.root_cause import RootCause, cause_of, rank
 
@@ -191,7 +192,7 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
                     flat[f"{key}.{sub}"] = inner
         elif isinstance(value, (list, tuple)):
             if len(value) <= 5 and all(_scalar(v) for v in value):
-                flat[key] = "[" + ", ".join(fmt(v) for v in value) + "]"
+                flat[key] = "[" + ", ".join(fmt(v, key) for v in value) + "]"
         elif _scalar(value):
             flat[key] = value
     return flat
@@ -209,7 +210,7 @@ def key_numbers(verdict: dict[str, Any] | None, count: int = 3) -> list[tuple[st
             break
         if key not in chosen and isinstance(value, (int, float)) and not isinstance(value, bool):
             chosen.append(key)
-    return [(k, fmt(metrics[k])) for k in chosen[:count]]
+    return [(words(k), fmt(metrics[k], k)) for k in chosen[:count]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +350,7 @@ def _md_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list
     metrics = flat_metrics((step.verdict or {}).get("metrics") or {})
     if metrics:
         lines += ["| metric | value |", "|---|---:|"]
-        lines += [f"| {md_escape(k)} | {md_escape(fmt(v))} |" for k, v in metrics.items()]
+        lines += [f"| {md_escape(words(k))} | {md_escape(fmt(v, k))} |" for k, v in metrics.items()]
         lines.append("")
     for plot in step_plots(step):
         lines += [f"![{md_escape(plot.stem)}]({_md_link(_relative(plot, folder))})", ""]
@@ -543,7 +544,7 @@ def _html_metrics(step: Step) -> list[str]:
     numbers = key_numbers(step.verdict)
     tiles = "".join(f'<div class="tile"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div></div>' for k, v in numbers)
     parts = ["<h3>Key numbers</h3>", f'<div class="tiles">{tiles}</div>']
-    rows = "".join(f'<tr><td>{esc(k)}</td><td class="num">{esc(fmt(v))}</td></tr>' for k, v in metrics.items())
+    rows = "".join(f'<tr><td>{esc(words(k))}</td><td class="num">{esc(fmt(v, k))}</td></tr>' for k, v in metrics.items())
     table = f'<table class="metrics">{rows}</table>'
     if len(metrics) > len(numbers):
         parts.append(f"<details{' open' if len(metrics) <= ALL_METRICS_OPEN else ''}><summary>all {len(metrics)} metrics</summary>{table}</details>")
@@ -595,7 +596,7 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
     steps = _steps(steps)
     table = Table(title="babysit: every step", title_justify="left")
     for column in ("#", "step", "status", "key numbers", "seconds"):
-        table.add_column(column, justify="right" if column in ("#", "seconds") else "left")
+        table.add_column(column, justify="right" if column in ("#", "seconds") else "left", overflow="fold")
     for i, step in enumerate(steps, 1):
         style = STATUS_STYLE.get(step.status, "dim")
         numbers = ", ".join(f"{k} {v}" for k, v in key_numbers(step.verdict)) if step.verdict else step.note

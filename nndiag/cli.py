@@ -29,7 +29,7 @@ app = typer.Typer(
 
 # -- options every recipe command takes -------------------------------------------------------
 
-RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml.", show_default=False)]
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml, or the name of a bundled recipe (nndiag recipes).", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable).")]
@@ -75,10 +75,24 @@ def overrides(common: Common) -> dict[str, Any]:
     return {"set": common.set, "device": common.device, "seed": common.seed}
 
 
+def note_bundled(recipe: Path, as_json: bool) -> None:
+    """Say which file a bare recipe name stands for (`nndiag check-loss quickstart`)."""
+    if as_json or recipe.is_file():
+        return
+    from nndiag.errors import BadInput
+    from nndiag.recipe import resolve_recipe_path
+
+    try:
+        err_console().print(f"[dim]using the bundled recipe {resolve_recipe_path(recipe)}[/]")
+    except BadInput:
+        pass  # the command itself reports the missing file
+
+
 def execute(command: str, common: Common, work: Callable[[], Any]) -> None:
     """Run one diagnostic through the Python API -> write the run folder -> print -> exit with the verdict's code."""
     from nndiag.errors import BadInput
 
+    note_bundled(common.recipe, common.json)
     try:
         from nndiag import report
 
@@ -290,18 +304,19 @@ def train(
 @app.command("curves", rich_help_panel="The recipe, step by step")
 def curves(
     files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
-                                                      "a step or epoch column and loss columns) or run folders.", show_default=False)],
-    x: Annotated[Optional[str], typer.Option("--x", help="The x column (default: step, global_step, iteration, ..., epoch).")] = None,
-    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column (default: train_loss, train/loss, loss, ...).")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column (default: val_loss, val/loss, valid_loss, ...).")] = None,
-    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column (default: train_acc, acc, accuracy, ...).")] = None,
-    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column (default: val_acc, val/acc, val_accuracy, ...).")] = None,
+                                                      "a step or epoch column and loss columns), TensorBoard event files, or folders (a run "
+                                                      "folder, or one holding several: lightning_logs/, runs/; diagnosed run by run).", show_default=False)],
+    x: Annotated[Optional[str], typer.Option("--x", help="The x column or tag (default: step, global_step, iteration, ..., epoch).")] = None,
+    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column or tag (default: train_loss, train/loss, loss, ...).")] = None,
+    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column or tag (default: val_loss, val/loss, eval/loss, ...).")] = None,
+    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column or tag (default: train_acc, acc, accuracy, ...).")] = None,
+    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column or tag (default: val_acc, val/acc, eval/accuracy, ...).")] = None,
     out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
-    """Step 6: read loss curves from CSV and diagnose them (overfitting, underfitting, still improving, diverged,
-    plateau, noisy, LR too low/high, bad init). No recipe needed.
+    """Step 6: read loss curves from CSV or TensorBoard logs and diagnose them (overfitting, underfitting, still
+    improving, diverged, plateau, noisy, LR too low/high, bad init, not generalizing). No recipe needed.
 
-    Example: nndiag curves lightning_logs/version_0/metrics.csv --json
+    Example: nndiag curves lightning_logs/version_0/metrics.csv --json;  nndiag curves lightning_logs/
     """
     from nndiag.errors import BadInput
 
@@ -388,11 +403,13 @@ def babysit(
 
     common = Common(recipe, device, seed, set, out, json, no_plots)
     stderr = err_console()
+    note_bundled(recipe, json)
     try:
         from nndiag.babysit import run_babysit
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
-        result = run_babysit(load(common), str(recipe), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
+        loaded = load(common)
+        result = run_babysit(loaded, str(recipe if recipe.is_file() else loaded.source), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
                              progress=progress, cli_args=_repeatable_args(common))
     except BadInput as exc:
         raise bad_input(str(exc)) from None
@@ -413,6 +430,52 @@ def babysit(
 # -- tools around the recipe -------------------------------------------------------------------
 
 
+@app.command("explain", rich_help_panel="Reference")
+def explain(
+    code: Annotated[Optional[str], typer.Argument(help="A finding code such as initial-loss-high; without one, every code is listed.", show_default=False)] = None,
+) -> None:
+    """What a finding code means, its rule with the thresholds in use now, where the rule comes from, and what to do.
+
+    Example: nndiag explain dead-relu
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    from nndiag import codes
+
+    console = Console(highlight=False)
+    if code is None:
+        from rich.table import Table
+
+        table = Table(title="finding codes (nndiag explain CODE for one)", title_justify="left")
+        for column in ("command", "code", "severity", "meaning"):
+            table.add_column(column, no_wrap=column != "meaning", overflow="fold")
+        for command, names in codes.codes_by_command().items():
+            for name in names:
+                table.add_row(command, name, "/".join(codes.severities(name)), escape(codes.REGISTRY[name].meaning))
+        console.print(table)
+        return
+    entry = codes.REGISTRY.get(code)
+    if entry is None:
+        near = codes.nearest(code)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise bad_input(f"unknown finding code {code!r}{hint} (`nndiag explain` lists every code)")
+    console.print(f"[bold]{entry.code}[/]  [dim]({', '.join(entry.commands)} · {escape(entry.render(entry.severity))})[/]\n")
+    console.print(escape(entry.meaning) + "\n")
+    for title, text in (("Rule", entry.rule), ("Source", entry.source), ("What to do", entry.advice)):
+        console.print(f"[bold]{title}[/]")
+        console.print(Padding(escape(entry.render(text)), (0, 0, 1, 2)))
+    values = codes.thresholds(code)
+    if values:
+        console.print("[bold]Thresholds in use[/] (module constants)")
+        for name, value in values.items():
+            module, constant = name.split(".")
+            console.print(f"  {constant} = {value!r}  [dim](nndiag/{codes.MODULES[module]})[/]")
+
+
+
+
 @app.command("validate", rich_help_panel="Recipes")
 def validate(
     recipe: RecipeArg,
@@ -428,7 +491,8 @@ def validate(
     common = Common(recipe, device, seed, set)
     try:
         loaded = load(common)
-        lines = [f"recipe {recipe} is valid: name {loaded.name!r}, seed {loaded.seed}"]
+        shown = recipe if recipe.is_file() else loaded.source  # a bare name: the bundled file it stands for
+        lines = [f"recipe {shown} is valid: name {loaded.name!r}, seed {loaded.seed}"]
         if build:
             from nndiag.experiment import Experiment
 

@@ -35,6 +35,7 @@ from nndiag.batch import Batch
 from nndiag.errors import BadInput
 from nndiag.recipe import DataConfig, call_target, resolve_target
 from nndiag.scoring import IGNORE_INDEX
+from nndiag.sequences import tokens
 
 Collate = Callable[[list[Any]], Batch]
 
@@ -213,8 +214,9 @@ class DataBundle:
     val: Split
     num_classes: int | None  # None for regression targets or when the targets are unknown
     target_size: int  # values per target: 1 for class labels and scalar regression, k for (N, k) targets
-    input_shape: tuple[int, ...] | None  # one example's input shape, e.g. (64,) or (1, 8, 8); None for structured inputs (dicts)
+    input_shape: tuple[int, ...] | None  # one example's input shape, e.g. (64,) or (1, 8, 8); a dict batch's input_ids shape; else None
     description: str  # one line for reports, e.g. "digits: 1437 train / 360 val, 10 classes"
+    structured: bool = False  # the inputs are not one tensor (a dict such as input_ids + attention_mask)
 
     def follow(self, model: torch.nn.Module) -> None:
         """Floating inputs follow the model's dtype (float64 arrays become float32 for a float32 model)."""
@@ -388,6 +390,7 @@ BUILTINS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "cifar100": functools.partial(torchvision_dataset, "cifar100"),
     "image-folder": image_folder,
     "csv": csv_table,
+    "tokens": tokens,  # nndiag.sequences: offline token-id tasks, as (X, y) pairs or Hugging Face-style dicts
 }
 
 
@@ -410,18 +413,19 @@ def build_data(config: DataConfig, device: torch.device, seed: int, recipe_dir: 
         train, val = _split(train, config.val_fraction, seed)
     first = _first_batch(train, collate)
     inputs, targets = batching.inputs_of(first), batching.targets_of(first)
-    input_shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else None
+    main_input = inputs if isinstance(inputs, torch.Tensor) else inputs.get("input_ids") if isinstance(inputs, Mapping) else None
+    input_shape = tuple(main_input.shape[1:]) if isinstance(main_input, torch.Tensor) else None
     stats = _normalizer(train, collate) if config.normalize else None
     train_split = _place(train, device, config, stats, collate, "train")
     val_split = _place(val, device, config, stats, collate, "val")
     num_classes = _num_classes(train, val, targets)
     target_size = int(targets[0].numel()) if targets is not None and targets.dim() > 0 else 1
     classes = f"{num_classes} classes" if num_classes else ("regression targets" if targets is not None else "no targets in the batch")
-    shape = f"input {input_shape}" if input_shape is not None else f"batches {batching.describe(first)}"
+    shape = f"input {input_shape}" if isinstance(inputs, torch.Tensor) else f"batches {batching.describe(first)}"
     if isinstance(inputs, torch.Tensor) and not inputs.is_floating_point():
         shape = f"input {str(inputs.dtype).replace('torch.', '')} {input_shape}"
     description = f"{label}: {len(train_split)} train / {len(val_split)} val, {shape}, {classes}"
-    return DataBundle(train_split, val_split, num_classes, target_size, input_shape, description)
+    return DataBundle(train_split, val_split, num_classes, target_size, input_shape, description, structured=not isinstance(inputs, torch.Tensor))
 
 
 def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
@@ -443,8 +447,11 @@ def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
 
 
 def check_args(fn: Callable[..., Any], args: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
-    """Reject keyword arguments that a built-in does not take, naming the key."""
-    params = [p for p in inspect.signature(fn).parameters if p not in skip]
+    """Reject keyword arguments that a built-in does not take, naming the key (a builder with **kwargs checks its own)."""
+    parameters = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    params = [p for p in parameters if p not in skip]
     for key in args:
         if key not in params:
             raise BadInput(f"unknown argument; expected one of: {', '.join(params) or '(none)'}", where=f"{where}.{key}")

@@ -65,7 +65,7 @@ class Experiment:
         engine.seed_everything(recipe.seed)
         objective = scorer.objective
         outputs = objective.outputs() if objective is not None else (data.num_classes or data.target_size)
-        model = build_model(recipe.model, data.input_shape, outputs, recipe_dir).to(device)
+        model = build_model(recipe.model, data.input_shape, outputs, recipe_dir, data.structured).to(device)
         data.follow(model)
         label = f"{recipe.model.name or recipe.model.target}"
         experiment = cls(recipe, device, amp_dtype, data, scorer, model, torch.Generator().manual_seed(recipe.seed), model_label=label)

@@ -9,43 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Every finding code a user can see, by the command that raises it. Stable: documented in the
-# README and relied on by CI scripts; add codes, never rename them.
-CODES: dict[str, tuple[str, ...]] = {
-    "check-loss": (
-        "initial-loss-high",
-        "initial-loss-low",
-        "non-finite-loss",
-        "regularization-no-effect",
-        "inputs-not-normalized",
-        "not-checked",
-    ),
-    "overfit-small": ("loss-diverged", "loss-not-decreasing", "cannot-overfit", "not-checked"),
-    "lr-find": ("no-decrease", "diverged-immediately", "range-too-narrow", "unreliable-suggestion"),
-    "search": ("best-on-boundary", "all-trials-diverged"),
-    "curves": (
-        "overfitting",
-        "underfitting",
-        "still-improving",
-        "diverged",
-        "plateau",
-        "noisy",
-        "lr-too-low",
-        "lr-too-high",
-        "bad-init",
-    ),
-    "probe": (
-        "vanishing-activations",
-        "saturated-activations",
-        "exploding-activations",
-        "dead-relu",
-        "vanishing-gradients",
-        "exploding-gradients",
-        "update-ratio-high",
-        "update-ratio-low",
-        "non-finite",
-    ),
-}
+from nndiag.codes import codes_by_command
+
+# Every finding code a user can see, by the command that raises it. Stable: relied on by CI scripts;
+# add codes, never rename them. Each is described in the registry (nndiag.codes), the one source of
+# truth for its meaning, rule, thresholds, source and advice (`nndiag explain CODE`).
+CODES: dict[str, tuple[str, ...]] = codes_by_command()
 ALL_CODES = frozenset(code for codes in CODES.values() for code in codes)
 
 SEVERITIES = ("info", "warn", "fail")  # info never changes the status; warn -> "warn"; fail -> "fail"
@@ -69,7 +38,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.code not in ALL_CODES:
-            raise ValueError(f"unknown finding code {self.code!r}; add it to findings.CODES first")
+            raise ValueError(f"unknown finding code {self.code!r}; add it to the registry (nndiag/codes.py) first")
         if self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}; expected one of {SEVERITIES}")
 

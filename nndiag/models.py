@@ -21,6 +21,7 @@ from torch import nn
 from nndiag.data import check_args
 from nndiag.errors import BadInput
 from nndiag.recipe import ModelConfig, call_target, resolve_target
+from nndiag.sequences import gru, huggingface, transformer
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -151,11 +152,14 @@ class _Unsqueeze(nn.Module):
         return x.unsqueeze(1)
 
 
-BUILTINS = {"linear": linear, "mlp": mlp, "cnn": cnn}
+BUILTINS = {"linear": linear, "mlp": mlp, "cnn": cnn, "transformer": transformer, "gru": gru, "huggingface": huggingface}
+KEYWORD_INPUTS = ("transformer", "gru", "huggingface")  # built-ins that also take dict batches (input_ids, attention_mask, labels)
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_outputs: int, recipe_dir: Path | None = None) -> nn.Module:
-    """The recipe's model: a built-in, a torchvision model by name, or a custom target."""
+def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_outputs: int, recipe_dir: Path | None = None,
+                structured: bool = False) -> nn.Module:
+    """The recipe's model: a built-in, a torchvision model by name, or a custom target.
+    `structured`: the batches' inputs are a dict (input_ids, attention_mask), not one tensor."""
     if config.target is not None:
         fn = resolve_target(config.target, recipe_dir, "model.target")
         model = call_target(fn, config.args, "model.target")
@@ -163,9 +167,9 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_ou
             raise BadInput(f"{config.target} must return a torch.nn.Module, got {type(model).__name__}", where="model.target")
         return model
     name = config.name or ""
-    if input_shape is None:
+    if input_shape is None or structured and name not in KEYWORD_INPUTS:
         raise BadInput(f"the built-in model {name!r} reads (inputs, targets) batches with one input tensor; these batches are "
-                       "structured (e.g. dicts): use model.name: huggingface or your own model.target", where="model.name")
+                       f"structured (e.g. dicts): use model.name {', '.join(KEYWORD_INPUTS)} or your own model.target", where="model.name")
     if name in BUILTINS:
         builder = BUILTINS[name]
         for reserved in ("input_shape", "num_outputs"):

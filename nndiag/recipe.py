@@ -98,7 +98,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str | None = None  # built-in: linear, mlp, cnn, or a torchvision model name such as resnet18
+    name: str | None = None  # built-in: linear, mlp, cnn, transformer, gru, huggingface (from a config), or a torchvision model name such as resnet18
     target: str | None = _setting(None, _target)  # or a callable "module:attr" returning an nn.Module
     args: dict[str, Any] = _setting({})  # keyword arguments for the model or the target
 
@@ -384,13 +384,10 @@ def parse_recipe(raw: Any, source: Path | None = None) -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, parse and validate a recipe file; apply `key=value` overrides from the command line."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(
-            "recipe file not found (expected a YAML file such as recipes/quickstart.yaml)",
-            where=str(path),
-        )
+    """Read, parse and validate a recipe file; apply `key=value` overrides from the command line.
+
+    A bare name that is not a file (`quickstart`) is the bundled recipe of that name."""
+    path = resolve_recipe_path(Path(path))
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -403,13 +400,35 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if raw is not None and not isinstance(raw, dict):
         raise BadInput("expected a YAML mapping of recipe keys at the top level", where=str(path))
     raw = raw or {}
-    for assignment in overrides or []:
-        key, value = parse_assignment(assignment)
+    assignments = [(text, *parse_assignment(text)) for text in overrides or []]
+    for _, key, value in assignments:
         set_path(raw, key, value)
     try:
         return parse_recipe(raw, source=path.resolve())
     except BadInput as exc:
-        raise BadInput(f"{exc} (in {path})") from None
+        given = next((text for text, key, _ in reversed(assignments) if exc.where and _overlaps(exc.where, key)), None)
+        raise BadInput(f"{exc} ({f'from --set {given}' if given else f'in {path}'})") from None
+
+
+def resolve_recipe_path(path: Path) -> Path:
+    """The recipe file itself, or the bundled recipe a bare name stands for; BadInput when neither exists."""
+    if path.is_file():
+        return path
+    from nndiag import recipe_library
+
+    try:
+        known = {Path(r.file).stem: Path(r.file) for r in recipe_library.bundled()}
+    except BadInput:  # no bundled recipes to fall back on
+        known = {}
+    if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml") and path.stem in known:
+        return known[path.stem]
+    also = f", or the name of a bundled recipe ({', '.join(known)})" if known else ""
+    raise BadInput(f"recipe file not found (expected a YAML file such as recipes/quickstart.yaml{also})", where=str(path))
+
+
+def _overlaps(where: str, key: str) -> bool:
+    """Whether an error at key path `where` concerns the overridden `key` (the same key, or one inside the other)."""
+    return where == key or where.startswith(key + ".") or key.startswith(where + ".")
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -231,10 +231,11 @@ def build(in_features: int = 16, classes: int = 4, hidden: int = 64, depth: int 
 
 def init_files(path: Path, with_targets: bool = False, source: Path | None = None) -> dict[Path, str]:
     """What `nndiag init` writes: path -> text. `source`: copy a bundled recipe instead of the starter."""
+    stem = path.parent.name if path.name == "recipe.yaml" and path.parent.name else path.stem  # init DIR writes DIR/recipe.yaml
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem) or "my-recipe"
     if source is not None:
-        files = {path: _retarget(source.read_text(encoding="utf-8"), f"recipes/{source.name}", _shown(path))}
+        files = {path: _copied(source, name, _shown(path))}
     else:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "my-recipe"
         files = {path: STARTER.substitute(name=name, path=_shown(path))}
     if with_targets:
         files[path.parent / "my_data.py"] = MY_DATA
@@ -242,14 +243,22 @@ def init_files(path: Path, with_targets: bool = False, source: Path | None = Non
     return files
 
 
-def _retarget(text: str, old: str, new: str) -> str:
-    """Point the commands in a copied recipe's opening comment at its new path."""
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if not line.startswith("#"):
+def _copied(source: Path, name: str, shown: str) -> str:
+    """A bundled recipe as the user's own: its `name:` is the new file's, its opening comment says where it
+    came from (without what only held for the bundled copy, such as "the recipe `make demo` runs"),
+    and its commands point at the new path."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    prose, rest = [], 0
+    for rest, line in enumerate(lines):
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or text.startswith("nndiag "):
             break
-        lines[i] = line.replace(old, new)
-    return "".join(lines)
+        prose.append(text)
+    sentences = [s for s in _SENTENCE_END.split(" ".join(prose)) if s and "make demo" not in s]
+    header = f"# {name}: your copy of the bundled recipe `{source.stem}` (nndiag init --from {source.stem}). {' '.join(sentences)}".rstrip()
+    body = "".join(line.replace(f"recipes/{source.name}", shown) if line.startswith("#") else line for line in lines[rest:])
+    body = re.sub(r"(?m)^name:.*$", f"name: {name}", body, count=1)
+    return header + "\n" + body
 
 
 def _shown(path: Path) -> str:

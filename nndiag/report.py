@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from nndiag.errors import BadInput
-from nndiag.result import Result, jsonable  # noqa: F401  (jsonable: part of report's API)
+from nndiag.formatting import number, words
+from nndiag.result import Result, jsonable, recipe_yaml  # noqa: F401  (jsonable: part of report's API)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -103,7 +104,7 @@ def write_run(result: Result, folder: Path, plots: bool = True) -> dict[str, Any
         outputs["csv"][name] = str(write_csv(frame, folder / f"{name}.csv"))
     if result.recipe is not None:
         path = folder / "recipe.yaml"
-        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + yaml.safe_dump(jsonable(result.recipe), sort_keys=False))
+        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + recipe_yaml(result.recipe))
         outputs["recipe"] = str(path)
     for name, text in result.extra_files.items():
         path = folder / name
@@ -127,21 +128,9 @@ def write_run(result: Result, folder: Path, plots: bool = True) -> dict[str, Any
 # --------------------------------------------------------------------------------------------
 
 
-def fmt(value: Any) -> str:
-    """A number as a person wants to read it."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value == 0:
-            return "0"
-        if abs(value) >= 1e5 or abs(value) < 1e-3:
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    return str(value)
+def fmt(value: Any, key: str = "") -> str:
+    """A number as a person wants to read it (see nndiag.formatting: % for accuracies, 3.16e-3 for LRs)."""
+    return number(value, key)
 
 
 def render(result: Result, console: Console, folder: Path | None = None) -> None:
@@ -150,11 +139,11 @@ def render(result: Result, console: Console, folder: Path | None = None) -> None
         console.print("  ".join(f"[dim]{k}:[/] {v}" for k, v in result.context.items()))
     if result.metrics:
         table = Table(title=f"{result.command}: key numbers", show_header=False, title_justify="left")
-        table.add_column("metric", style="bold")
-        table.add_column("value", justify="right")
+        table.add_column("metric", style="bold", no_wrap=True)
+        table.add_column("value", justify="right", overflow="fold")
         for key, value in result.metrics.items():
             if not isinstance(value, (dict, list)):
-                table.add_row(key, fmt(value))
+                table.add_row(words(key), fmt(value, key))
         console.print(table)
     if result.command in VIEWS:
         VIEWS[result.command](result, console)
@@ -170,12 +159,12 @@ def render_findings(result: Result, console: Console) -> None:
         console.print("[green]No problems found.[/]")
         return
     table = Table(title="findings", title_justify="left", show_lines=True)
-    table.add_column("severity")
-    table.add_column("code", style="bold")
-    table.add_column("what we saw")
-    table.add_column("what to do")
+    table.add_column("severity", no_wrap=True)  # a code is never cut, even at 80 columns (it is what scripts match on)
+    table.add_column("code", style="bold", no_wrap=True, min_width=max(len(f.code) for f in findings))
+    table.add_column("what we saw", overflow="fold")
+    table.add_column("what to do", overflow="fold")
     for f in findings:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code, f.message, f.advice)
+        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", escape(f.code), escape(f.message), escape(f.advice))  # "[run] ..." is text, not markup
     console.print(table)
 
 
@@ -248,10 +237,10 @@ def _lr_find_view(result: Result, console: Console) -> None:
             step = len(lrs) / len(line)
             index = min(range(len(line)), key=lambda i: abs(math.log(lrs[min(int(i * step), len(lrs) - 1)]) - math.log(m["suggested_lr"])))
             marker[index] = "^"
-        console.print(f"smoothed loss vs LR, {fmt(lrs[0])} to {fmt(lrs[-1])} (log scale):")
+        console.print(f"smoothed loss vs LR, {fmt(lrs[0], 'lr')} to {fmt(lrs[-1], 'lr')} (log scale):")
         console.print(f"  [cyan]{line}[/]")
         if m.get("suggested_lr"):
-            console.print("  " + "".join(marker).rstrip() + f" suggested {fmt(m['suggested_lr'])}")
+            console.print("  " + "".join(marker).rstrip() + f" suggested {fmt(m['suggested_lr'], 'lr')}")
     table_frame = result.tables.get("lr_candidates")
     if table_frame is not None and not table_frame.empty:
         table = Table(title="lr-find candidates", title_justify="left")
@@ -259,11 +248,11 @@ def _lr_find_view(result: Result, console: Console) -> None:
             table.add_column(column, justify="right" if column != "outcome" else "left")
         style = {"drops": "green", "too-low": "yellow", "diverged": "red"}
         for row in table_frame.itertuples():
-            table.add_row(fmt(row.lr), fmt(row.initial_loss), fmt(row.final_loss), f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
+            table.add_row(fmt(row.lr, "lr"), fmt(row.initial_loss), fmt(row.final_loss), f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
                           f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]")
         console.print(table)
     if m.get("applied_recipe"):
-        console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'))} written: {m['applied_recipe']} (in the run folder)")
+        console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'), 'lr')} written: {m['applied_recipe']} (in the run folder)")
 
 # probe (issue 4): per-layer table with the worst layers highlighted; the init experiment's cases
 # --------------------------------------------------------------------------------------------
@@ -347,22 +336,18 @@ def _search_leaderboard(result: Result, console: Console) -> None:
     ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable")
     params = [c for c in frame.columns if "." in c]
     table = Table(title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})", title_justify="left")
-    for column in ["#", "trial", *[p.split(".")[-1] for p in params], "val_acc", "val_loss", "train_loss", "epochs", "status", "s"]:
-        table.add_column(column, justify="left" if column in ("trial", "status") else "right", no_wrap=True)
+    for column in ["#", "trial", *[p.split(".")[-1] for p in params], "val acc", "val loss", "train loss", "epochs", "status", "s"]:
+        table.add_column(column.replace("_", " "), justify="left" if column in ("trial", "status") else "right", overflow="fold")
     style = {"complete": "green", "diverged": "yellow", "failed": "red"}
     for rank, (_, row) in enumerate(ranked.head(SEARCH_LEADERBOARD_ROWS).iterrows(), start=1):
         status = str(row["status"])
-        table.add_row(str(rank), f"{row['stage']}#{int(row['slot'])}", *[_short(_plain_value(row[p])) for p in params],
-                      _short(float(row["val_acc"])), _short(float(row["val_loss"])), _short(float(row["train_loss"])), str(int(row["epochs_run"])),
+        table.add_row(str(rank), f"{row['stage']}#{int(row['slot'])}", *[fmt(_plain_value(row[p]), p) for p in params],
+                      fmt(float(row["val_acc"]), "val_acc"), fmt(float(row["val_loss"])), fmt(float(row["train_loss"])), str(int(row["epochs_run"])),
                       f"[{style.get(status, 'white')}]{status}[/]", f"{float(row['seconds']):.1f}")
     console.print(table)
     if result.metrics.get("best_params"):
-        best = ", ".join(f"{k}={fmt(v)}" for k, v in result.metrics["best_params"].items())
+        best = ", ".join(f"{k}={fmt(v, k)}" for k, v in result.metrics["best_params"].items())
         console.print(f"best: {best}  ->  best_recipe.yaml (nndiag train best_recipe.yaml)")
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _plain_value(value: Any) -> Any:

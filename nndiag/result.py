@@ -125,3 +125,19 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+def recipe_yaml(recipe: dict[str, Any]) -> str:
+    """A recipe as YAML for people to read and re-run: floats without binary noise
+    (0.09999999999999999 -> 0.1; 12 significant digits keep every value a search could tell apart)."""
+    import yaml
+
+    def tidy(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tidy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [tidy(v) for v in value]
+        return float(f"{value:.12g}") if isinstance(value, float) else value
+
+    return yaml.safe_dump(tidy(jsonable(recipe)), sort_keys=False)
+

@@ -29,8 +29,8 @@ def train_curve(kind: str, n: int, rng: np.random.Generator, start: float = 2.3,
         return _decay(u, start, 0.7 * start, 0.05) * np.exp(0.03 * eps)
     if kind == "flat":
         return start * np.exp(0.03 * eps)
-    if kind == "still-improving":
-        return _decay(u, start, 0.05 * start, 1.0) * mild
+    if kind == "still-improving":  # a fast phase, then a steady decline that has not levelled off
+        return start * (0.6 * np.exp(-u / 0.05) + 0.4 * (1 - 0.9 * u)) * mild
     if kind == "diverged-blowup":
         y = _decay(u, start, 0.1 * start, 0.1)
         grow = u > 0.6

@@ -349,3 +349,25 @@ def test_importing_nndiag_does_not_import_torch() -> None:
 
     code = "import sys, nndiag; nndiag.check_loss; assert 'torch' not in sys.modules and 'pandas' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The bundled sequence recipes
+# --------------------------------------------------------------------------------------------
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def test_bundled_gru_on_token_ids_reaches_90_percent(cli: Any, tmp_path: Path) -> None:
+    result = cli("train", RECIPES / "tokens-gru.yaml", "--json", "--no-progress", "--set", "device=cpu", "--out", tmp_path / "run")
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == 0 and verdict["status"] == "pass", verdict["findings"]
+    assert verdict["metrics"]["final_val_acc"] >= 0.9
+
+
+def test_bundled_tiny_bert_recipe_builds_from_a_config_and_starts_at_ln_c(cli: Any) -> None:
+    pytest.importorskip("transformers")
+    verdict = json.loads(cli("check-loss", RECIPES / "tiny-bert.yaml", "--json", "--set", "device=cpu").stdout)
+    assert verdict["status"] == "pass" and verdict["metrics"]["expected_loss"] == pytest.approx(math.log(4))
+    fit = json.loads(cli("overfit-small", RECIPES / "tiny-bert.yaml", "--json", "--set", "device=cpu", "--batches", "2").stdout)
+    assert fit["status"] == "pass", fit["findings"]

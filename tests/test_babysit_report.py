@@ -59,7 +59,7 @@ def test_writes_both_files_with_statuses_and_findings(tmp_path, steps):
         assert "Lower the start LR" in text and "lr-find failed" in text and "nothing to probe" in text
     assert "FAIL" in page and "PASS" in page and "NOT REACHED" in page and "SKIPPED" in page
     assert "Stopped at lr-find" in md and "Stopped at lr-find" in page
-    assert "| 2 | [lr-find]" in md and "suggested_lr 0.0123" in md
+    assert "| 2 | [lr-find]" in md and "suggested LR 1.23e-2" in md
 
 
 def test_html_is_self_contained_with_embedded_images(tmp_path, steps):
@@ -128,7 +128,7 @@ def test_steps_may_be_plain_dicts(tmp_path, steps):
 
 def test_key_numbers_prefer_the_commands_metrics_then_fill():
     verdict = {"command": "check-loss", "metrics": {"batches": 10, "ratio": 1.31, "initial_loss": 3.01, "expected_loss": 2.3026}}
-    assert [k for k, _ in key_numbers(verdict)] == ["initial_loss", "expected_loss", "ratio"]
+    assert [k for k, _ in key_numbers(verdict)] == ["initial loss", "expected loss", "ratio"]
     unknown = {"command": "new-step", "metrics": {"name": "x", "flag": True, "a": 1, "b": 2.5, "c": 3, "d": 4}}
     assert key_numbers(unknown) == [("a", "1"), ("b", "2.5"), ("c", "3")]
     assert key_numbers(None) == []

@@ -66,7 +66,7 @@ def test_failing_verdict_exits_1_with_findings_in_json(cli, write_recipe):
 def test_default_run_folder_and_human_output(cli, write_recipe, tmp_path):
     result = cli("check-loss", write_recipe(SPIRAL_MLP))
     assert result.exit_code == 0
-    assert "PASS" in result.stdout and "initial_loss" in result.stdout
+    assert "PASS" in result.stdout and "initial loss" in result.stdout
     folders = list((tmp_path / "runs" / "spiral-mlp").glob("check-loss-*"))
     assert len(folders) == 1 and (folders[0] / "check_loss.csv").is_file()
 

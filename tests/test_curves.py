@@ -206,4 +206,4 @@ def test_several_runs_are_named(tmp_path, cli):
     result = cli("curves", tmp_path / "a" / "metrics.csv", tmp_path / "b" / "flat.csv", "--json", "--no-plots")
     verdict = json.loads(result.stdout)
     messages = [f["message"] for f in verdict["findings"]]
-    assert any(m.startswith("[metrics]") for m in messages) and any(m.startswith("[flat]") for m in messages)
+    assert any(m.startswith("[a]") for m in messages) and any(m.startswith("[flat]") for m in messages)

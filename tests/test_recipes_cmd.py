@@ -95,7 +95,8 @@ def test_init_into_a_folder_and_from_a_bundled_recipe(cli, tmp_path):
     assert cli("init", tmp_path / "newdir", "--from", "spiral-mlp").exit_code == 0
     copied = tmp_path / "newdir" / "recipe.yaml"
     text = copied.read_text()
-    assert "name: spiral-mlp" in text and "recipes/spiral-mlp.yaml" not in text.split("name:")[0]
+    assert "\nname: newdir\n" in text and "recipes/spiral-mlp.yaml" not in text.split("name:")[0]
+    assert text.startswith("# newdir: your copy of the bundled recipe `spiral-mlp`")
     assert cli("validate", copied, "--no-build").exit_code == 0
     bad = cli("init", tmp_path / "x.yaml", "--from", "no-such-recipe")
     assert bad.exit_code == 2 and "quickstart" in bad.stderr
@@ -124,3 +125,26 @@ def test_a_recipes_folder_that_is_not_there_is_bad_input(cli, monkeypatch, tmp_p
     monkeypatch.setenv("NNDIAG_RECIPES", str(tmp_path / "typo"))
     result = cli("recipes")
     assert result.exit_code == 2 and "NNDIAG_RECIPES" in result.stderr
+
+
+def test_init_from_quickstart_drops_what_only_held_for_the_bundled_copy(cli, tmp_path):
+    assert cli("init", tmp_path / "mine.yaml", "--from", "quickstart").exit_code == 0
+    text = (tmp_path / "mine.yaml").read_text()
+    assert "\nname: mine\n" in text and "make demo" not in text and "nndiag babysit mine.yaml" in text.replace(str(tmp_path) + "/", "")
+
+
+def test_a_bare_name_runs_the_bundled_recipe_and_says_which_file(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty folder, as a pip user starts
+    result = cli("validate", "spiral-mlp", "--no-build")
+    assert result.exit_code == 0 and str(REPO / "recipes" / "spiral-mlp.yaml") in result.stdout
+    checked = cli("check-loss", "spiral-mlp", "--set", "device=cpu")
+    assert checked.exit_code == 0 and "using the bundled recipe" in checked.stderr
+    verdict = json.loads(cli("check-loss", "spiral-mlp", "--json", "--set", "device=cpu").stdout)
+    assert verdict["recipe"].endswith("recipes/spiral-mlp.yaml")
+    missing = cli("check-loss", "spiral")
+    assert missing.exit_code == 2 and "spiral-mlp" in missing.stderr  # the names it could have meant
+
+
+def test_a_bad_override_is_blamed_on_the_flag_not_the_file(cli):
+    result = cli("validate", REPO / "recipes" / "quickstart.yaml", "--set", "optim.lr=-0.1", "--no-build")
+    assert result.exit_code == 2 and "from --set optim.lr=-0.1" in result.stderr and "quickstart.yaml" not in result.stderr

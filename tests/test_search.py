@@ -95,6 +95,16 @@ def test_best_on_boundary_triggers_at_an_edge():
     assert verdict.findings[0].evidence["key"] == "optim.lr" and verdict.findings[0].evidence["side"] == "high"
 
 
+def test_best_on_boundary_advice_keeps_an_integer_width_whole():
+    dim = search.Dim("model.args.hidden", "int", 16, 256, log=True)
+    rows = [{"model.args.hidden": 16, "val_acc": 0.9, "status": "complete"}, {"model.args.hidden": 128, "val_acc": 0.5, "status": "complete"}]
+    advice = search.decide(frame(rows), [dim]).findings[0].advice
+    assert "model.args.hidden.low (e.g. to 1)" in advice
+    assert search.wider_edge(search.Dim("model.args.hidden", "int", 2, 8, log=True), "low") == "1"
+    assert search.wider_edge(search.Dim("train.batch_size", "int", 32, 256), "high") == "368"
+    assert search.wider_edge(search.Dim("optim.lr", "float", 1e-4, 1.0, log=True), "high") == "1e1"
+
+
 def test_best_on_boundary_silent_for_an_interior_best():
     rows = [{"optim.lr": 1e-2, "optim.weight_decay": 1e-4, "val_acc": 0.9, "status": "complete"},
             {"optim.lr": 0.95, "optim.weight_decay": 1e-4, "val_acc": 0.5, "status": "complete"},

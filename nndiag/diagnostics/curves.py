@@ -1,15 +1,20 @@
 """Step 6 of the recipe: read the loss curves.
 
 `decide(curves)` is a pure function over series of numbers; `load(paths)` reads nndiag's own CSVs,
-PyTorch Lightning `CSVLogger` files and any CSV with a step/epoch column and loss/accuracy columns;
-`run(paths)` does both and returns a Result. `train` calls `decide` over its own History.
+PyTorch Lightning `CSVLogger` files, any CSV with a step/epoch column and loss/accuracy columns, and
+TensorBoard event files (Lightning's TensorBoardLogger, `torch.utils.tensorboard.SummaryWriter`, the
+Hugging Face Trainer; through the optional `tensorboard` package, imported only then); `run(paths)`
+does both and returns a Result. `train` calls `decide` over its own History, with the chance levels
+it knows (ln C, 1/C).
 
 A `Curves` holds up to two views of one run:
   dense  the densest training loss (every step when known): shape rules read it
   fit    train/val loss and accuracy at comparable points (every epoch, or Lightning's val rows):
          the rules that compare training with validation read it
 Every series keeps only the points that were logged (a blank CSV cell is "not logged"; a NaN/Inf
-that was logged is a real non-finite value).
+that was logged is a real non-finite value). A folder path stands for the runs at or below it
+(each run folder: its CSVs, else its event files); every run gets a unique name (the shortest
+tail of its path that no other run shares).
 
 Measures (all relative, so a loss in nats or in dollars gives the same verdict):
   u            position along the run, 0 at the first point and 1 at the last (x normalised)
@@ -19,50 +24,73 @@ Measures (all relative, so a loss in nats or in dollars gives the same verdict):
   E (end)      median of the last max(2, n/10) raw points: where the run ended
   B (best)     minimum of the smoothed curve;  D = S - B, the total drop
   t_q          first u where the smoothed curve has fallen by q x (S - E) (t10, t90)
-  noise        robust std (1.4826 x MAD) of raw - smooth over the second half of the run
+  early        share of the fall S - E done by u = 0.1
+  noise        robust std (1.4826 x MAD) of raw - smooth over the second half of the run (flatness tests)
+  wiggle       plain std of the same residuals (the noisy rule: a batch of 2 is mostly ~0 with big
+               jumps, whose MAD is ~0)
   M (middle)   median of the points with u in [0.45, 0.55]; M - E is the second half's drop
   flat         the second half fell less than PLATEAU_FLAT x S + 3 standard errors of M - E
+  val swing    mean |log(val / its 3-point median)| over the second half: jumps around the trend
 
-Rules (severity; threshold constants below; every one tested on synthetic curves that must and
-must not trigger it). A healthy curve -- a fast, exponential-ish fall to a low floor, mild noise,
-train and validation close -- raises nothing.
-  diverged         fail  a logged NaN/Inf (train or val); or the smoothed train loss rises above
-                         DIVERGE_FACTOR x S (CS231n: "> 3x the initial loss, stop"); or, after a real
-                         drop (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D
-                         and E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
+Rules (severity; threshold constants below, calibrated on a corpus of real training logs with
+planted causes, tests/data/curves/ from benchmarks/curves_corpus.py, and on synthetic curves; each
+tested with inputs that must and must not trigger it). A healthy curve -- a fast, exponential-ish
+fall to a low floor, mild noise, train and validation close -- raises nothing.
+  diverged         fail  a logged NaN/Inf (train or val); or the run ended on a blow-up (last train
+                         loss >= DIVERGE_FACTOR x the initial one, even with 2 points: a trainer's 3x
+                         abort); or >= SPIKE_POINTS train points above DIVERGE_FACTOR x the initial
+                         loss (CS231n: "> 3x the initial loss, stop"); or the val loss spiked above
+                         DIVERGE_FACTOR x max(S, its end level) and came back down; or the smoothed
+                         train loss rises above DIVERGE_FACTOR x S; or, after a real drop
+                         (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D and
+                         E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
   plateau          warn  the loss never moved (D < PLATEAU_MOVE x S); or it stalled high: E >=
                          PLATEAU_LEVEL x S and the second half is flat.
-  lr-too-low       warn  slow, almost linear decline: E >= LOW_LEVEL x S (lost less than half),
-                         the second half still fell clearly (>= LOW_MIN_DROP x S and > 3 standard
-                         errors) and the first half fell at most LOW_LINEARITY x as much.
+  lr-too-low       warn  slow from the start and still falling: E >= LOW_LEVEL x S, t90 >= LOW_SLOW,
+                         early <= LOW_EARLY, the second half not flat (and >= LOW_MIN_DROP x S), the
+                         first half fell at most LOW_LINEARITY x the second; a step-indexed log spans at
+                         least LOW_MIN_STEPS (100) optimizer steps; not after a flat start
+                         (bad-init).
   lr-too-high      warn  fast drop then a high, noisy floor: t90 <= HIGH_FAST, E >= HIGH_FLOOR x S,
-                         noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points.
+                         noise >= HIGH_NOISE x E, the second half flat, >= NOISY_MIN_POINTS points;
+                         or an unstable validation loss: val swing >= HIGH_VAL_SWING over
+                         >= HIGH_VAL_POINTS points (not with bad-init, whose late drop moves it too).
   bad-init         warn  flat start then a sudden drop: D >= BAD_INIT_DROP x S, t10 >= BAD_INIT_FLAT
                          (and >= 2 points), and the fall from 10% to 90% of D takes at most
                          BAD_INIT_SUDDEN x t10.
-  noisy            warn  noise >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not reported
-                         with lr-too-high, which already says the floor is noisy).
+  noisy            warn  wiggle >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not with
+                         lr-too-high or lr-too-low, which already explain a noisy floor / a small drop).
   still-improving  info  the validation loss (the training loss when there is none) is still
                          clearly falling at the end: a line fitted to the last quarter (at least
-                         3 points) drops
-                         >= STILL_FRACTION of the total improvement and >= STILL_LEVEL x E, with
-                         t-statistic >= STILL_T (or every last-quarter point lower than the one
-                         before when there are fewer than 5). Not reported with lr-too-low.
+                         3 points) drops >= STILL_FRACTION of the total improvement and >= STILL_LEVEL
+                         x E, with t-statistic >= STILL_T (or every last-quarter point lower than the
+                         one before when there are fewer than 5). Not with lr-too-low or plateau.
+  not-generalizing fail  training learns, validation does not: the training loss ended <= NOGEN_TRAIN
+                         x its initial value, while the val loss (3-point median) never fell
+                         NOGEN_VAL_DROP below its first value (which was >= NOGEN_START x S) -- or
+                         below the chance loss ln C when `train` passes it -- and, when logged, the
+                         val accuracy never rose NOGEN_VAL_ACC above its first value (or 1/C), with
+                         the train accuracy >= NOGEN_GAP above it. Random labels look like this.
+                         Replaces overfitting and underfitting (there is no good epoch to stop at).
   overfitting      warn  the validation loss at the end (median of the last max(2, n/10) points) is
                          >= OVERFIT_RISE above the minimum of its 3-point median, and >= OVERFIT_NOISE
                          x its own noise, the minimum at least 2 points before the end, while the
-                         training loss did not rise; or a gap opened: train acc - val acc >= GAP_ACC at the end and grew
-                         by >= GAP_ACC_GROWTH; or, without accuracies, train loss <= GAP_LOSS_RATIO
-                         x val loss at the end, with the gap >= GAP_LOSS_MIN x the first val loss,
-                         and the two closer than that at the start.
+                         training loss (window medians, not single points) rose less than
+                         OVERFIT_TRAIN_SHARE x as much; or a gap opened: train acc (its moving median
+                         when step-level) - val acc >= GAP_ACC at the end and grew by >= GAP_ACC_GROWTH;
+                         or, without accuracies, train loss <= GAP_LOSS_RATIO x val loss at the end,
+                         with the gap >= GAP_LOSS_MIN x the first val loss, and the two closer than
+                         that at the start.
   underfitting     warn  train and validation close (|val - train| <= UNDERFIT_CLOSE x the larger,
                          and |acc gap| <= UNDERFIT_CLOSE_ACC when known) and both poor: the training
-                         loss ended >= UNDERFIT_LEVEL x its initial value.
+                         loss ended >= UNDERFIT_LEVEL x its initial value. Not with lr-too-low (the
+                         loss is still falling: not yet a capacity limit).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -75,30 +103,45 @@ from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 
 # -- thresholds (units: fractions of the start level S, of the drop D, or of the run length u) ----
+# Calibrated on the corpus of real training logs in tests/data/curves/ (benchmarks/curves_corpus.py;
+# margins in benchmarks/results/curves_corpus.md) and on the synthetic curves of tests/curvegen.py.
 MIN_POINTS = 8  # shape rules need at least this many points of training loss
 NOISY_MIN_POINTS = 30  # noise is only estimated on curves this long (step-level logs)
 DIVERGE_FACTOR = DIVERGENCE_FACTOR  # x S; CS231n: a loss above ~3x the initial one means stop early
+SPIKE_POINTS = 2  # logged train-loss points above DIVERGE_FACTOR x the initial loss that make a divergence (one is a bad batch)
 BLOWUP_MIN_DROP = 0.2  # x S; a "blow-up after a decline" needs a real decline first
 BLOWUP_RETRACE = 0.5  # x D; ... and the end level gives back at least half of the drop
 BLOWUP_RATIO = 1.5  # x B; ... and ends at least 1.5x the best level
 PLATEAU_MOVE = 0.05  # x S; a total drop below 5% of the start = the loss never moved
 PLATEAU_LEVEL = 0.5  # x S; a run that ends above half its initial loss "stalled high"
 PLATEAU_FLAT = 0.02  # x S; a second half that fell less than 2% of the start is flat
-LOW_LEVEL = 0.5  # x S; lr-too-low: ended above half the initial loss
-LOW_MIN_DROP = 0.02  # x S; ... and the second half still fell at least 2% of the start
-LOW_LINEARITY = 2.5  # first-half drop / second-half drop at most this: almost a straight line
+LOW_LEVEL = 0.1  # x S; lr-too-low: still above a tenth of the initial loss
+#                  (corpus: LR 100x too low ends at 0.16-0.77 S; slowly memorised random labels at 0.005-0.03 S)
+LOW_SLOW = 0.5  # u; ... and 90% of its fall took more than half the run (corpus: LR too low 0.57-0.82; healthy runs at most 0.38)
+LOW_MIN_DROP = 0.02  # x S; ... and the second half still fell at least 2% of the start (and > 3 standard errors): not flat
+LOW_EARLY = 0.5  # ... and the first 10% of the run brought at most half of its fall (corpus: LR too low 0.15-0.44; healthy 0.54-0.99)
+LOW_LINEARITY = 8.0  # first-half drop / second-half drop at most this: no fast phase (corpus: LR too low 2.8-6.3; healthy 7.9 and more)
+LOW_MIN_STEPS = 100  # optimizer steps a step-indexed log must span before its LR is judged too low (CS231n: an LR should make the
+#                      loss drop "within ~100 iterations"); a healthy 32-step run (spiral, 4 short epochs) has the same shape as
+#                      an LR 100x too low and is "still improving" instead
 HIGH_FAST = 0.2  # u; lr-too-high: 90% of the drop done within the first 20% of the run
 HIGH_FLOOR = 0.25  # x S; ... to a floor at least a quarter of the initial loss
 HIGH_NOISE = 0.1  # x E; ... with noise at least 10% of the floor
+HIGH_VAL_POINTS = 8  # lr-too-high from an unstable validation loss needs at least this many validation points
+HIGH_VAL_SWING = 0.1  # mean |log(val / its 3-point median)| over the second half: validation jumps ~10% around its trend
+#                       (corpus: LR 10-30x too high 0.106-0.214; healthy runs at most 0.081; overfitting, underfitting, LR too low < 0.01)
 BAD_INIT_DROP = 0.3  # x S; bad-init: the eventual drop is at least 30% of the start
 BAD_INIT_FLAT = 0.1  # u; ... after a flat start at least 10% of the run long
 BAD_INIT_SUDDEN = 2.0  # (t90 - t10) / t10 at most this: the drop is quick compared with the wait
-NOISY_RATIO = 0.25  # x D; step-to-step noise at least a quarter of the whole drop
-STILL_FRACTION = 0.1  # of (S - E); the last quarter brought at least 10% of the improvement
+NOISY_RATIO = 0.1  # x D; step-to-step noise (std around the moving median) at least 10% of the whole drop
+#                    (corpus: batch 2-4 runs 0.13-0.51; healthy runs at most 0.056). The notes: "too wiggly: batch too small"
+STILL_FRACTION = 0.05  # of (S - E); the last quarter brought at least 5% of the improvement (corpus: healthy val curves 0.4-2.9%,
+#                        except one 10-epoch CNN at 6.7% with t = 1.1)
 STILL_LEVEL = 0.02  # x E; ... and at least 2% of the current level
 STILL_T = 3.0  # t-statistic of the last-quarter slope: clearly, not noise
 OVERFIT_RISE = 0.1  # x min; val loss 10% above its minimum (Google tuning playbook: "turns upward")
 OVERFIT_NOISE = 3.0  # x the val curve's own noise (robust std around its 3-point median): a rise, not a wobble
+OVERFIT_TRAIN_SHARE = 0.5  # the training loss (window medians) rose less than half as much as the val loss: not an instability
 GAP_ACC = 0.1  # train acc - val acc at the end, in accuracy units (10 points)
 GAP_ACC_GROWTH = 0.05  # ... and it grew by at least 5 points since the first record
 GAP_LOSS_RATIO = 0.5  # without accuracies: train loss at most half the val loss ...
@@ -107,6 +150,12 @@ GAP_LOSS_START = 0.75  # ... and at the start train >= 0.75 x val (they were clo
 UNDERFIT_CLOSE = 0.1  # |val - train| <= 10% of the larger loss
 UNDERFIT_CLOSE_ACC = 0.05  # |train acc - val acc| <= 5 points
 UNDERFIT_LEVEL = 0.5  # x initial loss; training loss has not even halved
+NOGEN_TRAIN = 0.5  # not-generalizing: the training loss ended at most half its initial value (it learned) ...
+NOGEN_VAL_DROP = 0.1  # ... while the val loss (3-point median) never fell 10% below its first value (or ln C when known) ...
+NOGEN_START = 0.75  # ... and that first value was no better than 0.75 x the untrained loss S (it had learned nothing yet)
+NOGEN_VAL_ACC = 0.05  # ... and the val accuracy (3-point median) never rose 5 points above its first value (or 1/C when known)
+#                       (corpus: random labels +0.9 to +3.6 points; 200-example overfitting +6 to +9 points)
+NOGEN_GAP = 0.2  # ... with the training accuracy at least 20 points above the best val accuracy at the end
 
 
 @dataclass
@@ -119,6 +168,10 @@ class Curves:
     fit_x: str = "epoch"  # name of the fit x axis
     label: str = "run"  # names the run in messages when several are analysed
     sources: list[str] = field(default_factory=list)  # the files it came from
+    columns: dict[str, str] = field(default_factory=dict)  # which column/tag each series was read from ("x", "train_loss", ...)
+    key: Path | None = None  # the path that names the run (a run folder); None: its first source file
+    chance_loss: float | None = None  # the loss of a model that knows nothing (ln C), when the caller knows it
+    chance_acc: float | None = None  # the accuracy of chance (1/C), when the caller knows it
 
     def loss(self) -> pd.Series | None:
         """The training loss the shape rules read: dense, else the fit view's."""
@@ -152,6 +205,14 @@ def head(n: int) -> int:
     return 1 if n < NOISY_MIN_POINTS else min(max(n // 100, 3), 5)
 
 
+def plain_std(r: np.ndarray) -> float:
+    """Standard deviation. Skewed minibatch losses (a batch of 2 is mostly ~0 with big jumps) make a MAD near zero;
+    the plain std keeps their spread (one spike among n points adds only spike / sqrt(n))."""
+    if len(r) < 2:
+        return 0.0
+    return float(np.std(r))
+
+
 def robust_std(r: np.ndarray) -> float:
     if len(r) == 0:
         return 0.0
@@ -173,6 +234,7 @@ class Shape:
     best_x: float
     drop: float
     noise: float
+    wiggle: float  # plain std of the second half's residuals (the noisy rule's noise)
     mid: float  # median of the points with u in [0.45, 0.55]
     se: float  # standard error of (mid - end), from the noise and the points in both windows
 
@@ -191,8 +253,9 @@ class Shape:
         middle = y[(u >= 0.45) & (u <= 0.55)]
         mid = float(np.median(middle)) if len(middle) else float(np.interp(0.5, u, s))
         noise = robust_std(half)
+        wiggle = plain_std(half)
         se = 1.2533 * noise * math.sqrt(1 / max(len(middle), 1) + 1 / max(2, n // 10))  # 1.2533: s.e. of a median / of a mean
-        return cls(n, x, u, y, s, start, end, float(s[i_best]), float(x[i_best]), start - float(s[i_best]), noise, mid, se)
+        return cls(n, x, u, y, s, start, end, float(s[i_best]), float(x[i_best]), start - float(s[i_best]), noise, wiggle, mid, se)
 
     def t(self, q: float) -> float:
         """First u where the smoothed curve has fallen by q x (S - E), the drop to where it ended (1.0 if never)."""
@@ -253,15 +316,20 @@ def decide(curves: Curves) -> Verdict:
     shape = Shape.of(loss) if len(loss) >= MIN_POINTS else None
     if shape is not None:
         _shape_rules(verdict, shape, lx)
+    _unstable_val(verdict, curves)
     _fit_rules(verdict, curves, shape)
     _still_improving(verdict, curves, lx)
     return verdict
 
 
+DIVERGED_ADVICE = ("Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
+                   "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss.")
+
+
 def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> bool:
-    advice = ("Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
-              "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss.")
-    for name, series, xname in (("train loss", loss, lx), ("val loss", curves.fit.get("val_loss"), curves.fit_x)):
+    advice = DIVERGED_ADVICE
+    val = curves.fit.get("val_loss")
+    for name, series, xname in (("train loss", loss, lx), ("val loss", val, curves.fit_x)):
         at = first_nonfinite(series)
         if at is not None:
             before = series[series.index < at].to_numpy(dtype=float)
@@ -269,7 +337,36 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
             verdict.add("diverged", "fail", f"{name} became {series[at]} at {_x(xname, at)}{history}", advice,
                         series=name, at=at, x=xname)
             return True
-    if len(loss) < 3:
+    y = loss.to_numpy(dtype=float)
+    if len(y) < 2:
+        return False
+    start = float(np.median(y[:head(len(y))]))
+    initial = min(float(y[0]), start)  # the first point, or the head's median when the first point is a spike
+    if initial > 0 and y[-1] >= DIVERGE_FACTOR * initial:  # the run ended on a blow-up (a trainer's 3x abort looks like this)
+        verdict.add("diverged", "fail",
+                    f"train loss ended at {_n(float(y[-1]))} at {_x(lx, float(loss.index[-1]))}, {y[-1] / initial:.1f}x its initial "
+                    f"{_n(initial)} (limit {DIVERGE_FACTOR:g}x)", advice, at=float(loss.index[-1]), x=lx, last=float(y[-1]), initial=initial)
+        return True
+    spikes = np.nonzero(y >= DIVERGE_FACTOR * initial)[0] if initial > 0 else np.array([], dtype=int)
+    if len(spikes) >= SPIKE_POINTS:
+        peak_i = int(spikes[np.argmax(y[spikes])])
+        verdict.add("diverged", "fail",
+                    f"train loss spiked above {DIVERGE_FACTOR:g}x its initial {_n(initial)} at {len(spikes)} logged points, up to "
+                    f"{_n(float(y[peak_i]))} at {_x(lx, float(loss.index[peak_i]))} ({y[peak_i] / initial:.1f}x)",
+                    advice, at=float(loss.index[peak_i]), x=lx, peak=float(y[peak_i]), initial=initial, spikes=int(len(spikes)))
+        return True
+    if val is not None and len(val) >= 3 and start > 0:
+        v = val.to_numpy(dtype=float)
+        v_end = float(np.median(v[-max(2, len(v) // 10):]))
+        ref = max(start, v_end)
+        k = int(np.argmax(v))
+        if v[k] >= DIVERGE_FACTOR * ref and k < len(v) - 1:  # a spike that came back down (a rise to the end is overfitting)
+            verdict.add("diverged", "fail",
+                        f"val loss spiked to {_n(float(v[k]))} at {_x(curves.fit_x, float(val.index[k]))}, {v[k] / ref:.1f}x both the initial "
+                        f"train loss {_n(start)} and where val loss ended ({_n(v_end)}): the weights blew up (limit {DIVERGE_FACTOR:g}x)",
+                        advice, at=float(val.index[k]), x=curves.fit_x, peak=float(v[k]), initial=start, val_end=v_end)
+            return True
+    if len(y) < 3:
         return False
     shape = Shape.of(loss)
     peak_i = int(np.argmax(shape.s))
@@ -306,6 +403,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
                     "gets the model's parameters and that gradients flow (`nndiag probe`: dead ReLUs, vanishing gradients).",
                     **evidence)
         return
+    noisy = sh.n >= NOISY_MIN_POINTS and sh.wiggle >= NOISY_RATIO * D
     high = (t90 <= HIGH_FAST and E >= HIGH_FLOOR * S and sh.noise >= HIGH_NOISE * E and flat
             and sh.n >= NOISY_MIN_POINTS)
     if high:
@@ -321,15 +419,6 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
                     "Training is stuck: try a higher or decaying learning rate, a different optimizer (adam), a bigger model, "
                     "or check the data and labels; a plateau that breaks later can be a saddle (train longer).",
                     second_half_drop=second_half, **evidence)
-    # lr-too-low: a slow, nearly straight decline
-    first_half = S - sh.mid
-    if (E >= LOW_LEVEL * S and second_half >= LOW_MIN_DROP * S and second_half > 3 * sh.se
-            and first_half <= LOW_LINEARITY * second_half):
-        verdict.add("lr-too-low", "warn",
-                    f"train loss fell slowly and almost linearly: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} "
-                    f"({first_half / S:.0%} then {second_half / S:.0%} of the initial value per half), still {E / S:.0%} of where it started",
-                    "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
-                    first_half_drop=first_half, second_half_drop=second_half, **evidence)
     # bad-init: flat start, then a sudden drop
     flat_points = int(np.sum(sh.u < t10))
     if D >= BAD_INIT_DROP * S and t10 >= BAD_INIT_FLAT and flat_points >= 2 and (t90 - t10) <= BAD_INIT_SUDDEN * t10:
@@ -339,11 +428,52 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
                     "The start is wasted: check the weight initialisation (Kaiming for ReLU, Xavier for tanh; `nndiag probe`), "
                     "the input scale, and a warmup that is too long.",
                     t10=t10, t90=t90, at=sh.x_at(t10), **evidence)
-    if sh.n >= NOISY_MIN_POINTS and not high and D > 0 and sh.noise >= NOISY_RATIO * D:
+    # lr-too-low: a slow decline with no fast phase, still clearly falling, far from zero (not after a flat start: bad-init)
+    first_half = S - sh.mid
+    early = (S - float(np.interp(0.1, sh.u, sh.s))) / (S - E) if S > E else 0.0  # share of the fall done in the first 10%
+    long_enough = "epoch" in lx.lower() or sh.x_at(1.0) - sh.x_at(0.0) >= LOW_MIN_STEPS
+    if ("bad-init" not in verdict.codes and E >= LOW_LEVEL * S and t90 >= LOW_SLOW and early <= LOW_EARLY and not flat
+            and second_half >= LOW_MIN_DROP * S and first_half <= LOW_LINEARITY * second_half and long_enough):
+        verdict.add("lr-too-low", "warn",
+                    f"train loss fell slowly and steadily: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} ({first_half / S:.0%} then "
+                    f"{second_half / S:.0%} of the initial value per half; 90% of its fall took {t90:.0%} of the run), "
+                    f"still {E / S:.0%} of where it started",
+                    "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
+                    first_half_drop=first_half, second_half_drop=second_half, t90=t90, early=early, **evidence)
+    quiet = {"lr-too-high", "lr-too-low"} & set(verdict.codes)  # a high noisy floor, or a drop kept small by the LR, already explains it
+    if noisy and not quiet:
         verdict.add("noisy", "warn",
-                    f"train loss is noisy: step-to-step noise {_n(sh.noise)} is {sh.noise / D:.0%} of its whole drop ({_n(S)} -> {_n(sh.best)})",
+                    f"train loss is noisy: step-to-step noise {_n(sh.wiggle)} (std around the moving median) is {sh.wiggle / D:.0%} "
+                    f"of its whole drop ({_n(S)} -> {_n(sh.best)})",
                     "Read the trend from a moving average; use a larger batch or a lower learning rate to reduce the noise.",
-                    ratio=sh.noise / D, **evidence)
+                    ratio=sh.wiggle / D, **{**evidence, "noise": sh.wiggle})
+
+
+def val_swing(val: pd.Series) -> float:
+    """Mean |log(val / its centred 3-point median)| over the second half: how far validation jumps around its trend
+    (a monotone curve scores 0, whatever its slope)."""
+    v = val.to_numpy(dtype=float)
+    if len(v) < 3 or not np.all(np.isfinite(v)) or np.any(v <= 0):
+        return math.nan
+    lv = np.log(v)
+    med = pd.Series(lv).rolling(3, center=True, min_periods=1).median().to_numpy()
+    return float(np.mean(np.abs(lv - med)[len(lv) // 2:]))
+
+
+def _unstable_val(verdict: Verdict, curves: Curves) -> None:
+    """lr-too-high from the validation loss: it jumps up and down around its trend from one evaluation to the next."""
+    val = curves.fit.get("val_loss")
+    if val is None or len(val) < HIGH_VAL_POINTS or {"lr-too-high", "bad-init"} & set(verdict.codes):
+        return
+    swing = val_swing(val)
+    if swing >= HIGH_VAL_SWING:
+        verdict.add("lr-too-high", "warn",
+                    f"val loss is unstable: in the second half of the run it jumps {math.expm1(swing):.0%} on average around its "
+                    f"3-point median (limit {math.expm1(HIGH_VAL_SWING):.0%}), between {_n(float(val.iloc[len(val) // 2:].min()))} and "
+                    f"{_n(float(val.iloc[len(val) // 2:].max()))}",
+                    "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step); "
+                    "clipping gradients only hides the instability.",
+                    swing=swing, points=int(len(val)), x=curves.fit_x)
 
 
 def _train_at(curves: Curves, xs: np.ndarray) -> np.ndarray | None:
@@ -356,34 +486,55 @@ def _train_at(curves: Curves, xs: np.ndarray) -> np.ndarray | None:
     return None
 
 
+def _med3(y: np.ndarray) -> np.ndarray:
+    return pd.Series(y).rolling(3, center=True, min_periods=1).median().to_numpy() if len(y) >= 5 else y
+
+
 def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
     val = curves.fit.get("val_loss")
     fx = curves.fit_x
+    vacc = curves.fit.get("val_acc")
+    if (val is None or len(val) < 3) and (vacc is None or len(vacc) < 3):
+        return
+    if _not_generalizing(verdict, curves, shape):
+        return  # it says more than overfitting (there is no good epoch to stop at) and rules out underfitting
     if val is None or len(val) < 3:
         return
     xs = val.index.to_numpy(float)
     v = val.to_numpy(float)
-    vs = pd.Series(v).rolling(3, center=True, min_periods=1).median().to_numpy() if len(v) >= 5 else v
+    vs = _med3(v)
     train = _train_at(curves, xs)
     k = int(np.argmin(vs))
-    v_min, v_end = float(vs[k]), float(np.median(v[-max(2, len(v) // 10):]))
+    tail = max(2, len(v) // 10)
+    v_min, v_end = float(vs[k]), float(np.median(v[-tail:]))
     v_noise = robust_std(v - vs) if len(v) >= 5 else 0.0
     overfit = False
     rise = v_end - v_min
     if v_min > 0 and k <= len(v) - 3 and rise >= OVERFIT_RISE * v_min and rise >= OVERFIT_NOISE * v_noise:
-        t_k, t_end = (float(train[k]), float(train[-1])) if train is not None else (math.nan, math.nan)
-        if train is None or t_end <= t_k:
-            tail = f" while train loss fell {(t_k - t_end) / t_k:.0%} ({_n(t_k)} -> {_n(t_end)})" if train is not None and t_k > 0 else ""
+        # did training rise too? Window medians, not single noisy points, and against the val rise: a training loss at a
+        # noisy floor near zero wobbles by far less than the val loss rose.
+        t_k = float(np.median(train[max(0, k - 1):k + 2])) if train is not None else math.nan
+        t_end = float(np.median(train[-tail:])) if train is not None else math.nan
+        if train is None or t_end - t_k < OVERFIT_TRAIN_SHARE * rise:
+            if train is None or t_k <= 0:
+                tail_text = ""
+            elif t_end <= t_k:
+                tail_text = f" while train loss fell {(t_k - t_end) / t_k:.0%} ({_n(t_k)} -> {_n(t_end)})"
+            else:
+                tail_text = f" while train loss stayed near {_n(t_end)} ({_n(t_k)} at the val minimum)"
             verdict.add("overfitting", "warn",
-                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)}{tail}",
+                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)}{tail_text}",
                         "Stop earlier (train.early_stopping.patience keeps the best weights), add regularization "
                         "(optim.weight_decay, dropout, augmentation) or get more training data.",
                         val_min=v_min, val_min_at=float(xs[k]), val_end=v_end, train_at_min=t_k, train_end=t_end, at=float(xs[k]), x=fx)
             overfit = True
-    tacc, vacc = curves.fit.get("train_acc"), curves.fit.get("val_acc")
+    tacc = curves.fit.get("train_acc")
     acc_gap = None
     if tacc is not None and vacc is not None and len(tacc) >= 2 and len(vacc) >= 2:
-        ta = np.interp(vacc.index.to_numpy(float), tacc.index.to_numpy(float), tacc.to_numpy(float))
+        t_values = tacc.to_numpy(float)
+        if len(tacc) > len(vacc):  # step-level (one batch) accuracy is noisy: read its moving median
+            t_values = smooth(t_values)
+        ta = np.interp(vacc.index.to_numpy(float), tacc.index.to_numpy(float), t_values)
         gaps = ta - vacc.to_numpy(float)
         acc_gap = (float(gaps[0]), float(gaps[-1]), float(ta[-1]), float(vacc.iloc[-1]))
         if not overfit and gaps[-1] >= GAP_ACC and gaps[-1] - gaps[0] >= GAP_ACC_GROWTH:
@@ -402,7 +553,7 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
                         "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
                         train_end=float(train[-1]), val_end=v_end, gap=gap_end, gap_start=gap_start, x=fx)
             overfit = True
-    if overfit or train is None:
+    if overfit or train is None or "lr-too-low" in verdict.codes:  # a loss still falling slowly is not (yet) a capacity limit
         return
     initial = shape.start if shape is not None else float(train[0])
     t_end = float(train[-1])
@@ -417,6 +568,59 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
                     "The model is not fitting the training data: train longer, use a bigger model (wider/deeper), "
                     "a higher learning rate, or less regularization.",
                     train_end=t_end, val_end=v_end, initial=initial, x=fx)
+
+
+def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> bool:
+    """Training improves while validation stays where an untrained model is (random labels, a train/val mismatch)."""
+    val, vacc, tacc = curves.fit.get("val_loss"), curves.fit.get("val_acc"), curves.fit.get("train_acc")
+    train = curves.loss()
+    if train is None or len(train) < 2:
+        return False
+    t = train.to_numpy(float)
+    initial = shape.start if shape is not None else float(t[0])
+    t_end = shape.end if shape is not None else float(np.median(t[-max(2, len(t) // 10):]))
+    if not (initial > 0 and t_end <= NOGEN_TRAIN * initial):
+        return False  # training did not learn much either: that is underfitting or a plateau, not this
+    said: list[str] = []
+    evidence: dict[str, Any] = {"train_initial": initial, "train_end": t_end}
+    if val is not None and len(val) >= 3:
+        v = _med3(val.to_numpy(float))
+        first, best = float(val.iloc[0]), float(np.min(v))
+        if curves.chance_loss is not None:
+            ref, ref_name = curves.chance_loss, f"the chance level {_n(curves.chance_loss)}"
+        else:
+            if first < NOGEN_START * initial:
+                return False  # validation was already better than an untrained model at its first record: it learned
+            ref, ref_name = first, f"its first value {_n(first)}"
+        if not (ref > 0 and best >= (1 - NOGEN_VAL_DROP) * ref):
+            return False
+        said.append(f"val loss never went more than {(ref - best) / ref:.0%} below {ref_name} (best {_n(best)}, last {_n(float(val.iloc[-1]))})")
+        evidence.update(val_first=first, val_best=best, val_reference=ref)
+    if vacc is not None and len(vacc) >= 3:
+        a = _med3(vacc.to_numpy(float))
+        first_acc, best_acc = float(vacc.iloc[0]), float(np.max(a))
+        ref_acc = curves.chance_acc if curves.chance_acc is not None else first_acc
+        if best_acc > ref_acc + NOGEN_VAL_ACC:
+            return False
+        what = f"chance ({ref_acc:.1%})" if curves.chance_acc is not None else f"its first value {first_acc:.1%}"
+        said.append(f"val accuracy never rose more than {100 * max(best_acc - ref_acc, 0):.1f} points above {what}")
+        evidence.update(val_acc_best=best_acc, val_acc_reference=ref_acc)
+        if tacc is not None and len(tacc):
+            train_acc = float(tacc.iloc[-1])
+            if train_acc < best_acc + NOGEN_GAP:
+                return False
+            evidence["train_acc_end"] = train_acc
+    if not said:
+        return False
+    accs = f", train accuracy {evidence['train_acc_end']:.1%}" if "train_acc_end" in evidence else ""
+    verdict.add("not-generalizing", "fail",
+                f"the model learns nothing that generalises: train loss fell to {t_end / initial:.0%} of its initial {_n(initial)}{accs}, "
+                f"but " + "; ".join(said),
+                "Validation is at chance while training improves: check the labels (shuffled or misaligned with the inputs?), "
+                "that train and validation come from the same distribution and preprocessing, and for a leak of the "
+                "example's index into the input; more regularization will not fix this.",
+                x=curves.fit_x, **evidence)
+    return True
 
 
 def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
@@ -448,25 +652,30 @@ def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading CSV files
+# Reading logs: CSV files and TensorBoard event files
 # ------------------------------------------------------------------------------------------------
 
 X_NAMES = ("step", "global_step", "trainer/global_step", "iteration", "iter", "it", "batch", "epoch")
 TRAIN_LOSS = ("train_loss", "train/loss", "training_loss", "train_loss_step", "train/loss_step", "loss/train", "trn_loss",
-              "loss", "train_loss_epoch", "train/loss_epoch")
+              "loss", "train_loss_epoch", "train/loss_epoch", "training/loss", "train/train_loss")
 VAL_LOSS = ("val_loss", "val/loss", "valid_loss", "valid/loss", "validation_loss", "validation/loss", "eval_loss", "eval/loss",
-            "loss/val", "val_loss_epoch", "test_loss")
+            "loss/val", "loss/valid", "loss/validation", "val_loss_epoch", "val/loss_epoch", "test_loss", "test/loss", "loss/test")
 TRAIN_ACC = ("train_acc", "train/acc", "train_accuracy", "train/accuracy", "training_accuracy", "acc", "accuracy", "acc/train",
-             "train_acc_step", "train_acc_epoch")
-VAL_ACC = ("val_acc", "val/acc", "val_accuracy", "val/accuracy", "valid_acc", "valid_accuracy", "validation_accuracy",
-           "eval_acc", "eval_accuracy", "acc/val", "val_acc_epoch", "test_acc")
+             "accuracy/train", "train_acc_step", "train/acc_step", "train_acc_epoch", "train/acc_epoch")
+VAL_ACC = ("val_acc", "val/acc", "val_accuracy", "val/accuracy", "valid_acc", "valid/acc", "valid_accuracy", "validation_accuracy",
+           "validation/accuracy", "eval_acc", "eval/acc", "eval_accuracy", "eval/accuracy", "acc/val", "accuracy/val",
+           "val_acc_epoch", "val/acc_epoch", "test_acc", "test/acc", "test/accuracy")
 RUN_FILES = ("train_steps.csv", "train_epochs.csv", "metrics.csv")  # what a run folder path stands for
+EVENTS = "tfevents"  # TensorBoard event files are named events.out.tfevents.<time>.<host>...
+SEARCH_DEPTH = 4  # folder levels searched below a path given on the command line for runs (lightning_logs/version_N, runs/<name>)
+TENSORBOARD_HINT = "pip install 'nndiag[tensorboard]'"
 
 
 def _pick(columns: list[str], names: Iterable[str], given: str | None, path: Path, what: str) -> str | None:
     if given is not None:
         if given not in columns:
-            raise BadInput(f"{path}: no column {given!r} for {what}; the columns are {', '.join(columns)}")
+            kind = "tag" if is_events(path) else "column"
+            raise BadInput(f"{path}: no {kind} {given!r} for {what}; the {kind}s are {', '.join(columns)}")
         return given
     lower = {c.strip().lower(): c for c in columns}
     return next((lower[n] for n in names if n in lower), None)
@@ -512,6 +721,14 @@ def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None
     columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise BadInput(f"{path}: the CSV has a header ({', '.join(columns)}) but no rows")
+    return _read_frame(frame, path, x, train, val, train_acc, val_acc)
+
+
+def _read_frame(frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None,
+                train_acc: str | None, val_acc: str | None) -> Curves:
+    """A table of text cells (blank = not logged), one column per metric -> Curves."""
+    columns = [str(c) for c in frame.columns]
+    kind = "tag" if is_events(path) else "column"
     xcol = _pick(columns, (), x, path, "--x") if x else _default_x(frame, columns)
     cols = {
         "train_loss": _pick(columns, TRAIN_LOSS, train, path, "--train"),
@@ -520,8 +737,9 @@ def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None
         "val_acc": _pick(columns, VAL_ACC, val_acc, path, "--val-acc"),
     }
     if cols["train_loss"] is None and cols["val_loss"] is None:
-        raise BadInput(f"{path}: no loss column recognised among the columns {', '.join(columns)}; name them with "
-                       "--train COLUMN and/or --val COLUMN (recognised: train_loss, train/loss, loss, val_loss, val/loss, valid_loss, ...)")
+        raise BadInput(f"{path}: no loss {kind} recognised among the {kind}s {', '.join(columns)}; name them with "
+                       f"--train {kind.upper()} and/or --val {kind.upper()} (recognised: train_loss, train/loss, loss, val_loss, "
+                       "val/loss, valid_loss, eval/loss, ...)")
     xs = _numeric(frame[xcol], xcol, path) if xcol else pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
     series: dict[str, pd.Series] = {}
     for key, col in cols.items():
@@ -534,10 +752,12 @@ def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None
         s = pd.Series(values.to_numpy(), index=xs[values.index].to_numpy(), name=key)
         series[key] = s[~s.index.duplicated(keep="last")].sort_index()
     if "train_loss" not in series and "val_loss" not in series:
-        raise BadInput(f"{path}: the loss columns ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
+        raise BadInput(f"{path}: the loss {kind}s ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
     xname = xcol or "row"
-    dense = series.get("train_loss")
-    return Curves(x=xname, dense=dense, fit=series, fit_x=xname, label=path.stem, sources=[str(path)])
+    used = {"x": xname, **{k: c for k, c in cols.items() if k in series}}
+    key = path.parent if path.name in RUN_FILES else path.with_suffix("")  # a run file is named by its folder
+    return Curves(x=xname, dense=series.get("train_loss"), fit=series, fit_x=xname, label=key.name or path.stem, sources=[str(path)],
+                  columns=used, key=key)
 
 
 def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
@@ -551,29 +771,105 @@ def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
     return next((lower[n] for n in X_NAMES if n in lower), None)
 
 
+def is_events(path: Path) -> bool:
+    """A TensorBoard event file, or a folder holding some (one run)."""
+    if path.is_dir():
+        return any(EVENTS in p.name for p in path.iterdir() if p.is_file())
+    return EVENTS in path.name
+
+
+def read_events(path: Path, x: str | None = None, train: str | None = None, val: str | None = None,
+                train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+    """A TensorBoard event file, or a folder of them (one run), -> Curves: the scalar tags become columns, x is the step."""
+    frame = _event_frame(path)
+    curves = _read_frame(frame, path, x or str(frame.columns[0]), train, val, train_acc, val_acc)  # default x: the logged step
+    curves.key = path if path.is_dir() else path.parent
+    curves.label = curves.key.name or path.name
+    return curves
+
+
+def _event_frame(path: Path) -> pd.DataFrame:
+    """Every scalar of an event file (or a run folder of them) as one row per step, one text column per tag (blank = not logged)."""
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.util import tensor_util
+    except ImportError:
+        raise BadInput(f"{path}: reading TensorBoard event files needs the tensorboard package: {TENSORBOARD_HINT}") from None
+    guidance = {event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0}  # 0 = keep every point
+    try:
+        acc = event_accumulator.EventAccumulator(str(path), size_guidance=guidance)
+        acc.Reload()
+        rows: dict[int, dict[str, float]] = {}
+        tags = acc.Tags()
+        for tag in tags.get("scalars", []):
+            for ev in acc.Scalars(tag):
+                rows.setdefault(int(ev.step), {})[tag] = float(ev.value)
+        for tag in tags.get("tensors", []):  # scalars written as 0-d tensors (tf.summary v2 style)
+            for ev in acc.Tensors(tag):
+                value = tensor_util.make_ndarray(ev.tensor_proto)
+                if value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+                    rows.setdefault(int(ev.step), {})[tag] = float(value)
+    except Exception as exc:  # a corrupt or foreign file: tensorboard raises many kinds
+        raise BadInput(f"{path}: not a readable TensorBoard event file ({type(exc).__name__}: {exc})") from None
+    if not rows:
+        raise BadInput(f"{path}: the TensorBoard log holds no scalars (nothing logged with add_scalar / self.log)")
+    steps = sorted(rows)
+    names = sorted({t for r in rows.values() for t in r})
+    step_col = "step" if "step" not in names else "tensorboard_step"
+    data = {step_col: [str(s) for s in steps]}
+    for name in names:
+        data[name] = [repr(rows[s][name]) if name in rows[s] else "" for s in steps]
+    return pd.DataFrame(data, dtype=str)
+
+
+def _runs_in(folder: Path) -> list[Path]:
+    """Run folders at or below `folder` (SEARCH_DEPTH levels): those holding run CSVs or event files, in name order."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs.sort()
+        if any(name in files for name in RUN_FILES) or any(EVENTS in f for f in files):
+            found.append(here)
+            dirs.clear()  # a run's own sub-folders (checkpoints, hparams) are not runs
+        elif len(here.relative_to(folder).parts) >= SEARCH_DEPTH:
+            dirs.clear()
+    return found
+
+
 def expand(paths: list[Path]) -> list[Path]:
-    """A run folder stands for its CSVs (nndiag's train_*.csv, or Lightning's metrics.csv)."""
+    """Files to read. A run folder stands for its CSVs (nndiag's train_*.csv, or Lightning's metrics.csv) or, without
+    them, for its TensorBoard event files (read together as one run); a folder of runs (lightning_logs/, runs/) for
+    every run folder below it."""
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            found = [path / name for name in RUN_FILES if (path / name).exists()]
-            if not found:
-                listing = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
-                raise BadInput(f"{path}: a folder, but it holds none of {', '.join(RUN_FILES)} (it holds {listing})")
-            files.extend(found)
-        else:
+        if not path.exists():
+            raise BadInput(f"{path}: no such file or folder")
+        if not path.is_dir():
             files.append(path)
+            continue
+        runs = _runs_in(path)
+        if not runs:
+            listing = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
+            raise BadInput(f"{path}: a folder, but neither it nor its sub-folders hold a log ({', '.join(RUN_FILES)} or a "
+                           f"TensorBoard events.out.tfevents.* file); it holds {listing}")
+        for run in runs:
+            csvs = [run / name for name in RUN_FILES if (run / name).exists()]
+            files.extend(csvs or [run])
     return files
+
+
+def _read(path: Path, **columns: str | None) -> Curves:
+    return read_events(path, **columns) if is_events(path) else read_csv(path, **columns)
 
 
 def load(paths: list[Path], **columns: str | None) -> list[Curves]:
     """Read every file; files in one folder with one validation curve among them are one run
-    (nndiag's train_steps.csv gives the dense loss, train_epochs.csv the train/val view)."""
-    parts = [read_csv(p, **columns) for p in expand(paths)]
+    (nndiag's train_steps.csv gives the dense loss, train_epochs.csv the train/val view). Each run gets a unique label."""
+    parts = [_read(p, **columns) for p in expand(paths)]
     runs: list[Curves] = []
     by_folder: dict[Path, list[Curves]] = {}
     for part in parts:
-        by_folder.setdefault(Path(part.sources[0]).parent, []).append(part)
+        by_folder.setdefault(_home(Path(part.sources[0])), []).append(part)
     for folder, group in by_folder.items():
         with_val = [c for c in group if "val_loss" in c.fit]
         if len(group) > 1 and len(with_val) == 1:
@@ -581,23 +877,52 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
             densest = max((c for c in group if c.dense is not None), key=lambda c: len(c.dense), default=None)
             if densest is not None and len(densest.dense) > len(main.fit.get("train_loss", [])):
                 main.dense, main.x = densest.dense, densest.x
+                main.columns = {**main.columns, "dense": f"{Path(densest.sources[0]).name}:{densest.columns.get('train_loss')}"}
             main.label = folder.name or main.label
             main.sources = [s for c in group for s in c.sources]
+            main.key = folder
             runs.append(main)
         else:
             runs.extend(group)
+    unique_labels(runs)
     return runs
 
 
-def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train") -> Curves:
-    """nndiag's own logs (Trainer History frames) -> Curves."""
+def _home(source: Path) -> Path:
+    """The folder a log file belongs to (a TensorBoard run folder is its own home)."""
+    return source if source.is_dir() else source.parent
+
+
+def unique_labels(runs: list[Curves]) -> None:
+    """Name each run by the shortest tail of its path that no other run shares (a/metrics, b/metrics; version_0, version_1)."""
+    keys = [c.key.parts if c.key is not None else (c.label,) for c in runs]
+    for i, c in enumerate(runs):
+        parts = keys[i]
+        others = [other for other in keys if other != parts]  # the same path twice is told apart below
+        for k in range(1, len(parts) + 1):
+            tail = parts[-k:]
+            if all(other[-k:] != tail for other in others):
+                c.label = "/".join(tail)
+                break
+        else:
+            c.label = "/".join(parts)
+    seen: dict[str, int] = {}
+    for c in runs:  # the same file given twice
+        seen[c.label] = seen.get(c.label, 0) + 1
+        if seen[c.label] > 1:
+            c.label = f"{c.label} ({seen[c.label]})"
+
+
+def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train", chance_loss: float | None = None,
+                 chance_acc: float | None = None) -> Curves:
+    """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
     fit = {}
     for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
         if key in epochs and len(epochs) and epochs[key].notna().any():
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
-    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label)
+    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -625,8 +950,17 @@ def measure(runs: list[Curves]) -> tuple[pd.DataFrame, dict[str, Any]]:
     return frame, facts
 
 
+def describe_columns(c: Curves) -> str:
+    """Which column or tag each series came from, e.g. 'train loss <- train/loss, val loss <- val/loss, x <- step'."""
+    names = {"dense": "dense train loss", "train_loss": "train loss", "val_loss": "val loss", "train_acc": "train acc",
+             "val_acc": "val acc", "x": "x"}
+    return ", ".join(f"{names.get(k, k)} <- {v}" for k, v in c.columns.items())
+
+
 def summarize(c: Curves) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if c.columns:
+        out["columns"] = describe_columns(c)
     loss = c.loss()
     if loss is not None and len(loss):
         finite = loss[np.isfinite(loss.to_numpy(float))]
@@ -635,7 +969,7 @@ def summarize(c: Curves) -> dict[str, Any]:
         out["final_train_loss"] = float(finite.iloc[-1]) if len(finite) else math.nan
         if len(finite) >= MIN_POINTS:
             sh = Shape.of(finite)
-            out["noise_to_drop"] = sh.noise / sh.drop if sh.drop > 0 else math.nan
+            out["noise_to_drop"] = sh.wiggle / sh.drop if sh.drop > 0 else math.nan  # what the noisy rule reads
     for key in ("val_loss", "val_acc", "train_acc"):
         s = c.fit.get(key)
         if s is not None and len(s):
@@ -677,4 +1011,5 @@ def result_for(runs: list[Curves]) -> Result:
     context = {"files": ", ".join(s for c in runs for s in c.sources)}
     if len(runs) > 1:
         context["runs"] = ", ".join(c.label for c in runs)
+    context["read"] = "; ".join((f"{c.label}: " if len(runs) > 1 else "") + describe_columns(c) for c in runs)
     return Result("curves", verdict, {"curves": frame}, facts, context=context)

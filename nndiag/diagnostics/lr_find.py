@@ -557,9 +557,9 @@ def apply_lr(recipe: Any, lr: float, original_text: str | None = None) -> str:
                     return header + edited
             except Exception:  # noqa: BLE001 - any failure means: fall back to the resolved recipe
                 pass
-    from nndiag.result import jsonable
+    from nndiag.result import recipe_yaml
 
-    return header + "# (the resolved recipe; comments of the original are not kept)\n" + yaml.safe_dump(jsonable(target.to_dict()), sort_keys=False)
+    return header + "# (the resolved recipe; comments of the original are not kept)\n" + recipe_yaml(target.to_dict())
 
 
 def round_lr(lr: float) -> float:

@@ -40,11 +40,10 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from nndiag.errors import BadInput
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
-from nndiag.result import Result
+from nndiag.result import Result, recipe_yaml
 
 STAGES = ("coarse", "fine")
 ABORT_FACTOR = DIVERGENCE_FACTOR  # a trial whose loss exceeds this multiple of its starting loss has diverged (CS231n)
@@ -217,18 +216,32 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
         side = "low" if pos <= BOUNDARY_FRACTION else "high"
         edge = d.low if side == "low" else d.high
         scale = "log10 " if d.log else ""
-        if d.log:
-            wider = edge / 10 if side == "low" else edge * 10
-        else:
-            wider = edge - (d.high - d.low) / 2 if side == "low" else edge + (d.high - d.low) / 2
         verdict.add(
             "best-on-boundary", "warn",
             f"the best trial ({metric} {float(top[metric]):.4g}) has {d.key} = {value:.4g}, {pos:.0%} of the way through its {scale}range "
             f"[{d.low:.4g}, {d.high:.4g}]: at the {side} edge, so the optimum may lie outside the range",
-            f"Widen search.space.{d.key}.{side} (e.g. to {wider:.3g}) and search again, unless {edge:.4g} is a hard limit.",
+            f"Widen search.space.{d.key}.{side} (e.g. to {wider_edge(d, side)}) and search again, unless {edge:.4g} is a hard limit.",
             key=d.key, value=value, position=pos, low=d.low, high=d.high, side=side, log=d.log,
         )
     return verdict
+
+
+def wider_edge(d: Dim, side: str) -> str:
+    """A range edge one step further out, as the advice quotes it: a decade for log ranges, half the
+    width for linear ones; whole numbers (>= 1 for log) for int parameters."""
+    edge = d.low if side == "low" else d.high
+    if d.log:
+        wider = edge / 10 if side == "low" else edge * 10
+    else:
+        wider = edge - (d.high - d.low) / 2 if side == "low" else edge + (d.high - d.low) / 2
+    if d.kind == "int":
+        wider = math.floor(wider) if side == "low" else math.ceil(wider)
+        if d.log:
+            wider = max(1, wider)
+        return str(int(wider if wider != edge else (edge - 1 if side == "low" else edge + 1)))
+    from nndiag.formatting import number
+
+    return number(float(wider), d.key)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,9 +540,7 @@ def best_recipe(recipe: Any, row: pd.Series, dims: list[Dim], epochs: int, stage
     best = recipe.with_overrides(overrides).to_dict()
     header = (f"# best configuration of `nndiag search` ({stage} trial {int(row['slot'])}: val_acc {row['val_acc']:.4g}, "
               f"val_loss {row['val_loss']:.4g})\n# train it: nndiag train best_recipe.yaml\n")
-    from nndiag.result import jsonable
-
-    return header + yaml.safe_dump(jsonable(best), sort_keys=False)
+    return header + recipe_yaml(best)
 
 
 def _plain(value: Any) -> Any:

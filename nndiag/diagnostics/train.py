@@ -35,13 +35,27 @@ def measure(exp: Experiment, epochs: int | None = None, max_steps: int | None = 
     trainer = Trainer(exp, epochs=epochs, max_steps=max_steps, abort_factor=ABORT_FACTOR, callbacks=list(callbacks), keep_best=True)
     history = trainer.fit()
     facts = {"epochs_planned": trainer.epochs, "max_steps": trainer.max_steps, "steps_planned": trainer.total_steps,
-             "metric": exp.recipe.train.early_stopping.metric, "patience": exp.recipe.train.early_stopping.patience}
+             "metric": exp.recipe.train.early_stopping.metric, "patience": exp.recipe.train.early_stopping.patience,
+             **chance_levels(trainer, exp)}
     return history, facts
+
+
+def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
+    """What a model that knows nothing scores: the Trainer's chance-level loss (ln C for cross-entropy) and, for class
+    labels, 1/C accuracy. `curves.decide` reads them as the reference of its not-generalizing rule."""
+    out: dict[str, float] = {}
+    if trainer.chance_loss and trainer.chance_loss > 0:
+        out["chance_loss"] = float(trainer.chance_loss)
+    classes = exp.num_classes if exp.is_classification else None
+    if classes:
+        out["chance_acc"] = 1.0 / classes
+    return out
 
 
 def decide(history: History, facts: dict[str, Any]) -> Verdict:
     """The curves verdict over the run's own log, plus the Trainer's divergence abort. Pure."""
-    verdict = curves.decide(curves.from_history(history.steps, history.epochs))
+    verdict = curves.decide(curves.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"),
+                                                chance_acc=facts.get("chance_acc")))
     if history.diverged and "diverged" not in verdict.codes:
         steps = history.steps["loss"]
         last = float(steps.iloc[-1]) if len(steps) else math.nan

@@ -1,0 +1,79 @@
+"""The registry of finding codes (nndiag.codes) is the one source of truth: every code the diagnostics
+raise is in it with the severities they use, every registered code is raised somewhere, every
+threshold a rule quotes is the live module constant, and `nndiag explain` shows it all."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from nndiag import codes
+
+PACKAGE = REPO / "nndiag"
+
+
+def _raised() -> dict[str, set[str]]:
+    """code -> the literal severities it is raised with, from every `.add("code", "severity", ...)` in the package."""
+    found: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2:
+                code, severity = node.args[0], node.args[1]
+                if isinstance(code, ast.Constant) and isinstance(code.value, str) and re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", code.value):
+                    found.setdefault(code.value, set())
+                    if isinstance(severity, ast.Constant):
+                        found[code.value].add(severity.value)
+                    elif isinstance(severity, ast.IfExp):  # "fail" if ... else "warn"
+                        found[code.value] |= {severity.body.value, severity.orelse.value}
+    return found
+
+
+def test_every_raised_code_is_registered_with_the_severities_it_is_raised_with():
+    raised = _raised()
+    assert set(raised) <= set(codes.REGISTRY), f"unregistered: {set(raised) - set(codes.REGISTRY)}"
+    for code, severities in raised.items():
+        assert severities <= set(codes.severities(code)), f"{code} is raised as {severities}, registered as {codes.REGISTRY[code].severity}"
+
+
+def test_every_registered_code_is_raised_somewhere():
+    assert set(codes.REGISTRY) == set(_raised())
+
+
+def test_every_entry_is_complete_and_every_threshold_is_the_live_constant():
+    for code, entry in codes.REGISTRY.items():
+        assert entry.meaning and entry.rule and entry.source and entry.advice and entry.commands, code
+        for name, value in codes.thresholds(code).items():
+            module, constant = name.split(".")
+            live = getattr(importlib.import_module(f"nndiag.{codes.MODULES[module][:-3].replace('/', '.')}"), constant)
+            assert value == pytest.approx(live), f"{code}: {name} reads {value}, the module has {live}"
+        assert "{" not in entry.render(entry.rule), f"{code}: a placeholder was not filled"
+
+
+def test_explain_shows_meaning_rule_thresholds_source_and_advice(cli):
+    result = cli("explain", "dead-relu")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    for part in ("dead-relu", "probe", "never fire", "0.4", "DEAD_FRACTION = 0.4", "CS231n", "Kaiming"):
+        assert part in text, part
+
+
+def test_explain_without_a_code_lists_every_code(cli):
+    text = cli("explain").stdout
+    assert all(code in text for code in codes.REGISTRY)
+
+
+def test_an_unknown_code_exits_2_and_suggests_the_nearest(cli):
+    result = cli("explain", "dead-reul")
+    assert result.exit_code == 2 and "dead-relu" in result.stderr and "Traceback" not in result.output
+
+
+def test_explain_starts_without_torch():
+    code = "import sys; from nndiag import codes; [codes.thresholds(c) for c in codes.REGISTRY]; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -1,0 +1,54 @@
+"""A user who installed with pip, not from a clone, can start at once: the wheel carries the bundled
+recipes, and the quick start works in an empty folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def pip_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with nndiag installed from its wheel. Its dependencies (torch ...)
+    are borrowed from this environment through a .pth file rather than downloaded again."""
+    root = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(root / "dist"), "-q"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build a wheel here (no network for the build backend?): {built.stderr.strip()[-300:]}")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next((root / "dist").glob("nndiag-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)], check=True)
+    return venv
+
+
+def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NNDIAG_RECIPES")}
+    env["NNDIAG_RUNS"] = str(cwd / "runs")
+    return subprocess.run([str(venv / "bin" / "nndiag"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_quick_start_works_for_a_pip_user_in_an_empty_folder(pip_install: Path, tmp_path: Path) -> None:
+    listed = _run(pip_install, "recipes", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    names = {r["name"]: r["file"] for r in json.loads(listed.stdout)}
+    assert "quickstart" in names and "share/nndiag/recipes" in names["quickstart"]
+    assert str(REPO) not in names["quickstart"]  # the installed copy, not this checkout
+    checked = _run(pip_install, "check-loss", "quickstart", "--set", "device=cpu", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "using the bundled recipe" in checked.stderr and "share/nndiag/recipes/quickstart.yaml" in checked.stderr
+    verdict = json.loads(_run(pip_install, "check-loss", "quickstart", "--json", "--set", "device=cpu", cwd=tmp_path).stdout)
+    assert verdict["status"] == "pass" and verdict["recipe"].endswith("share/nndiag/recipes/quickstart.yaml")
