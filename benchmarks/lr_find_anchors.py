@@ -42,7 +42,8 @@ ANCHORS = TOOLS[1:]
 def _optimizer(exp: Any) -> tuple[type, dict[str, Any]]:
     """The problem's optimizer class and its settings, LR aside."""
     cfg = exp.recipe.optim
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[cfg.name]
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
+           "adagrad": torch.optim.Adagrad}[cfg.name]
     kwargs: dict[str, Any] = {"weight_decay": cfg.weight_decay}
     if cfg.name in ("sgd", "rmsprop"):
         kwargs["momentum"] = cfg.momentum

@@ -302,7 +302,7 @@ def _split() -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), help="problems to run (default: all)")
-    parser.add_argument("--split", choices=["derive", "report"], help="only the problems of this half")
+    parser.add_argument("--split", choices=["derive", "report", "holdout"], help="only the problems of this split")
     parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS), help="seeds (initial weights and batch order)")
     parser.add_argument("--steps", type=int, nargs="*", default=list(STEPS), help="step counts to score at")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = least timing noise)")

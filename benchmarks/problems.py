@@ -2,10 +2,16 @@
 
 Each entry of PROBLEMS is a recipe (the same dict a YAML recipe holds) plus two benchmark keys:
 
-    split     "derive" | "report": lr-find's suggestion rule is derived on the derive half only and
-              reported on the report half (a fixed split, chosen before any rule was changed, so each
-              half mixes data sets, models and optimizers, and holds one known miss and one
-              fine-tuning problem or more).
+    split     "derive" | "report" | "holdout". Round 1: lr-find's suggestion rule was derived on the
+              derive half only and reported on the report half (a fixed split, chosen before any rule
+              was changed, so each half mixes data sets, models and optimizers, and holds one known
+              miss and one fine-tuning problem or more). Round 2: derive + report together are the
+              tuning set (both have been seen), and the rule is reported on "holdout": 8 problems
+              added and frozen before any second-round rule variant was scored on them (other
+              data/model/optimizer combinations: a deeper MLP with Adam, SGD+momentum on a 1-D CNN,
+              a 2-layer GRU with AdamW and a Transformer with Adam on nndiag's own token task,
+              RMSprop on a digits CNN, a BatchNorm MLP with Adam, Adagrad (an optimizer absent from
+              the tuning set), and a continued-training CNN with AdamW).
     pretrain  optional {"steps": N, "lr": LR, "data": {...}}: a fine-tuning problem. The model is first
               trained N steps at LR (a good LR for training from scratch, with its own batch order),
               on `data` when given (a source task: pretraining elsewhere, then fine-tuning on the
@@ -15,7 +21,7 @@ Each entry of PROBLEMS is a recipe (the same dict a YAML recipe holds) plus two 
 
 A new problem is one entry: the recipe may name custom data and models by `target` ("module:attr"),
 as the token-id problems do (a GRU and a small Transformer encoder, defined below; both were added
-after the rule was derived, so they are report-half problems).
+after the first-round rule was derived, so they are report-half problems).
 
 `build(name, seed)` returns the built Experiment (pretrained where the entry says so); `train` and
 `train_loss` are the only places the benchmarks call the engine, so a change to the step's
@@ -127,6 +133,8 @@ def transformer() -> nn.Module:
 
 
 TOKENS = {"target": "benchmarks.problems:token_sequences", "args": {}}
+# nndiag's own token task (the first of K marker tokens; padded sequences of 10-20 ids): the holdout's token problems
+BUILTIN_TOKENS = {"name": "tokens", "args": {"task": "first", "num_samples": 3000, "seq_len": 20, "vocab_size": 12}}
 
 
 def _mlp(hidden: list[int], activation: str = "relu", init: str = "kaiming", batchnorm: bool = False) -> dict[str, Any]:
@@ -163,6 +171,18 @@ _ENTRIES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], i
     ("tokens-gru-adam", "report", TOKENS, {"target": "benchmarks.problems:gru"}, {"name": "adam", "lr": 1e-3}, 64, None),
     ("tokens-transformer-adamw", "report", TOKENS, {"target": "benchmarks.problems:transformer"},
      {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64, None),
+    # holdout (frozen before any second-round rule variant was scored on them; never used to tune)
+    ("mnist1d-mlp6-adam", "holdout", MNIST1D, _mlp([64] * 6), {"name": "adam", "lr": 1e-3}, 64, None),
+    ("mnist1d-cnn-sgdm", "holdout", MNIST1D_CH, _cnn([16, 32], False), {"name": "sgd", "lr": 0.01, "momentum": 0.9}, 64, None),
+    ("tokens-gru2-adamw", "holdout", BUILTIN_TOKENS, {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 48, "layers": 2}},
+     {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 32, None),
+    ("digits-cnn-rmsprop", "holdout", DIGITS, _cnn([16, 16], False), {"name": "rmsprop", "lr": 1e-3}, 32, None),
+    ("digits-cnn-bn-adamw-finetune", "holdout", DIGITS, _cnn([8, 16], True), {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64,
+     {"steps": 200, "lr": 3e-3}),
+    ("mnist1d-mlp-bn-adam", "holdout", MNIST1D, _mlp([128, 128], batchnorm=True), {"name": "adam", "lr": 1e-3}, 64, None),
+    ("spiral-mlp-adagrad", "holdout", SPIRAL, _mlp([64, 64]), {"name": "adagrad", "lr": 1e-2}, 32, None),
+    ("tokens-transformer-adam", "holdout", BUILTIN_TOKENS, {"name": "transformer", "args": {"vocab_size": 12, "d_model": 32, "heads": 4, "layers": 2}},
+     {"name": "adam", "lr": 1e-3}, 64, None),
 ]
 
 PROBLEMS: dict[str, dict[str, Any]] = {
