@@ -151,7 +151,7 @@ def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any =
 
 
 def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = 1e-7,
-            end: float = 10.0, steps: int = 100, mode: str = "exp", batches_per_lr: int = 1, candidates: Sequence[float] | None = None,
+            end: float = 10.0, steps: int = 100, mode: str = "exp", batches_per_lr: int = 4, candidates: Sequence[float] | None = None,
             candidate_steps: int = 100, apply: bool = False, batch_size: int | None = None, device: str | None = None,
             seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.

@@ -188,7 +188,7 @@ def lr_find(
     end: Annotated[float, typer.Option(help="Last LR of the range test.")] = 10.0,
     steps: Annotated[int, typer.Option(min=1, help="LR points in the range test.")] = 100,
     mode: Annotated[str, typer.Option(help="LR spacing: exp (geometric) or linear.")] = "exp",
-    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = 1,
+    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = 4,  # lr_find.DEFAULT_BATCHES_PER_LR
     candidates: Annotated[Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")] = None,
     candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = 100,
     apply: Annotated[bool, typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder).")] = False,

@@ -129,12 +129,12 @@ ENTRIES = [
     Code("unreliable-suggestion", ("lr-find",), "warn",
          "The range-test curve cannot place the learning rate confidently: the suggestion is a rough guess.",
          "reason flat: the smoothed drop is <= {lr_find.NOISE_FACTOR} noise deviations but the loss then rises (after the first "
-         "{lr_find.EARLY_FRACTION} of the points); the suggestion is the LR of the rise / {lr_find.FLAT_DIVISOR}. Reason noisy: "
+         "{lr_find.EARLY_FRACTION} of the points); the suggestion is the LR of the rise / {lr_find.DIVERGENCE_MARGIN}. Reason noisy: "
          "the drop is under {lr_find.RELIABLE_DROP} noise deviations. Reason unstable: the suggestions of the curve, its even "
          "points alone and its odd points alone lie more than {lr_find.UNSTABLE_FACTOR}x apart, or a half gives none.",
-         "Measured on benchmarks/results/lr_find_quality.md (17 problems x 3 seeds): flat fired on every fine-tuning run "
-         "whose curve did not drop and on a Transformer from scratch; the divisor was derived on the benchmark's derive half.",
-         "Smooth the curve (--batches-per-lr 4, a larger batch, more --steps) or compare a few LRs with --candidates; a flat "
+         "Measured on benchmarks/results/lr_find_quality.md (17 tuning + 8 holdout problems x 3 seeds, {lr_find.DEFAULT_BATCHES_PER_LR} "
+         "batches per LR): flat fires on fine-tuning runs whose curve does not drop; the margin was derived on the tuning problems.",
+         "Smooth the curve (--batches-per-lr 8, a larger batch, more --steps) or compare a few LRs with --candidates; a flat "
          "curve on a trained model (fine-tuning) means: stay at or below the suggestion."),
     # -- search ----------------------------------------------------------------------------------
     Code("best-on-boundary", ("search",), "warn",

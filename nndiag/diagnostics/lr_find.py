@@ -4,8 +4,13 @@ Two modes.
 
 **Range test** (Smith 2015, as in fastai / torch-lr-finder / Lightning). The LR rises from `start` to
 `end` over `steps` points, exponentially (default 1e-7 -> 10) or linearly; at each point the model
-takes `batches_per_lr` optimizer steps at that LR (default 1) and the point's loss is their mean. The
-recorded LR is the one the optimizer actually used. The loss is smoothed for display and for the
+takes `batches_per_lr` optimizer steps at that LR (default DEFAULT_BATCHES_PER_LR = 4) and the point's
+loss is their mean. The recorded LR is the one the optimizer actually used. Four batches, not fastai's
+one: the mean of 4 halves the point-to-point noise, and the curve then reflects 4x more training at
+each LR, so its end of descent and its divergence point say more about a constant-LR run. On
+benchmarks/problems.py's 17 tuning problems the same rule family placed the LR best on 4-batch curves
+(benchmarks/results/lr_find_quality.md, "Measurement"); the test takes 4x the steps of fastai's
+(400 by default; the per-step overhead against a bare loop is unchanged). The loss is smoothed for display and for the
 stop rule by a bias-corrected exponential moving average, beta = SMOOTH_BETA (0.9: fastai's 0.98 lags
 about 50 steps, half of a 100-step test). The test stops on divergence: a non-finite loss, or a
 smoothed loss above STOP_FACTOR (4, fastai's) times the best smoothed loss so far. It runs on the
@@ -38,21 +43,22 @@ is an order statistic, a mean, or a comparison of loss differences):
      its divergence rule.
   5. lr_max = the LR of the smoothed minimum, never above the divergence point: beyond it a larger
      LR stops helping. lr_min = the first LR where the smoothed loss has covered HALF_FRACTION (50%)
-     of its drop: the middle of the steep descent, where steepest-slope rules land.
-  6. suggested_lr = the geometric mean of the knee and the bottom centre, kept inside [lr_min, lr_max].
-     The knee is the first LR where the smoothed loss has covered KNEE_FRACTION (80%) of its drop.
-     The bottom is the contiguous run of points around the minimum whose smoothed loss is within
-     BOTTOM_FRACTION (3%) of the drop from the minimum (and before the divergence point); its centre
-     is the mean of its log-LRs, stable on noisy, flat-bottomed curves. Why between the two: the best
-     constant LR for a fixed budget lies between where the descent ends (the knee) and where a larger
-     LR stops helping (the bottom). The bottom alone overshoots with Adam-like optimizers (the loss at
-     a point reflects all the training before it, so the minimum lags the best LR); the knee alone
-     undershoots with SGD. Derived on the derive half of benchmarks/problems.py, reported on the other
-     half (benchmarks/results/lr_find_quality.md; README, lr-find, "The suggestion rule").
+     of its drop (the middle of the steep descent, where steepest-slope rules land), or the
+     suggestion when that is lower.
+  6. suggested_lr = the knee, the first LR where the smoothed loss has covered KNEE_FRACTION (90%) of
+     its drop (where the descent ends), but never closer than DIVERGENCE_MARGIN (20x) below the
+     divergence point: min(knee, lr_diverged / DIVERGENCE_MARGIN). Why: the best constant LR for a
+     fixed budget lies near where the descent ends, and a run at a constant LR must stay well clear of
+     the LR that blows the range test up (the range test's minimum lies past the best LR with
+     Adam-like optimizers, whose loss at a point reflects all the training before it; and a too-high
+     LR destroys a run while a too-low one only trains slower, so where the knee sits near the cliff
+     the margin wins). Derived on the tuning problems of benchmarks/problems.py (splits derive and
+     report), reported on the holdout (benchmarks/results/lr_find_quality.md; README, lr-find, "The
+     suggestion rule"). No divergence seen: the knee.
      A flat curve that then rises (drop within the noise, a divergence point after the first
      EARLY_FRACTION of the points), as a model that is already trained gives (fine-tuning): the
-     suggestion is the LR where the loss starts to rise divided by FLAT_DIVISOR (50), flagged
-     `unreliable-suggestion` (reason "flat"), and lr_max = that LR.
+     suggestion is the LR where the loss starts to rise divided by the same DIVERGENCE_MARGIN,
+     flagged `unreliable-suggestion` (reason "flat"), and lr_max = that LR.
   7. Reliability (`unreliable-suggestion`): the rule is run again on the even and on the odd points
      alone (two range tests of half the resolution over the same span). The suggestion is unreliable
      when the drop is under RELIABLE_DROP (5) noise deviations ("noisy": noise comparable to the drop),
@@ -92,7 +98,7 @@ DEFAULT_START = 1e-7  # first LR of the range test (fastai's)
 DEFAULT_END = 10.0  # last LR of the range test (fastai's, torch-lr-finder's)
 DEFAULT_STEPS = 100  # LR points in the range test (fastai, torch-lr-finder, Lightning)
 DEFAULT_MODE = "exp"  # exp (geometric spacing) | linear
-DEFAULT_BATCHES_PER_LR = 1  # optimizer steps at each LR point; the point's loss is their mean
+DEFAULT_BATCHES_PER_LR = 4  # optimizer steps at each LR point; the point's loss is their mean (fastai 1; 4: half the noise, see the docstring)
 SMOOTH_BETA = 0.9  # bias-corrected EMA factor of smoothed_loss (fastai 0.98 lags ~50 steps; 0.9 ~9)
 STOP_FACTOR = 4.0  # stop when smoothed loss > this x best smoothed loss (fastai 4, torch-lr-finder 5)
 CHECK_EVERY_ACCELERATOR = 10  # on GPU/MPS the stop rule reads losses back every this many points (one sync each)
@@ -102,10 +108,9 @@ ROBUST_WINDOW = 0.05  # smoothing window, as a fraction of the points (5 of 100)
 NOISE_FACTOR = 3.0  # a drop must exceed this many (per-point) noise standard deviations
 START_POINTS = 0.1  # the start level: median raw loss of this fraction of the first points (at least 3)
 RISE_FRACTION = 0.5  # a climb back by this fraction of the drop after the minimum is divergence
-BOTTOM_FRACTION = 0.03  # the bottom of the curve: points within this fraction of the drop from the minimum
 HALF_FRACTION = 0.5  # lr_min: the first point that has covered this fraction of the drop
-KNEE_FRACTION = 0.8  # the knee: the first point that has covered this fraction of the drop
-FLAT_DIVISOR = 50.0  # a flat curve that then rises: suggested_lr = the LR where it rises / this (derived: the good window lay 40-67x below the rise on every derive-half fine-tuning run)
+KNEE_FRACTION = 0.9  # the knee (the suggestion): the first point that has covered this fraction of the drop (derived on the tuning problems: 0.9 and 20 lie on a plateau of the rule's score)
+DIVERGENCE_MARGIN = 20.0  # the suggestion stays at least this factor below the divergence point, flat curves included (LR ratio; derived with KNEE_FRACTION)
 MIN_POINTS = 5  # fewer finite points cannot make a curve
 EARLY_FRACTION = 0.1  # divergence within this fraction of the points: diverged immediately
 EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without divergence: range too narrow
@@ -360,27 +365,21 @@ def _suggest_one(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> 
         if i_div is not None and i_div >= max(EARLY_FRACTION * n, 2):
             # flat, then a rise: a model already trained (fine-tuning), or one that cannot learn
             result.lr_max = float(lrs[i_div])
-            result.suggested_lr = result.lr_min = result.lr_max / FLAT_DIVISOR
+            result.suggested_lr = result.lr_min = result.lr_max / DIVERGENCE_MARGIN
             result.unreliable = "flat"
             return result
         result.problem = "no-decrease"
         return result
-    # the bottom: the contiguous run of points around the minimum within BOTTOM_FRACTION of the drop
-    near = s <= s[i_min] + BOTTOM_FRACTION * drop
-    left, right = i_min, i_min
-    while left > 0 and near[left - 1]:
-        left -= 1
-    while right + 1 < n and near[right + 1] and (i_div is None or right + 1 < i_div):
-        right += 1
     half = int(np.flatnonzero(s[: i_min + 1] <= start_level - HALF_FRACTION * drop)[0])
     knee = int(np.flatnonzero(s[: i_min + 1] <= start_level - KNEE_FRACTION * drop)[0])
     lr_max = float(x[i_min])
+    suggested = float(x[knee])
     if i_div is not None:
         lr_max = min(lr_max, float(lrs[i_div]))
-    bottom = float(np.exp(np.log(x[left : right + 1]).mean()))
+        suggested = min(suggested, float(lrs[i_div]) / DIVERGENCE_MARGIN)
     result.lr_max = lr_max
-    result.lr_min = min(float(x[half]), lr_max)
-    result.suggested_lr = float(min(max(math.sqrt(float(x[knee]) * bottom), result.lr_min), lr_max))
+    result.suggested_lr = suggested
+    result.lr_min = min(float(x[half]), suggested)
     return result
 
 
@@ -401,8 +400,10 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                     lower_start + " A NaN at the smallest LR can also mean NaN/Inf in the data or the loss.", **evidence)
         return verdict, sug
     if sug.problem == "too-few-points":
-        why = f"the loss became NaN/Inf at point {sug.index_diverged + 1}" if sug.index_diverged is not None else f"only {len(frame)} points were recorded"
-        if sug.index_diverged is not None:
+        why = (f"only {planned} points were planned" if planned < MIN_POINTS else
+               f"the loss became NaN/Inf at point {sug.index_diverged + 1}" if sug.index_diverged is not None else
+               f"only {len(frame)} points were recorded")
+        if sug.index_diverged is not None and planned >= MIN_POINTS:  # too few planned points is the problem, not the LR
             verdict.add("diverged-immediately", "fail", f"only {sug.points} finite points before divergence ({why}; range {span})",
                         lower_start, **evidence)
         else:
@@ -428,11 +429,11 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
         verdict.add("unreliable-suggestion", "warn",
                     f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
                     f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the suggestion {sug.suggested_lr:.3g} is "
-                    f"only {FLAT_DIVISOR:g}x below that rise",
+                    f"only {DIVERGENCE_MARGIN:g}x below that rise",
                     "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
                     f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
-                    "learns too slowly for one batch per LR to show it (e.g. a transformer from scratch): retry with "
-                    "--batches-per-lr 4. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
+                    "learns too slowly for the batches per LR to show it (e.g. a transformer from scratch): retry with "
+                    "--batches-per-lr 8. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
                     **evidence, reason="flat", lr_rise=sug.lr_diverged)
     elif sug.unreliable is not None:
         low, high = sug.spread if sug.spread else (math.nan, math.nan)
@@ -442,7 +443,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                f"{UNSTABLE_FACTOR:g}x apart")
         verdict.add("unreliable-suggestion", "warn",
                     f"the curve cannot place the LR confidently: {why}; the suggestion {sug.suggested_lr:.3g} is a rough guess",
-                    "Measure a smoother curve: --batches-per-lr 4 (or a larger train.batch_size), or more --steps; or compare "
+                    "Measure a smoother curve: --batches-per-lr 8 (or a larger train.batch_size), or more --steps; or compare "
                     f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
                     **evidence, reason=sug.unreliable, spread_low=low, spread_high=high)
     if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
