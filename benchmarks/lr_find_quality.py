@@ -13,7 +13,7 @@ batch order; a fine-tuning problem is pretrained first, from the same seed):
      The grid is walked from 10 down; once two consecutive LRs below the best so far each score worse
      than the LR above them (and not good), the smaller LRs are not trained: they only train less.
      A run whose batch loss exceeds 100x its first is scored inf at once.
-  2. the suggestions: nndiag's `lr_find.run` (defaults: 1e-7 -> 10, 100 points) on the same weights;
+  2. the suggestions: nndiag's `lr_find.run` (defaults: 1e-7 -> 10, 100 points, 4 batches per point) on the same weights;
      and the anchors read from ANCHORS_CSV (written by benchmarks/lr_find_anchors.py, which runs the
      tools themselves in the venv that has them): fastai's `valley`, torch-lr-finder's steepest
      point, Lightning's `Tuner.lr_find` suggestion. None = the tool gave no suggestion (bad).
@@ -22,7 +22,8 @@ batch order; a fine-tuning problem is pretrained first, from the same seed):
          L(suggestion) <= max(1.25 L(best), L(best) + 0.05)
      The share of the grid-best's improvement, (L0 - L) / (L0 - L(best)), is reported beside it.
   4. per problem, a tool is GOOD when it is good on a majority of the seeds; the headline counts
-     problems, at 300 steps, separately on the derive and the report halves (problems.py `split`).
+     problems at each step count, on the tuning set (problems.py splits derive + report: the rule was
+     derived there) and on the holdout (split holdout: never used to choose the rule).
 
 Every trained score is cached in SCORES_CSV keyed by (problem, seed, lr), so a re-run after a change
 to the suggestion rule trains only the new suggestions (--fresh ignores the cache). The range-test
@@ -55,6 +56,7 @@ GOOD_RATIO = 1.25  # GOOD: loss <= max(GOOD_RATIO x best, best + GOOD_MARGIN) (i
 GOOD_MARGIN = 0.05  # (absolute, in loss units: cross-entropy nats on every problem here)
 HOPELESS_FACTOR = 100.0  # a training run whose batch loss exceeds this x its first batch loss is scored inf
 SKIP_AFTER = 2  # this many consecutive ever-worse grid LRs below the best end the grid (train_grid)
+SPLITS = {"tuning (derive + report)": ("derive", "report"), "holdout": ("holdout",), "all": None}  # the summary lines
 TOOLS = ("nndiag", "fastai_valley", "torch_lr_finder_steepest", "lightning_tuner")
 LABELS = {"nndiag": "nndiag", "fastai_valley": "fastai valley", "torch_lr_finder_steepest": "torch-lr-finder steepest",
           "lightning_tuner": "Lightning tuner"}
@@ -240,7 +242,8 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
              "score = loss on the whole training split afterwards. GOOD (issue 12): within max(1.25x, +0.05) of the grid-best loss "
              "at the same step count; grid: quarter decades 1e-6 ... 10. A problem is GOOD for a tool when the tool is good on a "
              "majority of the seeds. Cells: geometric-mean suggested LR over seeds (median loss; seeds with no suggestion) "
-             "good seeds / seeds.", ""]
+             "good seeds / seeds. nndiag's range test takes 4 batches per LR point (400 optimizer steps), the anchors their "
+             "defaults (100).", ""]
     for k in steps:
         table = per_problem(frame, k)
         lines += [f"## {k} steps", "",
@@ -250,15 +253,15 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
             lines.append(f"| {r['problem']} | {r['split']} | {r['grid_best_lr']:.3g} ({r['grid_best_loss']:.3g}) | "
                          + " | ".join(_cell(r, t) for t in TOOLS) + " |")
         lines.append("")
-        for split in ("derive", "report", None):
-            part = table if split is None else table[table["split"] == split]
+        for split, splits in SPLITS.items():
+            part = table if splits is None else table[table["split"].isin(splits)]
             counts = []
             for tool in TOOLS:
                 ran = part[part[f"{tool}_good_seeds"] >= 0]
                 good = int((2 * ran[f"{tool}_good_seeds"] > ran["seeds"]).sum())
                 seeds_good = int(ran[f"{tool}_good_seeds"].sum())
                 counts.append(f"{LABELS[tool]} {good}/{len(ran)} ({seeds_good}/{int(ran['seeds'].sum())} runs)" if len(ran) else f"{LABELS[tool]} not run")
-            lines.append(f"- {split or 'all'} problems, good at {k} steps: " + "; ".join(counts))
+            lines.append(f"- {split} problems, good at {k} steps: " + "; ".join(counts))
         lines.append("")
     lines += _fine_tuning(frame, steps[0]) + _reliability(frame, steps) + _split()
     lines += [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU."]
@@ -294,9 +297,12 @@ def _reliability(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
 
 
 def _split() -> list[str]:
-    return ["## Derive / report split (benchmarks/problems.py `split`)", "",
-            "- derive: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == "derive"),
-            "- report: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == "report"), ""]
+    lines = ["## Splits (benchmarks/problems.py `split`)", "",
+             "Tuning set = derive + report (the first round derived its rule on derive and reported on report; both have "
+             "been seen since). Holdout = 8 problems frozen before any second-round rule variant was scored on them. "
+             "How the rule was chosen on the tuning set: lr_find_rule_search.md.", ""]
+    lines += [f"- {split}: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == split) for split in ("derive", "report", "holdout")]
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,7 +53,7 @@ def bare_loop(exp: Any, batches: list[tuple[torch.Tensor, torch.Tensor]], lrs: l
 
 
 def nndiag_measure(exp: Any) -> Any:
-    return lr_find.measure(exp, start=START, end=END, steps=STEPS)
+    return lr_find.measure(exp, start=START, end=END, steps=STEPS, batches_per_lr=1)  # one batch per point, as the bare loop
 
 
 def torch_lr_finder_run(exp: Any) -> Callable[[], Any] | None:

@@ -139,8 +139,8 @@ def test_dead_relus_are_named_first_and_the_lr_is_not_blamed(cli, write_recipe, 
 
 
 def test_a_warning_a_probe_cause_would_explain_runs_the_probe(cli, write_recipe, tmp_path):
-    """A 0.01-std deep tanh net trained with Adam passes every gate but plateaus: the probe finds why."""
-    raw = recipe_dict(HEALTHY, model={"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.01}})
+    """A 0.003-std deep tanh net trained with Adam passes every gate but plateaus: the probe finds why."""
+    raw = recipe_dict(HEALTHY, model={"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.003}})
     verdict = json.loads(cli("babysit", write_recipe(raw), "--budget", "quick", "--json", "--no-plots", "--out", tmp_path / "bs").stdout)
     states = {s["name"]: (s["state"], s["status"]) for s in verdict["steps"]}
     assert states["overfit-small"] == ("run", "pass") and states["probe"][0] == "run", states

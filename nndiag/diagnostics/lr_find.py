@@ -6,11 +6,11 @@ Two modes.
 `end` over `steps` points, exponentially (default 1e-7 -> 10) or linearly; at each point the model
 takes `batches_per_lr` optimizer steps at that LR (default DEFAULT_BATCHES_PER_LR = 4) and the point's
 loss is their mean. The recorded LR is the one the optimizer actually used. Four batches, not fastai's
-one: the mean of 4 halves the point-to-point noise, and the curve then reflects 4x more training at
-each LR, so its end of descent and its divergence point say more about a constant-LR run. On
-benchmarks/problems.py's 17 tuning problems the same rule family placed the LR best on 4-batch curves
-(benchmarks/results/lr_find_quality.md, "Measurement"); the test takes 4x the steps of fastai's
-(400 by default; the per-step overhead against a bare loop is unchanged). The loss is smoothed for display and for the
+one: the mean of 4 has half the point-to-point noise, and the curve reflects 4x more training at each
+LR. On the 17 tuning problems of benchmarks/problems.py the rule below was good (screened on the cached grid) on 27 of 34
+(problem, step count) pairs on 4-batch curves, 26 on 2-batch and 22 on 1-batch curves, and too high
+on 5 of 102 runs against 15 (benchmarks/results/lr_find_rule_search.md). The test takes 4x fastai's
+steps (400 by default; the per-step overhead against a bare loop is unchanged). The loss is smoothed for display and for the
 stop rule by a bias-corrected exponential moving average, beta = SMOOTH_BETA (0.9: fastai's 0.98 lags
 about 50 steps, half of a 100-step test). The test stops on divergence: a non-finite loss, or a
 smoothed loss above STOP_FACTOR (4, fastai's) times the best smoothed loss so far. It runs on the
