@@ -263,9 +263,30 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
                 counts.append(f"{LABELS[tool]} {good}/{len(ran)} ({seeds_good}/{int(ran['seeds'].sum())} runs)" if len(ran) else f"{LABELS[tool]} not run")
             lines.append(f"- {split} problems, good at {k} steps: " + "; ".join(counts))
         lines.append("")
-    lines += _fine_tuning(frame, steps[0]) + _reliability(frame, steps) + _split()
+    lines += _target(frame, steps) + _fine_tuning(frame, steps[0]) + _reliability(frame, steps) + _split()
     lines += [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU."]
     return "\n".join(lines) + "\n"
+
+
+TARGET_SHARE = 0.9  # issue 12: good on >= 90% of the problems, and on more problems than any anchor
+
+
+def _target(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
+    """Issue 12's target, per split and step count: met or not, and by how much."""
+    lines = [f"## Target (issue 12): nndiag good on >= {TARGET_SHARE:.0%} of the problems, and on more than every anchor", ""]
+    for k in steps:
+        table = per_problem(frame, k)
+        for split, splits in SPLITS.items():
+            part = table if splits is None else table[table["split"].isin(splits)]
+            if part.empty:
+                continue
+            good = {t: int((2 * part[f"{t}_good_seeds"] > part["seeds"]).sum()) for t in TOOLS}
+            best_anchor = max(TOOLS[1:], key=lambda t: good[t])
+            share = good["nndiag"] / len(part)
+            met = share >= TARGET_SHARE and all(good["nndiag"] > good[t] for t in TOOLS[1:])
+            lines.append(f"- {split}, {k} steps: nndiag {good['nndiag']}/{len(part)} ({share:.0%}); best anchor "
+                         f"{LABELS[best_anchor]} {good[best_anchor]}/{len(part)}: target {'MET' if met else 'NOT met'}")
+    return lines + [""]
 
 
 def _fine_tuning(frame: pd.DataFrame, steps: int) -> list[str]:
