@@ -123,7 +123,8 @@ def landmarks(lrs: np.ndarray, losses: np.ndarray, stopped: str) -> dict[str, An
 
 
 def _run_start(idx: np.ndarray, i: int) -> int:
-    while i - 1 in set(idx.tolist()):
+    members = set(idx.tolist())
+    while i - 1 in members:
         i -= 1
     return i
 
