@@ -127,3 +127,18 @@ def test_without_transformers_the_import_names_the_pip_line(monkeypatch: pytest.
     monkeypatch.delitem(sys.modules, "nndiag.integrations.transformers")
     with pytest.raises(ImportError, match=r"pip install 'nndiag\[hf\]'"):
         importlib.import_module("nndiag.integrations.transformers")
+
+
+def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "hf_callback.py"
+    spec = importlib.util.spec_from_file_location("example_hf_callback", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(["--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["stages"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
+    for stage in ("01-check-loss", "02-probe", "03-curves"):
+        assert (tmp_path / "run" / stage / "summary.json").exists()
+    assert (tmp_path / "run" / "03-curves" / "metrics.csv").exists()

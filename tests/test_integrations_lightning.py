@@ -4,6 +4,7 @@ nndiag.lr_find / check_loss on a LightningModule. Skipped when Lightning is not 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -393,3 +394,20 @@ def test_importing_nndiag_imports_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
+
+
+def load_example(name: str) -> Any:
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / name
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -> None:
+    example = load_example("lightning_callback.py")
+    assert example.main(["--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "pass" and summary["metrics"]["stages"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
+    for stage, files in {"01-check-loss": ["check_loss.csv"], "02-probe": ["probe.csv", "probe.png"], "03-curves": ["metrics.csv", "curves.png"]}.items():
+        assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
