@@ -15,6 +15,9 @@ nn.Module, with `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of 
 `step(model, batch)` -> loss or {loss, logits, targets}; a model whose output carries `loss` (a dict
 batch is passed as keyword arguments, as Hugging Face models take it); or (inputs, targets) with
 `loss` (a name: cross_entropy, multi_margin, bce, mse; or a callable loss_fn(outputs, targets)).
+A Lightning LightningModule brings its own: its training_step is the step, configure_optimizers the
+optimizer and its train_dataloader() (or its trainer's datamodule) the data, so `nndiag.lr_find(module)`
+works as it is (nndiag/integrations/lightning.py).
 
 Keyword options are the CLI flags with underscores. Your model stays on its device (pass `device=` to
 move it) and nothing is printed or written unless you call `.save()`. Bad input raises

@@ -213,6 +213,18 @@ def test_the_callback_does_not_change_the_training(tmp_path: Path) -> None:
     assert all(torch.equal(plain_weights[k], watched_weights[k]) for k in plain_weights)
 
 
+def test_a_resumed_run_skips_check_loss(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    train = DataLoader(TensorDataset(*blobs(64, 0)), batch_size=32)
+    first = trainer(1, [], enable_checkpointing=True, default_root_dir=str(tmp_path))
+    first.fit(Classifier(), train)
+    checkpoint = first.checkpoint_callback.best_model_path
+    callback = NNDiagCallback(num_classes=2, curves=False, fail_on="fail", plots=False)
+    trainer(2, [callback]).fit(Classifier(), train, ckpt_path=checkpoint)
+    stage = callback.summary["stages"][0]
+    assert (stage["name"], stage["state"]) == ("check-loss", "skipped") and "resumed at step 2" in stage["note"]
+
+
 def test_check_loss_hands_back_weights_gradients_modes_metrics_and_rngs() -> None:
     torch.manual_seed(0)
     module = Classifier(hidden=(16,), dropout=0.5, metric=True)
@@ -411,3 +423,20 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     assert summary["status"] == "pass" and summary["metrics"]["stages"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
     for stage, files in {"01-check-loss": ["check_loss.csv"], "02-probe": ["probe.csv", "probe.png"], "03-curves": ["metrics.csv", "curves.png"]}.items():
         assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
+
+
+def readme_example(heading: str) -> str:
+    """The first python code block after `heading` in the README."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```\n", start)]
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # Lightning's default logger and checkpoints land here
+    scope: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(readme_example("### PyTorch Lightning"), "README.md", "exec"), scope)
+    callback = scope["callback"]
+    assert callback.summary["status"] == "pass", callback.summary["findings"]
+    assert callback.folder.parent == tmp_path / "runs" / "Classifier" and (callback.folder / "summary.json").exists()

@@ -357,6 +357,9 @@ class NNDiagCallback(pl.Callback):
         if not getattr(module, "automatic_optimization", True):
             self.session.skip("check-loss", "the module uses manual optimization: its training_step steps the optimizer itself")
             return
+        if trainer.global_step > 0:
+            self.session.skip("check-loss", f"training resumed at step {trainer.global_step}: the weights are not at their initialisation")
+            return
         loader = trainer.train_dataloader
         if not isinstance(loader, DataLoader):
             self.session.skip("check-loss", f"the training data is a {type(loader).__name__}, not one DataLoader")

@@ -89,7 +89,10 @@ class NNDiagCallback(TrainerCallback):
         self.summary = {}
         self._probing = Probing(self.options.probe_every) if self.options.probe_every else None
         if self.options.check_loss:
-            self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
+            if state.global_step > 0:
+                self.session.skip("check-loss", f"training resumed at step {state.global_step}: the weights are not at their initialisation")
+            else:
+                self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self._probing is None or model is None:
