@@ -12,7 +12,7 @@ repeated; the fastest repeat of each is kept:
   callback-noplot the same with plots=False (PNG drawing is a fixed cost of the run's end)
 `ratio` = callback seconds / plain seconds. The callback's own hooks are timed too: `fixed s` is the
 time spent in on_train_start (check-loss) and on_train_end (the probe and curves stages, the files),
-which does not grow with the run; the rest of the difference, spread over the steps, is the per-step
+which is spent once per fit; the rest of the difference, spread over the steps, is the per-step
 cost (the probe's armed steps and reading the logged metrics). Two fit lengths (`--epochs`, default
 10 and 40) show how the fixed cost fades. A warm-up fit imports what the callback needs first
 (matplotlib, pandas: about a second once per process, not counted). Target (issue 11): ratio <= 1.1.
@@ -156,7 +156,7 @@ def main() -> None:
                 flag = "" if ratio <= TARGET else " (over target)"
                 lines.append(f"| {epochs} | {steps} | {variant} | {seconds:.3f} | {ratio:.3f}{flag} | {fixed:.3f} | {per_step:.3f} | {status} |")
             print(lines[-3:], flush=True)
-    lines += ["", "How to read it: `fixed s` does not grow with the fit (check-loss at the start; at the end the probe and "
+    lines += ["", "How to read it: `fixed s` is spent once, at the start and the end, and grows only a little with the logged steps and probes (check-loss at the start; at the end the probe and "
               "curves stages, their CSV and JSON files and, with plots, two PNG figures); `per-step extra ms` is mostly the "
               "probe's armed step every 50 steps (hooks on that step only). The ratio falls as the fit grows.",
               "", f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared machine: "

@@ -62,9 +62,9 @@ class Options:
     def __post_init__(self) -> None:
         if not isinstance(self.batches, int) or isinstance(self.batches, bool) or self.batches < 1:
             raise BadInput(f"expected a whole number of batches >= 1, got {self.batches!r}", where="batches")
-        if self.num_classes is not None and (not isinstance(self.num_classes, int) or self.num_classes < 2):
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2):
             raise BadInput(f"expected num_classes to be a whole number >= 2 (or None), got {self.num_classes!r}", where="num_classes")
-        if self.probe_every is not None and (not isinstance(self.probe_every, int) or self.probe_every < 1):
+        if self.probe_every is not None and (not isinstance(self.probe_every, int) or isinstance(self.probe_every, bool) or self.probe_every < 1):
             raise BadInput(f"expected probe_every to be a whole number of steps >= 1 (or None), got {self.probe_every!r}", where="probe_every")
         if self.fail_on not in FAIL_ON:
             raise BadInput(f"expected fail_on to be None, 'fail' or 'warn', got {self.fail_on!r}", where="fail_on")
