@@ -4,13 +4,15 @@
 
 The fit: an MLP (3 x 256, ReLU) on scikit-learn's digits (1,400 training images, batch 32: 44 steps
 per epoch), Adam, a validation pass every epoch, one torch thread, no logger, no checkpoints, no
-progress bar. Three variants, interleaved (their order rotated from one repeat to the next) and
+progress bar. Four variants, interleaved (their order rotated from one repeat to the next) and
 repeated; the fastest repeat of each is kept:
   plain           no callback
   callback        NNDiagCallback(probe_every=50): check-loss, the probe, the curves verdict, the run
                   folder with its CSVs and PNG figures (the defaults)
   callback-noplot the same with plots=False (PNG drawing is a fixed cost of the run's end)
-`ratio` = callback seconds / plain seconds. The callback's own hooks are timed too: `fixed s` is the
+  noprobe-noplot  NNDiagCallback(probe_every=None, plots=False): check-loss and curves only, so the
+                  callback's own bookkeeping per step (reading the logged values) shows without the probe
+`ratio` = the variant's seconds / plain seconds. The callback's own hooks are timed too: `fixed s` is the
 time spent in on_train_start (check-loss) and on_train_end (the probe and curves stages, the files),
 which is spent once per fit; the rest of the difference, spread over the steps, is the per-step
 cost (the probe's armed steps and reading the logged metrics). Two fit lengths (`--epochs`, default
@@ -102,7 +104,8 @@ def fit(variant: str, epochs: int, out: Path) -> tuple[float, float, int, str]:
     pl.seed_everything(0, verbose=False)
     callbacks = []
     if variant != "plain":
-        callbacks = [TimedCallback(probe_every=PROBE_EVERY, plots=variant == "callback", out=out)]
+        every = None if variant.startswith("noprobe") else PROBE_EVERY
+        callbacks = [TimedCallback(probe_every=every, plots=variant == "callback", out=out)]
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
     loaders = DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=256)
@@ -126,7 +129,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    variants = ("plain", "callback", "callback-noplot")
+    variants = ("plain", "callback", "callback-noplot", "noprobe-noplot")
     lines = [
         "# callback overhead: a Lightning fit with NNDiagCallback(probe_every=50) vs the same fit without it",
         "",
@@ -142,7 +145,8 @@ def main() -> None:
         for epochs in args.epochs:
             best: dict[str, tuple[float, float, int, str]] = {}
             for repeat in range(args.repeats):
-                for variant in variants[repeat % 3:] + variants[:repeat % 3]:  # rotated: no variant always runs first
+                shift = repeat % len(variants)
+                for variant in variants[shift:] + variants[:shift]:  # rotated: no variant always runs first
                     gc.collect()
                     run = fit(variant, epochs, Path(tmp) / f"{variant}-{epochs}-{repeat}")
                     if variant not in best or run[0] < best[variant][0]:
@@ -155,7 +159,7 @@ def main() -> None:
                 ratio = seconds / plain
                 flag = "" if ratio <= TARGET else " (over target)"
                 lines.append(f"| {epochs} | {steps} | {variant} | {seconds:.3f} | {ratio:.3f}{flag} | {fixed:.3f} | {per_step:.3f} | {status} |")
-            print(lines[-3:], flush=True)
+            print(lines[-len(variants):], flush=True)
     lines += ["", "How to read it: `fixed s` is spent once, at the start and the end, and grows only a little with the logged steps and probes (check-loss at the start; at the end the probe and "
               "curves stages, their CSV and JSON files and, with plots, two PNG figures); `per-step extra ms` is mostly the "
               "probe's armed step every 50 steps (hooks on that step only). The ratio falls as the fit grows.",
