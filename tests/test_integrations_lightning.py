@@ -231,6 +231,9 @@ def test_check_loss_hands_back_weights_gradients_modes_metrics_and_rngs() -> Non
     x, y = blobs(64, 0)
     module.accuracy(module(x), y)  # a metric with state
     module(x).sum().backward()  # gradients present
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    optimizer.step()  # momentum buffers: an optimizer with state, as the trainer's is
+    momentum = [optimizer.state[p]["momentum_buffer"].clone() for p in module.parameters()]
     module.eval()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     grads = [p.grad.clone() for p in module.parameters()]
@@ -240,8 +243,9 @@ def test_check_loss_hands_back_weights_gradients_modes_metrics_and_rngs() -> Non
     from nndiag.integrations.lightning import training_step_of
 
     result = sessions.check_loss(module, sessions.private_loader(loader, None, 0), step=training_step_of(module),
-                                 optimizer=torch.optim.SGD(module.parameters(), lr=0.1, weight_decay=1e-4),
-                                 options=sessions.Options(num_classes=2, batches=3))
+                                 optimizer=optimizer, options=sessions.Options(num_classes=2, batches=3))
+    assert all(torch.equal(m, optimizer.state[p]["momentum_buffer"]) for m, p in zip(momentum, module.parameters()))
+    assert result.metrics["l2_penalty"] > 0  # its weight decay was read
     assert result.metrics["batches"] == 3 and result.metrics["expected_loss"] == pytest.approx(math.log(2))
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, module.parameters()))
