@@ -24,7 +24,8 @@ def _raised() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2:
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2
+                    and "verdict" in ast.unparse(node.func.value).lower()):  # Verdict.add, not e.g. a session's add
                 code, severity = node.args[0], node.args[1]
                 if isinstance(code, ast.Constant) and isinstance(code.value, str) and re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", code.value):
                     found.setdefault(code.value, set())
