@@ -315,7 +315,7 @@ class NNDiagCallback(pl.Callback):
             if loss is not None:
                 self._metrics.add(step, trainer.current_epoch, "returned_loss", loss)
         if self._probing is not None:
-            probed = self._probing.after_step(pl_module, step)
+            probed = self._probing.after_step(pl_module, step, trainer.optimizers[0] if trainer.optimizers else None)
             if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
                 self.session.steps = step
                 self._unrecord_logs()

@@ -294,13 +294,13 @@ class Probing:
 
         self.callback = ProbeCallback(every=every)
         self.every = every
-        self._shim = SimpleNamespace(model=None)  # ProbeCallback reads trainer.model
+        self._shim = SimpleNamespace(model=None, optimizer=None)  # ProbeCallback reads trainer.model (and the LR from trainer.optimizer)
         self._last: int | None = None  # the last step told
 
-    def after_step(self, model: Any, step: int) -> int | None:
+    def after_step(self, model: Any, step: int, optimizer: Any = None) -> int | None:
         """Tell the probe that `step` ended; returns `step` when it was a probed step (the callback armed
-        itself after step - 1 and collects now)."""
-        self._shim.model = model
+        itself after step - 1 and collects now). `optimizer`: the trainer's, for the LR the schedule sets."""
+        self._shim.model, self._shim.optimizer = model, optimizer
         probed = step % self.every == 0 and self._last == step - 1
         self._last = step
         self.callback.on_step(self._shim, step, math.nan)

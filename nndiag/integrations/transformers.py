@@ -98,7 +98,7 @@ class NNDiagCallback(TrainerCallback):
         if self._probing is None or model is None:
             return
         step = state.global_step + 1  # the Trainer counts the step after this hook
-        probed = self._probing.after_step(model, step)
+        probed = self._probing.after_step(model, step, kwargs.get("optimizer"))
         if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
             self.session.steps = step
             self._probing.close()
