@@ -62,7 +62,7 @@ except ImportError:
         raise missing("lightning", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import STATUS_CODE, MetricLog, Options, Probing, Session
+from nndiag.integrations.session import STATUS_CODE, MetricLog, Options, Probing, Session, SessionResults
 
 log = logging.getLogger(f"{pl.__name__}.callbacks.nndiag")  # shown like Lightning's own lines
 
@@ -247,7 +247,7 @@ def _datamodule_loader(datamodule: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class NNDiagCallback(pl.Callback):
+class NNDiagCallback(SessionResults, pl.Callback):
     """check-loss before the first step, the probe every `probe_every` steps, the curves verdict at
     the end; the CLI's run folder and summary.json (see the module docstring).
 
@@ -280,21 +280,7 @@ class NNDiagCallback(pl.Callback):
         self._last_step: int | None = None
         self._unwrap: Callable[[], None] | None = None
 
-    # -- what a user reads after fit ------------------------------------------------------------
-
-    @property
-    def folder(self) -> Any:
-        return self.session.folder
-
-    @property
-    def status(self) -> str:
-        return self.session.status
-
-    @property
-    def results(self) -> dict[str, Any]:
-        return {s.name: s.result for s in self.session.stages if s.result is not None}
-
-    # -- Lightning hooks ------------------------------------------------------------------------
+    # -- Lightning hooks (what a user reads after fit: SessionResults' folder, status, results) ------ ------------------------------------------------------------------------
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.session.begin(type(pl_module).__name__)

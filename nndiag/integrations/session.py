@@ -43,6 +43,24 @@ DEFAULT_BATCHES = 10  # training batches check-loss scores (the check-loss comma
 DEFAULT_SEED = 0  # seeds check-loss's private batch order
 
 
+class SessionResults:
+    """What a user reads from a callback after fit: its run folder, its status and each stage's Result."""
+
+    session: "Session"
+
+    @property
+    def folder(self) -> Any:
+        return self.session.folder
+
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return {s.name: s.result for s in self.session.stages if s.result is not None}
+
+
 @dataclass
 class Options:
     """A callback's keyword options, validated (bad values raise BadInput naming the argument)."""

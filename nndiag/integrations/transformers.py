@@ -35,12 +35,12 @@ except ImportError as exc:
     raise missing("transformers", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import MetricLog, Options, Probing, Session
+from nndiag.integrations.session import MetricLog, Options, Probing, Session, SessionResults
 
 log = logging.getLogger("transformers.nndiag")  # shown through the transformers logger's handler
 
 
-class NNDiagCallback(TrainerCallback):
+class NNDiagCallback(SessionResults, TrainerCallback):
     """check-loss at train begin, the probe every `probe_every` steps, the curves verdict at train end;
     the CLI's run folder and summary.json.
 
@@ -68,18 +68,6 @@ class NNDiagCallback(TrainerCallback):
         self.session = Session("hf", self.options, lambda level, message: log.log(level, message))
         self.summary: dict[str, Any] = {}
         self._probing: Probing | None = None
-
-    @property
-    def folder(self) -> Any:
-        return self.session.folder
-
-    @property
-    def status(self) -> str:
-        return self.session.status
-
-    @property
-    def results(self) -> dict[str, Any]:
-        return {s.name: s.result for s in self.session.stages if s.result is not None}
 
     # -- TrainerCallback hooks ------------------------------------------------------------------
 
