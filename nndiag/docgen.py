@@ -244,14 +244,22 @@ def recipes_table(what: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+FENCED = {".yml": "yaml", ".yaml": "yaml", ".toml": "toml", ".txt": "text"}  # included as a code block, not as Markdown
+
+
 def include(path: str, root: Path) -> str:
-    """A file of the repository as it is, each Markdown heading one level down (it sits under the page's own)."""
+    """A file of the repository as it is: Markdown with each heading one level down (it sits under the
+    page's own), a YAML/TOML/text file as a code block."""
     file = root / path
     if not file.is_file():
         raise ValueError(f"<!-- include:{path} -->: no such file under {root}")
     text = file.read_text(encoding="utf-8")
-    text = re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.M) if file.suffix == ".md" else text
-    return text if text.endswith("\n") else text + "\n"
+    text = text if text.endswith("\n") else text + "\n"
+    if file.suffix == ".md":
+        return re.sub(r"^(#{1,5}) ", r"#\1 ", text, flags=re.M)
+    if file.suffix in FENCED:
+        return f"```{FENCED[file.suffix]}\n{text}```\n"
+    raise ValueError(f"<!-- include:{path} -->: can include {', '.join(['.md', *FENCED])} files")
 
 
 def starter(path: str) -> str:
