@@ -38,7 +38,7 @@ def refresh(text: str) -> str:
             lines = []
             for command in [line[2:] for line in m.group("body").splitlines() if line.startswith("$ ")]:
                 done = subprocess.run(["bash", "-c", command], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                lines += [f"$ {command}", *done.stdout.rstrip("\n").splitlines()]
+                lines += [f"$ {command}", *(line.rstrip() for line in done.stdout.rstrip("\n").splitlines())]
         return m.group(1) + "\n".join(lines) + "\n" + m.group("end")
 
     return BLOCK.sub(block, text)
