@@ -222,8 +222,8 @@ def check(block: Block, outcome: Outcome, folder: Path) -> None:
 
 SETUPS: dict[str, str] = {
     "x": "",
-    # my.yaml: a working recipe of your own (nndiag init --with-targets), as the pages assume
-    "my-recipe": "nndiag init my.yaml --with-targets >/dev/null && cp my.yaml recipe.yaml",
+    # my.yaml and recipe.yaml: working recipes of your own (nndiag init --with-targets), as the pages assume
+    "my-recipe": "nndiag init my.yaml --with-targets >/dev/null && nndiag init recipe.yaml >/dev/null",
     # logs as users have them: a train run, Lightning CSVLogger versions, a TensorBoard folder (all from the
     # calibration corpus tests/data/curves/), a/metrics.csv and b/metrics.csv, and history.csv (Keras names)
     "logs": "nndiag train recipes/quickstart.yaml --max-steps 60 --no-plots >/dev/null; python .csv_logs.py; "
