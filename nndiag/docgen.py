@@ -112,7 +112,7 @@ def _flag_default(param: Any) -> str:
         return "off"
     if default is None or default == [] or default == ():
         return "—"
-    return f"`{default}`"
+    return f"`{_yaml_value(default)}`"
 
 
 def flags_table(command: str) -> str:
