@@ -13,12 +13,12 @@ Blocks of one page run in order in one temporary folder (files written by one bl
 next), with `recipes/` and `docs/` of the repository reachable as they are in a clone, `NNDIAG_RUNS`
 inside the folder and no GPU visible (device=auto is the CPU). A shell block runs as
 `bash -e -o pipefail`; a ```console block runs its `$ ` lines and shows their real output. Options:
-`exit` the block's exit code (default 0); `json` dotted keys the JSON on stdout must have (stdout of the
-last command: one JSON document); `files` globs that must match in the folder afterwards; `contains`
+`exit` the block's exit code (default 0); `json` dotted keys the JSON on stdout must have (the last line of
+stdout: the last command's `--json`); `files` globs that must match in the folder afterwards; `contains`
 text its output must contain (stdout and stderr); `setup` a named preparation below, run first.
 
-Speed: a block whose every command is a plain `nndiag ...` (no pipe, redirect or variable) runs
-in-process through the Typer app, which saves a torch import per command; anything else runs in bash.
+Speed: `nndiag` on the blocks' PATH hands each command to a fork server that has torch imported
+already (tests/docs_server.py): every command is still a real process with its own pipes and exit code.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 RUN_LANGUAGES = ("bash", "console", "sh", "shell", "python")
 FENCE = re.compile(r"^```([A-Za-z0-9_-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 MARKER = re.compile(r"^<!-- (run|file|by|not-run)(?::\s*(.*?))?\s*-->$")
-SIMPLE = re.compile(r"^nndiag( [^|<>;&$`\\]*)?$")  # a plain nndiag command: no shell syntax around it
+SERVER = Path(__file__).resolve().parent / "docs_server.py"
+SOCKET: str | None = None  # the fork server's socket while the tests run (see the `server` fixture)
 
 
 @dataclass
@@ -108,14 +109,16 @@ def test_blocks_run_by_other_tests_are_read_by_them():
 
 
 def _bin(folder: Path) -> Path:
-    """`nndiag` and `python` as a user of this checkout has them: this interpreter and this repository's code."""
+    """`nndiag` and `python` as a user of this checkout has them: this interpreter and this repository's code
+    (`nndiag` through the fork server when it runs, else `python -m nndiag`)."""
     bin_dir = folder / ".bin"
     if bin_dir.is_dir():
         return bin_dir
     bin_dir.mkdir()
-    for name, command in (("nndiag", f'"{sys.executable}" -m nndiag "$@"'), ("python", f'"{sys.executable}" "$@"'),
-                          ("python3", f'"{sys.executable}" "$@"')):
-        (bin_dir / name).write_text(f"#!/bin/sh\nexec {command}\n")
+    nndiag = (f'if [ -n "$NNDIAG_DOCS_SERVER" ]; then exec "{sys.executable}" -E -s "{SERVER}" "$@"; fi\n'
+              f'exec "{sys.executable}" -m nndiag "$@"')
+    for name, command in (("nndiag", nndiag), ("python", f'exec "{sys.executable}" "$@"'), ("python3", f'exec "{sys.executable}" "$@"')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{command}\n")
         (bin_dir / name).chmod(0o755)
     return bin_dir
 
@@ -124,6 +127,9 @@ def _env(folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNDIAG_")}
     env.update(PATH=f"{_bin(folder)}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO), NNDIAG_RUNS=str(folder / "runs"),
                CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg", OMP_NUM_THREADS="1", COLUMNS="100", TERM="dumb")
+    env.pop("NNDIAG_DOCS_SERVER", None)
+    if SOCKET:
+        env["NNDIAG_DOCS_SERVER"] = SOCKET
     return env
 
 
@@ -135,16 +141,6 @@ def _commands(block: Block) -> list[str]:
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _simple(commands: list[str]) -> list[list[str]] | None:
-    """Each command's argv when every one is a plain `nndiag ...`; else None (run the block in bash)."""
-    argvs = []
-    for command in commands:
-        if not SIMPLE.match(command.strip()):
-            return None
-        argvs.append(shlex.split(command, comments=True)[1:])
-    return argvs
-
-
 @dataclass
 class Outcome:
     exit: int
@@ -152,42 +148,14 @@ class Outcome:
     stderr: str
 
 
-def _in_process(argvs: list[list[str]]) -> Outcome:
-    from typer.testing import CliRunner
-
-    from nndiag.cli import app
-
-    runner = CliRunner()
-    out, err = [], []
-    for argv in argvs:
-        argv = [m for a in argv for m in (sorted(glob.glob(a)) or [a] if glob.has_magic(a) else [a])]  # as the shell expands them
-        result = runner.invoke(app, argv)
-        code = result.exit_code
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            code = 3  # what the console script does with a crash
-            err.append(repr(result.exception))
-        out.append(result.stdout)
-        err.append(result.stderr)
-        if code != 0:
-            return Outcome(code, result.stdout, "".join(err))
-    return Outcome(0, out[-1] if out else "", "".join(err))
-
-
-def _run(block: Block, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Outcome:
+def _run(block: Block, folder: Path) -> Outcome:
     if block.language == "python":
         script = folder / f".block-{block.line}.py"
         script.write_text(block.code)
-        done = subprocess.run([sys.executable, str(script)], cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600)
+        argv = [sys.executable, "-E", "-s", str(SERVER), "--script", str(script)] if SOCKET else [sys.executable, str(script)]
+        done = subprocess.run(argv, cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600)
         return Outcome(done.returncode, done.stdout, done.stderr)
-    commands = _commands(block)
-    argvs = _simple(commands)
-    if argvs is not None and block.options.get("exit") != "3":  # a crash (exit 3) is the console script's: run it for real
-        for key, value in _env(folder).items():
-            monkeypatch.setenv(key, value)
-        with monkeypatch.context() as m:
-            m.chdir(folder)
-            return _in_process(argvs)
-    script = "\n".join(commands) + "\n"
+    script = "\n".join(_commands(block)) + "\n"
     done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=folder, env=_env(folder), capture_output=True,
                           text=True, timeout=600)
     return Outcome(done.returncode, done.stdout, done.stderr)
@@ -205,10 +173,11 @@ def check(block: Block, outcome: Outcome, folder: Path) -> None:
     shown = f"{block.where}\n--- stdout\n{outcome.stdout[-3000:]}\n--- stderr\n{outcome.stderr[-3000:]}"
     assert outcome.exit == int(block.options.get("exit", 0)), f"exit {outcome.exit}, expected {block.options.get('exit', 0)}: {shown}"
     if block.options.get("json"):
-        try:
-            verdict = json.loads(outcome.stdout)
+        lines = outcome.stdout.strip().splitlines()
+        try:  # the last command's --json: one JSON document on its last line (or the whole stdout)
+            verdict = json.loads(lines[-1] if lines and lines[-1].startswith("{") else outcome.stdout)
         except json.JSONDecodeError:
-            pytest.fail(f"stdout is not one JSON document: {shown}")
+            pytest.fail(f"stdout does not end with a JSON document: {shown}")
         for key in block.options["json"].split(","):
             assert _has_key(verdict, key), f"JSON key {key} missing: {shown}"
     for pattern in filter(None, block.options.get("files", "").split(",")):
@@ -271,9 +240,25 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The fork server behind `nndiag` for this module's examples."""
+    global SOCKET
+    path = str(tmp_path_factory.mktemp("docs-server") / "socket")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
+           "PYTHONIOENCODING": "utf-8"}
+    process = subprocess.Popen([sys.executable, str(SERVER), "--serve", path], env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready", "the docs' fork server did not start"
+    SOCKET = path
+    yield path
+    SOCKET = None
+    process.terminate()
+    process.wait(timeout=30)
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if any(b.kind in ("run", "file") for b in blocks(p))],
                          ids=lambda p: str(p.relative_to(REPO)))
-def test_the_examples_of_a_page_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_examples_of_a_page_run(page: Path, tmp_path: Path, server: str) -> None:
     folder = _folder(tmp_path)
     for block in blocks(page):
         if block.kind == "file":
@@ -282,4 +267,4 @@ def test_the_examples_of_a_page_run(page: Path, tmp_path: Path, monkeypatch: pyt
             target.write_text(block.code)
         elif block.kind == "run":
             _setup(block.options.get("setup", "x"), folder)
-            check(block, _run(block, folder, monkeypatch), folder)
+            check(block, _run(block, folder), folder)
