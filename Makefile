@@ -39,7 +39,7 @@ test: $(TEST_STAMP)
 
 docs: $(DOCS_STAMP)
 	$(BIN)/python -m nndiag.docgen --check
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 figures: install
 	$(BIN)/python docs/make_figures.py
