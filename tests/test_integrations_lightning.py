@@ -430,8 +430,8 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
 
 
 def readme_example(heading: str) -> str:
-    """The first python code block after `heading` in the README."""
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    """The first python code block after `heading` in docs/integrations.md (the page's example)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "integrations.md").read_text()
     after = text[text.index(heading):]
     start = after.index("```python\n") + len("```python\n")
     return after[start:after.index("```\n", start)]
@@ -440,7 +440,7 @@ def readme_example(heading: str) -> str:
 def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # Lightning's default logger and checkpoints land here
     scope: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(readme_example("### PyTorch Lightning"), "README.md", "exec"), scope)
+    exec(compile(readme_example("## PyTorch Lightning"), "docs/integrations.md", "exec"), scope)
     callback = scope["callback"]
     assert callback.summary["status"] == "pass", callback.summary["findings"]
     assert callback.folder.parent == tmp_path / "runs" / "Classifier" and (callback.folder / "summary.json").exists()
