@@ -249,7 +249,7 @@ def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = 
 
     Its steps write their run folders as they go: into `out` when given, else into a temporary folder
     that `.save(folder)` copies."""
-    from nndiag.babysit import run_babysit
+    from nndiag.babysitter import run_babysit
 
     loaded = load(recipe, set, device, seed)
     return run_babysit(loaded, _source(recipe), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,

@@ -86,7 +86,7 @@ def serve(path: str) -> None:
     import torch  # noqa: F401
 
     import nndiag.api  # noqa: F401
-    import nndiag.babysit  # noqa: F401
+    import nndiag.babysitter  # noqa: F401
     import nndiag.cli  # noqa: F401
     import nndiag.diagnostics.curves  # noqa: F401
     import nndiag.diagnostics.lr_find  # noqa: F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPIRAL_MLP, recipe_dict
-from nndiag.babysit import Babysitter, Budget, lr_search_range
+from nndiag.babysitter import Babysitter, Budget, lr_search_range
 from nndiag.babysit_report import Step
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
@@ -181,7 +181,7 @@ def test_every_failing_gate_and_every_probe_explainable_warning_runs_the_probe(t
 
 
 def test_nndiag_babysit_can_be_called_again_after_its_module_was_imported():
-    """Importing nndiag/babysit.py binds the module to `nndiag.babysit`, hiding the API function: the second
+    """Importing a module nndiag/babysit.py would bind it to `nndiag.babysit`, hiding the API function: the second
     call of `nndiag.babysit(...)` in a session raised "TypeError: 'module' object is not callable"."""
     import subprocess
     import sys

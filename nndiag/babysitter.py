@@ -1,4 +1,5 @@
-"""`nndiag babysit`: the whole recipe in order, one report.
+"""`nndiag babysit`: the whole recipe in order, one report (the Babysitter; not named babysit.py, which
+would shadow the API function `nndiag.babysit` once imported).
 
     check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
     (+ probe, when a step fails or a finding may have a cause only the probe can see)
@@ -27,9 +28,7 @@ This module orchestrates only: it never prints (progress goes through the `progr
 from __future__ import annotations
 
 import math
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -360,17 +359,3 @@ def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_g
     return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),
                          name=recipe.name, source=source, outputs=summary["outputs"], summary=summary, folder=sitter.folder,
                          steps=sitter.steps, reports=reports, code=sitter.exit_code())
-
-
-class _CallableModule(types.ModuleType):
-    """Python binds an imported submodule to its package's attribute, so importing this module (the CLI
-    and `nndiag.babysit(...)` itself do) replaces the API function `nndiag.babysit` with this module.
-    Calling the module calls that function, so `nndiag.babysit(recipe)` works every time."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Result:
-        from nndiag.api import babysit
-
-        return babysit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
