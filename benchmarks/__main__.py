@@ -3,7 +3,7 @@
 import runpy
 import sys
 
-BENCHMARKS = ("lr_find_quality", "lr_find_speed", "probe_overhead", "search_mnist1d")
+BENCHMARKS = ("lr_find_quality", "lr_find_speed", "probe_overhead", "search_mnist1d", "callback_overhead")
 
 for name in BENCHMARKS:
     print(f"\n=== benchmarks.{name}", flush=True)

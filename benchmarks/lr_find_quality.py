@@ -237,8 +237,8 @@ def _cell(r: pd.Series, tool: str) -> str:
 def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ...]) -> str:
     lines = ["# lr-find quality benchmark", "",
              f"Command: `nice -n 10 python -m benchmarks.lr_find_quality{args.command_tail}` "
-             "(after `python -m benchmarks.lr_find_anchors`, run in a venv with fastai and torch-lr-finder; see the README's "
-             "lr-find section). Every LR (grid point or suggestion) is trained from the same initial weights and batch order; "
+             "(after `python -m benchmarks.lr_find_anchors`, run in a venv with fastai and torch-lr-finder; see docs/commands/lr-find.md and "
+             "docs/benchmarks.md). Every LR (grid point or suggestion) is trained from the same initial weights and batch order; "
              "score = loss on the whole training split afterwards. GOOD (issue 12): within max(1.25x, +0.05) of the grid-best loss "
              "at the same step count; grid: quarter decades 1e-6 ... 10. A problem is GOOD for a tool when the tool is good on a "
              "majority of the seeds. Cells: geometric-mean suggested LR over seeds (median loss; seeds with no suggestion) "

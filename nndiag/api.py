@@ -15,6 +15,9 @@ nn.Module, with `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of 
 `step(model, batch)` -> loss or {loss, logits, targets}; a model whose output carries `loss` (a dict
 batch is passed as keyword arguments, as Hugging Face models take it); or (inputs, targets) with
 `loss` (a name: cross_entropy, multi_margin, bce, mse; or a callable loss_fn(outputs, targets)).
+A Lightning LightningModule brings its own: its training_step is the step, configure_optimizers the
+optimizer and its train_dataloader() (or its trainer's datamodule) the data, so `nndiag.lr_find(module)`
+works as it is (nndiag/integrations/lightning.py).
 
 Keyword options are the CLI flags with underscores. Your model stays on its device (pass `device=` to
 move it) and nothing is printed or written unless you call `.save()`. Bad input raises
@@ -91,6 +94,10 @@ def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = N
         return Experiment.build(load(target, set, device, seed))
     if set:
         raise BadInput("set= overrides recipe keys; with your own model, pass the options as arguments", where="set")
+    if _is_lightning_module(target):  # its own training_step, configure_optimizers and data (nndiag/integrations/lightning.py)
+        from nndiag.integrations.lightning import module_experiment
+
+        return module_experiment(target, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed)
     if data is None:
         raise BadInput("your own model needs `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of tensors", where="data")
     return Experiment.from_objects(target, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size or 64,
@@ -242,7 +249,7 @@ def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = 
 
     Its steps write their run folders as they go: into `out` when given, else into a temporary folder
     that `.save(folder)` copies."""
-    from nndiag.babysit import run_babysit
+    from nndiag.babysitter import run_babysit
 
     loaded = load(recipe, set, device, seed)
     return run_babysit(loaded, _source(recipe), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,
@@ -254,6 +261,12 @@ def _is_optimizer(obj: Any) -> bool:
 
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(obj, torch.optim.Optimizer)
+
+
+def _is_lightning_module(obj: Any) -> bool:
+    """A LightningModule (from lightning.pytorch or pytorch_lightning), told by its class names: no import of Lightning."""
+    return any(cls.__name__ == "LightningModule" and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning")
+               for cls in type(obj).__mro__)
 
 
 def _is_frame(obj: Any) -> bool:

@@ -272,7 +272,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
-    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); N=50 costs ~2%.")] = None,
+    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); measured cost at N=50: a few percent (benchmarks/results/probe_overhead.md).")] = None,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
     """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
@@ -405,7 +405,7 @@ def babysit(
     stderr = err_console()
     note_bundled(recipe, json)
     try:
-        from nndiag.babysit import run_babysit
+        from nndiag.babysitter import run_babysit
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
         loaded = load(common)

@@ -225,13 +225,16 @@ ENTRIES = [
     # -- probe -----------------------------------------------------------------------------------
     Code("vanishing-activations", ("probe",), "fail",
          "Activations collapse towards zero with depth.",
-         "std(last activation layer) / std(first) < {probe.VANISH_RATIO} and the per-layer factor < {probe.VANISH_PER_LAYER} "
-         "over >= 3 layers; or an activation layer with std < {probe.VANISH_ABS}.",
+         "std(last activation layer) / std(first) < {probe.VANISH_RATIO}, the per-layer factor < {probe.VANISH_PER_LAYER} and "
+         "at least {probe.DEPTH_CONSISTENT} of the layer-to-layer steps shrinking, over >= 3 layers of the model's main "
+         "nonlinearity; or an activation layer with std < {probe.VANISH_ABS}. Judged at the weights given (the probe "
+         "command), not while training.",
          "The weight-init lecture: 0.01·randn tanh and Xavier+ReLU collapse to zero; Xavier tanh is just right.",
          "Use Xavier (tanh) or Kaiming (ReLU) init (model.args.init), or BatchNorm."),
     Code("exploding-activations", ("probe",), "fail",
          "Activations grow with depth.",
-         "std(last) / std(first) > {probe.EXPLODE_RATIO} and the per-layer factor > {probe.EXPLODE_PER_LAYER}.",
+         "std(last) / std(first) > {probe.EXPLODE_RATIO}, the per-layer factor > {probe.EXPLODE_PER_LAYER} and at least "
+         "{probe.DEPTH_CONSISTENT} of the steps growing; judged at the weights given, not while training.",
          "The weight-init lecture (the mirror of vanishing).",
          "Use a smaller init (proportional to 1/sqrt(fan_in)) or normalisation layers."),
     Code("saturated-activations", ("probe",), "fail",
@@ -266,7 +269,8 @@ ENTRIES = [
          "Lower optim.lr (or run `nndiag lr-find`); no LR advice when a structural finding explains it."),
     Code("update-ratio-low", ("probe",), "warn",
          "One step barely changes the weights: the learning rate is probably too low.",
-         "median ‖Δw‖/‖w‖ < {probe.UPDATE_LOW}.",
+         "median ‖Δw‖/‖w‖ < {probe.UPDATE_LOW}; while training, not at steps where the schedule holds the LR below "
+         "{probe.UPDATE_LR_CUT} of its peak (warmup, the end of a decay).",
          "CS231n: an update/weight ratio of about {probe.UPDATE_HEALTHY} is healthy.",
          "Raise optim.lr (or run `nndiag lr-find`), check for frozen parameters; when the gradients are exactly zero the LR "
          "is ruled out (dead units, a cut graph)."),

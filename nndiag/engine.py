@@ -134,7 +134,7 @@ def lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
 def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.optim.Optimizer]:
     """A factory of fresh optimizers like `optimizer`: its class and hyperparameters; its param groups
     (with their own settings) when given the same parameters, else one group."""
-    cls, defaults = type(optimizer), dict(optimizer.defaults)
+    cls, defaults = type(optimizer), _constructor_defaults(optimizer)
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     params_of = [list(g["params"]) for g in optimizer.param_groups]
     own = {id(p) for ps in params_of for p in ps}
@@ -150,6 +150,21 @@ def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.op
                            f"optimizer=lambda params: {cls.__name__}(params, lr=...)", where="optimizer") from None
 
     return build
+
+
+def _constructor_defaults(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """optimizer.defaults without the keys its constructor does not take (torch's AdamW records
+    `decoupled_weight_decay` there but its __init__ has no such argument)."""
+    import inspect
+
+    defaults = dict(optimizer.defaults)
+    try:
+        parameters = inspect.signature(type(optimizer).__init__).parameters
+    except (TypeError, ValueError):
+        return defaults
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return defaults
+    return {k: v for k, v in defaults.items() if k in parameters}
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from nndiag.formatting import sci, words
 from nndiag.result import Result
 
 Figures = list[tuple[str, Any]]  # (file name, matplotlib Figure)
@@ -45,6 +46,13 @@ def draw(result: Result, folder: Path) -> list[Path]:
     return [save(fig, folder / name) for name, fig in figures(result)]
 
 
+def percent(ax: Any) -> None:
+    """Accuracies read as percentages on this axis (values in [0, 1])."""
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+
+
 def save(fig: Any, path: Path) -> Path:
     """Save atomically (temporary file, then rename) and close the figure."""
     import os
@@ -74,6 +82,7 @@ def _overfit_small(result: Result) -> Figures:
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_xlabel("step")
     ax_acc.set_ylabel("training accuracy on the subset")
+    percent(ax_acc)
     fig.suptitle(f"overfit-small: {result.status}")
     return [("overfit_small.png", fig)]
 
@@ -142,6 +151,7 @@ def _draw_run(result: Result, part: Any, run: str) -> Any:
                     ax.plot(g["x"], g["value"], "o-", ms=3, color=colors[who], label=f"{who} accuracy")
                     ax.set_xlabel(g["x_name"].iloc[0])
             ax.set_ylabel("accuracy")
+            percent(ax)
         if panel != "acc":
             values = part[part["series"].isin(["train_loss_dense", "train_loss", "val_loss"])]["value"]
             finite = values[values.apply(lambda v: math.isfinite(v))]
@@ -190,11 +200,11 @@ def _lr_find(result: Result) -> Figures:
         ax.plot(frame["lr"], frame["loss"], ".", ms=3, alpha=0.4, label="loss")
         ax.plot(frame["lr"], frame["smoothed_loss"], "-", label="smoothed loss (EMA)")
         if m.get("lr_min") and m.get("lr_max"):
-            ax.axvspan(m["lr_min"], m["lr_max"], color="tab:green", alpha=0.12, label=f"range {m['lr_min']:.2g} - {m['lr_max']:.2g}")
+            ax.axvspan(m["lr_min"], m["lr_max"], color="tab:green", alpha=0.12, label=f"range {sci(m['lr_min'])} to {sci(m['lr_max'])}")
         if m.get("suggested_lr"):
-            ax.axvline(m["suggested_lr"], color="tab:green", ls="--", label=f"suggested {m['suggested_lr']:.3g}")
+            ax.axvline(m["suggested_lr"], color="tab:green", ls="--", label=f"suggested {sci(m['suggested_lr'])}")
         if m.get("lr_diverged"):
-            ax.axvline(m["lr_diverged"], color="tab:red", ls=":", label=f"diverged {m['lr_diverged']:.2g}")
+            ax.axvline(m["lr_diverged"], color="tab:red", ls=":", label=f"diverged {sci(m['lr_diverged'])}")
         finite = frame["smoothed_loss"].dropna()
         if len(finite):
             lo, first = float(finite.min()), float(finite.iloc[0])
@@ -211,7 +221,7 @@ def _lr_find(result: Result) -> Figures:
         return []
     fig, ax = plt.subplots(figsize=(7, 4))
     for lr, part in curves.groupby("lr"):
-        ax.plot(part["step"], part["loss"], "-", lw=1, label=f"lr {lr:g}")
+        ax.plot(part["step"], part["loss"], "-", lw=1, label=f"LR {sci(lr)}")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("batch loss")
@@ -311,7 +321,9 @@ def _search_axes(result: Result) -> Figures:
         if param in log_params:
             ax.set_xscale("log")
         ax.set_xlabel(param)
-        ax.set_ylabel(metric)
+        ax.set_ylabel(words(metric))
+        if metric == "val_acc":
+            percent(ax)
     handles, labels = axes[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     axes[0][0].legend(unique.values(), unique.keys(), fontsize=8)

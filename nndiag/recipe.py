@@ -192,7 +192,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)  # a name, or {name, margin, label_smoothing}, or {target, args}
-    step: StepConfig = field(default_factory=StepConfig)  # optional: your own step(model, batch) -> loss (the first of DESIGN.md §2b's three ways)
+    step: StepConfig = field(default_factory=StepConfig)  # optional: your own step(model, batch) -> loss; it comes first, before the model's own loss and the loss section
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # a name, or {name, warmup_steps, ...}
     train: TrainConfig = field(default_factory=TrainConfig)

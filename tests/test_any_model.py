@@ -371,3 +371,13 @@ def test_bundled_tiny_bert_recipe_builds_from_a_config_and_starts_at_ln_c(cli: A
     assert verdict["status"] == "pass" and verdict["metrics"]["expected_loss"] == pytest.approx(math.log(4))
     fit = json.loads(cli("overfit-small", RECIPES / "tiny-bert.yaml", "--json", "--set", "device=cpu", "--batches", "2").stdout)
     assert fit["status"] == "pass", fit["findings"]
+
+
+def test_probing_the_bundled_tiny_bert_while_it_trains_raises_no_false_alarm(cli: Any, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    # seen before the fix: exploding-activations from its pooler's one tanh at step 150, and update-ratio-low at the
+    # end of the cosine decay; the model reaches 97%
+    result = cli("train", RECIPES / "tiny-bert.yaml", "--json", "--no-progress", "--no-plots", "--probe-every", "50",
+                 "--set", "device=cpu", "--out", tmp_path / "run")
+    verdict = json.loads(result.stdout)
+    assert verdict["findings"] == [] and verdict["metrics"]["probed_steps"] == 8

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SPIRAL_MLP, recipe_dict
-from nndiag.babysit import Babysitter, Budget, lr_search_range
+from conftest import REPO, SPIRAL_MLP, recipe_dict
+from nndiag.babysitter import Babysitter, Budget, lr_search_range
 from nndiag.babysit_report import Step
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
@@ -178,3 +178,15 @@ def _ran(name, status, *codes):
 ], ids=lambda v: "-".join(f"{s.name}:{s.status}" for s in v) if isinstance(v, list) else str(v))
 def test_every_failing_gate_and_every_probe_explainable_warning_runs_the_probe(tmp_path, steps, probe):
     assert _sitter(tmp_path, *steps)._probe_needed() is probe
+
+
+def test_nndiag_babysit_can_be_called_again_after_its_module_was_imported():
+    """Importing a module nndiag/babysit.py would bind it to `nndiag.babysit`, hiding the API function: the second
+    call of `nndiag.babysit(...)` in a session raised "TypeError: 'module' object is not callable"."""
+    import subprocess
+    import sys
+
+    code = ("import nndiag\nfor _ in range(2):\n    try:\n        nndiag.babysit('no-such-recipe.yaml')\n"
+            "    except nndiag.BadInput:\n        pass\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr

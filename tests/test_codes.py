@@ -24,7 +24,8 @@ def _raised() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2:
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2
+                    and "verdict" in ast.unparse(node.func.value).lower()):  # Verdict.add, not e.g. a session's add
                 code, severity = node.args[0], node.args[1]
                 if isinstance(code, ast.Constant) and isinstance(code.value, str) and re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", code.value):
                     found.setdefault(code.value, set())
@@ -77,3 +78,21 @@ def test_an_unknown_code_exits_2_and_suggests_the_nearest(cli):
 def test_explain_starts_without_torch():
     code = "import sys; from nndiag import codes; [codes.thresholds(c) for c in codes.REGISTRY]; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_the_docs_code_tables_are_generated_from_the_registry(tmp_path):
+    from nndiag import docgen
+
+    page = tmp_path / "docs" / "probe.md"
+    page.parent.mkdir()
+    page.write_text("# probe\n\n<!-- codes:probe -->\nstale\n<!-- /codes -->\n\nmore text\n")
+    assert docgen.main(["--check", "--root", str(tmp_path)]) == 1
+    assert docgen.main(["--root", str(tmp_path)]) == 0 and docgen.main(["--check", "--root", str(tmp_path)]) == 0
+    text = page.read_text()
+    assert "| `dead-relu` |" in text and "0.4" in text and text.endswith("more text\n") and "stale" not in text
+
+
+def test_the_repositorys_docs_match_the_registry():
+    from nndiag import docgen
+
+    assert docgen.main(["--check", "--root", str(REPO)]) == 0

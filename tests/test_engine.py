@@ -187,3 +187,16 @@ def test_deferred_loss_read_back_gives_the_same_history(build):
     assert blown.stopped == "diverged"
     capped = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=10, max_steps=7).fit()
     assert capped.stopped == "max_steps" and len(capped.steps) == 7
+
+
+@pytest.mark.parametrize("cls", [torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop])
+def test_optimizer_like_rebuilds_any_torch_optimizer(cls):
+    """torch's AdamW records `decoupled_weight_decay` in its defaults but takes no such argument."""
+    from nndiag.engine import optimizer_like
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    original = cls(params, lr=0.05, weight_decay=0.01)
+    fresh = optimizer_like(original)(params)
+    other = optimizer_like(original)([torch.nn.Parameter(torch.zeros(2))])
+    for made in (fresh, other):
+        assert type(made) is cls and made.param_groups[0]["lr"] == 0.05 and made.param_groups[0]["weight_decay"] == 0.01

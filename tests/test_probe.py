@@ -67,6 +67,32 @@ def test_depth_rules(stds, code):
     assert probe.decide(table(stds)).codes == [code]
 
 
+def test_one_jump_at_the_head_is_not_an_explosion_through_depth():
+    # flat through the body, then one large layer: not a trend (2/3 of the steps must move the same way)
+    assert probe.decide(table([0.08, 0.08, 0.075, 0.08, 0.6])).codes == []
+
+
+def test_depth_compares_the_main_nonlinearity_with_itself():
+    # a tiny BERT: two GELUs in the encoder, one tanh in the pooler on the side; the tanh is not part of the trail
+    frame = table([0.08, 0.1, 0.64], kind="activation", module=["GELUActivation", "GELUActivation", "Tanh"])
+    frame.loc[2, "kind"] = "bounded"
+    frame["frac_saturated"] = [math.nan, math.nan, 0.0]
+    assert list(probe.activation_trail(frame)["layer"]) == ["l0", "l1"] and probe.decide(frame).codes == []
+
+
+def test_depth_rules_judge_an_initialisation_not_a_trained_network():
+    exploding = [0.5, 2.0, 8.0, 30.0]
+    assert probe.decide(table(exploding)).codes == ["exploding-activations"]  # step 0: the weights as given
+    assert probe.decide(table(exploding).assign(step=150)).codes == []  # during training (ProbeCallback)
+
+
+def test_update_ratio_low_is_not_blamed_on_the_lr_while_the_schedule_holds_it_low():
+    low = linear_table([1.0] * 3, [1e-9, 1e-8, 1e-9]).assign(step=400)
+    assert probe.decide(low.assign(lr=1e-6, lr_peak=3e-3)).codes == []  # the end of a cosine decay
+    assert probe.decide(low.assign(lr=1e-3, lr_peak=3e-3)).codes == ["update-ratio-low"]  # a third of the peak: judged
+    assert probe.decide(low).codes == ["update-ratio-low"]  # LR unknown (the probe command)
+
+
 def test_slow_shrink_like_xavier_tanh_is_not_vanishing():
     # the lecture's "just right" Xavier tanh: 0.63 -> 0.29 over 6 layers (ratio 0.47)
     assert probe.decide(table([0.63, 0.49, 0.41, 0.36, 0.32, 0.29], kind="bounded", frac_saturated=0.0)).codes == []

@@ -31,7 +31,8 @@ def pip_install(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     wheel = next((root / "dist").glob("nndiag-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
+                   check=True)  # --ignore-installed: the borrowed site-packages may hold an editable nndiag, which pip would keep
     return venv
 
 
@@ -52,3 +53,16 @@ def test_the_quick_start_works_for_a_pip_user_in_an_empty_folder(pip_install: Pa
     assert "using the bundled recipe" in checked.stderr and "share/nndiag/recipes/quickstart.yaml" in checked.stderr
     verdict = json.loads(_run(pip_install, "check-loss", "quickstart", "--json", "--set", "device=cpu", cwd=tmp_path).stdout)
     assert verdict["status"] == "pass" and verdict["recipe"].endswith("share/nndiag/recipes/quickstart.yaml")
+
+
+def test_the_readme_quick_start_runs_verbatim_from_the_wheel(pip_install: Path, tmp_path: Path) -> None:
+    """README.md and docs/index.md: `pip install nndiag`, then this command in an empty folder."""
+    quick_start = "nndiag babysit quickstart --budget quick"
+    for page in (REPO / "README.md", REPO / "docs" / "index.md"):
+        assert f"```bash\n{quick_start}\n```" in page.read_text(), page
+    env_device = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # the CPU, one thread: as the other tests (2 shared cores)
+    done = subprocess.run([str(pip_install / "bin" / "nndiag"), *quick_start.split()[1:]], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NNDIAG_RECIPES", "NNDIAG_RUNS")},
+                                            **env_device})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.glob("runs/quickstart/babysit-*/report.html")), done.stdout[-2000:]

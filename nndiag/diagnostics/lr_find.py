@@ -53,7 +53,7 @@ is an order statistic, a mean, or a comparison of loss differences):
      Adam-like optimizers, whose loss at a point reflects all the training before it; and a too-high
      LR destroys a run while a too-low one only trains slower, so where the knee sits near the cliff
      the margin wins). Derived on the tuning problems of benchmarks/problems.py (splits derive and
-     report), reported on the holdout (benchmarks/results/lr_find_quality.md; README, lr-find, "The
+     report), reported on the holdout (benchmarks/results/lr_find_quality.md; docs/commands/lr-find.md, "The
      suggestion rule"). No divergence seen: the knee.
      A flat curve that then rises (drop within the noise, a divergence point after the first
      EARLY_FRACTION of the points), as a model that is already trained gives (fine-tuning): the

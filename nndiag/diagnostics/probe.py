@@ -23,10 +23,16 @@ Definitions (thresholds are module constants below, each with its source):
 Rules of `decide` (pure: the per-layer table in, a Verdict out):
   non-finite             fail  any NaN/Inf in an activation, a gradient, a weight, or the loss.
   vanishing-activations  fail  std(last activation) / std(first) < 0.25 AND the per-layer factor
-                               (that ratio ** 1/(L-1)) < 0.85, over L >= 3 activation layers; or an activation
-                               layer whose std < 1e-4 (constant). Lecture: 0.01·randn tanh and Xavier+ReLU "collapse
-                               to zero"; Xavier tanh shrinks slowly (ratio ~0.5 at depth 6) and is "just right".
-  exploding-activations  fail  the mirror: ratio > 4 AND per-layer factor > 1/0.85.
+                               (that ratio ** 1/(L-1)) < 0.85 AND at least 2/3 of the layer-to-layer steps shrink
+                               (a trend, not one jump), over L >= 3 layers of the model's main nonlinearity; or an
+                               activation layer whose std < 1e-4 (constant). Lecture: 0.01·randn tanh and Xavier+ReLU
+                               "collapse to zero"; Xavier tanh shrinks slowly (ratio ~0.5 at depth 6) and is "just right".
+  exploding-activations  fail  the mirror: ratio > 4 AND per-layer factor > 1/0.85 AND 2/3 of the steps grow.
+                               Both depth rules judge an initialisation (the probe command, step 0); while training
+                               (ProbeCallback, the integrations) a network's activations reflect what it learned
+                               (a tiny BERT's pooler grows 7x by step 150 while it reaches 97%), so they are skipped.
+  update-ratio-low while training: not reported at steps where the schedule holds the LR below 0.1 of its peak
+                               (warmup, the end of a cosine decay): small steps are then the schedule's, not a fault.
   saturated-activations  fail  a bounded activation layer with > 25% of its outputs at the rails (lecture's
                                0.05·randn tanh: ~40-60%; healthy Xavier tanh: < 1%).
   dead-relu              warn  a ReLU-family layer with >= 40% dead units (CS231n: "as much as 40% of your
@@ -89,6 +95,8 @@ GRAD_VANISH_ABS = 1e-4  # ... and ‖g_first‖ below this: vanishing gradients
 GRAD_EXPLODE_RATIO = 70.0  # AUTOTRAINER (ICSE 2021); healthy nets measured 0.17-6.5 at init (README, probe section), a 10x margin
 UPDATE_HIGH = 1e-1  # median update/weight ratio above this: LR too high (CS231n: ~1e-3 healthy)
 UPDATE_LOW = 1e-5  # median update/weight ratio below this: LR too low
+UPDATE_LR_CUT = 0.1  # during training: no update-ratio-low while the schedule holds the LR below this fraction of its peak (warmup, decay)
+DEPTH_CONSISTENT = 2 / 3  # vanishing/exploding activations: at least this share of layer-to-layer steps move the same way
 UPDATE_HEALTHY = 1e-3  # CS231n's healthy update/weight ratio, the target an LR advice aims at
 LR_FACTOR_MIN, LR_FACTOR_MAX = 3.0, 1000.0  # an LR change quoted as a factor stays in this range (beyond it: "1000x or more" and lr-find)
 STRUCTURAL = ("non-finite", "vanishing-activations", "exploding-activations", "saturated-activations", "vanishing-gradients",
@@ -104,7 +112,8 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # a token model's first weighted layer (its gradient rule's "first layer")
 
 LAYER_COLUMNS = ["step", "layer", "module", "kind", "calls", "numel", "mean", "std", "min", "max", "frac_saturated", "frac_dead",
-                 "units", "nonfinite_act", "weight_norm", "grad_norm", "update_ratio", "nonfinite_grad", "nonfinite_weight"]
+                 "units", "nonfinite_act", "weight_norm", "grad_norm", "update_ratio", "nonfinite_grad", "nonfinite_weight",
+                 "lr", "lr_peak"]  # lr: the probed step's LR; lr_peak: the schedule's peak (during training; NaN otherwise)
 
 
 def kind_of(module: nn.Module) -> str:
@@ -420,9 +429,14 @@ def _fmt(v: float) -> str:
 
 
 def activation_trail(layers: pd.DataFrame) -> pd.DataFrame:
-    """The activation layers in execution order: nonlinearities, or Linear/Conv outputs if there are none."""
+    """The activation layers in execution order: the outputs of the model's main nonlinearity (its most
+    frequent activation class: a BERT's GELUs, not its pooler's one tanh on a side branch), or the
+    Linear/Conv outputs if it has none. Like is compared with like through depth."""
     acts = layers[layers["kind"].isin(["relu", "bounded", "activation"])]
-    return acts if len(acts) else layers[layers["kind"] == "linear"]
+    if not len(acts):
+        return layers[layers["kind"] == "linear"]
+    main = acts["module"].value_counts(sort=True).index[0]
+    return acts[acts["module"] == main]
 
 
 def decide(layers: pd.DataFrame, facts: dict[str, Any] | None = None) -> Verdict:
@@ -452,7 +466,8 @@ def decide(layers: pd.DataFrame, facts: dict[str, Any] | None = None) -> Verdict
 def _decide_step(layers: pd.DataFrame, facts: dict[str, Any]) -> Verdict:
     verdict = Verdict()
     _rule_nonfinite(verdict, layers, facts)
-    _rule_depth(verdict, layers)
+    if int(layers["step"].iloc[0]) == 0:  # the depth rules judge an initialisation; a trained net's activations reflect what it learned
+        _rule_depth(verdict, layers)
     _rule_saturated(verdict, layers)
     _rule_dead(verdict, layers)
     _rule_gradients(verdict, layers)
@@ -503,9 +518,11 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
     if len(stds) >= 3 and stds[0] > 0:
         ratio = stds[-1] / stds[0]
         factor = ratio ** (1 / (len(stds) - 1)) if ratio > 0 else 0.0
-        evidence.update(ratio=float(ratio), per_layer_factor=float(factor))
+        steps = np.diff(stds)
+        shrinking, growing = float(np.mean(steps < 0)), float(np.mean(steps > 0))  # a trend, not one jump (a side branch's head)
+        evidence.update(ratio=float(ratio), per_layer_factor=float(factor), share_shrinking=shrinking, share_growing=growing)
         trail_text = " → ".join(_fmt(s) for s in stds[:: max(1, len(stds) // 8)])
-        if ratio < VANISH_RATIO and factor < VANISH_PER_LAYER:
+        if ratio < VANISH_RATIO and factor < VANISH_PER_LAYER and shrinking >= DEPTH_CONSISTENT:
             verdict.add(
                 "vanishing-activations", "fail",
                 f"activations collapse with depth: std falls from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
@@ -515,7 +532,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
                 **evidence,
             )
             return
-        if ratio > EXPLODE_RATIO and factor > EXPLODE_PER_LAYER:
+        if ratio > EXPLODE_RATIO and factor > EXPLODE_PER_LAYER and growing >= DEPTH_CONSISTENT:
             verdict.add(
                 "exploding-activations", "fail",
                 f"activations grow with depth: std rises from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
@@ -633,7 +650,7 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
             evidence.update(probed_initial_loss=diverged[0], probed_peak_loss=diverged[1])
         factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else math.inf
         verdict.add("update-ratio-high", "warn", message, _update_advice("lower", factor, structural), **evidence, threshold=UPDATE_HIGH)
-    elif median < UPDATE_LOW:
+    elif median < UPDATE_LOW and _lr_fraction(layers) >= UPDATE_LR_CUT:  # a schedule's warmup or decay explains small steps
         grads = weighted["grad_norm"].to_numpy(dtype=float)
         zero = bool(len(grads) and np.isfinite(grads).all() and (grads == 0).all())
         if zero:
@@ -655,6 +672,14 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
             if not structural:
                 advice += " Also check for frozen parameters or an optimizer that was not given the model's parameters."
         verdict.add("update-ratio-low", "warn", message, advice, **evidence, threshold=UPDATE_LOW)
+
+
+def _lr_fraction(layers: pd.DataFrame) -> float:
+    """The probed step's LR as a fraction of the schedule's peak (1 when unknown: the probe command, no schedule)."""
+    if "lr" not in layers or not len(layers):
+        return 1.0
+    lr, peak = float(layers["lr"].iloc[0]), float(layers["lr_peak"].iloc[0])
+    return lr / peak if math.isfinite(lr) and math.isfinite(peak) and peak > 0 else 1.0
 
 
 def _probed_steps_diverged(facts: dict[str, Any]) -> tuple[float, float] | None:
@@ -757,20 +782,22 @@ class ProbeCallback:
         self._recorder: Recorder | None = None
         self._before: dict[int, torch.Tensor] = {}
         self._armed_for: int | None = None
+        self._lr: tuple[float, float] = (math.nan, math.nan)
 
     def on_step(self, trainer: Any, step: int, loss: float) -> None:
         if self._armed_for == step:
             self._collect(trainer.model, step)
         if (step + 1) % self.every == 0:
-            self._arm(trainer.model, step + 1)
+            self._arm(trainer.model, step + 1, getattr(trainer, "optimizer", None))
 
     def on_epoch(self, trainer: Any, row: dict[str, Any]) -> None:
         return None
 
-    def _arm(self, model: nn.Module, step: int) -> None:
+    def _arm(self, model: nn.Module, step: int, optimizer: Any = None) -> None:
         self._recorder = Recorder(model, training_only=True).attach()
         self._before = {id(p): p.detach().clone() for p in model.parameters() if p.requires_grad}
         self._armed_for = step
+        self._lr = _scheduled_lr(optimizer)  # the LR the probed step uses (the scheduler has already moved it)
 
     def _collect(self, model: nn.Module, step: int) -> None:
         recorder = self._recorder
@@ -778,6 +805,8 @@ class ProbeCallback:
         recorder.detach()
         rows, hist = recorder.rows(step)
         add_weight_columns(rows, recorder, grad_norms_now(model), update_ratios(model, self._before))
+        for row in rows:
+            row["lr"], row["lr_peak"] = self._lr
         self._rows += rows
         self._hist += hist
         self._recorder, self._before, self._armed_for = None, {}, None
@@ -801,3 +830,13 @@ class ProbeCallback:
 
     def verdict(self) -> Verdict:
         return decide(self.rows)
+
+
+def _scheduled_lr(optimizer: Any) -> tuple[float, float]:
+    """(the first param group's LR now, the schedule's peak: its `initial_lr` when a torch scheduler set one, else the LR now)."""
+    if optimizer is None or not getattr(optimizer, "param_groups", None):
+        return math.nan, math.nan
+    group = optimizer.param_groups[0]
+    lr = float(group["lr"])
+    return lr, float(group.get("initial_lr", lr))
+

@@ -1,4 +1,5 @@
-"""`nndiag babysit`: the whole recipe in order, one report.
+"""`nndiag babysit`: the whole recipe in order, one report (the Babysitter; not named babysit.py, which
+would shadow the API function `nndiag.babysit` once imported).
 
     check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
     (+ probe, when a step fails or a finding may have a cause only the probe can see)
@@ -358,4 +359,3 @@ def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_g
     return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),
                          name=recipe.name, source=source, outputs=summary["outputs"], summary=summary, folder=sitter.folder,
                          steps=sitter.steps, reports=reports, code=sitter.exit_code())
-

@@ -1,0 +1,138 @@
+"""nndiag in the Hugging Face `Trainer`: a TrainerCallback.
+
+    from nndiag.integrations.transformers import NNDiagCallback
+    callback = NNDiagCallback(probe_every=50, fail_on="fail")
+    Trainer(model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=[callback]).train()
+    callback.summary["status"], callback.folder         # also runs/<Model>/hf-<timestamp>/summary.json
+
+What it does (see nndiag/integrations/session.py for the run folder and the stages):
+  on_train_begin     check-loss on the first `batches` training batches: the Trainer's train dataset and
+                     collator (its DataLoader's `dataset` and `collate_fn`, unused columns already removed),
+                     per_device_train_batch_size, in a private seeded order; scored by the model's own loss
+                     (the batch dict passed as keyword arguments, `labels` included), so C comes from the
+                     logits and the rule expects ln C. The model, its gradients and every RNG are handed back.
+  on_optimizer_step  right after each optimizer step (gradients still there, before zero_grad): the probe
+                     arms / collects every `probe_every` steps.
+  on_train_end       the probe stage; the curves verdict on `state.log_history` (x = step; `loss` ->
+                     train_loss, `eval_loss` -> val_loss, `eval_accuracy` -> val_acc; the names are options);
+                     the combined summary.json; the status logged as a line (logger `transformers.nndiag`,
+                     a warning when not pass).
+With `fail_on`, a stage reaching it raises `DiagnosisFailed` out of `trainer.train()` (check-loss: before
+the first step; probe: at the probed step; curves: when training ends). The HF Trainer has no exception
+hook: if training itself raises, what was probed so far is not written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nndiag.integrations import missing
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:
+    raise missing("transformers", exc) from None
+
+from nndiag.integrations import session as sessions
+from nndiag.integrations.session import MetricLog, Options, Probing, Session, SessionResults
+
+log = logging.getLogger("transformers.nndiag")  # shown through the transformers logger's handler
+
+
+class NNDiagCallback(SessionResults, TrainerCallback):
+    """check-loss at train begin, the probe every `probe_every` steps, the curves verdict at train end;
+    the CLI's run folder and summary.json.
+
+    Options (keyword only):
+      check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
+      num_classes  C, when the model's output has no logits: check-loss expects ln C (default None)
+      probe_every  probe every N optimizer steps (default None: never)
+      curves       the curves verdict on state.log_history at train end (default True)
+      train_loss, val_loss, train_acc, val_acc   their keys in log_history (default loss, eval_loss, None, eval_accuracy)
+      fail_on      None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
+      out          the run folder (default runs/<model class>/hf-<timestamp>/, NNDIAG_RUNS moves runs/)
+      name         names the default run folder instead of the model's class
+      plots        write the PNG figures (default True)
+      seed         seeds check-loss's private batch order (default 0)
+    After training: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
+    """
+
+    def __init__(self, *, check_loss: bool = True, batches: int = sessions.DEFAULT_BATCHES, num_classes: int | None = None,
+                 probe_every: int | None = None, curves: bool = True, train_loss: str | None = "loss", val_loss: str | None = "eval_loss",
+                 val_acc: str | None = "eval_accuracy", train_acc: str | None = None, fail_on: str | None = None, out: Any = None,
+                 name: str | None = None, plots: bool = True, seed: int = sessions.DEFAULT_SEED):
+        names = {"train_loss": train_loss, "val_loss": val_loss, "train_acc": train_acc, "val_acc": val_acc}
+        self.options = Options(check_loss=check_loss, batches=batches, num_classes=num_classes, probe_every=probe_every, curves=curves,
+                               names=names, fail_on=fail_on, out=out, name=name, plots=plots, seed=seed)
+        self.session = Session("hf", self.options, lambda level, message: log.log(level, message))
+        self.summary: dict[str, Any] = {}
+        self._probing: Probing | None = None
+
+    # -- TrainerCallback hooks ------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, train_dataloader: Any = None,
+                       optimizer: Any = None, **kwargs: Any) -> None:
+        self.session.begin(type(model).__name__ if model is not None else "model")
+        self.summary = {}
+        self._probing = Probing(self.options.probe_every) if self.options.probe_every else None
+        if self.options.check_loss:
+            if state.global_step > 0:
+                self.session.skip("check-loss", f"training resumed at step {state.global_step}: the weights are not at their initialisation")
+            else:
+                self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self._probing is None or model is None:
+            return
+        step = state.global_step + 1  # the Trainer counts the step after this hook
+        probed = self._probing.after_step(model, step, kwargs.get("optimizer"))
+        if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
+            self.session.steps = step
+            self._probing.close()
+            self.session.add("probe", *sessions.timed(self._probing.result))  # raises DiagnosisFailed
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.session.steps = state.global_step
+        if self._probing is not None:
+            self._probing.close()
+            if self._probing.probed:
+                probing = self._probing
+                self.session.guarded("probe", lambda: self.session.add("probe", *sessions.timed(probing.result), stop=False))
+        if self.options.curves:
+            self.session.guarded("curves", lambda: self._curves(state.log_history))
+        self.summary = self.session.finish("completed")
+        self.session.raise_if_reached()
+
+    # -- the stages -----------------------------------------------------------------------------
+
+    def _check_loss(self, args: Any, model: Any, loader: Any, optimizer: Any) -> None:
+        if model is None or loader is None or getattr(loader, "dataset", None) is None:
+            self.session.skip("check-loss", "the Trainer passed no model or training DataLoader to the callback")
+            return
+        data = sessions.private_loader(loader, args.per_device_train_batch_size, self.options.seed)
+        while optimizer is not None and not _is_plain(optimizer) and hasattr(optimizer, "optimizer"):
+            optimizer = optimizer.optimizer  # accelerate's AcceleratedOptimizer wraps the torch optimizer
+        result, seconds = sessions.timed(lambda: sessions.check_loss(model, data, step=None, optimizer=optimizer, options=self.options))
+        self.session.add("check-loss", result, seconds)
+
+    def _curves(self, history: list[dict[str, Any]]) -> None:
+        metrics = MetricLog()
+        keys = {name: series for series, name in self.options.names.items() if name}
+        for entry in history:
+            step = entry.get("step")
+            if step is None:
+                continue
+            for key, series in keys.items():
+                if key in entry:
+                    metrics.add(int(step), entry.get("epoch"), series, entry[key])
+        (result, why), seconds = sessions.timed(lambda: sessions.curves_result(metrics.frame()))
+        if result is None:
+            self.session.skip("curves", f"{why} (log_history keys: {', '.join(sorted({k for e in history for k in e})) or 'none'})")
+            return
+        self.session.add("curves", result, seconds, stop=False)
+
+
+def _is_plain(optimizer: Any) -> bool:
+    """A torch optimizer nndiag can make a fresh copy of (not a wrapper such as accelerate's)."""
+    return type(optimizer).__module__.startswith("torch.")
