@@ -33,10 +33,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from benchmarks.lr_find_quality import ANCHORS_CSV, SEEDS, TOOLS
+from benchmarks.lr_find_quality import ANCHORS, ANCHORS_CSV, SEEDS
 from benchmarks.problems import PROBLEMS, build
 
-ANCHORS = TOOLS[1:]
 
 
 def _optimizer(exp: Any) -> tuple[type, dict[str, Any]]:

@@ -57,8 +57,9 @@ GOOD_MARGIN = 0.05  # (absolute, in loss units: cross-entropy nats on every prob
 HOPELESS_FACTOR = 100.0  # a training run whose batch loss exceeds this x its first batch loss is scored inf
 SKIP_AFTER = 2  # this many consecutive ever-worse grid LRs below the best end the grid (train_grid)
 SPLITS = {"tuning (derive + report)": ("derive", "report"), "holdout": ("holdout",), "all": None}  # the summary lines
-TOOLS = ("nndiag", "fastai_valley", "torch_lr_finder_steepest", "lightning_tuner")
-LABELS = {"nndiag": "nndiag", "fastai_valley": "fastai valley", "torch_lr_finder_steepest": "torch-lr-finder steepest",
+TOOLS = ("nndiag", "nndiag_range_test", "fastai_valley", "torch_lr_finder_steepest", "lightning_tuner")
+ANCHORS = TOOLS[2:]  # the other tools; nndiag_range_test is nndiag's range-test suggestion before its refine stage
+LABELS = {"nndiag": "nndiag", "nndiag_range_test": "nndiag range test only", "fastai_valley": "fastai valley", "torch_lr_finder_steepest": "torch-lr-finder steepest",
           "lightning_tuner": "Lightning tuner"}
 RESULTS = Path(__file__).resolve().parent / "results"
 ANCHORS_CSV = RESULTS / "lr_find_anchors.csv"
@@ -169,8 +170,9 @@ def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame
     result = lr_find.run(exp)
     init.restore(exp.model)
     curve = result.tables["lr_find"].assign(problem=name, seed=seed, stopped=result.metrics["stopped"])
-    suggestions = {"nndiag": result.metrics["suggested_lr"]}
-    for tool in TOOLS[1:]:
+    suggestions = {"nndiag": result.metrics["suggested_lr"],
+                   "nndiag_range_test": result.metrics.get("range_test_lr", result.metrics["suggested_lr"])}
+    for tool in ANCHORS:
         row = anchors[(anchors["problem"] == name) & (anchors["seed"] == seed) & (anchors["tool"] == tool)] if len(anchors) else anchors
         suggestions[tool] = (None if pd.isna(row["lr"].iloc[0]) else float(row["lr"].iloc[0])) if len(row) else "missing"
     rows = []
@@ -242,8 +244,10 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
              "score = loss on the whole training split afterwards. GOOD (issue 12): within max(1.25x, +0.05) of the grid-best loss "
              "at the same step count; grid: quarter decades 1e-6 ... 10. A problem is GOOD for a tool when the tool is good on a "
              "majority of the seeds. Cells: geometric-mean suggested LR over seeds (median loss; seeds with no suggestion) "
-             "good seeds / seeds. nndiag's range test takes 4 batches per LR point (400 optimizer steps), the anchors their "
-             "defaults (100).", ""]
+             "good seeds / seeds. nndiag = its defaults: the range test (4 batches per LR point, 400 optimizer steps), then the "
+             "refine stage (trial runs of 100 iterations at 0.316, 1, 3.16 and 10x the range test's suggestion, none above its "
+             "divergence point: up to 400 more steps); 'nndiag range test only' = the range test's own suggestion "
+             "(refine_steps=0). The anchors: their defaults (100 steps).", ""]
     for k in steps:
         table = per_problem(frame, k)
         lines += [f"## {k} steps", "",
@@ -281,9 +285,9 @@ def _target(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
             if part.empty:
                 continue
             good = {t: int((2 * part[f"{t}_good_seeds"] > part["seeds"]).sum()) for t in TOOLS}
-            best_anchor = max(TOOLS[1:], key=lambda t: good[t])
+            best_anchor = max(ANCHORS, key=lambda t: good[t])
             share = good["nndiag"] / len(part)
-            met = share >= TARGET_SHARE and all(good["nndiag"] > good[t] for t in TOOLS[1:])
+            met = share >= TARGET_SHARE and all(good["nndiag"] > good[t] for t in ANCHORS)
             lines.append(f"- {split}, {k} steps: nndiag {good['nndiag']}/{len(part)} ({share:.0%}); best anchor "
                          f"{LABELS[best_anchor]} {good[best_anchor]}/{len(part)}: target {'MET' if met else 'NOT met'}")
     return lines + [""]

@@ -159,16 +159,19 @@ def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any =
 
 def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = 1e-7,
             end: float = 10.0, steps: int = 100, mode: str = "exp", batches_per_lr: int = 4, candidates: Sequence[float] | None = None,
-            candidate_steps: int = 100, apply: bool = False, batch_size: int | None = None, device: str | None = None,
-            seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+            candidate_steps: int = 100, refine_steps: int = 100, apply: bool = False, batch_size: int | None = None,
+            device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
+
+    After the range test, short trial runs of `refine_steps` iterations at half-decade steps around its
+    suggestion pick the LR that trains best (`refine_steps=0`: the range test's suggestion is final).
 
     On your own model and optimizer, both are handed back bit for bit: parameters, buffers, optimizer
     state and LR, train/eval flags and the RNG states. `apply` (recipes only) also writes the recipe
     with optim.lr set to the suggestion (`recipe.lr-applied.yaml` in the run folder)."""
     from nndiag.diagnostics import lr_find as diagnostic
 
-    diagnostic.check_options(start, end, mode, candidates)
+    diagnostic.check_options(start, end, mode, candidates, refine_steps)
     if apply and not is_recipe(model):
         raise BadInput("apply writes the recipe with the suggested LR; it needs a recipe, not your own model", where="apply")
     instance = optimizer if _is_optimizer(optimizer) else None
@@ -177,7 +180,7 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
         text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
         result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
                                 candidates=list(candidates) if candidates else None, candidate_steps=candidate_steps,
-                                apply=apply, recipe_text=text, optimizer=instance)
+                                refine_steps=refine_steps, apply=apply, recipe_text=text, optimizer=instance)
         return _finish(result, exp, model)
 
 

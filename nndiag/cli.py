@@ -191,6 +191,7 @@ def lr_find(
     batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = 4,  # lr_find.DEFAULT_BATCHES_PER_LR
     candidates: Annotated[Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")] = None,
     candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = 100,
+    refine_steps: Annotated[int, typer.Option(min=0, help="Iterations per trial LR of the refine stage (0: the range test's suggestion is final).")] = 100,  # lr_find.DEFAULT_REFINE_STEPS
     apply: Annotated[bool, typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder).")] = False,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -206,7 +207,8 @@ def lr_find(
         from nndiag.diagnostics.lr_find import parse_candidates
 
         return api.lr_find(recipe, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
-                           candidates=parse_candidates(candidates), candidate_steps=candidate_steps, apply=apply, **overrides(common))
+                           candidates=parse_candidates(candidates), candidate_steps=candidate_steps, refine_steps=refine_steps, apply=apply,
+                           **overrides(common))
 
     execute("lr-find", common, work)
 

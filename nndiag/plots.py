@@ -203,6 +203,9 @@ def _lr_find(result: Result) -> Figures:
             ax.axvspan(m["lr_min"], m["lr_max"], color="tab:green", alpha=0.12, label=f"range {sci(m['lr_min'])} to {sci(m['lr_max'])}")
         if m.get("suggested_lr"):
             ax.axvline(m["suggested_lr"], color="tab:green", ls="--", label=f"suggested {sci(m['suggested_lr'])}")
+        if m.get("range_test_lr") and m.get("range_test_lr") != m.get("suggested_lr"):
+            ax.axvline(m["range_test_lr"], color="tab:gray", ls="--", lw=1,
+                       label=f"range test's pick {sci(m['range_test_lr'])} (refined by trial runs)")
         if m.get("lr_diverged"):
             ax.axvline(m["lr_diverged"], color="tab:red", ls=":", label=f"diverged {sci(m['lr_diverged'])}")
         finite = frame["smoothed_loss"].dropna()

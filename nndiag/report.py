@@ -251,6 +251,19 @@ def _lr_find_view(result: Result, console: Console) -> None:
             table.add_row(fmt(row.lr, "lr"), fmt(row.initial_loss), fmt(row.final_loss), f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
                           f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]")
         console.print(table)
+    trials = result.tables.get("lr_refine")
+    if trials is not None and not trials.empty:
+        table = Table(title=f"lr-find refine: {m.get('refine_steps')} iterations per trial LR", title_justify="left")
+        for column in ("lr", "x range test", "final loss", "drop", "outcome", ""):
+            table.add_column(column, justify="right" if column not in ("outcome", "") else "left")
+        style = {"drops": "green", "too-low": "yellow", "diverged": "red"}
+        for row in trials.itertuples():
+            table.add_row(fmt(row.lr, "lr"), f"{row.factor:.3g}", fmt(row.final_loss),
+                          f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
+                          f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]", "[bold green]chosen[/]" if row.chosen else "")
+        console.print(table)
+        if m.get("refined_lr") is None:
+            console.print("no trial lowered the loss: the suggestion is the range test's")
     if m.get("applied_recipe"):
         console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'), 'lr')} written: {m['applied_recipe']} (in the run folder)")
 

@@ -299,6 +299,82 @@ def test_candidates_from_the_same_initialisation(build):
     assert all(torch.equal(before[k], v) for k, v in exp.model.state_dict().items())
 
 
+# -- refine stage -------------------------------------------------------------------------------
+
+TRIAL_LRS = [1e-3 * f for f in lf.REFINE_FACTORS]
+
+
+def _trials(finals: list[float], initial: float = 2.3) -> pd.DataFrame:
+    rows = [{"lr": lr, "initial_loss": initial, "final_loss": f, "relative_drop": (initial - f) / initial,
+             "outcome": lf.candidate_outcome(initial, f)} for lr, f in zip(TRIAL_LRS, finals)]
+    return pd.DataFrame(rows)
+
+
+def test_refine_picks_the_smallest_lr_that_trains_about_as_well_as_the_best():
+    # best trial 0.5 (drop 1.8); 0.55 lies within REFINE_TOLERANCE (5%) of that drop, 0.7 does not
+    assert lf.pick_refined(_trials([1.5, 0.55, 0.5, 0.9])) == TRIAL_LRS[1]
+    assert lf.pick_refined(_trials([1.5, 0.7, 0.5, 0.9])) == TRIAL_LRS[2]
+    assert lf.pick_refined(_trials([1.5, 0.9, 0.7, 0.5])) == TRIAL_LRS[3]  # the largest trial when it is clearly best
+    assert lf.pick_refined(_trials([1.5, 0.9, math.nan, 0.5])) == TRIAL_LRS[3]  # a NaN trial is never picked
+    assert lf.pick_refined(_trials([2.3, 2.4, 9.0, math.nan])) is None  # no trial lowered the loss
+
+
+@pytest.mark.parametrize("scale, shift", [(1.0, 0.0), (1e-3, 0.0), (50.0, 0.0), (1.0, 7.0)])
+def test_refine_pick_is_invariant_to_scaling_and_shifting_the_loss(scale, shift):
+    finals, initial = np.array([1.5, 0.55, 0.5, 0.9]), 2.3
+    trials = _trials(list(finals * scale + shift), initial * scale + shift).assign(outcome="drops")
+    assert lf.pick_refined(trials) == TRIAL_LRS[1]
+
+
+def test_refine_trials_stay_at_or_below_the_divergence_point():
+    assert lf.refine_lrs(1e-3, None) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2])
+    assert lf.refine_lrs(1e-3, 5e-3) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5])
+
+
+def test_refine_stage_replaces_the_suggestion_and_leaves_no_trace(build):
+    raw = recipe_dict(SPIRAL_MLP, **{"model.args.dropout": 0.1, "model.args.batchnorm": True, "model.args.hidden": [32, 32]})
+    exp = build(raw)
+    optimizer = exp.optimizer()
+    for batch in list(exp.train_batches())[:3]:
+        exp.step(optimizer, batch)
+    exp.model.eval()
+    exp.model[1].train()
+    before = _state(exp, optimizer)
+    result = lf.run(exp, steps=40, optimizer=optimizer, refine_steps=20)
+    _same(before, _state(exp, optimizer))
+    m, trials = result.metrics, result.tables["lr_refine"]
+    assert m["refine_trials"] == len(trials) >= 2 and m["refine_steps"] == 20
+    assert list(trials["factor"]) == pytest.approx(list(lf.REFINE_FACTORS[: len(trials)]))
+    assert m["suggested_lr"] == m["refined_lr"] == trials.loc[trials["chosen"], "lr"].item()
+    assert m["lr_diverged"] is None or (trials["lr"] <= m["lr_diverged"]).all()
+    assert m["lr_min"] <= m["suggested_lr"] <= m["lr_max"]
+
+
+def test_refine_steps_zero_keeps_the_range_tests_suggestion(build):
+    plain = lf.run(build(SPIRAL_MLP), steps=40, refine_steps=0)
+    refined = lf.run(build(SPIRAL_MLP), steps=40, refine_steps=10)
+    assert "lr_refine" not in plain.tables and "range_test_lr" not in plain.metrics
+    assert refined.metrics["range_test_lr"] == plain.metrics["suggested_lr"]
+
+
+def test_refine_lifts_a_suggestion_that_sits_below_the_best_lr(build):
+    """Plain SGD on the spiral: the range test's knee (capped 20x below the blow-up) lies well below the LRs
+    that train best in a few hundred steps; the trials find a larger one, and it trains better on batches
+    the trials did not see in that order."""
+    from nndiag.trainer import Trainer
+
+    raw = recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd", "data.args.points_per_class": 200, "train.batch_size": 64})
+    result = lf.run(build(raw), refine_steps=100)
+    m = result.metrics
+    assert m["suggested_lr"] >= 3 * m["range_test_lr"]
+
+    def trained_loss(lr: float) -> float:
+        exp = build(recipe_dict(raw, **{"optim.lr": lr, "seed": 5, "train.epochs": 20}))
+        return float(Trainer(exp).fit().epochs["train_loss"].iloc[-1])
+
+    assert trained_loss(m["suggested_lr"]) < 0.8 * trained_loss(m["range_test_lr"])
+
+
 # -- --apply ----------------------------------------------------------------------------------
 
 BLOCK = """# my recipe
@@ -379,7 +455,7 @@ def test_cli_candidates_mode(cli, write_recipe, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--candidates", "1e-1,abc"], ["--candidates", "-1"], ["--start", "0"],
-                                  ["--start", "1", "--end", "0.1"], ["--mode", "cosine"]])
+                                  ["--start", "1", "--end", "0.1"], ["--mode", "cosine"], ["--refine-steps", "-1"]])
 def test_cli_bad_flags_exit_2(cli, write_recipe, args):
     result = cli("lr-find", write_recipe(SPIRAL_MLP), *args)
     assert result.exit_code == 2

@@ -25,7 +25,17 @@ loss "drop significantly" when its loss on a fixed training subset (up to EVAL_E
 least SIGNIFICANT_DROP (10%) of the initial value; "diverged" when that loss is non-finite or above
 DIVERGED_FACTOR (3, CS231n's "stop early") times the initial one.
 
-The suggestion rule (`suggest`, pure; invariant to scaling and shifting the loss, because every step
+**Refine** (after the range test, unless `refine_steps` is 0): the range test's pick is settled by
+trial runs of `refine_steps` (DEFAULT_REFINE_STEPS = 100) iterations at the pick x REFINE_FACTORS
+(0.316, 1, 3.16, 10), none above the divergence point, measured like candidates (same initial weights
+and batch order, the fixed training subset) but with the recipe's own weight decay. The suggestion is
+the smallest trial LR whose subset loss is within REFINE_TOLERANCE (5%) of the best trial's drop
+(`pick_refined`, pure); no trial lowered the loss: the range test's pick stands. A range test sweeps
+the LR past the model, so its curve shows how fast the loss falls during the sweep, not how well one
+constant LR trains: read off the curve alone the best LR was missed on 6 of 25 benchmark problems at
+300 steps, mostly 3-30x too low; with the trials, on none (benchmarks/results/lr_find_quality.md).
+
+The range test's pick (`suggest`, pure; invariant to scaling and shifting the loss, because every step
 is an order statistic, a mean, or a comparison of loss differences):
   1. Keep the points before the first non-finite loss.
   2. Smooth the raw losses with a centred running median (robust to spikes) followed by a centred
@@ -70,7 +80,8 @@ Findings:
                               points, or the very first loss is non-finite (the start LR is already too high)
   range-too-narrow      warn  no divergence seen and the minimum lies in the last EDGE_FRACTION
                               (10%) of the points: the best LR may lie beyond `end`
-  unreliable-suggestion warn  step 7 (noisy, unstable), or the flat-then-rising curve of step 6
+  unreliable-suggestion warn  step 7 (noisy, unstable), or the flat-then-rising curve of step 6;
+                              info once the refine stage's trials have settled the LR
 Candidates mode: no-decrease (fail) when no candidate drops significantly (diverged-immediately when
 every candidate diverged); range-too-narrow (warn) when the best candidate is the largest LR tried
 and it did not diverge, or the smallest while a larger one diverged.
@@ -124,14 +135,19 @@ SIGNIFICANT_DROP = 0.1  # a candidate "drops significantly" when its loss falls 
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a candidate whose loss ends above 3x the initial diverged (CS231n)
 EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 
+# -- refine: short trial runs around the range test's suggestion ----------------------------
+REFINE_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5, 10.0)  # trial LRs: the range test's suggestion times these (half-decade steps)
+DEFAULT_REFINE_STEPS = 100  # iterations per trial LR (the notes' "~100 iterations")
+REFINE_TOLERANCE = 0.05  # the smallest trial LR whose loss is within this fraction of the best trial's drop wins
+
 
 # --------------------------------------------------------------------------------------------
 # Range test: measure
 # --------------------------------------------------------------------------------------------
 
 
-def check_options(start: float, end: float, mode: str, candidates: list[float] | None = None) -> None:
-    """Reject a range or candidates that cannot make a test (BadInput naming the flag)."""
+def check_options(start: float, end: float, mode: str, candidates: list[float] | None = None, refine_steps: int = 0) -> None:
+    """Reject a range, candidates or a refine stage that cannot make a test (BadInput naming the flag)."""
     if mode not in ("exp", "linear"):
         raise BadInput(f"expected exp or linear, got {mode!r}", where="--mode")
     if not 0 < start < math.inf:
@@ -141,6 +157,8 @@ def check_options(start: float, end: float, mode: str, candidates: list[float] |
     for lr in candidates or []:
         if not 0 < lr < math.inf:
             raise BadInput(f"every candidate LR must be a finite number > 0, got {lr!r}", where="--candidates")
+    if not isinstance(refine_steps, int) or refine_steps < 0:
+        raise BadInput(f"expected a whole number of iterations >= 0 (0: no refine stage), got {refine_steps!r}", where="--refine-steps")
 
 
 def parse_candidates(text: str | None) -> list[float] | None:
@@ -428,7 +446,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
     if sug.unreliable == "flat":
         verdict.add("unreliable-suggestion", "warn",
                     f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
-                    f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the suggestion {sug.suggested_lr:.3g} is "
+                    f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the range test's pick {sug.suggested_lr:.3g} is "
                     f"only {DIVERGENCE_MARGIN:g}x below that rise",
                     "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
                     f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
@@ -442,7 +460,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                f"half of the points alone (every other LR) place it anywhere from {low:.3g} to {high:.3g}, more than "
                f"{UNSTABLE_FACTOR:g}x apart")
         verdict.add("unreliable-suggestion", "warn",
-                    f"the curve cannot place the LR confidently: {why}; the suggestion {sug.suggested_lr:.3g} is a rough guess",
+                    f"the curve cannot place the LR confidently: {why}; the range test's pick {sug.suggested_lr:.3g} is a rough guess",
                     "Measure a smoother curve: --batches-per-lr 8 (or a larger train.batch_size), or more --steps; or compare "
                     f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
                     **evidence, reason=sug.unreliable, spread_low=low, spread_high=high)
@@ -464,8 +482,7 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
     """Train `steps` iterations at each LR from the same initial weights and batch order.
 
     Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
-    own = max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)  # the recipe's (or the user's)
-    wd = weight_decay if weight_decay is not None else (own or CANDIDATE_WEIGHT_DECAY)
+    wd = weight_decay if weight_decay is not None else (own_weight_decay(exp) or CANDIDATE_WEIGHT_DECAY)
     model = exp.model
     subset = exp.data.train.take(EVAL_EXAMPLES, generator=torch.Generator().manual_seed(exp.recipe.seed))
     rows, curves = [], []
@@ -490,6 +507,11 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
     summary["outcome"] = [candidate_outcome(r.initial_loss, r.final_loss) for r in summary.itertuples()]
     facts = {"steps": steps, "weight_decay": wd, "eval_examples": len(subset)}
     return summary, pd.DataFrame(curves, columns=["lr", "step", "loss"]), facts
+
+
+def own_weight_decay(exp: Experiment) -> float:
+    """The weight decay of the recipe's (or the user's) optimizer."""
+    return max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)
 
 
 @torch.no_grad()
@@ -533,6 +555,63 @@ def decide_candidates(summary: pd.DataFrame) -> tuple[Verdict, float | None]:
         verdict.add("range-too-narrow", "warn", f"the best candidate is the smallest one tried ({best_lr:g})",
                     f"Also try {best_lr / 10:g}: a smaller LR may be better.", best_lr=best_lr)
     return verdict, best_lr
+
+
+# --------------------------------------------------------------------------------------------
+# Refine: short trial runs around the range test's suggestion
+# --------------------------------------------------------------------------------------------
+
+
+def refine_lrs(center: float, lr_diverged: float | None) -> list[float]:
+    """The trial LRs: `center` x REFINE_FACTORS, none above the range test's divergence point. Pure."""
+    return [center * f for f in REFINE_FACTORS if lr_diverged is None or center * f <= lr_diverged]
+
+
+def pick_refined(summary: pd.DataFrame) -> float | None:
+    """The trial LR to use: among the trials that did not diverge, the smallest whose subset loss is within
+    REFINE_TOLERANCE of the best trial's drop from the initial loss (a smaller LR that trains as well is
+    the safer pick for a longer run). None when no trial lowered the loss. Pure; invariant to scaling and
+    shifting the loss."""
+    usable = summary[(summary["outcome"] != "diverged") & np.isfinite(summary["final_loss"])]
+    if usable.empty:
+        return None
+    initial, best = float(usable["initial_loss"].iloc[0]), float(usable["final_loss"].min())
+    if not best < initial:
+        return None
+    close = usable[usable["final_loss"] <= best + REFINE_TOLERANCE * (initial - best)]
+    return float(close["lr"].min())
+
+
+def refine(exp: Experiment, center: float, lr_diverged: float | None, steps: int = DEFAULT_REFINE_STEPS) -> tuple[pd.DataFrame, float | None]:
+    """Train `steps` iterations at each trial LR around `center` with the recipe's own optimizer settings
+    (its weight decay, none added), from the same initial weights and batch order as candidates mode.
+    Returns (one row per trial, with `factor` and `chosen`; the chosen LR or None)."""
+    summary, _, _ = measure_candidates(exp, refine_lrs(center, lr_diverged), steps, weight_decay=own_weight_decay(exp))
+    chosen = pick_refined(summary)
+    summary.insert(1, "factor", summary["lr"] / center)
+    summary["chosen"] = summary["lr"] == chosen
+    return summary, chosen
+
+
+def _refine_into(result: Result, exp: Experiment, sug: Suggestion, steps: int) -> None:
+    """Run the refine stage on the range test's suggestion and make its pick the result's suggestion."""
+    started = time.perf_counter()
+    trials, chosen = refine(exp, sug.suggested_lr, sug.lr_diverged, steps)
+    m = result.metrics
+    m.update({"range_test_lr": sug.suggested_lr, "refine_steps": steps, "refine_trials": len(trials),
+              "refine_seconds": time.perf_counter() - started})
+    result.tables["lr_refine"] = trials
+    if chosen is None:
+        m["refined_lr"] = None
+        return
+    m["refined_lr"] = m["suggested_lr"] = chosen
+    m["lr_min"] = min(m["lr_min"], chosen) if m["lr_min"] is not None else chosen
+    m["lr_max"] = max(m["lr_max"], chosen) if m["lr_max"] is not None else chosen
+    for finding in result.verdict.findings:
+        if finding.code == "unreliable-suggestion":  # the trials measured what the curve could not show
+            finding.severity = "info"
+            finding.message += f"; the refine stage's trial runs settled it at {chosen:.3g}"
+            finding.evidence["refined_lr"] = chosen
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,9 +694,11 @@ def run(
     apply: bool = False,
     recipe_text: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    refine_steps: int = DEFAULT_REFINE_STEPS,
 ) -> Result:
     """`optimizer`: the user's own optimizer for the range test (handed back as found); default a fresh
-    one of the recipe's kind."""
+    one of the recipe's kind. `refine_steps`: iterations per trial LR of the refine stage (0: none, the
+    range test's suggestion is final)."""
     if candidates:
         summary, curves, facts = measure_candidates(exp, candidates, candidate_steps)
         verdict, best = decide_candidates(summary)
@@ -638,6 +719,8 @@ def run(
                    "min_smoothed_loss": float(frame["smoothed_loss"][best_row]) if best_row is not None else None,
                    "seconds": facts["seconds"]}
         result = Result("lr-find", verdict, {"lr_find": frame}, metrics)
+        if refine_steps > 0 and sug.suggested_lr is not None and verdict.status != "fail":
+            _refine_into(result, exp, sug, refine_steps)
     if apply and metrics["suggested_lr"] is not None:
         result.extra_files["recipe.lr-applied.yaml"] = apply_lr(exp.recipe, float(metrics["suggested_lr"]), recipe_text)
         result.metrics["applied_lr"] = round_lr(float(metrics["suggested_lr"]))
