@@ -33,7 +33,7 @@ from nndiag import engine
 from nndiag.diagnostics import lr_find
 
 START, END, STEPS = 1e-6, 1e-2, 100
-DEFAULT_PROBLEM = "digits-cnn-sgdm"
+DEFAULT_PROBLEM = "digits-cnn-bn-sgdm"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
