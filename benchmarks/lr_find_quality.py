@@ -247,7 +247,9 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
              "good seeds / seeds. nndiag = its defaults: the range test (4 batches per LR point, 400 optimizer steps), then the "
              "refine stage (trial runs of 100 iterations at 0.316, 1, 3.16 and 10x the range test's suggestion, none above its "
              "divergence point: up to 400 more steps); 'nndiag range test only' = the range test's own suggestion "
-             "(refine_steps=0). The anchors: their defaults (100 steps).", ""]
+             "(refine_steps=0). The anchors: their defaults (100 steps). Batch orders: the grid and every scored run use the "
+             "order of the problem's seed, which nndiag's range test also starts with (at LRs too small to matter); the refine "
+             "stage's trials use an order of their own (seed + 7919), so no trial replays the first steps of a scored run.", ""]
     for k in steps:
         table = per_problem(frame, k)
         lines += [f"## {k} steps", "",

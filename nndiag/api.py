@@ -163,8 +163,9 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
             device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
 
-    After the range test, short trial runs of `refine_steps` iterations at half-decade steps around its
-    suggestion pick the LR that trains best (`refine_steps=0`: the range test's suggestion is final).
+    After the range test, short trial runs of `refine_steps` iterations at 0.316, 1, 3.16 and 10x its pick
+    settle the suggestion: the smallest trial LR within 5% of the best trial's drop (`refine_steps=0`: the
+    range test's pick is final).
 
     On your own model and optimizer, both are handed back bit for bit: parameters, buffers, optimizer
     state and LR, train/eval flags and the RNG states. `apply` (recipes only) also writes the recipe

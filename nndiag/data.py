@@ -17,6 +17,7 @@ standardises floating inputs with training-set statistics for built-in and custo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import inspect
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from nndiag import batch as batching
 from nndiag.batch import Batch
@@ -160,6 +161,15 @@ class StreamSplit:
         index = torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else range(n)
         return TensorSplit(self._place(self.collate([self.dataset[i] for i in index])))
 
+    def subset(self, n: int, generator: torch.Generator | None = None) -> "StreamSplit":
+        """n examples (a seeded random choice when a generator is given), still streamed: never all on the
+        device at once (take() holds them there, which a few thousand images would not fit)."""
+        n = min(n, len(self))
+        index = torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else list(range(n))
+        part = StreamSplit(Subset(self.dataset, index), self.device, self.num_workers, self.transform, self.collate)
+        part.float_dtype = self.float_dtype
+        return part
+
     def follow(self, float_dtype: torch.dtype) -> None:
         self.float_dtype = float_dtype
 
@@ -198,6 +208,37 @@ class LoaderSplit:
 
 
 Split = TensorSplit | ListSplit | StreamSplit | LoaderSplit
+
+
+class OrderKeeper:
+    """The state of the generators that shuffle a user's DataLoader (its own `generator=`, its sampler's),
+    taken once; `rewind()` sets them back, so the loader replays the same order. Other splits shuffle
+    with a generator the caller passes, so there is nothing to keep."""
+
+    def __init__(self, split: Split):
+        found: dict[int, torch.Generator] = {}
+        if isinstance(split, LoaderSplit):
+            loader = split.loader
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            for owner in (loader, getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+                generator = getattr(owner, "generator", None)
+                if isinstance(generator, torch.Generator):
+                    found[id(generator)] = generator
+        self.states = [(g, g.get_state()) for g in found.values()]
+
+    def rewind(self) -> None:
+        for generator, state in self.states:
+            generator.set_state(state)
+
+
+@contextlib.contextmanager
+def order_kept(split: Split) -> Iterator[OrderKeeper]:
+    """Run a block that draws batches from `split`; afterwards a user's DataLoader shuffles exactly as before."""
+    keeper = OrderKeeper(split)
+    try:
+        yield keeper
+    finally:
+        keeper.rewind()
 
 
 def _drop_last(n: int, batch_size: int, shuffle: bool, drop_last: bool) -> bool:

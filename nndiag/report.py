@@ -263,7 +263,7 @@ def _lr_find_view(result: Result, console: Console) -> None:
                           f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]", "[bold green]chosen[/]" if row.chosen else "")
         console.print(table)
         if m.get("refined_lr") is None:
-            console.print("no trial lowered the loss: the suggestion is the range test's")
+            console.print("no trial lowered the loss: see the unreliable-suggestion finding")
     if m.get("applied_recipe"):
         console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'), 'lr')} written: {m['applied_recipe']} (in the run folder)")
 

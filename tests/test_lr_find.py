@@ -326,9 +326,13 @@ def test_refine_pick_is_invariant_to_scaling_and_shifting_the_loss(scale, shift)
     assert lf.pick_refined(trials) == TRIAL_LRS[1]
 
 
-def test_refine_trials_stay_at_or_below_the_divergence_point():
-    assert lf.refine_lrs(1e-3, None) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2])
+def test_refine_trials_stay_below_the_divergence_point_and_the_tested_range():
+    assert lf.refine_lrs(1e-3, math.inf) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2])
     assert lf.refine_lrs(1e-3, 5e-3) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5])
+    # on a real curve the pick keeps 20x below the blow-up, so every trial stays at least 2x below it
+    for seed in range(5):
+        sug = lf.suggest(LRS, synthetic(noise=0.02, seed=seed))
+        assert max(lf.refine_lrs(sug.suggested_lr, sug.lr_diverged)) <= sug.lr_diverged / 2
 
 
 def test_refine_stage_replaces_the_suggestion_and_leaves_no_trace(build):
@@ -343,11 +347,132 @@ def test_refine_stage_replaces_the_suggestion_and_leaves_no_trace(build):
     result = lf.run(exp, steps=40, optimizer=optimizer, refine_steps=20)
     _same(before, _state(exp, optimizer))
     m, trials = result.metrics, result.tables["lr_refine"]
-    assert m["refine_trials"] == len(trials) >= 2 and m["refine_steps"] == 20
+    assert m["refine_steps"] == 20 and m["refine_trials"] == len(trials)
     assert list(trials["factor"]) == pytest.approx(list(lf.REFINE_FACTORS[: len(trials)]))
     assert m["suggested_lr"] == m["refined_lr"] == trials.loc[trials["chosen"], "lr"].item()
-    assert m["lr_diverged"] is None or (trials["lr"] <= m["lr_diverged"]).all()
     assert m["lr_min"] <= m["suggested_lr"] <= m["lr_max"]
+
+
+def test_without_a_divergence_no_trial_goes_past_the_tested_range(build):
+    result = lf.run(build(SPIRAL_MLP), start=1e-5, end=3e-3, steps=30, refine_steps=5)
+    assert result.metrics["lr_diverged"] is None
+    assert result.tables["lr_refine"]["lr"].max() <= result.tables["lr_find"]["lr"].max() * (1 + 1e-9)
+
+
+def test_trials_keep_the_optimizers_param_groups_and_weight_decays(build):
+    exp = build(SPIRAL_MLP)
+    first, *rest = list(exp.model.parameters())
+    exp.optimizer_factory = lambda params: torch.optim.AdamW(
+        [{"params": [first], "lr": 1e-3, "weight_decay": 0.1}, {"params": rest, "lr": 1e-5, "weight_decay": 0.0}])
+    seen = []
+    step = exp.step
+
+    def spy(optimizer, batch, model=None):
+        seen.append([(g["lr"], g["weight_decay"]) for g in optimizer.param_groups])
+        return step(optimizer, batch, model=model)
+
+    exp.step = spy
+    lf.measure_candidates(exp, [1e-2], steps=1, own_settings=True)
+    assert seen[0] == [(pytest.approx(1e-2), 0.1), (pytest.approx(1e-4), 0.0)]
+    seen.clear()
+    lf.measure_candidates(exp, [1e-2], steps=1)  # candidates mode: one LR, the largest weight decay
+    assert seen[0] == [(1e-2, 0.1), (1e-2, 0.1)]
+
+
+def test_trials_replay_a_user_loaders_own_order_and_hand_it_back(build):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nndiag import api
+
+    x, y = torch.randn(256, 2), torch.randint(0, 3, (256,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(3))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    exp = api.experiment(model, loader, loss="cross_entropy")
+    state = loader.generator.get_state()
+    summary, _, _ = lf.measure_candidates(exp, [1e-2, 1e-2], steps=12, own_settings=True)  # 12 steps: more than one pass
+    assert summary["final_loss"].iloc[0] == summary["final_loss"].iloc[1]  # the same batches, in the same order
+    assert torch.equal(loader.generator.get_state(), state)
+    lf.run(exp, steps=20, refine_steps=3)
+    assert torch.equal(loader.generator.get_state(), state)
+
+
+def test_streamed_data_is_scored_on_a_streamed_subset(build):
+    from nndiag.data import StreamSplit
+
+    from torch.utils.data import TensorDataset
+
+    exp = build(SPIRAL_MLP)
+    exp.data.train = StreamSplit(TensorDataset(exp.data.train.x, exp.data.train.y), exp.device, num_workers=0)
+    subset = lf._eval_subset(exp)
+    assert isinstance(subset, StreamSplit) and len(subset) == min(lf.EVAL_EXAMPLES, len(exp.data.train))
+    result = lf.run(exp, steps=30, refine_steps=5)
+    assert result.metrics["refine_trials"] >= 2
+
+
+# -- the refine stage's outcome on the verdict (the trials stubbed: `refine` returns a given table) ---
+
+
+def _refined_result(monkeypatch, finals: list[float], curve_finding: bool = True, initial: float = 2.3):
+    """A range-test result (pick 1e-3, range [3e-4, 5e-3]) after a refine stage whose trials end at `finals`."""
+    from nndiag.result import Result
+
+    trials = _trials(finals, initial)
+
+    def fake_refine(exp, range_test_lr, ceiling, steps):
+        chosen = lf.pick_refined(trials)
+        return trials.assign(factor=trials["lr"] / range_test_lr, chosen=trials["lr"] == chosen), chosen
+
+    monkeypatch.setattr(lf, "refine", fake_refine)
+    verdict = lf.Verdict()
+    if curve_finding:
+        verdict.add("unreliable-suggestion", "warn", "the curve cannot place the LR", "advice", reason="noisy")
+    sug = lf.Suggestion(1e-3, 3e-4, 5e-3, 5e-3, 2e-2, 1.0, 0.1, 100)
+    result = Result("lr-find", verdict, {}, {"suggested_lr": 1e-3, "lr_min": 3e-4, "lr_max": 5e-3})
+    lf._refine_into(result, None, sug, pd.DataFrame({"lr": [1e-7, 2e-2]}), 100)
+    return result
+
+
+def test_a_trial_that_clearly_lowers_the_loss_settles_an_unreliable_curve(monkeypatch):
+    result = _refined_result(monkeypatch, [1.5, 0.9, 0.5, 0.7])
+    (finding,) = result.verdict.findings
+    assert finding.severity == "info" and result.verdict.status == "pass"
+    assert result.metrics["suggested_lr"] == TRIAL_LRS[2] and result.metrics["range_test_lr"] == 1e-3
+    assert result.metrics["lr_max"] == 5e-3 and result.metrics["lr_min"] == 3e-4
+    widened = _refined_result(monkeypatch, [2.0, 1.9, 1.5, 0.5])  # the 10x trial wins: the range widens to hold it
+    assert widened.metrics["lr_max"] == TRIAL_LRS[3] and widened.metrics["lr_min"] <= widened.metrics["suggested_lr"]
+
+
+def test_a_barely_moving_trial_does_not_settle_it(monkeypatch):
+    result = _refined_result(monkeypatch, [2.25, 2.22, 2.2, 2.21])  # every trial "too-low" (under 10% drop)
+    (finding,) = result.verdict.findings
+    assert finding.severity == "warn" and result.metrics["suggested_lr"] == TRIAL_LRS[2]
+
+
+def test_trials_that_all_diverge_lower_the_suggestion_with_a_warning(monkeypatch):
+    result = _refined_result(monkeypatch, [9.0, math.nan, 50.0, math.inf], curve_finding=False)
+    (finding,) = result.verdict.findings
+    assert finding.code == "unreliable-suggestion" and finding.severity == "warn" and finding.evidence["reason"] == "trials-diverged"
+    assert result.metrics["refined_lr"] is None and result.metrics["suggested_lr"] == pytest.approx(TRIAL_LRS[0] / 10)
+    assert result.metrics["lr_min"] <= result.metrics["suggested_lr"]
+    partly = _refined_result(monkeypatch, [2.4, 9.0, 50.0, math.nan], curve_finding=False)  # 0.316x survives, no trial drops
+    assert partly.metrics["suggested_lr"] == TRIAL_LRS[0] and partly.verdict.status == "warn"
+
+
+def test_trials_that_never_lower_the_loss_keep_the_pick_with_a_warning(monkeypatch):
+    result = _refined_result(monkeypatch, [2.3, 2.4, 2.35, 2.5], curve_finding=False)
+    (finding,) = result.verdict.findings
+    assert finding.evidence["reason"] == "trials-flat" and result.metrics["suggested_lr"] == 1e-3
+    quiet = _refined_result(monkeypatch, [1.5, 0.9, 0.5, 0.7], curve_finding=False)  # a healthy refine: no finding
+    assert quiet.verdict.findings == [] and quiet.verdict.status == "pass"
+
+
+def test_refine_steps_must_be_a_whole_number_at_least_zero():
+    from nndiag.errors import BadInput
+
+    for bad in (-1, True, 2.5):
+        with pytest.raises(BadInput, match="--refine-steps"):
+            lf.check_options(1e-7, 10.0, "exp", None, bad)
+    lf.check_options(1e-7, 10.0, "exp", None, np.int64(5))
 
 
 def test_refine_steps_zero_keeps_the_range_tests_suggestion(build):
@@ -425,6 +550,9 @@ def test_cli_range_test_json_csv_plot_and_apply(cli, write_recipe, tmp_path):
     frame = pd.read_csv(out / "lr_find.csv")
     assert list(frame.columns) == ["step", "lr", "loss", "smoothed_loss"]
     assert (out / "lr_find.png").is_file()
+    trials = pd.read_csv(out / "lr_refine.csv")
+    assert trials.loc[trials["chosen"], "lr"].item() == pytest.approx(m["suggested_lr"]) == pytest.approx(m["refined_lr"])
+    assert m["range_test_lr"] == pytest.approx(trials.loc[trials["factor"].round(6) == 1.0, "lr"].item())
     applied = (out / "recipe.lr-applied.yaml").read_text()
     assert f"lr: {lf.yaml_number(lf.round_lr(m['suggested_lr']))}" in applied
     assert verdict["outputs"]["recipe.lr-applied.yaml"].endswith("recipe.lr-applied.yaml")

@@ -27,13 +27,16 @@ DIVERGED_FACTOR (3, CS231n's "stop early") times the initial one.
 
 **Refine** (after the range test, unless `refine_steps` is 0): the range test's pick is settled by
 trial runs of `refine_steps` (DEFAULT_REFINE_STEPS = 100) iterations at the pick x REFINE_FACTORS
-(0.316, 1, 3.16, 10), none above the divergence point, measured like candidates (same initial weights
-and batch order, the fixed training subset) but with the recipe's own weight decay. The suggestion is
-the smallest trial LR whose subset loss is within REFINE_TOLERANCE (5%) of the best trial's drop
-(`pick_refined`, pure); no trial lowered the loss: the range test's pick stands. A range test sweeps
+(0.316, 1, 3.16, 10), none above the divergence point or the highest LR tested, measured like
+candidates (same initial weights, the fixed training subset) but with the optimizer exactly as
+configured (only its LR changed: param groups keep their LR ratios and weight decays) and a batch
+order of the trials' own (seed + TRIAL_ORDER_OFFSET). The suggestion is the smallest trial LR whose
+subset loss is within REFINE_TOLERANCE (5%) of the best trial's drop (`pick_refined`, pure), and
+[lr_min, lr_max] widens to hold it. No trial lowered the loss: `unreliable-suggestion` (warn), the
+range test's pick stands (none diverged) or falls below the diverging trials. A range test sweeps
 the LR past the model, so its curve shows how fast the loss falls during the sweep, not how well one
 constant LR trains: read off the curve alone the best LR was missed on 6 of 25 benchmark problems at
-300 steps, mostly 3-30x too low; with the trials, on none (benchmarks/results/lr_find_quality.md).
+300 steps, mostly 3-30x too low; with the trials, on 2 (benchmarks/results/lr_find_quality.md).
 
 The range test's pick (`suggest`, pure; invariant to scaling and shifting the loss, because every step
 is an order statistic, a mean, or a comparison of loss differences):
@@ -81,7 +84,8 @@ Findings:
   range-too-narrow      warn  no divergence seen and the minimum lies in the last EDGE_FRACTION
                               (10%) of the points: the best LR may lie beyond `end`
   unreliable-suggestion warn  step 7 (noisy, unstable), or the flat-then-rising curve of step 6;
-                              info once the refine stage's trials have settled the LR
+                              info once a refine trial that clearly lowered the loss settled the LR;
+                              or no refine trial lowered the loss (trials-flat, trials-diverged)
 Candidates mode: no-decrease (fail) when no candidate drops significantly (diverged-immediately when
 every candidate diverged); range-too-narrow (warn) when the best candidate is the largest LR tried
 and it did not diverge, or the smallest while a larger one diverged.
@@ -99,6 +103,7 @@ import pandas as pd
 import torch
 
 from nndiag import engine
+from nndiag.data import StreamSplit, order_kept
 from nndiag.errors import BadInput
 from nndiag.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
@@ -139,6 +144,7 @@ EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 REFINE_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5, 10.0)  # trial LRs: the range test's suggestion times these (half-decade steps)
 DEFAULT_REFINE_STEPS = 100  # iterations per trial LR (the notes' "~100 iterations")
 REFINE_TOLERANCE = 0.05  # the smallest trial LR whose loss is within this fraction of the best trial's drop wins
+TRIAL_ORDER_OFFSET = 7919  # the trials' batch order is seeded with the recipe's seed + this: an order of their own, not the range test's
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +163,7 @@ def check_options(start: float, end: float, mode: str, candidates: list[float] |
     for lr in candidates or []:
         if not 0 < lr < math.inf:
             raise BadInput(f"every candidate LR must be a finite number > 0, got {lr!r}", where="--candidates")
-    if not isinstance(refine_steps, int) or refine_steps < 0:
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, (int, np.integer)) or refine_steps < 0:
         raise BadInput(f"expected a whole number of iterations >= 0 (0: no refine stage), got {refine_steps!r}", where="--refine-steps")
 
 
@@ -228,7 +234,7 @@ def measure(
     smoothed: list[float] = []
     stopped = "completed"
     started = time.perf_counter()
-    with engine.preserved(model, optimizer):
+    with engine.preserved(model, optimizer), order_kept(exp.data.train):
         model.train()
         set_lr = engine.lr_setter(optimizer)  # other param groups keep their ratio to the first
         batches = _endless_batches(exp, generator)
@@ -478,22 +484,41 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
 
 
 def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DEFAULT_CANDIDATE_STEPS,
-                       weight_decay: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Train `steps` iterations at each LR from the same initial weights and batch order.
+                       weight_decay: float | None = None, *, own_settings: bool = False,
+                       order_seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Train `steps` iterations at each LR from the same initial weights and the same batch order.
+
+    Candidates mode (the default): one LR for every param group and `weight_decay` (default the
+    optimizer's largest, or CANDIDATE_WEIGHT_DECAY when it has none). `own_settings` (the refine stage):
+    the recipe's (or the user's) optimizer exactly as configured, param groups' LR ratios and weight
+    decays included; only the LR changes. `order_seed` seeds the batch order (default: the recipe's seed;
+    a user's DataLoader replays its own order from the same state for every LR).
 
     Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
-    wd = weight_decay if weight_decay is not None else (own_weight_decay(exp) or CANDIDATE_WEIGHT_DECAY)
+    if own_settings:
+        wd = None
+
+        def make_optimizer(lr: float) -> torch.optim.Optimizer:
+            optimizer = exp.optimizer()
+            engine.lr_setter(optimizer)(lr)
+            return optimizer
+    else:
+        wd = weight_decay if weight_decay is not None else (_largest_weight_decay(exp) or CANDIDATE_WEIGHT_DECAY)
+
+        def make_optimizer(lr: float) -> torch.optim.Optimizer:
+            return exp.optimizer(lr=lr, weight_decay=wd)
+    seed = exp.recipe.seed if order_seed is None else order_seed
     model = exp.model
-    subset = exp.data.train.take(EVAL_EXAMPLES, generator=torch.Generator().manual_seed(exp.recipe.seed))
     rows, curves = [], []
-    with engine.preserved(model) as initial:
+    with engine.preserved(model) as initial, order_kept(exp.data.train) as order:
+        subset = _eval_subset(exp)  # a user's loader gives its first batches (and is rewound for every LR)
         before = _subset_loss(exp, subset)
         for lr in candidates:
             initial.restore(model)
+            order.rewind()
             model.train()
-            optimizer = exp.optimizer(lr=lr, weight_decay=wd)
-            generator = torch.Generator().manual_seed(exp.recipe.seed)
-            batches = _endless_batches(exp, generator)
+            optimizer = make_optimizer(lr)
+            batches = _endless_batches(exp, torch.Generator().manual_seed(seed))
             record = []
             for _ in range(steps):
                 record.append(exp.step(optimizer, next(batches), model=model).loss)
@@ -509,9 +534,18 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DE
     return summary, pd.DataFrame(curves, columns=["lr", "step", "loss"]), facts
 
 
-def own_weight_decay(exp: Experiment) -> float:
-    """The weight decay of the recipe's (or the user's) optimizer."""
+def _largest_weight_decay(exp: Experiment) -> float:
+    """The largest weight decay among the param groups of the recipe's (or the user's) optimizer."""
     return max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)
+
+
+def _eval_subset(exp: Experiment) -> Any:
+    """The fixed training subset on which candidates and trials are scored (up to EVAL_EXAMPLES examples,
+    a seeded choice). Streamed data stays streamed: a few thousand images would not fit on a GPU at once."""
+    generator = torch.Generator().manual_seed(exp.recipe.seed)
+    if isinstance(exp.data.train, StreamSplit):
+        return exp.data.train.subset(EVAL_EXAMPLES, generator=generator)
+    return exp.data.train.take(EVAL_EXAMPLES, generator=generator)
 
 
 @torch.no_grad()
@@ -562,16 +596,18 @@ def decide_candidates(summary: pd.DataFrame) -> tuple[Verdict, float | None]:
 # --------------------------------------------------------------------------------------------
 
 
-def refine_lrs(center: float, lr_diverged: float | None) -> list[float]:
-    """The trial LRs: `center` x REFINE_FACTORS, none above the range test's divergence point. Pure."""
-    return [center * f for f in REFINE_FACTORS if lr_diverged is None or center * f <= lr_diverged]
+def refine_lrs(range_test_lr: float, ceiling: float) -> list[float]:
+    """The trial LRs: the range test's pick x REFINE_FACTORS, none above `ceiling` (the divergence point,
+    or the highest LR the range test reached when it never diverged: no trial goes where the test did
+    not). Pure."""
+    return [range_test_lr * f for f in REFINE_FACTORS if range_test_lr * f <= ceiling]
 
 
 def pick_refined(summary: pd.DataFrame) -> float | None:
     """The trial LR to use: among the trials that did not diverge, the smallest whose subset loss is within
     REFINE_TOLERANCE of the best trial's drop from the initial loss (a smaller LR that trains as well is
-    the safer pick for a longer run). None when no trial lowered the loss. Pure; invariant to scaling and
-    shifting the loss."""
+    the safer pick for a longer run). None when no trial lowered the loss. Pure; given the trials'
+    outcomes, invariant to scaling and shifting the loss."""
     usable = summary[(summary["outcome"] != "diverged") & np.isfinite(summary["final_loss"])]
     if usable.empty:
         return None
@@ -582,36 +618,78 @@ def pick_refined(summary: pd.DataFrame) -> float | None:
     return float(close["lr"].min())
 
 
-def refine(exp: Experiment, center: float, lr_diverged: float | None, steps: int = DEFAULT_REFINE_STEPS) -> tuple[pd.DataFrame, float | None]:
-    """Train `steps` iterations at each trial LR around `center` with the recipe's own optimizer settings
-    (its weight decay, none added), from the same initial weights and batch order as candidates mode.
-    Returns (one row per trial, with `factor` and `chosen`; the chosen LR or None)."""
-    summary, _, _ = measure_candidates(exp, refine_lrs(center, lr_diverged), steps, weight_decay=own_weight_decay(exp))
+def refine(exp: Experiment, range_test_lr: float, ceiling: float, steps: int = DEFAULT_REFINE_STEPS) -> tuple[pd.DataFrame, float | None]:
+    """Train `steps` iterations at each trial LR (`refine_lrs`) with the recipe's (or the user's) optimizer
+    as configured, only the LR changed, from the same initial weights, in a batch order of the trials'
+    own (seed + TRIAL_ORDER_OFFSET). Returns (one row per trial, with `factor` and `chosen`; the chosen LR
+    or None)."""
+    summary, _, _ = measure_candidates(exp, refine_lrs(range_test_lr, ceiling), steps, own_settings=True,
+                                       order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET)
     chosen = pick_refined(summary)
-    summary.insert(1, "factor", summary["lr"] / center)
+    summary.insert(1, "factor", summary["lr"] / range_test_lr)
     summary["chosen"] = summary["lr"] == chosen
     return summary, chosen
 
 
-def _refine_into(result: Result, exp: Experiment, sug: Suggestion, steps: int) -> None:
-    """Run the refine stage on the range test's suggestion and make its pick the result's suggestion."""
+def _refine_into(result: Result, exp: Experiment, sug: Suggestion, frame: pd.DataFrame, steps: int) -> None:
+    """Run the refine stage on the range test's pick and make its choice the result's suggestion; widen
+    [lr_min, lr_max] to hold it. The unreliable-suggestion finding of the curve becomes info when a trial
+    that clearly lowered the loss settled the LR; a warning when the trials could not."""
     started = time.perf_counter()
-    trials, chosen = refine(exp, sug.suggested_lr, sug.lr_diverged, steps)
+    ceiling = min(sug.lr_diverged if sug.lr_diverged is not None else math.inf, float(frame["lr"].max()))
+    trials, chosen = refine(exp, sug.suggested_lr, ceiling, steps)
     m = result.metrics
     m.update({"range_test_lr": sug.suggested_lr, "refine_steps": steps, "refine_trials": len(trials),
-              "refine_seconds": time.perf_counter() - started})
+              "refined_lr": chosen, "refine_seconds": time.perf_counter() - started})
     result.tables["lr_refine"] = trials
-    if chosen is None:
-        m["refined_lr"] = None
+    curve_finding = next((f for f in result.verdict.findings if f.code == "unreliable-suggestion"), None)
+    if chosen is not None:
+        m["suggested_lr"] = chosen
+        m["lr_min"] = min(m["lr_min"], chosen) if m["lr_min"] is not None else chosen
+        m["lr_max"] = max(m["lr_max"], chosen) if m["lr_max"] is not None else chosen
+        settled = trials.loc[trials["chosen"], "outcome"].iloc[0] == "drops"
+        if curve_finding is not None and settled:  # the trials measured what the curve could not show
+            curve_finding.severity = "info"
+            curve_finding.message += f"; the refine stage's trial runs settled it at {chosen:.3g}"
+            curve_finding.evidence["refined_lr"] = chosen
         return
-    m["refined_lr"] = m["suggested_lr"] = chosen
-    m["lr_min"] = min(m["lr_min"], chosen) if m["lr_min"] is not None else chosen
-    m["lr_max"] = max(m["lr_max"], chosen) if m["lr_max"] is not None else chosen
-    for finding in result.verdict.findings:
-        if finding.code == "unreliable-suggestion":  # the trials measured what the curve could not show
-            finding.severity = "info"
-            finding.message += f"; the refine stage's trial runs settled it at {chosen:.3g}"
-            finding.evidence["refined_lr"] = chosen
+    _trials_unsettled(result, trials, sug.suggested_lr, steps, curve_finding)
+
+
+def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float, steps: int, curve_finding: Any) -> None:
+    """No trial lowered the loss. When some diverged, the suggestion falls below them: to the largest trial
+    LR under the lowest diverging one, else a decade below that one (untested); otherwise the range test's
+    pick stands. Either way a warning says the trials did not confirm it."""
+    m = result.metrics
+    span = f"{trials['lr'].min():.3g} to {trials['lr'].max():.3g}"
+    diverged = trials[trials["outcome"] == "diverged"]
+    if diverged.empty:
+        message = (f"none of the {len(trials)} trial runs (LR {span}, {steps} iterations each) lowered the loss on the training "
+                   f"subset: the range test's pick {range_test_lr:.3g} is unconfirmed")
+        advice = ("Longer trials may show a drop (--refine-steps 300), or compare a few LRs with --candidates; if no LR lowers "
+                  "the loss, look for a training bug with `nndiag overfit-small`.")
+        reason = "trials-flat"
+    else:
+        lowest = float(diverged["lr"].min())
+        below = trials[(trials["lr"] < lowest) & (trials["outcome"] != "diverged")]
+        fallback = float(below["lr"].max()) if len(below) else lowest / 10
+        m["suggested_lr"] = fallback
+        m["lr_min"] = min(m["lr_min"], fallback) if m["lr_min"] is not None else fallback
+        how = "the largest trial LR below them" if len(below) else "10x below the lowest of them, untested"
+        message = (f"{len(diverged)} of the {len(trials)} trial runs diverged (from LR {lowest:.3g}) when held at one LR for "
+                   f"{steps} iterations, and none lowered the loss: the suggestion falls from the range test's pick "
+                   f"{range_test_lr:.3g} to {fallback:.3g} ({how})")
+        advice = ("A constant LR that a rising range test passed through still blows up: the model needs a gentler start. "
+                  "Use a warm-up (schedule: {name: cosine, warmup_steps: 500}), clip gradients (train.grad_clip), "
+                  "and check the initialisation with `nndiag check-loss`.")
+        reason = "trials-diverged"
+    if curve_finding is not None:  # one finding for the suggestion: the curve's doubt and the trials' together
+        curve_finding.message += f"; and {message}"
+        curve_finding.advice = advice
+        curve_finding.evidence["trials"] = reason
+        return
+    result.verdict.add("unreliable-suggestion", "warn", message, advice, reason=reason, range_test_lr=range_test_lr,
+                       trials=len(trials), diverged=len(diverged))
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,9 +798,10 @@ def run(
                    "seconds": facts["seconds"]}
         result = Result("lr-find", verdict, {"lr_find": frame}, metrics)
         if refine_steps > 0 and sug.suggested_lr is not None and verdict.status != "fail":
-            _refine_into(result, exp, sug, refine_steps)
-    if apply and metrics["suggested_lr"] is not None:
-        result.extra_files["recipe.lr-applied.yaml"] = apply_lr(exp.recipe, float(metrics["suggested_lr"]), recipe_text)
-        result.metrics["applied_lr"] = round_lr(float(metrics["suggested_lr"]))
+            _refine_into(result, exp, sug, frame, refine_steps)
+    suggested = result.metrics["suggested_lr"]  # the refine stage's choice when it ran
+    if apply and suggested is not None:
+        result.extra_files["recipe.lr-applied.yaml"] = apply_lr(exp.recipe, float(suggested), recipe_text)
+        result.metrics["applied_lr"] = round_lr(float(suggested))
         result.metrics["applied_recipe"] = "recipe.lr-applied.yaml"
     return result
