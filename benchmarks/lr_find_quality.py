@@ -23,7 +23,8 @@ batch order; a fine-tuning problem is pretrained first, from the same seed):
      The share of the grid-best's improvement, (L0 - L) / (L0 - L(best)), is reported beside it.
   4. per problem, a tool is GOOD when it is good on a majority of the seeds; the headline counts
      problems at each step count, on the tuning set (problems.py splits derive + report: the rule was
-     derived there) and on the holdout (split holdout: never used to choose the rule).
+     derived there), on the holdout (split holdout: never used to choose the range test's rule) and on
+     holdout2 (added after the refine stage was adopted, before anything was measured on them).
 
 Every trained score is cached in SCORES_CSV keyed by (problem, seed, lr), so a re-run after a change
 to the suggestion rule trains only the new suggestions (--fresh ignores the cache). The range-test
@@ -56,7 +57,8 @@ GOOD_RATIO = 1.25  # GOOD: loss <= max(GOOD_RATIO x best, best + GOOD_MARGIN) (i
 GOOD_MARGIN = 0.05  # (absolute, in loss units: cross-entropy nats on every problem here)
 HOPELESS_FACTOR = 100.0  # a training run whose batch loss exceeds this x its first batch loss is scored inf
 SKIP_AFTER = 2  # this many consecutive ever-worse grid LRs below the best end the grid (train_grid)
-SPLITS = {"tuning (derive + report)": ("derive", "report"), "holdout": ("holdout",), "all": None}  # the summary lines
+SPLITS = {"tuning (derive + report)": ("derive", "report"), "holdout": ("holdout",), "holdout2": ("holdout2",),
+          "all": None}  # the summary lines
 TOOLS = ("nndiag", "nndiag_range_test", "fastai_valley", "torch_lr_finder_steepest", "lightning_tuner")
 ANCHORS = TOOLS[2:]  # the other tools; nndiag_range_test is nndiag's range-test suggestion before its refine stage
 LABELS = {"nndiag": "nndiag", "nndiag_range_test": "nndiag range test only", "fastai_valley": "fastai valley", "torch_lr_finder_steepest": "torch-lr-finder steepest",
@@ -326,16 +328,18 @@ def _reliability(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
 def _split() -> list[str]:
     lines = ["## Splits (benchmarks/problems.py `split`)", "",
              "Tuning set = derive + report (the first round derived its rule on derive and reported on report; both have "
-             "been seen since). Holdout = 8 problems frozen before any second-round rule variant was scored on them. "
-             "How the rule was chosen on the tuning set: lr_find_rule_search.md.", ""]
-    lines += [f"- {split}: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == split) for split in ("derive", "report", "holdout")]
+             "been seen since). Holdout = 8 problems frozen before any second-round rule variant was scored on them (the "
+             "refine stage's screen later ran on them). Holdout2 = 8 problems frozen after the refine stage was adopted, "
+             "before anything was measured on them. How the rule was chosen on the tuning set: lr_find_rule_search.md; "
+             "the refine stage: lr_find_refine_screen.md.", ""]
+    lines += [f"- {split}: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == split) for split in ("derive", "report", "holdout", "holdout2")]
     return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="*", default=list(PROBLEMS), help="problems to run (default: all)")
-    parser.add_argument("--split", choices=["derive", "report", "holdout"], help="only the problems of this split")
+    parser.add_argument("--split", choices=["derive", "report", "holdout", "holdout2"], help="only the problems of this split")
     parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS), help="seeds (initial weights and batch order)")
     parser.add_argument("--steps", type=int, nargs="*", default=list(STEPS), help="step counts to score at")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = least timing noise)")

@@ -183,6 +183,17 @@ _ENTRIES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], i
     ("spiral-mlp-adagrad", "holdout", SPIRAL, _mlp([64, 64]), {"name": "adagrad", "lr": 1e-2}, 32, None),
     ("tokens-transformer-adam", "holdout", BUILTIN_TOKENS, {"name": "transformer", "args": {"vocab_size": 12, "d_model": 32, "heads": 4, "layers": 2}},
      {"name": "adam", "lr": 1e-3}, 64, None),
+    # holdout2: frozen after the refine stage was adopted and before anything was measured on them
+    ("spiral-mlp3-nesterov", "holdout2", SPIRAL, _mlp([64, 64, 64]), {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, 32, None),
+    ("digits-mlp-sgd", "holdout2", DIGITS_FLAT, _mlp([256]), {"name": "sgd", "lr": 0.01}, 64, None),
+    ("mnist1d-cnn-adam", "holdout2", MNIST1D_CH, _cnn([16, 32], False), {"name": "adam", "lr": 1e-3}, 64, None),
+    ("tokens-gru-sgdm", "holdout2", BUILTIN_TOKENS, {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 32, "layers": 1}},
+     {"name": "sgd", "lr": 0.1, "momentum": 0.9}, 32, None),
+    ("digits-mlp-adamw-gelu", "holdout2", DIGITS_FLAT, _mlp([128, 128], "gelu"), {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}, 128, None),
+    ("spiral-mlp-adam-finetune", "holdout2", SPIRAL, _mlp([64, 64]), {"name": "adam", "lr": 1e-3}, 32, {"steps": 300, "lr": 1e-2}),
+    ("mnist1d-mlp-bn-rmsprop", "holdout2", MNIST1D, _mlp([128, 128], batchnorm=True), {"name": "rmsprop", "lr": 1e-3}, 64, None),
+    ("digits-cnn-sgdm-finetune", "holdout2", DIGITS, _cnn([8, 16], False), {"name": "sgd", "lr": 0.05, "momentum": 0.9}, 64,
+     {"steps": 300, "lr": 0.05}),
 ]
 
 PROBLEMS: dict[str, dict[str, Any]] = {
