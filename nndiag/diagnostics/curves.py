@@ -523,7 +523,8 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
             else:
                 tail_text = f" while train loss stayed near {_n(t_end)} ({_n(t_k)} at the val minimum)"
             verdict.add("overfitting", "warn",
-                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)}{tail_text}",
+                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)} "
+                        f"(a 3-point median, and the median of the last {tail} points){tail_text}",
                         "Stop earlier (train.early_stopping.patience keeps the best weights), add regularization "
                         "(optim.weight_decay, dropout, augmentation) or get more training data.",
                         val_min=v_min, val_min_at=float(xs[k]), val_end=v_end, train_at_min=t_k, train_end=t_end, at=float(xs[k]), x=fx)
