@@ -134,9 +134,10 @@ ENTRIES = [
          "points alone and its odd points alone lie more than {lr_find.UNSTABLE_FACTOR}x apart, or a half gives none. Reason trials-flat / "
          "trials-diverged (the refine stage): no trial run lowered the loss, none diverged / some diverged (the suggestion then falls "
          "below them).",
-         "Measured on benchmarks/results/lr_find_quality.md (17 tuning + 8 holdout problems x 3 seeds, {lr_find.DEFAULT_BATCHES_PER_LR} "
+         "Measured on benchmarks/results/lr_find_quality.md (33 problems x 3 seeds, {lr_find.DEFAULT_BATCHES_PER_LR} "
          "batches per LR): flat fires on fine-tuning runs whose curve does not drop; the margin was derived on the tuning problems. "
-         "After the refine stage none of the 12 flagged runs was bad, hence info once the trials have settled the LR.",
+         "After the refine stage 1 of the 18 flagged runs was bad (at 1,000 steps, none at 300), hence info once the trials have "
+         "settled the LR.",
          "Keep the refine stage on (--refine-steps > 0; it settles the LR by trial runs), or smooth the curve (--batches-per-lr 8, "
          "a larger batch, more --steps) or compare a few LRs with --candidates; a flat curve on a trained model (fine-tuning) "
          "means: stay near the suggestion. Trials that diverge at a constant LR: add a warm-up (schedule.warmup_steps)."),

@@ -35,7 +35,7 @@ subset loss is within REFINE_TOLERANCE (5%) of the best trial's drop (`pick_refi
 [lr_min, lr_max] widens to hold it. No trial lowered the loss: `unreliable-suggestion` (warn), the
 range test's pick stands (none diverged) or falls below the diverging trials. A range test sweeps
 the LR past the model, so its curve shows how fast the loss falls during the sweep, not how well one
-constant LR trains: read off the curve alone the best LR was missed on 6 of 25 benchmark problems at
+constant LR trains: read off the curve alone the best LR was missed on 8 of 33 benchmark problems at
 300 steps, mostly 3-30x too low; with the trials, on 2 (benchmarks/results/lr_find_quality.md).
 
 The range test's pick (`suggest`, pure; invariant to scaling and shifting the loss, because every step
