@@ -53,6 +53,15 @@ def _runs_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NNDIAG_RUNS", str(tmp_path / "runs"))
 
 
+def integrations_example(heading: str) -> str:
+    """The first python code block after `heading` in docs/integrations.md (the page's example, marked
+    `<!-- by: tests/test_integrations_*.py -->`: those tests run it with the frameworks installed)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "integrations.md").read_text()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```\n", start)]
+
+
 def recipe_dict(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A deep copy of `base` with dotted-key changes, e.g. recipe_dict(SPIRAL_MLP, **{"optim.lr": 1e-8})."""
     from nndiag.recipe import set_path

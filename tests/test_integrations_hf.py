@@ -19,6 +19,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 import models_zoo as zoo  # noqa: E402
+from conftest import integrations_example  # noqa: E402
 from nndiag.errors import BadInput  # noqa: E402
 from nndiag.integrations import DiagnosisFailed  # noqa: E402
 from nndiag.integrations.transformers import NNDiagCallback  # noqa: E402
@@ -144,18 +145,10 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     assert (tmp_path / "run" / "03-curves" / "metrics.csv").exists()
 
 
-def readme_example(heading: str) -> str:
-    """The first python code block after `heading` in docs/integrations.md (the page's example)."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "integrations.md").read_text()
-    after = text[text.index(heading):]
-    start = after.index("```python\n") + len("```python\n")
-    return after[start:after.index("```\n", start)]
-
-
 def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # output_dir="hf-out"
     scope: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(readme_example("## Hugging Face Trainer"), "docs/integrations.md", "exec"), scope)
+    exec(compile(integrations_example("## Hugging Face Trainer"), "docs/integrations.md", "exec"), scope)
     callback = scope["callback"]
     assert callback.summary["status"] == "pass", callback.summary["findings"]
     assert callback.folder.parent == tmp_path / "runs" / "BertForSequenceClassification"

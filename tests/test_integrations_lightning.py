@@ -22,6 +22,8 @@ try:
 except ImportError:
     pl = pytest.importorskip("pytorch_lightning")
 
+from conftest import integrations_example
+
 import nndiag
 from nndiag.errors import BadInput
 from nndiag.integrations import DiagnosisFailed
@@ -429,18 +431,10 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
         assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
 
 
-def readme_example(heading: str) -> str:
-    """The first python code block after `heading` in docs/integrations.md (the page's example)."""
-    text = (Path(__file__).resolve().parent.parent / "docs" / "integrations.md").read_text()
-    after = text[text.index(heading):]
-    start = after.index("```python\n") + len("```python\n")
-    return after[start:after.index("```\n", start)]
-
-
 def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # Lightning's default logger and checkpoints land here
     scope: dict[str, Any] = {"__name__": "readme_example"}
-    exec(compile(readme_example("## PyTorch Lightning"), "docs/integrations.md", "exec"), scope)
+    exec(compile(integrations_example("## PyTorch Lightning"), "docs/integrations.md", "exec"), scope)
     callback = scope["callback"]
     assert callback.summary["status"] == "pass", callback.summary["findings"]
     assert callback.folder.parent == tmp_path / "runs" / "Classifier" and (callback.folder / "summary.json").exists()
