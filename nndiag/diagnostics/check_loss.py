@@ -47,9 +47,11 @@ INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
 
 
-def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | None = None,
+            expected_why: str = "given by the user") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
-    `expected`: the loss an untrained model should have, when the user knows better than the rule."""
+    `expected`: the loss an untrained model should have, when the user knows better than the rule;
+    `expected_why` says where it came from."""
     model = exp.model
     rows, scored = [], []
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
@@ -77,7 +79,7 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | N
             scored.append(result if i == 0 else Scored(result.loss, None, result.targets, result.examples))  # keep one batch's logits
     frame = pd.DataFrame(rows)
     if expected is not None:
-        why = "given by the user"
+        why = expected_why
     else:
         targets = exp.data.train.take(10_000).y if isinstance(exp.data.train, TensorSplit) else None
         expected, why = exp.scorer.expected_initial_loss(scored, targets if isinstance(targets, torch.Tensor) else None)
@@ -173,8 +175,9 @@ def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
         )
 
 
-def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE, expected: float | None = None) -> Result:
-    frame, facts = measure(exp, batches, expected)
+def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE, expected: float | None = None,
+        expected_why: str = "given by the user") -> Result:
+    frame, facts = measure(exp, batches, expected, expected_why)
     verdict = decide(frame, facts, tolerance)
     losses = frame["loss"]
     expected = facts["expected"]

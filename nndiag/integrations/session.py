@@ -271,22 +271,16 @@ def check_loss(model: Any, data: Any, *, step: Any, optimizer: Any, options: Opt
     """nndiag's check-loss on `model` and `data`, through `step` (None: the model's own loss). It uses
     the logits when the step exposes them, else ln `num_classes` when given, else says what it could
     not check (not-checked). Model, optimizer and RNGs are handed back as found."""
-    from nndiag import engine
+    from nndiag import api
     from nndiag.diagnostics import check_loss as diagnostic
     from nndiag.experiment import Experiment
 
-    rng = engine.rng_state()
-    try:
+    with api._rng_kept():
         exp = Experiment.from_objects(model, data, step=step, optimizer=optimizer, seed=options.seed)
         expected = math.log(options.num_classes) if exp.num_classes is None and options.num_classes else None
-        result = diagnostic.run(exp, batches=options.batches, expected=expected)
-    finally:
-        engine.set_rng_state(rng)
-    if expected is not None:
-        result.metrics["expected_from"] = f"ln C = ln {options.num_classes} (num_classes)"
-    result.context = {**exp.describe(), **result.context}
-    result.name, result.source = exp.recipe.name, "python"
-    return result
+        result = diagnostic.run(exp, batches=options.batches, expected=expected,
+                                expected_why=f"ln C = ln {options.num_classes} (num_classes)")
+    return api._finish(result, exp, model)
 
 
 def timed(work: Callable[[], Any]) -> tuple[Any, float]:
