@@ -260,7 +260,7 @@ def _md_code(text: Any) -> str:
     return f"{fence} {text} {fence}" if fence == "``" else f"`{text}`"
 
 
-def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
+def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
     status = overall_status(steps)
     lines = [f"# nndiag babysit: {md_escape(head['recipe_name'])}", ""]
     lines.append(f"**Overall: {LOOK[status][0].upper()}** · {md_escape(head['date'])}" + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else ""))
@@ -270,7 +270,6 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any]) -> st
     for key, value in (head.get("context") or {}).items():
         lines.append(f"{md_escape(key.capitalize())}: {md_escape(value)}  ")
     lines.append("")
-    diagnosis = diagnose(steps)
     stop = stopping_step(steps)
     if stop is not None:
         lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
@@ -428,7 +427,7 @@ def _data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def render_html(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
+def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
     status = overall_status(steps)
     title = f"nndiag babysit: {head['recipe_name']}"
     parts = [
@@ -445,7 +444,6 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any]) -> str:
     context = head.get("context") or {}
     if context:
         parts.append('<p class="meta">' + " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in context.items()) + "</p>")
-    diagnosis = diagnose(steps)
     parts += _html_stop(steps, diagnosis)
     parts += _html_causes(diagnosis)
     parts += ['<div class="card" style="border-left-color:var(--line)"><h2>Summary</h2>', _html_summary(steps), "</div>"]
@@ -578,8 +576,9 @@ def write_report(
         "date": date or time.strftime("%Y-%m-%d %H:%M"),
     }
     md_path, html_path = folder / "report.md", folder / "report.html"
-    atomic_write_text(md_path, render_markdown(folder, ordered, head))
-    atomic_write_text(html_path, render_html(folder, ordered, head))
+    diagnosis = diagnose(ordered)  # one ranking for both pages
+    atomic_write_text(md_path, render_markdown(folder, ordered, head, diagnosis))
+    atomic_write_text(html_path, render_html(folder, ordered, head, diagnosis))
     return {"markdown": md_path, "html": html_path}
 
 
