@@ -72,12 +72,17 @@ def load(recipe: RecipeLike, set: Sequence[str] | None = None, device: str | Non
     return parse_recipe(raw, source=source)
 
 
-def _source(target: Any) -> str:
-    """What ran, for the JSON "recipe" key: the recipe path as given (a bundled recipe's file for a bare name)."""
+def _source(target: Any, loaded: "Recipe | None" = None) -> str:
+    """What ran, for the JSON "recipe" key: the recipe path as given (a bundled recipe's file for a bare
+    name: the file `loaded` came from, when given)."""
     if isinstance(target, (str, os.PathLike)):
+        if Path(target).is_file():
+            return str(target)
+        if loaded is not None and loaded.source is not None:
+            return str(loaded.source)
         from nndiag.recipe import resolve_recipe_path
 
-        return str(target) if Path(target).is_file() else str(resolve_recipe_path(Path(target)))
+        return str(resolve_recipe_path(Path(target)))
     return "python" if not is_recipe(target) else "recipe dict"
 
 
@@ -121,7 +126,7 @@ def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
     result.recipe = exp.recipe.to_dict() if is_recipe(target) else None
     result.context = {**exp.describe(), **result.context}
     result.name = exp.recipe.name
-    result.source = _source(target)
+    result.source = _source(target, exp.recipe)
     return result
 
 
@@ -252,12 +257,17 @@ def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = 
     fails), stopping at the first failing gate unless `keep_going`.
 
     Its steps write their run folders as they go: into `out` when given, else into a temporary folder
-    that `.save(folder)` copies."""
+    that `.save(folder)` copies. The report's commands to rerun a step repeat `set`, `device` and `seed`."""
+    import shlex
+
     from nndiag.babysitter import run_babysit
 
     loaded = load(recipe, set, device, seed)
-    return run_babysit(loaded, _source(recipe), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,
-                       plots=plots, progress=progress)
+    repeated = [f"--set {shlex.quote(s)}" for s in set or []]
+    repeated += [f"--device {device}"] if device else []
+    repeated += [f"--seed {seed}"] if seed is not None else []
+    return run_babysit(loaded, _source(recipe, loaded), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,
+                       plots=plots, progress=progress, cli_args="".join(f" {p}" for p in repeated))
 
 
 def _is_optimizer(obj: Any) -> bool:
@@ -269,8 +279,9 @@ def _is_optimizer(obj: Any) -> bool:
 
 def _is_lightning_module(obj: Any) -> bool:
     """A LightningModule (from lightning.pytorch or pytorch_lightning), told by its class names: no import of Lightning."""
-    return any(cls.__name__ == "LightningModule" and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning")
-               for cls in type(obj).__mro__)
+    from nndiag.integrations import lightning_base
+
+    return lightning_base(obj, "LightningModule") is not None
 
 
 def _is_frame(obj: Any) -> bool:

@@ -107,16 +107,6 @@ def execute(command: str, common: Common, work: Callable[[], Any]) -> None:
     finish(result, verdict, common.json, folder)
 
 
-def _repeatable_args(common: Common) -> str:
-    """The overrides of a command line, to repeat in the commands a report shows."""
-    import shlex
-
-    parts = [f"--set {shlex.quote(s)}" for s in common.set or []]
-    parts += [f"--device {common.device}"] if common.device else []
-    parts += [f"--seed {common.seed}"] if common.seed is not None else []
-    return "".join(f" {p}" for p in parts)
-
-
 def emit_json(verdict: dict[str, Any]) -> None:
     """The --json contract: exactly one JSON object on stdout."""
     sys.stdout.write(json.dumps(verdict) + "\n")
@@ -407,12 +397,11 @@ def babysit(
     stderr = err_console()
     note_bundled(recipe, json)
     try:
-        from nndiag.babysitter import run_babysit
+        from nndiag import api
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
-        loaded = load(common)
-        result = run_babysit(loaded, str(recipe if recipe.is_file() else loaded.source), budget=budget, keep_going=keep_going, out=out, plots=not no_plots,
-                             progress=progress, cli_args=_repeatable_args(common))
+        result = api.babysit(recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=progress,
+                             **overrides(common))
     except BadInput as exc:
         raise bad_input(str(exc)) from None
     except KeyboardInterrupt:

@@ -40,6 +40,15 @@ def missing(framework: str, error: BaseException | None = None) -> ImportError:
                        f"Install it with: pip install 'nndiag[{extra}]'")
 
 
+def lightning_base(obj: Any, name: str) -> type | None:
+    """The Lightning class `name` (LightningModule, LightningDataModule) in obj's class hierarchy, from
+    lightning.pytorch or pytorch_lightning, told by class names: Lightning is not imported."""
+    for cls in type(obj).__mro__:
+        if cls.__name__ == name and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning"):
+            return cls
+    return None
+
+
 class DiagnosisFailed(RuntimeError):
     """Raised by an integration's callback with `fail_on` set, when a stage's verdict reaches that
     status: training stops. The message names the stage, the findings and the run folder.
@@ -52,4 +61,4 @@ class DiagnosisFailed(RuntimeError):
         self.stage, self.status, self.findings, self.summary, self.folder = stage, status, findings, summary, folder
 
 
-__all__ = ["DiagnosisFailed", "missing"]
+__all__ = ["DiagnosisFailed", "lightning_base", "missing"]

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 from nndiag.errors import BadInput
-from nndiag.integrations import DiagnosisFailed, missing
+from nndiag.integrations import DiagnosisFailed, lightning_base, missing
 
 try:
     import lightning.pytorch as pl
@@ -72,17 +72,9 @@ log = logging.getLogger(f"{pl.__name__}.callbacks.nndiag")  # shown like Lightni
 # --------------------------------------------------------------------------------------------
 
 
-def _base(obj: Any, name: str) -> type | None:
-    """The Lightning class `name` in obj's class hierarchy (from either package), or None."""
-    for cls in type(obj).__mro__:
-        if cls.__name__ == name and cls.__module__.split(".")[0] in ("lightning", "pytorch_lightning"):
-            return cls
-    return None
-
-
 def overridden(module: Any, name: str) -> bool:
     """Does the module's class define `name` itself, rather than inherit Lightning's default?"""
-    base = _base(module, "LightningModule")
+    base = lightning_base(module, "LightningModule")
     return base is not None and getattr(type(module), name, None) is not getattr(base, name, None)
 
 
@@ -99,7 +91,7 @@ def module_experiment(module: Any, data: Any = None, *, loss: Any = None, step: 
     if optimizer is None:
         optimizer = optimizer_of(module)
     data = data_of(module) if data is None else data
-    if _base(data, "LightningDataModule") is not None:
+    if lightning_base(data, "LightningDataModule") is not None:
         data = _datamodule_loader(data)
     return Experiment.from_objects(module, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size or 64,
                                    device=device, seed=0 if seed is None else seed)
@@ -234,7 +226,7 @@ def data_of(module: Any) -> Any:
 
 def _datamodule_loader(datamodule: Any) -> Any:
     try:
-        if _base(datamodule, "LightningDataModule") is not None and getattr(datamodule, "_trainer", None) is None:
+        if lightning_base(datamodule, "LightningDataModule") is not None and getattr(datamodule, "_trainer", None) is None:
             datamodule.prepare_data()
             datamodule.setup("fit")
         return datamodule.train_dataloader()
