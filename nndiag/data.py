@@ -156,17 +156,18 @@ class StreamSplit:
         local = type(dataset).__module__.startswith("nndiag_user.") or getattr(self.collate, "__module__", "").startswith("nndiag_user.")
         return 0 if local and multiprocessing.get_start_method() != "fork" else self.num_workers
 
-    def take(self, n: int, generator: torch.Generator | None = None) -> TensorSplit:
+    def _choose(self, n: int, generator: torch.Generator | None) -> list[int]:
+        """The indices of n examples: a seeded random choice when a generator is given, else the first n."""
         n = min(n, len(self))
-        index = torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else range(n)
-        return TensorSplit(self._place(self.collate([self.dataset[i] for i in index])))
+        return torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else list(range(n))
+
+    def take(self, n: int, generator: torch.Generator | None = None) -> TensorSplit:
+        return TensorSplit(self._place(self.collate([self.dataset[i] for i in self._choose(n, generator)])))
 
     def subset(self, n: int, generator: torch.Generator | None = None) -> "StreamSplit":
-        """n examples (a seeded random choice when a generator is given), still streamed: never all on the
-        device at once (take() holds them there, which a few thousand images would not fit)."""
-        n = min(n, len(self))
-        index = torch.randperm(len(self), generator=generator)[:n].tolist() if generator is not None else list(range(n))
-        part = StreamSplit(Subset(self.dataset, index), self.device, self.num_workers, self.transform, self.collate)
+        """n examples chosen as take() does, still streamed: never all on the device at once (take() holds
+        them there, which a few thousand images would not fit)."""
+        part = StreamSplit(Subset(self.dataset, self._choose(n, generator)), self.device, self.num_workers, self.transform, self.collate)
         part.float_dtype = self.float_dtype
         return part
 

@@ -644,9 +644,7 @@ def _refine_into(result: Result, exp: Experiment, sug: Suggestion, frame: pd.Dat
     result.tables["lr_refine"] = trials
     curve_finding = next((f for f in result.verdict.findings if f.code == "unreliable-suggestion"), None)
     if chosen is not None:
-        m["suggested_lr"] = chosen
-        m["lr_min"] = min(m["lr_min"], chosen) if m["lr_min"] is not None else chosen
-        m["lr_max"] = max(m["lr_max"], chosen) if m["lr_max"] is not None else chosen
+        _suggest_within_range(m, chosen)
         settled = trials.loc[trials["chosen"], "outcome"].iloc[0] == "drops"
         if curve_finding is not None and settled:  # the trials measured what the curve could not show
             curve_finding.severity = "info"
@@ -654,6 +652,13 @@ def _refine_into(result: Result, exp: Experiment, sug: Suggestion, frame: pd.Dat
             curve_finding.evidence["refined_lr"] = chosen
         return
     _trials_unsettled(result, trials, sug.suggested_lr, steps, curve_finding)
+
+
+def _suggest_within_range(metrics: dict[str, Any], lr: float) -> None:
+    """Make `lr` the suggestion, widening [lr_min, lr_max] to hold it."""
+    metrics["suggested_lr"] = lr
+    metrics["lr_min"] = lr if metrics["lr_min"] is None else min(metrics["lr_min"], lr)
+    metrics["lr_max"] = lr if metrics["lr_max"] is None else max(metrics["lr_max"], lr)
 
 
 def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float, steps: int, curve_finding: Any) -> None:
@@ -673,8 +678,7 @@ def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float
         lowest = float(diverged["lr"].min())
         below = trials[(trials["lr"] < lowest) & (trials["outcome"] != "diverged")]
         fallback = float(below["lr"].max()) if len(below) else lowest / 10
-        m["suggested_lr"] = fallback
-        m["lr_min"] = min(m["lr_min"], fallback) if m["lr_min"] is not None else fallback
+        _suggest_within_range(m, fallback)
         how = "the largest trial LR below them" if len(below) else "10x below the lowest of them, untested"
         message = (f"{len(diverged)} of the {len(trials)} trial runs diverged (from LR {lowest:.3g}) when held at one LR for "
                    f"{steps} iterations, and none lowered the loss: the suggestion falls from the range test's pick "
