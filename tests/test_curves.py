@@ -207,3 +207,25 @@ def test_several_runs_are_named(tmp_path, cli):
     verdict = json.loads(result.stdout)
     messages = [f["message"] for f in verdict["findings"]]
     assert any(m.startswith("[a]") for m in messages) and any(m.startswith("[flat]") for m in messages)
+
+
+def test_a_non_finite_validation_loss_is_divergence():
+    e = np.arange(1, 21, dtype=float)
+    train = 0.3 + 2.0 * np.exp(-e / 5)
+    val = train * 1.1
+    val[12] = math.nan
+    c = Curves(fit={"train_loss": pd.Series(train, index=e), "val_loss": pd.Series(val, index=e)}, fit_x="epoch")
+    verdict = decide(c)
+    assert verdict.codes == ["diverged"] and "val" in verdict.findings[0].message.lower()
+
+
+def test_a_loss_gap_without_accuracies_is_overfitting():
+    """Train falls far below validation (no accuracy logged), from curves that started together."""
+    e = np.arange(1, 61, dtype=float)
+    train = 0.05 + 2.0 * np.exp(-e / 10)
+    val = 0.6 + 1.5 * np.exp(-e / 10)
+    c = Curves(fit={"train_loss": pd.Series(train, index=e), "val_loss": pd.Series(val, index=e)}, fit_x="epoch")
+    finding = next(f for f in decide(c).findings if f.code == "overfitting")
+    assert "loss gap opened" in finding.message
+    together = Curves(fit={"train_loss": pd.Series(train, index=e), "val_loss": pd.Series(train * 1.05, index=e)}, fit_x="epoch")
+    assert "overfitting" not in decide(together).codes

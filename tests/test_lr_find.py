@@ -286,6 +286,8 @@ def test_candidate_outcomes_and_verdicts():
     assert verdict.codes == ["no-decrease"] and best is None
     verdict, best = lf.decide_candidates(table({1e-1: 0.3, 1e-2: 1.0}))
     assert verdict.codes == ["range-too-narrow"] and best == 1e-1
+    verdict, best = lf.decide_candidates(table({1e-1: math.nan, 1e-2: 1.5, 1e-3: 0.5}))  # the smallest wins, a larger one diverged
+    assert verdict.codes == ["range-too-narrow"] and best == 1e-3
 
 
 def test_candidates_from_the_same_initialisation(build):
@@ -636,6 +638,8 @@ def test_noise_comparable_to_the_drop_is_unreliable():
             assert finding.severity == "warn" and sug.suggested_lr is not None  # the guess is still given, flagged
             assert finding.evidence["reason"] in ("noisy", "unstable", "flat")  # flat: the drop fell under 3 deviations
     assert fired >= 8
+    noisy = [lf.suggest(LRS, synthetic(noise=0.5, seed=seed)).unreliable == "noisy" for seed in range(10)]
+    assert sum(noisy) >= 7  # the reason is "noisy": the drop is under 5 noise deviations
 
 
 def test_a_suggestion_that_moves_between_half_curves_is_unstable():

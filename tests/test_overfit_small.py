@@ -93,10 +93,17 @@ FACTS = {"initial_loss": 2.3}
         ([2.3, 2.29, 2.28], [0.1, 0.1, 0.12], ["loss-not-decreasing"]),
         ([2.3, 5.0, float("nan")], [0.1, 0.1, 0.1], ["loss-diverged"]),
         ([2.3, 8.0, 9.0], [0.1, 0.1, 0.1], ["loss-diverged"]),
+        ([2.3, 8.0, 2.5], [0.1, 0.1, 0.1], ["loss-diverged"]),  # a peak over 3x that ends above its start
+        ([2.3, 8.0, 1.5], [0.1, 0.4, 0.6], ["cannot-overfit"]),  # ... not when it came back below its start
     ],
 )
 def test_decide(losses, accs, codes):
     assert overfit_small.decide(_frame(losses, accs), FACTS).codes == codes
+
+
+def test_a_loss_already_non_finite_before_training_is_loss_diverged_at_init():
+    verdict = overfit_small.decide(_frame([math.nan, math.nan], [0.1, 0.1]), {"initial_loss": math.nan})
+    assert verdict.codes == ["loss-diverged"] and verdict.findings[0].evidence["at_init"] is True
 
 
 def test_regression_passes_on_loss_alone():

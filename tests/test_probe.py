@@ -126,12 +126,20 @@ def test_update_ratio_rules():
     assert probe.decide(linear_table([1.0] * 3, [0.5, 0.3, 0.2])).codes == ["update-ratio-high"]
     assert probe.decide(linear_table([1.0] * 3, [1e-9, 1e-8, 1e-9])).codes == ["update-ratio-low"]
     assert probe.decide(linear_table([1.0] * 3, [1e-3, 2e-2, 3e-4])).codes == []
+    stalled = probe.decide(linear_table([1.0] * 3, [0.0] * 3))  # nonzero gradients, weights that did not move
+    assert stalled.codes == ["update-ratio-low"] and stalled.findings[0].evidence["weights_stalled"] is True
 
 
 def test_non_finite_rule_names_the_first_layer():
     frame = table([0.8] * 3, nonfinite_act=[0, 5, 5])
     verdict = probe.decide(frame)
     assert verdict.codes[0] == "non-finite" and verdict.findings[0].evidence["first_layer"] == "l1"
+
+
+def test_a_non_finite_loss_alone_is_non_finite_at_init():
+    verdict = probe.decide(table([0.8] * 3), {"batches": 1, "losses": [math.nan]})
+    assert verdict.codes == ["non-finite"] and verdict.findings[0].evidence["at_init"] is True
+    assert probe.decide(table([0.8] * 3), {"batches": 1, "losses": [2.3]}).codes == []
 
 
 def test_several_steps_report_a_code_once_with_its_step():

@@ -69,11 +69,19 @@ def test_partly_dead_units_at_warn_do_not_establish_a_cause():
     ([f("loss-diverged"), f("non-finite", at_init=False), f("update-ratio-high", "warn")], ["lr-too-high"]),
     ([f("loss-not-decreasing"), f("update-ratio-low", "warn")], ["lr-too-low"]),
     ([f("inputs-not-normalized", "warn"), f("initial-loss-high"), f("loss-diverged")], ["inputs-not-normalized"]),
+    ([f("loss-diverged", at_init=True)], ["non-finite-values"]),
+    ([f("update-ratio-low", "warn", zero_gradients=True)], ["zero-gradients"]),
 ], ids=lambda v: "+".join(x["code"] for x in v) if isinstance(v, list) and v and isinstance(v[0], dict) else None)
 def test_each_rule_names_its_cause_and_absorbs_what_it_explains(findings, expected):
     ranked = rank(findings)
     assert [c.cause for c in ranked] == expected
     assert sum(len(c.evidence) + len(c.explained) for c in ranked) == len(findings)  # one cause accounts for all
+
+
+def test_update_ratio_findings_that_are_consequences_or_stalls_name_no_lr_cause():
+    assert rank([f("update-ratio-high", "warn", consequence=["dead-relu"])]) == []  # follows from a structural finding
+    assert rank([f("update-ratio-low", "warn", weights_stalled=True)]) == []  # unmoved weights with nonzero gradients: not the LR
+    assert [c.cause for c in rank([f("update-ratio-high", "warn")])] == ["lr-too-high"]
 
 
 def test_a_huge_initial_loss_explains_divergence_only_through_the_cause_above_it():

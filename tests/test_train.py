@@ -104,3 +104,17 @@ def test_progress_bar_prints_to_its_console():
     bar.on_epoch(Fake(), {"epoch": 1, "val_loss": 0.5, "val_acc": 0.75})
     bar.close()
     assert "loss" in buffer.getvalue()
+
+
+def test_the_trainers_abort_is_diverged_even_when_the_curve_alone_does_not_show_it():
+    """The Trainer stops at 3x its starting loss (batch losses); the logged curve may end below the curves
+    rule's own blow-up line. train.decide still says diverged, from the abort."""
+    from nndiag.diagnostics import train as train_diagnostic
+    from nndiag.trainer import History
+
+    steps = pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [1] * 4, "lr": [0.1] * 4, "loss": [2.3, 2.4, 2.6, 5.0]})
+    epochs = pd.DataFrame(columns=["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"])
+    verdict = train_diagnostic.decide(History(steps, epochs, "diverged", starting_loss=2.3), {})
+    assert verdict.codes == ["diverged"] and "training stopped at step 4" in verdict.findings[0].message
+    healthy = History(steps.assign(loss=[2.3, 2.0, 1.8, 1.7]), epochs, "completed", starting_loss=2.3)
+    assert "diverged" not in train_diagnostic.decide(healthy, {}).codes
