@@ -38,7 +38,7 @@ test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 docs: $(DOCS_STAMP)
-	$(BIN)/python -m nndiag.docgen --check
+	$(BIN)/python -m tools.docgen --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 figures: install

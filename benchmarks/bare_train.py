@@ -53,7 +53,7 @@ def mnist1d_mlp(recipe: dict) -> tuple:
 def tokens_huggingface(recipe: dict) -> tuple:
     import torch
 
-    from nndiag.sequences import huggingface, tokens  # the data generator and model builder the recipe names
+    from nndiag.zoo.sequences import huggingface, tokens  # the data generator and model builder the recipe names
 
     (train, val) = tokens(**recipe["data"].get("args", {}))
     torch.manual_seed(recipe.get("seed", 0))

@@ -94,7 +94,7 @@ def _base(name: str, seed: int) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Built-in data as ((x, y), (x_val, y_val)); data without its own validation split gets a seeded 20%."""
     import torch
 
-    from nndiag import data as nd
+    from nndiag.zoo import datasets as nd
 
     if name == "mnist1d":
         return nd.mnist1d()
@@ -258,8 +258,8 @@ def run_lightning(run: Run, folder: Path) -> None:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nndiag.models import build_model
-    from nndiag.recipe import ModelConfig
+    from nndiag.zoo.models import build_model
+    from nndiag.config.recipe import ModelConfig
 
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)

@@ -82,7 +82,7 @@ def fastai_valley(exp: Any, seed: int) -> float | None:
 def torch_lr_finder_steepest(exp: Any, seed: int) -> float | None:
     from torch_lr_finder import LRFinder
 
-    from nndiag.plots import pyplot
+    from nndiag.output.plots import pyplot
 
     model = copy.deepcopy(exp.model)
     cls, kwargs = _optimizer(exp)

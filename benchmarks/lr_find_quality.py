@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from benchmarks.problems import PROBLEMS, build, train, train_loss
-from nndiag import engine
+from nndiag.training import engine
 from nndiag.diagnostics import lr_find
 
 GRID = [10 ** (e / 4) for e in range(-24, 5)]  # quarter-decade grid, 1e-6 ... 10 (29 LRs)

@@ -27,7 +27,7 @@ import torch
 from benchmarks.lr_find_quality import RESULTS, SCORES_CSV, SEEDS, STEPS, is_good
 from benchmarks.lr_find_screen import _interpolate
 from benchmarks.problems import PROBLEMS, build
-from nndiag import engine
+from nndiag.training import engine
 from nndiag.diagnostics import lr_find
 
 FACTORS = [10 ** (k / 2) for k in (-1, 0, 1, 2, 3)]

@@ -32,6 +32,7 @@ import pandas as pd
 
 from benchmarks.lr_find_quality import CURVES_CSV, SCORES_CSV, is_good
 from benchmarks.problems import PROBLEMS
+from nndiag.diagnostics import defaults
 from nndiag.diagnostics import lr_find as lf
 
 TUNING = [n for n, p in PROBLEMS.items() if p["split"] != "holdout"]
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--curves", type=Path, default=CURVES_CSV, help="range-test curves (columns of lr_find_quality_curves.csv)")
     parser.add_argument("--measure", nargs=2, metavar=("BATCHES_PER_LR", "OUT"), help="measure the tuning curves instead")
-    parser.add_argument("--steps", type=int, default=lf.DEFAULT_STEPS, help="LR points, with --measure")
+    parser.add_argument("--steps", type=int, default=defaults.LR_FIND_STEPS, help="LR points, with --measure")
     args = parser.parse_args(argv)
     if args.measure:
         measure(int(args.measure[0]), args.steps, Path(args.measure[1]))

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.problems import PROBLEMS, build
-from nndiag import engine
+from nndiag.training import engine
 from nndiag.diagnostics import lr_find
 
 START, END, STEPS = 1e-6, 1e-2, 100

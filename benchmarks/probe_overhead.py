@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from nndiag.diagnostics.probe import ProbeCallback
-from nndiag.experiment import Experiment
-from nndiag.recipe import parse_recipe
-from nndiag.trainer import Trainer
+from nndiag.training.experiment import Experiment
+from nndiag.config.recipe import parse_recipe
+from nndiag.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 TARGET = 1.25  # issue 4: at most this many plain steps per probed-training step

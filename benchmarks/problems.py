@@ -206,8 +206,8 @@ BENCHMARK_KEYS = ("split", "pretrain")  # keys of an entry that are not recipe k
 def build(name: str, seed: int = 0, **changes: Any) -> Any:
     """The Experiment for problem `name` with recipe seed `seed` (initial weights and batch order),
     pretrained when the entry has `pretrain`."""
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import parse_recipe, set_path
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import parse_recipe, set_path
 
     entry = copy.deepcopy(PROBLEMS[name])
     raw = {k: v for k, v in entry.items() if k not in BENCHMARK_KEYS}

@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from nndiag.diagnostics import search
-from nndiag.experiment import Experiment
-from nndiag.recipe import load_recipe
-from nndiag.trainer import Trainer
+from nndiag.training.experiment import Experiment
+from nndiag.config.recipe import load_recipe
+from nndiag.training.trainer import Trainer
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "mnist1d-mlp.yaml"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -37,7 +37,7 @@ VAL_EXAMPLES = 800  # held out of the training split for selection
 
 def search_data(val_examples: int = VAL_EXAMPLES) -> tuple:
     """MNIST-1D's training split cut into (train, val); the test split is never seen by the search."""
-    from nndiag.data import mnist1d
+    from nndiag.zoo.datasets import mnist1d
 
     (x, y), _ = mnist1d()
     cut = len(x) - val_examples

@@ -1,4 +1,4 @@
-"""The token-id tasks of nndiag.sequences, trained with a plain PyTorch loop: accuracy, time, initial loss.
+"""The token-id tasks of nndiag.zoo.sequences, trained with a plain PyTorch loop: accuracy, time, initial loss.
 
     python -m benchmarks.sequence_tasks                       # every setting, seeds 0 1 2, 1 torch thread
     python -m benchmarks.sequence_tasks --only first-gru --seeds 1 --threads 2
@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from nndiag import sequences
-from nndiag.engine import lr_factor
-from nndiag.recipe import ScheduleConfig
+from nndiag.zoo import sequences
+from nndiag.training.engine import lr_factor
+from nndiag.config.recipe import ScheduleConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ACC = 0.9  # validation accuracy a bundled sequence recipe must reach (issue 10)
@@ -136,7 +136,7 @@ def run(name: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def report(frame: pd.DataFrame, command: str, threads: int) -> str:
     lines = [
-        "# sequence tasks: nndiag.sequences data and models, trained by a plain PyTorch loop",
+        "# sequence tasks: nndiag.zoo.sequences data and models, trained by a plain PyTorch loop",
         "",
         f"`{command}`",
         f"({threads} torch thread(s); CPU; load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:",

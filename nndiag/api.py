@@ -27,30 +27,30 @@ it is. The CLI calls these same functions. Importing this module does not import
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
+from nndiag.diagnostics import defaults as D
 from nndiag.errors import BadInput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import Recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import Recipe
     from nndiag.result import Result
 
-RecipeLike = Any  # a path to a YAML recipe, a dict, or a nndiag.recipe.Recipe
+RecipeLike = Any  # a path to a YAML recipe, a dict, or a nndiag.config.recipe.Recipe
 
 
 def is_recipe(obj: Any) -> bool:
-    from nndiag.recipe import Recipe
+    from nndiag.config.recipe import Recipe
 
     return isinstance(obj, (str, os.PathLike, dict, Recipe))
 
 
 def load(recipe: RecipeLike, set: Sequence[str] | None = None, device: str | None = None, seed: int | None = None) -> "Recipe":
     """A Recipe from a path, a dict or a Recipe, with `key=value` overrides (precedence: device/seed > set > recipe)."""
-    from nndiag.recipe import Recipe, load_recipe, parse_assignment, parse_recipe, set_path
+    from nndiag.config.recipe import Recipe, load_recipe, parse_assignment, parse_recipe, set_path
 
     overrides = list(set or [])
     if device is not None:
@@ -80,7 +80,7 @@ def _source(target: Any, loaded: "Recipe | None" = None) -> str:
             return str(target)
         if loaded is not None and loaded.source is not None:
             return str(loaded.source)
-        from nndiag.recipe import resolve_recipe_path
+        from nndiag.config.recipe import resolve_recipe_path
 
         return str(resolve_recipe_path(Path(target)))
     return "python" if not is_recipe(target) else "recipe dict"
@@ -89,7 +89,7 @@ def _source(target: Any, loaded: "Recipe | None" = None) -> str:
 def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batch_size: int | None = None,
                device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Experiment":
     """An Experiment from a recipe, or from the user's own model and data."""
-    from nndiag.experiment import Experiment
+    from nndiag.training.experiment import Experiment
 
     if is_recipe(target):
         given = [name for name, value in (("data", data), ("loss", loss), ("step", step), ("optimizer", optimizer), ("batch_size", batch_size))
@@ -109,25 +109,9 @@ def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = N
                                    device=device, seed=0 if seed is None else seed)
 
 
-@contextlib.contextmanager
-def _rng_kept() -> Iterator[None]:
-    """The torch / numpy / python RNG states are as before, whatever ran (a user's shuffling DataLoader draws from them)."""
-    from nndiag import engine
-
-    state = engine.rng_state()
-    try:
-        yield
-    finally:
-        engine.set_rng_state(state)
-
-
 def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
-    """What every Result carries about its run: the recipe, what was built, where it came from."""
-    result.recipe = exp.recipe.to_dict() if is_recipe(target) else None
-    result.context = {**exp.describe(), **result.context}
-    result.name = exp.recipe.name
-    result.source = _source(target, exp.recipe)
-    return result
+    """The Result stamped with its run: what was built, and where it came from (a recipe's resolved form too)."""
+    return exp.stamp(result, source=_source(target, exp.recipe), with_recipe=is_recipe(target))
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,36 +119,38 @@ def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
 # --------------------------------------------------------------------------------------------
 
 
-def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 10,
-               tolerance: float = 1.0, expected: float | None = None, batch_size: int | None = None, device: str | None = None,
+def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.CHECK_LOSS_BATCHES,
+               tolerance: float = D.CHECK_LOSS_TOLERANCE, expected: float | None = None, batch_size: int | None = None, device: str | None = None,
                seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 1: is the loss at initialisation what the loss predicts (ln C for softmax cross-entropy)?
 
     `expected`: the loss an untrained model should have, when the rule cannot know it (a custom step)."""
     from nndiag.diagnostics import check_loss as diagnostic
+    from nndiag.training.engine import rng_kept
 
-    with _rng_kept():
+    with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
         return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
 
 
-def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 5,
-                  steps: int = 1000, target: float = 0.1, batch_size: int | None = None, device: str | None = None,
+def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.OVERFIT_BATCHES,
+                  steps: int = D.OVERFIT_STEPS, target: float = D.OVERFIT_TARGET, batch_size: int | None = None, device: str | None = None,
                   seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 2: can the model memorise `batches` minibatches (100% accuracy, loss <= target x initial)?
 
     `optimizer`: a function params -> optimizer (default Adam, lr 1e-3), or an optimizer to copy the
     class and settings of. The model and optimizer are handed back as found."""
     from nndiag.diagnostics import overfit_small as diagnostic
+    from nndiag.training.engine import rng_kept
 
-    with _rng_kept():
+    with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
         return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
 
 
-def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = 1e-7,
-            end: float = 10.0, steps: int = 100, mode: str = "exp", batches_per_lr: int = 4, candidates: Sequence[float] | None = None,
-            candidate_steps: int = 100, refine_steps: int = 100, apply: bool = False, batch_size: int | None = None,
+def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = D.LR_FIND_START,
+            end: float = D.LR_FIND_END, steps: int = D.LR_FIND_STEPS, mode: str = D.LR_FIND_MODE, batches_per_lr: int = D.LR_FIND_BATCHES_PER_LR, candidates: Sequence[float] | None = None,
+            candidate_steps: int = D.LR_FIND_CANDIDATE_STEPS, refine_steps: int = D.LR_FIND_REFINE_STEPS, apply: bool = False, batch_size: int | None = None,
             device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
 
@@ -176,12 +162,13 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
     state and LR, train/eval flags and the RNG states. `apply` (recipes only) also writes the recipe
     with optim.lr set to the suggestion (`recipe.lr-applied.yaml` in the run folder)."""
     from nndiag.diagnostics import lr_find as diagnostic
+    from nndiag.training.engine import rng_kept
 
     diagnostic.check_options(start, end, mode, candidates, refine_steps)
     if apply and not is_recipe(model):
         raise BadInput("apply writes the recipe with the suggested LR; it needs a recipe, not your own model", where="apply")
     instance = optimizer if _is_optimizer(optimizer) else None
-    with _rng_kept():
+    with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
         text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
         result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
@@ -190,13 +177,14 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
         return _finish(result, exp, model)
 
 
-def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = 2, steps: int = 5,
+def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.PROBE_BATCHES, steps: int = D.PROBE_STEPS,
           batch_size: int | None = None, device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Per-layer activation, gradient and update/weight statistics with the weight-init lecture's
     verdicts. The model and RNGs are handed back as found."""
     from nndiag.diagnostics import probe as diagnostic
+    from nndiag.training.engine import rng_kept
 
-    with _rng_kept():
+    with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
         return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
 
@@ -221,7 +209,7 @@ def train(recipe: RecipeLike, *, epochs: int | None = None, max_steps: int | Non
           callbacks: Iterable[Any] = (), device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
     """Train with the recipe; log the curves; end with the curves verdict on its own log.
 
-    `callbacks`: objects with on_step(trainer, step, loss) and on_epoch(trainer, row) (see nndiag.trainer)."""
+    `callbacks`: objects with on_step(trainer, step, loss) and on_epoch(trainer, row) (see nndiag.training.trainer)."""
     from nndiag.diagnostics import train as diagnostic
 
     exp = experiment(recipe, device=device, seed=seed, set=set)
@@ -260,7 +248,7 @@ def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = 
     that `.save(folder)` copies. The report's commands to rerun a step repeat `set`, `device` and `seed`."""
     import shlex
 
-    from nndiag.babysitter import run_babysit
+    from nndiag.diagnosis.babysit import run_babysit
 
     loaded = load(recipe, set, device, seed)
     repeated = [f"--set {shlex.quote(s)}" for s in set or []]

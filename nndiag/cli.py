@@ -6,15 +6,17 @@ Nothing heavy is imported at module level: `nndiag --help` must not import torch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH  # a stdlib-only module: start-up stays free of torch
+from nndiag.diagnostics import defaults as D  # stdlib only, like findings
+from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED  # a stdlib-only module: start-up stays free of torch
 
 app = typer.Typer(
     name="nndiag",
@@ -55,8 +57,25 @@ def err_console() -> Any:
     return Console(stderr=True, highlight=False)
 
 
+@contextlib.contextmanager
+def exits(interrupted: str = "") -> Iterator[None]:
+    """The one place where what goes wrong in a command becomes its exit code: bad input (nndiag.BadInput,
+    raised by nndiag or by a command itself) is one paragraph on stderr and exit 2; Ctrl-C is one line
+    (`interrupted`, with what is kept) and exit 130. A crash (any other exception) goes on to `main`: exit 3.
+    Every command runs inside it."""
+    from nndiag.errors import BadInput
+
+    try:
+        yield
+    except BadInput as exc:
+        raise bad_input(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console().print(f"[yellow]interrupted{': ' + interrupted if interrupted else ''}[/]")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
 def bad_input(message: str) -> typer.Exit:
-    """Print a one-paragraph error on stderr; the caller raises the returned Exit(2)."""
+    """Bad input: the one-paragraph message on stderr; the caller raises the returned Exit(2)."""
     from rich.markup import escape
 
     err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
@@ -80,7 +99,7 @@ def note_bundled(recipe: Path, as_json: bool) -> None:
     if as_json or recipe.is_file():
         return
     from nndiag.errors import BadInput
-    from nndiag.recipe import resolve_recipe_path
+    from nndiag.config.recipe import resolve_recipe_path
 
     try:
         err_console().print(f"[dim]using the bundled recipe {resolve_recipe_path(recipe)}[/]")
@@ -88,23 +107,23 @@ def note_bundled(recipe: Path, as_json: bool) -> None:
         pass  # the command itself reports the missing file
 
 
-def execute(command: str, common: Common, work: Callable[[], Any]) -> None:
+def execute(command: str, common: Common, work: Callable[[], Any], interrupted: str = "") -> None:
     """Run one diagnostic through the Python API -> write the run folder -> print -> exit with the verdict's code."""
-    from nndiag.errors import BadInput
-
     note_bundled(common.recipe, common.json)
-    try:
-        from nndiag import report
-
+    with exits(interrupted):
         result = work()
-        folder = report.run_folder(result.name, command, common.out)
-        verdict = report.write_run(result, folder, plots=not common.no_plots)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    except KeyboardInterrupt:
-        err_console().print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-    finish(result, verdict, common.json, folder)
+    report(result, command, common.out, common.json, common.no_plots)
+
+
+def report(result: Any, folder_name: str, out: Path | None, as_json: bool, no_plots: bool) -> None:
+    """Write the run folder (`out`, else runs/<result's name>/<folder_name>-<timestamp>/), print the verdict
+    (`--json`: exactly one JSON object on stdout), and exit with the verdict's code."""
+    from nndiag.output import files
+
+    with exits():
+        folder = files.run_folder(result.name, folder_name, out)
+        verdict = files.write_run(result, folder, plots=not no_plots)
+    finish(result, verdict, as_json, folder)
 
 
 def emit_json(verdict: dict[str, Any]) -> None:
@@ -113,15 +132,15 @@ def emit_json(verdict: dict[str, Any]) -> None:
 
 
 def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | None) -> None:
-    from nndiag import report
-
     if as_json:
         emit_json(verdict)
     else:
         from rich.console import Console
 
-        report.render(result, Console(), folder)
-    raise typer.Exit(result.verdict.exit_code)
+        from nndiag.output import terminal
+
+        terminal.render(result, Console(), folder)
+    raise typer.Exit(result.exit_code)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -130,8 +149,8 @@ def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | N
 @app.command("check-loss", rich_help_panel="The recipe, step by step")
 def check_loss(
     recipe: RecipeArg,
-    batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = 10,
-    tolerance: Annotated[float, typer.Option(min=0.01, help="Allowed relative excess over the expected loss (and the same log-ratio below); 1.0 = within 2x.")] = 1.0,
+    batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = D.CHECK_LOSS_BATCHES,
+    tolerance: Annotated[float, typer.Option(min=0.01, help="Allowed relative excess over the expected loss (and the same log-ratio below); 1.0 = within 2x.")] = D.CHECK_LOSS_TOLERANCE,
     expected: Annotated[Optional[float], typer.Option(help="The loss an untrained model should have, when nndiag cannot know it (e.g. a custom step without logits).")] = None,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -152,9 +171,9 @@ def check_loss(
 @app.command("overfit-small", rich_help_panel="The recipe, step by step")
 def overfit_small(
     recipe: RecipeArg,
-    batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = 5,
-    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps at most; stops as soon as it passes.")] = 1000,
-    target: Annotated[float, typer.Option(min=1e-6, max=0.99, help="Pass when the loss falls to this fraction of its initial value (and accuracy hits 100%).")] = 0.1,
+    batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = D.OVERFIT_BATCHES,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps at most; stops as soon as it passes.")] = D.OVERFIT_STEPS,
+    target: Annotated[float, typer.Option(min=1e-6, max=0.99, help="Pass when the loss falls to this fraction of its initial value (and accuracy hits 100%).")] = D.OVERFIT_TARGET,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 2: can the model memorise a tiny sample (100% training accuracy, loss near 0)? Regularization off.
@@ -174,14 +193,14 @@ def overfit_small(
 @app.command("lr-find", rich_help_panel="The recipe, step by step")
 def lr_find(
     recipe: RecipeArg,
-    start: Annotated[float, typer.Option(help="First LR (> 0) of the range test.")] = 1e-7,
-    end: Annotated[float, typer.Option(help="Last LR of the range test.")] = 10.0,
-    steps: Annotated[int, typer.Option(min=1, help="LR points in the range test.")] = 100,
-    mode: Annotated[str, typer.Option(help="LR spacing: exp (geometric) or linear.")] = "exp",
-    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = 4,  # lr_find.DEFAULT_BATCHES_PER_LR
+    start: Annotated[float, typer.Option(help="First LR (> 0) of the range test.")] = D.LR_FIND_START,
+    end: Annotated[float, typer.Option(help="Last LR of the range test.")] = D.LR_FIND_END,
+    steps: Annotated[int, typer.Option(min=1, help="LR points in the range test.")] = D.LR_FIND_STEPS,
+    mode: Annotated[str, typer.Option(help="LR spacing: exp (geometric) or linear.")] = D.LR_FIND_MODE,
+    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = D.LR_FIND_BATCHES_PER_LR,
     candidates: Annotated[Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")] = None,
-    candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = 100,
-    refine_steps: Annotated[int, typer.Option(min=0, help="Iterations per trial LR of the refine stage (0: the range test's suggestion is final).")] = 100,  # lr_find.DEFAULT_REFINE_STEPS
+    candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = D.LR_FIND_CANDIDATE_STEPS,
+    refine_steps: Annotated[int, typer.Option(min=0, help="Iterations per trial LR of the refine stage (0: the range test's suggestion is final).")] = D.LR_FIND_REFINE_STEPS,
     apply: Annotated[bool, typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder).")] = False,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -230,15 +249,11 @@ def search(
         from nndiag import api
 
         where = storage or (str(out / "search-journal.log") if out is not None else None)  # default: runs/<name>/search-journal.log
-        try:
-            return api.search(recipe, random=random, log_space=log_space, stages=stages, trials=trials, coarse_trials=coarse_trials,
-                              fine_trials=fine_trials, workers=workers, storage=where, study=study, threads=threads,
-                              progress=None if json else search_progress(), **overrides(common))
-        except KeyboardInterrupt:
-            err_console().print("[yellow]interrupted: the study keeps every finished trial; re-run the same command to resume[/]")
-            raise
+        return api.search(recipe, random=random, log_space=log_space, stages=stages, trials=trials, coarse_trials=coarse_trials,
+                          fine_trials=fine_trials, workers=workers, storage=where, study=study, threads=threads,
+                          progress=None if json else search_progress(), **overrides(common))
 
-    execute("search", common, work)
+    execute("search", common, work, interrupted="the study keeps every finished trial; re-run the same command to resume")
 
 
 def search_progress() -> Callable[[dict[str, Any]], None]:
@@ -280,7 +295,7 @@ def train(
         callbacks: list[Any] = []
         bar = None
         if progress and not json and sys.stderr.isatty():
-            from nndiag.progress import ProgressBar
+            from nndiag.output.progress import ProgressBar
 
             bar = ProgressBar()
             callbacks.append(bar)
@@ -310,31 +325,22 @@ def curves(
 
     Example: nndiag curves lightning_logs/version_0/metrics.csv --json;  nndiag curves lightning_logs/
     """
-    from nndiag.errors import BadInput
-
-    try:
-        from nndiag import api, report
+    with exits():
+        from nndiag import api
 
         result = api.curves(list(files), x=x, train=train, val=val, train_acc=train_acc, val_acc=val_acc)
-        folder = report.run_folder("curves", "curves", out)
-        verdict = report.write_run(result, folder, plots=not no_plots)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    except KeyboardInterrupt:
-        err_console().print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
-    finish(result, verdict, json, folder)
+    report(result, "curves", out, json, no_plots)
 
 
 @app.command("probe", rich_help_panel="The recipe, step by step")
 def probe(
     recipe: Annotated[Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)] = None,
-    batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = 2,
-    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = 5,
+    batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = D.PROBE_BATCHES,
+    steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = D.PROBE_STEPS,
     init_experiment: Annotated[bool, typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input.")] = False,
-    width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = 4096,
-    depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = 6,
-    samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = 16,
+    width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = D.INIT_WIDTH,
+    depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = D.INIT_DEPTH,
+    samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = D.INIT_SAMPLES,
     activation: Annotated[Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")] = None,
     init: Annotated[Optional[list[str]], typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable).")] = None,
     device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
@@ -364,19 +370,12 @@ def probe(
 
 def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None,
                            seed: int | None, out: Path | None, as_json: bool, no_plots: bool) -> None:
-    from nndiag.errors import BadInput
-
-    try:
-        from nndiag import report
+    with exits():
         from nndiag.diagnostics import probe_init
 
         result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
-        result.source = "--init-experiment"
-        folder = report.run_folder("init-experiment", "probe", out)
-        verdict = report.write_run(result, folder, plots=not no_plots)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    finish(result, verdict, as_json, folder)
+        result.source, result.name = "--init-experiment", "init-experiment"
+    report(result, "probe", out, as_json, no_plots)
 
 
 @app.command("babysit", rich_help_panel="The recipe, step by step")
@@ -391,28 +390,21 @@ def babysit(
 
     Example: nndiag babysit recipes/quickstart.yaml --budget quick
     """
-    from nndiag.errors import BadInput
-
     common = Common(recipe, device, seed, set, out, json, no_plots)
     stderr = err_console()
     note_bundled(recipe, json)
-    try:
+    with exits():
         from nndiag import api
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
         result = api.babysit(recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=progress,
                              **overrides(common))
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
-    except KeyboardInterrupt:
-        stderr.print("[yellow]interrupted[/]")
-        raise typer.Exit(130) from None
     if json:
         emit_json(result.to_dict())
     else:
         from rich.console import Console
 
-        from nndiag.babysit_report import render_terminal
+        from nndiag.diagnosis.report import render_terminal
 
         render_terminal(result.steps, result.reports, Console())
     raise typer.Exit(result.exit_code)
@@ -480,16 +472,14 @@ def validate(
     from nndiag.errors import BadInput
 
     common = Common(recipe, device, seed, set)
-    try:
+    with exits():
         loaded = load(common)
         shown = recipe if recipe.is_file() else loaded.source  # a bare name: the bundled file it stands for
         lines = [f"recipe {shown} is valid: name {loaded.name!r}, seed {loaded.seed}"]
         if build:
-            from nndiag.experiment import Experiment
+            from nndiag.training.experiment import Experiment
 
             lines += [f"{k}: {v}" for k, v in Experiment.build(loaded).describe().items()]
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
     from rich.console import Console
 
     Console().print("\n".join(lines))
@@ -504,13 +494,11 @@ def recipes(
     Example: nndiag recipes --json | jq -r '.[].command'
     """
     from nndiag.errors import BadInput
-    from nndiag.recipe_library import bundled, recipes_dir
+    from nndiag.config.library import bundled, recipes_dir
 
-    try:
+    with exits():
         found = bundled()
         folder = recipes_dir()
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
     if json_out:
         sys.stdout.write(json.dumps([r.to_dict() for r in found]) + "\n")
         return
@@ -541,14 +529,12 @@ def init(
     Example: nndiag init my-recipe.yaml --with-targets && nndiag check-loss my-recipe.yaml
     """
     from nndiag.errors import BadInput
-    from nndiag.recipe_library import find, init_files
+    from nndiag.config.library import find, init_files
 
     if path.is_dir() or path.suffix not in (".yaml", ".yml"):  # a folder (new or existing) gets recipe.yaml
         path = path / "recipe.yaml"
-    try:
+    with exits():
         files = init_files(path, with_targets, find(from_) if from_ else None)
-    except BadInput as exc:
-        raise bad_input(str(exc)) from None
     existing = [str(p) for p in files if p.exists()]
     if existing and not force:
         raise bad_input(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)")
@@ -577,7 +563,7 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err_console().print("[yellow]interrupted[/]")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug in nndiag, or in the user's own model/data code
         import traceback
 

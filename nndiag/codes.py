@@ -1,7 +1,7 @@
 """The registry of finding codes: one source of truth for what each code means, its rule with the
 thresholds the code uses now, where the rule comes from, and what to do.
 
-`nndiag explain CODE` prints an entry; the docs' code tables are generated from here (nndiag.docgen)
+`nndiag explain CODE` prints an entry; the docs' code tables are generated from here (tools/docgen.py)
 and a test fails when they differ. The thresholds are not copied: a rule names the module constants
 it uses as `{module.CONSTANT}`, and `thresholds()` reads their current values from the module's
 source (with `ast`, so this costs no torch import). Diagnostics keep their constants where they are
@@ -41,14 +41,15 @@ PLACEHOLDER = re.compile(r"\{([a-z_]+)\.([A-Z][A-Z0-9_]*)\}")
 MODULES = {  # where each placeholder's module lives, relative to the package
     "check_loss": "diagnostics/check_loss.py", "overfit_small": "diagnostics/overfit_small.py", "lr_find": "diagnostics/lr_find.py",
     "search": "diagnostics/search.py", "curves": "diagnostics/curves.py", "probe": "diagnostics/probe.py", "findings": "findings.py",
+    "defaults": "diagnostics/defaults.py", "lr_trials": "diagnostics/lr_trials.py",
 }
 
 ENTRIES = [
     # -- check-loss ------------------------------------------------------------------------------
     Code("initial-loss-high", ("check-loss",), "fail",
          "The untrained model is confidently wrong: its loss is far above what the loss function predicts.",
-         "mean loss over --batches ({check_loss.DEFAULT_BATCHES}) training batches, dropout and weight decay off, > expected x "
-         "(1 + tolerance); --tolerance {check_loss.DEFAULT_TOLERANCE}. Expected: ln C for softmax cross-entropy (C from the "
+         "mean loss over --batches ({defaults.CHECK_LOSS_BATCHES}) training batches, dropout and weight decay off, > expected x "
+         "(1 + tolerance); --tolerance {defaults.CHECK_LOSS_TOLERANCE}. Expected: ln C for softmax cross-entropy (C from the "
          "logits' class axis), (C-1)·margin/C for multi_margin, ln 2 for bce, 1/C for mse on class labels, the target variance "
          "for regression.",
          "CS231n, babysitting the learning process: \"make sure you're getting the loss you expect when you initialize with "
@@ -57,7 +58,7 @@ ENTRIES = [
          "(and the regression targets)."),
     Code("initial-loss-low", ("check-loss",), "fail",
          "The untrained model already beats chance: it is not fresh, or the labels leak into the inputs.",
-         "mean loss at initialisation < expected / (1 + tolerance); --tolerance {check_loss.DEFAULT_TOLERANCE}.",
+         "mean loss at initialisation < expected / (1 + tolerance); --tolerance {defaults.CHECK_LOSS_TOLERANCE}.",
          "CS231n: the initial loss of an untrained softmax classifier is ln C.",
          "Check that the model is freshly initialised (not loaded from a checkpoint), that no label leaks into the inputs, "
          "and that the loss is the one the recipe names."),
@@ -94,14 +95,14 @@ ENTRIES = [
          "Lower optim.lr by 10x (try `nndiag lr-find`), check the init scale, and clip gradients (train.grad_clip)."),
     Code("loss-not-decreasing", ("overfit-small",), "fail",
          "The model cannot even start to memorise a tiny subset: the loss barely moved.",
-         "after --steps (default {overfit_small.DEFAULT_STEPS}) the best subset loss is still > {overfit_small.NOT_DECREASING}x "
+         "after --steps (default {defaults.OVERFIT_STEPS}) the best subset loss is still > {overfit_small.NOT_DECREASING}x "
          "the initial. When every weight's gradient was exactly zero at the first step, the LR is ruled out.",
          "CS231n: overfit a small portion of the data; \"loss not going down: learning rate too low\".",
          "Raise the learning rate (10-1000x, or `nndiag lr-find`) unless the gradients are zero; otherwise look for a bad init "
          "(`nndiag probe`), dead units, frozen parameters or an optimizer not given the model's parameters."),
     Code("cannot-overfit", ("overfit-small",), "fail",
          "The loss fell but stalled: the model cannot memorise a tiny subset.",
-         "the subset loss fell but not to {overfit_small.TARGET_FRACTION}x its initial value, or accuracy stayed below 100%.",
+         "the subset loss fell but not to {defaults.OVERFIT_TARGET}x its initial value, or accuracy stayed below 100%.",
          "CS231n: \"with regularization off, you should be able to overfit a small portion of the data: 100% train accuracy, "
          "loss near 0\".",
          "Give the model more capacity, train longer (--steps), or look for a bug; when the outputs are probabilities, remove "
@@ -111,7 +112,7 @@ ENTRIES = [
          "No learning rate in the range lowered the loss.",
          "the smoothed drop from the start level is <= {lr_find.NOISE_FACTOR} noise standard deviations, or fewer than "
          "{lr_find.MIN_POINTS} finite points were recorded; candidates mode: no candidate lowered the loss by "
-         "{lr_find.SIGNIFICANT_DROP} of its initial value.",
+         "{lr_trials.SIGNIFICANT_DROP} of its initial value.",
          "Smith 2015 (the LR range test); on 500 simulated flat curves of pure noise the largest chance drop was 2.8 deviations.",
          "Raise --end, use more --steps or --batches-per-lr; then look for a training bug with `nndiag overfit-small`."),
     Code("diverged-immediately", ("lr-find",), "fail",
@@ -134,7 +135,7 @@ ENTRIES = [
          "points alone and its odd points alone lie more than {lr_find.UNSTABLE_FACTOR}x apart, or a half gives none. Reason trials-flat / "
          "trials-diverged (the refine stage): no trial run lowered the loss, none diverged / some diverged (the suggestion then falls "
          "below them).",
-         "Measured on benchmarks/results/lr_find_quality.md (33 problems x 3 seeds, {lr_find.DEFAULT_BATCHES_PER_LR} "
+         "Measured on benchmarks/results/lr_find_quality.md (33 problems x 3 seeds, {defaults.LR_FIND_BATCHES_PER_LR} "
          "batches per LR): flat fires on fine-tuning runs whose curve does not drop; the margin was derived on the tuning problems. "
          "After the refine stage 1 of the 18 flagged runs was bad (at 1,000 steps, none at 300), hence info once the trials have "
          "settled the LR.",

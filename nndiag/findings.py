@@ -26,6 +26,7 @@ EXIT_OK = 0  # pass or warn
 EXIT_FAIL = 1  # at least one finding of severity "fail"
 EXIT_BAD_INPUT = 2  # unreadable recipe, unknown key, bad value, missing file, malformed CSV
 EXIT_CRASH = 3  # nndiag (or the user's own model/data code) crashed: the traceback is on stderr
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it): what finished is kept
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Numbers and names as a person reads them, in every table, report and figure.
 
-JSON keeps its stable snake_case keys and raw numbers; what people read goes through here:
+JSON keeps its stable snake_case keys and raw numbers (`jsonable`: plain JSON values; `recipe_yaml`: a
+recipe as YAML to read and re-run); what people read goes through here:
   accuracies and fractions  percentages            final_accuracy 1.0       -> final accuracy  100%
   learning rates            scientific notation     suggested_lr 0.00316     -> suggested LR    3.16e-3
   other floats              4 significant digits    initial_loss 2.302585    -> initial loss    2.303
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 PERCENT_WORDS = {"acc", "accuracy", "frac", "fraction", "share", "pct", "percent"}  # values in [0, 1] shown as %
@@ -80,3 +82,40 @@ def number(value: Any, key: str = "") -> str:
     if value.is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
     return f"{value:.{SIGNIFICANT}g}"
+
+
+def safe_name(name: str) -> str:
+    """A name as a file name: letters, digits and -_. kept, anything else a dash."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values: non-finite floats become null, numpy/torch scalars become numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def recipe_yaml(recipe: dict[str, Any]) -> str:
+    """A recipe as YAML for people to read and re-run: floats without binary noise
+    (0.09999999999999999 -> 0.1; 12 significant digits keep every value a search could tell apart)."""
+    import yaml
+
+    def tidy(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tidy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [tidy(v) for v in value]
+        return float(f"{value:.12g}") if isinstance(value, float) else value
+
+    return yaml.safe_dump(tidy(jsonable(recipe)), sort_keys=False)

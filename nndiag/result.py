@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from nndiag.findings import Verdict
+from nndiag.formatting import jsonable
 
 
 @dataclass
@@ -54,15 +55,9 @@ class Result:
         return next(iter(self.tables.values()), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The verdict object of DESIGN.md §2: command, recipe, status, findings, metrics, outputs."""
-        return jsonable({
-            "command": self.command,
-            "recipe": self.source,
-            "status": self.status,
-            "findings": [f.to_dict() for f in self.verdict.findings],
-            "metrics": self.metrics,
-            "outputs": self.outputs,
-        })
+        """The verdict object (`verdict_object`): command, recipe, status, findings, metrics, outputs."""
+        return verdict_object(self.command, self.source, self.status, [f.to_dict() for f in self.verdict.findings], self.metrics,
+                              self.outputs)
 
     def to_json(self, indent: int | None = None) -> str:
         """Exactly the JSON object `--json` prints."""
@@ -73,15 +68,15 @@ class Result:
     def save(self, folder: str | Path | None = None, plots: bool = True) -> Path:
         """Write the run folder (CSVs, resolved recipe, summary.json, PNG plots) to `folder`
         (default: runs/<name>/<command>-<timestamp>/); return the folder."""
-        from nndiag import report
+        from nndiag.output import files
 
-        path = report.run_folder(self.name, self.command, Path(folder) if folder is not None else None)
-        report.write_run(self, path, plots=plots)
+        path = files.run_folder(self.name, self.command, Path(folder) if folder is not None else None)
+        files.write_run(self, path, plots=plots)
         return path
 
     def plot(self) -> Any:
         """The command's figure as a matplotlib Figure (the first one when it draws several), or None."""
-        from nndiag import plots
+        from nndiag.output import plots
 
         drawn = plots.figures(self)
         for _, extra in drawn[1:]:
@@ -110,34 +105,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON values: non-finite floats become null, numpy/torch scalars become numbers."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
-def recipe_yaml(recipe: dict[str, Any]) -> str:
-    """A recipe as YAML for people to read and re-run: floats without binary noise
-    (0.09999999999999999 -> 0.1; 12 significant digits keep every value a search could tell apart)."""
-    import yaml
-
-    def tidy(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: tidy(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [tidy(v) for v in value]
-        return float(f"{value:.12g}") if isinstance(value, float) else value
-
-    return yaml.safe_dump(tidy(jsonable(recipe)), sort_keys=False)
-
+def verdict_object(command: str, recipe: str, status: str, findings: list[dict[str, Any]], metrics: dict[str, Any],
+                   outputs: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """The one verdict object every way in writes (`--json`, summary.json): command, recipe (what ran: the recipe
+    path, or "python"), status (pass | warn | fail), findings (code, severity, message, advice, evidence), metrics,
+    outputs (the files written), then `more` (a run of several steps adds root_causes and steps). Plain JSON values."""
+    return jsonable({"command": command, "recipe": recipe, "status": status, "findings": findings, "metrics": metrics,
+                     "outputs": outputs, **more})

@@ -64,7 +64,7 @@ def integrations_example(heading: str) -> str:
 
 def recipe_dict(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A deep copy of `base` with dotted-key changes, e.g. recipe_dict(SPIRAL_MLP, **{"optim.lr": 1e-8})."""
-    from nndiag.recipe import set_path
+    from nndiag.config.recipe import set_path
 
     raw = copy.deepcopy(base)
     for key, value in changes.items():
@@ -89,8 +89,8 @@ def build() -> Callable[..., Any]:
     """build(recipe_dict) -> a built Experiment (no file needed)."""
 
     def make(raw: dict[str, Any]) -> Any:
-        from nndiag.experiment import Experiment
-        from nndiag.recipe import parse_recipe
+        from nndiag.training.experiment import Experiment
+        from nndiag.config.recipe import parse_recipe
 
         return Experiment.build(parse_recipe(copy.deepcopy(raw)))
 

@@ -86,13 +86,14 @@ def serve(path: str) -> None:
     import torch  # noqa: F401
 
     import nndiag.api  # noqa: F401
-    import nndiag.babysitter  # noqa: F401
+    import nndiag.diagnosis.babysit  # noqa: F401
     import nndiag.cli  # noqa: F401
     import nndiag.diagnostics.curves  # noqa: F401
     import nndiag.diagnostics.lr_find  # noqa: F401
     import nndiag.diagnostics.probe  # noqa: F401
     import nndiag.diagnostics.search  # noqa: F401
-    import nndiag.report  # noqa: F401
+    import nndiag.output.files  # noqa: F401
+    import nndiag.output.terminal  # noqa: F401
 
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)

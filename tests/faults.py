@@ -28,14 +28,14 @@ class SoftmaxOutput(nn.Module):
 
 def scaled_spiral(scale: float = 1000.0):
     """The spiral with inputs multiplied by `scale` (unnormalised data)."""
-    from nndiag.data import spiral
+    from nndiag.zoo.datasets import spiral
 
     (x, y), _ = spiral()
     return (x * scale, y), None
 
 
 def spiral_with_nan():
-    from nndiag.data import spiral
+    from nndiag.zoo.datasets import spiral
 
     (x, y), _ = spiral()
     x[::7] = float("nan")

@@ -179,7 +179,7 @@ def test_token_level_lm_expects_ln_v_and_ignores_minus_100() -> None:
 
 
 def test_accuracy_and_the_loss_weight_count_only_targets_that_are_not_ignored() -> None:
-    from nndiag.scoring import accuracy_counts, class_axis, counted_targets
+    from nndiag.training.scoring import accuracy_counts, class_axis, counted_targets
 
     logits = torch.zeros(2, 3, 4)
     logits[..., 1] = 1.0  # always predicts class 1

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPIRAL_MLP, recipe_dict
-from nndiag.babysitter import Babysitter, Budget, lr_search_range
-from nndiag.babysit_report import Step
+from nndiag.diagnosis.babysit import Babysitter, Budget, lr_search_range
+from nndiag.diagnosis.run import Step
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
-from nndiag.recipe import parse_recipe
+from nndiag.config.recipe import parse_recipe
 from nndiag.result import Result
 
 
@@ -151,11 +151,11 @@ def test_a_warning_a_probe_cause_would_explain_runs_the_probe(cli, write_recipe,
 
 
 def _sitter(tmp_path, *steps):
-    from nndiag.recipe import parse_recipe
+    from nndiag.config.recipe import parse_recipe
 
     recipe = parse_recipe(HEALTHY)
     sitter = Babysitter(recipe, "r.yaml", tmp_path, Budget.of("quick", recipe))
-    sitter.steps = list(steps)
+    sitter.record.steps[:] = steps
     return sitter
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nndiag.babysit_report import Step, flat_metrics, key_numbers, md_escape, overall_status, stopping_step, write_report
+from nndiag.diagnosis.report import flat_metrics, key_numbers, md_escape, write_report
+from nndiag.diagnosis.run import Step, overall_status, stopping_step
 
 
 def _png(path: Path, title: str) -> Path:
-    from nndiag.plots import pyplot, save
+    from nndiag.output.plots import pyplot, save
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(3, 2))
@@ -98,7 +99,7 @@ def test_missing_figure_is_noted_not_fatal(tmp_path, steps):
 
 
 def test_large_csv_is_linked_not_embedded(tmp_path, steps, monkeypatch):
-    import nndiag.babysit_report as br
+    import nndiag.diagnosis.report as br
 
     monkeypatch.setattr(br, "CSV_EMBED_MAX_BYTES", 10)
     page = write_report(tmp_path / "babysit", steps, recipe_name="q")["html"].read_text()
@@ -160,7 +161,7 @@ def dead_steps(tmp_path: Path) -> list[Step]:
 
 
 def test_report_leads_with_the_root_cause_and_suppresses_contradicted_advice(tmp_path, dead_steps):
-    from nndiag.babysit_report import diagnose
+    from nndiag.diagnosis.run import diagnose
 
     diagnosis = diagnose(dead_steps)
     assert [c.cause for c in diagnosis.causes] == ["dead-units"]
@@ -179,7 +180,7 @@ def test_report_leads_with_the_root_cause_and_suppresses_contradicted_advice(tmp
 def test_terminal_summary_names_the_root_cause_first(dead_steps, tmp_path):
     from rich.console import Console
 
-    from nndiag.babysit_report import render_terminal
+    from nndiag.diagnosis.report import render_terminal
 
     console = Console(record=True, width=200)
     render_terminal(dead_steps, {"html": tmp_path / "r.html", "markdown": tmp_path / "r.md"}, console)

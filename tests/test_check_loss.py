@@ -44,8 +44,8 @@ def test_healthy_models_pass(build, raw):
 
 def test_last_layer_scaled_x20_is_initial_loss_high(build, tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.recipe import load_recipe
-    from nndiag.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "faults:scaled_last_layer", "args": {"scale": 20.0}}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -56,8 +56,8 @@ def test_last_layer_scaled_x20_is_initial_loss_high(build, tmp_path, write_recip
 
 def test_unnormalised_inputs_warn_and_raise_the_loss(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:scaled_spiral"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -70,8 +70,8 @@ def test_unnormalised_inputs_warn_and_raise_the_loss(tmp_path, write_recipe):
 
 def test_non_finite_loss(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:spiral_with_nan"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -80,8 +80,8 @@ def test_non_finite_loss(tmp_path, write_recipe):
 
 def test_model_that_already_knows_the_labels_is_initial_loss_low(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:leaky_labels"}, model={"target": "faults:label_reader"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))

@@ -81,7 +81,7 @@ def test_explain_starts_without_torch():
 
 
 def test_the_docs_code_tables_are_generated_from_the_registry(tmp_path):
-    from nndiag import docgen
+    from tools import docgen
 
     page = tmp_path / "docs" / "probe.md"
     page.parent.mkdir()
@@ -93,6 +93,6 @@ def test_the_docs_code_tables_are_generated_from_the_registry(tmp_path):
 
 
 def test_the_repositorys_docs_match_the_registry():
-    from nndiag import docgen
+    from tools import docgen
 
     assert docgen.main(["--check", "--root", str(REPO)]) == 0

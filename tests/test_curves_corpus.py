@@ -276,7 +276,7 @@ def test_train_passes_the_chance_levels(build):
 def test_train_on_random_labels_fails_not_generalizing(cli, write_recipe, tmp_path):
     (tmp_path / "shuffled.py").write_text(
         "import torch\n"
-        "from nndiag.data import digits\n"
+        "from nndiag.zoo.datasets import digits\n"
         "def make(n=200):\n"
         "    (x, y), _ = digits(flatten=True)\n"
         "    g = torch.Generator().manual_seed(0)\n"
@@ -395,14 +395,14 @@ def test_two_metrics_csv_are_two_runs_named_by_their_folders(tmp_path, cli):
 
 
 def test_findings_table_shows_the_run_prefix(tmp_path, cli):
-    from nndiag import report
+    from nndiag.output import terminal
     from nndiag.findings import Verdict
     from nndiag.result import Result
 
     verdict = Verdict()
     verdict.add("overfitting", "warn", "[a] val loss rose 30% from [its] minimum", "see [bold]docs[/bold]")
     console = Console(record=True, width=200)
-    report.render_findings(Result("curves", verdict), console)
+    terminal.render_findings(Result("curves", verdict), console)
     text = console.export_text()
     assert "[a] val loss rose" in text and "[its]" in text and "[bold]docs[/bold]" in text
     a, b = _metrics_csv(tmp_path / "a" / "metrics.csv", 0.05), _metrics_csv(tmp_path / "b" / "metrics.csv", 0.0)

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from conftest import SPIRAL_MLP, recipe_dict
-from nndiag.data import StreamSplit, TensorSplit, build_data, input_statistics, spiral
+from nndiag.training.splits import StreamSplit, TensorSplit, build_data, input_statistics
+from nndiag.zoo.datasets import spiral
 from nndiag.errors import BadInput
-from nndiag.models import build_model, init_weights
-from nndiag.recipe import DataConfig, ModelConfig
+from nndiag.zoo.models import build_model, init_weights
+from nndiag.config.recipe import DataConfig, ModelConfig
 
 CPU = torch.device("cpu")
 
@@ -81,7 +82,7 @@ class DictDataset(torch.utils.data.Dataset):
 
 
 def test_large_dataset_streams_and_small_one_is_held_as_tensors(monkeypatch):
-    import nndiag.data as data_module
+    import nndiag.training.splits as data_module
 
     monkeypatch.setattr(data_module, "BUILTINS", {**data_module.BUILTINS, "dicts": lambda: (DictDataset(), None)})
     held = build_data(DataConfig(name="dicts"), CPU, seed=0)

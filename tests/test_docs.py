@@ -1,6 +1,6 @@
 """The docs stay true: the README is short and its links resolve; every command has a page with its
 generated flag and code tables; every command, option, finding code and recipe key a user can use is
-shown in an example; the generated parts of nndiag.docgen come from the code; and the behaviour the
+shown in an example; the generated parts of tools/docgen.py come from the code; and the behaviour the
 docs promise about exit codes holds (train exits 1 on a failing probe finding; a model that cannot
 score the data is bad input, exit 2; a crash mid-run is exit 3: tests/test_robustness.py)."""
 
@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from conftest import REPO, SPIRAL_MLP, recipe_dict
-from nndiag import codes, docgen
+from nndiag import codes
+from tools import docgen
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 COMMON = {"--device", "--seed", "--set", "--out", "--json", "--no-plots"}  # documented once, on the codes page

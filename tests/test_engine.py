@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import SPIRAL_MLP, recipe_dict
-from nndiag import engine
-from nndiag.scoring import Objective
-from nndiag.recipe import LossConfig, OptimConfig, ScheduleConfig
+from nndiag.training import engine
+from nndiag.training.scoring import Objective
+from nndiag.config.recipe import LossConfig, OptimConfig, ScheduleConfig
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_rng_state_restored():
 
 
 def test_same_recipe_same_numbers_on_cpu(build):
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     runs = [Trainer(build(recipe_dict(SPIRAL_MLP)), epochs=2).fit().steps["loss"].tolist() for _ in range(2)]
     assert runs[0] == runs[1]
@@ -154,7 +154,7 @@ def test_l2_penalty_matches_weight_decay():
 
 def test_a_model_that_starts_trained_is_not_aborted_as_diverged(build):
     """The 3x abort rule is relative to the chance-level loss too: fine-tuning from ~0 loss is not divergence."""
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     exp = build(recipe_dict(SPIRAL_MLP, **{"model.args.hidden": [64, 64], "train.epochs": 20}))
     assert Trainer(exp).fit().stopped == "completed"
@@ -177,7 +177,7 @@ def test_check_loss_and_overfit_small_hand_back_batch_order_and_gradients(build)
 
 def test_deferred_loss_read_back_gives_the_same_history(build):
     """On a GPU the trainer reads losses back every 10 steps; on the CPU every step. Same numbers."""
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     every_step = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=1).fit()
     batched = Trainer(build(recipe_dict(SPIRAL_MLP)), sync_every=10).fit()
@@ -192,7 +192,7 @@ def test_deferred_loss_read_back_gives_the_same_history(build):
 @pytest.mark.parametrize("cls", [torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop])
 def test_optimizer_like_rebuilds_any_torch_optimizer(cls):
     """torch's AdamW records `decoupled_weight_decay` in its defaults but takes no such argument."""
-    from nndiag.engine import optimizer_like
+    from nndiag.training.engine import optimizer_like
 
     params = [torch.nn.Parameter(torch.zeros(3))]
     original = cls(params, lr=0.05, weight_decay=0.01)

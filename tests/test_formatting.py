@@ -10,7 +10,7 @@ from rich.console import Console
 
 from nndiag.findings import Verdict
 from nndiag.formatting import number, words
-from nndiag.report import render
+from nndiag.output.terminal import render
 from nndiag.result import Result
 
 
@@ -58,7 +58,7 @@ def test_codes_and_values_are_not_cut_at_80_columns():
 
 
 def test_recipes_written_for_people_have_no_float_noise():
-    from nndiag.result import recipe_yaml
+    from nndiag.formatting import recipe_yaml
 
     text = recipe_yaml({"optim": {"lr": 0.09999999999999999, "weight_decay": 1e-4}, "train": {"epochs": 3}})
     assert "lr: 0.1\n" in text and "0.0999999" not in text and "epochs: 3" in text

@@ -62,9 +62,9 @@ def test_a_tiny_bert_run_is_checked_probed_and_its_curves_read(tmp_path: Path) -
     callback = NNDiagCallback(probe_every=10, plots=False)
     trainer = train(tmp_path, [callback])
     summary = callback.summary
-    assert summary["metrics"]["stages"]["check-loss"] == "pass"
+    assert summary["metrics"]["steps"]["check-loss"] == "pass"
     assert summary["metrics"]["check-loss.expected_loss"] == pytest.approx(math.log(3))  # C from the model's logits
-    assert summary["metrics"]["check-loss.batches"] == 10 and summary["metrics"]["steps"] == trainer.state.global_step == 48
+    assert summary["metrics"]["check-loss.batches"] == 10 and summary["metrics"]["optimizer_steps"] == trainer.state.global_step == 48
     probe = callback.results["probe"]
     assert probe.tables["probe"]["step"].unique().tolist() == [10, 20, 30, 40]
     logged = callback.results["curves"].tables["metrics"]
@@ -111,7 +111,7 @@ def test_the_callback_does_not_change_the_training(tmp_path: Path) -> None:
 def test_curves_say_what_was_not_logged(tmp_path: Path) -> None:
     callback = NNDiagCallback(check_loss=False, val_loss="eval/loss", val_acc=None, train_loss="training_loss", plots=False)
     train(tmp_path, [callback], epochs=1, eval_strategy="no")
-    stage = callback.summary["stages"][0]
+    stage = callback.summary["steps"][0]
     assert stage["name"] == "curves" and stage["state"] == "skipped"
     assert "no training or validation loss was logged" in stage["note"] and "loss" in stage["note"]  # the keys it saw
 
@@ -139,7 +139,7 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     spec.loader.exec_module(example)
     assert example.main(["--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["metrics"]["stages"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
+    assert summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
     for stage in ("01-check-loss", "02-probe", "03-curves"):
         assert (tmp_path / "run" / stage / "summary.json").exists()
     assert (tmp_path / "run" / "03-curves" / "metrics.csv").exists()

@@ -108,7 +108,7 @@ def fit(module: Any, train: tuple, val: tuple, *, epochs: int, batch_size: int, 
 
 
 def codes(summary: dict[str, Any], stage: str | None = None) -> list[str]:
-    return [f["code"] for f in summary["findings"] if stage is None or f["stage"] == stage]
+    return [f["code"] for f in summary["findings"] if stage is None or f["step"] == stage]
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,8 +122,8 @@ def test_a_run_that_memorises_30_examples_gets_overfitting() -> None:
     callback, run = fit(module, blobs(30, 0, noise=0.2), blobs(300, 1, noise=0.2), epochs=60, batch_size=10, num_classes=2)
     summary = callback.summary
     assert codes(summary, "curves") == ["overfitting"], summary["findings"]
-    assert summary["status"] == "warn" and summary["metrics"]["stages"] == {"check-loss": "pass", "curves": "warn"}
-    assert summary["metrics"]["steps"] == run.global_step == 180 and summary["metrics"]["stopped"] == "completed"
+    assert summary["status"] == "warn" and summary["metrics"]["steps"] == {"check-loss": "pass", "curves": "warn"}
+    assert summary["metrics"]["optimizer_steps"] == run.global_step == 180 and summary["metrics"]["stopped"] == "completed"
     logged = callback.results["curves"].tables["metrics"]
     assert logged["train_loss"].notna().sum() == 180 and logged["val_loss"].notna().sum() == 60  # every step, every epoch
 
@@ -143,7 +143,7 @@ def test_a_healthy_run_gets_no_findings_and_writes_the_cli_run_folder(tmp_path: 
     for index, stage in enumerate(["check-loss", "curves"], start=1):
         sub = folder / f"{index:02d}-{stage}"
         assert json.loads((sub / "summary.json").read_text())["command"] == stage
-        assert on_disk["outputs"]["stages"][stage] == str(sub / "summary.json")
+        assert on_disk["outputs"]["steps"][stage] == str(sub / "summary.json")
     assert (folder / "01-check-loss" / "check_loss.csv").exists() and (folder / "02-curves" / "metrics.csv").exists()
     again = nndiag.curves(folder / "02-curves")  # the saved metrics reproduce the verdict
     assert again.status == "pass" and again.metrics["final_val_acc"] == summary["metrics"]["curves.final_val_acc"]
@@ -223,7 +223,7 @@ def test_a_resumed_run_skips_check_loss(tmp_path: Path) -> None:
     checkpoint = first.checkpoint_callback.best_model_path
     callback = NNDiagCallback(num_classes=2, curves=False, fail_on="fail", plots=False)
     trainer(2, [callback]).fit(Classifier(), train, ckpt_path=checkpoint)
-    stage = callback.summary["stages"][0]
+    stage = callback.summary["steps"][0]
     assert (stage["name"], stage["state"]) == ("check-loss", "skipped") and "resumed at step 2" in stage["note"]
 
 
@@ -426,7 +426,7 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     example = load_example("lightning_callback.py")
     assert example.main(["--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "pass" and summary["metrics"]["stages"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
+    assert summary["status"] == "pass" and summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
     for stage, files in {"01-check-loss": ["check_loss.csv"], "02-probe": ["probe.csv", "probe.png"], "03-curves": ["metrics.csv", "curves.png"]}.items():
         assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
 

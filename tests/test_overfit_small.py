@@ -48,8 +48,8 @@ def test_linear_model_on_spiral_cannot_overfit(build):
 
 def test_softmax_before_cross_entropy_cannot_overfit_and_is_named(tmp_path, write_recipe):
     shutil.copy(FAULTS, tmp_path / "faults.py")
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "faults:SoftmaxOutput"}))
     result = overfit_small.run(Experiment.build(load_recipe(path)), steps=300)

@@ -212,8 +212,8 @@ def make(n: int = 16, classes: int = 10):
 def test_resnet18_at_init_has_no_findings(build, tmp_path, write_recipe):
     (tmp_path / "cifar_like.py").write_text(CIFAR_LIKE)
     raw = recipe_dict(DIGITS_MLP, **{"data": {"target": "cifar_like:make"}, "model": {"name": "resnet18"}, "train.batch_size": 8})
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     exp = Experiment.build(load_recipe(write_recipe(raw)))
     result = probe.run(exp, batches=1, steps=1)
@@ -290,7 +290,7 @@ def test_init_experiment_one_case_passes():
 
 
 def test_probe_callback_probes_every_n_steps_and_removes_its_hooks(build):
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     exp = build(mlp_recipe(**{"train.batch_size": 128}))
     callback = probe.ProbeCallback(every=3)
@@ -305,7 +305,7 @@ def test_probe_callback_probes_every_n_steps_and_removes_its_hooks(build):
 
 
 def test_probe_callback_sees_a_too_high_lr(build):
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     exp = build(mlp_recipe(**{"optim.lr": 5.0}))
     callback = probe.ProbeCallback(every=1)
@@ -351,7 +351,7 @@ def test_cli_bad_input(cli, write_recipe):
 def test_probe_callback_leaves_no_hooks_behind_when_training_ends(build):
     """Training that ends between arming and the probe step must not leave hooks on the model."""
     from nndiag.diagnostics.probe import ProbeCallback
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     exp = build(recipe_dict(SPIRAL_MLP))
     Trainer(exp, max_steps=5, callbacks=[ProbeCallback(every=6)]).fit()  # armed after step 5, never collected

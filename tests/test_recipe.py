@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SPIRAL_MLP, recipe_dict
 from nndiag.errors import BadInput
-from nndiag.recipe import Recipe, load_recipe, parse_recipe
+from nndiag.config.recipe import Recipe, load_recipe, parse_recipe
 
 
 def test_minimal_recipe_gets_documented_defaults():

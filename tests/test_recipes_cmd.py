@@ -9,8 +9,8 @@ import sys
 import yaml
 
 from conftest import REPO
-from nndiag import recipe_library
-from nndiag.recipe import Recipe
+from nndiag.config import library as recipe_library
+from nndiag.config.recipe import Recipe
 
 BUNDLED_HERE = ("quickstart", "spiral-mlp", "digits-cnn", "mnist1d-cnn", "cifar10-resnet18")
 
@@ -117,7 +117,7 @@ def test_starter_sets_every_recipe_key_each_with_a_comment(tmp_path):
 
 
 def test_modules_import_no_torch():
-    code = "import sys, nndiag.recipe_library, nndiag.babysit_report; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, nndiag.config.library, nndiag.diagnosis.report; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
 
 

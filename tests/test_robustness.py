@@ -75,8 +75,8 @@ def test_batchnorm_never_sees_a_training_batch_of_one(build):
 
 def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, write_recipe):
     from nndiag.diagnostics import check_loss
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     exp = Experiment.build(load_recipe(write_recipe(_regression_recipe(tmp_path))))
     assert exp.data.target_size == 3 and exp.scorer.objective.outputs() == 3
@@ -87,8 +87,8 @@ def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, wri
 
 
 def test_mse_on_class_labels_expects_one_over_c_and_counts_accuracy():
-    from nndiag.scoring import Objective
-    from nndiag.recipe import LossConfig
+    from nndiag.training.scoring import Objective
+    from nndiag.config.recipe import LossConfig
 
     objective = Objective(LossConfig(name="mse"), 10)
     y = torch.randint(0, 10, (200,))

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, SPIRAL_MLP, recipe_dict
-from nndiag import root_cause
+from nndiag.diagnosis import root_cause
 from nndiag.diagnostics import check_loss, overfit_small, probe
 from nndiag.findings import ALL_CODES, CODES
-from nndiag.result import jsonable
-from nndiag.root_cause import RULES, explained_by, probe_could_explain, rank
+from nndiag.formatting import jsonable
+from nndiag.diagnosis.root_cause import RULES, explained_by, probe_could_explain, rank
 
 TESTS = Path(__file__).parent
 
@@ -136,8 +136,8 @@ def test_the_table_uses_known_codes_unique_ids_and_is_documented():
 def _experiment(tmp_path, write_recipe, raw):
     for name in ("faults.py", "root_faults.py"):
         shutil.copy(TESTS / name, tmp_path / name)
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import load_recipe
 
     return Experiment.build(load_recipe(write_recipe(raw)))
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SPIRAL_MLP, recipe_dict
 from nndiag.diagnostics import search
-from nndiag.recipe import SearchParam
+from nndiag.config.recipe import SearchParam
 
 SPACE = {
     "optim.lr": {"low": 1.0e-4, "high": 1.0, "log": True},
@@ -195,7 +195,7 @@ def test_a_changed_search_refuses_the_old_study(cli, write_recipe, tmp_path):
 def finished_slots(journal: Path, study: str, stage: str = "coarse") -> list[int]:
     import optuna
 
-    from nndiag.search_study import open_storage
+    from nndiag.diagnostics.search_study import open_storage
 
     trials = optuna.load_study(study_name=study, storage=open_storage(str(journal))).get_trials(deepcopy=False)
     return sorted(t.user_attrs["slot"] for t in trials
@@ -208,7 +208,7 @@ def test_three_workers_share_one_study_exactly_even_when_one_is_killed(cli, writ
     import optuna
     from optuna.trial import TrialState
 
-    from nndiag.search_study import open_storage
+    from nndiag.diagnostics.search_study import open_storage
 
     out = tmp_path / "o"
     journal = out / "search-journal.log"
@@ -246,7 +246,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_rerun(cli, write_recipe, tmp_p
     import optuna
     from optuna.trial import TrialState
 
-    from nndiag.search_study import open_storage
+    from nndiag.diagnostics.search_study import open_storage
 
     path, out = write_recipe(spiral_search()), tmp_path / "o"
     assert cli("search", path, "--stages", "coarse", "--trials", "3", "--out", out, "--json").exit_code == 0

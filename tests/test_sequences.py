@@ -1,4 +1,4 @@
-"""nndiag.sequences: the offline token tasks, the token models and the Hugging Face builder."""
+"""nndiag.zoo.sequences: the offline token tasks, the token models and the Hugging Face builder."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nndiag import sequences
+from nndiag.zoo import sequences
 from nndiag.errors import BadInput
-from nndiag.sequences import BLANK_ID, IGNORE_INDEX, NUM_SPECIAL, PAD_ID, SEP_ID, gru, huggingface, tokens, transformer
+from nndiag.zoo.sequences import BLANK_ID, IGNORE_INDEX, NUM_SPECIAL, PAD_ID, SEP_ID, gru, huggingface, tokens, transformer
 
 SMALL = {"num_samples": 200, "seq_len": 16, "vocab_size": 12}
 

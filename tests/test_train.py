@@ -81,7 +81,7 @@ def test_callbacks_and_early_stopping_keep_best(build):
 
 
 def test_keep_best_without_early_stopping_leaves_final_weights(build):
-    from nndiag.trainer import Trainer
+    from nndiag.training.trainer import Trainer
 
     exp = build(SPIRAL_MLP)
     history = Trainer(exp, epochs=2, keep_best=True).fit()
@@ -91,7 +91,7 @@ def test_keep_best_without_early_stopping_leaves_final_weights(build):
 def test_progress_bar_prints_to_its_console():
     from rich.console import Console
 
-    from nndiag.progress import ProgressBar
+    from nndiag.output.progress import ProgressBar
 
     buffer = io.StringIO()
     bar = ProgressBar(Console(file=buffer, force_terminal=True, width=120))
@@ -110,7 +110,7 @@ def test_the_trainers_abort_is_diverged_even_when_the_curve_alone_does_not_show_
     """The Trainer stops at 3x its starting loss (batch losses); the logged curve may end below the curves
     rule's own blow-up line. train.decide still says diverged, from the abort."""
     from nndiag.diagnostics import train as train_diagnostic
-    from nndiag.trainer import History
+    from nndiag.training.trainer import History
 
     steps = pd.DataFrame({"step": [1, 2, 3, 4], "epoch": [1] * 4, "lr": [0.1] * 4, "loss": [2.3, 2.4, 2.6, 5.0]})
     epochs = pd.DataFrame(columns=["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"])

@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                           eval_dataset=TokenRows(64, 1), compute_metrics=accuracy, callbacks=[callback])
         trainer.train()
     summary = callback.summary  # the same object as <folder>/summary.json
-    print(f"nndiag: {summary['status']} {summary['metrics']['stages']} -> {callback.folder}")
+    print(f"nndiag: {summary['status']} {summary['metrics']['steps']} -> {callback.folder}")
     for finding in summary["findings"]:
-        print(f"  [{finding['stage']}] {finding['severity']} {finding['code']}: {finding['message']}")
+        print(f"  [{finding['step']}] {finding['severity']} {finding['code']}: {finding['message']}")
     return 1 if summary["status"] == "fail" else 0
 
 

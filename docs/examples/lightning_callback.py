@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
     trainer.fit(DigitsMLP(), *digits())
     summary = callback.summary  # the same object as <folder>/summary.json
-    print(f"nndiag: {summary['status']} {summary['metrics']['stages']} -> {callback.folder}")
+    print(f"nndiag: {summary['status']} {summary['metrics']['steps']} -> {callback.folder}")
     for finding in summary["findings"]:
-        print(f"  [{finding['stage']}] {finding['severity']} {finding['code']}: {finding['message']}")
+        print(f"  [{finding['step']}] {finding['severity']} {finding['code']}: {finding['message']}")
     return 1 if summary["status"] == "fail" else 0
 
 

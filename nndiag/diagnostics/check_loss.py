@@ -33,21 +33,20 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nndiag import engine
-from nndiag.data import TensorSplit, input_statistics
-from nndiag.experiment import Experiment
+from nndiag.training import engine
+from nndiag.training.splits import TensorSplit, input_statistics
+from nndiag.training.experiment import Experiment
 from nndiag.findings import Verdict
 from nndiag.result import Result
-from nndiag.scoring import Scored
+from nndiag.training.scoring import Scored
+from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES, CHECK_LOSS_TOLERANCE
 
-DEFAULT_BATCHES = 10  # batches measured at initialisation
-DEFAULT_TOLERANCE = 1.0  # allowed relative excess over the expected loss (and the same log-ratio below it)
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
 INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
 
 
-def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | None = None,
+def measure(exp: Experiment, batches: int = CHECK_LOSS_BATCHES, expected: float | None = None,
             expected_why: str = "given by the user") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
     `expected`: the loss an untrained model should have, when the user knows better than the rule;
@@ -94,7 +93,7 @@ def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, expected: float | N
     return frame, facts
 
 
-def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> Verdict:
+def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_LOSS_TOLERANCE) -> Verdict:
     """The verdict over the measured losses. Pure: numbers in, findings out."""
     verdict = Verdict()
     losses = frame["loss"].to_numpy(dtype=float)
@@ -175,7 +174,7 @@ def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
         )
 
 
-def run(exp: Experiment, batches: int = DEFAULT_BATCHES, tolerance: float = DEFAULT_TOLERANCE, expected: float | None = None,
+def run(exp: Experiment, batches: int = CHECK_LOSS_BATCHES, tolerance: float = CHECK_LOSS_TOLERANCE, expected: float | None = None,
         expected_why: str = "given by the user") -> Result:
     frame, facts = measure(exp, batches, expected, expected_why)
     verdict = decide(frame, facts, tolerance)

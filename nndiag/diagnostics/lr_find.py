@@ -4,7 +4,7 @@ Two modes.
 
 **Range test** (Smith 2015, as in fastai / torch-lr-finder / Lightning). The LR rises from `start` to
 `end` over `steps` points, exponentially (default 1e-7 -> 10) or linearly; at each point the model
-takes `batches_per_lr` optimizer steps at that LR (default DEFAULT_BATCHES_PER_LR = 4) and the point's
+takes `batches_per_lr` optimizer steps at that LR (default LR_FIND_BATCHES_PER_LR = 4) and the point's
 loss is their mean. The recorded LR is the one the optimizer actually used. Four batches, not fastai's
 one: the mean of 4 has half the point-to-point noise, and the curve reflects 4x more training at each
 LR. On the 17 tuning problems of benchmarks/problems.py the rule below was good (screened on the cached grid) on 27 of 34
@@ -18,7 +18,8 @@ experiment's model, with a fresh optimizer of the recipe's kind, inside `engine.
 model's parameters and buffers, the optimizer's state and LR, train/eval flags, the torch / numpy /
 python RNG states and the experiment's batch order are all exactly as before.
 
-**Candidates** (the notes' "try 1e-1, 1e-2, 1e-3, 1e-4"): `candidate_steps` (100) iterations at each
+**Candidates** (the notes' "try 1e-1, 1e-2, 1e-3, 1e-4"; the trial runs of this mode and of the refine stage
+live in nndiag.diagnostics.lr_trials): `candidate_steps` (100) iterations at each
 LR over the full training data, each from the same initial weights and batch order, with a small
 weight decay (the recipe's, or CANDIDATE_WEIGHT_DECAY = 1e-4 when it has none). A candidate makes the
 loss "drop significantly" when its loss on a fixed training subset (up to EVAL_EXAMPLES) falls by at
@@ -26,13 +27,13 @@ least SIGNIFICANT_DROP (10%) of the initial value; "diverged" when that loss is 
 DIVERGED_FACTOR (3, CS231n's "stop early") times the initial one.
 
 **Refine** (after the range test, unless `refine_steps` is 0): the range test's pick is settled by
-trial runs of `refine_steps` (DEFAULT_REFINE_STEPS = 100) iterations at the pick x REFINE_FACTORS
+trial runs of `refine_steps` (LR_FIND_REFINE_STEPS = 100) iterations at the pick x REFINE_FACTORS
 (0.316, 1, 3.16, 10), none above the divergence point or the highest LR tested, measured like
 candidates (same initial weights, the fixed training subset) but with the optimizer exactly as
 configured (only its LR changed: param groups keep their LR ratios and weight decays) and a batch
 order of the trials' own (seed + TRIAL_ORDER_OFFSET). The suggestion is the smallest trial LR whose
 subset loss is within REFINE_TOLERANCE (5%) of the best trial's drop (`pick_refined`, pure), and
-[lr_min, lr_max] widens to hold it. No trial lowered the loss: `unreliable-suggestion` (warn), the
+[lr_min, lr_max] widens to hold it: `decide(frame, facts, trials)` reads the trials (`settle`, pure) into the one verdict. No trial lowered the loss: `unreliable-suggestion` (warn), the
 range test's pick stands (none diverged) or falls below the diverging trials. A range test sweeps
 the LR past the model, so its curve shows how fast the loss falls during the sweep, not how well one
 constant LR trains: read off the curve alone the best LR was missed on 8 of 33 benchmark problems at
@@ -102,19 +103,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nndiag import engine
-from nndiag.data import StreamSplit, order_kept
+from nndiag.training import engine
+from nndiag.training.splits import StreamSplit, order_kept
 from nndiag.errors import BadInput
-from nndiag.experiment import Experiment
+from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.config import edit
+from nndiag.diagnostics import lr_trials
+from nndiag.diagnostics.lr_trials import endless_batches, pick_refined
+from nndiag.diagnostics.defaults import LR_FIND_BATCHES_PER_LR, LR_FIND_CANDIDATE_STEPS, LR_FIND_END, LR_FIND_MODE, LR_FIND_REFINE_STEPS, LR_FIND_START, LR_FIND_STEPS
 
 # -- measurement ------------------------------------------------------------------------------
-DEFAULT_START = 1e-7  # first LR of the range test (fastai's)
-DEFAULT_END = 10.0  # last LR of the range test (fastai's, torch-lr-finder's)
-DEFAULT_STEPS = 100  # LR points in the range test (fastai, torch-lr-finder, Lightning)
-DEFAULT_MODE = "exp"  # exp (geometric spacing) | linear
-DEFAULT_BATCHES_PER_LR = 4  # optimizer steps at each LR point; the point's loss is their mean (fastai 1; 4: half the noise, see the docstring)
 SMOOTH_BETA = 0.9  # bias-corrected EMA factor of smoothed_loss (fastai 0.98 lags ~50 steps; 0.9 ~9)
 STOP_FACTOR = 4.0  # stop when smoothed loss > this x best smoothed loss (fastai 4, torch-lr-finder 5)
 CHECK_EVERY_ACCELERATOR = 10  # on GPU/MPS the stop rule reads losses back every this many points (one sync each)
@@ -133,18 +133,6 @@ EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without diverg
 RELIABLE_DROP = 5.0  # unreliable-suggestion: a drop below this many (per-point) noise deviations is comparable to the noise
 UNSTABLE_FACTOR = 4.0  # unreliable-suggestion: the half-curves' suggestions differ by more than this factor (0.6 decade)
 
-# -- candidates mode ---------------------------------------------------------------------------
-DEFAULT_CANDIDATE_STEPS = 100  # iterations per candidate LR (the notes: "~100 iterations")
-CANDIDATE_WEIGHT_DECAY = 1e-4  # the notes' "small regularization", when the recipe sets none
-SIGNIFICANT_DROP = 0.1  # a candidate "drops significantly" when its loss falls by >= 10% of the initial
-DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a candidate whose loss ends above 3x the initial diverged (CS231n)
-EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
-
-# -- refine: short trial runs around the range test's suggestion ----------------------------
-REFINE_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5, 10.0)  # trial LRs: the range test's suggestion times these (half-decade steps)
-DEFAULT_REFINE_STEPS = 100  # iterations per trial LR (the notes' "~100 iterations")
-REFINE_TOLERANCE = 0.05  # the smallest trial LR whose loss is within this fraction of the best trial's drop wins
-TRIAL_ORDER_OFFSET = 7919  # the trials' batch order is seeded with the recipe's seed + this: an order of their own, not the range test's
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +172,7 @@ def parse_candidates(text: str | None) -> list[float] | None:
     return values
 
 
-def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) -> list[float]:
+def lr_schedule(start: float, end: float, steps: int, mode: str = LR_FIND_MODE) -> list[float]:
     """The LR at each point: geometric (exp) or evenly spaced (linear), both ends included."""
     if steps == 1:
         return [float(start)]
@@ -194,24 +182,13 @@ def lr_schedule(start: float, end: float, steps: int, mode: str = DEFAULT_MODE) 
     return [float(start + (end - start) * i / (steps - 1)) for i in range(steps)]
 
 
-def _endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[Any]:
-    """Shuffled training batches, epoch after epoch, in an order private to this test."""
-    while True:
-        empty = True
-        for batch in exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=generator):
-            empty = False
-            yield batch
-        if empty:
-            return
-
-
 def measure(
     exp: Experiment,
-    start: float = DEFAULT_START,
-    end: float = DEFAULT_END,
-    steps: int = DEFAULT_STEPS,
-    mode: str = DEFAULT_MODE,
-    batches_per_lr: int = DEFAULT_BATCHES_PER_LR,
+    start: float = LR_FIND_START,
+    end: float = LR_FIND_END,
+    steps: int = LR_FIND_STEPS,
+    mode: str = LR_FIND_MODE,
+    batches_per_lr: int = LR_FIND_BATCHES_PER_LR,
     optimizer: torch.optim.Optimizer | None = None,
     check_every: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -237,7 +214,7 @@ def measure(
     with engine.preserved(model, optimizer), order_kept(exp.data.train):
         model.train()
         set_lr = engine.lr_setter(optimizer)  # other param groups keep their ratio to the first
-        batches = _endless_batches(exp, generator)
+        batches = endless_batches(exp, generator)
         for i, lr in enumerate(lrs):
             set_lr(lr)
             used.append(float(optimizer.param_groups[0]["lr"]))
@@ -311,6 +288,8 @@ class Suggestion:
     problem: str | None = None  # why there is no suggestion: too-few-points | no-decrease | first-non-finite
     spread: tuple[float, float] | None = None  # lowest and highest suggestion over the curve and its two half-curves
     unreliable: str | None = None  # why the suggestion is not to be trusted: noisy | unstable (None: it is)
+    range_test_lr: float | None = None  # the range test's own pick, before the refine stage's trials (decide sets it)
+    refined_lr: float | None = None  # the trial LR the refine stage chose (None: no trials, or none lowered the loss)
 
 
 def robust_smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -407,11 +386,14 @@ def _suggest_one(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> 
     return result
 
 
-def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggestion]:
-    """The verdict over a recorded range test. Pure: numbers in, findings and a suggestion out."""
+def decide(frame: pd.DataFrame, facts: dict[str, Any], trials: pd.DataFrame | None = None) -> tuple[Verdict, Suggestion]:
+    """The verdict over a recorded range test and, when they ran (`trials`: lr_trials.refine's table;
+    `facts["refine_steps"]` their length), the refine stage's trial runs, which settle the suggestion
+    (`settle`). Pure: numbers in, findings and a suggestion out."""
     verdict = Verdict()
     stopped_div = facts.get("stopped") in ("diverged", "non-finite")
     sug = suggest(frame["lr"], frame["loss"], stopped_div)
+    sug.range_test_lr = sug.suggested_lr
     planned = int(facts.get("planned_steps", len(frame)))
     lrs = frame["lr"].to_numpy(dtype=float)
     span = f"{facts.get('start', lrs[0] if len(lrs) else math.nan):.3g} -> {facts.get('end', lrs[-1] if len(lrs) else math.nan):.3g}"
@@ -433,7 +415,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
         else:
             verdict.add("no-decrease", "fail",
                         f"{why} (fewer than {MIN_POINTS}): too few to tell where the loss drops (range {span})",
-                        f"Use more points (--steps {DEFAULT_STEPS} is the usual), or try the candidates mode (--candidates 1e-1,1e-2,1e-3,1e-4).",
+                        f"Use more points (--steps {LR_FIND_STEPS} is the usual), or try the candidates mode (--candidates 1e-1,1e-2,1e-3,1e-4).",
                         **evidence)
         return verdict, sug
     if sug.index_diverged is not None and sug.index_diverged < max(EARLY_FRACTION * planned, 2):
@@ -449,8 +431,9 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                     "training bug: run `nndiag overfit-small`; look for frozen parameters or an optimizer not given the model's parameters.",
                     **evidence)
         return verdict, sug
+    doubt: Doubt | None = None  # the curve's doubt about its own pick, settled or not by the trials below
     if sug.unreliable == "flat":
-        verdict.add("unreliable-suggestion", "warn",
+        doubt = Doubt(
                     f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
                     f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the range test's pick {sug.suggested_lr:.3g} is "
                     f"only {DIVERGENCE_MARGIN:g}x below that rise",
@@ -458,18 +441,22 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
                     f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
                     "learns too slowly for the batches per LR to show it (e.g. a transformer from scratch): retry with "
                     "--batches-per-lr 8. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
-                    **evidence, reason="flat", lr_rise=sug.lr_diverged)
+                    {**evidence, "reason": "flat", "lr_rise": sug.lr_diverged})
     elif sug.unreliable is not None:
         low, high = sug.spread if sug.spread else (math.nan, math.nan)
         why = (f"the loss fell by only {sug.drop / sug.noise:.1f} times its point-to-point noise (under {RELIABLE_DROP:g})"
                if sug.unreliable == "noisy" else
                f"half of the points alone (every other LR) place it anywhere from {low:.3g} to {high:.3g}, more than "
                f"{UNSTABLE_FACTOR:g}x apart")
-        verdict.add("unreliable-suggestion", "warn",
+        doubt = Doubt(
                     f"the curve cannot place the LR confidently: {why}; the range test's pick {sug.suggested_lr:.3g} is a rough guess",
                     "Measure a smoother curve: --batches-per-lr 8 (or a larger train.batch_size), or more --steps; or compare "
                     f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
-                    **evidence, reason=sug.unreliable, spread_low=low, spread_high=high)
+                    {**evidence, "reason": sug.unreliable, "spread_low": low, "spread_high": high})
+    if trials is not None:
+        doubt = settle(sug, trials, int(facts.get("refine_steps", 0)), doubt)
+    if doubt is not None:
+        verdict.add("unreliable-suggestion", doubt.severity, doubt.message, doubt.advice, **doubt.evidence)
     if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
         verdict.add("range-too-narrow", "warn",
                     f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie "
@@ -478,194 +465,33 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any]) -> tuple[Verdict, Suggest
     return verdict, sug
 
 
-# --------------------------------------------------------------------------------------------
-# Candidates mode
-# --------------------------------------------------------------------------------------------
+@dataclass
+class Doubt:
+    """The unreliable-suggestion finding in the making: the curve's doubt, then what the trials said."""
+
+    message: str
+    advice: str
+    evidence: dict[str, Any]
+    severity: str = "warn"
 
 
-def measure_candidates(exp: Experiment, candidates: list[float], steps: int = DEFAULT_CANDIDATE_STEPS,
-                       weight_decay: float | None = None, *, own_settings: bool = False,
-                       order_seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Train `steps` iterations at each LR from the same initial weights and the same batch order.
-
-    Candidates mode (the default): one LR for every param group and `weight_decay` (default the
-    optimizer's largest, or CANDIDATE_WEIGHT_DECAY when it has none). `own_settings` (the refine stage):
-    the recipe's (or the user's) optimizer exactly as configured, param groups' LR ratios and weight
-    decays included; only the LR changes. `order_seed` seeds the batch order (default: the recipe's seed;
-    a user's DataLoader replays its own order from the same state for every LR).
-
-    Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
-    if own_settings:
-        wd = None
-
-        def make_optimizer(lr: float) -> torch.optim.Optimizer:
-            optimizer = exp.optimizer()
-            engine.lr_setter(optimizer)(lr)
-            return optimizer
-    else:
-        wd = weight_decay if weight_decay is not None else (_largest_weight_decay(exp) or CANDIDATE_WEIGHT_DECAY)
-
-        def make_optimizer(lr: float) -> torch.optim.Optimizer:
-            return exp.optimizer(lr=lr, weight_decay=wd)
-    seed = exp.recipe.seed if order_seed is None else order_seed
-    model = exp.model
-    rows, curves = [], []
-    with engine.preserved(model) as initial, order_kept(exp.data.train) as order:
-        subset = _eval_subset(exp)  # a user's loader gives its first batches (and is rewound for every LR)
-        before = _subset_loss(exp, subset)
-        for lr in candidates:
-            initial.restore(model)
-            order.rewind()
-            model.train()
-            optimizer = make_optimizer(lr)
-            batches = _endless_batches(exp, torch.Generator().manual_seed(seed))
-            record = []
-            for _ in range(steps):
-                record.append(exp.step(optimizer, next(batches), model=model).loss)
-            values = torch.stack(record).tolist()
-            curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
-            after = _subset_loss(exp, subset)
-            rows.append({"lr": lr, "initial_loss": before, "final_loss": after,
-                         "relative_drop": (before - after) / before if before else math.nan,
-                         "first_batch_loss": values[0], "last_batch_loss": values[-1]})
-    summary = pd.DataFrame(rows, columns=["lr", "initial_loss", "final_loss", "relative_drop", "first_batch_loss", "last_batch_loss"])
-    summary["outcome"] = [candidate_outcome(r.initial_loss, r.final_loss) for r in summary.itertuples()]
-    facts = {"steps": steps, "weight_decay": wd, "eval_examples": len(subset)}
-    return summary, pd.DataFrame(curves, columns=["lr", "step", "loss"]), facts
-
-
-def _largest_weight_decay(exp: Experiment) -> float:
-    """The largest weight decay among the param groups of the recipe's (or the user's) optimizer."""
-    return max((g.get("weight_decay", 0.0) for g in exp.optimizer().param_groups), default=0.0)
-
-
-def _eval_subset(exp: Experiment) -> Any:
-    """The fixed training subset on which candidates and trials are scored (up to EVAL_EXAMPLES examples,
-    a seeded choice). Streamed data stays streamed: a few thousand images would not fit on a GPU at once."""
-    generator = torch.Generator().manual_seed(exp.recipe.seed)
-    if isinstance(exp.data.train, StreamSplit):
-        return exp.data.train.subset(EVAL_EXAMPLES, generator=generator)
-    return exp.data.train.take(EVAL_EXAMPLES, generator=generator)
-
-
-@torch.no_grad()
-def _subset_loss(exp: Experiment, subset: Any) -> float:
-    return exp.evaluate(split=subset)["loss"]
-
-
-def candidate_outcome(initial: float, final: float) -> str:
-    """drops | too-low (barely moved) | diverged. Pure."""
-    if not math.isfinite(final) or (initial > 0 and final > DIVERGED_FACTOR * initial):
-        return "diverged"
-    if initial > 0 and (initial - final) >= SIGNIFICANT_DROP * initial:
-        return "drops"
-    return "too-low"
-
-
-def decide_candidates(summary: pd.DataFrame) -> tuple[Verdict, float | None]:
-    """The verdict over candidate runs, and the best candidate LR. Pure."""
-    verdict = Verdict()
-    table = ", ".join(f"{r.lr:g}: {r.final_loss:.3g} ({r.outcome})" for r in summary.itertuples())
-    dropping = summary[summary["outcome"] == "drops"]
-    if dropping.empty:
-        if (summary["outcome"] == "diverged").all():
-            verdict.add("diverged-immediately", "fail", f"every candidate LR diverged ({table})",
-                        "Try smaller LRs (e.g. 1e-4,1e-5,1e-6) and check the initialisation with `nndiag check-loss`.",
-                        candidates=summary["lr"].tolist())
-        else:
-            verdict.add("no-decrease", "fail",
-                        f"no candidate LR lowered the loss by {SIGNIFICANT_DROP:.0%} or more in the allotted iterations ({table})",
-                        "Try larger LRs or more --candidate-steps; if none helps, look for a bug with `nndiag overfit-small`.",
-                        candidates=summary["lr"].tolist())
-        return verdict, None
-    best = dropping.loc[dropping["final_loss"].idxmin()]
-    best_lr = float(best["lr"])
-    lrs = sorted(summary["lr"].tolist())
-    diverged = summary[summary["outcome"] == "diverged"]["lr"].tolist()
-    if best_lr == lrs[-1] and len(lrs) > 1:
-        verdict.add("range-too-narrow", "warn", f"the best candidate is the largest one tried ({best_lr:g}) and it did not diverge",
-                    f"Also try {best_lr * 10:g} and {best_lr * 100:g}: a larger LR may be better.", best_lr=best_lr)
-    elif best_lr == lrs[0] and len(lrs) > 1 and diverged:
-        verdict.add("range-too-narrow", "warn", f"the best candidate is the smallest one tried ({best_lr:g})",
-                    f"Also try {best_lr / 10:g}: a smaller LR may be better.", best_lr=best_lr)
-    return verdict, best_lr
-
-
-# --------------------------------------------------------------------------------------------
-# Refine: short trial runs around the range test's suggestion
-# --------------------------------------------------------------------------------------------
-
-
-def refine_lrs(range_test_lr: float, ceiling: float) -> list[float]:
-    """The trial LRs: the range test's pick x REFINE_FACTORS, none above `ceiling` (the divergence point,
-    or the highest LR the range test reached when it never diverged: no trial goes where the test did
-    not). Pure."""
-    return [range_test_lr * f for f in REFINE_FACTORS if range_test_lr * f <= ceiling]
-
-
-def pick_refined(summary: pd.DataFrame) -> float | None:
-    """The trial LR to use: among the trials that did not diverge, the smallest whose subset loss is within
-    REFINE_TOLERANCE of the best trial's drop from the initial loss (a smaller LR that trains as well is
-    the safer pick for a longer run). None when no trial lowered the loss. Pure; given the trials'
-    outcomes, invariant to scaling and shifting the loss."""
-    usable = summary[(summary["outcome"] != "diverged") & np.isfinite(summary["final_loss"])]
-    if usable.empty:
-        return None
-    initial, best = float(usable["initial_loss"].iloc[0]), float(usable["final_loss"].min())
-    if not best < initial:
-        return None
-    close = usable[usable["final_loss"] <= best + REFINE_TOLERANCE * (initial - best)]
-    return float(close["lr"].min())
-
-
-def refine(exp: Experiment, range_test_lr: float, ceiling: float, steps: int = DEFAULT_REFINE_STEPS) -> tuple[pd.DataFrame, float | None]:
-    """Train `steps` iterations at each trial LR (`refine_lrs`) with the recipe's (or the user's) optimizer
-    as configured, only the LR changed, from the same initial weights, in a batch order of the trials'
-    own (seed + TRIAL_ORDER_OFFSET). Returns (one row per trial, with `factor` and `chosen`; the chosen LR
-    or None)."""
-    summary, _, _ = measure_candidates(exp, refine_lrs(range_test_lr, ceiling), steps, own_settings=True,
-                                       order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET)
-    chosen = pick_refined(summary)
-    summary.insert(1, "factor", summary["lr"] / range_test_lr)
-    summary["chosen"] = summary["lr"] == chosen
-    return summary, chosen
-
-
-def _refine_into(result: Result, exp: Experiment, sug: Suggestion, frame: pd.DataFrame, steps: int) -> None:
-    """Run the refine stage on the range test's pick and make its choice the result's suggestion; widen
-    [lr_min, lr_max] to hold it. The unreliable-suggestion finding of the curve becomes info when a trial
-    that clearly lowered the loss settled the LR; a warning when the trials could not."""
-    started = time.perf_counter()
-    ceiling = min(sug.lr_diverged if sug.lr_diverged is not None else math.inf, float(frame["lr"].max()))
-    trials, chosen = refine(exp, sug.suggested_lr, ceiling, steps)
-    m = result.metrics
-    m.update({"range_test_lr": sug.suggested_lr, "refine_steps": steps, "refine_trials": len(trials),
-              "refined_lr": chosen, "refine_seconds": time.perf_counter() - started})
-    result.tables["lr_refine"] = trials
-    curve_finding = next((f for f in result.verdict.findings if f.code == "unreliable-suggestion"), None)
+def settle(sug: Suggestion, trials: pd.DataFrame, steps: int, doubt: Doubt | None) -> Doubt | None:
+    """Read the refine stage's trials into the suggestion (pure). A chosen trial LR becomes the suggestion and
+    [lr_min, lr_max] widens to hold it; the curve's doubt becomes info when that trial clearly lowered the loss.
+    No trial lowered the loss: when some diverged, the suggestion falls below them (to the largest trial LR under
+    the lowest diverging one, else a decade below that one, untested), otherwise the range test's pick stands;
+    either way the doubt says the trials did not confirm it (a new one when the curve had none)."""
+    chosen = pick_refined(trials)
+    range_test_lr = float(sug.range_test_lr) if sug.range_test_lr is not None else math.nan
     if chosen is not None:
-        _suggest_within_range(m, chosen)
-        settled = trials.loc[trials["chosen"], "outcome"].iloc[0] == "drops"
-        if curve_finding is not None and settled:  # the trials measured what the curve could not show
-            curve_finding.severity = "info"
-            curve_finding.message += f"; the refine stage's trial runs settled it at {chosen:.3g}"
-            curve_finding.evidence["refined_lr"] = chosen
-        return
-    _trials_unsettled(result, trials, sug.suggested_lr, steps, curve_finding)
-
-
-def _suggest_within_range(metrics: dict[str, Any], lr: float) -> None:
-    """Make `lr` the suggestion, widening [lr_min, lr_max] to hold it."""
-    metrics["suggested_lr"] = lr
-    metrics["lr_min"] = lr if metrics["lr_min"] is None else min(metrics["lr_min"], lr)
-    metrics["lr_max"] = lr if metrics["lr_max"] is None else max(metrics["lr_max"], lr)
-
-
-def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float, steps: int, curve_finding: Any) -> None:
-    """No trial lowered the loss. When some diverged, the suggestion falls below them: to the largest trial
-    LR under the lowest diverging one, else a decade below that one (untested); otherwise the range test's
-    pick stands. Either way a warning says the trials did not confirm it."""
-    m = result.metrics
+        sug.refined_lr = chosen
+        _suggest_within_range(sug, chosen)
+        settled = trials.loc[trials["lr"] == chosen, "outcome"].iloc[0] == "drops"
+        if doubt is not None and settled:  # the trials measured what the curve could not show
+            doubt.severity = "info"
+            doubt.message += f"; the refine stage's trial runs settled it at {chosen:.3g}"
+            doubt.evidence["refined_lr"] = chosen
+        return doubt
     span = f"{trials['lr'].min():.3g} to {trials['lr'].max():.3g}"
     diverged = trials[trials["outcome"] == "diverged"]
     if diverged.empty:
@@ -678,7 +504,7 @@ def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float
         lowest = float(diverged["lr"].min())
         below = trials[(trials["lr"] < lowest) & (trials["outcome"] != "diverged")]
         fallback = float(below["lr"].max()) if len(below) else lowest / 10
-        _suggest_within_range(m, fallback)
+        _suggest_within_range(sug, fallback)
         how = "the largest trial LR below them" if len(below) else "10x below the lowest of them, untested"
         message = (f"{len(diverged)} of the {len(trials)} trial runs diverged (from LR {lowest:.3g}) when held at one LR for "
                    f"{steps} iterations, and none lowered the loss: the suggestion falls from the range test's pick "
@@ -687,76 +513,19 @@ def _trials_unsettled(result: Result, trials: pd.DataFrame, range_test_lr: float
                   "Use a warm-up (schedule: {name: cosine, warmup_steps: 500}), clip gradients (train.grad_clip), "
                   "and check the initialisation with `nndiag check-loss`.")
         reason = "trials-diverged"
-    if curve_finding is not None:  # one finding for the suggestion: the curve's doubt and the trials' together
-        curve_finding.message += f"; and {message}"
-        curve_finding.advice = advice
-        curve_finding.evidence["trials"] = reason
-        return
-    result.verdict.add("unreliable-suggestion", "warn", message, advice, reason=reason, range_test_lr=range_test_lr,
-                       trials=len(trials), diverged=len(diverged))
+    if doubt is not None:  # one finding for the suggestion: the curve's doubt and the trials' together
+        doubt.message += f"; and {message}"
+        doubt.advice = advice
+        doubt.evidence["trials"] = reason
+        return doubt
+    return Doubt(message, advice, {"reason": reason, "range_test_lr": range_test_lr, "trials": len(trials), "diverged": len(diverged)})
 
 
-# --------------------------------------------------------------------------------------------
-# --apply: the recipe with the suggestion written in
-# --------------------------------------------------------------------------------------------
-
-
-def apply_lr(recipe: Any, lr: float, original_text: str | None = None) -> str:
-    """The recipe as YAML text with optim.lr = `lr`. Keeps the user's file (and its comments) when the
-    recipe came unchanged from it and its `lr:` can be edited in place; else the resolved recipe."""
-    import yaml
-
-    from nndiag.recipe import parse_recipe
-
-    lr = round_lr(lr)
-    target = recipe.with_overrides({"optim.lr": lr})
-    header = f"# optim.lr = {yaml_number(lr)}, suggested by `nndiag lr-find`\n"
-    if original_text is not None:
-        edited = _edit_lr(original_text, lr)
-        if edited is not None:
-            try:
-                if parse_recipe(yaml.safe_load(edited), source=recipe.source) == target:
-                    return header + edited
-            except Exception:  # noqa: BLE001 - any failure means: fall back to the resolved recipe
-                pass
-    from nndiag.result import recipe_yaml
-
-    return header + "# (the resolved recipe; comments of the original are not kept)\n" + recipe_yaml(target.to_dict())
-
-
-def round_lr(lr: float) -> float:
-    """Three significant digits: an LR is never known better than that."""
-    return float(f"{lr:.3g}")
-
-
-def yaml_number(value: float) -> str:
-    """A float as YAML 1.1 reads it back as a float (1.00e-05, not 1e-05)."""
-    return repr(value) if 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def _edit_lr(text: str, lr: float) -> str | None:
-    """Replace the `lr:` value of the top-level `optim:` section (flow or block style), or None."""
-    import re
-
-    lines = text.splitlines(keepends=True)
-    value = yaml_number(lr)
-    for i, line in enumerate(lines):
-        if re.match(r"optim\s*:\s*\{", line):
-            new, count = re.subn(r"(\blr\s*:\s*)[^,}\s]+", lambda m: m.group(1) + value, line, count=1)
-            if count:
-                lines[i] = new
-                return "".join(lines)
-            return None
-        if re.match(r"optim\s*:\s*(#.*)?$", line):
-            for j in range(i + 1, len(lines)):
-                if lines[j].strip() and not lines[j][0].isspace():
-                    return None  # the next top-level key: no lr in the section
-                m = re.match(r"(\s+lr\s*:\s*)([^#\s]+)(.*)", lines[j], flags=re.S)
-                if m:
-                    lines[j] = m.group(1) + value + m.group(3)
-                    return "".join(lines)
-            return None
-    return None
+def _suggest_within_range(sug: Suggestion, lr: float) -> None:
+    """Make `lr` the suggestion, widening [lr_min, lr_max] to hold it."""
+    sug.suggested_lr = lr
+    sug.lr_min = lr if sug.lr_min is None else min(sug.lr_min, lr)
+    sug.lr_max = lr if sug.lr_max is None else max(sug.lr_max, lr)
 
 
 # --------------------------------------------------------------------------------------------
@@ -766,24 +535,24 @@ def _edit_lr(text: str, lr: float) -> str | None:
 
 def run(
     exp: Experiment,
-    start: float = DEFAULT_START,
-    end: float = DEFAULT_END,
-    steps: int = DEFAULT_STEPS,
-    mode: str = DEFAULT_MODE,
-    batches_per_lr: int = DEFAULT_BATCHES_PER_LR,
+    start: float = LR_FIND_START,
+    end: float = LR_FIND_END,
+    steps: int = LR_FIND_STEPS,
+    mode: str = LR_FIND_MODE,
+    batches_per_lr: int = LR_FIND_BATCHES_PER_LR,
     candidates: list[float] | None = None,
-    candidate_steps: int = DEFAULT_CANDIDATE_STEPS,
+    candidate_steps: int = LR_FIND_CANDIDATE_STEPS,
     apply: bool = False,
     recipe_text: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
-    refine_steps: int = DEFAULT_REFINE_STEPS,
+    refine_steps: int = LR_FIND_REFINE_STEPS,
 ) -> Result:
     """`optimizer`: the user's own optimizer for the range test (handed back as found); default a fresh
     one of the recipe's kind. `refine_steps`: iterations per trial LR of the refine stage (0: none, the
     range test's suggestion is final)."""
     if candidates:
-        summary, curves, facts = measure_candidates(exp, candidates, candidate_steps)
-        verdict, best = decide_candidates(summary)
+        summary, curves, facts = lr_trials.measure_candidates(exp, candidates, candidate_steps)
+        verdict, best = lr_trials.decide_candidates(summary)
         metrics = {"mode": "candidates", "suggested_lr": best, "lr_min": None, "lr_max": None,
                    "candidates": len(candidates), "candidate_steps": candidate_steps, "weight_decay": facts["weight_decay"],
                    "dropping": int((summary["outcome"] == "drops").sum())}
@@ -794,18 +563,26 @@ def run(
     else:
         frame, facts = measure(exp, start, end, steps, mode, batches_per_lr, optimizer=optimizer)
         verdict, sug = decide(frame, facts)
+        tables: dict[str, pd.DataFrame] = {"lr_find": frame}
+        refine: dict[str, Any] = {}
+        if refine_steps > 0 and sug.suggested_lr is not None and verdict.status != "fail":
+            started = time.perf_counter()
+            ceiling = min(sug.lr_diverged if sug.lr_diverged is not None else math.inf, float(frame["lr"].max()))
+            trials = lr_trials.refine(exp, sug.suggested_lr, ceiling, refine_steps)
+            verdict, sug = decide(frame, {**facts, "refine_steps": refine_steps}, trials)
+            tables["lr_refine"] = trials
+            refine = {"range_test_lr": sug.range_test_lr, "refine_steps": refine_steps, "refine_trials": len(trials),
+                      "refined_lr": sug.refined_lr, "refine_seconds": time.perf_counter() - started}
         best_row = frame["smoothed_loss"].idxmin() if frame["smoothed_loss"].notna().any() else None
         metrics = {"mode": mode, "suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max,
                    "lr_at_min_loss": sug.lr_at_min_loss, "lr_diverged": sug.lr_diverged,
                    "points": len(frame), "planned_steps": steps, "stopped": facts["stopped"],
                    "min_smoothed_loss": float(frame["smoothed_loss"][best_row]) if best_row is not None else None,
-                   "seconds": facts["seconds"]}
-        result = Result("lr-find", verdict, {"lr_find": frame}, metrics)
-        if refine_steps > 0 and sug.suggested_lr is not None and verdict.status != "fail":
-            _refine_into(result, exp, sug, frame, refine_steps)
+                   "seconds": facts["seconds"], **refine}
+        result = Result("lr-find", verdict, tables, metrics)
     suggested = result.metrics["suggested_lr"]  # the refine stage's choice when it ran
     if apply and suggested is not None:
-        result.extra_files["recipe.lr-applied.yaml"] = apply_lr(exp.recipe, float(suggested), recipe_text)
-        result.metrics["applied_lr"] = round_lr(float(suggested))
+        result.extra_files["recipe.lr-applied.yaml"] = edit.apply_lr(exp.recipe, float(suggested), recipe_text)
+        result.metrics["applied_lr"] = edit.round_lr(float(suggested))
         result.metrics["applied_recipe"] = "recipe.lr-applied.yaml"
     return result

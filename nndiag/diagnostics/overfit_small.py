@@ -27,20 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nndiag import engine
-from nndiag.experiment import Experiment
+from nndiag.training import engine
+from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
-from nndiag.scoring import counted_targets
+from nndiag.training.scoring import counted_targets
+from nndiag.diagnostics.defaults import OVERFIT_BATCHES, OVERFIT_STEPS, OVERFIT_TARGET
 
-DEFAULT_BATCHES = 5  # minibatches in the subset (the notes say 5-10)
-DEFAULT_STEPS = 1000  # optimizer steps at most; the run stops as soon as it passes
-TARGET_FRACTION = 0.1  # pass when the subset loss is at most this fraction of its initial value
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
 NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
 
 
-def measure(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS, target_fraction: float = TARGET_FRACTION) -> tuple[pd.DataFrame, dict[str, Any]]:
+def measure(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass."""
     batch_size = exp.recipe.train.batch_size
     subset = exp.data.train.take(batches * batch_size, generator=torch.Generator().manual_seed(exp.recipe.seed))
@@ -119,7 +117,7 @@ def _blown_up(loss: float, initial: float) -> bool:
     return not math.isfinite(loss) or loss > DIVERGED_FACTOR * initial
 
 
-def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = TARGET_FRACTION) -> Verdict:
+def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = OVERFIT_TARGET) -> Verdict:
     """The verdict over a training run on the subset. Pure: numbers in, findings out."""
     verdict = Verdict()
     initial = float(facts["initial_loss"])
@@ -185,7 +183,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     return verdict
 
 
-def run(exp: Experiment, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS, target_fraction: float = TARGET_FRACTION) -> Result:
+def run(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET) -> Result:
     frame, facts = measure(exp, batches, steps, target_fraction)
     verdict = decide(frame, facts, target_fraction)
     evaluated = frame[frame["evaluated"].astype(bool)]

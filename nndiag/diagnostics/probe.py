@@ -72,13 +72,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nndiag import batch as batching
-from nndiag import engine
+from nndiag.training import batch as batching
+from nndiag.training import engine
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.diagnostics.defaults import PROBE_BATCHES, PROBE_STEPS
 
-DEFAULT_BATCHES = 2  # batches probed forward + backward at the current weights
-DEFAULT_STEPS = 5  # optimizer steps afterwards, for the update/weight ratio
 
 TANH_RAIL = 0.99  # |tanh| above this is saturated (pre-activation beyond ±2.65, local gradient < 0.02)
 SIGMOID_RAIL = 0.01  # sigmoid below this or above 1 - this is saturated (pre-activation beyond ±4.6, DeepDiagnosis' ±5)
@@ -334,7 +333,7 @@ def grad_norms_now(model: nn.Module) -> dict[int, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def measure(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def measure(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(layers, params, histograms, facts). Layers: one row per call site at the current weights."""
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
@@ -750,7 +749,7 @@ def metrics_of(layers: pd.DataFrame, facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(exp: Any, batches: int = DEFAULT_BATCHES, steps: int = DEFAULT_STEPS) -> Result:
+def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) -> Result:
     layers, params, hist, facts = measure(exp, batches, steps)
     verdict = decide(layers, facts)
     metrics = metrics_of(layers, facts)

@@ -28,13 +28,11 @@ from torch import nn
 from nndiag.diagnostics import probe
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
-from nndiag.models import ACTIVATIONS
+from nndiag.zoo.models import ACTIVATIONS
 from nndiag.result import Result
+from nndiag.diagnostics.defaults import INIT_DEPTH, INIT_SAMPLES, INIT_WIDTH
 
 REFERENCE_WIDTH = 4096  # the lecture's hidden size; numeric inits are stds at this width
-DEFAULT_WIDTH = 4096  # hidden units per layer (the lecture's)
-DEFAULT_DEPTH = 6  # hidden layers (the lecture's dims = [4096] * 7)
-DEFAULT_SAMPLES = 16  # rows of Gaussian input (the lecture's x = np.random.randn(16, dims[0]))
 HEAD_CLASSES = 10  # outputs of the head that gives the loss its gradients
 
 COLLAPSE, SATURATE, WELL = "collapse to zero", "saturated", "well scaled"
@@ -108,8 +106,8 @@ def measure_case(init: str, activation: str, width: int, depth: int, samples: in
     return rows, hist, std
 
 
-def run(width: int = DEFAULT_WIDTH, depth: int = DEFAULT_DEPTH, inits: list[str] | None = None, activations: list[str] | None = None,
-        samples: int = DEFAULT_SAMPLES, seed: int = 0) -> Result:
+def run(width: int = INIT_WIDTH, depth: int = INIT_DEPTH, inits: list[str] | None = None, activations: list[str] | None = None,
+        samples: int = INIT_SAMPLES, seed: int = 0) -> Result:
     """The lecture's five cases (or every combination of the given inits and activations)."""
     if width < 2 or depth < 1 or samples < 1:
         raise BadInput(f"need width >= 2, depth >= 1 and samples >= 1 (got {width}, {depth}, {samples})", where="--width/--depth")

@@ -5,7 +5,7 @@ with the recipe's schedule. Fine: every range narrowed around the best `search.t
 `search.fine.trials` trials of `search.fine.epochs` epochs, no LR decay (the notes: "train longer,
 without learning-rate decay"). Every trial starts from the same initial weights (the recipe's seed)
 and stops at once when its loss goes non-finite or above 3x its starting loss (diverged; the Trainer's rule);
-the search goes on. Trials live in an Optuna study (see nndiag.search_study), so several processes
+the search goes on. Trials live in an Optuna study (see nndiag.diagnostics.search_study), so several processes
 share them and a re-run resumes.
 
 Sampling. `random` (default): slot k of a stage draws every parameter from its own generator seeded
@@ -43,7 +43,8 @@ import pandas as pd
 
 from nndiag.errors import BadInput
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
-from nndiag.result import Result, recipe_yaml
+from nndiag.result import Result
+from nndiag.formatting import recipe_yaml
 
 STAGES = ("coarse", "fine")
 ABORT_FACTOR = DIVERGENCE_FACTOR  # a trial whose loss exceeds this multiple of its starting loss has diverged (CS231n)
@@ -258,7 +259,7 @@ def parse_stages(text: str) -> tuple[str, ...]:
 
 def default_storage(recipe_name: str, out: Path | None = None) -> str:
     """The journal file a search uses unless --storage is given: stable, so re-running resumes."""
-    from nndiag.report import safe_name
+    from nndiag.formatting import safe_name
 
     folder = out if out is not None else Path(os.environ.get("NNDIAG_RUNS", "runs")) / safe_name(recipe_name)
     return str(folder / "search-journal.log")
@@ -291,7 +292,7 @@ class TrialRunner:
 
     def experiment(self, recipe: Any) -> Any:
         """The trial's experiment; data is built once and shared while the data config is unchanged."""
-        from nndiag.experiment import Experiment
+        from nndiag.training.experiment import Experiment
 
         base, key = self.base, repr((recipe.data, recipe.seed, recipe.device))
         if key != repr((base.recipe.data, base.recipe.seed, base.recipe.device)):
@@ -302,7 +303,7 @@ class TrialRunner:
 
     def run(self, params: dict[str, Any], stage: str, epochs: int) -> dict[str, Any]:
         """Train one trial; return its record (never raises for a failing configuration)."""
-        from nndiag.trainer import Trainer
+        from nndiag.training.trainer import Trainer
 
         started = time.perf_counter()
         record: dict[str, Any] = {"val_acc": math.nan, "val_loss": math.nan, "train_loss": math.nan, "epochs_run": 0}
@@ -334,8 +335,8 @@ class Search:
     """A search: its recipe, options, and study. `work()` runs trials until the chosen stages are done."""
 
     def __init__(self, exp: Any, options: SearchOptions):
-        from nndiag import search_study
-        from nndiag.recipe import Recipe
+        from nndiag.diagnostics import search_study
+        from nndiag.config.recipe import Recipe
 
         self.exp, self.options = exp, options
         recipe: Recipe = exp.recipe
@@ -355,7 +356,7 @@ class Search:
     @staticmethod
     def identity(recipe: Any, options: SearchOptions) -> str:
         """What makes two runs the same search (trial counts and device may change between runs)."""
-        from nndiag.search_study import fingerprint
+        from nndiag.diagnostics.search_study import fingerprint
 
         raw = recipe.to_dict()
         raw.pop("device", None)
@@ -455,12 +456,10 @@ class Search:
 
 
 def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
-    """Start `options.workers` processes on the same study (`python -m nndiag.search_workers`)."""
+    """Start `options.workers` processes on the same study (`python -m nndiag.diagnostics.search_workers`)."""
     import json
 
     import torch
-
-    import nndiag
 
     recipe = exp.recipe.to_dict()
     gpus = torch.cuda.device_count() if exp.device.type == "cuda" else 0
@@ -468,7 +467,7 @@ def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
         recipe["device"] = "cuda"  # each worker sees one GPU (CUDA_VISIBLE_DEVICES), as cuda:0
     spec = {"recipe": recipe, "source": str(exp.recipe.source) if exp.recipe.source else None,
             "options": {**asdict(options), "stages": list(options.stages), "workers": 1}}
-    root = str(Path(nndiag.__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])  # the folder that holds the nndiag package
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
     procs = []
     for i in range(options.workers):
@@ -476,7 +475,7 @@ def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
                "NNDIAG_THREADS": str(threads)}
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen([sys.executable, "-m", "nndiag.search_workers", json.dumps(spec)], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "nndiag.diagnostics.search_workers", json.dumps(spec)], env=env,
                                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
     return procs
 
@@ -575,6 +574,6 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
 
 
 def _storage_label(spec: str) -> str:
-    from nndiag.search_study import redact
+    from nndiag.diagnostics.search_study import redact
 
     return redact(spec)

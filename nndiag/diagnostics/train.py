@@ -21,11 +21,11 @@ from typing import Any, Iterable
 
 import torch
 
-from nndiag.diagnostics import curves
-from nndiag.experiment import Experiment
+from nndiag.diagnostics import curve_logs, curves
+from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
-from nndiag.trainer import History, Trainer
+from nndiag.training.trainer import History, Trainer
 
 ABORT_FACTOR = DIVERGENCE_FACTOR  # stop as diverged above this multiple of the starting loss (CS231n: "3x, stop")
 
@@ -52,10 +52,14 @@ def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
     return out
 
 
+def own_curves(history: History, facts: dict[str, Any]) -> curve_logs.Curves:
+    """The run's own log as Curves, with the chance levels the run knows."""
+    return curve_logs.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"), chance_acc=facts.get("chance_acc"))
+
+
 def decide(history: History, facts: dict[str, Any]) -> Verdict:
     """The curves verdict over the run's own log, plus the Trainer's divergence abort. Pure."""
-    verdict = curves.decide(curves.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"),
-                                                chance_acc=facts.get("chance_acc")))
+    verdict = curves.decide(own_curves(history, facts))
     if history.diverged and "diverged" not in verdict.codes:
         steps = history.steps["loss"]
         last = float(steps.iloc[-1]) if len(steps) else math.nan
@@ -105,7 +109,7 @@ def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
     extra = {"best.pt": checkpoint(history, exp.model)}
     context = {"stopped": history.stopped, "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final"}
-    tables = {"train_steps": history.steps, "train_epochs": history.epochs}
+    tables = {"train_steps": history.steps, "train_epochs": history.epochs, "curves": curves.measure([own_curves(history, facts)])[0]}
     if probe is not None:
         tables.update(probe=probe.rows, probe_hist=probe.histograms)
         verdict.extend(probe.verdict())

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
@@ -62,7 +63,7 @@ except ImportError:
         raise missing("lightning", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import STATUS_CODE, MetricLog, Options, Probing, Session, SessionResults
+from nndiag.integrations.session import STATUS_CODE, MetricLog, Probing, SessionCallback
 
 log = logging.getLogger(f"{pl.__name__}.callbacks.nndiag")  # shown like Lightning's own lines
 
@@ -81,7 +82,7 @@ def overridden(module: Any, name: str) -> bool:
 def module_experiment(module: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None,
                       batch_size: int | None = None, device: str | None = None, seed: int | None = None) -> Any:
     """An Experiment on a LightningModule: its training_step, configure_optimizers and data (each may be given instead)."""
-    from nndiag.experiment import Experiment
+    from nndiag.training.experiment import Experiment
 
     if step is None and loss is None:
         if not getattr(module, "automatic_optimization", True):
@@ -239,11 +240,12 @@ def _datamodule_loader(datamodule: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-class NNDiagCallback(SessionResults, pl.Callback):
+@dataclass(kw_only=True, eq=False)
+class NNDiagCallback(SessionCallback, pl.Callback):
     """check-loss before the first step, the probe every `probe_every` steps, the curves verdict at
     the end; the CLI's run folder and summary.json (see the module docstring).
 
-    Options (keyword only):
+    Options (keyword only; their one definition is nndiag.integrations.session.Options):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
       num_classes  C, when training_step returns no logits: check-loss expects ln C (default None)
       probe_every  probe every N optimizer steps (default None: never)
@@ -257,17 +259,11 @@ class NNDiagCallback(SessionResults, pl.Callback):
     After fit: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
     """
 
-    def __init__(self, *, check_loss: bool = True, batches: int = sessions.DEFAULT_BATCHES, num_classes: int | None = None,
-                 probe_every: int | None = None, curves: bool = True, train_loss: str | None = "train_loss",
-                 val_loss: str | None = "val_loss", val_acc: str | None = "val_acc", train_acc: str | None = "train_acc",
-                 fail_on: str | None = None, out: Any = None, name: str | None = None, plots: bool = True, seed: int = sessions.DEFAULT_SEED):
-        super().__init__()
-        names = {"train_loss": train_loss, "val_loss": val_loss, "train_acc": train_acc, "val_acc": val_acc}
-        self.options = Options(check_loss=check_loss, batches=batches, num_classes=num_classes, probe_every=probe_every, curves=curves,
-                               names=names, fail_on=fail_on, out=out, name=name, plots=plots, seed=seed)
-        self.session = Session("lightning", self.options, lambda level, message: log.log(level, message))
-        self.summary: dict[str, Any] = {}
-        self._probing: Probing | None = None
+    COMMAND = "lightning"
+    LOGGER = log.name
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._metrics = MetricLog()
         self._last_step: int | None = None
         self._unwrap: Callable[[], None] | None = None
@@ -295,7 +291,7 @@ class NNDiagCallback(SessionResults, pl.Callback):
         if self._probing is not None:
             probed = self._probing.after_step(pl_module, step, trainer.optimizers[0] if trainer.optimizers else None)
             if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
-                self.session.steps = step
+                self.session.optimizer_steps = step
                 self._unrecord_logs()
                 self._probing.close()
                 self.session.add("probe", *sessions.timed(self._probing.result))  # raises DiagnosisFailed
@@ -391,7 +387,7 @@ class NNDiagCallback(SessionResults, pl.Callback):
         self._unrecord_logs()
         if not self.session.stages and self._probing is None and not self.options.curves:
             return
-        self.session.steps = trainer.global_step
+        self.session.optimizer_steps = trainer.global_step
         if self._probing is not None:
             self._probing.close()
             if self._probing.probed:

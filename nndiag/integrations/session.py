@@ -34,55 +34,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from nndiag.diagnosis.run import Run, Step
+from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES
 from nndiag.errors import BadInput
 from nndiag.integrations import DiagnosisFailed
 
 FAIL_ON = (None, "fail", "warn")  # fail_on values: never stop; stop on a failing stage; stop on a warning too
 STATUS_CODE = {"pass": 0, "warn": 1, "fail": 2}  # the number a trainer's logger records as nndiag/status
-DEFAULT_BATCHES = 10  # training batches check-loss scores (the check-loss command's default)
+DEFAULT_BATCHES = CHECK_LOSS_BATCHES  # training batches check-loss scores (the check-loss command's default)
 DEFAULT_SEED = 0  # seeds check-loss's private batch order
+CURVE_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")  # nndiag's names for the four series
 
 
-class SessionResults:
-    """What a user reads from a callback after fit: its run folder, its status and each stage's Result."""
-
-    session: "Session"
-
-    @property
-    def folder(self) -> Any:
-        return self.session.folder
-
-    @property
-    def status(self) -> str:
-        return self.session.status
-
-    @property
-    def results(self) -> dict[str, Any]:
-        return {s.name: s.result for s in self.session.stages if s.result is not None}
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-@dataclass
+@dataclass(kw_only=True, eq=False)
 class Options:
-    """A callback's keyword options, validated (bad values raise BadInput naming the argument)."""
+    """A callback's keyword options: the one definition both callbacks inherit (each callback class is a dataclass
+    of these fields; the Hugging Face one changes the metric names' defaults). Bad values raise BadInput naming the
+    argument."""
 
     check_loss: bool = True  # run check-loss before the first training step
     batches: int = DEFAULT_BATCHES  # training batches check-loss scores
     num_classes: int | None = None  # C, when the step exposes no logits: check-loss then expects ln C
     probe_every: int | None = None  # probe every N optimizer steps (None: never)
     curves: bool = True  # the curves verdict on the logged metrics at the end
-    names: dict[str, str | None] = field(default_factory=dict)  # train_loss / val_loss / train_acc / val_acc -> the logged name
-    fail_on: str | None = None  # None | "fail" | "warn"
-    out: str | Path | None = None  # the run folder (default runs/<model class>/<command>-<timestamp>/)
+    train_loss: str | None = "train_loss"  # the name the training loss is logged under (None: not logged)
+    val_loss: str | None = "val_loss"  # the name of the validation loss
+    train_acc: str | None = "train_acc"  # the name of the training accuracy
+    val_acc: str | None = "val_acc"  # the name of the validation accuracy
+    fail_on: str | None = None  # None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
+    out: str | Path | None = None  # the run folder (default runs/<model class>/<command>-<timestamp>/; NNDIAG_RUNS moves runs/)
     name: str | None = None  # names the default run folder (default: the model's class)
     plots: bool = True  # write the PNG figures beside the CSVs
     seed: int = DEFAULT_SEED  # check-loss's private batch order
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batches, int) or isinstance(self.batches, bool) or self.batches < 1:
+        if not _whole(self.batches, 1):
             raise BadInput(f"expected a whole number of batches >= 1, got {self.batches!r}", where="batches")
-        if self.num_classes is not None and (not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 2):
+        if self.num_classes is not None and not _whole(self.num_classes, 2):
             raise BadInput(f"expected num_classes to be a whole number >= 2 (or None), got {self.num_classes!r}", where="num_classes")
-        if self.probe_every is not None and (not isinstance(self.probe_every, int) or isinstance(self.probe_every, bool) or self.probe_every < 1):
+        if self.probe_every is not None and not _whole(self.probe_every, 1):
             raise BadInput(f"expected probe_every to be a whole number of steps >= 1 (or None), got {self.probe_every!r}", where="probe_every")
         if self.fail_on not in FAIL_ON:
             raise BadInput(f"expected fail_on to be None, 'fail' or 'warn', got {self.fail_on!r}", where="fail_on")
@@ -90,76 +84,73 @@ class Options:
             if value is not None and not isinstance(value, str):
                 raise BadInput(f"expected the logged metric's name as a string (or None), got {value!r}", where=key)
 
+    @property
+    def names(self) -> dict[str, str | None]:
+        """nndiag's series (train_loss, val_loss, train_acc, val_acc) -> the name it is logged under."""
+        return {series: getattr(self, series) for series in CURVE_COLUMNS}
+
 
 # --------------------------------------------------------------------------------------------
 # The run: stages, folder, combined summary, fail_on, status log
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Stage:
-    name: str  # check-loss | probe | curves
-    state: str  # done | skipped | error
-    status: str | None  # pass | warn | fail (None unless done)
-    note: str = ""  # why a stage was skipped or what went wrong
-    seconds: float = 0.0
-    verdict: dict[str, Any] | None = None  # the stage's summary.json
-    result: Any = None  # its nndiag Result
-
-
 class Session:
-    """One training run's diagnosis: records stages, writes their folders and the combined summary,
-    logs each status, and raises DiagnosisFailed when `fail_on` is reached."""
+    """One training run's diagnosis: its stages are the steps of a `Run` (each written to its own sub-folder,
+    the combined summary.json updated as they end, report.md / report.html at the end), each status logged;
+    raises DiagnosisFailed when `fail_on` is reached."""
 
     def __init__(self, command: str, options: Options, log: Callable[[int, str], None]):
         self.command, self.options, self.log = command, options, log
         self.name = options.name or "model"
-        self.stages: list[Stage] = []
-        self.folder: Path | None = None
         self.stopped = "running"  # running | completed | fail_on:<stage> | exception: <type>
-        self.steps = 0  # optimizer steps the trainer took
+        self.optimizer_steps = 0  # optimizer steps the trainer took
+        self.run = self._new_run()
+
+    def _new_run(self) -> Run:
+        return Run(self.command, "python", self._make_folder, plots=self.options.plots)
 
     def begin(self, default_name: str) -> None:
         """A new fit: forget an earlier fit's stages (a callback object may be reused)."""
         self.name = self.options.name or default_name
-        self.stages, self.folder, self.stopped, self.steps = [], None, "running", 0
+        self.stopped, self.optimizer_steps = "running", 0
+        self.run = self._new_run()
+
+    @property
+    def stages(self) -> list[Step]:
+        return self.run.steps
+
+    @property
+    def folder(self) -> Path | None:
+        return self.run.folder
 
     @property
     def status(self) -> str:
-        statuses = {s.status for s in self.stages}
-        return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+        return self.run.status
 
-    def _ensure_folder(self) -> Path:
-        if self.folder is None:
-            from nndiag import report
+    def _make_folder(self) -> Path:
+        from nndiag.output import files
 
-            out = self.options.out
-            try:
-                self.folder = report.run_folder(self.name, self.command, Path(out) if out is not None else None)
-            except BadInput as exc:
-                raise BadInput(str(exc).replace("--out: ", ""), where="out") from None
-        return self.folder
+        out = self.options.out
+        try:
+            return files.run_folder(self.name, self.command, Path(out) if out is not None else None)
+        except BadInput as exc:
+            raise BadInput(str(exc).replace("--out: ", ""), where="out") from None
 
-    def add(self, name: str, result: Any, seconds: float, stop: bool = True) -> Stage:
+    def add(self, name: str, result: Any, seconds: float, stop: bool = True) -> Step:
         """Write a finished stage's folder, update summary.json, log its status; raise DiagnosisFailed
         when fail_on is reached (with `stop`; else `raise_if_reached` raises later, after the other stages)."""
-        from nndiag import report
-
-        folder = self._ensure_folder() / f"{len(self.stages) + 1:02d}-{name}"
-        verdict = report.write_run(result, folder, plots=self.options.plots)
-        stage = Stage(name, "done", result.status, "", seconds, verdict, result)
-        self.stages.append(stage)
+        stage = self.run.add(name, result, seconds)
         self.write_summary()
         codes = ", ".join(f"{f.code}" for f in result.findings if f.severity != "info")
         self.log(logging.INFO if result.status == "pass" else logging.WARNING,
-                 f"nndiag {name}: {result.status.upper()}" + (f" ({codes})" if codes else "") + f" -> {folder}")
+                 f"nndiag {name}: {result.status.upper()}" + (f" ({codes})" if codes else "") + f" -> {stage.verdict['outputs']['folder']}")
         if stop and self.reached(result.status):
             self.fail(stage)
         return stage
 
-    def skip(self, name: str, note: str, state: str = "skipped") -> Stage:
-        stage = Stage(name, state, None, note)
-        self.stages.append(stage)
+    def skip(self, name: str, note: str, state: str = "skipped") -> Step:
+        stage = self.run.skip(name, note, state)
         self.log(logging.WARNING, f"nndiag {name}: {state}: {note}")
         if self.folder is not None:
             self.write_summary()
@@ -173,10 +164,10 @@ class Session:
     def raise_if_reached(self) -> None:
         """Raise DiagnosisFailed for the first stage whose status reaches fail_on."""
         for stage in self.stages:
-            if stage.status is not None and self.reached(stage.status):
+            if stage.state == "run" and self.reached(stage.status):
                 self.fail(stage)
 
-    def fail(self, stage: Stage) -> None:
+    def fail(self, stage: Step) -> None:
         if self.stopped == "running":
             self.stopped = f"fail_on:{stage.name}"
         summary = self.write_summary()
@@ -188,45 +179,37 @@ class Session:
             stage=stage.name, status=str(stage.status), findings=findings, summary=summary, folder=self.folder)
 
     def finish(self, stopped: str) -> dict[str, Any]:
-        """The run ended (completed, or an exception): write the combined summary.json once more."""
+        """The run ended (completed, or an exception): report.md, report.html and the combined summary.json."""
         if self.stopped == "running":
             self.stopped = stopped
-        summary = self.write_summary() if self.stages else self.summary()
-        if self.stages:
-            done = [s for s in self.stages if s.state == "done"]
-            self.log(logging.INFO if self.status == "pass" else logging.WARNING,
-                     f"nndiag: {self.status.upper()} over {len(done)} stage(s) ({', '.join(f'{s.name} {s.status or s.state}' for s in self.stages)})"
-                     + (f" -> {self.folder / 'summary.json'}" if self.folder else ""))
+        if not self.stages:
+            return self.summary()
+        from nndiag.diagnosis import report
+
+        summary = report.write(self.run, self.metrics(), title=self.name)
+        ran = [s for s in self.stages if s.state == "run"]
+        self.log(logging.INFO if self.status == "pass" else logging.WARNING,
+                 f"nndiag: {self.status.upper()} over {len(ran)} stage(s) ({', '.join(f'{s.name} {s.status}' for s in self.stages)})"
+                 + f" -> {self.folder / 'summary.json'}")
         return summary
 
-    def summary(self) -> dict[str, Any]:
-        """The combined verdict: the contract's keys for the whole run, plus every stage."""
-        from nndiag.result import jsonable
-
-        findings = [{**f, "stage": s.name} for s in self.stages if s.verdict for f in s.verdict["findings"]]
-        metrics: dict[str, Any] = {"stages": {s.name: s.status or s.state for s in self.stages}, "steps": self.steps, "stopped": self.stopped}
+    def metrics(self) -> dict[str, Any]:
+        """The run's own numbers, then every stage's scalar metrics as <stage>.<metric>."""
+        metrics: dict[str, Any] = {"optimizer_steps": self.optimizer_steps, "stopped": self.stopped}
         for s in self.stages:
             if s.result is not None:
                 metrics.update({f"{s.name}.{k}": v for k, v in s.result.metrics.items() if not isinstance(v, (dict, list, tuple))})
-        outputs: dict[str, Any] = {}
-        if self.folder is not None:
-            outputs = {"folder": str(self.folder), "summary": str(self.folder / "summary.json"),
-                       "stages": {s.name: s.verdict["outputs"]["summary"] for s in self.stages if s.verdict}}
-        return jsonable({
-            "command": self.command,
-            "recipe": "python",
-            "status": self.status,
-            "findings": findings,
-            "metrics": metrics,
-            "outputs": outputs,
-            "stages": [{"name": s.name, "state": s.state, "status": s.status, "note": s.note, "seconds": s.seconds} for s in self.stages],
-        })
+        return metrics
+
+    def summary(self) -> dict[str, Any]:
+        """The combined verdict (nndiag.diagnosis.run.summary): the contract's keys, root causes and every stage."""
+        return self.run.summary(self.metrics())
 
     def write_summary(self) -> dict[str, Any]:
-        from nndiag import report
+        from nndiag.output import files
 
         summary = self.summary()
-        report.atomic_write_text(self._ensure_folder() / "summary.json", json.dumps(summary, indent=2) + "\n")
+        files.write_summary(self.run.ensure_folder(), summary)
         return summary
 
     def guarded(self, name: str, work: Callable[[], Any]) -> Any:
@@ -242,6 +225,36 @@ class Session:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             self.skip(name, f"{type(exc).__name__}: {first}", state="error")
             return None
+
+
+class SessionCallback(Options):
+    """The part both callbacks share beyond their options: the session, and what a user reads after fit."""
+
+    COMMAND = "session"  # names the default run folder: runs/<model>/<COMMAND>-<timestamp>/
+    LOGGER = "nndiag"  # the logging.Logger the status lines go to
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        logger = logging.getLogger(self.LOGGER)
+        self.session = Session(self.COMMAND, self, lambda level, message: logger.log(level, message))
+        self.summary: dict[str, Any] = {}
+        self._probing: Probing | None = None
+
+    @property
+    def options(self) -> Options:
+        return self
+
+    @property
+    def folder(self) -> Path | None:
+        return self.session.folder
+
+    @property
+    def status(self) -> str:
+        return self.session.status
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return self.session.run.results
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,16 +284,16 @@ def check_loss(model: Any, data: Any, *, step: Any, optimizer: Any, options: Opt
     """nndiag's check-loss on `model` and `data`, through `step` (None: the model's own loss). It uses
     the logits when the step exposes them, else ln `num_classes` when given, else says what it could
     not check (not-checked). Model, optimizer and RNGs are handed back as found."""
-    from nndiag import api
     from nndiag.diagnostics import check_loss as diagnostic
-    from nndiag.experiment import Experiment
+    from nndiag.training.engine import rng_kept
+    from nndiag.training.experiment import Experiment
 
-    with api._rng_kept():
+    with rng_kept():
         exp = Experiment.from_objects(model, data, step=step, optimizer=optimizer, seed=options.seed)
         expected = math.log(options.num_classes) if exp.num_classes is None and options.num_classes else None
         result = diagnostic.run(exp, batches=options.batches, expected=expected,
                                 expected_why=f"ln C = ln {options.num_classes} (num_classes)")
-    return api._finish(result, exp, model)
+    return exp.stamp(result)
 
 
 def timed(work: Callable[[], Any]) -> tuple[Any, float]:
@@ -349,9 +362,6 @@ class Probing:
 # --------------------------------------------------------------------------------------------
 # Stage 3: the curves verdict on the logged metrics
 # --------------------------------------------------------------------------------------------
-
-CURVE_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")  # nndiag's names for the four series
-
 
 class MetricLog:
     """Logged values by optimizer step: one row per (step, series) event, kept on the device until the end."""

@@ -25,6 +25,7 @@ hook: if training itself raises, what was probed so far is not written.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from nndiag.integrations import missing
@@ -35,16 +36,18 @@ except ImportError as exc:
     raise missing("transformers", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import MetricLog, Options, Probing, Session, SessionResults
+from nndiag.integrations.session import MetricLog, Probing, SessionCallback
 
 log = logging.getLogger("transformers.nndiag")  # shown through the transformers logger's handler
 
 
-class NNDiagCallback(SessionResults, TrainerCallback):
+@dataclass(kw_only=True, eq=False)
+class NNDiagCallback(SessionCallback, TrainerCallback):
     """check-loss at train begin, the probe every `probe_every` steps, the curves verdict at train end;
     the CLI's run folder and summary.json.
 
-    Options (keyword only):
+    Options (keyword only; their one definition is nndiag.integrations.session.Options, with the Trainer's
+    metric names as defaults):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
       num_classes  C, when the model's output has no logits: check-loss expects ln C (default None)
       probe_every  probe every N optimizer steps (default None: never)
@@ -58,16 +61,13 @@ class NNDiagCallback(SessionResults, TrainerCallback):
     After training: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
     """
 
-    def __init__(self, *, check_loss: bool = True, batches: int = sessions.DEFAULT_BATCHES, num_classes: int | None = None,
-                 probe_every: int | None = None, curves: bool = True, train_loss: str | None = "loss", val_loss: str | None = "eval_loss",
-                 val_acc: str | None = "eval_accuracy", train_acc: str | None = None, fail_on: str | None = None, out: Any = None,
-                 name: str | None = None, plots: bool = True, seed: int = sessions.DEFAULT_SEED):
-        names = {"train_loss": train_loss, "val_loss": val_loss, "train_acc": train_acc, "val_acc": val_acc}
-        self.options = Options(check_loss=check_loss, batches=batches, num_classes=num_classes, probe_every=probe_every, curves=curves,
-                               names=names, fail_on=fail_on, out=out, name=name, plots=plots, seed=seed)
-        self.session = Session("hf", self.options, lambda level, message: log.log(level, message))
-        self.summary: dict[str, Any] = {}
-        self._probing: Probing | None = None
+    train_loss: str | None = "loss"  # the key of the training loss in state.log_history
+    val_loss: str | None = "eval_loss"  # the key of the validation loss
+    train_acc: str | None = None  # the key of the training accuracy (the Trainer logs none by default)
+    val_acc: str | None = "eval_accuracy"  # the key of the validation accuracy (what compute_metrics returns as "accuracy")
+
+    COMMAND = "hf"
+    LOGGER = log.name
 
     # -- TrainerCallback hooks ------------------------------------------------------------------
 
@@ -88,12 +88,12 @@ class NNDiagCallback(SessionResults, TrainerCallback):
         step = state.global_step + 1  # the Trainer counts the step after this hook
         probed = self._probing.after_step(model, step, kwargs.get("optimizer"))
         if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
-            self.session.steps = step
+            self.session.optimizer_steps = step
             self._probing.close()
             self.session.add("probe", *sessions.timed(self._probing.result))  # raises DiagnosisFailed
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.session.steps = state.global_step
+        self.session.optimizer_steps = state.global_step
         if self._probing is not None:
             self._probing.close()
             if self._probing.probed:

@@ -35,7 +35,7 @@ SHARE = Path("share") / "nndiag" / "recipes"
 
 def _candidates() -> list[Path]:
     found = []
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]  # nndiag/config/library.py -> the checkout
     if (checkout / "pyproject.toml").is_file():  # a source checkout, not site-packages
         found.append(checkout / "recipes")
     prefixes = [sysconfig.get_path("data"), sys.prefix, sys.base_prefix, getattr(site, "USER_BASE", None)]

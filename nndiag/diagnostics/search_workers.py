@@ -1,4 +1,4 @@
-"""A local worker process of `nndiag search --workers N`: `python -m nndiag.search_workers SPEC_JSON`.
+"""A local worker process of `nndiag search --workers N`: `python -m nndiag.diagnostics.search_workers SPEC_JSON`.
 
 SPEC_JSON holds the resolved recipe, its source path and the search options. The worker builds the
 experiment, joins the study and runs trials until the chosen stages are done. It prints nothing on
@@ -18,8 +18,8 @@ def main(argv: list[str]) -> int:
 
     from nndiag.diagnostics.search import Search, SearchOptions
     from nndiag.errors import BadInput
-    from nndiag.experiment import Experiment
-    from nndiag.recipe import parse_recipe
+    from nndiag.training.experiment import Experiment
+    from nndiag.config.recipe import parse_recipe
 
     spec = json.loads(argv[0])
     if os.environ.get("NNDIAG_THREADS"):

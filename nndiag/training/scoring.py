@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nndiag import batch as batching
+from nndiag.training import batch as batching
 from nndiag.errors import BadInput
-from nndiag.recipe import LossConfig
+from nndiag.config.recipe import LossConfig
 
 IGNORE_INDEX = -100  # targets with this value are ignored (PyTorch's cross-entropy default)
 WAYS = ("step", "model", "loss")

@@ -20,14 +20,14 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from nndiag import batch as batching
-from nndiag import engine
-from nndiag.batch import Batch
-from nndiag.data import DataBundle, Split, build_data
+from nndiag.training import batch as batching
+from nndiag.training import engine
+from nndiag.training.batch import Batch
+from nndiag.training.splits import DataBundle, Split, build_data
 from nndiag.errors import BadInput
-from nndiag.models import build_model
-from nndiag.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
-from nndiag.scoring import Names, Objective, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
+from nndiag.zoo.models import build_model
+from nndiag.config.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
+from nndiag.training.scoring import Names, Objective, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -101,7 +101,7 @@ class Experiment:
     @classmethod
     def _from_objects(cls, model: nn.Module, data: Any, *, loss: Any, step: Any, optimizer: Any, batch_size: int,
                       device: str | torch.device | None, seed: int, name: str | None) -> "Experiment":
-        from nndiag.data import as_split
+        from nndiag.training.splits import as_split
 
         if not isinstance(model, nn.Module):
             raise BadInput(f"expected a torch.nn.Module, got {type(model).__name__}", where="model")
@@ -187,6 +187,16 @@ class Experiment:
             return Experiment.build(recipe)
         return Experiment._assemble(recipe, self.device, engine.autocast_dtype(self.device, recipe.precision), self.data)
 
+    def stamp(self, result: Any, *, source: str = "python", with_recipe: bool = False) -> Any:
+        """`result` (a nndiag Result of a diagnostic on this experiment) with what every Result carries about its
+        run: what was built (context), the run folder's name, where it came from (`source`: the recipe path, or
+        "python") and, `with_recipe`, the resolved recipe written to the run folder."""
+        result.recipe = self.recipe.to_dict() if with_recipe else None
+        result.context = {**self.describe(), **result.context}
+        result.name = self.recipe.name
+        result.source = source
+        return result
+
     def describe(self) -> dict[str, str]:
         """What was built, for reports."""
         params = sum(p.numel() for p in self.model.parameters())
@@ -211,7 +221,7 @@ def _labels_count(batch: Batch) -> int | None:
     targets = batching.targets_of(batch)
     if targets is None or targets.is_floating_point():
         return None
-    from nndiag.data import _top_label
+    from nndiag.training.splits import _top_label
 
     return max(_top_label(targets) + 1, 2)
 

@@ -1,6 +1,6 @@
 """The training engine: device and precision, seeding, optimizers and schedules, one training step,
 evaluation, and snapshot/restore of everything a diagnostic may disturb. How a batch becomes a loss
-is `nndiag.scoring`'s business.
+is `nndiag.training.scoring`'s business.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from nndiag.errors import BadInput
-from nndiag.recipe import OptimConfig, ScheduleConfig
-from nndiag.scoring import Scored, Scorer, counted_targets
+from nndiag.config.recipe import OptimConfig, ScheduleConfig
+from nndiag.training.scoring import Scored, Scorer, counted_targets
 
 # --------------------------------------------------------------------------------------------
 # Device, precision, seeding
@@ -306,6 +306,16 @@ def preserved(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
         yield snapshot
     finally:
         snapshot.restore(model, optimizer)
+
+
+@contextlib.contextmanager
+def rng_kept() -> Iterator[None]:
+    """The torch / numpy / python RNG states are as before, whatever ran (a user's shuffling DataLoader draws from them)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def rng_state() -> dict[str, Any]:

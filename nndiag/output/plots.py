@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nndiag.formatting import sci, words
-from nndiag.result import Result
+Result = Any  # a nndiag.result.Result (duck-typed; this module sits below nndiag.result)
 
 Figures = list[tuple[str, Any]]  # (file name, matplotlib Figure)
 
@@ -94,13 +94,8 @@ def _overfit_small(result: Result) -> Figures:
 
 
 def _curves_frame(result: Result) -> Any:
-    from nndiag.diagnostics import curves
-
-    if "curves" in result.tables:
-        return result.tables["curves"]
-    if "train_steps" in result.tables:
-        return curves.measure([curves.from_history(result.tables["train_steps"], result.tables["train_epochs"])])[0]
-    return None
+    """The long curves table (run, series, x_name, x, value, smooth) that curves and train measured, or None."""
+    return result.tables.get("curves")
 
 
 def _draw_run(result: Result, part: Any, run: str) -> Any:

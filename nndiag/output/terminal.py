@@ -1,16 +1,11 @@
-"""Presenting a Result: the run folder (CSV, resolved recipe, summary.json, PNG plots), Rich tables
-for people, and one JSON object for programs.
-
-Files are written atomically (a temporary file, then a rename), so a CSV is never half written.
+"""What people read in the terminal: a Result's key numbers, its command's own view (a curve, a table),
+its findings and the verdict, drawn with Rich on the console given. Results are read by duck typing
+(this module sits below nndiag.result).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,12 +14,9 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from nndiag.errors import BadInput
 from nndiag.formatting import number, words
-from nndiag.result import Result, jsonable, recipe_yaml  # noqa: F401  (jsonable: part of report's API)
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+Result = Any  # a nndiag.result.Result (duck-typed: tables, metrics, verdict, command, context)
 
 STATUS_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 SEVERITY_STYLE = {"info": "cyan", "warn": "yellow", "fail": "red"}
@@ -41,86 +33,6 @@ def view(command: str) -> Callable[[Callable[[Result, Console], None]], Callable
         return fn
 
     return register
-
-
-# --------------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------------
-
-
-def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Path | None = None) -> Path:
-    """`--out DIR` if given, else runs/<recipe name>/<command>-<timestamp>/ (never reused).
-
-    The `runs` root can be moved with the NNDIAG_RUNS environment variable.
-    """
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"{out} exists and is not a folder", where="--out")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInput(f"cannot create the folder {out}: {exc.strerror}", where="--out") from None
-        return out
-    root = root or Path(os.environ.get("NNDIAG_RUNS", "runs"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = root / safe_name(recipe_name) / f"{command}-{stamp}"
-    folder, n = base, 1
-    while True:
-        try:
-            folder.mkdir(parents=True, exist_ok=False)
-            return folder
-        except FileExistsError:
-            n += 1
-            folder = base.with_name(f"{base.name}-{n}")
-
-
-def safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
-
-
-def atomic_write_text(path: Path, text: str | bytes) -> None:
-    """Write `text` (or bytes) to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give results the usual permissions
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_csv(frame: Any, path: Path) -> Path:
-    atomic_write_text(path, frame.to_csv(index=False))
-    return path
-
-
-def write_run(result: Result, folder: Path, plots: bool = True) -> dict[str, Any]:
-    """Write every file of a run into `folder`; record them in `result.outputs`; return the JSON verdict."""
-    outputs: dict[str, Any] = {"folder": str(folder), "csv": {}}
-    for name, frame in result.tables.items():
-        outputs["csv"][name] = str(write_csv(frame, folder / f"{name}.csv"))
-    if result.recipe is not None:
-        path = folder / "recipe.yaml"
-        atomic_write_text(path, f"# resolved recipe of this run (from {result.source})\n" + recipe_yaml(result.recipe))
-        outputs["recipe"] = str(path)
-    for name, text in result.extra_files.items():
-        path = folder / name
-        atomic_write_text(path, text)
-        outputs[name] = str(path)
-    if plots:
-        from nndiag import plots as plotting
-
-        drawn = plotting.draw(result, folder)
-        if drawn:
-            outputs["plots"] = [str(p) for p in drawn]
-    outputs["summary"] = str(folder / "summary.json")
-    result.outputs = outputs
-    verdict = result.to_dict()
-    atomic_write_text(folder / "summary.json", json.dumps(verdict, indent=2) + "\n")
-    return verdict
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,14 +102,8 @@ def sparkline(values: list[float], width: int = 60) -> str:
 
 
 def _curve_rows(result: Result) -> Any:
-    """The long curves table (run, series, x_name, x, value, smooth) of a curves or train result."""
-    from nndiag.diagnostics import curves
-
-    if "curves" in result.tables:
-        return result.tables["curves"]
-    if "train_steps" in result.tables:
-        return curves.measure([curves.from_history(result.tables["train_steps"], result.tables["train_epochs"])])[0]
-    return None
+    """The long curves table (run, series, x_name, x, value, smooth) that curves and train measured, or None."""
+    return result.tables.get("curves")
 
 
 @view("curves")

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nndiag.data import check_args
+from nndiag.config.recipe import check_args
 from nndiag.errors import BadInput
-from nndiag.recipe import ModelConfig, call_target, resolve_target
-from nndiag.sequences import gru, huggingface, transformer
+from nndiag.config.recipe import ModelConfig, call_target, resolve_target
+from nndiag.zoo.sequences import gru, huggingface, transformer
 
 ACTIVATIONS = {
     "relu": nn.ReLU,

@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nndiag import engine
-from nndiag.data import batches_per_epoch
-from nndiag.experiment import Experiment
+from nndiag.training import engine
+from nndiag.training.splits import batches_per_epoch
+from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR
 
 

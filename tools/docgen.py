@@ -19,8 +19,8 @@ A Markdown file marks where a generated part goes; everything between the marker
     <!-- init:my-recipe.yaml -->      the starter recipe `nndiag init my-recipe.yaml` writes (every key, each with a comment)
     <!-- /init -->
 
-    python -m nndiag.docgen            rewrite the marked parts of README.md and docs/**/*.md
-    python -m nndiag.docgen --check    exit 1 and name the files whose parts differ from the code (a test runs this)
+    python -m tools.docgen            rewrite the marked parts of README.md and docs/**/*.md
+    python -m tools.docgen --check    exit 1 and name the files whose parts differ from the code (a test runs this)
 
 Codes, flags and bundled recipes import nothing heavy; the data and model tables import torch.
 """
@@ -159,7 +159,7 @@ def _yaml_value(value: Any) -> str:
 
 def recipe_keys() -> list[tuple[str, str, str]]:
     """(key path, default, meaning) for every key of a recipe, in the order of the dataclasses."""
-    from nndiag import recipe
+    from nndiag.config import recipe
 
     comments = _field_comments(recipe)
     rows: list[tuple[str, str, str]] = []
@@ -217,11 +217,11 @@ def _args(fn: Callable[..., Any], skip: tuple[str, ...] = ("input_shape", "num_o
 
 def builtins_table(what: str) -> str:
     if what == "data":
-        from nndiag.data import BUILTINS
+        from nndiag.zoo.datasets import BUILTINS
 
         header = "| `data.name` | what | `data.args` (defaults) |"
     elif what == "models":
-        from nndiag.models import BUILTINS  # type: ignore[no-redef]
+        from nndiag.zoo.models import BUILTINS  # type: ignore[no-redef]
 
         header = "| `model.name` | what | `model.args` (defaults) |"
     else:
@@ -237,7 +237,7 @@ def builtins_table(what: str) -> str:
 def recipes_table(what: str) -> str:
     if what != "bundled":
         raise ValueError(f"<!-- recipes:{what} -->: expected recipes:bundled")
-    from nndiag.recipe_library import bundled
+    from nndiag.config.library import bundled
 
     lines = ["| recipe | what it is for | run it with |", "|---|---|---|"]
     lines += [f"| `{r.name}` | {_cell(r.description)} | `{r.command}` |" for r in bundled()]
@@ -264,7 +264,7 @@ def include(path: str, root: Path) -> str:
 
 def starter(path: str) -> str:
     """The recipe `nndiag init PATH` writes, as a YAML block."""
-    from nndiag.recipe_library import init_files
+    from nndiag.config.library import init_files
 
     return "```yaml\n" + init_files(Path(path))[Path(path)] + "```\n"
 
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 path.write_text(new, encoding="utf-8")
     if args.check and stale:
-        print("generated parts of the docs differ from the code (run python -m nndiag.docgen): " + ", ".join(map(str, stale)), file=sys.stderr)
+        print("generated parts of the docs differ from the code (run python -m tools.docgen): " + ", ".join(map(str, stale)), file=sys.stderr)
         return 1
     return 0
 

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 import types
@@ -414,10 +415,10 @@ def resolve_recipe_path(path: Path) -> Path:
     """The recipe file itself, or the bundled recipe a bare name stands for; BadInput when neither exists."""
     if path.is_file():
         return path
-    from nndiag import recipe_library
+    from nndiag.config import library
 
     try:
-        known = {Path(r.file).stem: Path(r.file) for r in recipe_library.bundled()}
+        known = {Path(r.file).stem: Path(r.file) for r in library.bundled()}
     except BadInput:  # no bundled recipes to fall back on
         known = {}
     if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml") and path.stem in known:
@@ -540,3 +541,14 @@ def call_target(fn: Callable[..., Any], args: dict[str, Any], where: str) -> Any
         name = getattr(fn, "__name__", repr(fn))
         call = f"calling {name!r} with " if name != "<lambda>" else ""
         raise BadInput(f"{call}args {args} failed: {type(exc).__name__}: {exc}", where=where) from None
+
+
+def check_args(fn: Callable[..., Any], args: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:
+    """Reject keyword arguments that a built-in does not take, naming the key (a builder with **kwargs checks its own)."""
+    parameters = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    params = [p for p in parameters if p not in skip]
+    for key in args:
+        if key not in params:
+            raise BadInput(f"unknown argument; expected one of: {', '.join(params) or '(none)'}", where=f"{where}.{key}")

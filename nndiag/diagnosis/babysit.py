@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from nndiag import report
-from nndiag.babysit_report import Step, diagnose, overall_status, write_report
+from nndiag.config.recipe import Recipe, parse_recipe
+from nndiag.diagnosis import report
+from nndiag.diagnosis.root_cause import probe_could_explain
+from nndiag.diagnosis.run import Run, Step
 from nndiag.errors import BadInput
 from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
-from nndiag.recipe import Recipe, parse_recipe
-from nndiag.result import Result, jsonable
-from nndiag.root_cause import explained_by, probe_could_explain
+from nndiag.output import files
+from nndiag.result import Result
 
 BUDGETS = ("quick", "standard", "thorough")
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
@@ -81,18 +82,31 @@ class Babysitter:
     cli_args: str = ""  # the overrides the user gave (--set/--device/--seed), repeated in each step's command
     plots: bool = True
     progress: Progress = lambda message: None
-    steps: list[Step] = field(default_factory=list)
     crashed: bool = False  # a step raised something other than BadInput
-    results: dict[str, Result] = field(default_factory=dict)
-    context: dict[str, str] = field(default_factory=dict)
+    record: Run = field(init=False)  # the steps, written into `folder` as they end
+
+    def __post_init__(self) -> None:
+        self.record = Run("babysit", self.recipe_path, self.folder, plots=self.plots)
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.record.steps
+
+    @property
+    def results(self) -> dict[str, Result]:
+        return self.record.results
+
+    @property
+    def context(self) -> dict[str, str]:
+        return self.record.context
 
     # -- the recipe, in order ------------------------------------------------------------------
 
     def run(self) -> list[Step]:
-        from nndiag.experiment import Experiment
+        from nndiag.training.experiment import Experiment
 
         exp = Experiment.build(self.recipe)
-        self.context = exp.describe()
+        self.record.context = exp.describe()
         plan: list[tuple[str, str, Callable[[], Result]]] = [
             ("check-loss", "check-loss", lambda: _check_loss(exp)),
             ("overfit-small", "overfit-small", lambda: _overfit_small(exp)),
@@ -104,8 +118,8 @@ class Babysitter:
         stopped = False
         for name, command, work in plan:
             if stopped:
-                self.steps.append(Step(name, self._command(command), state="not-reached",
-                                       note=f"babysit stopped at {self._failed()}; run with --continue to go on anyway"))
+                self.record.skip(name, f"babysit stopped at {self._failed()}; run with --continue to go on anyway", "not-reached",
+                               self._command(command))
                 continue
             step = self._run_step(name, command, work)
             if step.status in ("fail", "error") and not self.keep_going:
@@ -113,8 +127,8 @@ class Babysitter:
         if self._probe_needed():
             self._run_step("probe", "probe", lambda: _probe(exp))
         else:
-            self.steps.append(Step("probe", self._command("probe"), state="skipped",
-                                   note="runs only when a step fails or a finding may have a cause only the probe can see"))
+            self.record.skip("probe", "runs only when a step fails or a finding may have a cause only the probe can see",
+                           command=self._command("probe"))
         return self.steps
 
     def _probe_needed(self) -> bool:
@@ -133,18 +147,13 @@ class Babysitter:
             crashed = not isinstance(exc, BadInput)
             note = f"crashed: {type(exc).__name__}: {exc}" if crashed else str(exc)
             self.crashed |= crashed
-            step = Step(name, self._command(command), state="error", note=note, seconds=time.perf_counter() - started)
-            self.steps.append(step)
             self.progress(f"[{index}] {name}: error: {note}")
-            return step
+            return self.record.skip(name, note, "error", self._command(command), seconds=time.perf_counter() - started)
         result.recipe = result.recipe or self.recipe.to_dict()
         result.context = {**self.context, **result.context}
         result.source = self.recipe_path
-        folder = self.folder / f"{index:02d}-{name}"
-        verdict = report.write_run(result, folder, plots=self.plots)
-        self.results[name] = result
-        step = Step(name, self._command(command, folder), verdict=verdict, seconds=time.perf_counter() - started)
-        self.steps.append(step)
+        step = self.record.add(name, result, command=self._command(command, self.folder / f"{index:02d}-{name}"))
+        step.seconds = time.perf_counter() - started
         self.progress(f"[{index}] {name}: {result.status} ({step.seconds:.1f} s)")
         return step
 
@@ -189,7 +198,7 @@ class Babysitter:
 
     def _search(self) -> Result:
         from nndiag.diagnostics import search
-        from nndiag.experiment import Experiment
+        from nndiag.training.experiment import Experiment
 
         recipe = self.search_recipe()
         options = search.SearchOptions(storage=str(self.folder / "search-journal.log"), study=f"{recipe.name}-babysit")
@@ -205,7 +214,7 @@ class Babysitter:
 
     def _train(self) -> Result:
         from nndiag.diagnostics import train
-        from nndiag.experiment import Experiment
+        from nndiag.training.experiment import Experiment
 
         recipe = self.best_recipe()
         result = train.run(Experiment.build(recipe))
@@ -222,49 +231,26 @@ class Babysitter:
 
     # -- the report ----------------------------------------------------------------------------
 
-    def write_report(self) -> dict[str, Path]:
-        return write_report(self.folder, self.steps, recipe_name=self.recipe.name, recipe_path=self.recipe_path,
-                            context=self.context, budget=self.budget.name)
-
-    def write_summary(self, verdict: dict[str, Any]) -> None:
-        """summary.json in the babysit folder: the same object `--json` prints."""
-        import json
-
-        report.atomic_write_text(self.folder / "summary.json", json.dumps(verdict, indent=2) + "\n")
-
     def exit_code(self) -> int:
         """The worst step's: 3 if a step crashed, 2 if one could not run (bad input), 1 fail, 0 pass/warn."""
         if self.crashed:
             return EXIT_CRASH
         if any(step.state == "error" for step in self.steps):
             return EXIT_BAD_INPUT
-        return EXIT_FAIL if overall_status(self.steps) == "fail" else EXIT_OK
+        return EXIT_FAIL if self.record.status == "fail" else EXIT_OK
 
-    def verdict(self, reports: dict[str, Path]) -> dict[str, Any]:
-        """One JSON object: the contract's keys for the whole run, plus `root_causes` (most likely first) and every
-        step's verdict. Each finding carries its `step` and `explained_by` (the id of the root cause it follows from)."""
-        diagnosis = diagnose(self.steps)
-        findings = [{**f, "explained_by": cause} for f, cause in zip(diagnosis.findings, explained_by(diagnosis.findings, diagnosis.causes))]
-        status = overall_status(self.steps)
-        metrics: dict[str, Any] = {"budget": self.budget.name,
-                                   "steps": {s.name: s.status for s in self.steps}}
+    def metrics(self) -> dict[str, Any]:
+        """babysit's own metrics: the budget, and the numbers a user acts on next (the LR, the best trial, the final accuracy)."""
+        metrics: dict[str, Any] = {"budget": self.budget.name}
         for key, source in (("suggested_lr", "lr-find"), ("best_params", "search"), ("best_val_acc", "search"), ("final_val_acc", "train")):
             value = self.results[source].metrics.get(key) if source in self.results else None
             if value is not None:
                 metrics[f"{source}.{key}"] = value
-        return jsonable({
-            "command": "babysit",
-            "recipe": self.recipe_path,
-            "status": status,
-            "findings": findings,
-            "root_causes": diagnosis.cause_dicts(),
-            "metrics": metrics,
-            "outputs": {"folder": str(self.folder), "report_md": str(reports["markdown"]), "report_html": str(reports["html"]),
-                        "summary": str(self.folder / "summary.json"),
-                        "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict}},
-            "steps": [{"name": s.name, "state": s.state, "status": s.status, "note": s.note, "seconds": s.seconds,
-                       "verdict": s.verdict} for s in self.steps],
-        })
+        return metrics
+
+    def write(self) -> dict[str, Any]:
+        """report.md, report.html and summary.json (the same object `--json` prints); returns it."""
+        return report.write(self.record, self.metrics(), title=self.recipe.name, budget=self.budget.name)
 
 
 def lr_search_range(result: Result | None) -> tuple[float, float] | None:
@@ -348,12 +334,11 @@ def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_g
     """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json."""
     from nndiag.findings import Finding, Verdict
 
-    sitter = Babysitter(recipe, source, report.run_folder(recipe.name, "babysit", out), Budget.of(budget, recipe),
+    sitter = Babysitter(recipe, source, files.run_folder(recipe.name, "babysit", out), Budget.of(budget, recipe),
                         keep_going=keep_going, plots=plots, progress=progress or (lambda message: None), cli_args=cli_args)
     sitter.run()
-    reports = sitter.write_report()
-    summary = sitter.verdict(reports)
-    sitter.write_summary(summary)
+    summary = sitter.write()
+    reports = {"markdown": Path(summary["outputs"]["report_md"]), "html": Path(summary["outputs"]["report_html"])}
     findings = [Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence", {}))
                 for f in summary["findings"]]
     return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),

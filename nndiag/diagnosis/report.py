@@ -1,43 +1,21 @@
-"""The babysit report: every step's verdict, key numbers, figures and CSVs in one Markdown file and
-one self-contained HTML page.
+"""The report of a run of steps (babysit, a trainer callback, `nndiag.watch`): every step's verdict, key
+numbers, figures and CSVs in one Markdown file and one self-contained HTML page, and the closing
+summary in the terminal.
 
-Interface for the orchestrator (`nndiag babysit`)
--------------------------------------------------
-Run each step into its own sub-folder of the babysit folder (`--out`-style), keep the verdict dict
-that `report.write_run` returns, and describe the step with a `Step`:
+    from nndiag.diagnosis import report
+    summary = report.write(run, metrics, title="quickstart", budget="quick")   # report.md, report.html, summary.json
 
-    from nndiag.babysit_report import Step, write_report
+`write_report(folder, steps, ...)` draws the pages from a list of `Step`s (nndiag.diagnosis.run; a plain
+dict with the same keys works too). The report, the terminal summary and the JSON all put the most
+likely root cause first, with its fix, and show a finding that a root cause explains as "explained by
+root cause N" instead of its own advice. `key_numbers(verdict)` gives 2-3 (label, formatted value)
+pairs per step.
 
-    steps = [
-        Step("check-loss", "nndiag check-loss recipes/quickstart.yaml", verdict=verdict),   # state "run"
-        Step("overfit-small", "nndiag overfit-small ...", verdict=verdict2, seconds=3.2),
-        Step("lr-find", "nndiag lr-find ...", state="not-reached"),                      # after a failing gate
-        Step("probe", "nndiag probe ...", state="skipped", note="runs only when a step fails"),
-        Step("train", "nndiag train ...", state="error", note="data.args.root: cannot read ..."),  # a BadInput
-    ]
-    paths = write_report(folder, steps, recipe_name="quickstart", recipe_path="recipes/quickstart.yaml",
-                         context={"data": "...", "model": "...", "device": "cpu"}, budget="quick")
-    # -> {"markdown": folder/"report.md", "html": folder/"report.html"}
-
-A `Step` can also be given as a plain dict with the same keys (`Step.from_dict`). States:
-  run          the step ran; `verdict` is report.write_run's dict (command, recipe, status, findings,
-               metrics, outputs{folder, csv{name: path}, plots[paths], summary, ...})
-  skipped      deliberately not run (e.g. the probe when nothing failed); `note` says why
-  not-reached  an earlier gate failed and babysit stopped (no --continue)
-  error        the step could not run (bad input, exit 2); `note` holds the one-paragraph message
-
-The overall status (`overall_status`) is the worst status of the steps that ran, and "fail" when a
-step errored. `diagnose(steps)` ranks every step's findings into root causes (nndiag.root_cause); the
-report, the terminal summary and babysit's JSON all put the most likely one first, with its fix, and
-show a finding that a root cause explains as "explained by root cause N" instead of its own advice. `key_numbers(verdict)` gives 2-3 (label, formatted value) pairs per step, for the
-orchestrator's terminal summary table as well as for the report.
-
-Paths in a verdict may be absolute or relative to the working directory (as write_run returns
-them). Markdown links are made relative to the report's folder; the HTML embeds every PNG as a
-base64 data URI and every CSV up to CSV_EMBED_MAX_BYTES as a downloadable data URI (bigger CSVs
-get a relative link), so report.html can be mailed or attached to a CI run on its own.
-
-No torch, no JavaScript, no external assets; only the standard library plus nndiag.report.
+Paths in a verdict may be absolute or relative to the working directory (as write_run returns them).
+Markdown links are made relative to the report's folder; the HTML embeds every PNG as a base64 data
+URI and every CSV up to CSV_EMBED_MAX_BYTES as a downloadable data URI (bigger CSVs get a relative
+link), so report.html can be mailed or attached to a CI run on its own. No torch, no JavaScript, no
+external assets.
 """
 
 from __future__ import annotations
@@ -47,15 +25,13 @@ import html
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nndiag.formatting import words
-from nndiag.report import atomic_write_text, fmt
-from nndiag.root_cause import RootCause, cause_of, rank
+from nndiag.diagnosis.run import Diagnosis, Run, Step, as_steps, diagnose, overall_status, stopping_step
+from nndiag.output import files
+from nndiag.formatting import number as fmt, words
 
-STATES = ("run", "skipped", "not-reached", "error")
 CSV_EMBED_MAX_BYTES = 512 * 1024  # CSVs up to this size are embedded in the HTML; larger ones are linked
 ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a step has at most this many (0: always folded)
 
@@ -80,101 +56,6 @@ LOOK: dict[str, tuple[str, str, str, str]] = {
     "not-reached": ("⏸️ not reached", "NOT REACHED", "#57606a", "#f1f3f5"),
 }
 SEVERITY_COLOUR = {"info": "#0969da", "warn": "#9a6700", "fail": "#c62828"}
-
-
-@dataclass
-class Step:
-    name: str  # what the report calls it: "check-loss", "search (coarse)", "train (best)"
-    command: str  # the command line that reproduces the step on its own
-    state: str = "run"  # run | skipped | not-reached | error
-    verdict: dict[str, Any] | None = None  # report.write_run's return value, for state "run"
-    note: str = ""  # why it was skipped / not reached, or the error message
-    seconds: float | None = None  # wall-clock time of the step
-
-    def __post_init__(self) -> None:
-        if self.state not in STATES:
-            raise ValueError(f"unknown step state {self.state!r}; expected one of {STATES}")
-        if self.state == "run" and not isinstance(self.verdict, dict):
-            raise ValueError(f"step {self.name!r} ran but has no verdict dict")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Step":
-        return cls(**{k: raw[k] for k in ("name", "command", "state", "verdict", "note", "seconds") if k in raw})
-
-    @property
-    def status(self) -> str:
-        """pass | warn | fail for a step that ran, else its state."""
-        return str(self.verdict.get("status", "fail")) if self.state == "run" and self.verdict else self.state
-
-    @property
-    def findings(self) -> list[dict[str, Any]]:
-        return list((self.verdict or {}).get("findings") or [])
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        return dict((self.verdict or {}).get("outputs") or {})
-
-
-def _steps(steps: list[Step | dict[str, Any]]) -> list[Step]:
-    return [s if isinstance(s, Step) else Step.from_dict(s) for s in steps]
-
-
-def overall_status(steps: list[Step | dict[str, Any]]) -> str:
-    """The worst of the steps that ran ('fail' > 'warn' > 'pass'); an errored step counts as 'fail'."""
-    statuses = {s.status for s in _steps(steps)}
-    if statuses & {"fail", "error"}:
-        return "fail"
-    return "warn" if "warn" in statuses else "pass"
-
-
-def stopping_step(steps: list[Step | dict[str, Any]]) -> Step | None:
-    """The step that stopped babysit: the last one that failed or errored before a not-reached step."""
-    steps = _steps(steps)
-    failed = None
-    for step in steps:
-        if step.status in ("fail", "error"):
-            failed = step
-        elif step.state == "not-reached" and failed is not None:
-            return failed
-    return None
-
-
-@dataclass
-class Diagnosis:
-    """Every step's findings (each with its `step`), their root causes, and which cause each finding belongs to."""
-
-    findings: list[dict[str, Any]]
-    causes: list[RootCause]
-    roles: dict[tuple[int, int], tuple[int, str]]  # (step index, finding index) -> (cause number, "evidence" | "explained")
-
-    def role(self, step_index: int, finding_index: int) -> tuple[int, str] | None:
-        return self.roles.get((step_index, finding_index))
-
-    def title(self, number: int) -> str:
-        return self.causes[number - 1].title
-
-    def shown_advice(self, step_index: int, finding_index: int, finding: dict[str, Any]) -> str:
-        """A finding's advice, unless a root cause explains the finding: then that cause is named instead."""
-        role = self.role(step_index, finding_index)
-        if role and role[1] == "explained":
-            return f"Explained by root cause {role[0]} ({self.title(role[0])}): fix that first."
-        return str(finding.get("advice", ""))
-
-    def cause_dicts(self) -> list[dict[str, Any]]:
-        return [{"rank": n, **c.to_dict(self.findings)} for n, c in enumerate(self.causes, 1)]
-
-
-def diagnose(steps: list[Step | dict[str, Any]]) -> Diagnosis:
-    """Rank the findings of every step that ran into root causes (pure)."""
-    steps = _steps(steps)
-    findings, keys = [], []
-    for si, step in enumerate(steps):
-        for fi, finding in enumerate(step.findings):
-            findings.append({**finding, "step": step.name})
-            keys.append((si, fi))
-    causes = rank(findings)
-    roles = {keys[i]: role for i, role in enumerate(cause_of(findings, causes)) if role is not None}
-    return Diagnosis(findings, causes, roles)
 
 
 def _scalar(value: Any) -> bool:
@@ -567,7 +448,7 @@ def write_report(
     """Write report.md and report.html into `folder`; return their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ordered = _steps(steps)
+    ordered = as_steps(steps)
     head = {
         "recipe_name": recipe_name,
         "recipe_path": recipe_path,
@@ -577,12 +458,11 @@ def write_report(
     }
     md_path, html_path = folder / "report.md", folder / "report.html"
     diagnosis = diagnose(ordered)  # one ranking for both pages
-    atomic_write_text(md_path, render_markdown(folder, ordered, head, diagnosis))
-    atomic_write_text(html_path, render_html(folder, ordered, head, diagnosis))
+    files.atomic_write_text(md_path, render_markdown(folder, ordered, head, diagnosis))
+    files.atomic_write_text(html_path, render_html(folder, ordered, head, diagnosis))
     return {"markdown": md_path, "html": html_path}
 
 
-__all__ = ["Step", "STATES", "write_report", "overall_status", "stopping_step", "key_numbers", "flat_metrics", "md_escape", "diagnose", "Diagnosis"]
 
 
 def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], console: Any) -> None:
@@ -590,9 +470,9 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
     from rich.panel import Panel
     from rich.table import Table
 
-    from nndiag.report import STATUS_STYLE
+    from nndiag.output.terminal import STATUS_STYLE
 
-    steps = _steps(steps)
+    steps = as_steps(steps)
     table = Table(title="babysit: every step", title_justify="left")
     for column in ("#", "step", "status", "key numbers", "seconds"):
         table.add_column(column, justify="right" if column in ("#", "seconds") else "left", overflow="fold")
@@ -628,3 +508,12 @@ def _rich_escape(text: Any) -> str:
     from rich.markup import escape
 
     return escape(str(text))
+
+
+def write(run: Run, metrics: dict[str, Any] | None = None, *, title: str, budget: str | None = None) -> dict[str, Any]:
+    """report.md, report.html and summary.json in the run's folder; returns the summary (the run's verdict object)."""
+    folder = run.ensure_folder()
+    reports = write_report(folder, run.steps, recipe_name=title, recipe_path=run.source, context=run.context, budget=budget)
+    verdict = run.summary(metrics, {"md": reports["markdown"], "html": reports["html"]})
+    files.write_summary(folder, verdict)
+    return verdict
