@@ -1,6 +1,7 @@
 # nndiag: two commands set everything up on a fresh machine.
 #   make demo   create .venv, install nndiag, run the main job on a bundled recipe (no download)
-#   make test   install the same way plus the test tools and the Lightning / Hugging Face extras (their tests run), run the test suite
+#   make test   install the same way plus the test tools and the Lightning / Hugging Face extras (their tests run), lint (ruff), run the test suite
+#   make format apply ruff's fixes and formatting (make test checks both)
 #   make docs   install the docs extra (MkDocs + Material) and build the site into site/ (strict: a broken link fails)
 #   make figures  re-run the commands behind docs/img/*.png (the "How to read a diagnosis" page) and copy their plots
 VENV ?= .venv
@@ -11,7 +12,7 @@ TEST_STAMP := $(VENV)/.installed-test-stamp
 DOCS_STAMP := $(VENV)/.installed-docs-stamp
 DEMO_RECIPE ?= recipes/quickstart.yaml
 
-.PHONY: install demo test docs figures bench clean
+.PHONY: install demo lint format test docs figures bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +35,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/nndiag babysit $(DEMO_RECIPE)
 
-test: $(TEST_STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(TEST_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 docs: $(DOCS_STAMP)

@@ -110,8 +110,12 @@ def main(path: str) -> None:
                 val_loss += float(loss) * targets.shape[0]
                 val_correct += int((logits.argmax(-1) == targets).sum())
         last = (float(loss_sum) / seen, float(correct) / seen, val_loss / size(val), val_correct / size(val))
-    print(f"bare loop: {epochs} epochs in {time.perf_counter() - started:.2f} s; train loss {last[0]:.4f} acc {last[1]:.3f}, "
-          f"val loss {last[2]:.4f} acc {last[3]:.3f}" if not math.isnan(last[0]) else "diverged")
+    print(
+        f"bare loop: {epochs} epochs in {time.perf_counter() - started:.2f} s; train loss {last[0]:.4f} acc {last[1]:.3f}, "
+        f"val loss {last[2]:.4f} acc {last[3]:.3f}"
+        if not math.isnan(last[0])
+        else "diverged"
+    )
 
 
 if __name__ == "__main__":

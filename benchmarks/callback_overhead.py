@@ -51,8 +51,9 @@ class DigitsMLP(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                                 nn.Linear(256, 10))
+        self.net = nn.Sequential(
+            nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+        )
 
     def training_step(self, batch: Any, batch_idx: int) -> Any:
         x, y = batch
@@ -106,8 +107,16 @@ def fit(variant: str, epochs: int, out: Path) -> tuple[float, float, int, str]:
     if variant != "plain":
         every = None if variant.startswith("noprobe") else PROBE_EVERY
         callbacks = [TimedCallback(probe_every=every, plots=variant == "callback", out=out)]
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
     loaders = DataLoader(train, batch_size=32, shuffle=True), DataLoader(val, batch_size=256)
     module = DigitsMLP()
     started = time.perf_counter()
@@ -158,15 +167,21 @@ def main() -> None:
                 per_step = (seconds - plain - fixed) / steps * 1000
                 ratio = seconds / plain
                 flag = "" if ratio <= TARGET else " (over target)"
-                lines.append(f"| {epochs} | {steps} | {variant} | {seconds:.3f} | {ratio:.3f}{flag} | {fixed:.3f} | {per_step:.3f} | {status} |")
-            print(lines[-len(variants):], flush=True)
-    lines += ["", "How to read it: `fixed s` is spent in the start and end hooks: check-loss at the start; at the end the probe and "
-              "curves stages, their CSV and JSON files and, with plots, two PNG figures (about 0.4-0.5 s, whatever the fit's length). "
-              "It grows with the fit: the probe's rules are judged on every probed step at the end (about 3.5 ms each) and the "
-              "curves read every logged step. `per-step extra ms` is mostly the probe's armed step every 50 steps (hooks on that "
-              "step only). The ratio falls as the fit grows; without plots it stays under 1.1 at every length measured.",
-              "", f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the fit uses one; "
-              "above about 1 per core other processes were competing and the timings are noisier)."]
+                lines.append(
+                    f"| {epochs} | {steps} | {variant} | {seconds:.3f} | {ratio:.3f}{flag} | {fixed:.3f} | {per_step:.3f} | {status} |"
+                )
+            print(lines[-len(variants) :], flush=True)
+    lines += [
+        "",
+        "How to read it: `fixed s` is spent in the start and end hooks: check-loss at the start; at the end the probe and "
+        "curves stages, their CSV and JSON files and, with plots, two PNG figures (about 0.4-0.5 s, whatever the fit's length). "
+        "It grows with the fit: the probe's rules are judged on every probed step at the end (about 3.5 ms each) and the "
+        "curves read every logged step. `per-step extra ms` is mostly the probe's armed step every 50 steps (hooks on that "
+        "step only). The ratio falls as the fit grows; without plots it stays under 1.1 at every length measured.",
+        "",
+        f"Load average when the run ended: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the fit uses one; "
+        "above about 1 per core other processes were competing and the timings are noisier).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -46,8 +46,18 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "curves"
 RESULTS = ROOT / "benchmarks" / "results"
 
-CURVE_CODES = ("overfitting", "underfitting", "still-improving", "diverged", "plateau", "noisy", "lr-too-low",
-               "lr-too-high", "bad-init", "not-generalizing")
+CURVE_CODES = (
+    "overfitting",
+    "underfitting",
+    "still-improving",
+    "diverged",
+    "plateau",
+    "noisy",
+    "lr-too-low",
+    "lr-too-high",
+    "bad-init",
+    "not-generalizing",
+)
 ALARMS = tuple(c for c in CURVE_CODES if c != "still-improving")  # warn/fail codes: a false alarm on a healthy run
 # cause -> (codes that must appear, codes that must not)
 CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -153,40 +163,121 @@ def runs() -> list[Run]:
         Run("n-healthy-digits-mlp-long", "nndiag", "healthy", DIGITS, MLP, {**SGD, "weight_decay": 1.0e-3}, epochs=40),
         Run("n-healthy-digits-mlp-short", "nndiag", "healthy", DIGITS, MLP, SGD, epochs=3),
         # 32 optimizer steps in all (babysit --budget quick): a healthy run this short has the shape of an LR 100x too low
-        Run("n-healthy-spiral-32-steps", "nndiag", "healthy", {"name": "spiral"}, {"name": "mlp", "args": {"hidden": [64, 64], "init": "kaiming"}},
-            {"name": "adam", "lr": 0.046}, batch=32, epochs=4),
+        Run(
+            "n-healthy-spiral-32-steps",
+            "nndiag",
+            "healthy",
+            {"name": "spiral"},
+            {"name": "mlp", "args": {"hidden": [64, 64], "init": "kaiming"}},
+            {"name": "adam", "lr": 0.046},
+            batch=32,
+            epochs=4,
+        ),
         Run("n-healthy-digits-cnn", "nndiag", "healthy", DIGITS, CNN, {**ADAM, "weight_decay": 1.0e-4}, epochs=10),
-        Run("n-healthy-spiral-mlp", "nndiag", "healthy", SPIRAL, SPIRAL_MLP, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-3},
-            batch=32, epochs=60),
-        Run("n-healthy-mnist1d-cnn", "nndiag", "healthy", MNIST1D_CH, CNN1D, {"name": "adam", "lr": 3.0e-3, "weight_decay": 1.0e-4},
-            batch=100, epochs=10),
-        Run("n-healthy-digits-mlp-stepdecay", "nndiag", "healthy", DIGITS, MLP, SGD, epochs=30,
-            extra={"schedule": {"name": "step", "step_size": 10, "gamma": 0.1}}),
-        Run("n-lr-high-clipped-sgd-digits", "nndiag", "lr-too-high", DIGITS, MLP, {"name": "sgd", "lr": 0.5, "momentum": 0.9},
-            epochs=15, extra={"train": {"grad_clip": 0.5}}),
+        Run(
+            "n-healthy-spiral-mlp",
+            "nndiag",
+            "healthy",
+            SPIRAL,
+            SPIRAL_MLP,
+            {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-3},
+            batch=32,
+            epochs=60,
+        ),
+        Run(
+            "n-healthy-mnist1d-cnn",
+            "nndiag",
+            "healthy",
+            MNIST1D_CH,
+            CNN1D,
+            {"name": "adam", "lr": 3.0e-3, "weight_decay": 1.0e-4},
+            batch=100,
+            epochs=10,
+        ),
+        Run(
+            "n-healthy-digits-mlp-stepdecay",
+            "nndiag",
+            "healthy",
+            DIGITS,
+            MLP,
+            SGD,
+            epochs=30,
+            extra={"schedule": {"name": "step", "step_size": 10, "gamma": 0.1}},
+        ),
+        Run(
+            "n-lr-high-clipped-sgd-digits",
+            "nndiag",
+            "lr-too-high",
+            DIGITS,
+            MLP,
+            {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+            epochs=15,
+            extra={"train": {"grad_clip": 0.5}},
+        ),
         Run("n-lr-high-adam-digits", "nndiag", "lr-too-high", DIGITS, MLP, {"name": "adam", "lr": 0.03}, epochs=15),
-        Run("n-lr-high-clipped-sgd-spiral", "nndiag", "lr-too-high", SPIRAL, SPIRAL_MLP, {"name": "sgd", "lr": 1.0, "momentum": 0.9},
-            batch=32, epochs=40, extra={"train": {"grad_clip": 1.0}}),
+        Run(
+            "n-lr-high-clipped-sgd-spiral",
+            "nndiag",
+            "lr-too-high",
+            SPIRAL,
+            SPIRAL_MLP,
+            {"name": "sgd", "lr": 1.0, "momentum": 0.9},
+            batch=32,
+            epochs=40,
+            extra={"train": {"grad_clip": 1.0}},
+        ),
         Run("n-lr-low-sgd-digits", "nndiag", "lr-too-low", DIGITS, MLP, {"name": "sgd", "lr": 5.0e-4, "momentum": 0.9}, epochs=15),
-        Run("n-lr-low-adam-mnist1d", "nndiag", "lr-too-low", MNIST1D, {"name": "mlp", "args": {"hidden": [256, 256], "activation": "relu", "init": "kaiming"}},
-            {"name": "adam", "lr": 1.0e-5}, batch=100, epochs=12),
+        Run(
+            "n-lr-low-adam-mnist1d",
+            "nndiag",
+            "lr-too-low",
+            MNIST1D,
+            {"name": "mlp", "args": {"hidden": [256, 256], "activation": "relu", "init": "kaiming"}},
+            {"name": "adam", "lr": 1.0e-5},
+            batch=100,
+            epochs=12,
+        ),
         Run("n-tiny-batch-digits", "nndiag", "tiny-batch", DIGITS, MLP, {"name": "sgd", "lr": 0.02}, batch=2, epochs=1),
         Run("n-tiny-batch-mnist1d", "nndiag", "tiny-batch", MNIST1D, MLP, {"name": "sgd", "lr": 0.01}, batch=4, epochs=1),
         Run("n-tiny-batch-adam-digits", "nndiag", "tiny-batch", DIGITS, MLP, ADAM, batch=2, epochs=1),
-        Run("n-tiny-batch-cnn-digits", "nndiag", "tiny-batch", DIGITS, {"name": "cnn", "args": {"channels": [32, 64], "kernel_size": 3}},
-            {"name": "sgd", "lr": 0.01, "momentum": 0.9}, batch=4, epochs=1),
+        Run(
+            "n-tiny-batch-cnn-digits",
+            "nndiag",
+            "tiny-batch",
+            DIGITS,
+            {"name": "cnn", "args": {"channels": [32, 64], "kernel_size": 3}},
+            {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+            batch=4,
+            epochs=1,
+        ),
         Run("n-overfit-tiny-mnist1d", "nndiag", "overfitting", _tiny("mnist1d", 200), BIG, ADAM, batch=50, epochs=60),
         Run("n-overfit-tiny-digits", "nndiag", "overfitting", _tiny("digits", 60), BIG, ADAM, batch=20, epochs=150),
-        Run("n-underfit-linear-spiral", "nndiag", "underfitting", SPIRAL, {"name": "linear"}, {"name": "sgd", "lr": 0.05, "momentum": 0.9},
-            batch=32, epochs=30),
+        Run(
+            "n-underfit-linear-spiral",
+            "nndiag",
+            "underfitting",
+            SPIRAL,
+            {"name": "linear"},
+            {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            batch=32,
+            epochs=30,
+        ),
         Run("n-underfit-linear-mnist1d", "nndiag", "underfitting", MNIST1D, {"name": "linear"}, ADAM, batch=100, epochs=15),
         Run("n-bad-init-deep-digits", "nndiag", "bad-init", DIGITS, DEEP_SMALL_INIT, SGD, epochs=20),
         Run("n-random-labels-digits", "nndiag", "random-labels", _random("digits", 500), BIG, ADAM, batch=50, epochs=60),
         Run("n-random-labels-mnist1d", "nndiag", "random-labels", _random("mnist1d", 1000), BIG, ADAM, batch=50, epochs=40),
         Run("n-diverged-sgd-digits", "nndiag", "diverged", DIGITS, MLP, {"name": "sgd", "lr": 3.0, "momentum": 0.9}, epochs=5),
         Run("n-diverged-late-sgd-digits", "nndiag", "diverged", DIGITS, MLP, {"name": "sgd", "lr": 0.5, "momentum": 0.9}, epochs=15),
-        Run("n-diverged-clipped-sgd-digits", "nndiag", "diverged", DIGITS, MLP, {"name": "sgd", "lr": 1.0, "momentum": 0.9},
-            epochs=15, extra={"train": {"grad_clip": 1.0}}),
+        Run(
+            "n-diverged-clipped-sgd-digits",
+            "nndiag",
+            "diverged",
+            DIGITS,
+            MLP,
+            {"name": "sgd", "lr": 1.0, "momentum": 0.9},
+            epochs=15,
+            extra={"train": {"grad_clip": 1.0}},
+        ),
         Run("n-diverged-sgd-cnn-digits", "nndiag", "diverged", DIGITS, CNN, {"name": "sgd", "lr": 1.0, "momentum": 0.9}, epochs=15),
     ]
     for source, s, seed, every in (("lightning-csv", "c", 1, 1), ("lightning-tb", "t", 2, 10)):
@@ -194,25 +285,132 @@ def runs() -> list[Run]:
         out += [  # Lightning: training rows every step (CSV) or every 10 steps (TB); validation per epoch
             Run(f"{s}-healthy-digits-mlp", source, "healthy", DIGITS, MLP, SGD, epochs=15, seed=seed, log_every=every, tags=tags),
             Run(f"{s}-healthy-digits-mlp-epoch-log", source, "healthy", DIGITS, MLP, SGD, epochs=25, seed=seed, log_every=0, tags=tags),
-            Run(f"{s}-healthy-spiral-mlp", source, "healthy", SPIRAL, SPIRAL_MLP, {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-3},
-                batch=32, epochs=40, seed=seed, log_every=every, tags=tags),
-            Run(f"{s}-healthy-digits-mlp-every50", source, "healthy", DIGITS, MLP, {**ADAM, "weight_decay": 1.0e-4}, batch=32, epochs=20,
-                seed=seed, log_every=50, tags=tags),
-            Run(f"{s}-lr-high-clipped-sgd-digits", source, "lr-too-high", DIGITS, MLP, {"name": "sgd", "lr": 0.5, "momentum": 0.9, "clip": 0.5},
-                epochs=15, seed=seed, log_every=every, tags=tags),
-            Run(f"{s}-lr-low-sgd-digits", source, "lr-too-low", DIGITS, MLP, {"name": "sgd", "lr": 5.0e-4, "momentum": 0.9}, epochs=15,
-                seed=seed, log_every=every, tags=tags),
-            Run(f"{s}-tiny-batch-digits", source, "tiny-batch", DIGITS, MLP, {"name": "sgd", "lr": 0.02}, batch=2, epochs=1, seed=seed,
-                log_every=every, tags=tags),
-            Run(f"{s}-overfit-tiny-mnist1d", source, "overfitting", _tiny("mnist1d", 200), BIG, ADAM, batch=50, epochs=60, seed=seed,
-                log_every=every, tags=tags),
-            Run(f"{s}-underfit-linear-mnist1d", source, "underfitting", MNIST1D, {"name": "linear"}, ADAM, batch=100, epochs=15, seed=seed,
-                log_every=every, tags=tags),
-            Run(f"{s}-bad-init-deep-digits", source, "bad-init", DIGITS, DEEP_SMALL_INIT, SGD, epochs=20, seed=seed, log_every=every, tags=tags),
-            Run(f"{s}-random-labels-digits", source, "random-labels", _random("digits", 500), BIG, ADAM, batch=50, epochs=60, seed=seed,
-                log_every=every, tags=tags),
-            Run(f"{s}-diverged-sgd-digits", source, "diverged", DIGITS, MLP, {"name": "sgd", "lr": 0.5, "momentum": 0.9}, epochs=10,
-                seed=seed, log_every=every, tags=tags),
+            Run(
+                f"{s}-healthy-spiral-mlp",
+                source,
+                "healthy",
+                SPIRAL,
+                SPIRAL_MLP,
+                {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1.0e-3},
+                batch=32,
+                epochs=40,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-healthy-digits-mlp-every50",
+                source,
+                "healthy",
+                DIGITS,
+                MLP,
+                {**ADAM, "weight_decay": 1.0e-4},
+                batch=32,
+                epochs=20,
+                seed=seed,
+                log_every=50,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-lr-high-clipped-sgd-digits",
+                source,
+                "lr-too-high",
+                DIGITS,
+                MLP,
+                {"name": "sgd", "lr": 0.5, "momentum": 0.9, "clip": 0.5},
+                epochs=15,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-lr-low-sgd-digits",
+                source,
+                "lr-too-low",
+                DIGITS,
+                MLP,
+                {"name": "sgd", "lr": 5.0e-4, "momentum": 0.9},
+                epochs=15,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-tiny-batch-digits",
+                source,
+                "tiny-batch",
+                DIGITS,
+                MLP,
+                {"name": "sgd", "lr": 0.02},
+                batch=2,
+                epochs=1,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-overfit-tiny-mnist1d",
+                source,
+                "overfitting",
+                _tiny("mnist1d", 200),
+                BIG,
+                ADAM,
+                batch=50,
+                epochs=60,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-underfit-linear-mnist1d",
+                source,
+                "underfitting",
+                MNIST1D,
+                {"name": "linear"},
+                ADAM,
+                batch=100,
+                epochs=15,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-bad-init-deep-digits",
+                source,
+                "bad-init",
+                DIGITS,
+                DEEP_SMALL_INIT,
+                SGD,
+                epochs=20,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-random-labels-digits",
+                source,
+                "random-labels",
+                _random("digits", 500),
+                BIG,
+                ADAM,
+                batch=50,
+                epochs=60,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
+            Run(
+                f"{s}-diverged-sgd-digits",
+                source,
+                "diverged",
+                DIGITS,
+                MLP,
+                {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+                epochs=10,
+                seed=seed,
+                log_every=every,
+                tags=tags,
+            ),
         ]
     return out
 
@@ -232,8 +430,16 @@ def run_nndiag(run: Run, folder: Path) -> None:
     """`nndiag train` through the CLI, in a subprocess; keeps its two CSVs and the resolved recipe."""
     import yaml
 
-    recipe = {"name": run.name, "seed": run.seed, "device": "cpu", "data": run.data, "model": run.model,
-              "loss": "cross_entropy", "optim": run.optim, "train": {"batch_size": run.batch, "epochs": run.epochs}}
+    recipe = {
+        "name": run.name,
+        "seed": run.seed,
+        "device": "cpu",
+        "data": run.data,
+        "model": run.model,
+        "loss": "cross_entropy",
+        "optim": run.optim,
+        "train": {"batch_size": run.batch, "epochs": run.epochs},
+    }
     for key, value in run.extra.items():
         recipe[key] = {**recipe.get(key, {}), **value}
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -258,8 +464,8 @@ def run_lightning(run: Run, folder: Path) -> None:
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nndiag.zoo.models import build_model
     from nndiag.config.recipe import ModelConfig
+    from nndiag.zoo.models import build_model
 
     torch.set_num_threads(1)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -267,7 +473,9 @@ def run_lightning(run: Run, folder: Path) -> None:
     warnings.filterwarnings("ignore")
     pl.seed_everything(run.seed, workers=False, verbose=False)
     if "target" in run.data:
-        fn = {"benchmarks.curves_corpus:random_labels": random_labels, "benchmarks.curves_corpus:tiny_train": tiny_train}[run.data["target"]]
+        fn = {"benchmarks.curves_corpus:random_labels": random_labels, "benchmarks.curves_corpus:tiny_train": tiny_train}[
+            run.data["target"]
+        ]
         (x, y), (xv, yv) = fn(**run.data["args"])
     else:
         (x, y), (xv, yv) = _base(run.data["name"], run.seed)
@@ -276,8 +484,9 @@ def run_lightning(run: Run, folder: Path) -> None:
         x, xv = (x - mean) / std, (xv - mean) / std
     classes = int(max(y.max(), yv.max())) + 1
     model = build_model(ModelConfig(name=run.model["name"], args=dict(run.model.get("args", {}))), tuple(x.shape[1:]), classes)
-    names = {"plain": ("train_loss", "train_acc", "val_loss", "val_acc"),
-             "slash": ("train/loss", "train/acc", "val/loss", "val/acc")}[run.tags]
+    names = {"plain": ("train_loss", "train_acc", "val_loss", "val_acc"), "slash": ("train/loss", "train/acc", "val/loss", "val/acc")}[
+        run.tags
+    ]
     optim = {k: v for k, v in run.optim.items() if k not in ("name", "clip")}
     optimizer = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[run.optim["name"]]
     per_epoch = run.log_every == 0
@@ -312,10 +521,19 @@ def run_lightning(run: Run, folder: Path) -> None:
             logger = pl.loggers.CSVLogger(tmp, name="logs", version=0)
         else:
             logger = pl.loggers.TensorBoardLogger(tmp, name="logs", version=0, default_hp_metric=False)
-        trainer = pl.Trainer(max_epochs=run.epochs, logger=logger, log_every_n_steps=max(run.log_every, 1), accelerator="cpu",
-                             devices=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                             num_sanity_val_steps=0, deterministic=True,
-                             gradient_clip_val=run.optim.get("clip"))
+        trainer = pl.Trainer(
+            max_epochs=run.epochs,
+            logger=logger,
+            log_every_n_steps=max(run.log_every, 1),
+            accelerator="cpu",
+            devices=1,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            deterministic=True,
+            gradient_clip_val=run.optim.get("clip"),
+        )
         trainer.fit(Module(), loader, val_loader)
         logdir = Path(tmp) / "logs" / "version_0"
         folder.mkdir(parents=True, exist_ok=True)
@@ -341,7 +559,7 @@ def evidence(folder: Path) -> dict[str, float]:
         out["points"] = len(y)
         out["train_first"] = float(y[0])
         finite = y[np.isfinite(y)]
-        out["train_last10pct"] = float(np.median(finite[-max(1, len(finite) // 10):])) if len(finite) else math.nan
+        out["train_last10pct"] = float(np.median(finite[-max(1, len(finite) // 10) :])) if len(finite) else math.nan
         out["nonfinite"] = int((~np.isfinite(y)).sum())
     val = c.fit.get("val_loss")
     if val is not None and len(val):
@@ -358,7 +576,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="run names (or substrings) to (re)generate; default all")
     parser.add_argument("--out", type=Path, default=CORPUS)
-    parser.add_argument("--report", action="store_true", help="score `curves` on the stored corpus and write benchmarks/results/curves_corpus.*")
+    parser.add_argument(
+        "--report", action="store_true", help="score `curves` on the stored corpus and write benchmarks/results/curves_corpus.*"
+    )
     args = parser.parse_args(argv)
     if args.report:
         report(args.out)
@@ -373,8 +593,16 @@ def main(argv: list[str] | None = None) -> None:
             (run_nndiag if run.source == "nndiag" else run_lightning)(run, folder)
         if folder.exists():
             facts = evidence(folder)
-            rows.append({"run": run.name, "source": run.source, "cause": run.cause, "expected": " ".join(run.expected),
-                         "forbidden": " ".join(run.forbidden), "evidence": "; ".join(f"{k}={v:.4g}" for k, v in facts.items())})
+            rows.append(
+                {
+                    "run": run.name,
+                    "source": run.source,
+                    "cause": run.cause,
+                    "expected": " ".join(run.expected),
+                    "forbidden": " ".join(run.forbidden),
+                    "evidence": "; ".join(f"{k}={v:.4g}" for k, v in facts.items()),
+                }
+            )
     pd.DataFrame(rows).to_csv(args.out / "manifest.csv", index=False)
     print(f"wrote {len(rows)} runs to {args.out}")
 
@@ -396,13 +624,23 @@ def score(corpus: Path = CORPUS) -> pd.DataFrame:
         shape = curves.Shape.of(loss[np.isfinite(loss.to_numpy(float))]) if len(loss) >= curves.MIN_POINTS else None
         val = run.fit.get("val_loss")
         high = [f for f in result.verdict.findings if f.code == "lr-too-high"]
-        rows.append({"run": r["run"], "source": r["source"], "cause": r["cause"], "expected": " ".join(expected),
-                     "lr_too_high_by": ("unstable val" if "swing" in high[0].evidence else "noisy floor") if high else "",
-                     "codes": " ".join(codes), "missed": " ".join(missed), "false_alarms": " ".join(alarms),
-                     "ok": not missed and not alarms, "points": len(loss),
-                     "noise_to_drop": shape.wiggle / shape.drop if shape is not None and shape.drop > 0 else math.nan,
-                     "t90": shape.t(0.9) if shape is not None else math.nan,
-                     "val_swing": curves.val_swing(val) if val is not None and len(val) >= curves.HIGH_VAL_POINTS else math.nan})
+        rows.append(
+            {
+                "run": r["run"],
+                "source": r["source"],
+                "cause": r["cause"],
+                "expected": " ".join(expected),
+                "lr_too_high_by": ("unstable val" if "swing" in high[0].evidence else "noisy floor") if high else "",
+                "codes": " ".join(codes),
+                "missed": " ".join(missed),
+                "false_alarms": " ".join(alarms),
+                "ok": not missed and not alarms,
+                "points": len(loss),
+                "noise_to_drop": shape.wiggle / shape.drop if shape is not None and shape.drop > 0 else math.nan,
+                "t90": shape.t(0.9) if shape is not None else math.nan,
+                "val_swing": curves.val_swing(val) if val is not None and len(val) >= curves.HIGH_VAL_POINTS else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -416,10 +654,16 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
         found = should["codes"].str.split().map(lambda c: code in c).sum()
         on_healthy = healthy["codes"].str.split().map(lambda c: code in c).sum()
         forbidden_hits = planted["false_alarms"].str.split().map(lambda c: code in c).sum()
-        rows.append({"code": code, "planted_runs": len(should), "found": int(found),
-                     "recall": f"{found / len(should):.0%}" if len(should) else "-",
-                     "healthy_runs_raising_it": f"{int(on_healthy)}/{len(healthy)}",
-                     "false_alarms_on_planted_runs": int(forbidden_hits)})
+        rows.append(
+            {
+                "code": code,
+                "planted_runs": len(should),
+                "found": int(found),
+                "recall": f"{found / len(should):.0%}" if len(should) else "-",
+                "healthy_runs_raising_it": f"{int(on_healthy)}/{len(healthy)}",
+                "false_alarms_on_planted_runs": int(forbidden_hits),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -453,29 +697,48 @@ def report(corpus: Path = CORPUS) -> None:
         "|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
-        lines.append(f"| `{r['code']}` | {r['planted_runs']} | {r['found']} | {r['recall']} | {r['healthy_runs_raising_it']} | "
-                     f"{r['false_alarms_on_planted_runs']} |")
-    lines += ["", "## Margins of the thresholds calibrated here", "",
-              "| measure (rule) | threshold | lowest on the runs planted to trigger it | highest on the healthy controls |",
-              "|---|---|---|---|"]
-    for column, cause, constant in (("noise_to_drop", "tiny-batch", "NOISY_RATIO"), ("t90", "lr-too-low", "LOW_SLOW"),
-                                    ("val_swing", "lr-too-high", "HIGH_VAL_SWING")):
+        lines.append(
+            f"| `{r['code']}` | {r['planted_runs']} | {r['found']} | {r['recall']} | {r['healthy_runs_raising_it']} | "
+            f"{r['false_alarms_on_planted_runs']} |"
+        )
+    lines += [
+        "",
+        "## Margins of the thresholds calibrated here",
+        "",
+        "| measure (rule) | threshold | lowest on the runs planted to trigger it | highest on the healthy controls |",
+        "|---|---|---|---|",
+    ]
+    for column, cause, constant in (
+        ("noise_to_drop", "tiny-batch", "NOISY_RATIO"),
+        ("t90", "lr-too-low", "LOW_SLOW"),
+        ("val_swing", "lr-too-high", "HIGH_VAL_SWING"),
+    ):
         from nndiag.diagnostics import curves
 
         planted_values = runs[runs["cause"] == cause][column].dropna()
         healthy_values = healthy[column].dropna()
-        lines.append(f"| {column} ({cause}) | {getattr(curves, constant):g} (`{constant}`) | {planted_values.min():.3g} | "
-                     f"{healthy_values.max():.3g} |")
+        lines.append(
+            f"| {column} ({cause}) | {getattr(curves, constant):g} (`{constant}`) | {planted_values.min():.3g} | "
+            f"{healthy_values.max():.3g} |"
+        )
     high = runs[runs["cause"] == "lr-too-high"]["lr_too_high_by"].value_counts().to_dict()
     lines += ["", "lr-too-high on its planted runs, by branch: " + ", ".join(f"{k or 'not found'} {v}" for k, v in high.items()) + ".", ""]
-    lines += ["", "## Per run", "",
-              "noise/drop = the noisy rule's measure (NOISY_RATIO), t90 = share of the run for 90% of the fall (LOW_SLOW), "
-              "val swing = the unstable-validation measure (HIGH_VAL_SWING).", "",
-              "| run | source | cause | codes | ok | points | noise/drop | t90 | val swing |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per run",
+        "",
+        "noise/drop = the noisy rule's measure (NOISY_RATIO), t90 = share of the run for 90% of the fall (LOW_SLOW), "
+        "val swing = the unstable-validation measure (HIGH_VAL_SWING).",
+        "",
+        "| run | source | cause | codes | ok | points | noise/drop | t90 | val swing |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in runs.iterrows():
         fmt = lambda v: "" if not isinstance(v, float) or not math.isfinite(v) else f"{v:.3g}"  # noqa: E731
-        lines.append(f"| {r['run']} | {r['source']} | {r['cause']} | {r['codes'] or '-'} | {'yes' if r['ok'] else 'NO'} | "
-                     f"{r['points']} | {fmt(r['noise_to_drop'])} | {fmt(r['t90'])} | {fmt(r['val_swing'])} |")
+        lines.append(
+            f"| {r['run']} | {r['source']} | {r['cause']} | {r['codes'] or '-'} | {'yes' if r['ok'] else 'NO'} | "
+            f"{r['points']} | {fmt(r['noise_to_drop'])} | {fmt(r['t90'])} | {fmt(r['val_swing'])} |"
+        )
     (RESULTS / "curves_corpus.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:30]))
 

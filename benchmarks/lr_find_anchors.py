@@ -37,12 +37,16 @@ from benchmarks.lr_find_quality import ANCHORS, ANCHORS_CSV, SEEDS
 from benchmarks.problems import PROBLEMS, build
 
 
-
 def _optimizer(exp: Any) -> tuple[type, dict[str, Any]]:
     """The problem's optimizer class and its settings, LR aside."""
     cfg = exp.recipe.optim
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
-           "adagrad": torch.optim.Adagrad}[cfg.name]
+    cls = {
+        "sgd": torch.optim.SGD,
+        "adam": torch.optim.Adam,
+        "adamw": torch.optim.AdamW,
+        "rmsprop": torch.optim.RMSprop,
+        "adagrad": torch.optim.Adagrad,
+    }[cfg.name]
     kwargs: dict[str, Any] = {"weight_decay": cfg.weight_decay}
     if cfg.name in ("sgd", "rmsprop"):
         kwargs["momentum"] = cfg.momentum
@@ -56,8 +60,9 @@ def _optimizer(exp: Any) -> tuple[type, dict[str, Any]]:
 def _loader(exp: Any, seed: int, split: str = "train") -> torch.utils.data.DataLoader:
     part = getattr(exp.data, split)
     data = torch.utils.data.TensorDataset(part.x, part.y)
-    return torch.utils.data.DataLoader(data, batch_size=exp.recipe.train.batch_size, shuffle=split == "train",
-                                       generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        data, batch_size=exp.recipe.train.batch_size, shuffle=split == "train", generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _loss(exp: Any) -> Any:
@@ -116,8 +121,16 @@ def lightning_tuner(exp: Any, seed: int) -> float | None:
 
     module = Module(copy.deepcopy(exp.model))
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1000, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=1000,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp,
+        )
         finder = Tuner(trainer).lr_find(module, train_dataloaders=_loader(exp, seed), update_attr=False)
     lr = finder.suggestion() if finder is not None else None
     return float(lr) if lr is not None and math.isfinite(lr) else None

@@ -47,8 +47,8 @@ import pandas as pd
 import torch
 
 from benchmarks.problems import PROBLEMS, build, train, train_loss
-from nndiag.training import engine
 from nndiag.diagnostics import lr_find
+from nndiag.training import engine
 
 GRID = [10 ** (e / 4) for e in range(-24, 5)]  # quarter-decade grid, 1e-6 ... 10 (29 LRs)
 STEPS = (300, 1000)  # optimizer steps at which every LR is scored (issue 12: 300 and 1,000)
@@ -57,12 +57,21 @@ GOOD_RATIO = 1.25  # GOOD: loss <= max(GOOD_RATIO x best, best + GOOD_MARGIN) (i
 GOOD_MARGIN = 0.05  # (absolute, in loss units: cross-entropy nats on every problem here)
 HOPELESS_FACTOR = 100.0  # a training run whose batch loss exceeds this x its first batch loss is scored inf
 SKIP_AFTER = 2  # this many consecutive ever-worse grid LRs below the best end the grid (train_grid)
-SPLITS = {"tuning (derive + report)": ("derive", "report"), "holdout": ("holdout",), "holdout2": ("holdout2",),
-          "all": None}  # the summary lines
+SPLITS = {
+    "tuning (derive + report)": ("derive", "report"),
+    "holdout": ("holdout",),
+    "holdout2": ("holdout2",),
+    "all": None,
+}  # the summary lines
 TOOLS = ("nndiag", "nndiag_range_test", "fastai_valley", "torch_lr_finder_steepest", "lightning_tuner")
 ANCHORS = TOOLS[2:]  # the other tools; nndiag_range_test is nndiag's range-test suggestion before its refine stage
-LABELS = {"nndiag": "nndiag", "nndiag_range_test": "nndiag range test only", "fastai_valley": "fastai valley", "torch_lr_finder_steepest": "torch-lr-finder steepest",
-          "lightning_tuner": "Lightning tuner"}
+LABELS = {
+    "nndiag": "nndiag",
+    "nndiag_range_test": "nndiag range test only",
+    "fastai_valley": "fastai valley",
+    "torch_lr_finder_steepest": "torch-lr-finder steepest",
+    "lightning_tuner": "Lightning tuner",
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 ANCHORS_CSV = RESULTS / "lr_find_anchors.csv"
 SCORES_CSV = RESULTS / "lr_find_quality_scores.csv"
@@ -103,8 +112,11 @@ class Scores:
             self._write()
 
     def _write(self) -> None:
-        rows = [{"problem": p, "seed": s, "lr": lr, "steps": k, "loss": v}
-                for (p, s, lr), scores in sorted(self.rows.items()) for k, v in sorted(scores.items())]
+        rows = [
+            {"problem": p, "seed": s, "lr": lr, "steps": k, "loss": v}
+            for (p, s, lr), scores in sorted(self.rows.items())
+            for k, v in sorted(scores.items())
+        ]
         tmp = self.path.with_suffix(".tmp")
         pd.DataFrame(rows, columns=["problem", "seed", "lr", "steps", "loss"]).to_csv(tmp, index=False)
         tmp.replace(self.path)
@@ -154,7 +166,9 @@ def train_grid(scored: Any, steps: tuple[int, ...]) -> dict[float, dict[int, flo
     return grid
 
 
-def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame, cache: Scores) -> tuple[list[dict[str, Any]], pd.DataFrame]:
+def run_seed(
+    name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame, cache: Scores
+) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     started = time.perf_counter()
     exp = build(name, seed)
     init = engine.Snapshot.take(exp.model)
@@ -172,8 +186,10 @@ def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame
     result = lr_find.run(exp)
     init.restore(exp.model)
     curve = result.tables["lr_find"].assign(problem=name, seed=seed, stopped=result.metrics["stopped"])
-    suggestions = {"nndiag": result.metrics["suggested_lr"],
-                   "nndiag_range_test": result.metrics.get("range_test_lr", result.metrics["suggested_lr"])}
+    suggestions = {
+        "nndiag": result.metrics["suggested_lr"],
+        "nndiag_range_test": result.metrics.get("range_test_lr", result.metrics["suggested_lr"]),
+    }
     for tool in ANCHORS:
         row = anchors[(anchors["problem"] == name) & (anchors["seed"] == seed) & (anchors["tool"] == tool)] if len(anchors) else anchors
         suggestions[tool] = (None if pd.isna(row["lr"].iloc[0]) else float(row["lr"].iloc[0])) if len(row) else "missing"
@@ -182,9 +198,17 @@ def run_seed(name: str, seed: int, steps: tuple[int, ...], anchors: pd.DataFrame
     for k in steps:
         best_lr = min(grid, key=lambda lr: grid[lr][k])
         best = grid[best_lr][k]
-        row: dict[str, Any] = {"problem": name, "split": PROBLEMS[name]["split"], "seed": seed, "steps": k,
-                               "initial_loss": initial, "grid_best_lr": best_lr, "grid_best_loss": best,
-                               "nndiag_findings": ",".join(result.verdict.codes), "nndiag_unreliable": _unreliable(result)}
+        row: dict[str, Any] = {
+            "problem": name,
+            "split": PROBLEMS[name]["split"],
+            "seed": seed,
+            "steps": k,
+            "initial_loss": initial,
+            "grid_best_lr": best_lr,
+            "grid_best_loss": best,
+            "nndiag_findings": ",".join(result.verdict.codes),
+            "nndiag_unreliable": _unreliable(result),
+        }
         for tool, lr in suggestions.items():
             loss = trained[tool][k] if tool in trained else math.nan
             row[f"{tool}_lr"] = lr if isinstance(lr, float) else (math.nan if lr is None else "missing")
@@ -210,8 +234,13 @@ def per_problem(frame: pd.DataFrame, steps: int) -> pd.DataFrame:
     part = frame[frame["steps"] == steps]
     out = []
     for name, g in part.groupby("problem", sort=False):
-        row = {"problem": name, "split": g["split"].iloc[0], "seeds": len(g),
-               "grid_best_lr": _gmean(g["grid_best_lr"]), "grid_best_loss": g["grid_best_loss"].median()}
+        row = {
+            "problem": name,
+            "split": g["split"].iloc[0],
+            "seeds": len(g),
+            "grid_best_lr": _gmean(g["grid_best_lr"]),
+            "grid_best_loss": g["grid_best_loss"].median(),
+        }
         for tool in TOOLS:
             good = pd.to_numeric(g[f"{tool}_good"], errors="coerce")
             lrs = pd.to_numeric(g[f"{tool}_lr"], errors="coerce")
@@ -239,27 +268,37 @@ def _cell(r: pd.Series, tool: str) -> str:
 
 
 def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ...]) -> str:
-    lines = ["# lr-find quality benchmark", "",
-             f"Command: `nice -n 10 python -m benchmarks.lr_find_quality{args.command_tail}` "
-             "(after `python -m benchmarks.lr_find_anchors`, run in a venv with fastai and torch-lr-finder; see docs/commands/lr-find.md and "
-             "docs/benchmarks.md). Every LR (grid point or suggestion) is trained from the same initial weights and batch order; "
-             "score = loss on the whole training split afterwards. GOOD (issue 12): within max(1.25x, +0.05) of the grid-best loss "
-             "at the same step count; grid: quarter decades 1e-6 ... 10. A problem is GOOD for a tool when the tool is good on a "
-             "majority of the seeds. Cells: geometric-mean suggested LR over seeds (median loss; seeds with no suggestion) "
-             "good seeds / seeds. nndiag = its defaults: the range test (4 batches per LR point, 400 optimizer steps), then the "
-             "refine stage (trial runs of 100 iterations at 0.316, 1, 3.16 and 10x the range test's suggestion, none above its "
-             "divergence point: up to 400 more steps); 'nndiag range test only' = the range test's own suggestion "
-             "(refine_steps=0). The anchors: their defaults (100 steps). Batch orders: the grid and every scored run use the "
-             "order of the problem's seed, which nndiag's range test also starts with (at LRs too small to matter); the refine "
-             "stage's trials use an order of their own (seed + 7919), so no trial replays the first steps of a scored run.", ""]
+    lines = [
+        "# lr-find quality benchmark",
+        "",
+        f"Command: `nice -n 10 python -m benchmarks.lr_find_quality{args.command_tail}` "
+        "(after `python -m benchmarks.lr_find_anchors`, run in a venv with fastai and torch-lr-finder; see docs/commands/lr-find.md and "
+        "docs/benchmarks.md). Every LR (grid point or suggestion) is trained from the same initial weights and batch order; "
+        "score = loss on the whole training split afterwards. GOOD (issue 12): within max(1.25x, +0.05) of the grid-best loss "
+        "at the same step count; grid: quarter decades 1e-6 ... 10. A problem is GOOD for a tool when the tool is good on a "
+        "majority of the seeds. Cells: geometric-mean suggested LR over seeds (median loss; seeds with no suggestion) "
+        "good seeds / seeds. nndiag = its defaults: the range test (4 batches per LR point, 400 optimizer steps), then the "
+        "refine stage (trial runs of 100 iterations at 0.316, 1, 3.16 and 10x the range test's suggestion, none above its "
+        "divergence point: up to 400 more steps); 'nndiag range test only' = the range test's own suggestion "
+        "(refine_steps=0). The anchors: their defaults (100 steps). Batch orders: the grid and every scored run use the "
+        "order of the problem's seed, which nndiag's range test also starts with (at LRs too small to matter); the refine "
+        "stage's trials use an order of their own (seed + 7919), so no trial replays the first steps of a scored run.",
+        "",
+    ]
     for k in steps:
         table = per_problem(frame, k)
-        lines += [f"## {k} steps", "",
-                  "| problem | split | grid-best LR (loss) | " + " | ".join(LABELS[t] for t in TOOLS) + " |",
-                  "|---|---|---|" + "---|" * len(TOOLS)]
+        lines += [
+            f"## {k} steps",
+            "",
+            "| problem | split | grid-best LR (loss) | " + " | ".join(LABELS[t] for t in TOOLS) + " |",
+            "|---|---|---|" + "---|" * len(TOOLS),
+        ]
         for _, r in table.iterrows():
-            lines.append(f"| {r['problem']} | {r['split']} | {r['grid_best_lr']:.3g} ({r['grid_best_loss']:.3g}) | "
-                         + " | ".join(_cell(r, t) for t in TOOLS) + " |")
+            lines.append(
+                f"| {r['problem']} | {r['split']} | {r['grid_best_lr']:.3g} ({r['grid_best_loss']:.3g}) | "
+                + " | ".join(_cell(r, t) for t in TOOLS)
+                + " |"
+            )
         lines.append("")
         for split, splits in SPLITS.items():
             part = table if splits is None else table[table["split"].isin(splits)]
@@ -268,7 +307,11 @@ def markdown(frame: pd.DataFrame, args: argparse.Namespace, steps: tuple[int, ..
                 ran = part[part[f"{tool}_good_seeds"] >= 0]
                 good = int((2 * ran[f"{tool}_good_seeds"] > ran["seeds"]).sum())
                 seeds_good = int(ran[f"{tool}_good_seeds"].sum())
-                counts.append(f"{LABELS[tool]} {good}/{len(ran)} ({seeds_good}/{int(ran['seeds'].sum())} runs)" if len(ran) else f"{LABELS[tool]} not run")
+                counts.append(
+                    f"{LABELS[tool]} {good}/{len(ran)} ({seeds_good}/{int(ran['seeds'].sum())} runs)"
+                    if len(ran)
+                    else f"{LABELS[tool]} not run"
+                )
             lines.append(f"- {split} problems, good at {k} steps: " + "; ".join(counts))
         lines.append("")
     lines += _target(frame, steps) + _fine_tuning(frame, steps[0]) + _reliability(frame, steps) + _split()
@@ -292,8 +335,10 @@ def _target(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
             best_anchor = max(ANCHORS, key=lambda t: good[t])
             share = good["nndiag"] / len(part)
             met = share >= TARGET_SHARE and all(good["nndiag"] > good[t] for t in ANCHORS)
-            lines.append(f"- {split}, {k} steps: nndiag {good['nndiag']}/{len(part)} ({share:.0%}); best anchor "
-                         f"{LABELS[best_anchor]} {good[best_anchor]}/{len(part)}: target {'MET' if met else 'NOT met'}")
+            lines.append(
+                f"- {split}, {k} steps: nndiag {good['nndiag']}/{len(part)} ({share:.0%}); best anchor "
+                f"{LABELS[best_anchor]} {good[best_anchor]}/{len(part)}: target {'MET' if met else 'NOT met'}"
+            )
     return lines + [""]
 
 
@@ -302,8 +347,12 @@ def _fine_tuning(frame: pd.DataFrame, steps: int) -> list[str]:
     part = frame[(frame["steps"] == steps) & frame["problem"].map(lambda p: bool(PROBLEMS[p].get("pretrain")))]
     if part.empty:
         return []
-    lines = [f"## Fine-tuning: suggested LR / grid-best LR ({steps} steps; > 1 overshoots)", "",
-             "| problem | " + " | ".join(LABELS[t] for t in TOOLS) + " |", "|---|" + "---|" * len(TOOLS)]
+    lines = [
+        f"## Fine-tuning: suggested LR / grid-best LR ({steps} steps; > 1 overshoots)",
+        "",
+        "| problem | " + " | ".join(LABELS[t] for t in TOOLS) + " |",
+        "|---|" + "---|" * len(TOOLS),
+    ]
     for name, g in part.groupby("problem", sort=False):
         cells = []
         for tool in TOOLS:
@@ -318,7 +367,11 @@ def _reliability(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
     lines = ["## nndiag's `unreliable-suggestion` against the outcome", ""]
     for k in steps:
         part = frame[frame["steps"] == k]
-        for reason, label in (("flat", "flagged flat (fine-tuning shape)"), ("noisy|unstable", "flagged noisy/unstable"), ("^$", "not flagged")):
+        for reason, label in (
+            ("flat", "flagged flat (fine-tuning shape)"),
+            ("noisy|unstable", "flagged noisy/unstable"),
+            ("^$", "not flagged"),
+        ):
             sel = part[part["nndiag_unreliable"].fillna("").str.contains(reason)]
             bad = int((sel["nndiag_good"] == False).sum())  # noqa: E712 - a column of booleans
             lines.append(f"- {k} steps, {label}: {len(sel)} runs, {bad} of them bad")
@@ -326,13 +379,20 @@ def _reliability(frame: pd.DataFrame, steps: tuple[int, ...]) -> list[str]:
 
 
 def _split() -> list[str]:
-    lines = ["## Splits (benchmarks/problems.py `split`)", "",
-             "Tuning set = derive + report (the first round derived its rule on derive and reported on report; both have "
-             "been seen since). Holdout = 8 problems frozen before any second-round rule variant was scored on them (the "
-             "refine stage's screen later ran on them). Holdout2 = 8 problems frozen after the refine stage was adopted, "
-             "before anything was measured on them. How the rule was chosen on the tuning set: lr_find_rule_search.md; "
-             "the refine stage: lr_find_refine_screen.md.", ""]
-    lines += [f"- {split}: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == split) for split in ("derive", "report", "holdout", "holdout2")]
+    lines = [
+        "## Splits (benchmarks/problems.py `split`)",
+        "",
+        "Tuning set = derive + report (the first round derived its rule on derive and reported on report; both have "
+        "been seen since). Holdout = 8 problems frozen before any second-round rule variant was scored on them (the "
+        "refine stage's screen later ran on them). Holdout2 = 8 problems frozen after the refine stage was adopted, "
+        "before anything was measured on them. How the rule was chosen on the tuning set: lr_find_rule_search.md; "
+        "the refine stage: lr_find_refine_screen.md.",
+        "",
+    ]
+    lines += [
+        f"- {split}: " + ", ".join(n for n, p in PROBLEMS.items() if p["split"] == split)
+        for split in ("derive", "report", "holdout", "holdout2")
+    ]
     return lines + [""]
 
 
@@ -361,8 +421,12 @@ def main(argv: list[str] | None = None) -> None:
             curves.append(curve)
             cache.save()
             r = new[0]
-            print(f"{name} seed {seed}: grid-best {r['grid_best_lr']:.3g} ({r['grid_best_loss']:.3g}) at {r['steps']} steps; "
-                  + "; ".join(f"{t} {r[f'{t}_lr']} good={r[f'{t}_good']}" for t in TOOLS) + f" ({r['seconds']:.0f}s)", flush=True)
+            print(
+                f"{name} seed {seed}: grid-best {r['grid_best_lr']:.3g} ({r['grid_best_loss']:.3g}) at {r['steps']} steps; "
+                + "; ".join(f"{t} {r[f'{t}_lr']} good={r[f'{t}_good']}" for t in TOOLS)
+                + f" ({r['seconds']:.0f}s)",
+                flush=True,
+            )
     frame = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out / "lr_find_quality.csv", index=False)

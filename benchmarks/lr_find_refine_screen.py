@@ -20,15 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from benchmarks.lr_find_quality import RESULTS, SCORES_CSV, SEEDS, STEPS, is_good
 from benchmarks.lr_find_screen import _interpolate
 from benchmarks.problems import PROBLEMS, build
-from nndiag.training import engine
 from nndiag.diagnostics import lr_find
+from nndiag.training import engine
 
 FACTORS = [10 ** (k / 2) for k in (-1, 0, 1, 2, 3)]
 CHECKPOINTS = (50, 100, 200)
@@ -50,9 +49,16 @@ def measure_one(name: str, seed: int) -> list[dict[str, Any]]:
             opt = exp.optimizer()
             engine.lr_setter(opt)(s * f)
             batches = lr_find._endless_batches(exp, torch.Generator().manual_seed(exp.recipe.seed + lr_find.TRIAL_ORDER_OFFSET))
-            row = {"problem": name, "seed": seed, "s": s, "lr_diverged": res.metrics["lr_diverged"],
-                   "lr_at_min": res.metrics["lr_at_min_loss"], "factor": f, "lr": s * f,
-                   "unreliable": ",".join(x.evidence.get("reason", "") for x in res.verdict.findings if x.code == "unreliable-suggestion")}
+            row = {
+                "problem": name,
+                "seed": seed,
+                "s": s,
+                "lr_diverged": res.metrics["lr_diverged"],
+                "lr_at_min": res.metrics["lr_at_min_loss"],
+                "factor": f,
+                "lr": s * f,
+                "unreliable": ",".join(x.evidence.get("reason", "") for x in res.verdict.findings if x.code == "unreliable-suggestion"),
+            }
             dead = False
             for i in range(1, max(CHECKPOINTS) + 1):
                 loss = float(exp.step(opt, next(batches), model=exp.model).loss)
@@ -127,10 +133,20 @@ def variants() -> dict[str, dict[str, Any]]:
         for facs_name, facs in FACTOR_SETS.items():
             for bd in (1, 2, 3):
                 for tol in (0.0, 0.05, 0.1):
-                    rules[f"{steps} steps, x{facs_name}, div/{bd}, tol {tol}"] = {"factors": facs, "steps": steps, "below_div": bd, "tol": tol}
+                    rules[f"{steps} steps, x{facs_name}, div/{bd}, tol {tol}"] = {
+                        "factors": facs,
+                        "steps": steps,
+                        "below_div": bd,
+                        "tol": tol,
+                    }
                 for tol in (0.005, 0.01, 0.02, 0.05):
                     rules[f"{steps} steps, x{facs_name}, div/{bd}, droptol {tol}"] = {
-                        "factors": facs, "steps": steps, "below_div": bd, "tol": tol, "relative_to_drop": True}
+                        "factors": facs,
+                        "steps": steps,
+                        "below_div": bd,
+                        "tol": tol,
+                        "relative_to_drop": True,
+                    }
     return rules
 
 
@@ -150,32 +166,57 @@ def cmd_score(path: Path, out: Path) -> None:
                 good[k].setdefault(name, []).append(ok)
         counts = {k: sum(sum(v) * 2 > len(v) for v in good[k].values()) for k in STEPS}
         hold = {k: sum(sum(v) * 2 > len(v) for n, v in good[k].items() if PROBLEMS[n]["split"] == "holdout") for k in STEPS}
-        rows.append({"rule": rname, "steps": rule["steps"], "factors": next((n for n, f in FACTOR_SETS.items() if f == rule["factors"]), "1"),
-                     "good300": counts[300], "good1000": counts[1000], "holdout300": hold[300], "holdout1000": hold[1000],
-                     "problems": len(good[300])})
+        rows.append(
+            {
+                "rule": rname,
+                "steps": rule["steps"],
+                "factors": next((n for n, f in FACTOR_SETS.items() if f == rule["factors"]), "1"),
+                "good300": counts[300],
+                "good1000": counts[1000],
+                "holdout300": hold[300],
+                "holdout1000": hold[1000],
+                "problems": len(good[300]),
+            }
+        )
     frame = pd.DataFrame(rows)
     rest = frame[frame["rule"] != "range test alone"]
     n = int(frame["problems"].iloc[0])
-    lines = ["# lr-find refine stage: the screen", "",
-             "Commands: `nice -n 10 python -m benchmarks.lr_find_refine_screen measure` (the trials' short runs: "
-             "every problem and seed, the range test's pick x 10^(k/2), k = -1 ... 3, 200 steps each, scored on the training "
-             "subset after 50, 100 and 200) then `python -m benchmarks.lr_find_refine_screen score`. Each selection rule's LR is "
-             "scored on the cached grid of lr_find_quality_scores.csv (interpolated in log LR and log loss): good = within "
-             "max(1.25x, +0.05) of the grid-best loss after 300 / 1,000 steps, on a majority of the 3 seeds. The screen is a "
-             "guide; lr_find_quality.md trains the exact suggestions.", "",
-             f"- range test alone: {int(frame.iloc[0].good300)} / {int(frame.iloc[0].good1000)} of {n} problems good at 300 / 1,000 steps",
-             f"- adopted ({ADOPTED}): " + " / ".join(str(int(frame.loc[frame.rule == ADOPTED, c].iloc[0])) for c in ("good300", "good1000")),
-             f"- all {len(rest)} variants: {rest.good300.min()}-{rest.good300.max()} at 300 steps, "
-             f"{rest.good1000.min()}-{rest.good1000.max()} at 1,000", "",
-             "## By trial length and factor set (range over the caps and tolerances)", "",
-             "| trial steps | factors (x the pick) | variants | good at 300 | good at 1,000 | holdout at 300 | holdout at 1,000 |",
-             "|---:|---|---:|---|---|---|---|"]
+    lines = [
+        "# lr-find refine stage: the screen",
+        "",
+        "Commands: `nice -n 10 python -m benchmarks.lr_find_refine_screen measure` (the trials' short runs: "
+        "every problem and seed, the range test's pick x 10^(k/2), k = -1 ... 3, 200 steps each, scored on the training "
+        "subset after 50, 100 and 200) then `python -m benchmarks.lr_find_refine_screen score`. Each selection rule's LR is "
+        "scored on the cached grid of lr_find_quality_scores.csv (interpolated in log LR and log loss): good = within "
+        "max(1.25x, +0.05) of the grid-best loss after 300 / 1,000 steps, on a majority of the 3 seeds. The screen is a "
+        "guide; lr_find_quality.md trains the exact suggestions.",
+        "",
+        f"- range test alone: {int(frame.iloc[0].good300)} / {int(frame.iloc[0].good1000)} of {n} problems good at 300 / 1,000 steps",
+        f"- adopted ({ADOPTED}): " + " / ".join(str(int(frame.loc[frame.rule == ADOPTED, c].iloc[0])) for c in ("good300", "good1000")),
+        f"- all {len(rest)} variants: {rest.good300.min()}-{rest.good300.max()} at 300 steps, "
+        f"{rest.good1000.min()}-{rest.good1000.max()} at 1,000",
+        "",
+        "## By trial length and factor set (range over the caps and tolerances)",
+        "",
+        "| trial steps | factors (x the pick) | variants | good at 300 | good at 1,000 | holdout at 300 | holdout at 1,000 |",
+        "|---:|---|---:|---|---|---|---|",
+    ]
     for (steps, facs), g in rest.groupby(["steps", "factors"], sort=True):
         span = lambda c: f"{g[c].min()}-{g[c].max()}" if g[c].min() != g[c].max() else f"{g[c].min()}"  # noqa: E731
-        lines.append(f"| {steps} | {facs} | {len(g)} | {span('good300')} | {span('good1000')} | {span('holdout300')} | {span('holdout1000')} |")
-    lines += ["", "## Every variant", "", "| rule | good at 300 | good at 1,000 | holdout at 300 | holdout at 1,000 |", "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {steps} | {facs} | {len(g)} | {span('good300')} | {span('good1000')} | {span('holdout300')} | {span('holdout1000')} |"
+        )
+    lines += [
+        "",
+        "## Every variant",
+        "",
+        "| rule | good at 300 | good at 1,000 | holdout at 300 | holdout at 1,000 |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in frame.itertuples():
-        lines.append(f"| {r.rule}{' (adopted)' if r.rule == ADOPTED else ''} | {r.good300} | {r.good1000} | {r.holdout300} | {r.holdout1000} |")
+        lines.append(
+            f"| {r.rule}{' (adopted)' if r.rule == ADOPTED else ''} | {r.good300} | {r.good1000} | {r.holdout300} | {r.holdout1000} |"
+        )
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     print("\n".join(lines[:12]))

@@ -103,8 +103,12 @@ def landmarks(lrs: np.ndarray, losses: np.ndarray, stopped: str) -> dict[str, An
     """The LRs a rule may use: where the smoothed curve covers 50/80/90/95% of its drop, its minimum, the
     divergence point, the round-1 and the current suggestion, and whether the curve is flat-then-rising."""
     sug = lf.suggest(lrs, losses, stopped in ("diverged", "non-finite"))
-    marks: dict[str, Any] = {"current": sug.suggested_lr, "div": sug.lr_diverged, "flat": sug.unreliable == "flat",
-                             "min": sug.lr_at_min_loss}
+    marks: dict[str, Any] = {
+        "current": sug.suggested_lr,
+        "div": sug.lr_diverged,
+        "flat": sug.unreliable == "flat",
+        "min": sug.lr_at_min_loss,
+    }
     if sug.index_min is None or sug.problem:
         return marks
     n = sug.points
@@ -146,20 +150,25 @@ def family(name: str) -> str:
 
 def landmark_times(bench: Bench, mark: Any) -> Callable[..., Rule]:
     """landmark x 10^c (flat curves: the divergence point / 20)."""
+
     def make(c: float) -> Rule:
         return lambda n, s: _flat(bench, n, s) or _times(bench.marks[(n, s)].get(mark), c)
+
     return make
 
 
 def landmark_times_by_family(bench: Bench, mark: Any) -> Callable[..., Rule]:
     """landmark x 10^c_sgd or x 10^c_adaptive, by the optimizer family."""
+
     def make(c_sgd: float, c_adaptive: float) -> Rule:
         return lambda n, s: _flat(bench, n, s) or _times(bench.marks[(n, s)].get(mark), c_sgd if family(n) == "sgd" else c_adaptive)
+
     return make
 
 
 def capped(bench: Bench, mark: Any, by_family: bool = False) -> Callable[..., Rule]:
     """min(landmark x 10^c, divergence / margin); by_family: the margin depends on the optimizer family."""
+
     def make(c: float, margin: float, margin_sgd: float | None = None) -> Rule:
         def rule(n: str, s: int) -> float | None:
             m = bench.marks[(n, s)]
@@ -168,7 +177,9 @@ def capped(bench: Bench, mark: Any, by_family: bool = False) -> Callable[..., Ru
                 return m["div"] / 20
             base = _times(m.get(mark), c)
             return base if base is None or m["div"] is None else min(base, m["div"] / limit)
+
         return rule
+
     return make
 
 
@@ -197,8 +208,11 @@ def leave_one_out(bench: Bench, make: Callable[..., Rule], grid: list[tuple]) ->
 
 
 def report(bench: Bench) -> list[str]:
-    lines = ["| rule | parameters (best in sample) | good at 300 | good at 1000 | in sample (of 34) | "
-             "leave-one-problem-out (of 34) | too high / too low (of 102) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rule | parameters (best in sample) | good at 300 | good at 1000 | in sample (of 34) | "
+        "leave-one-problem-out (of 34) | too high / too low (of 102) |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def row(label: str, rule: Rule, params: str, loo: str = "-") -> None:
         table = bench.score(rule)

@@ -29,8 +29,8 @@ from typing import Any, Callable
 import torch
 
 from benchmarks.problems import PROBLEMS, build
-from nndiag.training import engine
 from nndiag.diagnostics import lr_find
+from nndiag.training import engine
 
 START, END, STEPS = 1e-6, 1e-2, 100
 DEFAULT_PROBLEM = "digits-cnn-bn-sgdm"
@@ -64,8 +64,9 @@ def torch_lr_finder_run(exp: Any) -> Callable[[], Any] | None:
     data = torch.utils.data.TensorDataset(exp.data.train.x, exp.data.train.y)
 
     def run() -> None:
-        loader = torch.utils.data.DataLoader(data, batch_size=exp.recipe.train.batch_size, shuffle=True,
-                                             generator=torch.Generator().manual_seed(exp.recipe.seed))
+        loader = torch.utils.data.DataLoader(
+            data, batch_size=exp.recipe.train.batch_size, shuffle=True, generator=torch.Generator().manual_seed(exp.recipe.seed)
+        )
         optimizer = exp.optimizer(lr=START)
         finder = LRFinder(exp.model, optimizer, torch.nn.CrossEntropyLoss(), device=exp.device)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -111,11 +112,16 @@ def main(argv: list[str] | None = None) -> None:
             times[name].append(timed(fn))
     init.restore(exp.model)
     median = {name: statistics.median(values) for name, values in times.items()}
-    lines = ["# lr-find speed benchmark", "",
-             f"Command: `python -m benchmarks.lr_find_speed --problem {args.problem} --repeats {args.repeats}`. "
-             f"{STEPS}-step range test {START:g} -> {END:g} (no divergence), same model, same batches; median of "
-             f"{args.repeats} interleaved runs; torch {torch.__version__}, {args.threads} thread(s), {exp.device}.", "",
-             "| contender | median seconds | ratio to bare loop |", "|---|---|---|"]
+    lines = [
+        "# lr-find speed benchmark",
+        "",
+        f"Command: `python -m benchmarks.lr_find_speed --problem {args.problem} --repeats {args.repeats}`. "
+        f"{STEPS}-step range test {START:g} -> {END:g} (no divergence), same model, same batches; median of "
+        f"{args.repeats} interleaved runs; torch {torch.__version__}, {args.threads} thread(s), {exp.device}.",
+        "",
+        "| contender | median seconds | ratio to bare loop |",
+        "|---|---|---|",
+    ]
     for name, value in median.items():
         lines.append(f"| {name} | {value:.3f} | {value / median['bare']:.3f} |")
     lines.append("")

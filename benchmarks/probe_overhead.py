@@ -15,16 +15,16 @@ Target (issue 4): at the interval you leave on, a step costs at most 1.25x a pla
 from __future__ import annotations
 
 import argparse
-import os
 import copy
+import os
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from nndiag.config.recipe import parse_recipe
 from nndiag.diagnostics.probe import ProbeCallback
 from nndiag.training.experiment import Experiment
-from nndiag.config.recipe import parse_recipe
 from nndiag.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,8 +34,15 @@ MODELS = {  # name -> model section; digits (1,437 training images), batch 8, SG
     "mlp 6x256 relu": {"name": "mlp", "args": {"hidden": [256] * 6, "activation": "relu", "init": "kaiming"}},
     "cnn 32-64": {"name": "cnn", "args": {"channels": [32, 64]}},
 }
-BASE = {"name": "bench", "seed": 0, "device": "cpu", "data": {"name": "digits", "normalize": True},
-        "loss": "cross_entropy", "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "train": {"batch_size": 8, "epochs": 1}}  # 180 steps per epoch
+BASE = {
+    "name": "bench",
+    "seed": 0,
+    "device": "cpu",
+    "data": {"name": "digits", "normalize": True},
+    "loss": "cross_entropy",
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "train": {"batch_size": 8, "epochs": 1},
+}  # 180 steps per epoch
 
 
 def timed_fit(exp: Experiment, steps: int, every: int | None) -> float:
@@ -90,9 +97,17 @@ def measure(steps: int, repeats: int, everies: list[int]) -> pd.DataFrame:
                 best[every] = min(best.get(every, float("inf")), timed_fit(exp, steps, every))
         base, extra = probe_extra(exp, steps)
         for every in everies:
-            rows.append({"model": name, "every": every, "plain_ms_per_step": 1e3 * best[None],
-                         "probed_ms_per_step": 1e3 * best[every], "ratio": best[every] / best[None],
-                         "probe_extra_ms": 1e3 * extra, "step_ratio": 1 + extra / (every * base)})
+            rows.append(
+                {
+                    "model": name,
+                    "every": every,
+                    "plain_ms_per_step": 1e3 * best[None],
+                    "probed_ms_per_step": 1e3 * best[every],
+                    "ratio": best[every] / best[None],
+                    "probe_extra_ms": 1e3 * extra,
+                    "step_ratio": 1 + extra / (every * base),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -122,8 +137,10 @@ def main() -> None:
     ]
     for r in frame.itertuples():
         mark = "" if r.step_ratio <= TARGET else " (over target)"
-        lines.append(f"| {r.model} | {r.every} | {r.plain_ms_per_step:.2f} | {r.probed_ms_per_step:.2f} | {r.ratio:.3f} | "
-                     f"{r.probe_extra_ms:.1f} | {r.step_ratio:.3f}{mark} |")
+        lines.append(
+            f"| {r.model} | {r.every} | {r.plain_ms_per_step:.2f} | {r.probed_ms_per_step:.2f} | {r.ratio:.3f} | "
+            f"{r.probe_extra_ms:.1f} | {r.step_ratio:.3f}{mark} |"
+        )
     (RESULTS / "probe_overhead.md").write_text("\n".join(lines) + "\n")
     frame.to_csv(RESULTS / "probe_overhead.csv", index=False)
 

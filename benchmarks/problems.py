@@ -41,8 +41,16 @@ PRETRAIN_SEED_OFFSET = 1000  # the pretraining batch order is seeded with seed +
 
 
 def _recipe(name: str, data: dict, model: dict, optim: dict, batch_size: int = 64) -> dict[str, Any]:
-    return {"name": name, "seed": 0, "device": "cpu", "data": data, "model": model, "loss": "cross_entropy",
-            "optim": optim, "train": {"batch_size": batch_size}}
+    return {
+        "name": name,
+        "seed": 0,
+        "device": "cpu",
+        "data": data,
+        "model": model,
+        "loss": "cross_entropy",
+        "optim": optim,
+        "train": {"batch_size": batch_size},
+    }
 
 
 SPIRAL = {"name": "spiral", "args": {"classes": 3, "points_per_class": 200}}
@@ -57,8 +65,9 @@ SHIFTED = {"target": "benchmarks.problems:shifted_mnist1d", "args": {}}
 SHIFTED_CH = {"target": "benchmarks.problems:shifted_mnist1d", "args": {"channels": True}}
 
 
-def shifted_mnist1d(num_samples: int = 1250, seed: int = 7, corr_noise_scale: float = 0.35, iid_noise_scale: float = 0.05,
-                    channels: bool = False) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def shifted_mnist1d(
+    num_samples: int = 1250, seed: int = 7, corr_noise_scale: float = 0.35, iid_noise_scale: float = 0.05, channels: bool = False
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """MNIST-1D from the mnist1d generator with other noise settings: a fine-tuning target task."""
     import numpy as np
     from mnist1d.data import get_dataset_args, make_dataset
@@ -83,7 +92,9 @@ VOCAB = 32  # token ids 1..31; 0 is never used
 SEQ_CLASSES = 4
 
 
-def token_sequences(n: int = 2500, length: int = 16, seed: int = 0) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def token_sequences(
+    n: int = 2500, length: int = 16, seed: int = 0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """A data target: (train, val) pairs of token ids (int64, (n, length)) and labels. The label is
     the class (id mod 4) of the token that follows the first occurrence of token 1 (or of the last
     token when 1 never occurs): order matters, so a bag of tokens cannot solve it."""
@@ -148,7 +159,15 @@ def _cnn(channels: list[int], batchnorm: bool) -> dict[str, Any]:
 _ENTRIES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], int, dict[str, Any] | None]] = [
     # name, split, data, model, optim, batch size, pretrain
     ("spiral-mlp-sgd", "derive", SPIRAL, _mlp([100]), {"name": "sgd", "lr": 0.1}, 32, None),
-    ("spiral-mlp-bn-adamw", "report", SPIRAL, _mlp([64, 64], batchnorm=True), {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-2}, 32, None),
+    (
+        "spiral-mlp-bn-adamw",
+        "report",
+        SPIRAL,
+        _mlp([64, 64], batchnorm=True),
+        {"name": "adamw", "lr": 1e-2, "weight_decay": 1e-2},
+        32,
+        None,
+    ),
     ("digits-mlp-adam-tanh", "derive", DIGITS_FLAT, _mlp([64, 64], "tanh", "xavier"), {"name": "adam", "lr": 1e-3}, 64, None),
     ("digits-mlp-bn-sgdm", "report", DIGITS_FLAT, _mlp([128], batchnorm=True), {"name": "sgd", "lr": 0.1, "momentum": 0.9}, 64, None),
     ("digits-cnn-bn-sgdm", "derive", DIGITS, _cnn([8, 16], True), {"name": "sgd", "lr": 0.1, "momentum": 0.9}, 64, None),
@@ -160,40 +179,119 @@ _ENTRIES: list[tuple[str, str, dict[str, Any], dict[str, Any], dict[str, Any], i
     ("spiral-mlp-rmsprop", "derive", SPIRAL, _mlp([100, 100], "tanh", "xavier"), {"name": "rmsprop", "lr": 1e-3}, 32, None),
     # fine-tuning: the same models after training for a while at a good LR
     # (continued training on the same data, and transfer from MNIST-1D to a shifted MNIST-1D)
-    ("digits-mlp-adam-finetune", "derive", DIGITS_FLAT, _mlp([64, 64], "tanh", "xavier"), {"name": "adam", "lr": 1e-3}, 64,
-     {"steps": 30, "lr": 1e-2}),
-    ("mnist1d-mlp-sgdm-transfer", "report", SHIFTED, _mlp([100, 100]), {"name": "sgd", "lr": 0.05, "momentum": 0.9}, 64,
-     {"steps": 1000, "lr": 0.1, "data": MNIST1D}),
-    ("mnist1d-cnn-bn-adamw-transfer", "derive", SHIFTED_CH, _cnn([16, 16], True), {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64,
-     {"steps": 1000, "lr": 1e-2, "data": MNIST1D_CH}),
+    (
+        "digits-mlp-adam-finetune",
+        "derive",
+        DIGITS_FLAT,
+        _mlp([64, 64], "tanh", "xavier"),
+        {"name": "adam", "lr": 1e-3},
+        64,
+        {"steps": 30, "lr": 1e-2},
+    ),
+    (
+        "mnist1d-mlp-sgdm-transfer",
+        "report",
+        SHIFTED,
+        _mlp([100, 100]),
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        64,
+        {"steps": 1000, "lr": 0.1, "data": MNIST1D},
+    ),
+    (
+        "mnist1d-cnn-bn-adamw-transfer",
+        "derive",
+        SHIFTED_CH,
+        _cnn([16, 16], True),
+        {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+        64,
+        {"steps": 1000, "lr": 1e-2, "data": MNIST1D_CH},
+    ),
     ("spiral-mlp-sgd-finetune", "report", SPIRAL, _mlp([100]), {"name": "sgd", "lr": 0.1}, 32, {"steps": 300, "lr": 1.0}),
     # token ids (added after the rule was derived: report half)
     ("tokens-gru-adam", "report", TOKENS, {"target": "benchmarks.problems:gru"}, {"name": "adam", "lr": 1e-3}, 64, None),
-    ("tokens-transformer-adamw", "report", TOKENS, {"target": "benchmarks.problems:transformer"},
-     {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64, None),
+    (
+        "tokens-transformer-adamw",
+        "report",
+        TOKENS,
+        {"target": "benchmarks.problems:transformer"},
+        {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+        64,
+        None,
+    ),
     # holdout (frozen before any second-round rule variant was scored on them; never used to tune)
     ("mnist1d-mlp6-adam", "holdout", MNIST1D, _mlp([64] * 6), {"name": "adam", "lr": 1e-3}, 64, None),
     ("mnist1d-cnn-sgdm", "holdout", MNIST1D_CH, _cnn([16, 32], False), {"name": "sgd", "lr": 0.01, "momentum": 0.9}, 64, None),
-    ("tokens-gru2-adamw", "holdout", BUILTIN_TOKENS, {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 48, "layers": 2}},
-     {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 32, None),
+    (
+        "tokens-gru2-adamw",
+        "holdout",
+        BUILTIN_TOKENS,
+        {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 48, "layers": 2}},
+        {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+        32,
+        None,
+    ),
     ("digits-cnn-rmsprop", "holdout", DIGITS, _cnn([16, 16], False), {"name": "rmsprop", "lr": 1e-3}, 32, None),
-    ("digits-cnn-bn-adamw-finetune", "holdout", DIGITS, _cnn([8, 16], True), {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2}, 64,
-     {"steps": 200, "lr": 3e-3}),
+    (
+        "digits-cnn-bn-adamw-finetune",
+        "holdout",
+        DIGITS,
+        _cnn([8, 16], True),
+        {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-2},
+        64,
+        {"steps": 200, "lr": 3e-3},
+    ),
     ("mnist1d-mlp-bn-adam", "holdout", MNIST1D, _mlp([128, 128], batchnorm=True), {"name": "adam", "lr": 1e-3}, 64, None),
     ("spiral-mlp-adagrad", "holdout", SPIRAL, _mlp([64, 64]), {"name": "adagrad", "lr": 1e-2}, 32, None),
-    ("tokens-transformer-adam", "holdout", BUILTIN_TOKENS, {"name": "transformer", "args": {"vocab_size": 12, "d_model": 32, "heads": 4, "layers": 2}},
-     {"name": "adam", "lr": 1e-3}, 64, None),
+    (
+        "tokens-transformer-adam",
+        "holdout",
+        BUILTIN_TOKENS,
+        {"name": "transformer", "args": {"vocab_size": 12, "d_model": 32, "heads": 4, "layers": 2}},
+        {"name": "adam", "lr": 1e-3},
+        64,
+        None,
+    ),
     # holdout2: frozen after the refine stage was adopted and before anything was measured on them
-    ("spiral-mlp3-nesterov", "holdout2", SPIRAL, _mlp([64, 64, 64]), {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True}, 32, None),
+    (
+        "spiral-mlp3-nesterov",
+        "holdout2",
+        SPIRAL,
+        _mlp([64, 64, 64]),
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+        32,
+        None,
+    ),
     ("digits-mlp-sgd", "holdout2", DIGITS_FLAT, _mlp([256]), {"name": "sgd", "lr": 0.01}, 64, None),
     ("mnist1d-cnn-adam", "holdout2", MNIST1D_CH, _cnn([16, 32], False), {"name": "adam", "lr": 1e-3}, 64, None),
-    ("tokens-gru-sgdm", "holdout2", BUILTIN_TOKENS, {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 32, "layers": 1}},
-     {"name": "sgd", "lr": 0.1, "momentum": 0.9}, 32, None),
-    ("digits-mlp-adamw-gelu", "holdout2", DIGITS_FLAT, _mlp([128, 128], "gelu"), {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05}, 128, None),
+    (
+        "tokens-gru-sgdm",
+        "holdout2",
+        BUILTIN_TOKENS,
+        {"name": "gru", "args": {"vocab_size": 12, "d_model": 16, "hidden": 32, "layers": 1}},
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+        32,
+        None,
+    ),
+    (
+        "digits-mlp-adamw-gelu",
+        "holdout2",
+        DIGITS_FLAT,
+        _mlp([128, 128], "gelu"),
+        {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
+        128,
+        None,
+    ),
     ("spiral-mlp-adam-finetune", "holdout2", SPIRAL, _mlp([64, 64]), {"name": "adam", "lr": 1e-3}, 32, {"steps": 300, "lr": 1e-2}),
     ("mnist1d-mlp-bn-rmsprop", "holdout2", MNIST1D, _mlp([128, 128], batchnorm=True), {"name": "rmsprop", "lr": 1e-3}, 64, None),
-    ("digits-cnn-sgdm-finetune", "holdout2", DIGITS, _cnn([8, 16], False), {"name": "sgd", "lr": 0.05, "momentum": 0.9}, 64,
-     {"steps": 300, "lr": 0.05}),
+    (
+        "digits-cnn-sgdm-finetune",
+        "holdout2",
+        DIGITS,
+        _cnn([8, 16], False),
+        {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        64,
+        {"steps": 300, "lr": 0.05},
+    ),
 ]
 
 PROBLEMS: dict[str, dict[str, Any]] = {
@@ -206,8 +304,8 @@ BENCHMARK_KEYS = ("split", "pretrain")  # keys of an entry that are not recipe k
 def build(name: str, seed: int = 0, **changes: Any) -> Any:
     """The Experiment for problem `name` with recipe seed `seed` (initial weights and batch order),
     pretrained when the entry has `pretrain`."""
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import parse_recipe, set_path
+    from nndiag.training.experiment import Experiment
 
     entry = copy.deepcopy(PROBLEMS[name])
     raw = {k: v for k, v in entry.items() if k not in BENCHMARK_KEYS}
@@ -242,8 +340,9 @@ def train_loss(exp: Any) -> float:
     return loss if math.isfinite(loss) else math.inf
 
 
-def train(exp: Any, lr: float, steps: int, seed: int, checkpoints: tuple[int, ...] = (),
-          give_up: Callable[[int, float], bool] | None = None) -> dict[int, float]:
+def train(
+    exp: Any, lr: float, steps: int, seed: int, checkpoints: tuple[int, ...] = (), give_up: Callable[[int, float], bool] | None = None
+) -> dict[int, float]:
     """Train exp.model `steps` steps at a constant `lr` with a fresh optimizer of the recipe's kind.
 
     Returns {checkpoint: training-split loss} for each checkpoint <= steps. `give_up(step, batch_loss)`

@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nndiag.config.recipe import load_recipe
 from nndiag.diagnostics import search
 from nndiag.training.experiment import Experiment
-from nndiag.config.recipe import load_recipe
 from nndiag.training.trainer import Trainer
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "mnist1d-mlp.yaml"
@@ -58,21 +58,36 @@ def budget(method: str) -> int:
 
 def run_method(method: str, seed: int, folder: Path) -> dict:
     stages, ct, ce, ft, fe = METHODS[method]
-    overrides = [f"seed={seed}", "device=cpu", "data.name=null", "data.target=benchmarks.search_mnist1d:search_data",
-                 f"search.coarse.trials={ct}", f"search.coarse.epochs={ce}", f"search.fine.trials={max(ft, 1)}", f"search.fine.epochs={fe}"]
+    overrides = [
+        f"seed={seed}",
+        "device=cpu",
+        "data.name=null",
+        "data.target=benchmarks.search_mnist1d:search_data",
+        f"search.coarse.trials={ct}",
+        f"search.coarse.epochs={ce}",
+        f"search.fine.trials={max(ft, 1)}",
+        f"search.fine.epochs={fe}",
+    ]
     recipe = load_recipe(RECIPE, overrides)
     started = time.perf_counter()
     options = search.SearchOptions(stages=stages, storage=str(folder / f"{method.replace(' ', '_').replace('>', '')}-{seed}.log"))
     result = search.run(Experiment.build(recipe), options)
     search_seconds = time.perf_counter() - started
     best = result.metrics["best_params"]
-    final = load_recipe(RECIPE, [f"seed={seed}", "device=cpu"]).with_overrides({**best, "train.epochs": FINAL_EPOCHS, "schedule.name": "none"})
+    final = load_recipe(RECIPE, [f"seed={seed}", "device=cpu"]).with_overrides(
+        {**best, "train.epochs": FINAL_EPOCHS, "schedule.name": "none"}
+    )
     history = Trainer(Experiment.build(final), use_schedule=False).fit()
     table = result.tables["search"]
     return {
-        "method": method, "seed": seed, "epochs_budget": budget(method), "trials": len(table),
-        "diverged": int((table["status"] == "diverged").sum()), "search_val_acc": result.metrics["best_val_acc"],
-        "test_acc": float(history.epochs["val_acc"].iloc[-1]), **{f"best {k}": v for k, v in best.items()},
+        "method": method,
+        "seed": seed,
+        "epochs_budget": budget(method),
+        "trials": len(table),
+        "diverged": int((table["status"] == "diverged").sum()),
+        "search_val_acc": result.metrics["best_val_acc"],
+        "test_acc": float(history.epochs["val_acc"].iloc[-1]),
+        **{f"best {k}": v for k, v in best.items()},
         "search_seconds": round(search_seconds, 1),
     }
 
@@ -97,20 +112,33 @@ def main() -> None:
     summary = frame.groupby("method", sort=False)[["test_acc", "search_val_acc", "search_seconds"]].mean()
     ratio = summary.loc["coarse->fine", "test_acc"] / summary.loc["plain random", "test_acc"]
     lines = [
-        "# `nndiag search` on MNIST-1D: coarse->fine vs plain random search", "",
+        "# `nndiag search` on MNIST-1D: coarse->fine vs plain random search",
+        "",
         "Command: `python -m benchmarks.search_mnist1d --seeds " + " ".join(map(str, args.seeds)) + "` "
         f"(CPU, {args.threads} torch thread(s)). Recipe: recipes/mnist1d-mlp.yaml (MLP 40-256-256-10, Adam; "
-        "space optim.lr 1e-5..1 log, optim.weight_decay 1e-7..1e-1 log, model.args.dropout 0..0.5 linear).", "",
+        "space optim.lr 1e-5..1 log, optim.weight_decay 1e-7..1e-1 log, model.args.dropout 0..0.5 linear).",
+        "",
         f"Both methods get {budget('coarse->fine')} training epochs: coarse->fine = 20 x 2 + 8 x 20 (no LR decay, around the best 3); "
         "plain random = 10 x 20 over the full space. Selection on 800 examples held out of the training split; each winner is "
-        f"retrained on all 4,000 for {FINAL_EPOCHS} epochs and scored once on the official 1,000-example test split.", "",
-        "| method | seeds | test acc (mean) | search val acc (mean) | search seconds (mean) |", "|---|---|---|---|---|",
+        f"retrained on all 4,000 for {FINAL_EPOCHS} epochs and scored once on the official 1,000-example test split.",
+        "",
+        "| method | seeds | test acc (mean) | search val acc (mean) | search seconds (mean) |",
+        "|---|---|---|---|---|",
     ]
     for method, row in summary.iterrows():
-        lines.append(f"| {method} | {len(args.seeds)} | {row['test_acc']:.3f} | {row['search_val_acc']:.3f} | {row['search_seconds']:.0f} |")
-    lines += ["", f"Ratio of test accuracy, coarse->fine / plain random: **{ratio:.3f}**. Published MLP test accuracy: {PUBLISHED_MLP:.0%}; "
-              f"coarse->fine {'reaches' if summary.loc['coarse->fine', 'test_acc'] >= PUBLISHED_MLP else 'does NOT reach'} it.", "",
-              "Per run:", "", frame.to_markdown(index=False) if _has_tabulate() else "```\n" + frame.to_string(index=False) + "\n```", ""]
+        lines.append(
+            f"| {method} | {len(args.seeds)} | {row['test_acc']:.3f} | {row['search_val_acc']:.3f} | {row['search_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Ratio of test accuracy, coarse->fine / plain random: **{ratio:.3f}**. Published MLP test accuracy: {PUBLISHED_MLP:.0%}; "
+        f"coarse->fine {'reaches' if summary.loc['coarse->fine', 'test_acc'] >= PUBLISHED_MLP else 'does NOT reach'} it.",
+        "",
+        "Per run:",
+        "",
+        frame.to_markdown(index=False) if _has_tabulate() else "```\n" + frame.to_string(index=False) + "\n```",
+        "",
+    ]
     (RESULTS / "search_mnist1d.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

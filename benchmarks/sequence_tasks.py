@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from nndiag.zoo import sequences
-from nndiag.training.engine import lr_factor
 from nndiag.config.recipe import ScheduleConfig
+from nndiag.training.engine import lr_factor
+from nndiag.zoo import sequences
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_ACC = 0.9  # validation accuracy a bundled sequence recipe must reach (issue 10)
@@ -41,22 +41,58 @@ TARGET_S = 60.0  # ... within this many seconds on 2 CPU cores
 FIRST = {"task": "first", "num_samples": 4000, "seq_len": 24, "vocab_size": 16}  # 3,200 train / 800 val, 4 classes
 REVERSE = {"task": "reverse", "num_samples": 4000, "seq_len": 24, "vocab_size": 16}  # targets (N, 24), -100 off the answer slots
 TINY_BERT = {  # BertConfig fields: ~20k parameters
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 16,
-    "max_position_embeddings": 32, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 16,
+    "max_position_embeddings": 32,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
 }
 COSINE = {"name": "cosine", "warmup_steps": 50}
 
 SETTINGS: dict[str, dict[str, Any]] = {  # name -> the recipe's keys
-    "first-gru": {"data": FIRST, "model": ("gru", {"vocab_size": 16, "d_model": 32, "hidden": 64}),
-                  "optim": {"lr": 1e-2, "weight_decay": 0.0}, "schedule": {"name": "none"}, "batch_size": 64, "epochs": 5},
-    "first-transformer": {"data": FIRST, "model": ("transformer", {"vocab_size": 16, "d_model": 64, "heads": 4, "layers": 2}),
-                          "optim": {"lr": 3e-3, "weight_decay": 0.0}, "schedule": COSINE, "batch_size": 64, "epochs": 6},
-    "first-bert": {"data": {**FIRST, "format": "dict"}, "model": ("huggingface", {"model_type": "bert", **TINY_BERT}),
-                   "optim": {"lr": 3e-3, "weight_decay": 0.0}, "schedule": COSINE, "batch_size": 64, "epochs": 8},
-    "reverse-transformer": {"data": REVERSE, "model": ("transformer", {"vocab_size": 16, "d_model": 64, "heads": 4, "layers": 2, "per_token": True}),
-                            "optim": {"lr": 3e-3, "weight_decay": 0.0}, "schedule": COSINE, "batch_size": 64, "epochs": 6},
-    "reverse-bert": {"data": {**REVERSE, "format": "dict"}, "model": ("huggingface", {"model_type": "bert", "task": "token-classification", **TINY_BERT}),
-                     "optim": {"lr": 1e-2, "weight_decay": 0.0}, "schedule": COSINE, "batch_size": 64, "epochs": 8},
+    "first-gru": {
+        "data": FIRST,
+        "model": ("gru", {"vocab_size": 16, "d_model": 32, "hidden": 64}),
+        "optim": {"lr": 1e-2, "weight_decay": 0.0},
+        "schedule": {"name": "none"},
+        "batch_size": 64,
+        "epochs": 5,
+    },
+    "first-transformer": {
+        "data": FIRST,
+        "model": ("transformer", {"vocab_size": 16, "d_model": 64, "heads": 4, "layers": 2}),
+        "optim": {"lr": 3e-3, "weight_decay": 0.0},
+        "schedule": COSINE,
+        "batch_size": 64,
+        "epochs": 6,
+    },
+    "first-bert": {
+        "data": {**FIRST, "format": "dict"},
+        "model": ("huggingface", {"model_type": "bert", **TINY_BERT}),
+        "optim": {"lr": 3e-3, "weight_decay": 0.0},
+        "schedule": COSINE,
+        "batch_size": 64,
+        "epochs": 8,
+    },
+    "reverse-transformer": {
+        "data": REVERSE,
+        "model": ("transformer", {"vocab_size": 16, "d_model": 64, "heads": 4, "layers": 2, "per_token": True}),
+        "optim": {"lr": 3e-3, "weight_decay": 0.0},
+        "schedule": COSINE,
+        "batch_size": 64,
+        "epochs": 6,
+    },
+    "reverse-bert": {
+        "data": {**REVERSE, "format": "dict"},
+        "model": ("huggingface", {"model_type": "bert", "task": "token-classification", **TINY_BERT}),
+        "optim": {"lr": 1e-2, "weight_decay": 0.0},
+        "schedule": COSINE,
+        "batch_size": 64,
+        "epochs": 8,
+    },
 }
 
 
@@ -129,9 +165,19 @@ def run(name: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
         if t90 is None and acc >= TARGET_ACC:
             t90 = time.perf_counter() - t_train
     end = time.perf_counter()
-    return {"setting": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()), "init_loss": init_loss,
-            "ln_C": math.log(classes), "val_loss": val_loss, "val_acc": accs[-1], "accs": " ".join(f"{a:.3f}" for a in accs),
-            "t90_s": t90, "train_s": end - t_train, "total_s": end - t0}
+    return {
+        "setting": name,
+        "seed": seed,
+        "params": sum(p.numel() for p in model.parameters()),
+        "init_loss": init_loss,
+        "ln_C": math.log(classes),
+        "val_loss": val_loss,
+        "val_acc": accs[-1],
+        "accs": " ".join(f"{a:.3f}" for a in accs),
+        "t90_s": t90,
+        "train_s": end - t_train,
+        "total_s": end - t0,
+    }
 
 
 def report(frame: pd.DataFrame, command: str, threads: int) -> str:
@@ -148,8 +194,10 @@ def report(frame: pd.DataFrame, command: str, threads: int) -> str:
     ]
     for r in frame.itertuples():
         t90 = "never" if pd.isna(r.t90_s) else f"{r.t90_s:.1f}"
-        lines.append(f"| {r.setting} | {r.seed} | {r.params} | {r.init_loss:.3f} | {r.ln_C:.3f} | {r.val_acc:.3f} | {r.accs} | "
-                     f"{t90} | {r.train_s:.1f} | {r.total_s:.1f} |")
+        lines.append(
+            f"| {r.setting} | {r.seed} | {r.params} | {r.init_loss:.3f} | {r.ln_C:.3f} | {r.val_acc:.3f} | {r.accs} | "
+            f"{t90} | {r.train_s:.1f} | {r.total_s:.1f} |"
+        )
     lines += ["", "Settings (the recipe keys; optimizer AdamW):", ""]
     for name in dict.fromkeys(frame.setting):
         lines.append(f"- `{name}`: {SETTINGS[name]}")
@@ -167,8 +215,11 @@ def main() -> None:
     for name in args.only or SETTINGS:
         for seed in range(args.seeds):
             row = run(name, SETTINGS[name], seed)
-            print(f"{name} seed {seed}: init loss {row['init_loss']:.3f} (ln C {row['ln_C']:.3f}), val acc {row['val_acc']:.3f}, "
-                  f"90% after {row['t90_s'] if row['t90_s'] is None else round(row['t90_s'], 1)} s, train {row['train_s']:.1f} s", flush=True)
+            print(
+                f"{name} seed {seed}: init loss {row['init_loss']:.3f} (ln C {row['ln_C']:.3f}), val acc {row['val_acc']:.3f}, "
+                f"90% after {row['t90_s'] if row['t90_s'] is None else round(row['t90_s'], 1)} s, train {row['train_s']:.1f} s",
+                flush=True,
+            )
             results.append(row)
     frame = pd.DataFrame(results)
     flags = (" --only " + " ".join(args.only) if args.only else "") + f" --seeds {args.seeds} --threads {args.threads}"

@@ -39,13 +39,23 @@ def measure(recipe: str, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats):
             runs["bare"].append(timed([sys.executable, "-m", "benchmarks.bare_train", recipe]))
-            runs["nndiag"].append(timed([sys.executable, "-m", "nndiag", "train", recipe, "--no-progress", "--no-plots", "--json",
-                                         "--out", f"{tmp}/a{i}"]))
-            runs["nndiag_plots"].append(timed([sys.executable, "-m", "nndiag", "train", recipe, "--no-progress", "--json", "--out", f"{tmp}/b{i}"]))
+            runs["nndiag"].append(
+                timed([sys.executable, "-m", "nndiag", "train", recipe, "--no-progress", "--no-plots", "--json", "--out", f"{tmp}/a{i}"])
+            )
+            runs["nndiag_plots"].append(
+                timed([sys.executable, "-m", "nndiag", "train", recipe, "--no-progress", "--json", "--out", f"{tmp}/b{i}"])
+            )
     medians = {k: statistics.median(v) for k, v in runs.items()}
-    return {"recipe": recipe, "bare_s": medians["bare"], "nndiag_s": medians["nndiag"], "nndiag_with_plots_s": medians["nndiag_plots"],
-            "ratio": medians["nndiag"] / medians["bare"], "ratio_with_plots": medians["nndiag_plots"] / medians["bare"],
-            "target": TARGETS.get(recipe, float("nan")), "repeats": repeats}
+    return {
+        "recipe": recipe,
+        "bare_s": medians["bare"],
+        "nndiag_s": medians["nndiag"],
+        "nndiag_with_plots_s": medians["nndiag_plots"],
+        "ratio": medians["nndiag"] / medians["bare"],
+        "ratio_with_plots": medians["nndiag_plots"] / medians["bare"],
+        "target": TARGETS.get(recipe, float("nan")),
+        "repeats": repeats,
+    }
 
 
 def main() -> None:
@@ -59,13 +69,20 @@ def main() -> None:
     frame.to_csv(RESULTS / "train_overhead.csv", index=False)
     import torch
 
-    lines = ["# train overhead: `nndiag train` vs a bare PyTorch loop, whole process", "",
-             f"Command: `python -m benchmarks.train_overhead --repeats {args.repeats}`. Medians of alternating runs; "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU.", "",
-             "| recipe | bare loop (s) | nndiag train --no-plots (s) | ratio | target | with plots (s) | ratio with plots |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# train overhead: `nndiag train` vs a bare PyTorch loop, whole process",
+        "",
+        f"Command: `python -m benchmarks.train_overhead --repeats {args.repeats}`. Medians of alternating runs; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU.",
+        "",
+        "| recipe | bare loop (s) | nndiag train --no-plots (s) | ratio | target | with plots (s) | ratio with plots |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['bare_s']:.2f} | {r['nndiag_s']:.2f} | **{r['ratio']:.3f}** | <= {r['target']:g} | "
-                     f"{r['nndiag_with_plots_s']:.2f} | {r['ratio_with_plots']:.3f} |")
+        lines.append(
+            f"| {r['recipe']} | {r['bare_s']:.2f} | {r['nndiag_s']:.2f} | **{r['ratio']:.3f}** | <= {r['target']:g} | "
+            f"{r['nndiag_with_plots_s']:.2f} | {r['ratio_with_plots']:.3f} |"
+        )
     (RESULTS / "train_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -25,8 +25,10 @@ FIGURES: dict[str, tuple[str, str]] = {
     "overfit-small-healthy.png": ("nndiag overfit-small recipes/spiral-mlp.yaml --out out", "out/overfit_small.png"),
     "overfit-small-diverged.png": ("nndiag overfit-small recipes/spiral-mlp.yaml --set optim.lr=30 --out out", "out/overfit_small.png"),
     "lr-find.png": ("nndiag lr-find recipes/spiral-mlp.yaml --out out", "out/lr_find.png"),
-    "search.png": ("nndiag search recipes/spiral-mlp.yaml --trials 8 --set search.coarse.epochs=5 --set search.fine.epochs=20 --out out",
-                   "out/search.png"),
+    "search.png": (
+        "nndiag search recipes/spiral-mlp.yaml --trials 8 --set search.coarse.epochs=5 --set search.fine.epochs=20 --out out",
+        "out/search.png",
+    ),
     "curves-healthy.png": ("nndiag train recipes/spiral-mlp.yaml --out out", "out/curves.png"),
     "curves-overfitting.png": ("nndiag curves lightning_logs/version_1/metrics.csv --out out", "out/curves.png"),
     "curves-lr-too-low.png": ("nndiag curves lightning_logs/version_2/metrics.csv --out out", "out/curves.png"),

@@ -37,7 +37,9 @@ def refresh(text: str) -> str:
             env.pop("NNDIAG_RUNS")  # show run folders as a user sees them: runs/... under the working directory
             lines = []
             for command in [line[2:] for line in m.group("body").splitlines() if line.startswith("$ ")]:
-                done = subprocess.run(["bash", "-c", command], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                done = subprocess.run(
+                    ["bash", "-c", command], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                )
                 lines += [f"$ {command}", *(line.rstrip() for line in done.stdout.rstrip("\n").splitlines())]
         return m.group(1) + "\n".join(lines) + "\n" + m.group("end")
 

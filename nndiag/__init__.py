@@ -7,6 +7,8 @@ and a Python API on your own model and data.
 
 Importing this package is cheap on purpose: it does not import torch (nor pandas), so that
 `nndiag --help` starts fast; the functions import what they need when called.
+
+May import: nndiag.api, nndiag.errors, nndiag.result.
 """
 
 from nndiag.api import babysit, check_loss, curves, lr_find, overfit_small, probe, search, train

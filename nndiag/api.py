@@ -23,21 +23,24 @@ Keyword options are the CLI flags with underscores. Your model stays on its devi
 move it) and nothing is printed or written unless you call `.save()`. Bad input raises
 `nndiag.BadInput` (a ValueError) naming the argument or recipe key; a bug in your own code raises as
 it is. The CLI calls these same functions. Importing this module does not import torch.
+
+May import: nndiag.errors, nndiag.formatting, nndiag.findings, nndiag.result, nndiag.output, nndiag.config, nndiag.training,
+nndiag.diagnostics, nndiag.diagnosis, nndiag.integrations.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from nndiag.diagnostics import defaults as D
 from nndiag.errors import BadInput
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import Recipe
     from nndiag.result import Result
+    from nndiag.training.experiment import Experiment
 
 RecipeLike = Any  # a path to a YAML recipe, a dict, or a nndiag.config.recipe.Recipe
 
@@ -86,16 +89,31 @@ def _source(target: Any, loaded: "Recipe | None" = None) -> str:
     return "python" if not is_recipe(target) else "recipe dict"
 
 
-def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batch_size: int | None = None,
-               device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Experiment":
+def experiment(
+    target: Any,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    optimizer: Any = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Experiment":
     """An Experiment from a recipe, or from the user's own model and data."""
     from nndiag.training.experiment import Experiment
 
     if is_recipe(target):
-        given = [name for name, value in (("data", data), ("loss", loss), ("step", step), ("optimizer", optimizer), ("batch_size", batch_size))
-                 if value is not None]
+        given = [
+            name
+            for name, value in (("data", data), ("loss", loss), ("step", step), ("optimizer", optimizer), ("batch_size", batch_size))
+            if value is not None
+        ]
         if given:
-            raise BadInput(f"{', '.join(given)} go with your own model; a recipe names its own (change it with set=['key=value'])", where=given[0])
+            raise BadInput(
+                f"{', '.join(given)} go with your own model; a recipe names its own (change it with set=['key=value'])", where=given[0]
+            )
         return Experiment.build(load(target, set, device, seed))
     if set:
         raise BadInput("set= overrides recipe keys; with your own model, pass the options as arguments", where="set")
@@ -105,8 +123,16 @@ def experiment(target: Any, data: Any = None, *, loss: Any = None, step: Any = N
         return module_experiment(target, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed)
     if data is None:
         raise BadInput("your own model needs `data`: a DataLoader, a Dataset, an (X, y) pair or a mapping of tensors", where="data")
-    return Experiment.from_objects(target, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size or 64,
-                                   device=device, seed=0 if seed is None else seed)
+    return Experiment.from_objects(
+        target,
+        data,
+        loss=loss,
+        step=step,
+        optimizer=optimizer,
+        batch_size=batch_size or 64,
+        device=device,
+        seed=0 if seed is None else seed,
+    )
 
 
 def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
@@ -119,9 +145,21 @@ def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
 # --------------------------------------------------------------------------------------------
 
 
-def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.CHECK_LOSS_BATCHES,
-               tolerance: float = D.CHECK_LOSS_TOLERANCE, expected: float | None = None, batch_size: int | None = None, device: str | None = None,
-               seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def check_loss(
+    model: Any,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    optimizer: Any = None,
+    batches: int = D.CHECK_LOSS_BATCHES,
+    tolerance: float = D.CHECK_LOSS_TOLERANCE,
+    expected: float | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Step 1: is the loss at initialisation what the loss predicts (ln C for softmax cross-entropy)?
 
     `expected`: the loss an untrained model should have, when the rule cannot know it (a custom step)."""
@@ -133,9 +171,21 @@ def check_loss(model: Any, data: Any = None, *, loss: Any = None, step: Any = No
         return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
 
 
-def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.OVERFIT_BATCHES,
-                  steps: int = D.OVERFIT_STEPS, target: float = D.OVERFIT_TARGET, batch_size: int | None = None, device: str | None = None,
-                  seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def overfit_small(
+    model: Any,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    optimizer: Any = None,
+    batches: int = D.OVERFIT_BATCHES,
+    steps: int = D.OVERFIT_STEPS,
+    target: float = D.OVERFIT_TARGET,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Step 2: can the model memorise `batches` minibatches (100% accuracy, loss <= target x initial)?
 
     `optimizer`: a function params -> optimizer (default Adam, lr 1e-3), or an optimizer to copy the
@@ -148,10 +198,27 @@ def overfit_small(model: Any, data: Any = None, *, loss: Any = None, step: Any =
         return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
 
 
-def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = None, step: Any = None, start: float = D.LR_FIND_START,
-            end: float = D.LR_FIND_END, steps: int = D.LR_FIND_STEPS, mode: str = D.LR_FIND_MODE, batches_per_lr: int = D.LR_FIND_BATCHES_PER_LR, candidates: Sequence[float] | None = None,
-            candidate_steps: int = D.LR_FIND_CANDIDATE_STEPS, refine_steps: int = D.LR_FIND_REFINE_STEPS, apply: bool = False, batch_size: int | None = None,
-            device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def lr_find(
+    model: Any,
+    optimizer: Any = None,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    start: float = D.LR_FIND_START,
+    end: float = D.LR_FIND_END,
+    steps: int = D.LR_FIND_STEPS,
+    mode: str = D.LR_FIND_MODE,
+    batches_per_lr: int = D.LR_FIND_BATCHES_PER_LR,
+    candidates: Sequence[float] | None = None,
+    candidate_steps: int = D.LR_FIND_CANDIDATE_STEPS,
+    refine_steps: int = D.LR_FIND_REFINE_STEPS,
+    apply: bool = False,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
 
     After the range test, short trial runs of `refine_steps` iterations at 0.316, 1, 3.16 and 10x its pick
@@ -171,14 +238,37 @@ def lr_find(model: Any, optimizer: Any = None, data: Any = None, *, loss: Any = 
     with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
         text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
-        result = diagnostic.run(exp, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
-                                candidates=list(candidates) if candidates else None, candidate_steps=candidate_steps,
-                                refine_steps=refine_steps, apply=apply, recipe_text=text, optimizer=instance)
+        result = diagnostic.run(
+            exp,
+            start=start,
+            end=end,
+            steps=steps,
+            mode=mode,
+            batches_per_lr=batches_per_lr,
+            candidates=list(candidates) if candidates else None,
+            candidate_steps=candidate_steps,
+            refine_steps=refine_steps,
+            apply=apply,
+            recipe_text=text,
+            optimizer=instance,
+        )
         return _finish(result, exp, model)
 
 
-def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None, batches: int = D.PROBE_BATCHES, steps: int = D.PROBE_STEPS,
-          batch_size: int | None = None, device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def probe(
+    model: Any,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    optimizer: Any = None,
+    batches: int = D.PROBE_BATCHES,
+    steps: int = D.PROBE_STEPS,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Per-layer activation, gradient and update/weight statistics with the weight-init lecture's
     verdicts. The model and RNGs are handed back as found."""
     from nndiag.diagnostics import probe as diagnostic
@@ -189,8 +279,15 @@ def probe(model: Any, data: Any = None, *, loss: Any = None, step: Any = None, o
         return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
 
 
-def curves(source: Any, *, x: str | None = None, train: str | None = None, val: str | None = None, train_acc: str | None = None,
-           val_acc: str | None = None) -> "Result":
+def curves(
+    source: Any,
+    *,
+    x: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    train_acc: str | None = None,
+    val_acc: str | None = None,
+) -> "Result":
     """Step 6: diagnose loss curves from CSV files, run folders, or a pandas DataFrame."""
     from nndiag.diagnostics import curves as diagnostic
 
@@ -205,8 +302,17 @@ def curves(source: Any, *, x: str | None = None, train: str | None = None, val: 
     return result
 
 
-def train(recipe: RecipeLike, *, epochs: int | None = None, max_steps: int | None = None, probe_every: int | None = None,
-          callbacks: Iterable[Any] = (), device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def train(
+    recipe: RecipeLike,
+    *,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    probe_every: int | None = None,
+    callbacks: Iterable[Any] = (),
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Train with the recipe; log the curves; end with the curves verdict on its own log.
 
     `callbacks`: objects with on_step(trainer, step, loss) and on_epoch(trainer, row) (see nndiag.training.trainer)."""
@@ -216,10 +322,24 @@ def train(recipe: RecipeLike, *, epochs: int | None = None, max_steps: int | Non
     return _finish(diagnostic.run(exp, epochs=epochs, max_steps=max_steps, callbacks=list(callbacks), probe_every=probe_every), exp, recipe)
 
 
-def search(recipe: RecipeLike, *, random: bool = True, log_space: bool = True, stages: str = "both", trials: int | None = None,
-           coarse_trials: int | None = None, fine_trials: int | None = None, workers: int = 1, storage: str | None = None,
-           study: str | None = None, threads: int | None = None, progress: Callable[[dict[str, Any]], None] | None = None,
-           device: str | None = None, seed: int | None = None, set: Sequence[str] | None = None) -> "Result":
+def search(
+    recipe: RecipeLike,
+    *,
+    random: bool = True,
+    log_space: bool = True,
+    stages: str = "both",
+    trials: int | None = None,
+    coarse_trials: int | None = None,
+    fine_trials: int | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    threads: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """Steps 4-5: a coarse random search in log space, then a fine one around the best trials.
 
     The study lives in `storage` (default: runs/<recipe name>/search-journal.log), so calling again resumes it."""
@@ -227,9 +347,15 @@ def search(recipe: RecipeLike, *, random: bool = True, log_space: bool = True, s
 
     exp = experiment(recipe, device=device, seed=seed, set=set)
     options = diagnostic.SearchOptions(
-        stages=diagnostic.parse_stages(stages), sampling="random" if random else "grid", log_space=log_space,
-        coarse_trials=coarse_trials or trials, fine_trials=fine_trials or trials,
-        storage=storage or diagnostic.default_storage(exp.recipe.name), study=study, workers=workers, threads=threads,
+        stages=diagnostic.parse_stages(stages),
+        sampling="random" if random else "grid",
+        log_space=log_space,
+        coarse_trials=coarse_trials or trials,
+        fine_trials=fine_trials or trials,
+        storage=storage or diagnostic.default_storage(exp.recipe.name),
+        study=study,
+        workers=workers,
+        threads=threads,
     )
     if threads:
         import torch
@@ -238,9 +364,18 @@ def search(recipe: RecipeLike, *, random: bool = True, log_space: bool = True, s
     return _finish(diagnostic.run(exp, options, progress), exp, recipe)
 
 
-def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = False, out: str | Path | None = None, plots: bool = True,
-            progress: Callable[[str], None] | None = None, device: str | None = None, seed: int | None = None,
-            set: Sequence[str] | None = None) -> "Result":
+def babysit(
+    recipe: RecipeLike,
+    *,
+    budget: str = "standard",
+    keep_going: bool = False,
+    out: str | Path | None = None,
+    plots: bool = True,
+    progress: Callable[[str], None] | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
     """All of it in order (check-loss, overfit-small, lr-find, search, train, curves; probe where a step
     fails), stopping at the first failing gate unless `keep_going`.
 
@@ -254,8 +389,16 @@ def babysit(recipe: RecipeLike, *, budget: str = "standard", keep_going: bool = 
     repeated = [f"--set {shlex.quote(s)}" for s in set or []]
     repeated += [f"--device {device}"] if device else []
     repeated += [f"--seed {seed}"] if seed is not None else []
-    return run_babysit(loaded, _source(recipe, loaded), budget=budget, keep_going=keep_going, out=Path(out) if out is not None else None,
-                       plots=plots, progress=progress, cli_args="".join(f" {p}" for p in repeated))
+    return run_babysit(
+        loaded,
+        _source(recipe, loaded),
+        budget=budget,
+        keep_going=keep_going,
+        out=Path(out) if out is not None else None,
+        plots=plots,
+        progress=progress,
+        cli_args="".join(f" {p}" for p in repeated),
+    )
 
 
 def _is_optimizer(obj: Any) -> bool:

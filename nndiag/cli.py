@@ -1,7 +1,11 @@
 """The `nndiag` command line. Thin on purpose: each command loads the recipe, builds the experiment,
-runs one diagnostic and hands the result to `report`.
+runs one diagnostic through the Python API (the same function a Python user calls) and hands the result
+to nndiag.output; `exits()` is the one place where errors become exit codes.
 
 Nothing heavy is imported at module level: `nndiag --help` must not import torch.
+
+May import: nndiag.errors, nndiag.formatting, nndiag.codes, nndiag.findings, nndiag.result, nndiag.output, nndiag.config,
+nndiag.training, nndiag.diagnostics, nndiag.diagnosis, nndiag.api.
 """
 
 from __future__ import annotations
@@ -31,11 +35,23 @@ app = typer.Typer(
 
 # -- options every recipe command takes -------------------------------------------------------
 
-RecipeArg = Annotated[Path, typer.Argument(help="The recipe: a YAML file such as recipes/quickstart.yaml, or the name of a bundled recipe (nndiag recipes).", show_default=False)]
+RecipeArg = Annotated[
+    Path,
+    typer.Argument(
+        help="The recipe: a YAML file such as recipes/quickstart.yaml, or the name of a bundled recipe (nndiag recipes).",
+        show_default=False,
+    ),
+]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Write results here instead of the default run folder (runs/<name>/<command>-<timestamp>/; curves: runs/curves/curves-<timestamp>/).")]
+OutOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--out",
+        help="Write results here instead of the default run folder (runs/<name>/<command>-<timestamp>/; curves: runs/curves/curves-<timestamp>/).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON verdict object on stdout (and nothing else).")]
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures.")]
 
@@ -98,8 +114,8 @@ def note_bundled(recipe: Path, as_json: bool) -> None:
     """Say which file a bare recipe name stands for (`nndiag check-loss quickstart`)."""
     if as_json or recipe.is_file():
         return
-    from nndiag.errors import BadInput
     from nndiag.config.recipe import resolve_recipe_path
+    from nndiag.errors import BadInput
 
     try:
         err_console().print(f"[dim]using the bundled recipe {resolve_recipe_path(recipe)}[/]")
@@ -150,9 +166,20 @@ def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | N
 def check_loss(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = D.CHECK_LOSS_BATCHES,
-    tolerance: Annotated[float, typer.Option(min=0.01, help="Allowed relative excess over the expected loss (and the same log-ratio below); 1.0 = within 2x.")] = D.CHECK_LOSS_TOLERANCE,
-    expected: Annotated[Optional[float], typer.Option(help="The loss an untrained model should have, when nndiag cannot know it (e.g. a custom step without logits).")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(min=0.01, help="Allowed relative excess over the expected loss (and the same log-ratio below); 1.0 = within 2x."),
+    ] = D.CHECK_LOSS_TOLERANCE,
+    expected: Annotated[
+        Optional[float],
+        typer.Option(help="The loss an untrained model should have, when nndiag cannot know it (e.g. a custom step without logits)."),
+    ] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 1: is the loss at initialisation what the loss function predicts (ln C for softmax)? Regularization off.
 
@@ -173,8 +200,16 @@ def overfit_small(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = D.OVERFIT_BATCHES,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps at most; stops as soon as it passes.")] = D.OVERFIT_STEPS,
-    target: Annotated[float, typer.Option(min=1e-6, max=0.99, help="Pass when the loss falls to this fraction of its initial value (and accuracy hits 100%).")] = D.OVERFIT_TARGET,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    target: Annotated[
+        float,
+        typer.Option(min=1e-6, max=0.99, help="Pass when the loss falls to this fraction of its initial value (and accuracy hits 100%)."),
+    ] = D.OVERFIT_TARGET,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 2: can the model memorise a tiny sample (100% training accuracy, loss near 0)? Regularization off.
 
@@ -197,12 +232,26 @@ def lr_find(
     end: Annotated[float, typer.Option(help="Last LR of the range test.")] = D.LR_FIND_END,
     steps: Annotated[int, typer.Option(min=1, help="LR points in the range test.")] = D.LR_FIND_STEPS,
     mode: Annotated[str, typer.Option(help="LR spacing: exp (geometric) or linear.")] = D.LR_FIND_MODE,
-    batches_per_lr: Annotated[int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")] = D.LR_FIND_BATCHES_PER_LR,
-    candidates: Annotated[Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")] = None,
+    batches_per_lr: Annotated[
+        int, typer.Option(min=1, help="Optimizer steps (batches) at each LR point; the point's loss is their mean.")
+    ] = D.LR_FIND_BATCHES_PER_LR,
+    candidates: Annotated[
+        Optional[str], typer.Option(help="Candidates mode: comma-separated LRs to train at, e.g. 1e-1,1e-2,1e-3,1e-4.")
+    ] = None,
     candidate_steps: Annotated[int, typer.Option(min=1, help="Iterations per candidate LR (candidates mode).")] = D.LR_FIND_CANDIDATE_STEPS,
-    refine_steps: Annotated[int, typer.Option(min=0, help="Iterations per trial LR of the refine stage (0: the range test's suggestion is final).")] = D.LR_FIND_REFINE_STEPS,
-    apply: Annotated[bool, typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder).")] = False,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    refine_steps: Annotated[
+        int, typer.Option(min=0, help="Iterations per trial LR of the refine stage (0: the range test's suggestion is final).")
+    ] = D.LR_FIND_REFINE_STEPS,
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Write the recipe with optim.lr set to the suggestion (recipe.lr-applied.yaml in the run folder)."),
+    ] = False,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 3: find a learning rate that makes the loss drop (LR range test, or the notes' candidates mode).
 
@@ -215,9 +264,19 @@ def lr_find(
         from nndiag import api
         from nndiag.diagnostics.lr_find import parse_candidates
 
-        return api.lr_find(recipe, start=start, end=end, steps=steps, mode=mode, batches_per_lr=batches_per_lr,
-                           candidates=parse_candidates(candidates), candidate_steps=candidate_steps, refine_steps=refine_steps, apply=apply,
-                           **overrides(common))
+        return api.lr_find(
+            recipe,
+            start=start,
+            end=end,
+            steps=steps,
+            mode=mode,
+            batches_per_lr=batches_per_lr,
+            candidates=parse_candidates(candidates),
+            candidate_steps=candidate_steps,
+            refine_steps=refine_steps,
+            apply=apply,
+            **overrides(common),
+        )
 
     execute("lr-find", common, work)
 
@@ -225,17 +284,42 @@ def lr_find(
 @app.command("search", rich_help_panel="The recipe, step by step")
 def search(
     recipe: RecipeArg,
-    random: Annotated[bool, typer.Option("--random/--grid", help="Random search (default; Bergstra & Bengio 2012) or an even grid, for comparison.")] = True,
-    log_space: Annotated[bool, typer.Option("--log-space/--linear-space", help="Sample `log: true` parameters log-uniformly (default), or every range uniformly in linear space.")] = True,
-    stages: Annotated[str, typer.Option(help="coarse, fine or both. `fine` alone narrows around the coarse results already in the study.")] = "both",
-    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials per stage (overrides search.coarse.trials and search.fine.trials).")] = None,
+    random: Annotated[
+        bool, typer.Option("--random/--grid", help="Random search (default; Bergstra & Bengio 2012) or an even grid, for comparison.")
+    ] = True,
+    log_space: Annotated[
+        bool,
+        typer.Option(
+            "--log-space/--linear-space",
+            help="Sample `log: true` parameters log-uniformly (default), or every range uniformly in linear space.",
+        ),
+    ] = True,
+    stages: Annotated[
+        str, typer.Option(help="coarse, fine or both. `fine` alone narrows around the coarse results already in the study.")
+    ] = "both",
+    trials: Annotated[
+        Optional[int], typer.Option(min=1, help="Trials per stage (overrides search.coarse.trials and search.fine.trials).")
+    ] = None,
     coarse_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the coarse stage (overrides --trials).")] = None,
     fine_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the fine stage (overrides --trials).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes sharing the study (one per GPU when there are several).")] = 1,
-    storage: Annotated[Optional[str], typer.Option(help="Where the study lives: a journal file (default runs/<name>/search-journal.log, or DIR/search-journal.log with --out) or postgresql://USER:PASS@HOST/DB, mysql://...")] = None,
-    study: Annotated[Optional[str], typer.Option(help="Study name (default: the recipe name). Processes with the same --storage and --study share the work.")] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Where the study lives: a journal file (default runs/<name>/search-journal.log, or DIR/search-journal.log with --out) or postgresql://USER:PASS@HOST/DB, mysql://..."
+        ),
+    ] = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(help="Study name (default: the recipe name). Processes with the same --storage and --study share the work."),
+    ] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per process (default: cores / workers).")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Steps 4-5: coarse random search in log space (1-5 epochs), then a fine search around the best trials (longer, no LR decay).
 
@@ -249,9 +333,21 @@ def search(
         from nndiag import api
 
         where = storage or (str(out / "search-journal.log") if out is not None else None)  # default: runs/<name>/search-journal.log
-        return api.search(recipe, random=random, log_space=log_space, stages=stages, trials=trials, coarse_trials=coarse_trials,
-                          fine_trials=fine_trials, workers=workers, storage=where, study=study, threads=threads,
-                          progress=None if json else search_progress(), **overrides(common))
+        return api.search(
+            recipe,
+            random=random,
+            log_space=log_space,
+            stages=stages,
+            trials=trials,
+            coarse_trials=coarse_trials,
+            fine_trials=fine_trials,
+            workers=workers,
+            storage=where,
+            study=study,
+            threads=threads,
+            progress=None if json else search_progress(),
+            **overrides(common),
+        )
 
     execute("search", common, work, interrupted="the study keeps every finished trial; re-run the same command to resume")
 
@@ -267,8 +363,11 @@ def search_progress() -> Callable[[dict[str, Any]], None]:
             return
         params = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in event["params"].items())
         style = {"complete": "green", "diverged": "yellow", "failed": "red"}[event["status"]]
-        console.print(f"{done}  {params}  [{style}]{event['status']}[/]  val_acc {event['val_acc']:.4f}  val_loss {event['val_loss']:.4g}  "
-                      f"({event['seconds']:.1f}s)", highlight=False)
+        console.print(
+            f"{done}  {params}  [{style}]{event['status']}[/]  val_acc {event['val_acc']:.4f}  val_loss {event['val_loss']:.4g}  "
+            f"({event['seconds']:.1f}s)",
+            highlight=False,
+        )
 
     return show
 
@@ -277,10 +376,31 @@ def search_progress() -> Callable[[dict[str, Any]], None]:
 def train(
     recipe: RecipeArg,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps.")] = None,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).")] = True,
-    probe_every: Annotated[Optional[int], typer.Option("--probe-every", min=1, help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); measured cost at N=50: a few percent (benchmarks/results/probe_overhead.md).")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    max_steps: Annotated[
+        Optional[int],
+        typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps."),
+    ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).",
+        ),
+    ] = True,
+    probe_every: Annotated[
+        Optional[int],
+        typer.Option(
+            "--probe-every",
+            min=1,
+            help="Probe per-layer activations and gradients every N steps (probe.csv, probe findings); measured cost at N=50: a few percent (benchmarks/results/probe_overhead.md).",
+        ),
+    ] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Train with the recipe (optimizer, schedule, regularization, early stopping); log the curves to CSV,
     keep the best validation weights (best.pt), and end with the `curves` verdict on its own log.
@@ -310,15 +430,34 @@ def train(
 
 @app.command("curves", rich_help_panel="The recipe, step by step")
 def curves(
-    files: Annotated[list[Path], typer.Argument(help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
-                                                      "a step or epoch column and loss columns), TensorBoard event files, or folders (a run "
-                                                      "folder, or one holding several: lightning_logs/, runs/; diagnosed run by run).", show_default=False)],
-    x: Annotated[Optional[str], typer.Option("--x", help="The x column or tag (default: step, global_step, iteration, ..., epoch).")] = None,
-    train: Annotated[Optional[str], typer.Option("--train", help="The training-loss column or tag (default: train_loss, train/loss, loss, ...).")] = None,
-    val: Annotated[Optional[str], typer.Option("--val", help="The validation-loss column or tag (default: val_loss, val/loss, eval/loss, ...).")] = None,
-    train_acc: Annotated[Optional[str], typer.Option("--train-acc", help="The training-accuracy column or tag (default: train_acc, acc, accuracy, ...).")] = None,
-    val_acc: Annotated[Optional[str], typer.Option("--val-acc", help="The validation-accuracy column or tag (default: val_acc, val/acc, eval/accuracy, ...).")] = None,
-    out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="CSV files (nndiag's train_steps.csv / train_epochs.csv, Lightning's metrics.csv, any CSV with "
+            "a step or epoch column and loss columns), TensorBoard event files, or folders (a run "
+            "folder, or one holding several: lightning_logs/, runs/; diagnosed run by run).",
+            show_default=False,
+        ),
+    ],
+    x: Annotated[
+        Optional[str], typer.Option("--x", help="The x column or tag (default: step, global_step, iteration, ..., epoch).")
+    ] = None,
+    train: Annotated[
+        Optional[str], typer.Option("--train", help="The training-loss column or tag (default: train_loss, train/loss, loss, ...).")
+    ] = None,
+    val: Annotated[
+        Optional[str], typer.Option("--val", help="The validation-loss column or tag (default: val_loss, val/loss, eval/loss, ...).")
+    ] = None,
+    train_acc: Annotated[
+        Optional[str], typer.Option("--train-acc", help="The training-accuracy column or tag (default: train_acc, acc, accuracy, ...).")
+    ] = None,
+    val_acc: Annotated[
+        Optional[str],
+        typer.Option("--val-acc", help="The validation-accuracy column or tag (default: val_acc, val/acc, eval/accuracy, ...)."),
+    ] = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 6: read loss curves from CSV or TensorBoard logs and diagnose them (overfitting, underfitting, still
     improving, diverged, plateau, noisy, LR too low/high, bad init, not generalizing). No recipe needed.
@@ -334,16 +473,31 @@ def curves(
 
 @app.command("probe", rich_help_panel="The recipe, step by step")
 def probe(
-    recipe: Annotated[Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)] = None,
+    recipe: Annotated[
+        Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)
+    ] = None,
     batches: Annotated[int, typer.Option(min=1, help="Batches probed forward and backward at the current weights.")] = D.PROBE_BATCHES,
     steps: Annotated[int, typer.Option(min=0, help="Optimizer steps afterwards, for the update/weight ratio (0 = skip).")] = D.PROBE_STEPS,
-    init_experiment: Annotated[bool, typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input.")] = False,
+    init_experiment: Annotated[
+        bool,
+        typer.Option("--init-experiment", help="Run the weight-init lecture's experiment (no recipe): tanh/ReLU stacks on Gaussian input."),
+    ] = False,
     width: Annotated[int, typer.Option(min=2, help="--init-experiment: units per layer (the lecture's 4096).")] = D.INIT_WIDTH,
     depth: Annotated[int, typer.Option(min=1, help="--init-experiment: hidden layers (the lecture's 6).")] = D.INIT_DEPTH,
     samples: Annotated[int, typer.Option(min=1, help="--init-experiment: rows of Gaussian input (the lecture's 16).")] = D.INIT_SAMPLES,
-    activation: Annotated[Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")] = None,
-    init: Annotated[Optional[list[str]], typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable).")] = None,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    activation: Annotated[
+        Optional[list[str]], typer.Option("--activation", help="--init-experiment: activation(s) to try, e.g. tanh, relu (repeatable).")
+    ] = None,
+    init: Annotated[
+        Optional[list[str]],
+        typer.Option("--init", help="--init-experiment: xavier, kaiming, or a weight std at width 4096 such as 0.01 (repeatable)."),
+    ] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """Weight-init lecture: per-layer activation mean/std, saturation, dead ReLUs, gradient norms and update/weight ratios.
 
@@ -357,7 +511,9 @@ def probe(
     if recipe is None:
         raise bad_input("probe needs a RECIPE (a YAML file such as recipes/quickstart.yaml), or --init-experiment")
     if activation or init:
-        raise bad_input("--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier")
+        raise bad_input(
+            "--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier"
+        )
     common = Common(recipe, device, seed, set, out, json, no_plots)
 
     def work() -> Any:
@@ -368,8 +524,17 @@ def probe(
     execute("probe", common, work)
 
 
-def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None,
-                           seed: int | None, out: Path | None, as_json: bool, no_plots: bool) -> None:
+def _probe_init_experiment(
+    width: int,
+    depth: int,
+    samples: int,
+    inits: list[str] | None,
+    activations: list[str] | None,
+    seed: int | None,
+    out: Path | None,
+    as_json: bool,
+    no_plots: bool,
+) -> None:
     with exits():
         from nndiag.diagnostics import probe_init
 
@@ -381,9 +546,16 @@ def _probe_init_experiment(width: int, depth: int, samples: int, inits: list[str
 @app.command("babysit", rich_help_panel="The recipe, step by step")
 def babysit(
     recipe: RecipeArg,
-    budget: Annotated[str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")] = "standard",
+    budget: Annotated[
+        str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")
+    ] = "standard",
     keep_going: Annotated[bool, typer.Option("--continue", help="Run every step even after a failing gate.")] = False,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None, out: OutOpt = None, json: JsonOpt = False, no_plots: NoPlotsOpt = False,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
 ) -> None:
     """All of it, in order: check-loss -> overfit-small -> lr-find -> search (coarse, fine) -> train the best -> curves,
     with a probe where a step fails. Stops at the first failing gate; writes report.md and report.html.
@@ -397,8 +569,9 @@ def babysit(
         from nndiag import api
 
         progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
-        result = api.babysit(recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=progress,
-                             **overrides(common))
+        result = api.babysit(
+            recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=progress, **overrides(common)
+        )
     if json:
         emit_json(result.to_dict())
     else:
@@ -415,7 +588,10 @@ def babysit(
 
 @app.command("explain", rich_help_panel="Reference")
 def explain(
-    code: Annotated[Optional[str], typer.Argument(help="A finding code such as initial-loss-high; without one, every code is listed.", show_default=False)] = None,
+    code: Annotated[
+        Optional[str],
+        typer.Argument(help="A finding code such as initial-loss-high; without one, every code is listed.", show_default=False),
+    ] = None,
 ) -> None:
     """What a finding code means, its rule with the thresholds in use now, where the rule comes from, and what to do.
 
@@ -457,19 +633,18 @@ def explain(
             console.print(f"  {constant} = {value!r}  [dim](nndiag/{codes.MODULES[module]})[/]")
 
 
-
-
 @app.command("validate", rich_help_panel="Recipes")
 def validate(
     recipe: RecipeArg,
     build: Annotated[bool, typer.Option("--build/--no-build", help="Also build the data and model and run one forward pass.")] = True,
-    device: DeviceOpt = None, seed: SeedOpt = None, set: SetOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
 ) -> None:
     """Check a recipe: keys, types, values, targets, and (with --build) that the model can score the data.
 
     Example: nndiag validate recipes/quickstart.yaml
     """
-    from nndiag.errors import BadInput
 
     common = Common(recipe, device, seed, set)
     with exits():
@@ -493,7 +668,6 @@ def recipes(
 
     Example: nndiag recipes --json | jq -r '.[].command'
     """
-    from nndiag.errors import BadInput
     from nndiag.config.library import bundled, recipes_dir
 
     with exits():
@@ -503,9 +677,8 @@ def recipes(
         sys.stdout.write(json.dumps([r.to_dict() for r in found]) + "\n")
         return
     from rich.console import Console
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     table = Table(title=f"bundled recipes in {folder}", title_justify="left", show_lines=True)
     table.add_column("name", style="bold", no_wrap=True)
@@ -519,16 +692,25 @@ def recipes(
 
 @app.command("init", rich_help_panel="Recipes")
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")] = Path("recipe.yaml"),
-    with_targets: Annotated[bool, typer.Option("--with-targets", help="Also write example my_data.py and my_models.py next to it (a synthetic dataset and an MLP that work as is).")] = False,
-    from_: Annotated[Optional[str], typer.Option("--from", help="Start from a bundled recipe instead (a name from `nndiag recipes`).")] = None,
+    path: Annotated[
+        Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")
+    ] = Path("recipe.yaml"),
+    with_targets: Annotated[
+        bool,
+        typer.Option(
+            "--with-targets",
+            help="Also write example my_data.py and my_models.py next to it (a synthetic dataset and an MLP that work as is).",
+        ),
+    ] = False,
+    from_: Annotated[
+        Optional[str], typer.Option("--from", help="Start from a bundled recipe instead (a name from `nndiag recipes`).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
     """Write a starter recipe for your own model and data, every key with a one-line comment.
 
     Example: nndiag init my-recipe.yaml --with-targets && nndiag check-loss my-recipe.yaml
     """
-    from nndiag.errors import BadInput
     from nndiag.config.library import find, init_files
 
     if path.is_dir() or path.suffix not in (".yaml", ".yml"):  # a folder (new or existing) gets recipe.yaml
@@ -537,7 +719,9 @@ def init(
         files = init_files(path, with_targets, find(from_) if from_ else None)
     existing = [str(p) for p in files if p.exists()]
     if existing and not force:
-        raise bad_input(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)")
+        raise bad_input(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; nothing written (use --force to overwrite)"
+        )
     try:
         for file, text in files.items():
             file.parent.mkdir(parents=True, exist_ok=True)
@@ -552,8 +736,10 @@ def init(
     if with_targets or from_:
         console.print(f"next: nndiag validate {path} && nndiag check-loss {path}")
     else:
-        console.print(f"next: write my_data.py (make -> (train, val)) and my_models.py (build -> nn.Module) next to it, "
-                      f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}")
+        console.print(
+            f"next: write my_data.py (make -> (train, val)) and my_models.py (build -> nn.Module) next to it, "
+            f"or run `nndiag init {path} --with-targets --force` for working examples; then nndiag validate {path}"
+        )
 
 
 def main() -> None:
@@ -570,8 +756,11 @@ def main() -> None:
         traceback.print_exc()
         from rich.markup import escape
 
-        err_console().print(f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
-                            f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.", soft_wrap=True)
+        err_console().print(
+            f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
+            f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.",
+            soft_wrap=True,
+        )
         sys.exit(EXIT_CRASH)
 
 

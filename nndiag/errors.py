@@ -1,4 +1,7 @@
-"""The one exception type that means "the user gave us bad input" (exit code 2, no traceback)."""
+"""The one exception type that means "the user gave us bad input" (exit code 2, no traceback).
+
+May import: nothing of nndiag (the bottom of the contract).
+"""
 
 
 class BadInput(ValueError):

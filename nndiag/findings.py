@@ -2,6 +2,8 @@
 
 A diagnostic decides by returning a `Verdict`: a list of `Finding`s, each with a stable code from
 `CODES`, a severity, a one-sentence message, advice on what to do next, and the numbers behind it.
+
+May import: nndiag.codes.
 """
 
 from __future__ import annotations

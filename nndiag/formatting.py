@@ -8,6 +8,8 @@ recipe as YAML to read and re-run); what people read goes through here:
   integers                  thousands separators    steps_run 12000          -> steps run       12,000
 The kind of a number is read from its key (the words acc/accuracy, frac/fraction/share/pct, lr),
 so the same key prints the same way everywhere. This module imports nothing heavy.
+
+May import: nothing of nndiag.
 """
 
 from __future__ import annotations

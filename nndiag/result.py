@@ -1,12 +1,14 @@
 """What a diagnostic returns: numbers (tables), a verdict over them, and key metrics.
 
-Diagnostics never print or write; `report.py` turns a Result into CSV, JSON, plots and tables.
+Diagnostics never print or write; a Result saves itself (`save`: the run folder) and draws itself (`plot`)
+through nndiag.output, and `to_dict` is the one verdict object (`verdict_object`) every way in writes.
+
+May import: nndiag.findings, nndiag.formatting, nndiag.output.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,9 @@ class Result:
     metrics: dict[str, Any] = field(default_factory=dict)  # key numbers: the JSON "metrics" and the terminal summary
     context: dict[str, str] = field(default_factory=dict)  # what ran: data, model, device (for reports)
     recipe: dict[str, Any] | None = None  # the resolved recipe, written to the run folder
-    extra_files: dict[str, str | bytes] = field(default_factory=dict)  # name -> files to write as-is: text (a recipe with the suggestion applied) or bytes (best.pt weights)
+    extra_files: dict[str, str | bytes] = field(
+        default_factory=dict
+    )  # name -> files to write as-is: text (a recipe with the suggestion applied) or bytes (best.pt weights)
     name: str = "run"  # names the default run folder: runs/<name>/<command>-<timestamp>/
     source: str = "python"  # what ran: the recipe path (the JSON "recipe" key), or "python" for the user's own objects
     outputs: dict[str, Any] = field(default_factory=dict)  # the files written by save() (the JSON "outputs")
@@ -56,8 +60,9 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         """The verdict object (`verdict_object`): command, recipe, status, findings, metrics, outputs."""
-        return verdict_object(self.command, self.source, self.status, [f.to_dict() for f in self.verdict.findings], self.metrics,
-                              self.outputs)
+        return verdict_object(
+            self.command, self.source, self.status, [f.to_dict() for f in self.verdict.findings], self.metrics, self.outputs
+        )
 
     def to_json(self, indent: int | None = None) -> str:
         """Exactly the JSON object `--json` prints."""
@@ -105,10 +110,12 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def verdict_object(command: str, recipe: str, status: str, findings: list[dict[str, Any]], metrics: dict[str, Any],
-                   outputs: dict[str, Any], **more: Any) -> dict[str, Any]:
+def verdict_object(
+    command: str, recipe: str, status: str, findings: list[dict[str, Any]], metrics: dict[str, Any], outputs: dict[str, Any], **more: Any
+) -> dict[str, Any]:
     """The one verdict object every way in writes (`--json`, summary.json): command, recipe (what ran: the recipe
     path, or "python"), status (pass | warn | fail), findings (code, severity, message, advice, evidence), metrics,
     outputs (the files written), then `more` (a run of several steps adds root_causes and steps). Plain JSON values."""
-    return jsonable({"command": command, "recipe": recipe, "status": status, "findings": findings, "metrics": metrics,
-                     "outputs": outputs, **more})
+    return jsonable(
+        {"command": command, "recipe": recipe, "status": status, "findings": findings, "metrics": metrics, "outputs": outputs, **more}
+    )

@@ -57,9 +57,9 @@ def integrations_example(heading: str) -> str:
     """The first python code block after `heading` in docs/integrations.md (the page's example, marked
     `<!-- by: tests/test_integrations_*.py -->`: those tests run it with the frameworks installed)."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "integrations.md").read_text()
-    after = text[text.index(heading):]
+    after = text[text.index(heading) :]
     start = after.index("```python\n") + len("```python\n")
-    return after[start:after.index("```\n", start)]
+    return after[start : after.index("```\n", start)]
 
 
 def recipe_dict(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -89,8 +89,8 @@ def build() -> Callable[..., Any]:
     """build(recipe_dict) -> a built Experiment (no file needed)."""
 
     def make(raw: dict[str, Any]) -> Any:
-        from nndiag.training.experiment import Experiment
         from nndiag.config.recipe import parse_recipe
+        from nndiag.training.experiment import Experiment
 
         return Experiment.build(parse_recipe(copy.deepcopy(raw)))
 

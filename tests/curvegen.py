@@ -7,8 +7,21 @@ import pandas as pd
 
 from nndiag.diagnostics.curves import Curves
 
-KINDS = ("healthy", "overfitting", "overfitting-gap", "underfitting", "still-improving", "diverged-nan", "diverged-blowup",
-         "plateau", "flat", "noisy", "lr-too-low", "lr-too-high", "bad-init")
+KINDS = (
+    "healthy",
+    "overfitting",
+    "overfitting-gap",
+    "underfitting",
+    "still-improving",
+    "diverged-nan",
+    "diverged-blowup",
+    "plateau",
+    "flat",
+    "noisy",
+    "lr-too-low",
+    "lr-too-high",
+    "bad-init",
+)
 
 
 def _decay(u: np.ndarray, start: float, floor: float, tau: float) -> np.ndarray:
@@ -23,7 +36,7 @@ def train_curve(kind: str, n: int, rng: np.random.Generator, start: float = 2.3,
     if kind in ("healthy", "overfitting", "overfitting-gap", "diverged-nan"):
         y = _decay(u, start, 0.05 * start, 0.12) * mild
         if kind == "diverged-nan":
-            y[int(0.7 * n):] = np.nan
+            y[int(0.7 * n) :] = np.nan
         return y
     if kind == "underfitting" or kind == "plateau":
         return _decay(u, start, 0.7 * start, 0.05) * np.exp(0.03 * eps)
@@ -57,7 +70,18 @@ def make(kind: str, n: int, seed: int = 0, epochs: int | None = None) -> Curves:
     e = np.arange(1, epochs + 1, dtype=float)
     u = (e - 1) / (epochs - 1)
     train = pd.Series(train_curve(kind, epochs, np.random.default_rng(seed + 1000), noise=0.25), index=e)
-    if kind in ("healthy", "still-improving", "diverged-nan", "diverged-blowup", "lr-too-low", "lr-too-high", "noisy", "bad-init", "plateau", "flat"):
+    if kind in (
+        "healthy",
+        "still-improving",
+        "diverged-nan",
+        "diverged-blowup",
+        "lr-too-low",
+        "lr-too-high",
+        "noisy",
+        "bad-init",
+        "plateau",
+        "flat",
+    ):
         clean = train_curve(kind, epochs, np.random.default_rng(seed + 2000), noise=0.0)
         val = clean * 1.08 * np.exp(0.03 * rng.standard_normal(epochs))
     elif kind == "overfitting":

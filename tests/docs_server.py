@@ -86,8 +86,8 @@ def serve(path: str) -> None:
     import torch  # noqa: F401
 
     import nndiag.api  # noqa: F401
-    import nndiag.diagnosis.babysit  # noqa: F401
     import nndiag.cli  # noqa: F401
+    import nndiag.diagnosis.babysit  # noqa: F401
     import nndiag.diagnostics.curves  # noqa: F401
     import nndiag.diagnostics.lr_find  # noqa: F401
     import nndiag.diagnostics.probe  # noqa: F401

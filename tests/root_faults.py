@@ -17,8 +17,9 @@ def dead_relu(hidden: int = 64, inputs: int = 2, classes: int = 3, bias: float =
 
 def scaled_head(scale: float = 100.0, hidden: int = 256, inputs: int = 2, classes: int = 3) -> nn.Module:
     """A healthy two-hidden-layer Kaiming ReLU MLP whose output layer starts `scale` times too large."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                          nn.Linear(hidden, classes))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+    )
     for layer in model:
         if isinstance(layer, nn.Linear):
             nn.init.kaiming_normal_(layer.weight)

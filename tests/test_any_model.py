@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import models_zoo as zoo
 import pytest
 import torch
+from conftest import SPIRAL_MLP, recipe_dict
 from torch import nn
 
-import models_zoo as zoo
 import nndiag
-from conftest import SPIRAL_MLP, recipe_dict
 
 ZOO = Path(__file__).with_name("models_zoo.py")
 
@@ -33,7 +33,9 @@ def recipe_with_zoo(tmp_path: Path, write_recipe: Any) -> Any:
 
 def token_recipe(**changes: Any) -> dict[str, Any]:
     raw = {
-        "name": "tokens", "seed": 0, "device": "cpu",
+        "name": "tokens",
+        "seed": 0,
+        "device": "cpu",
         "data": {"target": "models_zoo:make_token_pairs"},
         "model": {"target": "models_zoo:build_embedding"},
         "optim": {"name": "adam", "lr": 0.01},
@@ -43,8 +45,9 @@ def token_recipe(**changes: Any) -> dict[str, Any]:
 
 
 def bert_recipe(**changes: Any) -> dict[str, Any]:
-    raw = token_recipe(**{"data.target": "models_zoo:make_token_dicts", "model.target": "models_zoo:tiny_bert", "optim.name": "adamw",
-                          "optim.lr": 0.001})
+    raw = token_recipe(
+        **{"data.target": "models_zoo:make_token_dicts", "model.target": "models_zoo:tiny_bert", "optim.name": "adamw", "optim.lr": 0.001}
+    )
     return recipe_dict(raw, **changes)
 
 
@@ -80,8 +83,9 @@ def test_api_on_an_embedding_model_with_a_tensor_pair() -> None:
 
 def test_tiny_bert_by_recipe_through_every_command(recipe_with_zoo: Any, cli: Any, tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    path = recipe_with_zoo(bert_recipe(**{"search.space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}},
-                                          "search.coarse": {"trials": 2, "epochs": 1}}))
+    path = recipe_with_zoo(
+        bert_recipe(**{"search.space": {"optim.lr": {"low": 1e-4, "high": 1e-2, "log": True}}, "search.coarse": {"trials": 2, "epochs": 1}})
+    )
     check = json.loads(cli("check-loss", path, "--json").stdout)
     assert check["status"] == "pass" and check["metrics"]["expected_loss"] == pytest.approx(math.log(3))
     assert "C from the logits" in check["metrics"]["expected_from"]
@@ -92,9 +96,9 @@ def test_tiny_bert_by_recipe_through_every_command(recipe_with_zoo: Any, cli: An
     probe = json.loads(cli("probe", path, "--json").stdout)
     assert probe["findings"] == []  # a healthy model: no false alarm
     train = json.loads(cli("train", path, "--json", "--no-progress").stdout)
-    assert math.isfinite(train["metrics"]["final_val_loss"]) and train["metrics"]["final_val_acc"] >= 0
+    assert math.isfinite(train["metrics"]["final_val_loss"]) and train["metrics"]["final_val_acc"] > 1 / 3  # above chance (3 classes)
     search = cli("search", path, "--json", "--stages", "coarse", "--out", tmp_path / "search")
-    assert search.exit_code in (0, 1), search.output
+    assert search.exit_code == 0 and json.loads(search.stdout)["status"] == "pass", search.output
     assert json.loads(search.stdout)["metrics"]["trials"] == 2
 
 
@@ -207,7 +211,10 @@ def _everything(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str,
         "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
         "modes": [m.training for m in model.modules()],
         "groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
-        "state": {k: {n: t.clone() if isinstance(t, torch.Tensor) else t for n, t in v.items()} for k, v in optimizer.state_dict()["state"].items()},
+        "state": {
+            k: {n: t.clone() if isinstance(t, torch.Tensor) else t for n, t in v.items()}
+            for k, v in optimizer.state_dict()["state"].items()
+        },
         "rng": (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()),
     }
 
@@ -266,8 +273,9 @@ def test_variable_length_items_need_a_collate_and_work_with_one(recipe_with_zoo:
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("step,phrase", [("step_non_scalar", "scalar loss"), ("step_non_tensor", "scalar torch tensor"),
-                                         ("step_no_loss", "no 'loss'")])
+@pytest.mark.parametrize(
+    "step,phrase", [("step_non_scalar", "scalar loss"), ("step_non_tensor", "scalar torch tensor"), ("step_no_loss", "no 'loss'")]
+)
 def test_a_step_that_returns_no_scalar_loss_is_bad_input(step: str, phrase: str, recipe_with_zoo: Any, cli: Any) -> None:
     raw = recipe_dict(SPIRAL_MLP, **{"model": {"target": "models_zoo:build_two_heads"}, "step": {"target": f"models_zoo:{step}"}})
     result = cli("check-loss", recipe_with_zoo(raw))
@@ -277,8 +285,12 @@ def test_a_step_that_returns_no_scalar_loss_is_bad_input(step: str, phrase: str,
 
 
 def test_a_batch_the_model_rejects_is_bad_input(recipe_with_zoo: Any, cli: Any) -> None:
-    result = cli("check-loss", recipe_with_zoo(token_recipe(**{"data.target": "models_zoo:make_token_dicts"})), "--set",
-                 "loss.target=torch.nn:CrossEntropyLoss")
+    result = cli(
+        "check-loss",
+        recipe_with_zoo(token_recipe(**{"data.target": "models_zoo:make_token_dicts"})),
+        "--set",
+        "loss.target=torch.nn:CrossEntropyLoss",
+    )
     assert result.exit_code == 2 and "model:" in result.stderr and "cannot score the data" in result.stderr
     with pytest.raises(nndiag.BadInput, match="^model: the model cannot score the data"):
         nndiag.check_loss(zoo.EmbeddingClassifier(), (torch.randn(64, 5), torch.randint(0, 3, (64,))))
@@ -377,7 +389,18 @@ def test_probing_the_bundled_tiny_bert_while_it_trains_raises_no_false_alarm(cli
     pytest.importorskip("transformers")
     # seen before the fix: exploding-activations from its pooler's one tanh at step 150, and update-ratio-low at the
     # end of the cosine decay; the model reaches 97%
-    result = cli("train", RECIPES / "tiny-bert.yaml", "--json", "--no-progress", "--no-plots", "--probe-every", "50",
-                 "--set", "device=cpu", "--out", tmp_path / "run")
+    result = cli(
+        "train",
+        RECIPES / "tiny-bert.yaml",
+        "--json",
+        "--no-progress",
+        "--no-plots",
+        "--probe-every",
+        "50",
+        "--set",
+        "device=cpu",
+        "--out",
+        tmp_path / "run",
+    )
     verdict = json.loads(result.stdout)
     assert verdict["findings"] == [] and verdict["metrics"]["probed_steps"] == 8

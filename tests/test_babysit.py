@@ -8,21 +8,26 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, SPIRAL_MLP, recipe_dict
+
+from nndiag.config.recipe import parse_recipe
 from nndiag.diagnosis.babysit import Babysitter, Budget, lr_search_range
 from nndiag.diagnosis.run import Step
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
-from nndiag.config.recipe import parse_recipe
 from nndiag.result import Result
-
-
 
 HEALTHY = recipe_dict(
     SPIRAL_MLP,
-    **{"model.args.hidden": [64, 64], "train.epochs": 4,
-       "search": {"space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}}, "coarse": {"trials": 3, "epochs": 1}, "fine": {"trials": 2, "epochs": 2}}},
+    **{
+        "model.args.hidden": [64, 64],
+        "train.epochs": 4,
+        "search": {
+            "space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+            "coarse": {"trials": 3, "epochs": 1},
+            "fine": {"trials": 2, "epochs": 2},
+        },
+    },
 )
 
 
@@ -140,7 +145,9 @@ def test_dead_relus_are_named_first_and_the_lr_is_not_blamed(cli, write_recipe, 
 
 def test_a_warning_a_probe_cause_would_explain_runs_the_probe(cli, write_recipe, tmp_path):
     """A 0.003-std deep tanh net trained with Adam passes every gate but plateaus: the probe finds why."""
-    raw = recipe_dict(HEALTHY, model={"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.003}})
+    raw = recipe_dict(
+        HEALTHY, model={"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.003}}
+    )
     verdict = json.loads(cli("babysit", write_recipe(raw), "--budget", "quick", "--json", "--no-plots", "--out", tmp_path / "bs").stdout)
     states = {s["name"]: (s["state"], s["status"]) for s in verdict["steps"]}
     assert states["overfit-small"] == ("run", "pass") and states["probe"][0] == "run", states
@@ -164,18 +171,22 @@ def _ran(name, status, *codes):
     return Step(name, f"nndiag {name}", verdict={"command": name, "status": status, "findings": findings, "metrics": {}, "outputs": {}})
 
 
-@pytest.mark.parametrize("steps,probe", [
-    ([_ran("check-loss", "fail", "initial-loss-high")], True),
-    ([_ran("check-loss", "pass"), _ran("overfit-small", "fail", "cannot-overfit")], True),
-    ([_ran("check-loss", "pass"), _ran("lr-find", "fail", "no-decrease")], True),
-    ([_ran("search", "fail", "all-trials-diverged")], True),
-    ([_ran("train", "pass"), _ran("curves", "fail", "diverged")], True),
-    ([Step("train", "nndiag train", state="error", note="bad")], True),
-    ([_ran("curves", "warn", "plateau")], True),
-    ([_ran("curves", "warn", "underfitting")], True),
-    ([_ran("search", "warn", "best-on-boundary"), _ran("curves", "warn", "overfitting")], False),
-    ([_ran("curves", "pass")], False),
-], ids=lambda v: "-".join(f"{s.name}:{s.status}" for s in v) if isinstance(v, list) else str(v))
+@pytest.mark.parametrize(
+    "steps,probe",
+    [
+        ([_ran("check-loss", "fail", "initial-loss-high")], True),
+        ([_ran("check-loss", "pass"), _ran("overfit-small", "fail", "cannot-overfit")], True),
+        ([_ran("check-loss", "pass"), _ran("lr-find", "fail", "no-decrease")], True),
+        ([_ran("search", "fail", "all-trials-diverged")], True),
+        ([_ran("train", "pass"), _ran("curves", "fail", "diverged")], True),
+        ([Step("train", "nndiag train", state="error", note="bad")], True),
+        ([_ran("curves", "warn", "plateau")], True),
+        ([_ran("curves", "warn", "underfitting")], True),
+        ([_ran("search", "warn", "best-on-boundary"), _ran("curves", "warn", "overfitting")], False),
+        ([_ran("curves", "pass")], False),
+    ],
+    ids=lambda v: "-".join(f"{s.name}:{s.status}" for s in v) if isinstance(v, list) else str(v),
+)
 def test_every_failing_gate_and_every_probe_explainable_warning_runs_the_probe(tmp_path, steps, probe):
     assert _sitter(tmp_path, *steps)._probe_needed() is probe
 
@@ -186,7 +197,9 @@ def test_nndiag_babysit_can_be_called_again_after_its_module_was_imported():
     import subprocess
     import sys
 
-    code = ("import nndiag\nfor _ in range(2):\n    try:\n        nndiag.babysit('no-such-recipe.yaml')\n"
-            "    except nndiag.BadInput:\n        pass\n")
+    code = (
+        "import nndiag\nfor _ in range(2):\n    try:\n        nndiag.babysit('no-such-recipe.yaml')\n"
+        "    except nndiag.BadInput:\n        pass\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr

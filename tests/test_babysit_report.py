@@ -30,8 +30,14 @@ def _verdict(folder: Path, command: str, status: str, findings=(), metrics=None,
     outputs = {"folder": str(folder), "csv": {csv.stem: str(csv)}, "summary": str(folder / "summary.json")}
     if plot:
         outputs["plots"] = [str(_png(folder / f"{csv.stem}.png", command))]
-    return {"command": command, "recipe": "recipes/quickstart.yaml", "status": status, "findings": list(findings),
-            "metrics": metrics or {"initial_loss": 2.31, "expected_loss": 2.302585, "ratio": 1.003}, "outputs": outputs}
+    return {
+        "command": command,
+        "recipe": "recipes/quickstart.yaml",
+        "status": status,
+        "findings": list(findings),
+        "metrics": metrics or {"initial_loss": 2.31, "expected_loss": 2.302585, "ratio": 1.003},
+        "outputs": outputs,
+    }
 
 
 NASTY = 'loss <b>4 × best</b> & "quoted" | pipe *star* <script>alert(1)</script>'
@@ -40,12 +46,27 @@ NASTY = 'loss <b>4 × best</b> & "quoted" | pipe *star* <script>alert(1)</script
 @pytest.fixture
 def steps(tmp_path: Path) -> list[Step]:
     run = tmp_path / "babysit"
-    failing = {"code": "diverged-immediately", "severity": "fail", "message": NASTY, "advice": "Lower the start LR & retry.", "evidence": {}}
+    failing = {
+        "code": "diverged-immediately",
+        "severity": "fail",
+        "message": NASTY,
+        "advice": "Lower the start LR & retry.",
+        "evidence": {},
+    }
     warning = {"code": "range-too-narrow", "severity": "warn", "message": "only 12 points", "advice": "Widen the range.", "evidence": {}}
     return [
         Step("check-loss", "nndiag check-loss r.yaml", verdict=_verdict(run / "01-check-loss", "check-loss", "pass"), seconds=1.2),
-        Step("lr-find", "nndiag lr-find r.yaml", verdict=_verdict(run / "02-lr-find", "lr-find", "fail", [failing, warning],
-                                                                 {"suggested_lr": 0.0123, "curve": list(range(50)), "best": {"lr": 0.01}})),
+        Step(
+            "lr-find",
+            "nndiag lr-find r.yaml",
+            verdict=_verdict(
+                run / "02-lr-find",
+                "lr-find",
+                "fail",
+                [failing, warning],
+                {"suggested_lr": 0.0123, "curve": list(range(50)), "best": {"lr": 0.01}},
+            ),
+        ),
         Step("search (coarse)", "nndiag search r.yaml", state="not-reached", note="lr-find failed"),
         Step("probe", "nndiag probe r.yaml", state="skipped", note="nothing to probe"),
     ]
@@ -112,7 +133,11 @@ def test_overall_status_and_stopping_step(tmp_path, steps):
     assert overall_status(passing) == "pass" and stopping_step(passing) is None
     warned = dict(steps[0].verdict, status="warn")
     assert overall_status([steps[0], Step("x", "x", verdict=warned)]) == "warn"
-    errored = [steps[0], Step("train", "nndiag train", state="error", note="data.args.root: missing"), Step("curves", "c", state="not-reached")]
+    errored = [
+        steps[0],
+        Step("train", "nndiag train", state="error", note="data.args.root: missing"),
+        Step("curves", "c", state="not-reached"),
+    ]
     assert overall_status(errored) == "fail" and stopping_step(errored).name == "train"
     # --continue: a failing step followed by steps that ran is not a stop
     assert stopping_step([steps[1], steps[0]]) is None
@@ -133,7 +158,10 @@ def test_key_numbers_prefer_the_commands_metrics_then_fill():
     unknown = {"command": "new-step", "metrics": {"name": "x", "flag": True, "a": 1, "b": 2.5, "c": 3, "d": 4}}
     assert key_numbers(unknown) == [("a", "1"), ("b", "2.5"), ("c", "3")]
     assert key_numbers(None) == []
-    assert flat_metrics({"best": {"lr": 0.1, "deep": {"x": 1}}, "curve": list(range(9)), "few": [1, 2]}) == {"best.lr": 0.1, "few": "[1, 2]"}
+    assert flat_metrics({"best": {"lr": 0.1, "deep": {"x": 1}}, "curve": list(range(9)), "few": [1, 2]}) == {
+        "best.lr": 0.1,
+        "few": "[1, 2]",
+    }
 
 
 def test_md_escape():
@@ -148,11 +176,21 @@ def test_md_escape():
 @pytest.fixture
 def dead_steps(tmp_path: Path) -> list[Step]:
     run = tmp_path / "babysit"
-    stuck = {"code": "loss-not-decreasing", "severity": "fail", "message": "it barely moved",
-             "advice": "The learning rate is probably far too low.", "evidence": {"zero_gradients": True}}
+    stuck = {
+        "code": "loss-not-decreasing",
+        "severity": "fail",
+        "message": "it barely moved",
+        "advice": "The learning rate is probably far too low.",
+        "evidence": {"zero_gradients": True},
+    }
     dead = {"code": "dead-relu", "severity": "fail", "message": "1 ReLU layer 100% dead", "advice": "Zero the biases.", "evidence": {}}
-    frozen = {"code": "update-ratio-low", "severity": "warn", "message": "median 0", "advice": "Raise optim.lr.",
-              "evidence": {"zero_gradients": True}}
+    frozen = {
+        "code": "update-ratio-low",
+        "severity": "warn",
+        "message": "median 0",
+        "advice": "Raise optim.lr.",
+        "evidence": {"zero_gradients": True},
+    }
     return [
         Step("overfit-small", "nndiag overfit-small r.yaml", verdict=_verdict(run / "01", "overfit-small", "fail", [stuck], plot=False)),
         Step("lr-find", "nndiag lr-find r.yaml", state="not-reached", note="stopped"),
@@ -173,7 +211,7 @@ def test_report_leads_with_the_root_cause_and_suppresses_contradicted_advice(tmp
         assert "dead-units" in text and "no learning rate can revive them" in text
         assert "far too low" not in text and "Raise optim.lr" not in text  # advice the evidence rules out
         assert "Explained by root cause 1" in text and "Zero the biases." in text  # evidence keeps its own advice
-    callout = md[md.index("> **Stopped at"):md.index("## Root cause")]
+    callout = md[md.index("> **Stopped at") : md.index("## Root cause")]
     assert "Most likely root cause: ReLU units dead" in callout
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
+
 from nndiag.diagnostics import check_loss
 
 FAULTS = Path(__file__).with_name("faults.py")
@@ -56,8 +56,8 @@ def test_last_layer_scaled_x20_is_initial_loss_high(build, tmp_path, write_recip
 
 def test_unnormalised_inputs_warn_and_raise_the_loss(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:scaled_spiral"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -70,8 +70,8 @@ def test_unnormalised_inputs_warn_and_raise_the_loss(tmp_path, write_recipe):
 
 def test_non_finite_loss(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:spiral_with_nan"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -80,8 +80,8 @@ def test_non_finite_loss(tmp_path, write_recipe):
 
 def test_model_that_already_knows_the_labels_is_initial_loss_low(tmp_path, write_recipe):
     _with_faults(tmp_path)
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, data={"target": "faults:leaky_labels"}, model={"target": "faults:label_reader"}))
     result = check_loss.run(Experiment.build(load_recipe(path)))
@@ -98,8 +98,21 @@ def test_negligible_weight_decay_has_no_effect(build):
 
 
 def _facts(expected=math.log(10), rms=1.0, feature=2.0, wd=0.0, penalty=0.0):
-    return {"expected": expected, "expected_why": "ln C = ln 10", "penalty": penalty, "weight_decay": wd,
-            "inputs": {"rms": rms, "mean": 0.0, "std": rms, "abs_max": 3.0, "max_feature_scale": feature, "max_feature_abs_mean": 0.0, "examples": 100.0}}
+    return {
+        "expected": expected,
+        "expected_why": "ln C = ln 10",
+        "penalty": penalty,
+        "weight_decay": wd,
+        "inputs": {
+            "rms": rms,
+            "mean": 0.0,
+            "std": rms,
+            "abs_max": 3.0,
+            "max_feature_scale": feature,
+            "max_feature_abs_mean": 0.0,
+            "examples": 100.0,
+        },
+    }
 
 
 def _frame(losses):

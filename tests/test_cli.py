@@ -57,7 +57,9 @@ def test_json_is_exactly_one_object_and_files_are_written(cli, write_recipe, tmp
 
 
 def test_failing_verdict_exits_1_with_findings_in_json(cli, write_recipe):
-    result = cli("overfit-small", write_recipe(recipe_dict(SPIRAL_MLP, optim={"name": "sgd", "lr": 1e-8})), "--json", "--steps", "50", "--no-plots")
+    result = cli(
+        "overfit-small", write_recipe(recipe_dict(SPIRAL_MLP, optim={"name": "sgd", "lr": 1e-8})), "--json", "--steps", "50", "--no-plots"
+    )
     assert result.exit_code == 1
     finding = json.loads(result.stdout)["findings"][0]
     assert finding["code"] == "loss-not-decreasing" and set(finding) == {"code", "severity", "message", "advice", "evidence"}

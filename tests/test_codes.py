@@ -9,11 +9,10 @@ import importlib
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from nndiag import codes
 
 PACKAGE = REPO / "nndiag"
@@ -24,8 +23,13 @@ def _raised() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add" and len(node.args) >= 2
-                    and "verdict" in ast.unparse(node.func.value).lower()):  # Verdict.add, not e.g. a session's add
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add"
+                and len(node.args) >= 2
+                and "verdict" in ast.unparse(node.func.value).lower()
+            ):  # Verdict.add, not e.g. a session's add
                 code, severity = node.args[0], node.args[1]
                 if isinstance(code, ast.Constant) and isinstance(code.value, str) and re.fullmatch(r"[a-z]+(-[a-z0-9]+)*", code.value):
                     found.setdefault(code.value, set())
@@ -96,3 +100,19 @@ def test_the_repositorys_docs_match_the_registry():
     from tools import docgen
 
     assert docgen.main(["--check", "--root", str(REPO)]) == 0
+
+
+def test_no_text_users_see_cites_a_file_that_is_not_in_the_repository():
+    """`nndiag explain` and the docstrings (help()) may point at files, but only at files the repository has."""
+    import re
+
+    cited = set()
+    for entry in codes.REGISTRY.values():
+        for text in (entry.meaning, entry.rule, entry.source, entry.advice):
+            cited |= set(re.findall(r"[\w./-]+/[\w.-]+\.(?:md|py|csv|yaml)\b|\bDESIGN\.md\b|\bSTYLE\.md\b", text))
+    for path in (REPO / "nndiag").rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in source and "shared/" not in source, f"{path} cites a file users do not have"
+    missing = sorted(c for c in cited if not (REPO / c).exists())
+    assert not missing, f"explain texts cite files that are not in the repository: {missing}"
+    assert any("benchmarks/results" in c for c in cited)  # the check reads real citations

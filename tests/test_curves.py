@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from curvegen import make
+
 from nndiag.diagnostics import curves
 from nndiag.diagnostics.curves import Curves, decide
 from nndiag.findings import CODES
@@ -81,7 +81,9 @@ def test_overfitting_message_quotes_numbers():
 
 def test_scale_invariance():
     base = make("overfitting", 500, 1, 20)
-    scaled = Curves(x=base.x, dense=base.dense * 1000, fit={k: (v * 1000 if "loss" in k else v) for k, v in base.fit.items()}, fit_x=base.fit_x)
+    scaled = Curves(
+        x=base.x, dense=base.dense * 1000, fit={k: (v * 1000 if "loss" in k else v) for k, v in base.fit.items()}, fit_x=base.fit_x
+    )
     assert decide(base).codes == decide(scaled).codes
 
 
@@ -116,7 +118,9 @@ def write_lightning_metrics(path, epochs=15, steps_per_epoch=20, log_every=5, se
                 rows.append({"epoch": epoch, "step": step, "train_loss": f"{loss:.5f}", "val_acc": "", "val_loss": ""})
         step = (epoch + 1) * steps_per_epoch - 1
         val = 0.35 + 2.0 * math.exp(-step / 40) + 0.004 * max(0, epoch - 5) ** 2
-        rows.append({"epoch": epoch, "step": step, "train_loss": "", "val_acc": f"{min(0.95, 0.3 + epoch * 0.1):.4f}", "val_loss": f"{val:.5f}"})
+        rows.append(
+            {"epoch": epoch, "step": step, "train_loss": "", "val_acc": f"{min(0.95, 0.3 + epoch * 0.1):.4f}", "val_loss": f"{val:.5f}"}
+        )
     pd.DataFrame(rows, columns=["epoch", "step", "train_loss", "val_acc", "val_loss"]).to_csv(path, index=False)
     return path
 
@@ -155,12 +159,15 @@ def test_logged_nan_is_divergence(tmp_path):
     assert decide(run).codes == ["diverged"]
 
 
-@pytest.mark.parametrize("content,words", [
-    ("step,foo,bar\n1,2,3\n", ["no loss column", "step, foo, bar", "--train"]),
-    ("step,loss\n1,abc\n", ["non-number", "'abc'", "loss"]),
-    ("step,loss\n", ["no rows"]),
-    ("", ["not a readable CSV"]),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ("step,foo,bar\n1,2,3\n", ["no loss column", "step, foo, bar", "--train"]),
+        ("step,loss\n1,abc\n", ["non-number", "'abc'", "loss"]),
+        ("step,loss\n", ["no rows"]),
+        ("", ["not a readable CSV"]),
+    ],
+)
 def test_bad_files_exit_2(tmp_path, cli, content, words):
     path = tmp_path / "bad.csv"
     path.write_text(content)

@@ -240,7 +240,9 @@ def test_not_generalizing_stays_quiet_on_healthy_underfitting_and_ordinary_overf
     healthy = _epochs(0.05 + 0.3 * np.exp(-e / 3), 0.08 + 0.3 * np.exp(-e / 3), acc, acc - 0.02)
     fast_then_flat = _epochs(0.3 * np.exp(-e / 3) + 0.001, np.full(30, 0.1), np.full(30, 0.99), np.full(30, 0.97))  # learned in epoch 1
     underfit = _epochs(2.3 - 0.5 * (1 - np.exp(-e / 3)), 2.35 - 0.5 * (1 - np.exp(-e / 3)), 0.3 + 0 * e, 0.28 + 0 * e)
-    overfit = _epochs(0.01 + 2.0 * np.exp(-e / 3), 1.0 + 1.3 * np.exp(-e / 3) + 0.03 * np.clip(e - 8, 0, None), acc, 0.1 + 0.6 * (1 - np.exp(-e / 3)))
+    overfit = _epochs(
+        0.01 + 2.0 * np.exp(-e / 3), 1.0 + 1.3 * np.exp(-e / 3) + 0.03 * np.clip(e - 8, 0, None), acc, 0.1 + 0.6 * (1 - np.exp(-e / 3))
+    )
     for case in (healthy, fast_then_flat, underfit, overfit):
         assert "not-generalizing" not in decide(case).codes
     assert "overfitting" in decide(overfit).codes
@@ -281,10 +283,20 @@ def test_train_on_random_labels_fails_not_generalizing(cli, write_recipe, tmp_pa
         "    (x, y), _ = digits(flatten=True)\n"
         "    g = torch.Generator().manual_seed(0)\n"
         "    y = torch.randint(10, y.shape, generator=g)\n"
-        "    return (x[:n], y[:n]), (x[n:n + 200], y[n:n + 200])\n")
-    recipe = write_recipe({"name": "shuffled", "seed": 0, "device": "cpu", "data": {"target": "shuffled:make"},
-                           "model": {"name": "mlp", "args": {"hidden": [256, 256], "activation": "relu", "init": "kaiming"}},
-                           "loss": "cross_entropy", "optim": {"name": "adam", "lr": 3.0e-3}, "train": {"batch_size": 50, "epochs": 20}})
+        "    return (x[:n], y[:n]), (x[n:n + 200], y[n:n + 200])\n"
+    )
+    recipe = write_recipe(
+        {
+            "name": "shuffled",
+            "seed": 0,
+            "device": "cpu",
+            "data": {"target": "shuffled:make"},
+            "model": {"name": "mlp", "args": {"hidden": [256, 256], "activation": "relu", "init": "kaiming"}},
+            "loss": "cross_entropy",
+            "optim": {"name": "adam", "lr": 3.0e-3},
+            "train": {"batch_size": 50, "epochs": 20},
+        }
+    )
     result = cli("train", recipe, "--json", "--no-plots", "--no-progress", "--out", tmp_path / "out")
     verdict = json.loads(result.stdout)
     assert result.exit_code == 1 and "not-generalizing" in [f["code"] for f in verdict["findings"]], verdict["findings"]
@@ -294,7 +306,9 @@ def test_train_on_random_labels_fails_not_generalizing(cli, write_recipe, tmp_pa
 # -- TensorBoard input --------------------------------------------------------------------------------------
 
 
-def write_events(folder: Path, train_tag="Loss/train", val_tag="Loss/val", acc_tag="Accuracy/val", epochs=20, steps=25, overfit=True, seed=0):
+def write_events(
+    folder: Path, train_tag="Loss/train", val_tag="Loss/val", acc_tag="Accuracy/val", epochs=20, steps=25, overfit=True, seed=0
+):
     """Event files as torch.utils.tensorboard.SummaryWriter writes them: train loss every step, val per epoch."""
     pytest.importorskip("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
@@ -322,8 +336,9 @@ def test_summary_writer_folder_is_read_and_says_which_tags(tmp_path, cli):
     assert result.exit_code == 0 and "overfitting" in [f["code"] for f in verdict["findings"]]
     assert "train loss <- Loss/train" in verdict["metrics"]["columns"] and "val loss <- Loss/val" in verdict["metrics"]["columns"]
     event_file = next(folder.glob("events.out.tfevents.*"))
-    assert [f["code"] for f in json.loads(cli("curves", event_file, "--json", "--no-plots").stdout)["findings"]] == \
-        [f["code"] for f in verdict["findings"]]
+    assert [f["code"] for f in json.loads(cli("curves", event_file, "--json", "--no-plots").stdout)["findings"]] == [
+        f["code"] for f in verdict["findings"]
+    ]
 
 
 def test_hf_trainer_tags_and_a_folder_of_runs_diagnosed_run_by_run(tmp_path, cli):
@@ -377,8 +392,9 @@ def test_corrupt_event_file_and_empty_folder_exit_2(tmp_path, cli):
 def _metrics_csv(path: Path, rise: float) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     e = np.arange(1, 21)
-    pd.DataFrame({"epoch": e, "train_loss": 0.05 + 2 * np.exp(-e / 3), "val_loss": 0.2 + 2 * np.exp(-e / 3) + rise * np.clip(e - 8, 0, None)}
-                 ).to_csv(path, index=False)
+    pd.DataFrame(
+        {"epoch": e, "train_loss": 0.05 + 2 * np.exp(-e / 3), "val_loss": 0.2 + 2 * np.exp(-e / 3) + rise * np.clip(e - 8, 0, None)}
+    ).to_csv(path, index=False)
     return path
 
 
@@ -395,8 +411,8 @@ def test_two_metrics_csv_are_two_runs_named_by_their_folders(tmp_path, cli):
 
 
 def test_findings_table_shows_the_run_prefix(tmp_path, cli):
-    from nndiag.output import terminal
     from nndiag.findings import Verdict
+    from nndiag.output import terminal
     from nndiag.result import Result
 
     verdict = Verdict()

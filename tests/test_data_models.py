@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SPIRAL_MLP, recipe_dict
 from torch import nn
 
-from conftest import SPIRAL_MLP, recipe_dict
+from nndiag.config.recipe import DataConfig, ModelConfig
+from nndiag.errors import BadInput
 from nndiag.training.splits import StreamSplit, TensorSplit, build_data, input_statistics
 from nndiag.zoo.datasets import spiral
-from nndiag.errors import BadInput
 from nndiag.zoo.models import build_model, init_weights
-from nndiag.config.recipe import DataConfig, ModelConfig
 
 CPU = torch.device("cpu")
 
@@ -98,16 +98,26 @@ def test_input_statistics_flags_scale():
     assert input_statistics(split)["rms"] > 100
 
 
-@pytest.mark.parametrize("init,activation,std", [("kaiming", "relu", math.sqrt(2 / 512)), ("normal", "tanh", 0.01), ("xavier", "tanh", math.sqrt(2 / 1024))])
+@pytest.mark.parametrize(
+    "init,activation,std", [("kaiming", "relu", math.sqrt(2 / 512)), ("normal", "tanh", 0.01), ("xavier", "tanh", math.sqrt(2 / 1024))]
+)
 def test_inits_follow_the_lecture(init, activation, std):
-    model = build_model(ModelConfig(name="mlp", args={"hidden": [512, 512], "activation": activation, "init": init, "init_std": 0.01 if init == "normal" else None}), (512,), 10)
+    model = build_model(
+        ModelConfig(
+            name="mlp", args={"hidden": [512, 512], "activation": activation, "init": init, "init_std": 0.01 if init == "normal" else None}
+        ),
+        (512,),
+        10,
+    )
     weight = model[3].weight.detach()  # the second hidden layer: 512 -> 512
     assert float(weight.std()) == pytest.approx(std, rel=0.05)
     assert float(model[3].bias.detach().abs().max()) == 0
 
 
 def test_mlp_options_and_errors():
-    model = build_model(ModelConfig(name="mlp", args={"hidden": [16], "dropout": 0.3, "batchnorm": True, "activation": "gelu"}), (1, 8, 8), 10)
+    model = build_model(
+        ModelConfig(name="mlp", args={"hidden": [16], "dropout": 0.3, "batchnorm": True, "activation": "gelu"}), (1, 8, 8), 10
+    )
     kinds = [type(m) for m in model]
     assert nn.BatchNorm1d in kinds and nn.Dropout in kinds and nn.GELU in kinds
     assert model(torch.randn(4, 1, 8, 8)).shape == (4, 10)

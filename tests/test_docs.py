@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from conftest import REPO, SPIRAL_MLP, recipe_dict
+
 from nndiag import codes
 from tools import docgen
 
@@ -85,9 +86,11 @@ def test_the_generated_parts_come_from_the_code(tmp_path: Path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "notes.md").write_text("# r\n\n## old\n")
     page = tmp_path / "docs" / "page.md"
-    page.write_text("<!-- flags:lr-find -->\nstale\n<!-- /flags -->\n<!-- keys:recipe -->\n<!-- /keys -->\n"
-                    "<!-- builtins:models -->\n<!-- /builtins -->\n<!-- include:notes.md -->\n<!-- /include -->\n"
-                    "<!-- recipes:bundled -->\n<!-- /recipes -->\n<!-- init:r.yaml -->\n<!-- /init -->\n")
+    page.write_text(
+        "<!-- flags:lr-find -->\nstale\n<!-- /flags -->\n<!-- keys:recipe -->\n<!-- /keys -->\n"
+        "<!-- builtins:models -->\n<!-- /builtins -->\n<!-- include:notes.md -->\n<!-- /include -->\n"
+        "<!-- recipes:bundled -->\n<!-- /recipes -->\n<!-- init:r.yaml -->\n<!-- /init -->\n"
+    )
     assert docgen.main(["--check", "--root", str(tmp_path)]) == 1
     assert docgen.main(["--root", str(tmp_path)]) == 0 and docgen.main(["--check", "--root", str(tmp_path)]) == 0
     text = page.read_text()
@@ -99,8 +102,9 @@ def test_the_generated_parts_come_from_the_code(tmp_path: Path):
 
 
 def test_train_exits_1_on_a_failing_probe_finding(cli, write_recipe):
-    saturating = recipe_dict(SPIRAL_MLP, **{"model.args": {"hidden": [64, 64, 64], "activation": "tanh", "init": "normal", "init_std": 3.0},
-                                            "train.epochs": 1})
+    saturating = recipe_dict(
+        SPIRAL_MLP, **{"model.args": {"hidden": [64, 64, 64], "activation": "tanh", "init": "normal", "init_std": 3.0}, "train.epochs": 1}
+    )
     path = write_recipe(saturating)
     without = cli("train", path, "--json", "--no-plots", "--max-steps", "4")
     probed = cli("train", path, "--json", "--no-plots", "--max-steps", "4", "--probe-every", "2")
@@ -111,8 +115,9 @@ def test_train_exits_1_on_a_failing_probe_finding(cli, write_recipe):
 
 
 def test_a_forward_that_always_raises_is_bad_input(cli, write_recipe, tmp_path):
-    (tmp_path / "broken.py").write_text("from torch import nn\nclass Broken(nn.Module):\n"
-                                        "    def forward(self, x):\n        raise ZeroDivisionError('boom')\n")
+    (tmp_path / "broken.py").write_text(
+        "from torch import nn\nclass Broken(nn.Module):\n    def forward(self, x):\n        raise ZeroDivisionError('boom')\n"
+    )
     result = cli("check-loss", write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "broken:Broken"})), "--json")
     assert result.exit_code == 2 and "ZeroDivisionError" in result.stderr and "model" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.output

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -67,8 +66,8 @@ def blocks(page: Path) -> list[Block]:
     found = []
     for m in FENCE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
-        above = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip() if m.start() else ""
-        marker = MARKER.match(above) if text[:m.start()].endswith("\n") and not text[:m.start()].endswith("\n\n") else None
+        above = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip() if m.start() else ""
+        marker = MARKER.match(above) if text[: m.start()].endswith("\n") and not text[: m.start()].endswith("\n\n") else None
         kind, body = (marker.group(1), marker.group(2) or "") if marker else (None, "")
         options: dict[str, str] = {}
         if kind == "run" and body:
@@ -116,8 +115,9 @@ def _bin(folder: Path) -> Path:
     if bin_dir.is_dir():
         return bin_dir
     bin_dir.mkdir()
-    nndiag = (f'if [ -n "$NNDIAG_DOCS_SERVER" ]; then exec "{sys.executable}" -E -s "{SERVER}" "$@"; fi\n'
-              f'exec "{sys.executable}" -m nndiag "$@"')
+    nndiag = (
+        f'if [ -n "$NNDIAG_DOCS_SERVER" ]; then exec "{sys.executable}" -E -s "{SERVER}" "$@"; fi\nexec "{sys.executable}" -m nndiag "$@"'
+    )
     for name, command in (("nndiag", nndiag), ("python", f'exec "{sys.executable}" "$@"'), ("python3", f'exec "{sys.executable}" "$@"')):
         (bin_dir / name).write_text(f"#!/bin/sh\n{command}\n")
         (bin_dir / name).chmod(0o755)
@@ -126,8 +126,16 @@ def _bin(folder: Path) -> Path:
 
 def _env(folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NNDIAG_")}
-    env.update(PATH=f"{_bin(folder)}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO), NNDIAG_RUNS=str(folder / "runs"),
-               CUDA_VISIBLE_DEVICES="", MPLBACKEND="Agg", OMP_NUM_THREADS="1", COLUMNS="100", TERM="dumb")
+    env.update(
+        PATH=f"{_bin(folder)}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=str(REPO),
+        NNDIAG_RUNS=str(folder / "runs"),
+        CUDA_VISIBLE_DEVICES="",
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        COLUMNS="100",
+        TERM="dumb",
+    )
     env.pop("NNDIAG_DOCS_SERVER", None)
     if SOCKET:
         env["NNDIAG_DOCS_SERVER"] = SOCKET
@@ -157,8 +165,9 @@ def _run(block: Block, folder: Path) -> Outcome:
         done = subprocess.run(argv, cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600)
         return Outcome(done.returncode, done.stdout, done.stderr)
     script = "\n".join(_commands(block)) + "\n"
-    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=folder, env=_env(folder), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script], cwd=folder, env=_env(folder), capture_output=True, text=True, timeout=600
+    )
     return Outcome(done.returncode, done.stdout, done.stderr)
 
 
@@ -197,12 +206,12 @@ SETUPS: dict[str, str] = {
     # logs as users have them: a train run, Lightning CSVLogger versions, a TensorBoard folder (all from the
     # calibration corpus tests/data/curves/), a/metrics.csv and b/metrics.csv, and history.csv (Keras names)
     "logs": "nndiag train recipes/quickstart.yaml --max-steps 60 --no-plots >/dev/null; python .csv_logs.py; "
-            f"mkdir -p lightning_logs/version_0 lightning_logs/version_1 tb/Nov23_12-00-00_host; C={REPO}/tests/data/curves; "
-            "cp $C/c-healthy-digits-mlp/metrics.csv lightning_logs/version_0/; cp $C/c-overfit-tiny-mnist1d/metrics.csv lightning_logs/version_1/; "
-            "cp $C/t-lr-low-sgd-digits/events.out.tfevents.* tb/Nov23_12-00-00_host/",
+    f"mkdir -p lightning_logs/version_0 lightning_logs/version_1 tb/Nov23_12-00-00_host; C={REPO}/tests/data/curves; "
+    "cp $C/c-healthy-digits-mlp/metrics.csv lightning_logs/version_0/; cp $C/c-overfit-tiny-mnist1d/metrics.csv lightning_logs/version_1/; "
+    "cp $C/t-lr-low-sgd-digits/events.out.tfevents.* tb/Nov23_12-00-00_host/",
     # verdicts check-loss.json (a failing one: last layer x20 on the spiral) and overfit.json, as the CI page uses them
     "verdicts": "nndiag check-loss recipes/spiral-mlp.yaml --set model.args.init=normal --set model.args.init_std=3 --json > check-loss.json || true; "
-                "nndiag overfit-small recipes/quickstart.yaml --steps 300 --json > overfit.json || true",
+    "nndiag overfit-small recipes/quickstart.yaml --steps 300 --json > overfit.json || true",
 }
 
 CSV_LOGS = """
@@ -246,8 +255,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The fork server behind `nndiag` for this module's examples."""
     global SOCKET
     path = str(tmp_path_factory.mktemp("docs-server") / "socket")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1",
-           "PYTHONIOENCODING": "utf-8"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "CUDA_VISIBLE_DEVICES": "",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
     process = subprocess.Popen([sys.executable, str(SERVER), "--serve", path], env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "ready", "the docs' fork server did not start"
     SOCKET = path
@@ -257,8 +272,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if any(b.kind in ("run", "file") for b in blocks(p))],
-                         ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if any(b.kind in ("run", "file") for b in blocks(p))], ids=lambda p: str(p.relative_to(REPO))
+)
 def test_the_examples_of_a_page_run(page: Path, tmp_path: Path, server: str) -> None:
     folder = _folder(tmp_path)
     without_jq = []  # .ci/run installs jq; where it cannot, the blocks that pipe into it are left out (and said so)

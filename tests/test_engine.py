@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-
 from conftest import SPIRAL_MLP, recipe_dict
+
+from nndiag.config.recipe import LossConfig, OptimConfig, ScheduleConfig
 from nndiag.training import engine
 from nndiag.training.scoring import Objective
-from nndiag.config.recipe import LossConfig, OptimConfig, ScheduleConfig
 
 
 @pytest.mark.parametrize(

@@ -14,20 +14,23 @@ from nndiag.output.terminal import render
 from nndiag.result import Result
 
 
-@pytest.mark.parametrize("key,value,shown", [
-    ("final_accuracy", 1.0, "100%"),
-    ("final_val_acc", 0.9725, "97.2%"),
-    ("max_frac_dead", 0.5, "50%"),
-    ("suggested_lr", 0.0031622776, "3.16e-3"),
-    ("applied_lr", 0.09999999999999999, "1e-1"),  # no float noise
-    ("optim.weight_decay", 5.6e-05, "5.6e-5"),
-    ("initial_loss", 2.302585092994046, "2.303"),
-    ("steps_run", 12000, "12,000"),
-    ("steps_to_100pct", 45, "45"),
-    ("best_epoch", 4.0, "4"),
-    ("val_loss", float("nan"), "n/a"),
-    ("lr_min", None, "—"),
-])
+@pytest.mark.parametrize(
+    "key,value,shown",
+    [
+        ("final_accuracy", 1.0, "100%"),
+        ("final_val_acc", 0.9725, "97.2%"),
+        ("max_frac_dead", 0.5, "50%"),
+        ("suggested_lr", 0.0031622776, "3.16e-3"),
+        ("applied_lr", 0.09999999999999999, "1e-1"),  # no float noise
+        ("optim.weight_decay", 5.6e-05, "5.6e-5"),
+        ("initial_loss", 2.302585092994046, "2.303"),
+        ("steps_run", 12000, "12,000"),
+        ("steps_to_100pct", 45, "45"),
+        ("best_epoch", 4.0, "4"),
+        ("val_loss", float("nan"), "n/a"),
+        ("lr_min", None, "—"),
+    ],
+)
 def test_numbers_read_as_people_expect(key, value, shown):
     assert number(value, key) == shown
 

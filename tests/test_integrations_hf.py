@@ -20,6 +20,7 @@ pytest.importorskip("accelerate")
 
 import models_zoo as zoo  # noqa: E402
 from conftest import integrations_example  # noqa: E402
+
 from nndiag.errors import BadInput  # noqa: E402
 from nndiag.integrations import DiagnosisFailed  # noqa: E402
 from nndiag.integrations.transformers import NNDiagCallback  # noqa: E402
@@ -48,12 +49,28 @@ def accuracy(prediction: Any) -> dict[str, float]:
 
 
 def train(tmp_path: Path, callbacks: list[Any], model: Any = None, epochs: int = 4, **arguments: Any) -> Any:
-    settings = dict(output_dir=str(tmp_path / "hf"), report_to=[], use_cpu=True, per_device_train_batch_size=16, num_train_epochs=epochs,
-                    learning_rate=3e-3, logging_steps=1, eval_strategy="epoch", save_strategy="no", disable_tqdm=True, seed=0)
+    settings = dict(
+        output_dir=str(tmp_path / "hf"),
+        report_to=[],
+        use_cpu=True,
+        per_device_train_batch_size=16,
+        num_train_epochs=epochs,
+        learning_rate=3e-3,
+        logging_steps=1,
+        eval_strategy="epoch",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
     settings.update(arguments)
-    trainer = transformers.Trainer(model=model if model is not None else zoo.tiny_bert(), args=transformers.TrainingArguments(**settings),
-                                   train_dataset=TokenRows(192, 0), eval_dataset=TokenRows(64, 1), compute_metrics=accuracy,
-                                   callbacks=callbacks)
+    trainer = transformers.Trainer(
+        model=model if model is not None else zoo.tiny_bert(),
+        args=transformers.TrainingArguments(**settings),
+        train_dataset=TokenRows(192, 0),
+        eval_dataset=TokenRows(64, 1),
+        compute_metrics=accuracy,
+        callbacks=callbacks,
+    )
     trainer.train()
     return trainer
 
@@ -84,9 +101,20 @@ def test_fail_on_stops_the_trainer_before_its_first_step(tmp_path: Path) -> None
     with torch.no_grad():
         model.classifier.weight.mul_(300.0)  # the last layer far too large
     callback = NNDiagCallback(fail_on="fail", plots=False)
-    trainer = transformers.Trainer(model=model, args=transformers.TrainingArguments(
-        output_dir=str(tmp_path / "hf"), report_to=[], use_cpu=True, per_device_train_batch_size=16, num_train_epochs=1,
-        save_strategy="no", disable_tqdm=True), train_dataset=TokenRows(64, 0), callbacks=[callback])
+    trainer = transformers.Trainer(
+        model=model,
+        args=transformers.TrainingArguments(
+            output_dir=str(tmp_path / "hf"),
+            report_to=[],
+            use_cpu=True,
+            per_device_train_batch_size=16,
+            num_train_epochs=1,
+            save_strategy="no",
+            disable_tqdm=True,
+        ),
+        train_dataset=TokenRows(64, 0),
+        callbacks=[callback],
+    )
     with pytest.raises(DiagnosisFailed) as caught:
         trainer.train()
     assert trainer.state.global_step == 0

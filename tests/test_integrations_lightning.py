@@ -47,8 +47,16 @@ def blobs(n: int, seed: int, noise: float = 0.0, features: int = 10, classes: in
 class Classifier(pl.LightningModule):
     """An MLP classifier that logs train_loss / train_acc per step and val_loss / val_acc per epoch."""
 
-    def __init__(self, features: int = 10, hidden: tuple[int, ...] = (32,), classes: int = 2, lr: float = 1e-2, dropout: float = 0.0,
-                 expose_logits: bool = False, metric: bool = False):
+    def __init__(
+        self,
+        features: int = 10,
+        hidden: tuple[int, ...] = (32,),
+        classes: int = 2,
+        lr: float = 1e-2,
+        dropout: float = 0.0,
+        expose_logits: bool = False,
+        metric: bool = False,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = features
@@ -93,8 +101,15 @@ def loaders(train: tuple, val: tuple, batch_size: int) -> tuple[DataLoader, Data
 
 
 def trainer(epochs: int, callbacks: list[Any], **options: Any) -> Any:
-    settings = dict(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, num_sanity_val_steps=0)
+    settings = dict(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     settings.update(options)
     return pl.Trainer(callbacks=callbacks, **settings)
 
@@ -244,8 +259,13 @@ def test_check_loss_hands_back_weights_gradients_modes_metrics_and_rngs() -> Non
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     from nndiag.integrations.lightning import training_step_of
 
-    result = sessions.check_loss(module, sessions.private_loader(loader, None, 0), step=training_step_of(module),
-                                 optimizer=optimizer, options=sessions.Options(num_classes=2, batches=3))
+    result = sessions.check_loss(
+        module,
+        sessions.private_loader(loader, None, 0),
+        step=training_step_of(module),
+        optimizer=optimizer,
+        options=sessions.Options(num_classes=2, batches=3),
+    )
     assert all(torch.equal(m, optimizer.state[p]["momentum_buffer"]) for m, p in zip(momentum, module.parameters()))
     assert result.metrics["l2_penalty"] > 0  # its weight decay was read
     assert result.metrics["batches"] == 3 and result.metrics["expected_loss"] == pytest.approx(math.log(2))
@@ -386,16 +406,18 @@ def test_a_module_without_data_or_with_manual_optimization_is_bad_input() -> Non
 # --------------------------------------------------------------------------------------------
 
 
-def test_without_lightning_the_import_names_the_pip_line(monkeypatch: pytest.MonkeyPatch, cli: Any, write_recipe: Any,
-                                                        tmp_path: Path) -> None:
+def test_without_lightning_the_import_names_the_pip_line(
+    monkeypatch: pytest.MonkeyPatch, cli: Any, write_recipe: Any, tmp_path: Path
+) -> None:
     for name in ("lightning", "lightning.pytorch", "pytorch_lightning"):
         monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError
     monkeypatch.delitem(sys.modules, "nndiag.integrations.lightning")
     with pytest.raises(ImportError, match=r"pip install 'nndiag\[lightning\]'"):
         importlib.import_module("nndiag.integrations.lightning")
     # a CLI path that reaches it (a recipe's model target imports the callback): exit 2 with the message
-    (tmp_path / "my_model.py").write_text("from nndiag.integrations.lightning import NNDiagCallback\n"
-                                          "def build(**kwargs):\n    raise AssertionError('not reached')\n")
+    (tmp_path / "my_model.py").write_text(
+        "from nndiag.integrations.lightning import NNDiagCallback\ndef build(**kwargs):\n    raise AssertionError('not reached')\n"
+    )
     from conftest import SPIRAL_MLP, recipe_dict
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, **{"model": {"target": "my_model:build"}}))
@@ -407,11 +429,12 @@ def test_without_lightning_the_import_names_the_pip_line(monkeypatch: pytest.Mon
 def test_importing_nndiag_imports_no_framework() -> None:
     import subprocess
 
-    code = ("import sys, nndiag, nndiag.integrations; "
-            "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, nndiag, nndiag.integrations; "
+        "print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-
 
 
 def load_example(name: str) -> Any:
@@ -427,7 +450,11 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     assert example.main(["--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "pass" and summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
-    for stage, files in {"01-check-loss": ["check_loss.csv"], "02-probe": ["probe.csv", "probe.png"], "03-curves": ["metrics.csv", "curves.png"]}.items():
+    for stage, files in {
+        "01-check-loss": ["check_loss.csv"],
+        "02-probe": ["probe.csv", "probe.png"],
+        "03-curves": ["metrics.csv", "curves.png"],
+    }.items():
         assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
 
 

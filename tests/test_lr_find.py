@@ -14,11 +14,11 @@ import pytest
 import torch
 from conftest import SPIRAL_MLP, recipe_dict
 
-from nndiag.training import engine
 from nndiag.config import edit
 from nndiag.diagnostics import defaults
 from nndiag.diagnostics import lr_find as lf
 from nndiag.diagnostics import lr_trials as lt
+from nndiag.training import engine
 
 LRS = np.array(lf.lr_schedule(1e-7, 10.0, 100))
 
@@ -278,8 +278,10 @@ def test_candidate_outcomes_and_verdicts():
     assert lt.candidate_outcome(2.3, math.nan) == "diverged" and lt.candidate_outcome(2.3, 9.0) == "diverged"
 
     def table(finals):
-        rows = [{"lr": lr, "initial_loss": 2.3, "final_loss": f, "relative_drop": (2.3 - f) / 2.3, "outcome": lt.candidate_outcome(2.3, f)}
-                for lr, f in finals.items()]
+        rows = [
+            {"lr": lr, "initial_loss": 2.3, "final_loss": f, "relative_drop": (2.3 - f) / 2.3, "outcome": lt.candidate_outcome(2.3, f)}
+            for lr, f in finals.items()
+        ]
         return pd.DataFrame(rows)
 
     verdict, best = lt.decide_candidates(table({1e-1: 50.0, 1e-2: 0.5, 1e-3: 1.2, 1e-4: 2.2}))
@@ -311,8 +313,16 @@ TRIAL_LRS = [1e-3 * f for f in lt.REFINE_FACTORS]
 
 
 def _trials(finals: list[float], initial: float = 2.3) -> pd.DataFrame:
-    rows = [{"lr": lr, "initial_loss": initial, "final_loss": f, "relative_drop": (initial - f) / initial,
-             "outcome": lt.candidate_outcome(initial, f)} for lr, f in zip(TRIAL_LRS, finals)]
+    rows = [
+        {
+            "lr": lr,
+            "initial_loss": initial,
+            "final_loss": f,
+            "relative_drop": (initial - f) / initial,
+            "outcome": lt.candidate_outcome(initial, f),
+        }
+        for lr, f in zip(TRIAL_LRS, finals)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -333,8 +343,8 @@ def test_refine_pick_is_invariant_to_scaling_and_shifting_the_loss(scale, shift)
 
 
 def test_refine_trials_stay_below_the_divergence_point_and_the_tested_range():
-    assert lt.refine_lrs(1e-3, math.inf) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5, 1e-2])
-    assert lt.refine_lrs(1e-3, 5e-3) == pytest.approx([10 ** -3.5, 1e-3, 10 ** -2.5])
+    assert lt.refine_lrs(1e-3, math.inf) == pytest.approx([10**-3.5, 1e-3, 10**-2.5, 1e-2])
+    assert lt.refine_lrs(1e-3, 5e-3) == pytest.approx([10**-3.5, 1e-3, 10**-2.5])
     # on a real curve the pick keeps 20x below the blow-up, so every trial stays at least 2x below it
     for seed in range(5):
         sug = lf.suggest(LRS, synthetic(noise=0.02, seed=seed))
@@ -369,7 +379,8 @@ def test_trials_keep_the_optimizers_param_groups_and_weight_decays(build):
     exp = build(SPIRAL_MLP)
     first, *rest = list(exp.model.parameters())
     exp.optimizer_factory = lambda params: torch.optim.AdamW(
-        [{"params": [first], "lr": 1e-3, "weight_decay": 0.1}, {"params": rest, "lr": 1e-5, "weight_decay": 0.0}])
+        [{"params": [first], "lr": 1e-3, "weight_decay": 0.1}, {"params": rest, "lr": 1e-5, "weight_decay": 0.0}]
+    )
     seen = []
     step = exp.step
 
@@ -403,9 +414,9 @@ def test_trials_replay_a_user_loaders_own_order_and_hand_it_back(build):
 
 
 def test_streamed_data_is_scored_on_a_streamed_subset(build):
-    from nndiag.training.splits import StreamSplit
-
     from torch.utils.data import TensorDataset
+
+    from nndiag.training.splits import StreamSplit
 
     exp = build(SPIRAL_MLP)
     exp.data.train = StreamSplit(TensorDataset(exp.data.train.x, exp.data.train.y), exp.device, num_workers=0)
@@ -427,8 +438,13 @@ def _refined_result(finals: list[float], curve_finding: bool = True, initial: fl
     verdict = lf.Verdict()
     if doubt is not None:
         verdict.add("unreliable-suggestion", doubt.severity, doubt.message, doubt.advice, **doubt.evidence)
-    metrics = {"suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max, "range_test_lr": sug.range_test_lr,
-               "refined_lr": sug.refined_lr}
+    metrics = {
+        "suggested_lr": sug.suggested_lr,
+        "lr_min": sug.lr_min,
+        "lr_max": sug.lr_max,
+        "range_test_lr": sug.range_test_lr,
+        "refined_lr": sug.refined_lr,
+    }
     return SimpleNamespace(verdict=verdict, metrics=metrics)
 
 
@@ -514,21 +530,25 @@ optim:
 
 
 def test_apply_keeps_comments_in_block_and_flow_style():
-    from nndiag.config.recipe import parse_recipe
     import yaml
+
+    from nndiag.config.recipe import parse_recipe
 
     recipe = parse_recipe(yaml.safe_load(BLOCK))
     text = edit.apply_lr(recipe, 0.012345, BLOCK)
     assert "# too high?" in text and "lr: 0.0123" in text and "# plain SGD" in text
-    flow = BLOCK.replace("optim:\n  name: sgd   # plain SGD\n  lr: 0.5     # too high?\n  momentum: 0.9\n", "optim: {name: sgd, lr: 0.5}  # x\n")
+    flow = BLOCK.replace(
+        "optim:\n  name: sgd   # plain SGD\n  lr: 0.5     # too high?\n  momentum: 0.9\n", "optim: {name: sgd, lr: 0.5}  # x\n"
+    )
     text = edit.apply_lr(parse_recipe(yaml.safe_load(flow)), 3e-5, flow)
     assert "lr: 3.00e-05" in text and "# x" in text
     assert parse_recipe(yaml.safe_load(text)).optim.lr == 3e-5
 
 
 def test_apply_falls_back_to_the_resolved_recipe_when_the_file_differs():
-    from nndiag.config.recipe import parse_recipe
     import yaml
+
+    from nndiag.config.recipe import parse_recipe
 
     recipe = parse_recipe(yaml.safe_load(BLOCK)).with_overrides({"optim.momentum": 0.5})  # e.g. --set
     text = edit.apply_lr(recipe, 0.01, BLOCK)
@@ -582,8 +602,17 @@ def test_cli_candidates_mode(cli, write_recipe, tmp_path):
     assert verdict["metrics"]["suggested_lr"] == 0.1
 
 
-@pytest.mark.parametrize("args", [["--candidates", "1e-1,abc"], ["--candidates", "-1"], ["--start", "0"],
-                                  ["--start", "1", "--end", "0.1"], ["--mode", "cosine"], ["--refine-steps", "-1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--candidates", "1e-1,abc"],
+        ["--candidates", "-1"],
+        ["--start", "0"],
+        ["--start", "1", "--end", "0.1"],
+        ["--mode", "cosine"],
+        ["--refine-steps", "-1"],
+    ],
+)
 def test_cli_bad_flags_exit_2(cli, write_recipe, args):
     result = cli("lr-find", write_recipe(SPIRAL_MLP), *args)
     assert result.exit_code == 2
@@ -592,8 +621,9 @@ def test_cli_bad_flags_exit_2(cli, write_recipe, args):
 
 def test_a_test_that_blows_up_within_the_first_points_is_diverged_immediately():
     """The stop rule (smoothed loss > 4x best) fires after 4 points of 100: not 'too few points'."""
-    frame = pd.DataFrame({"step": [1, 2, 3, 4], "lr": [1.0, 1.05, 1.1, 1.15], "loss": [3.08, 6.45, 22.9, 91.7],
-                          "smoothed_loss": [3.08, 4.9, 11.0, 35.0]})
+    frame = pd.DataFrame(
+        {"step": [1, 2, 3, 4], "lr": [1.0, 1.05, 1.1, 1.15], "loss": [3.08, 6.45, 22.9, 91.7], "smoothed_loss": [3.08, 4.9, 11.0, 35.0]}
+    )
     verdict, suggestion = lf.decide(frame, {"stopped": "diverged", "planned_steps": 100, "start": 1.0, "end": 100.0})
     assert verdict.codes == ["diverged-immediately"]
     assert suggestion.lr_diverged == 1.15

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
+
 from nndiag.diagnostics import overfit_small
 
 FAULTS = Path(__file__).with_name("faults.py")
@@ -18,7 +18,11 @@ HEALTHY = recipe_dict(SPIRAL_MLP, **{"model.args.hidden": [64, 64]})
 
 @pytest.mark.parametrize(
     "raw",
-    [HEALTHY, recipe_dict(HEALTHY, loss="multi_margin"), recipe_dict(DIGITS_MLP, **{"model.args.dropout": 0.5, "optim.weight_decay": 0.01})],
+    [
+        HEALTHY,
+        recipe_dict(HEALTHY, loss="multi_margin"),
+        recipe_dict(DIGITS_MLP, **{"model.args.dropout": 0.5, "optim.weight_decay": 0.01}),
+    ],
     ids=["spiral-ce", "spiral-hinge", "digits-regularized"],
 )
 def test_healthy_models_overfit(build, raw):
@@ -48,8 +52,8 @@ def test_linear_model_on_spiral_cannot_overfit(build):
 
 def test_softmax_before_cross_entropy_cannot_overfit_and_is_named(tmp_path, write_recipe):
     shutil.copy(FAULTS, tmp_path / "faults.py")
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     path = write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "faults:SoftmaxOutput"}))
     result = overfit_small.run(Experiment.build(load_recipe(path)), steps=300)
@@ -78,7 +82,9 @@ def test_the_csv_has_one_row_per_step(build):
 
 
 def _frame(losses, accs):
-    return pd.DataFrame({"step": range(len(losses)), "loss": losses, "evaluated": True, "subset_loss": losses, "subset_acc": accs, "lr": 0.1})
+    return pd.DataFrame(
+        {"step": range(len(losses)), "loss": losses, "evaluated": True, "subset_loss": losses, "subset_acc": accs, "lr": 0.1}
+    )
 
 
 FACTS = {"initial_loss": 2.3}

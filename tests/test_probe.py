@@ -9,12 +9,18 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
 from torch import nn
 
-from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
 from nndiag.diagnostics import probe, probe_init
 
-PROBLEM_CODES = set(probe_init.ACTIVATION_CODES) | {"vanishing-gradients", "exploding-gradients", "update-ratio-high", "update-ratio-low", "non-finite"}
+PROBLEM_CODES = set(probe_init.ACTIVATION_CODES) | {
+    "vanishing-gradients",
+    "exploding-gradients",
+    "update-ratio-high",
+    "update-ratio-low",
+    "non-finite",
+}
 DEEP = [256] * 6  # small widths keep the suite fast; the lecture's behaviour depends on std·sqrt(width), not width
 
 
@@ -39,10 +45,29 @@ def table(stds, kind="relu", **columns):
     n = len(stds)
     rows = []
     for i, s in enumerate(stds):
-        rows.append({"step": 0, "layer": f"l{i}", "module": "M", "kind": kind, "calls": 1, "numel": 100, "mean": 0.0, "std": s,
-                     "min": -1.0, "max": 1.0, "frac_saturated": math.nan, "frac_dead": 0.0 if kind == "relu" else math.nan, "units": 10,
-                     "nonfinite_act": 0, "weight_norm": math.nan, "grad_norm": math.nan, "update_ratio": math.nan,
-                     "nonfinite_grad": 0, "nonfinite_weight": 0})
+        rows.append(
+            {
+                "step": 0,
+                "layer": f"l{i}",
+                "module": "M",
+                "kind": kind,
+                "calls": 1,
+                "numel": 100,
+                "mean": 0.0,
+                "std": s,
+                "min": -1.0,
+                "max": 1.0,
+                "frac_saturated": math.nan,
+                "frac_dead": 0.0 if kind == "relu" else math.nan,
+                "units": 10,
+                "nonfinite_act": 0,
+                "weight_norm": math.nan,
+                "grad_norm": math.nan,
+                "update_ratio": math.nan,
+                "nonfinite_grad": 0,
+                "nonfinite_weight": 0,
+            }
+        )
     frame = pd.DataFrame(rows, columns=probe.LAYER_COLUMNS)
     for key, values in columns.items():
         frame[key] = values if isinstance(values, list) else [values] * n
@@ -61,8 +86,9 @@ def test_healthy_table_has_no_findings():
     assert probe.decide(table([0.8, 0.82, 0.79, 0.81, 0.8])).findings == []
 
 
-@pytest.mark.parametrize("stds,code", [([0.5, 0.3, 0.18, 0.11, 0.07, 0.05], "vanishing-activations"),
-                                       ([0.5, 2.0, 8.0, 30.0], "exploding-activations")])
+@pytest.mark.parametrize(
+    "stds,code", [([0.5, 0.3, 0.18, 0.11, 0.07, 0.05], "vanishing-activations"), ([0.5, 2.0, 8.0, 30.0], "exploding-activations")]
+)
 def test_depth_rules(stds, code):
     assert probe.decide(table(stds)).codes == [code]
 
@@ -143,8 +169,13 @@ def test_a_non_finite_loss_alone_is_non_finite_at_init():
 
 
 def test_several_steps_report_a_code_once_with_its_step():
-    frame = pd.concat([table([0.8] * 3).assign(step=10), table([0.8] * 3, frac_dead=[0.9, 0.9, 0.9]).assign(step=20),
-                       table([0.8] * 3, frac_dead=[0.9, 0.9, 0.9]).assign(step=30)])
+    frame = pd.concat(
+        [
+            table([0.8] * 3).assign(step=10),
+            table([0.8] * 3, frac_dead=[0.9, 0.9, 0.9]).assign(step=20),
+            table([0.8] * 3, frac_dead=[0.9, 0.9, 0.9]).assign(step=30),
+        ]
+    )
     verdict = probe.decide(frame)
     assert verdict.codes == ["dead-relu"] and verdict.findings[0].evidence["step"] == 20
 
@@ -199,21 +230,21 @@ def test_healthy_mlps_have_no_findings(build, activation, init):
     assert len(layers) == 14 and layers["grad_norm"].notna().sum() == 7 and layers["update_ratio"].notna().sum() == 7
 
 
-CIFAR_LIKE = '''
+CIFAR_LIKE = """
 import torch
 def make(n: int = 16, classes: int = 10):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, 32, 32, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     return (x, y), (x[:4], y[:4])
-'''
+"""
 
 
 def test_resnet18_at_init_has_no_findings(build, tmp_path, write_recipe):
     (tmp_path / "cifar_like.py").write_text(CIFAR_LIKE)
     raw = recipe_dict(DIGITS_MLP, **{"data": {"target": "cifar_like:make"}, "model": {"name": "resnet18"}, "train.batch_size": 8})
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     exp = Experiment.build(load_recipe(write_recipe(raw)))
     result = probe.run(exp, batches=1, steps=1)
@@ -230,6 +261,7 @@ def _bias(layer: int, value: float):
     def tweak(model):
         with torch.no_grad():
             model[layer].bias.fill_(value)
+
     return tweak
 
 
@@ -238,18 +270,21 @@ def _nan_weight(model):
         model[3].weight[0, 0] = float("nan")
 
 
-@pytest.mark.parametrize("name,raw,tweak,code", [
-    ("0.01 tanh", mlp_recipe("tanh", "normal", init_std=0.01), None, "vanishing-activations"),
-    ("0.05 tanh (gain 3.2 at width 256)", mlp_recipe("tanh", "normal", init_std=0.2), None, "saturated-activations"),
-    ("xavier relu, deep", mlp_recipe("relu", "xavier", hidden=[256] * 10), None, "vanishing-activations"),
-    ("huge init", mlp_recipe("relu", "normal", init_std=1.0), None, "exploding-activations"),
-    ("large negative bias", mlp_recipe(), _bias(3, -10.0), "dead-relu"),
-    ("deep sigmoid", mlp_recipe("sigmoid", "xavier", hidden=[256] * 8), None, "vanishing-gradients"),
-    ("tanh std 1.0", mlp_recipe("tanh", "normal", init_std=1.0), None, "exploding-gradients"),
-    ("LR way too high", mlp_recipe(**{"optim.lr": 5.0}), None, "update-ratio-high"),
-    ("LR 1e-9", mlp_recipe(**{"optim.lr": 1e-9}), None, "update-ratio-low"),
-    ("NaN weight", mlp_recipe(), _nan_weight, "non-finite"),
-])
+@pytest.mark.parametrize(
+    "name,raw,tweak,code",
+    [
+        ("0.01 tanh", mlp_recipe("tanh", "normal", init_std=0.01), None, "vanishing-activations"),
+        ("0.05 tanh (gain 3.2 at width 256)", mlp_recipe("tanh", "normal", init_std=0.2), None, "saturated-activations"),
+        ("xavier relu, deep", mlp_recipe("relu", "xavier", hidden=[256] * 10), None, "vanishing-activations"),
+        ("huge init", mlp_recipe("relu", "normal", init_std=1.0), None, "exploding-activations"),
+        ("large negative bias", mlp_recipe(), _bias(3, -10.0), "dead-relu"),
+        ("deep sigmoid", mlp_recipe("sigmoid", "xavier", hidden=[256] * 8), None, "vanishing-gradients"),
+        ("tanh std 1.0", mlp_recipe("tanh", "normal", init_std=1.0), None, "exploding-gradients"),
+        ("LR way too high", mlp_recipe(**{"optim.lr": 5.0}), None, "update-ratio-high"),
+        ("LR 1e-9", mlp_recipe(**{"optim.lr": 1e-9}), None, "update-ratio-low"),
+        ("NaN weight", mlp_recipe(), _nan_weight, "non-finite"),
+    ],
+)
 def test_planted_faults_fire(build, name, raw, tweak, code):
     result = probed(build, raw, tweak=tweak)
     assert code in result.verdict.codes, (name, [f.message for f in result.verdict.findings])

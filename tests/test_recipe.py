@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SPIRAL_MLP, recipe_dict
-from nndiag.errors import BadInput
+
 from nndiag.config.recipe import Recipe, load_recipe, parse_recipe
+from nndiag.errors import BadInput
 
 
 def test_minimal_recipe_gets_documented_defaults():
@@ -133,7 +133,7 @@ def test_to_dict_round_trips():
 
 # -- targets ---------------------------------------------------------------------------------
 
-TARGETS = '''
+TARGETS = """
 import torch
 from torch import nn
 
@@ -154,7 +154,7 @@ def not_a_module():
 
 def explodes():
     raise ValueError("boom")
-'''
+"""
 
 
 def _target_recipe(data_target: str, model_target: str) -> dict:

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO
+
 from nndiag.config import library as recipe_library
 from nndiag.config.recipe import Recipe
 
@@ -42,8 +42,10 @@ def test_recipes_table(cli):
 
 def test_describe_reads_the_opening_comment(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("# Mine: for testing. A second sentence.\n# more prose\n#   nndiag check-loss x.yaml   # step 1\n"
-                    "#   nndiag babysit x.yaml\n# later comment\nname: mine\n# not the header\n")
+    path.write_text(
+        "# Mine: for testing. A second sentence.\n# more prose\n#   nndiag check-loss x.yaml   # step 1\n"
+        "#   nndiag babysit x.yaml\n# later comment\nname: mine\n# not the header\n"
+    )
     info = recipe_library.describe(path)
     assert info.description == "Mine: for testing."
     assert info.commands == ["nndiag check-loss x.yaml", "nndiag babysit x.yaml"]
@@ -105,7 +107,9 @@ def test_init_into_a_folder_and_from_a_bundled_recipe(cli, tmp_path):
 def _keys(node: object, prefix: str = "") -> set[str]:
     if not isinstance(node, dict):
         return set()
-    return {f"{prefix}{k}" for k in node} | {key for k, v in node.items() if k not in ("args", "space") for key in _keys(v, f"{prefix}{k}.")}
+    return {f"{prefix}{k}" for k in node} | {
+        key for k, v in node.items() if k not in ("args", "space") for key in _keys(v, f"{prefix}{k}.")
+    }
 
 
 def test_starter_sets_every_recipe_key_each_with_a_comment(tmp_path):

@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import torch
-
 from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
 
-REGRESSION = '''
+REGRESSION = """
 import torch
 
 def make(n=300, k=3):
@@ -20,7 +19,7 @@ def make(n=300, k=3):
     x = torch.randn(n, 5, generator=g)
     y = x[:, :k] * 0.5 + 0.1 * torch.randn(n, k, generator=g)
     return (x, y), None
-'''
+"""
 
 CRASHING = '''
 import torch
@@ -42,16 +41,27 @@ class Flaky(nn.Module):
 
 def _regression_recipe(tmp_path, **changes):
     (tmp_path / "reg.py").write_text(REGRESSION)
-    raw = {"name": "reg", "device": "cpu", "data": {"target": "reg:make"}, "model": {"name": "mlp", "args": {"hidden": [32]}},
-           "loss": "mse", "optim": {"name": "adam", "lr": 0.01}, "train": {"batch_size": 32, "epochs": 2}}
+    raw = {
+        "name": "reg",
+        "device": "cpu",
+        "data": {"target": "reg:make"},
+        "model": {"name": "mlp", "args": {"hidden": [32]}},
+        "loss": "mse",
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"batch_size": 32, "epochs": 2},
+    }
     return recipe_dict(raw, **changes)
 
 
 def test_a_crash_exits_3_not_1(write_recipe, tmp_path):
     (tmp_path / "flaky.py").write_text(CRASHING)
     path = write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "flaky:Flaky"}))
-    done = subprocess.run([sys.executable, "-m", "nndiag", "check-loss", str(path), "--json"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "NNDIAG_RUNS": str(tmp_path / "runs")})
+    done = subprocess.run(
+        [sys.executable, "-m", "nndiag", "check-loss", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "NNDIAG_RUNS": str(tmp_path / "runs")},
+    )
     assert done.returncode == 3, done.stderr
     assert "ZeroDivisionError" in done.stderr and "nndiag crashed" in done.stderr and done.stdout == ""
 
@@ -74,9 +84,9 @@ def test_batchnorm_never_sees_a_training_batch_of_one(build):
 
 
 def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, write_recipe):
+    from nndiag.config.recipe import load_recipe
     from nndiag.diagnostics import check_loss
     from nndiag.training.experiment import Experiment
-    from nndiag.config.recipe import load_recipe
 
     exp = Experiment.build(load_recipe(write_recipe(_regression_recipe(tmp_path))))
     assert exp.data.target_size == 3 and exp.scorer.objective.outputs() == 3
@@ -87,8 +97,8 @@ def test_multi_output_regression_gets_one_output_per_target(build, tmp_path, wri
 
 
 def test_mse_on_class_labels_expects_one_over_c_and_counts_accuracy():
-    from nndiag.training.scoring import Objective
     from nndiag.config.recipe import LossConfig
+    from nndiag.training.scoring import Objective
 
     objective = Objective(LossConfig(name="mse"), 10)
     y = torch.randint(0, 10, (200,))
@@ -98,8 +108,14 @@ def test_mse_on_class_labels_expects_one_over_c_and_counts_accuracy():
 
 
 def test_regression_search_ranks_by_val_loss(cli, tmp_path, write_recipe):
-    raw = _regression_recipe(tmp_path, search={"space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
-                                               "coarse": {"trials": 2, "epochs": 1}, "fine": {"trials": 1, "epochs": 1}})
+    raw = _regression_recipe(
+        tmp_path,
+        search={
+            "space": {"optim.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+            "coarse": {"trials": 2, "epochs": 1},
+            "fine": {"trials": 1, "epochs": 1},
+        },
+    )
     result = cli("search", write_recipe(raw), "--json", "--no-plots", "--out", tmp_path / "s")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]

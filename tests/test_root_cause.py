@@ -10,17 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, SPIRAL_MLP, recipe_dict
+
 from nndiag.diagnosis import root_cause
+from nndiag.diagnosis.root_cause import RULES, explained_by, probe_could_explain, rank
 from nndiag.diagnostics import check_loss, overfit_small, probe
 from nndiag.findings import ALL_CODES, CODES
 from nndiag.formatting import jsonable
-from nndiag.diagnosis.root_cause import RULES, explained_by, probe_could_explain, rank
 
 TESTS = Path(__file__).parent
-
-
 
 
 def f(code, severity="fail", step="x", **evidence):
@@ -39,9 +37,12 @@ def codes_explained(findings, cause):
 
 
 def test_dead_units_explain_a_loss_that_does_not_move_and_the_lr_is_not_blamed():
-    findings = [f("loss-not-decreasing", step="overfit-small", zero_gradients=True),
-                f("vanishing-activations", step="probe"), f("dead-relu", step="probe"),
-                f("update-ratio-low", "warn", step="probe", zero_gradients=True)]
+    findings = [
+        f("loss-not-decreasing", step="overfit-small", zero_gradients=True),
+        f("vanishing-activations", step="probe"),
+        f("dead-relu", step="probe"),
+        f("update-ratio-low", "warn", step="probe", zero_gradients=True),
+    ]
     ranked = rank(findings)
     assert [c.cause for c in ranked] == ["dead-units"]
     assert codes_explained(findings, ranked[0]) == ["loss-not-decreasing", "update-ratio-low", "vanishing-activations"]
@@ -54,24 +55,28 @@ def test_partly_dead_units_at_warn_do_not_establish_a_cause():
     assert causes(findings) == ["lr-too-low"]
 
 
-@pytest.mark.parametrize("findings,expected", [
-    ([f("vanishing-activations"), f("loss-not-decreasing"), f("update-ratio-high", "warn")], ["vanishing-activations"]),
-    ([f("saturated-activations"), f("exploding-gradients"), f("initial-loss-high"), f("loss-diverged")], ["saturated-activations"]),
-    ([f("vanishing-gradients"), f("plateau", "warn"), f("underfitting", "warn")], ["vanishing-gradients"]),
-    ([f("exploding-activations"), f("initial-loss-high"), f("diverged-immediately")], ["init-too-large"]),
-    ([f("initial-loss-high"), f("loss-diverged"), f("diverged-immediately"), f("all-trials-diverged")], ["output-too-large"]),
-    ([f("non-finite-loss"), f("loss-diverged"), f("dead-relu"), f("no-decrease")], ["non-finite-values"]),
-    ([f("non-finite", at_init=True), f("vanishing-activations")], ["non-finite-values"]),
-    ([f("cannot-overfit", outputs_are_probabilities=True), f("plateau", "warn")], ["softmax-before-loss"]),
-    ([f("cannot-overfit", outputs_are_probabilities=False), f("underfitting", "warn")], ["too-little-capacity"]),
-    ([f("initial-loss-low")], ["not-a-fresh-model"]),
-    ([f("loss-not-decreasing", zero_gradients=True)], ["zero-gradients"]),
-    ([f("loss-diverged"), f("non-finite", at_init=False), f("update-ratio-high", "warn")], ["lr-too-high"]),
-    ([f("loss-not-decreasing"), f("update-ratio-low", "warn")], ["lr-too-low"]),
-    ([f("inputs-not-normalized", "warn"), f("initial-loss-high"), f("loss-diverged")], ["inputs-not-normalized"]),
-    ([f("loss-diverged", at_init=True)], ["non-finite-values"]),
-    ([f("update-ratio-low", "warn", zero_gradients=True)], ["zero-gradients"]),
-], ids=lambda v: "+".join(x["code"] for x in v) if isinstance(v, list) and v and isinstance(v[0], dict) else None)
+@pytest.mark.parametrize(
+    "findings,expected",
+    [
+        ([f("vanishing-activations"), f("loss-not-decreasing"), f("update-ratio-high", "warn")], ["vanishing-activations"]),
+        ([f("saturated-activations"), f("exploding-gradients"), f("initial-loss-high"), f("loss-diverged")], ["saturated-activations"]),
+        ([f("vanishing-gradients"), f("plateau", "warn"), f("underfitting", "warn")], ["vanishing-gradients"]),
+        ([f("exploding-activations"), f("initial-loss-high"), f("diverged-immediately")], ["init-too-large"]),
+        ([f("initial-loss-high"), f("loss-diverged"), f("diverged-immediately"), f("all-trials-diverged")], ["output-too-large"]),
+        ([f("non-finite-loss"), f("loss-diverged"), f("dead-relu"), f("no-decrease")], ["non-finite-values"]),
+        ([f("non-finite", at_init=True), f("vanishing-activations")], ["non-finite-values"]),
+        ([f("cannot-overfit", outputs_are_probabilities=True), f("plateau", "warn")], ["softmax-before-loss"]),
+        ([f("cannot-overfit", outputs_are_probabilities=False), f("underfitting", "warn")], ["too-little-capacity"]),
+        ([f("initial-loss-low")], ["not-a-fresh-model"]),
+        ([f("loss-not-decreasing", zero_gradients=True)], ["zero-gradients"]),
+        ([f("loss-diverged"), f("non-finite", at_init=False), f("update-ratio-high", "warn")], ["lr-too-high"]),
+        ([f("loss-not-decreasing"), f("update-ratio-low", "warn")], ["lr-too-low"]),
+        ([f("inputs-not-normalized", "warn"), f("initial-loss-high"), f("loss-diverged")], ["inputs-not-normalized"]),
+        ([f("loss-diverged", at_init=True)], ["non-finite-values"]),
+        ([f("update-ratio-low", "warn", zero_gradients=True)], ["zero-gradients"]),
+    ],
+    ids=lambda v: "+".join(x["code"] for x in v) if isinstance(v, list) and v and isinstance(v[0], dict) else None,
+)
 def test_each_rule_names_its_cause_and_absorbs_what_it_explains(findings, expected):
     ranked = rank(findings)
     assert [c.cause for c in ranked] == expected
@@ -86,7 +91,11 @@ def test_update_ratio_findings_that_are_consequences_or_stalls_name_no_lr_cause(
 
 def test_a_huge_initial_loss_explains_divergence_only_through_the_cause_above_it():
     """Saturation explains the huge initial loss, and so (transitively) the divergence it explains."""
-    findings = [f("initial-loss-high", step="check-loss"), f("loss-diverged", step="overfit-small"), f("saturated-activations", step="probe")]
+    findings = [
+        f("initial-loss-high", step="check-loss"),
+        f("loss-diverged", step="overfit-small"),
+        f("saturated-activations", step="probe"),
+    ]
     (cause,) = rank(findings)
     assert cause.cause == "saturated-activations" and codes_explained(findings, cause) == ["initial-loss-high", "loss-diverged"]
 
@@ -125,8 +134,13 @@ def test_the_table_uses_known_codes_unique_ids_and_is_documented():
     section = (REPO / "docs" / "commands" / "babysit.md").read_text()
     for rule in RULES:
         assert f"`{rule.cause}`" in section, rule.cause
-    assert {r.cause for r in root_cause.PROBE_CAUSES} == {"dead-units", "vanishing-activations", "saturated-activations",
-                                                           "vanishing-gradients", "init-too-large"}
+    assert {r.cause for r in root_cause.PROBE_CAUSES} == {
+        "dead-units",
+        "vanishing-activations",
+        "saturated-activations",
+        "vanishing-gradients",
+        "init-too-large",
+    }
     assert all(s.code in CODES["probe"] for r in root_cause.PROBE_CAUSES for s in r.established_by)
 
 
@@ -136,16 +150,19 @@ def test_the_table_uses_known_codes_unique_ids_and_is_documented():
 def _experiment(tmp_path, write_recipe, raw):
     for name in ("faults.py", "root_faults.py"):
         shutil.copy(TESTS / name, tmp_path / name)
-    from nndiag.training.experiment import Experiment
     from nndiag.config.recipe import load_recipe
+    from nndiag.training.experiment import Experiment
 
     return Experiment.build(load_recipe(write_recipe(raw)))
 
 
 def _findings(exp):
     out = []
-    for step, result in (("check-loss", check_loss.run(exp)), ("overfit-small", overfit_small.run(exp, steps=300)),
-                         ("probe", probe.run(exp))):
+    for step, result in (
+        ("check-loss", check_loss.run(exp)),
+        ("overfit-small", overfit_small.run(exp, steps=300)),
+        ("probe", probe.run(exp)),
+    ):
         out += [{**jsonable(x.to_dict()), "step": step} for x in result.verdict.findings]
     return out
 
@@ -153,14 +170,25 @@ def _findings(exp):
 KAIMING = {"name": "mlp", "args": {"hidden": [64, 64], "activation": "relu", "init": "kaiming"}}
 PLANTED = {
     "all ReLUs dead at init": ({"model": {"target": "root_faults:dead_relu"}}, "dead-units"),
-    "tiny init, deep ReLU": ({"model": {"name": "mlp", "args": {"hidden": [64] * 6, "activation": "relu", "init": "normal", "init_std": 0.01}}},
-                             "vanishing-activations"),
-    "tiny init, deep tanh, SGD": ({"model": {"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.01}},
-                                   "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}, "vanishing-activations"),
-    "huge init, tanh": ({"model": {"name": "mlp", "args": {"hidden": [64] * 3, "activation": "tanh", "init": "normal", "init_std": 1.0}}},
-                        "saturated-activations"),
-    "last layer x100": ({"model": {"target": "root_faults:scaled_head", "args": {"scale": 100.0}},
-                         "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}, "output-too-large"),
+    "tiny init, deep ReLU": (
+        {"model": {"name": "mlp", "args": {"hidden": [64] * 6, "activation": "relu", "init": "normal", "init_std": 0.01}}},
+        "vanishing-activations",
+    ),
+    "tiny init, deep tanh, SGD": (
+        {
+            "model": {"name": "mlp", "args": {"hidden": [64] * 6, "activation": "tanh", "init": "normal", "init_std": 0.01}},
+            "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        },
+        "vanishing-activations",
+    ),
+    "huge init, tanh": (
+        {"model": {"name": "mlp", "args": {"hidden": [64] * 3, "activation": "tanh", "init": "normal", "init_std": 1.0}}},
+        "saturated-activations",
+    ),
+    "last layer x100": (
+        {"model": {"target": "root_faults:scaled_head", "args": {"scale": 100.0}}, "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9}},
+        "output-too-large",
+    ),
     "LR far too high": ({"model": KAIMING, "optim": {"name": "sgd", "lr": 100.0}}, "lr-too-high"),
     "LR far too low": ({"model": KAIMING, "optim": {"name": "sgd", "lr": 1e-8}}, "lr-too-low"),
     "softmax before cross-entropy": ({"model": {"target": "faults:SoftmaxOutput"}}, "softmax-before-loss"),
@@ -228,10 +256,30 @@ def test_overfit_small_measures_zero_first_gradients_of_dead_units(tmp_path, wri
 
 
 def _linear_table(grads, ratios, step=0):
-    rows = [{"step": step, "layer": f"l{i}", "module": "Linear", "kind": "linear", "calls": 1, "numel": 100, "mean": 0.0, "std": 1.0,
-             "min": -1.0, "max": 1.0, "frac_saturated": math.nan, "frac_dead": math.nan, "units": 0, "nonfinite_act": 0,
-             "weight_norm": 1.0, "grad_norm": g, "update_ratio": r, "nonfinite_grad": 0, "nonfinite_weight": 0}
-            for i, (g, r) in enumerate(zip(grads, ratios))]
+    rows = [
+        {
+            "step": step,
+            "layer": f"l{i}",
+            "module": "Linear",
+            "kind": "linear",
+            "calls": 1,
+            "numel": 100,
+            "mean": 0.0,
+            "std": 1.0,
+            "min": -1.0,
+            "max": 1.0,
+            "frac_saturated": math.nan,
+            "frac_dead": math.nan,
+            "units": 0,
+            "nonfinite_act": 0,
+            "weight_norm": 1.0,
+            "grad_norm": g,
+            "update_ratio": r,
+            "nonfinite_grad": 0,
+            "nonfinite_weight": 0,
+        }
+        for i, (g, r) in enumerate(zip(grads, ratios))
+    ]
     return pd.DataFrame(rows, columns=probe.LAYER_COLUMNS)
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nndiag.zoo import sequences
 from nndiag.errors import BadInput
+from nndiag.zoo import sequences
 from nndiag.zoo.sequences import BLANK_ID, IGNORE_INDEX, NUM_SPECIAL, PAD_ID, SEP_ID, gru, huggingface, tokens, transformer
 
 SMALL = {"num_samples": 200, "seq_len": 16, "vocab_size": 12}
@@ -137,8 +137,9 @@ def test_cls_pooling_and_labels_give_a_hugging_face_style_output():
     assert cls(d["input_ids"][:2]).shape == (2, 4)
 
 
-@pytest.mark.parametrize("builder, args", [(transformer, {}), (transformer, {"pooling": "last"}), (gru, {}),
-                                           (gru, {"bidirectional": True, "pooling": "mean"})])
+@pytest.mark.parametrize(
+    "builder, args", [(transformer, {}), (transformer, {"pooling": "last"}), (gru, {}), (gru, {"bidirectional": True, "pooling": "mean"})]
+)
 def test_padding_is_ignored_with_a_pad_id_and_not_without(builder, args):
     torch.manual_seed(0)
     (x, _), _ = tokens("first", **SMALL)
@@ -215,8 +216,14 @@ def test_transformer_rejects_sequences_longer_than_it_was_built_for():
 # Hugging Face models from a config
 # ---------------------------------------------------------------------------------------------
 
-TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "vocab_size": 12,
-             "max_position_embeddings": 16}
+TINY_BERT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 12,
+    "max_position_embeddings": 16,
+}
 
 
 def test_huggingface_sequence_classification_from_config():

@@ -8,7 +8,6 @@ import json
 
 import pandas as pd
 import torch
-
 from conftest import SPIRAL_MLP, recipe_dict
 
 

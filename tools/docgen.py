@@ -8,7 +8,7 @@ A Markdown file marks where a generated part goes; everything between the marker
     <!-- /codes -->
     <!-- flags:lr-find -->            one command's arguments and options, from the Typer app (name, default, help)
     <!-- /flags -->
-    <!-- keys:recipe -->              every recipe key: path, default and the field's comment in nndiag/recipe.py
+    <!-- keys:recipe -->              every recipe key: path, default and the field's comment in nndiag/config/recipe.py
     <!-- /keys -->
     <!-- builtins:data -->            the built-in datasets (or builtins:models): name, what, args with defaults
     <!-- /builtins -->
@@ -18,6 +18,8 @@ A Markdown file marks where a generated part goes; everything between the marker
     <!-- /include -->
     <!-- init:my-recipe.yaml -->      the starter recipe `nndiag init my-recipe.yaml` writes (every key, each with a comment)
     <!-- /init -->
+    <!-- modules:nndiag -->           every module of the package, unit by unit: the first sentence of its docstring,
+    <!-- /modules -->                 and what each unit may import (the "May import:" line tests/test_layers.py checks)
 
     python -m tools.docgen            rewrite the marked parts of README.md and docs/**/*.md
     python -m tools.docgen --check    exit 1 and name the files whose parts differ from the code (a test runs this)
@@ -42,7 +44,7 @@ from typing import Any, Callable
 from nndiag import codes
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("codes", "flags", "keys", "builtins", "recipes", "include", "init")
+KINDS = ("codes", "flags", "keys", "builtins", "recipes", "include", "init", "modules")
 BLOCK = re.compile(r"(<!-- (?P<kind>" + "|".join(KINDS) + r"):(?P<what>[^ ]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S)
 
 
@@ -58,8 +60,10 @@ def command_table(command: str) -> str:
     lines = ["| code | severity | when it fires | source | what to do |", "|---|---|---|---|---|"]
     for name in codes.codes_by_command()[command]:
         entry = codes.REGISTRY[name]
-        lines.append(f"| `{name}` | {_cell(entry.render(entry.severity))} | {_cell(entry.render(entry.rule))} | "
-                     f"{_cell(entry.render(entry.source))} | {_cell(entry.render(entry.advice))} |")
+        lines.append(
+            f"| `{name}` | {_cell(entry.render(entry.severity))} | {_cell(entry.render(entry.rule))} | "
+            f"{_cell(entry.render(entry.source))} | {_cell(entry.render(entry.advice))} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -128,20 +132,25 @@ def flags_table(command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- recipe keys (the dataclasses of nndiag/recipe.py and their field comments) ----------------------
+# -- recipe keys (the dataclasses of nndiag/config/recipe.py and their field comments) ----------------------
 
 
 def _field_comments(module: Any) -> dict[tuple[str, str], str]:
     """(class name, field name) -> the comment at the end of the field's line in the module's source."""
     source = inspect.getsource(module)
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     found = {}
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ClassDef):
             for item in node.body:
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.end_lineno in comments:
-                    found[(node.name, item.target.id)] = comments[item.end_lineno]
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    lines = [n for n in range(item.lineno, (item.end_lineno or item.lineno) + 1) if n in comments]
+                    if lines:  # the comment of the field's line (the formatter may have wrapped it)
+                        found[(node.name, item.target.id)] = comments[lines[-1]]
     return found
 
 
@@ -269,13 +278,58 @@ def starter(path: str) -> str:
     return "```yaml\n" + init_files(Path(path))[Path(path)] + "```\n"
 
 
+def _first_sentence(path: Path) -> str:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    match = re.match(r"(.+?\.)(\s|$)", paragraph)
+    return (match.group(1) if match else paragraph).rstrip(":;.") + "."
+
+
+def _may_import(path: Path) -> str:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    match = re.search(r"May import: (.*?)(?:\n\n|\Z)", doc, re.S)
+    return " ".join(match.group(1).split()) if match else "(not declared)"
+
+
+def modules_table(what: str, root: Path = ROOT) -> str:
+    """The package's map: one row per module, grouped by unit (a top-level module, or a subpackage), with what the
+    unit may import. Units are listed in layer order (lowest first: a unit only imports those above it in the table)."""
+    if what != "nndiag":
+        raise ValueError(f"<!-- modules:{what} -->: expected modules:nndiag")
+    package = root / "nndiag"
+    units = {p.parent.name: p for p in package.glob("*/__init__.py")} | {p.stem: p for p in package.glob("*.py")}
+    deps = {u: set(re.findall(r"nndiag\.(\w+)", _may_import(p))) for u, p in units.items()}
+    order: list[str] = []
+    while len(order) < len(units):
+        ready = sorted(u for u in units if u not in order and deps[u] - {u} <= set(order))
+        if not ready:
+            raise ValueError("the units' declared imports have a circle (tests/test_layers.py says where)")
+        order += ready
+    lines = ["| module | what it holds | may import |", "|---|---|---|"]
+    for unit in order:
+        path = units[unit]
+        if path.name == "__init__.py" and unit != "__init__":
+            lines.append(f"| **`nndiag/{unit}/`** | {_cell(_first_sentence(path))} | {_cell(_may_import(path))} |")
+            for module in sorted(path.parent.glob("*.py")):
+                if module.name != "__init__.py":
+                    lines.append(f"| &nbsp;&nbsp;`{module.name}` | {_cell(_first_sentence(module))} | |")
+        else:
+            name = f"nndiag/{path.name}"
+            lines.append(f"| **`{name}`** | {_cell(_first_sentence(path))} | {_cell(_may_import(path))} |")
+    return "\n".join(lines) + "\n"
+
+
 def part(kind: str, what: str, root: Path = ROOT) -> str:
     """The generated text of one marked block."""
     if kind == "include":
         return include(what, root)
     if kind == "init":
         return starter(what)
-    return {"codes": codes_table, "flags": flags_table, "keys": keys_table, "builtins": builtins_table, "recipes": recipes_table}[kind](what)
+    if kind == "modules":
+        return modules_table(what, root)
+    return {"codes": codes_table, "flags": flags_table, "keys": keys_table, "builtins": builtins_table, "recipes": recipes_table}[kind](
+        what
+    )
 
 
 def table(what: str) -> str:
@@ -306,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 path.write_text(new, encoding="utf-8")
     if args.check and stale:
-        print("generated parts of the docs differ from the code (run python -m tools.docgen): " + ", ".join(map(str, stale)), file=sys.stderr)
+        print(
+            "generated parts of the docs differ from the code (run python -m tools.docgen): " + ", ".join(map(str, stale)), file=sys.stderr
+        )
         return 1
     return 0
 

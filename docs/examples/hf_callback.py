@@ -51,15 +51,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=32, num_labels=CLASSES)
+    config = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=CLASSES,
+    )
     callback = NNDiagCallback(probe_every=10, out=args.out)  # fail_on="fail" stops training on a failing stage
     with tempfile.TemporaryDirectory() as checkpoints:
-        training = TrainingArguments(output_dir=checkpoints, report_to=[], use_cpu=True, num_train_epochs=args.epochs,
-                                     per_device_train_batch_size=16, learning_rate=3e-3, logging_steps=1, eval_strategy="epoch",
-                                     save_strategy="no", disable_tqdm=True, seed=0)
-        trainer = Trainer(model=BertForSequenceClassification(config), args=training, train_dataset=TokenRows(192, 0),
-                          eval_dataset=TokenRows(64, 1), compute_metrics=accuracy, callbacks=[callback])
+        training = TrainingArguments(
+            output_dir=checkpoints,
+            report_to=[],
+            use_cpu=True,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=16,
+            learning_rate=3e-3,
+            logging_steps=1,
+            eval_strategy="epoch",
+            save_strategy="no",
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=BertForSequenceClassification(config),
+            args=training,
+            train_dataset=TokenRows(192, 0),
+            eval_dataset=TokenRows(64, 1),
+            compute_metrics=accuracy,
+            callbacks=[callback],
+        )
         trainer.train()
     summary = callback.summary  # the same object as <folder>/summary.json
     print(f"nndiag: {summary['status']} {summary['metrics']['steps']} -> {callback.folder}")

@@ -68,8 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pl.seed_everything(0, verbose=False)
     callback = NNDiagCallback(probe_every=50, out=args.out, fail_on=None)  # fail_on="fail" stops training on a failing stage
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[callback],
+    )
     trainer.fit(DigitsMLP(), *digits())
     summary = callback.summary  # the same object as <folder>/summary.json
     print(f"nndiag: {summary['status']} {summary['metrics']['steps']} -> {callback.folder}")

@@ -109,7 +109,7 @@ def find(name: str) -> Path:
 # The starter recipe and the example targets that `nndiag init` writes
 # --------------------------------------------------------------------------------------------
 
-STARTER = Template('''\
+STARTER = Template("""\
 # $name: a starter recipe for your own model and data, written by `nndiag init`.
 # Point data.target and model.target at your code (modules next to this file are found first),
 # then check it and run the steps:
@@ -184,7 +184,7 @@ search:
   fine: {trials: 6, epochs: 10}     # narrowed around the best coarse trials, longer (10-20 epochs)
   top_k: 3                    # fine ranges are drawn around this many best coarse trials
   metric: auto                # auto (val_acc for class labels, else val_loss) | val_acc | val_loss
-''')
+""")
 
 MY_DATA = '''\
 """Example data for an nndiag recipe (written by `nndiag init --with-targets`): replace with yours.
@@ -249,7 +249,7 @@ def _copied(source: Path, name: str, shown: str) -> str:
     and its commands point at the new path."""
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
     prose, rest = [], 0
-    for rest, line in enumerate(lines):
+    for rest, line in enumerate(lines):  # noqa: B007 (rest: where the prose ended, read after the loop)
         text = line.lstrip("#").strip()
         if not line.startswith("#") or text.startswith("nndiag "):
             break

@@ -1,6 +1,6 @@
 """Recipes: YAML -> typed, validated configuration, with errors that name the key and the fix.
 
-A recipe is one YAML file (see `recipes/` and DESIGN.md §2). Every section is a dataclass below;
+A recipe is one YAML file (see `recipes/` and the docs' Recipes page). Every section is a dataclass below;
 each field has a default and a comment giving its meaning or unit. Loading rejects unknown keys,
 wrong types and impossible values with a `BadInput` that names the key path (`optim.lr`) and what
 was expected. Precedence: `--set key=value` on the command line > YAML > default.
@@ -88,18 +88,24 @@ def _setting(default: Any = dataclasses.MISSING, check: Callable | None = None, 
 @dataclass
 class DataConfig:
     name: str | None = None  # built-in dataset: spiral, digits, mnist1d, tokens, mnist, fashion-mnist, cifar10, cifar100, image-folder, csv
-    target: str | None = _setting(None, _target)  # or a callable "module:attr" returning (train, val): Datasets, (X, y) pairs or mappings of tensors
+    target: str | None = _setting(
+        None, _target
+    )  # or a callable "module:attr" returning (train, val): Datasets, (X, y) pairs or mappings of tensors
     args: dict[str, Any] = _setting({})  # keyword arguments for the dataset or the target
-    collate: str | None = _setting(None, _target)  # a callable "module:attr" that turns a list of items into a batch (e.g. pads sequences); null = stack them
+    collate: str | None = _setting(
+        None, _target
+    )  # a callable "module:attr" that turns a list of items into a batch (e.g. pads sequences); null = stack them
     val_fraction: float = _setting(0.2, _fraction)  # share of the training data held out when the data has no validation split
     normalize: bool = False  # standardise inputs with training-set mean/std (per feature, or per channel for images)
-    device_max_mb: float = _setting(1024.0, _non_negative)  # data up to this size is held on the device as tensors; larger streams through a DataLoader
+    device_max_mb: float = _setting(
+        1024.0, _non_negative
+    )  # data up to this size is held on the device as tensors; larger streams through a DataLoader
     num_workers: int = _setting(2, _non_negative)  # DataLoader workers, for streamed data only
 
 
 @dataclass
 class ModelConfig:
-    name: str | None = None  # built-in: linear, mlp, cnn, transformer, gru, huggingface (from a config), or a torchvision model name such as resnet18
+    name: str | None = None  # built-in: linear, mlp, cnn, transformer, gru, huggingface (from a config); a torchvision name (resnet18)
     target: str | None = _setting(None, _target)  # or a callable "module:attr" returning an nn.Module
     args: dict[str, Any] = _setting({})  # keyword arguments for the model or the target
 
@@ -109,13 +115,17 @@ class LossConfig:
     name: str = _setting("cross_entropy", _one_of(*LOSSES))  # cross_entropy | multi_margin (SVM hinge) | bce | mse
     margin: float = _setting(1.0, _positive)  # multi_margin only: the hinge margin (PyTorch's default 1)
     label_smoothing: float = _setting(0.0, _unit_interval)  # cross_entropy only
-    target: str | None = _setting(None, _target)  # or a custom loss "module:attr": loss_fn(outputs, targets) -> scalar, or a class such as torch.nn:CrossEntropyLoss (replaces name)
+    target: str | None = _setting(
+        None, _target
+    )  # or a custom loss "module:attr": loss_fn(outputs, targets) -> scalar, or a class such as torch.nn:CrossEntropyLoss (replaces name)
     args: dict[str, Any] = _setting({})  # keyword arguments for the custom loss (a class is built with them)
 
 
 @dataclass
 class StepConfig:
-    target: str | None = _setting(None, _target)  # a callable "module:attr": step(model, batch) -> scalar loss, or a mapping {loss, logits, targets}
+    target: str | None = _setting(
+        None, _target
+    )  # a callable "module:attr": step(model, batch) -> scalar loss, or a mapping {loss, logits, targets}
     args: dict[str, Any] = _setting({})  # extra keyword arguments for the step
 
 
@@ -181,7 +191,9 @@ class SearchConfig:
     coarse: StageConfig = field(default_factory=StageConfig)  # wide ranges, short trials (notes: 1-5 epochs)
     fine: StageConfig = field(default_factory=_default_fine)  # narrowed ranges, longer trials (notes: 10-20 epochs)
     top_k: int = _setting(3, _positive)  # fine ranges are drawn around this many best coarse trials
-    metric: str = _setting("auto", _one_of("auto", "val_acc", "val_loss"))  # what "best" means; auto = val_acc for class labels, else val_loss
+    metric: str = _setting(
+        "auto", _one_of("auto", "val_acc", "val_loss")
+    )  # what "best" means; auto = val_acc for class labels, else val_loss
 
 
 @dataclass
@@ -193,7 +205,9 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)  # a name, or {name, margin, label_smoothing}, or {target, args}
-    step: StepConfig = field(default_factory=StepConfig)  # optional: your own step(model, batch) -> loss; it comes first, before the model's own loss and the loss section
+    step: StepConfig = field(
+        default_factory=StepConfig
+    )  # optional: your own step(model, batch) -> loss; it comes first, before the model's own loss and the loss section
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # a name, or {name, warmup_steps, ...}
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -333,15 +347,13 @@ def _cross_checks(recipe: Recipe) -> None:
         cfg = getattr(recipe, section)
         if (cfg.name is None) == (cfg.target is None):
             raise BadInput(
-                "give exactly one of `name` (a built-in) or `target` (\"module:attr\")",
+                'give exactly one of `name` (a built-in) or `target` ("module:attr")',
                 where=section,
             )
     if recipe.optim.nesterov and recipe.optim.momentum <= 0:
         raise BadInput("nesterov needs momentum > 0", where="optim.nesterov")
     if len(recipe.optim.betas) != 2 or not all(0 <= b < 1 for b in recipe.optim.betas):
-        raise BadInput(
-            f"expected two numbers in [0, 1), got {recipe.optim.betas}", where="optim.betas"
-        )
+        raise BadInput(f"expected two numbers in [0, 1), got {recipe.optim.betas}", where="optim.betas")
     for key, param in recipe.search.space.items():
         _check_search_param(recipe, key, param)
 
@@ -352,8 +364,7 @@ def _check_search_param(recipe: Recipe, key: str, param: SearchParam) -> None:
         get_path(recipe.to_dict(), key, allow_missing_leaf=True)
     except KeyError:
         raise BadInput(
-            "is not a recipe key path; use dotted keys such as optim.lr, optim.weight_decay, "
-            "train.batch_size or model.args.dropout",
+            "is not a recipe key path; use dotted keys such as optim.lr, optim.weight_decay, train.batch_size or model.args.dropout",
             where=where,
         ) from None
     if param.type == "categorical":
@@ -497,7 +508,9 @@ def resolve_target(spec: str, base_dir: Path | None, where: str) -> Callable[...
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            looked = f" (looked for {module_name.replace('.', '/')}.py next to the recipe in {base_dir} and on sys.path)" if base_dir else ""
+            looked = (
+                f" (looked for {module_name.replace('.', '/')}.py next to the recipe in {base_dir} and on sys.path)" if base_dir else ""
+            )
             raise BadInput(f"cannot import module {module_name!r}{looked}: {exc}", where=where) from None
         except Exception as exc:  # the user's module raised while importing
             raise BadInput(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", where=where) from None

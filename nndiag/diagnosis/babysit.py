@@ -118,8 +118,9 @@ class Babysitter:
         stopped = False
         for name, command, work in plan:
             if stopped:
-                self.record.skip(name, f"babysit stopped at {self._failed()}; run with --continue to go on anyway", "not-reached",
-                               self._command(command))
+                self.record.skip(
+                    name, f"babysit stopped at {self._failed()}; run with --continue to go on anyway", "not-reached", self._command(command)
+                )
                 continue
             step = self._run_step(name, command, work)
             if step.status in ("fail", "error") and not self.keep_going:
@@ -127,8 +128,9 @@ class Babysitter:
         if self._probe_needed():
             self._run_step("probe", "probe", lambda: _probe(exp))
         else:
-            self.record.skip("probe", "runs only when a step fails or a finding may have a cause only the probe can see",
-                           command=self._command("probe"))
+            self.record.skip(
+                "probe", "runs only when a step fails or a finding may have a cause only the probe can see", command=self._command("probe")
+            )
         return self.steps
 
     def _probe_needed(self) -> bool:
@@ -329,18 +331,48 @@ class BabysitResult(Result):
         return Path(folder)
 
 
-def run_babysit(recipe: Recipe, source: str, *, budget: str = "standard", keep_going: bool = False, out: Path | None = None,
-                plots: bool = True, progress: Progress | None = None, cli_args: str = "") -> BabysitResult:
+def run_babysit(
+    recipe: Recipe,
+    source: str,
+    *,
+    budget: str = "standard",
+    keep_going: bool = False,
+    out: Path | None = None,
+    plots: bool = True,
+    progress: Progress | None = None,
+    cli_args: str = "",
+) -> BabysitResult:
     """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json."""
     from nndiag.findings import Finding, Verdict
 
-    sitter = Babysitter(recipe, source, files.run_folder(recipe.name, "babysit", out), Budget.of(budget, recipe),
-                        keep_going=keep_going, plots=plots, progress=progress or (lambda message: None), cli_args=cli_args)
+    sitter = Babysitter(
+        recipe,
+        source,
+        files.run_folder(recipe.name, "babysit", out),
+        Budget.of(budget, recipe),
+        keep_going=keep_going,
+        plots=plots,
+        progress=progress or (lambda message: None),
+        cli_args=cli_args,
+    )
     sitter.run()
     summary = sitter.write()
     reports = {"markdown": Path(summary["outputs"]["report_md"]), "html": Path(summary["outputs"]["report_html"])}
-    findings = [Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence", {}))
-                for f in summary["findings"]]
-    return BabysitResult("babysit", Verdict(findings), metrics=summary["metrics"], context=sitter.context, recipe=recipe.to_dict(),
-                         name=recipe.name, source=source, outputs=summary["outputs"], summary=summary, folder=sitter.folder,
-                         steps=sitter.steps, reports=reports, code=sitter.exit_code())
+    findings = [
+        Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence", {})) for f in summary["findings"]
+    ]
+    return BabysitResult(
+        "babysit",
+        Verdict(findings),
+        metrics=summary["metrics"],
+        context=sitter.context,
+        recipe=recipe.to_dict(),
+        name=recipe.name,
+        source=source,
+        outputs=summary["outputs"],
+        summary=summary,
+        folder=sitter.folder,
+        steps=sitter.steps,
+        reports=reports,
+        code=sitter.exit_code(),
+    )

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from nndiag.diagnosis.run import Diagnosis, Run, Step, as_steps, diagnose, overall_status, stopping_step
+from nndiag.formatting import number as fmt
+from nndiag.formatting import words
 from nndiag.output import files
-from nndiag.formatting import number as fmt, words
 
 CSV_EMBED_MAX_BYTES = 512 * 1024  # CSVs up to this size are embedded in the HTML; larger ones are linked
 ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a step has at most this many (0: always folded)
@@ -144,7 +145,10 @@ def _md_code(text: Any) -> str:
 def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
     status = overall_status(steps)
     lines = [f"# nndiag babysit: {md_escape(head['recipe_name'])}", ""]
-    lines.append(f"**Overall: {LOOK[status][0].upper()}** · {md_escape(head['date'])}" + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else ""))
+    lines.append(
+        f"**Overall: {LOOK[status][0].upper()}** · {md_escape(head['date'])}"
+        + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else "")
+    )
     lines.append("")
     if head.get("recipe_path"):
         lines.append(f"Recipe: {_md_code(head['recipe_path'])}  ")
@@ -165,7 +169,9 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagn
     lines.append("")
     for i, step in enumerate(steps, 1):
         lines += _md_step(folder, i, step, diagnosis)
-    lines.append(f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs, resolved recipe and summary.json.*")
+    lines.append(
+        f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs, resolved recipe and summary.json.*"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -177,8 +183,11 @@ def _stop_advice(steps: list[Step], stop: Step, diagnosis: Diagnosis) -> list[st
         if finding.get("severity") != "fail":
             continue
         role = diagnosis.role(index, fi)
-        text = (f"Most likely root cause: {diagnosis.title(role[0])}. {diagnosis.causes[role[0] - 1].fix}" if role
-                else str(finding.get("advice", "")))
+        text = (
+            f"Most likely root cause: {diagnosis.title(role[0])}. {diagnosis.causes[role[0] - 1].fix}"
+            if role
+            else str(finding.get("advice", ""))
+        )
         if text and text not in texts:
             texts.append(text)
     if stop.state == "error":
@@ -198,11 +207,22 @@ def _md_causes(diagnosis: Diagnosis) -> list[str]:
     lines = ["## Root cause" if len(diagnosis.causes) == 1 else "## Root causes, most likely first", ""]
     for number, cause in enumerate(diagnosis.causes, 1):
         lines.append(f"**{number}. {md_escape(cause.title)}** ({_md_code(cause.cause)}, {md_escape(cause.severity)})  ")
-        lines.append("Evidence: " + "; ".join(f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}: {md_escape(f.get('message', ''))}"
-                                            for f in (diagnosis.findings[i] for i in cause.evidence)) + "  ")
+        lines.append(
+            "Evidence: "
+            + "; ".join(
+                f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}: {md_escape(f.get('message', ''))}"
+                for f in (diagnosis.findings[i] for i in cause.evidence)
+            )
+            + "  "
+        )
         if cause.explained:
-            lines.append("Explains: " + ", ".join(f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}"
-                                                  for f in (diagnosis.findings[i] for i in cause.explained)) + "  ")
+            lines.append(
+                "Explains: "
+                + ", ".join(
+                    f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}" for f in (diagnosis.findings[i] for i in cause.explained)
+                )
+                + "  "
+            )
         lines += [f"Fix: {md_escape(cause.fix)}", ""]
     return lines
 
@@ -223,7 +243,9 @@ def _md_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list
         lines += ["| severity | finding | what we saw | what to do |", "|---|---|---|---|"]
         for fi, f in enumerate(findings):
             advice = diagnosis.shown_advice(index - 1, fi, f)
-            lines.append(f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(advice)} |")
+            lines.append(
+                f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(advice)} |"
+            )
     else:
         lines.append("No problems found.")
     lines.append("")
@@ -318,7 +340,7 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis
         f"<title>{esc(title)} ({status})</title>",
         f"<style>{CSS}</style></head><body><main>",
         f"<h1>{esc(title)} {_pill(status, big=True)}</h1>",
-        f'<p class="meta">{esc(head["date"])}' + (f' · budget <b>{esc(head["budget"])}</b>' if head.get("budget") else "") + "</p>",
+        f'<p class="meta">{esc(head["date"])}' + (f" · budget <b>{esc(head['budget'])}</b>" if head.get("budget") else "") + "</p>",
     ]
     if head.get("recipe_path"):
         parts.append(f'<p class="meta">recipe <code>{esc(head["recipe_path"])}</code></p>')
@@ -330,8 +352,10 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis
     parts += ['<div class="card" style="border-left-color:var(--line)"><h2>Summary</h2>', _html_summary(steps), "</div>"]
     for i, step in enumerate(steps, 1):
         parts += _html_step(folder, i, step, diagnosis)
-    parts.append(f"<footer>Written by nndiag on {esc(head['date'])} into <code>{esc(folder)}</code>. "
-                 "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>")
+    parts.append(
+        f"<footer>Written by nndiag on {esc(head['date'])} into <code>{esc(folder)}</code>. "
+        "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>"
+    )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -342,38 +366,56 @@ def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
         return []
     _, _, colour, pale = LOOK["fail"]
     items = "".join(f"<p>{esc(a)}</p>" for a in _stop_advice(steps, stop, diagnosis) if a)
-    return [f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
-            f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"]
+    return [
+        f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
+        f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"
+    ]
 
 
 def _html_causes(diagnosis: Diagnosis) -> list[str]:
     if not diagnosis.causes:
         if any(f.get("severity") == "fail" for f in diagnosis.findings):
-            return ['<div class="card"><h2>Root cause</h2><p class="note">No single root cause explains the failing findings: '
-                    "each one's own advice is below.</p></div>"]
+            return [
+                '<div class="card"><h2>Root cause</h2><p class="note">No single root cause explains the failing findings: '
+                "each one's own advice is below.</p></div>"
+            ]
         return []
-    parts = ['<div class="card" style="border-left-color:{}"><h2>{}</h2>'.format(
-        LOOK[diagnosis.causes[0].severity][2], "Root cause" if len(diagnosis.causes) == 1 else "Root causes, most likely first")]
+    parts = [
+        '<div class="card" style="border-left-color:{}"><h2>{}</h2>'.format(
+            LOOK[diagnosis.causes[0].severity][2], "Root cause" if len(diagnosis.causes) == 1 else "Root causes, most likely first"
+        )
+    ]
     for number, cause in enumerate(diagnosis.causes, 1):
         c = SEVERITY_COLOUR.get(cause.severity, "#57606a")
-        evidence = "".join(f"<li>{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>: {esc(f.get('message', ''))}</li>"
-                           for f in (diagnosis.findings[i] for i in cause.evidence))
-        explains = ", ".join(f"{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>" for f in (diagnosis.findings[i] for i in cause.explained))
-        parts.append(f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{number}</span>'
-                     f'<b>{esc(cause.title)}</b> <code class="code">{esc(cause.cause)}</code>'
-                     f"<p>Evidence:</p><ul>{evidence}</ul>" + (f"<p>Explains: {explains}</p>" if explains else "")
-                     + f'<p class="advice"><b>Fix:</b> {esc(cause.fix)}</p></div>')
+        evidence = "".join(
+            f"<li>{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>: {esc(f.get('message', ''))}</li>"
+            for f in (diagnosis.findings[i] for i in cause.evidence)
+        )
+        explains = ", ".join(
+            f"{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>" for f in (diagnosis.findings[i] for i in cause.explained)
+        )
+        parts.append(
+            f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{number}</span>'
+            f'<b>{esc(cause.title)}</b> <code class="code">{esc(cause.cause)}</code>'
+            f"<p>Evidence:</p><ul>{evidence}</ul>"
+            + (f"<p>Explains: {explains}</p>" if explains else "")
+            + f'<p class="advice"><b>Fix:</b> {esc(cause.fix)}</p></div>'
+        )
     return parts + ["</div>"]
 
 
 def _html_summary(steps: list[Step]) -> str:
-    rows = ["<table class=\"summary\"><tr><th>#</th><th>step</th><th>status</th><th>key numbers</th><th style=\"text-align:right\">time</th></tr>"]
+    rows = [
+        '<table class="summary"><tr><th>#</th><th>step</th><th>status</th><th>key numbers</th><th style="text-align:right">time</th></tr>'
+    ]
     for i, step in enumerate(steps, 1):
         numbers = key_numbers(step.verdict)
         cell = " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in numbers) if numbers else f'<span class="advice">{esc(step.note)}</span>'
         seconds = f"{step.seconds:.1f} s" if step.seconds is not None else ""
-        rows.append(f'<tr><td>{i}</td><td><a href="#{_anchor(i, step.name)}">{esc(step.name)}</a></td>'
-                    f"<td>{_pill(step.status)}</td><td>{cell}</td><td class=\"num\">{seconds}</td></tr>")
+        rows.append(
+            f'<tr><td>{i}</td><td><a href="#{_anchor(i, step.name)}">{esc(step.name)}</a></td>'
+            f'<td>{_pill(step.status)}</td><td>{cell}</td><td class="num">{seconds}</td></tr>'
+        )
     rows.append("</table>")
     return "".join(rows)
 
@@ -381,9 +423,11 @@ def _html_summary(steps: list[Step]) -> str:
 def _html_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list[str]:
     colour = LOOK[step.status][2]
     seconds = f' <span class="advice" style="font-size:14px">{step.seconds:.1f} s</span>' if step.seconds is not None else ""
-    parts = [f'<section class="card" id="{_anchor(index, step.name)}" style="border-left-color:{colour}">',
-             f"<h2>{index}. {esc(step.name)} {_pill(step.status)}{seconds}</h2>",
-             f"<pre>{esc(step.command)}</pre>"]
+    parts = [
+        f'<section class="card" id="{_anchor(index, step.name)}" style="border-left-color:{colour}">',
+        f"<h2>{index}. {esc(step.name)} {_pill(step.status)}{seconds}</h2>",
+        f"<pre>{esc(step.command)}</pre>",
+    ]
     if step.state != "run":
         if step.note:
             parts.append(f'<p class="note">{esc(step.note)}</p>')
@@ -394,13 +438,17 @@ def _html_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> li
     for fi, f in enumerate(step.findings):
         sev = str(f.get("severity", "info"))
         c = SEVERITY_COLOUR.get(sev, "#57606a")
-        parts.append(f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
-                     f'<code class="code">{esc(f.get("code", ""))}</code><p>{esc(f.get("message", ""))}</p>'
-                     f'<p class="advice"><b>What to do:</b> {esc(diagnosis.shown_advice(index - 1, fi, f))}</p></div>')
+        parts.append(
+            f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
+            f'<code class="code">{esc(f.get("code", ""))}</code><p>{esc(f.get("message", ""))}</p>'
+            f'<p class="advice"><b>What to do:</b> {esc(diagnosis.shown_advice(index - 1, fi, f))}</p></div>'
+        )
     parts += _html_metrics(step)
     for plot in step_plots(step):
         if plot.is_file():
-            parts.append(f'<figure><img src="{_data_uri(plot, "image/png")}" alt="{esc(plot.stem)}"><figcaption>{esc(plot.name)}</figcaption></figure>')
+            parts.append(
+                f'<figure><img src="{_data_uri(plot, "image/png")}" alt="{esc(plot.stem)}"><figcaption>{esc(plot.name)}</figcaption></figure>'
+            )
         else:
             parts.append(f'<p class="note">figure missing: {esc(plot)}</p>')
     links = []
@@ -426,7 +474,9 @@ def _html_metrics(step: Step) -> list[str]:
     rows = "".join(f'<tr><td>{esc(words(k))}</td><td class="num">{esc(fmt(v, k))}</td></tr>' for k, v in metrics.items())
     table = f'<table class="metrics">{rows}</table>'
     if len(metrics) > len(numbers):
-        parts.append(f"<details{' open' if len(metrics) <= ALL_METRICS_OPEN else ''}><summary>all {len(metrics)} metrics</summary>{table}</details>")
+        parts.append(
+            f"<details{' open' if len(metrics) <= ALL_METRICS_OPEN else ''}><summary>all {len(metrics)} metrics</summary>{table}</details>"
+        )
     return parts
 
 
@@ -463,8 +513,6 @@ def write_report(
     return {"markdown": md_path, "html": html_path}
 
 
-
-
 def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], console: Any) -> None:
     """The closing summary in the terminal: one row per step, the stopping advice, where the report is."""
     from rich.panel import Panel
@@ -488,20 +536,30 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
         colour = "red" if cause.severity == "fail" else "yellow"
         evidence = "; ".join(f"{diagnosis.findings[i].get('step')} {diagnosis.findings[i].get('code')}" for i in cause.evidence)
         explains = ", ".join(_finding_ref(diagnosis.findings[i]) for i in cause.explained)
-        console.print(f"[bold {colour}]{head}: {_rich_escape(cause.title)}[/] [dim]({cause.cause})[/]\n  evidence: {_rich_escape(evidence)}"
-                      + (f"\n  explains: {_rich_escape(explains)}" if explains else "") + f"\n  fix: {_rich_escape(cause.fix)}")
+        console.print(
+            f"[bold {colour}]{head}: {_rich_escape(cause.title)}[/] [dim]({cause.cause})[/]\n  evidence: {_rich_escape(evidence)}"
+            + (f"\n  explains: {_rich_escape(explains)}" if explains else "")
+            + f"\n  fix: {_rich_escape(cause.fix)}"
+        )
     for si, step in enumerate(steps):
         for fi, finding in enumerate(step.findings):
             colour = {"fail": "red", "warn": "yellow"}.get(finding.get("severity"), "cyan")
             role = diagnosis.role(si, fi)
-            then = (f"{'explained by' if role[1] == 'explained' else 'evidence for'} root cause {role[0]} ({diagnosis.causes[role[0] - 1].cause})"
-                    if role else finding.get("advice"))
-            console.print(f"[{colour}]{step.name}: {finding.get('code')}[/] {_rich_escape(finding.get('message'))}\n  -> {_rich_escape(then)}")
+            then = (
+                f"{'explained by' if role[1] == 'explained' else 'evidence for'} root cause {role[0]} ({diagnosis.causes[role[0] - 1].cause})"
+                if role
+                else finding.get("advice")
+            )
+            console.print(
+                f"[{colour}]{step.name}: {finding.get('code')}[/] {_rich_escape(finding.get('message'))}\n  -> {_rich_escape(then)}"
+            )
     stop = stopping_step(steps)
     if stop is not None:
         console.print(f"[bold red]stopped at {stop.name}[/]: fix it and run again, or use --continue to run the rest anyway.")
     status = overall_status(steps)
-    console.print(Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit\nreport: {paths['html']}\n        {paths['markdown']}", expand=False))
+    console.print(
+        Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit\nreport: {paths['html']}\n        {paths['markdown']}", expand=False)
+    )
 
 
 def _rich_escape(text: Any) -> str:

@@ -49,10 +49,12 @@ class Sign:
 
     def matches(self, finding: dict[str, Any]) -> bool:
         evidence = finding.get("evidence") or {}
-        return (finding.get("code") == self.code
-                and SEVERITY_ORDER.get(str(finding.get("severity")), 0) >= SEVERITY_ORDER[self.severity]
-                and all(evidence.get(key) for key in self.when)
-                and not any(evidence.get(key) for key in self.unless))
+        return (
+            finding.get("code") == self.code
+            and SEVERITY_ORDER.get(str(finding.get("severity")), 0) >= SEVERITY_ORDER[self.severity]
+            and all(evidence.get(key) for key in self.when)
+            and not any(evidence.get(key) for key in self.unless)
+        )
 
     def __str__(self) -> str:
         text = self.code + (" (fail)" if self.severity == "fail" else "")
@@ -83,80 +85,131 @@ def _signs(*items: str | Sign) -> tuple[Sign, ...]:
 NOT_MOVING = ("loss-not-decreasing", "no-decrease", "plateau", "underfitting", "lr-too-low", "bad-init", "update-ratio-low")
 DIVERGING = ("loss-diverged", "diverged-immediately", "all-trials-diverged", "diverged", "update-ratio-high", "non-finite")
 
-# The table, most fundamental cause first. Sources for the links: the CS231n notes in shared/seeds
+# The table, most fundamental cause first. Sources for the links: the CS231n notes (Neural Networks Part 3, babysitting the learning process)
 # (dead units, vanishing/saturated activations, "loss not going down: LR too low", "loss exploding:
 # LR too high", initial loss ln C) and each finding's own rule (README, per command).
 RULES: tuple[Rule, ...] = (
-    Rule("non-finite-values", "NaN/Inf values already at initialisation",
-         _signs("non-finite-loss", Sign("non-finite", when=("at_init",)), Sign("loss-diverged", when=("at_init",))),
-         ("*",),
-         "NaN/Inf at initialisation poisons every step after it. Look for NaN/Inf in the inputs (the data), a log or division "
-         "of zero in the model or the loss, an init that overflows, and targets that are not valid class indices."),
-    Rule("softmax-before-loss", "a softmax in front of a loss that expects logits",
-         _signs(Sign("cannot-overfit", when=("outputs_are_probabilities",))),
-         ("cannot-overfit", *NOT_MOVING),
-         "Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits."),
-    Rule("inputs-not-normalized", "inputs far from zero mean and unit scale",
-         _signs("inputs-not-normalized"),
-         ("initial-loss-high", "saturated-activations", "exploding-activations", "exploding-gradients", *DIVERGING),
-         "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); the usable "
-         "learning rate and the initial loss then no longer depend on the data's units."),
-    Rule("dead-units", "ReLU units dead (never positive) at initialisation",
-         _signs(Sign("dead-relu", severity="fail")),
-         (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
-         "Dead units pass no signal and get exactly zero gradient, so no learning rate can revive them. Find what pushes the "
-         "pre-activations negative (a large negative bias, a bad init): use Kaiming init with zero biases, LeakyReLU, or "
-         "BatchNorm before the ReLU."),
-    Rule("vanishing-activations", "activations that vanish with depth (init too small)",
-         _signs("vanishing-activations"),
-         (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "update-ratio-high"),
-         "The init is too small for this depth: use Xavier (tanh) or Kaiming (ReLU) init (model.args.init), or add BatchNorm. "
-         "Changing the learning rate does not fix a signal that vanishes with depth (tiny weights also make every update "
-         "look large relative to them)."),
-    Rule("saturated-activations", "tanh/sigmoid units saturated at their rails (init or inputs too large)",
-         _signs("saturated-activations"),
-         (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "exploding-gradients", "initial-loss-high"),
-         "Saturated units have local gradient ~0. Use Xavier init (std 1/sqrt(fan_in)), standardise the inputs, or switch to "
-         "ReLU with Kaiming init."),
-    Rule("vanishing-gradients", "gradients that vanish before the first layers",
-         _signs("vanishing-gradients"),
-         (*NOT_MOVING, "cannot-overfit"),
-         "Use an init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, BatchNorm or residual connections."),
-    Rule("init-too-large", "activations or gradients that grow with depth (init too large)",
-         _signs("exploding-activations", "exploding-gradients"),
-         ("initial-loss-high", "cannot-overfit", "no-decrease", *DIVERGING),
-         "Scale the init down (Kaiming for ReLU, Xavier for tanh: std proportional to 1/sqrt(fan_in)), add BatchNorm/LayerNorm, "
-         "and clip gradients (train.grad_clip)."),
-    Rule("output-too-large", "a huge initial loss: the output layer starts far too large",
-         _signs("initial-loss-high"),
-         ("cannot-overfit", "no-decrease", *DIVERGING),
-         "The untrained model is confidently wrong, so the first gradients are huge. Scale the last layer's initial weights "
-         "down (e.g. x0.01, or zeros), and use Xavier/Kaiming init."),
-    Rule("not-a-fresh-model", "an initial loss below chance: a label leak or a model that is not fresh",
-         _signs("initial-loss-low"),
-         (),
-         "Check that the model is freshly initialised, that the labels do not leak into the inputs, and that the loss is the "
-         "one the recipe names."),
-    Rule("zero-gradients", "weights whose gradient is exactly zero",
-         _signs(Sign("loss-not-decreasing", when=("zero_gradients",)), Sign("update-ratio-low", when=("zero_gradients",))),
-         (*NOT_MOVING, "cannot-overfit"),
-         "No learning rate moves a weight whose gradient is exactly zero. Look for ReLUs dead from the start (`nndiag probe`), "
-         "a graph cut by .detach(), torch.no_grad() or .data, or a loss that does not depend on the model's outputs."),
-    Rule("lr-too-high", "a learning rate far too high",
-         _signs("loss-diverged", "diverged", "lr-too-high", "all-trials-diverged", "non-finite",
-                Sign("update-ratio-high", unless=("consequence",))),
-         (*DIVERGING, "lr-too-high", "noisy"),
-         "Lower optim.lr by 10-100x, or run `nndiag lr-find` and use its suggestion; clip gradients (train.grad_clip) if spikes persist."),
-    Rule("lr-too-low", "a learning rate far too low",
-         _signs(Sign("loss-not-decreasing", unless=("zero_gradients",)), "lr-too-low",
-                Sign("update-ratio-low", unless=("zero_gradients", "weights_stalled", "consequence"))),
-         ("loss-not-decreasing", "update-ratio-low", "lr-too-low", "plateau", "underfitting"),
-         "Raise optim.lr by 10-1000x, or run `nndiag lr-find` and use its suggestion."),
-    Rule("too-little-capacity", "a model that cannot memorise a tiny sample (capacity, or a bug)",
-         _signs(Sign("cannot-overfit", unless=("outputs_are_probabilities",))),
-         ("underfitting", "plateau"),
-         "Give the model more capacity (wider/deeper layers, a nonlinearity), train longer, or look for a bug in the model, "
-         "the loss or the labels."),
+    Rule(
+        "non-finite-values",
+        "NaN/Inf values already at initialisation",
+        _signs("non-finite-loss", Sign("non-finite", when=("at_init",)), Sign("loss-diverged", when=("at_init",))),
+        ("*",),
+        "NaN/Inf at initialisation poisons every step after it. Look for NaN/Inf in the inputs (the data), a log or division "
+        "of zero in the model or the loss, an init that overflows, and targets that are not valid class indices.",
+    ),
+    Rule(
+        "softmax-before-loss",
+        "a softmax in front of a loss that expects logits",
+        _signs(Sign("cannot-overfit", when=("outputs_are_probabilities",))),
+        ("cannot-overfit", *NOT_MOVING),
+        "Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits.",
+    ),
+    Rule(
+        "inputs-not-normalized",
+        "inputs far from zero mean and unit scale",
+        _signs("inputs-not-normalized"),
+        ("initial-loss-high", "saturated-activations", "exploding-activations", "exploding-gradients", *DIVERGING),
+        "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); the usable "
+        "learning rate and the initial loss then no longer depend on the data's units.",
+    ),
+    Rule(
+        "dead-units",
+        "ReLU units dead (never positive) at initialisation",
+        _signs(Sign("dead-relu", severity="fail")),
+        (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
+        "Dead units pass no signal and get exactly zero gradient, so no learning rate can revive them. Find what pushes the "
+        "pre-activations negative (a large negative bias, a bad init): use Kaiming init with zero biases, LeakyReLU, or "
+        "BatchNorm before the ReLU.",
+    ),
+    Rule(
+        "vanishing-activations",
+        "activations that vanish with depth (init too small)",
+        _signs("vanishing-activations"),
+        (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "update-ratio-high"),
+        "The init is too small for this depth: use Xavier (tanh) or Kaiming (ReLU) init (model.args.init), or add BatchNorm. "
+        "Changing the learning rate does not fix a signal that vanishes with depth (tiny weights also make every update "
+        "look large relative to them).",
+    ),
+    Rule(
+        "saturated-activations",
+        "tanh/sigmoid units saturated at their rails (init or inputs too large)",
+        _signs("saturated-activations"),
+        (*NOT_MOVING, "cannot-overfit", "vanishing-gradients", "exploding-gradients", "initial-loss-high"),
+        "Saturated units have local gradient ~0. Use Xavier init (std 1/sqrt(fan_in)), standardise the inputs, or switch to "
+        "ReLU with Kaiming init.",
+    ),
+    Rule(
+        "vanishing-gradients",
+        "gradients that vanish before the first layers",
+        _signs("vanishing-gradients"),
+        (*NOT_MOVING, "cannot-overfit"),
+        "Use an init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, BatchNorm or residual connections.",
+    ),
+    Rule(
+        "init-too-large",
+        "activations or gradients that grow with depth (init too large)",
+        _signs("exploding-activations", "exploding-gradients"),
+        ("initial-loss-high", "cannot-overfit", "no-decrease", *DIVERGING),
+        "Scale the init down (Kaiming for ReLU, Xavier for tanh: std proportional to 1/sqrt(fan_in)), add BatchNorm/LayerNorm, "
+        "and clip gradients (train.grad_clip).",
+    ),
+    Rule(
+        "output-too-large",
+        "a huge initial loss: the output layer starts far too large",
+        _signs("initial-loss-high"),
+        ("cannot-overfit", "no-decrease", *DIVERGING),
+        "The untrained model is confidently wrong, so the first gradients are huge. Scale the last layer's initial weights "
+        "down (e.g. x0.01, or zeros), and use Xavier/Kaiming init.",
+    ),
+    Rule(
+        "not-a-fresh-model",
+        "an initial loss below chance: a label leak or a model that is not fresh",
+        _signs("initial-loss-low"),
+        (),
+        "Check that the model is freshly initialised, that the labels do not leak into the inputs, and that the loss is the "
+        "one the recipe names.",
+    ),
+    Rule(
+        "zero-gradients",
+        "weights whose gradient is exactly zero",
+        _signs(Sign("loss-not-decreasing", when=("zero_gradients",)), Sign("update-ratio-low", when=("zero_gradients",))),
+        (*NOT_MOVING, "cannot-overfit"),
+        "No learning rate moves a weight whose gradient is exactly zero. Look for ReLUs dead from the start (`nndiag probe`), "
+        "a graph cut by .detach(), torch.no_grad() or .data, or a loss that does not depend on the model's outputs.",
+    ),
+    Rule(
+        "lr-too-high",
+        "a learning rate far too high",
+        _signs(
+            "loss-diverged",
+            "diverged",
+            "lr-too-high",
+            "all-trials-diverged",
+            "non-finite",
+            Sign("update-ratio-high", unless=("consequence",)),
+        ),
+        (*DIVERGING, "lr-too-high", "noisy"),
+        "Lower optim.lr by 10-100x, or run `nndiag lr-find` and use its suggestion; clip gradients (train.grad_clip) if spikes persist.",
+    ),
+    Rule(
+        "lr-too-low",
+        "a learning rate far too low",
+        _signs(
+            Sign("loss-not-decreasing", unless=("zero_gradients",)),
+            "lr-too-low",
+            Sign("update-ratio-low", unless=("zero_gradients", "weights_stalled", "consequence")),
+        ),
+        ("loss-not-decreasing", "update-ratio-low", "lr-too-low", "plateau", "underfitting"),
+        "Raise optim.lr by 10-1000x, or run `nndiag lr-find` and use its suggestion.",
+    ),
+    Rule(
+        "too-little-capacity",
+        "a model that cannot memorise a tiny sample (capacity, or a bug)",
+        _signs(Sign("cannot-overfit", unless=("outputs_are_probabilities",))),
+        ("underfitting", "plateau"),
+        "Give the model more capacity (wider/deeper layers, a nonlinearity), train longer, or look for a bug in the model, "
+        "the loss or the labels.",
+    ),
 )
 
 # The causes only the probe can establish (babysit runs the probe when a finding might be theirs).
@@ -178,8 +231,14 @@ class RootCause:
             f = findings[i]
             return {"step": f.get("step"), "code": f.get("code"), "severity": f.get("severity"), "message": f.get("message", "")}
 
-        return {"cause": self.cause, "title": self.title, "severity": self.severity, "fix": self.fix,
-                "evidence": [brief(i) for i in self.evidence], "explains": [brief(i) for i in self.explained]}
+        return {
+            "cause": self.cause,
+            "title": self.title,
+            "severity": self.severity,
+            "fix": self.fix,
+            "evidence": [brief(i) for i in self.evidence],
+            "explains": [brief(i) for i in self.explained],
+        }
 
 
 def counted(finding: dict[str, Any]) -> bool:

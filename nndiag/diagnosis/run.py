@@ -68,8 +68,14 @@ class Step:
         return dict((self.verdict or {}).get("outputs") or {})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "status": self.status, "note": self.note, "seconds": self.seconds,
-                "verdict": self.verdict}
+        return {
+            "name": self.name,
+            "state": self.state,
+            "status": self.status,
+            "note": self.note,
+            "seconds": self.seconds,
+            "verdict": self.verdict,
+        }
 
 
 def as_steps(steps: list[Step | dict[str, Any]]) -> list[Step]:
@@ -136,16 +142,25 @@ def summary(command: str, source: str, steps: list[Step], *, metrics: dict[str, 
     """The combined verdict of a run of steps (see the module docstring). Pure."""
     diagnosis = diagnose(steps)
     findings = [{**f, "explained_by": cause} for f, cause in zip(diagnosis.findings, explained_by(diagnosis.findings, diagnosis.causes))]
-    return verdict_object(command, source, overall_status(steps), findings, {"steps": {s.name: s.status for s in steps}, **metrics},
-                          outputs, root_causes=diagnosis.cause_dicts(), steps=[s.to_dict() for s in steps])
+    return verdict_object(
+        command,
+        source,
+        overall_status(steps),
+        findings,
+        {"steps": {s.name: s.status for s in steps}, **metrics},
+        outputs,
+        root_causes=diagnosis.cause_dicts(),
+        steps=[s.to_dict() for s in steps],
+    )
 
 
 class Run:
     """The steps of one diagnosis and the folder they are written to. `folder` is a path, or a function that
     makes one when the first step is written (a callback that never runs a step writes nothing)."""
 
-    def __init__(self, command: str, source: str, folder: Path | Callable[[], Path], *, plots: bool = True,
-                 context: dict[str, str] | None = None):
+    def __init__(
+        self, command: str, source: str, folder: Path | Callable[[], Path], *, plots: bool = True, context: dict[str, str] | None = None
+    ):
         self.command, self.source, self.plots = command, source, plots
         self.context: dict[str, str] = dict(context or {})
         self.steps: list[Step] = []
@@ -193,7 +208,10 @@ class Run:
     def summary(self, metrics: dict[str, Any] | None = None, reports: dict[str, Path] | None = None) -> dict[str, Any]:
         outputs: dict[str, Any] = {}
         if self.folder is not None:
-            outputs = {"folder": str(self.folder), "summary": str(self.folder / "summary.json"),
-                       **{f"report_{kind}": str(path) for kind, path in (reports or {}).items()},
-                       "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict}}
+            outputs = {
+                "folder": str(self.folder),
+                "summary": str(self.folder / "summary.json"),
+                **{f"report_{kind}": str(path) for kind, path in (reports or {}).items()},
+                "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict},
+            }
         return summary(self.command, self.source, self.steps, metrics=metrics or {}, outputs=outputs)

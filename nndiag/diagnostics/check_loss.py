@@ -33,21 +33,22 @@ from typing import Any
 import pandas as pd
 import torch
 
-from nndiag.training import engine
-from nndiag.training.splits import TensorSplit, input_statistics
-from nndiag.training.experiment import Experiment
+from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES, CHECK_LOSS_TOLERANCE
 from nndiag.findings import Verdict
 from nndiag.result import Result
+from nndiag.training import engine
+from nndiag.training.experiment import Experiment
 from nndiag.training.scoring import Scored
-from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES, CHECK_LOSS_TOLERANCE
+from nndiag.training.splits import TensorSplit, input_statistics
 
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
 INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
 
 
-def measure(exp: Experiment, batches: int = CHECK_LOSS_BATCHES, expected: float | None = None,
-            expected_why: str = "given by the user") -> tuple[pd.DataFrame, dict[str, Any]]:
+def measure(
+    exp: Experiment, batches: int = CHECK_LOSS_BATCHES, expected: float | None = None, expected_why: str = "given by the user"
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
     `expected`: the loss an untrained model should have, when the user knows better than the rule;
     `expected_why` says where it came from."""
@@ -102,17 +103,20 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
     if bad:
         verdict.add(
-            "non-finite-loss", "fail",
+            "non-finite-loss",
+            "fail",
             f"the loss at initialisation is NaN/Inf on {len(bad)} of {len(losses)} batches (first: batch {bad[0]})",
             "Look for NaN/Inf in the inputs, a log or division of zero in the model or loss, and an init scale that overflows; "
             "check that the targets are valid class indices.",
-            nonfinite_batches=len(bad), batches=len(losses),
+            nonfinite_batches=len(bad),
+            batches=len(losses),
         )
         return verdict
     mean = float(losses.mean())
     if facts["expected"] is None:
         verdict.add(
-            "not-checked", "info",
+            "not-checked",
+            "info",
             f"the initial loss {mean:.4g} was not compared with what an untrained model should score: {facts['expected_why']}",
             "Return logits and targets from your step (a mapping {loss, logits, targets}) so that C and ln C follow from the "
             "logits, or give the expected value (--expected, or expected= in Python).",
@@ -122,21 +126,29 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
         return verdict
     expected = float(facts["expected"])
     ratio = mean / expected if expected > 0 else math.inf if mean > 0 else 1.0
-    evidence = {"initial_loss": mean, "expected_loss": expected, "ratio": ratio, "tolerance": tolerance,
-                "logit_std": float(frame["logit_std"].mean())}
+    evidence = {
+        "initial_loss": mean,
+        "expected_loss": expected,
+        "ratio": ratio,
+        "tolerance": tolerance,
+        "logit_std": float(frame["logit_std"].mean()),
+    }
     if ratio > 1 + tolerance:
         verdict.add(
-            "initial-loss-high", "fail",
+            "initial-loss-high",
+            "fail",
             f"initial loss {mean:.4g} is {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}); "
             f"the outputs have std {evidence['logit_std']:.3g}",
             "The untrained model is confidently wrong. Scale down the last layer's initial weights (e.g. x0.01 or zeros), "
             "use xavier/kaiming init, and normalise the inputs"
-            + (" and the regression targets" if "variance" in facts["expected_why"] else "") + ".",
+            + (" and the regression targets" if "variance" in facts["expected_why"] else "")
+            + ".",
             **evidence,
         )
     elif ratio < 1 / (1 + tolerance):
         verdict.add(
-            "initial-loss-low", "fail",
+            "initial-loss-low",
+            "fail",
             f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}): "
             "an untrained model should not beat chance",
             "Check that the model is freshly initialised (not loaded from a checkpoint), that the labels do not leak into the "
@@ -151,12 +163,15 @@ def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) 
     weight_decay = float(facts["weight_decay"])
     if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
         verdict.add(
-            "regularization-no-effect", "warn",
+            "regularization-no-effect",
+            "warn",
             f"weight_decay {weight_decay:g} adds only {facts['penalty']:.3g} to a loss of {mean:.4g} "
             f"(< {NEGLIGIBLE_PENALTY:g} of it): turning regularization on barely raises the objective",
             "Raise weight_decay (1e-5 to 1e-3 are usual starting points), or check that the optimizer's parameter groups "
             "actually carry the weight decay.",
-            weight_decay=weight_decay, penalty=facts["penalty"], initial_loss=mean,
+            weight_decay=weight_decay,
+            penalty=facts["penalty"],
+            initial_loss=mean,
         )
 
 
@@ -165,7 +180,8 @@ def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
     rms, feature = stats["rms"], stats["max_feature_scale"]
     if rms > hi or (0 < rms < lo) or feature > FEATURE_SCALE_MAX:
         verdict.add(
-            "inputs-not-normalized", "warn",
+            "inputs-not-normalized",
+            "warn",
             f"inputs are far from zero mean / unit scale: RMS {rms:.3g}, mean {stats['mean']:.3g}, std {stats['std']:.3g}, "
             f"largest feature |mean|+std {feature:.3g}",
             "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); "
@@ -174,8 +190,13 @@ def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
         )
 
 
-def run(exp: Experiment, batches: int = CHECK_LOSS_BATCHES, tolerance: float = CHECK_LOSS_TOLERANCE, expected: float | None = None,
-        expected_why: str = "given by the user") -> Result:
+def run(
+    exp: Experiment,
+    batches: int = CHECK_LOSS_BATCHES,
+    tolerance: float = CHECK_LOSS_TOLERANCE,
+    expected: float | None = None,
+    expected_why: str = "given by the user",
+) -> Result:
     frame, facts = measure(exp, batches, expected, expected_why)
     verdict = decide(frame, facts, tolerance)
     losses = frame["loss"]

@@ -25,6 +25,7 @@ import pandas as pd
 
 from nndiag.errors import BadInput
 
+
 @dataclass
 class Curves:
     """One run's curves. Series are indexed by x (sorted, unique) and hold only logged points."""
@@ -50,21 +51,80 @@ class Curves:
         return self.x if self.dense is not None and len(self.dense) else self.fit_x
 
 
-
 # ------------------------------------------------------------------------------------------------
 # Reading logs: CSV files and TensorBoard event files
 # ------------------------------------------------------------------------------------------------
 
 X_NAMES = ("step", "global_step", "trainer/global_step", "iteration", "iter", "it", "batch", "epoch")
-TRAIN_LOSS = ("train_loss", "train/loss", "training_loss", "train_loss_step", "train/loss_step", "loss/train", "trn_loss",
-              "loss", "train_loss_epoch", "train/loss_epoch", "training/loss", "train/train_loss")
-VAL_LOSS = ("val_loss", "val/loss", "valid_loss", "valid/loss", "validation_loss", "validation/loss", "eval_loss", "eval/loss",
-            "loss/val", "loss/valid", "loss/validation", "val_loss_epoch", "val/loss_epoch", "test_loss", "test/loss", "loss/test")
-TRAIN_ACC = ("train_acc", "train/acc", "train_accuracy", "train/accuracy", "training_accuracy", "acc", "accuracy", "acc/train",
-             "accuracy/train", "train_acc_step", "train/acc_step", "train_acc_epoch", "train/acc_epoch")
-VAL_ACC = ("val_acc", "val/acc", "val_accuracy", "val/accuracy", "valid_acc", "valid/acc", "valid_accuracy", "validation_accuracy",
-           "validation/accuracy", "eval_acc", "eval/acc", "eval_accuracy", "eval/accuracy", "acc/val", "accuracy/val",
-           "val_acc_epoch", "val/acc_epoch", "test_acc", "test/acc", "test/accuracy")
+TRAIN_LOSS = (
+    "train_loss",
+    "train/loss",
+    "training_loss",
+    "train_loss_step",
+    "train/loss_step",
+    "loss/train",
+    "trn_loss",
+    "loss",
+    "train_loss_epoch",
+    "train/loss_epoch",
+    "training/loss",
+    "train/train_loss",
+)
+VAL_LOSS = (
+    "val_loss",
+    "val/loss",
+    "valid_loss",
+    "valid/loss",
+    "validation_loss",
+    "validation/loss",
+    "eval_loss",
+    "eval/loss",
+    "loss/val",
+    "loss/valid",
+    "loss/validation",
+    "val_loss_epoch",
+    "val/loss_epoch",
+    "test_loss",
+    "test/loss",
+    "loss/test",
+)
+TRAIN_ACC = (
+    "train_acc",
+    "train/acc",
+    "train_accuracy",
+    "train/accuracy",
+    "training_accuracy",
+    "acc",
+    "accuracy",
+    "acc/train",
+    "accuracy/train",
+    "train_acc_step",
+    "train/acc_step",
+    "train_acc_epoch",
+    "train/acc_epoch",
+)
+VAL_ACC = (
+    "val_acc",
+    "val/acc",
+    "val_accuracy",
+    "val/accuracy",
+    "valid_acc",
+    "valid/acc",
+    "valid_accuracy",
+    "validation_accuracy",
+    "validation/accuracy",
+    "eval_acc",
+    "eval/acc",
+    "eval_accuracy",
+    "eval/accuracy",
+    "acc/val",
+    "accuracy/val",
+    "val_acc_epoch",
+    "val/acc_epoch",
+    "test_acc",
+    "test/acc",
+    "test/accuracy",
+)
 RUN_FILES = ("train_steps.csv", "train_epochs.csv", "metrics.csv")  # what a run folder path stands for
 EVENTS = "tfevents"  # TensorBoard event files are named events.out.tfevents.<time>.<host>...
 SEARCH_DEPTH = 4  # folder levels searched below a path given on the command line for runs (lightning_logs/version_N, runs/<name>)
@@ -89,13 +149,21 @@ def _numeric(raw: pd.Series, column: str, path: Path) -> pd.Series:
     bad = values.isna() & ~text.str.lower().isin(["nan", "-nan", "na"])
     if bad.any():
         row = int(bad.idxmax())
-        raise BadInput(f"{path}: column {column!r} holds a non-number {text[row]!r} on data row {row + 1}; "
-                       "a curve needs numbers (blank cells are fine)")
+        raise BadInput(
+            f"{path}: column {column!r} holds a non-number {text[row]!r} on data row {row + 1}; "
+            "a curve needs numbers (blank cells are fine)"
+        )
     return values.astype(float)
 
 
-def read_csv(path: Path, x: str | None = None, train: str | None = None, val: str | None = None,
-             train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+def read_csv(
+    path: Path,
+    x: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    train_acc: str | None = None,
+    val_acc: str | None = None,
+) -> Curves:
     """One CSV file -> Curves (dense training loss plus the train/val view), or BadInput."""
     if not path.exists():
         raise BadInput(f"{path}: no such file")
@@ -106,8 +174,15 @@ def read_csv(path: Path, x: str | None = None, train: str | None = None, val: st
     return _from_text(frame, path, x, train, val, train_acc, val_acc)
 
 
-def from_frame(table: pd.DataFrame, label: str = "DataFrame", x: str | None = None, train: str | None = None, val: str | None = None,
-               train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+def from_frame(
+    table: pd.DataFrame,
+    label: str = "DataFrame",
+    x: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    train_acc: str | None = None,
+    val_acc: str | None = None,
+) -> Curves:
     """A pandas DataFrame (e.g. a logger's metrics) -> Curves, read exactly as its CSV would be (NaN = not logged)."""
     import io
 
@@ -115,8 +190,9 @@ def from_frame(table: pd.DataFrame, label: str = "DataFrame", x: str | None = No
     return _from_text(frame, Path(label), x, train, val, train_acc, val_acc)
 
 
-def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None,
-               val_acc: str | None) -> Curves:
+def _from_text(
+    frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None
+) -> Curves:
     """A CSV read as text (blank = not logged) -> Curves."""
     columns = [str(c) for c in frame.columns]
     if frame.empty:
@@ -124,8 +200,9 @@ def _from_text(frame: pd.DataFrame, path: Path, x: str | None, train: str | None
     return _read_frame(frame, path, x, train, val, train_acc, val_acc)
 
 
-def _read_frame(frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None,
-                train_acc: str | None, val_acc: str | None) -> Curves:
+def _read_frame(
+    frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None
+) -> Curves:
     """A table of text cells (blank = not logged), one column per metric -> Curves."""
     columns = [str(c) for c in frame.columns]
     kind = "tag" if is_events(path) else "column"
@@ -137,9 +214,11 @@ def _read_frame(frame: pd.DataFrame, path: Path, x: str | None, train: str | Non
         "val_acc": _pick(columns, VAL_ACC, val_acc, path, "--val-acc"),
     }
     if cols["train_loss"] is None and cols["val_loss"] is None:
-        raise BadInput(f"{path}: no loss {kind} recognised among the {kind}s {', '.join(columns)}; name them with "
-                       f"--train {kind.upper()} and/or --val {kind.upper()} (recognised: train_loss, train/loss, loss, val_loss, "
-                       "val/loss, valid_loss, eval/loss, ...)")
+        raise BadInput(
+            f"{path}: no loss {kind} recognised among the {kind}s {', '.join(columns)}; name them with "
+            f"--train {kind.upper()} and/or --val {kind.upper()} (recognised: train_loss, train/loss, loss, val_loss, "
+            "val/loss, valid_loss, eval/loss, ...)"
+        )
     xs = _numeric(frame[xcol], xcol, path) if xcol else pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
     series: dict[str, pd.Series] = {}
     for key, col in cols.items():
@@ -156,8 +235,16 @@ def _read_frame(frame: pd.DataFrame, path: Path, x: str | None, train: str | Non
     xname = xcol or "row"
     used = {"x": xname, **{k: c for k, c in cols.items() if k in series}}
     key = path.parent if path.name in RUN_FILES else path.with_suffix("")  # a run file is named by its folder
-    return Curves(x=xname, dense=series.get("train_loss"), fit=series, fit_x=xname, label=key.name or path.stem, sources=[str(path)],
-                  columns=used, key=key)
+    return Curves(
+        x=xname,
+        dense=series.get("train_loss"),
+        fit=series,
+        fit_x=xname,
+        label=key.name or path.stem,
+        sources=[str(path)],
+        columns=used,
+        key=key,
+    )
 
 
 def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
@@ -178,8 +265,14 @@ def is_events(path: Path) -> bool:
     return EVENTS in path.name
 
 
-def read_events(path: Path, x: str | None = None, train: str | None = None, val: str | None = None,
-                train_acc: str | None = None, val_acc: str | None = None) -> Curves:
+def read_events(
+    path: Path,
+    x: str | None = None,
+    train: str | None = None,
+    val: str | None = None,
+    train_acc: str | None = None,
+    val_acc: str | None = None,
+) -> Curves:
     """A TensorBoard event file, or a folder of them (one run), -> Curves: the scalar tags become columns, x is the step."""
     frame = _event_frame(path)
     curves = _read_frame(frame, path, x or str(frame.columns[0]), train, val, train_acc, val_acc)  # default x: the logged step
@@ -250,8 +343,10 @@ def expand(paths: list[Path]) -> list[Path]:
         runs = _runs_in(path)
         if not runs:
             listing = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
-            raise BadInput(f"{path}: a folder, but neither it nor its sub-folders hold a log ({', '.join(RUN_FILES)} or a "
-                           f"TensorBoard events.out.tfevents.* file); it holds {listing}")
+            raise BadInput(
+                f"{path}: a folder, but neither it nor its sub-folders hold a log ({', '.join(RUN_FILES)} or a "
+                f"TensorBoard events.out.tfevents.* file); it holds {listing}"
+            )
         for run in runs:
             csvs = [run / name for name in RUN_FILES if (run / name).exists()]
             files.extend(csvs or [run])
@@ -313,8 +408,9 @@ def unique_labels(runs: list[Curves]) -> None:
             c.label = f"{c.label} ({seen[c.label]})"
 
 
-def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train", chance_loss: float | None = None,
-                 chance_acc: float | None = None) -> Curves:
+def from_history(
+    steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train", chance_loss: float | None = None, chance_acc: float | None = None
+) -> Curves:
     """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
     fit = {}
@@ -323,5 +419,3 @@ def from_history(steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train"
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
     return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc)
-
-

@@ -86,9 +86,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nndiag.diagnostics.curve_logs import Curves, from_frame, load
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
-from nndiag.diagnostics.curve_logs import Curves, from_frame, load
 
 # -- thresholds (units: fractions of the start level S, of the drop D, or of the run length u) ----
 # Calibrated on the corpus of real training logs in tests/data/curves/ (benchmarks/curves_corpus.py;
@@ -209,10 +209,10 @@ class Shape:
         span = x[-1] - x[0] if n > 1 and x[-1] > x[0] else 1.0
         u = (x - x[0]) / span
         s = smooth(y)
-        start = float(np.median(y[:head(n)]))
-        end = float(np.median(y[-max(2, n // 10):]))
+        start = float(np.median(y[: head(n)]))
+        end = float(np.median(y[-max(2, n // 10) :]))
         i_best = int(np.argmin(s))
-        half = y[n // 2:] - s[n // 2:]
+        half = y[n // 2 :] - s[n // 2 :]
         middle = y[(u >= 0.45) & (u <= 0.55)]
         mid = float(np.median(middle)) if len(middle) else float(np.interp(0.5, u, s))
         noise = robust_std(half)
@@ -285,8 +285,10 @@ def decide(curves: Curves) -> Verdict:
     return verdict
 
 
-DIVERGED_ADVICE = ("Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
-                   "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss.")
+DIVERGED_ADVICE = (
+    "Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
+    "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss."
+)
 
 
 def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> bool:
@@ -297,37 +299,60 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
         if at is not None:
             before = series[series.index < at].to_numpy(dtype=float)
             history = f" after going from {_n(before[0])} to {_n(before[-1])}" if len(before) > 1 else ""
-            verdict.add("diverged", "fail", f"{name} became {series[at]} at {_x(xname, at)}{history}", advice,
-                        series=name, at=at, x=xname)
+            verdict.add("diverged", "fail", f"{name} became {series[at]} at {_x(xname, at)}{history}", advice, series=name, at=at, x=xname)
             return True
     y = loss.to_numpy(dtype=float)
     if len(y) < 2:
         return False
-    start = float(np.median(y[:head(len(y))]))
+    start = float(np.median(y[: head(len(y))]))
     initial = min(float(y[0]), start)  # the first point, or the head's median when the first point is a spike
     if initial > 0 and y[-1] >= DIVERGE_FACTOR * initial:  # the run ended on a blow-up (a trainer's 3x abort looks like this)
-        verdict.add("diverged", "fail",
-                    f"train loss ended at {_n(float(y[-1]))} at {_x(lx, float(loss.index[-1]))}, {y[-1] / initial:.1f}x its initial "
-                    f"{_n(initial)} (limit {DIVERGE_FACTOR:g}x)", advice, at=float(loss.index[-1]), x=lx, last=float(y[-1]), initial=initial)
+        verdict.add(
+            "diverged",
+            "fail",
+            f"train loss ended at {_n(float(y[-1]))} at {_x(lx, float(loss.index[-1]))}, {y[-1] / initial:.1f}x its initial "
+            f"{_n(initial)} (limit {DIVERGE_FACTOR:g}x)",
+            advice,
+            at=float(loss.index[-1]),
+            x=lx,
+            last=float(y[-1]),
+            initial=initial,
+        )
         return True
     spikes = np.nonzero(y >= DIVERGE_FACTOR * initial)[0] if initial > 0 else np.array([], dtype=int)
     if len(spikes) >= SPIKE_POINTS:
         peak_i = int(spikes[np.argmax(y[spikes])])
-        verdict.add("diverged", "fail",
-                    f"train loss spiked above {DIVERGE_FACTOR:g}x its initial {_n(initial)} at {len(spikes)} logged points, up to "
-                    f"{_n(float(y[peak_i]))} at {_x(lx, float(loss.index[peak_i]))} ({y[peak_i] / initial:.1f}x)",
-                    advice, at=float(loss.index[peak_i]), x=lx, peak=float(y[peak_i]), initial=initial, spikes=int(len(spikes)))
+        verdict.add(
+            "diverged",
+            "fail",
+            f"train loss spiked above {DIVERGE_FACTOR:g}x its initial {_n(initial)} at {len(spikes)} logged points, up to "
+            f"{_n(float(y[peak_i]))} at {_x(lx, float(loss.index[peak_i]))} ({y[peak_i] / initial:.1f}x)",
+            advice,
+            at=float(loss.index[peak_i]),
+            x=lx,
+            peak=float(y[peak_i]),
+            initial=initial,
+            spikes=int(len(spikes)),
+        )
         return True
     if val is not None and len(val) >= 3 and start > 0:
         v = val.to_numpy(dtype=float)
-        v_end = float(np.median(v[-max(2, len(v) // 10):]))
+        v_end = float(np.median(v[-max(2, len(v) // 10) :]))
         ref = max(start, v_end)
         k = int(np.argmax(v))
         if v[k] >= DIVERGE_FACTOR * ref and k < len(v) - 1:  # a spike that came back down (a rise to the end is overfitting)
-            verdict.add("diverged", "fail",
-                        f"val loss spiked to {_n(float(v[k]))} at {_x(curves.fit_x, float(val.index[k]))}, {v[k] / ref:.1f}x both the initial "
-                        f"train loss {_n(start)} and where val loss ended ({_n(v_end)}): the weights blew up (limit {DIVERGE_FACTOR:g}x)",
-                        advice, at=float(val.index[k]), x=curves.fit_x, peak=float(v[k]), initial=start, val_end=v_end)
+            verdict.add(
+                "diverged",
+                "fail",
+                f"val loss spiked to {_n(float(v[k]))} at {_x(curves.fit_x, float(val.index[k]))}, {v[k] / ref:.1f}x both the initial "
+                f"train loss {_n(start)} and where val loss ended ({_n(v_end)}): the weights blew up (limit {DIVERGE_FACTOR:g}x)",
+                advice,
+                at=float(val.index[k]),
+                x=curves.fit_x,
+                peak=float(v[k]),
+                initial=start,
+                val_end=v_end,
+            )
             return True
     if len(y) < 3:
         return False
@@ -335,16 +360,36 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
     peak_i = int(np.argmax(shape.s))
     peak = float(shape.s[peak_i])
     if shape.start > 0 and peak >= DIVERGE_FACTOR * shape.start:
-        verdict.add("diverged", "fail",
-                    f"train loss rose to {_n(peak)} at {_x(lx, shape.x[peak_i])}, {peak / shape.start:.1f}x its initial {_n(shape.start)} "
-                    f"(limit {DIVERGE_FACTOR:g}x)", advice, at=float(shape.x[peak_i]), x=lx, peak=peak, initial=shape.start)
+        verdict.add(
+            "diverged",
+            "fail",
+            f"train loss rose to {_n(peak)} at {_x(lx, shape.x[peak_i])}, {peak / shape.start:.1f}x its initial {_n(shape.start)} "
+            f"(limit {DIVERGE_FACTOR:g}x)",
+            advice,
+            at=float(shape.x[peak_i]),
+            x=lx,
+            peak=peak,
+            initial=shape.start,
+        )
         return True
-    if (shape.start > 0 and shape.drop >= BLOWUP_MIN_DROP * shape.start and shape.end >= shape.best + BLOWUP_RETRACE * shape.drop
-            and shape.end >= BLOWUP_RATIO * shape.best):
-        verdict.add("diverged", "fail",
-                    f"train loss fell from {_n(shape.start)} to {_n(shape.best)} at {_x(lx, shape.best_x)}, then blew up to {_n(shape.end)} "
-                    f"by the end ({shape.end / shape.best:.1f}x its best, giving back {(shape.end - shape.best) / shape.drop:.0%} of the drop)",
-                    advice, at=shape.best_x, x=lx, initial=shape.start, best=shape.best, end=shape.end)
+    if (
+        shape.start > 0
+        and shape.drop >= BLOWUP_MIN_DROP * shape.start
+        and shape.end >= shape.best + BLOWUP_RETRACE * shape.drop
+        and shape.end >= BLOWUP_RATIO * shape.best
+    ):
+        verdict.add(
+            "diverged",
+            "fail",
+            f"train loss fell from {_n(shape.start)} to {_n(shape.best)} at {_x(lx, shape.best_x)}, then blew up to {_n(shape.end)} "
+            f"by the end ({shape.end / shape.best:.1f}x its best, giving back {(shape.end - shape.best) / shape.drop:.0%} of the drop)",
+            advice,
+            at=shape.best_x,
+            x=lx,
+            initial=shape.start,
+            best=shape.best,
+            end=shape.end,
+        )
         return True
     return False
 
@@ -360,56 +405,91 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
     evidence = {"initial": S, "best": sh.best, "final": E, "points": sh.n, "noise": sh.noise, "x": lx}
     # plateau: never moved, or stalled high
     if D < PLATEAU_MOVE * S:
-        verdict.add("plateau", "warn",
-                    f"train loss never moved: {_n(S)} at the start, best {_n(sh.best)} ({D / S:.1%} lower) over {length}",
-                    "Nothing is being learned: raise the learning rate by 10-100x (`nndiag lr-find`), check that the optimizer "
-                    "gets the model's parameters and that gradients flow (`nndiag probe`: dead ReLUs, vanishing gradients).",
-                    **evidence)
+        verdict.add(
+            "plateau",
+            "warn",
+            f"train loss never moved: {_n(S)} at the start, best {_n(sh.best)} ({D / S:.1%} lower) over {length}",
+            "Nothing is being learned: raise the learning rate by 10-100x (`nndiag lr-find`), check that the optimizer "
+            "gets the model's parameters and that gradients flow (`nndiag probe`: dead ReLUs, vanishing gradients).",
+            **evidence,
+        )
         return
     noisy = sh.n >= NOISY_MIN_POINTS and sh.wiggle >= NOISY_RATIO * D
-    high = (t90 <= HIGH_FAST and E >= HIGH_FLOOR * S and sh.noise >= HIGH_NOISE * E and flat
-            and sh.n >= NOISY_MIN_POINTS)
+    high = t90 <= HIGH_FAST and E >= HIGH_FLOOR * S and sh.noise >= HIGH_NOISE * E and flat and sh.n >= NOISY_MIN_POINTS
     if high:
-        verdict.add("lr-too-high", "warn",
-                    f"train loss dropped fast ({t90:.0%} of the run for 90% of its fall) to a high, noisy floor: it ends at {_n(E)}, "
-                    f"{E / S:.0%} of its initial {_n(S)}, with step-to-step noise {sh.noise / E:.0%} of that level",
-                    "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step).",
-                    t90=t90, **evidence)
+        verdict.add(
+            "lr-too-high",
+            "warn",
+            f"train loss dropped fast ({t90:.0%} of the run for 90% of its fall) to a high, noisy floor: it ends at {_n(E)}, "
+            f"{E / S:.0%} of its initial {_n(S)}, with step-to-step noise {sh.noise / E:.0%} of that level",
+            "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step).",
+            t90=t90,
+            **evidence,
+        )
     elif E >= PLATEAU_LEVEL * S and flat:
-        verdict.add("plateau", "warn",
-                    f"train loss stalled at {_n(E)}, {E / S:.0%} of its initial {_n(S)}: the second half of the run fell only "
-                    f"{max(second_half, 0) / S:.1%} of the initial value",
-                    "Training is stuck: try a higher or decaying learning rate, a different optimizer (adam), a bigger model, "
-                    "or check the data and labels; a plateau that breaks later can be a saddle (train longer).",
-                    second_half_drop=second_half, **evidence)
+        verdict.add(
+            "plateau",
+            "warn",
+            f"train loss stalled at {_n(E)}, {E / S:.0%} of its initial {_n(S)}: the second half of the run fell only "
+            f"{max(second_half, 0) / S:.1%} of the initial value",
+            "Training is stuck: try a higher or decaying learning rate, a different optimizer (adam), a bigger model, "
+            "or check the data and labels; a plateau that breaks later can be a saddle (train longer).",
+            second_half_drop=second_half,
+            **evidence,
+        )
     # bad-init: flat start, then a sudden drop
     flat_points = int(np.sum(sh.u < t10))
     if D >= BAD_INIT_DROP * S and t10 >= BAD_INIT_FLAT and flat_points >= 2 and (t90 - t10) <= BAD_INIT_SUDDEN * t10:
-        verdict.add("bad-init", "warn",
-                    f"train loss stayed flat near {_n(S)} for the first {t10:.0%} of the run (until {_x(lx, sh.x_at(t10))}), "
-                    f"then dropped 80% of its fall within {t90 - t10:.0%} of the run",
-                    "The start is wasted: check the weight initialisation (Kaiming for ReLU, Xavier for tanh; `nndiag probe`), "
-                    "the input scale, and a warmup that is too long.",
-                    t10=t10, t90=t90, at=sh.x_at(t10), **evidence)
+        verdict.add(
+            "bad-init",
+            "warn",
+            f"train loss stayed flat near {_n(S)} for the first {t10:.0%} of the run (until {_x(lx, sh.x_at(t10))}), "
+            f"then dropped 80% of its fall within {t90 - t10:.0%} of the run",
+            "The start is wasted: check the weight initialisation (Kaiming for ReLU, Xavier for tanh; `nndiag probe`), "
+            "the input scale, and a warmup that is too long.",
+            t10=t10,
+            t90=t90,
+            at=sh.x_at(t10),
+            **evidence,
+        )
     # lr-too-low: a slow decline with no fast phase, still clearly falling, far from zero (not after a flat start: bad-init)
     first_half = S - sh.mid
     early = (S - float(np.interp(0.1, sh.u, sh.s))) / (S - E) if S > E else 0.0  # share of the fall done in the first 10%
     long_enough = "epoch" in lx.lower() or sh.x_at(1.0) - sh.x_at(0.0) >= LOW_MIN_STEPS
-    if ("bad-init" not in verdict.codes and E >= LOW_LEVEL * S and t90 >= LOW_SLOW and early <= LOW_EARLY and not flat
-            and second_half >= LOW_MIN_DROP * S and first_half <= LOW_LINEARITY * second_half and long_enough):
-        verdict.add("lr-too-low", "warn",
-                    f"train loss fell slowly and steadily: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} ({first_half / S:.0%} then "
-                    f"{second_half / S:.0%} of the initial value per half; 90% of its fall took {t90:.0%} of the run), "
-                    f"still {E / S:.0%} of where it started",
-                    "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
-                    first_half_drop=first_half, second_half_drop=second_half, t90=t90, early=early, **evidence)
+    if (
+        "bad-init" not in verdict.codes
+        and E >= LOW_LEVEL * S
+        and t90 >= LOW_SLOW
+        and early <= LOW_EARLY
+        and not flat
+        and second_half >= LOW_MIN_DROP * S
+        and first_half <= LOW_LINEARITY * second_half
+        and long_enough
+    ):
+        verdict.add(
+            "lr-too-low",
+            "warn",
+            f"train loss fell slowly and steadily: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} ({first_half / S:.0%} then "
+            f"{second_half / S:.0%} of the initial value per half; 90% of its fall took {t90:.0%} of the run), "
+            f"still {E / S:.0%} of where it started",
+            "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
+            first_half_drop=first_half,
+            second_half_drop=second_half,
+            t90=t90,
+            early=early,
+            **evidence,
+        )
     quiet = {"lr-too-high", "lr-too-low"} & set(verdict.codes)  # a high noisy floor, or a drop kept small by the LR, already explains it
     if noisy and not quiet:
-        verdict.add("noisy", "warn",
-                    f"train loss is noisy: step-to-step noise {_n(sh.wiggle)} (std around the moving median) is {sh.wiggle / D:.0%} "
-                    f"of its whole drop ({_n(S)} -> {_n(sh.best)})",
-                    "Read the trend from a moving average; use a larger batch or a lower learning rate to reduce the noise.",
-                    ratio=sh.wiggle / D, **{**evidence, "noise": sh.wiggle})
+        verdict.add(
+            "noisy",
+            "warn",
+            f"train loss is noisy: step-to-step noise {_n(sh.wiggle)} (std around the moving median) is {sh.wiggle / D:.0%} "
+            f"of its whole drop ({_n(S)} -> {_n(sh.best)})",
+            "Read the trend from a moving average; use a larger batch or a lower learning rate to reduce the noise.",
+            ratio=sh.wiggle / D,
+            **{**evidence, "noise": sh.wiggle},
+        )
 
 
 def val_swing(val: pd.Series) -> float:
@@ -420,7 +500,7 @@ def val_swing(val: pd.Series) -> float:
         return math.nan
     lv = np.log(v)
     med = pd.Series(lv).rolling(3, center=True, min_periods=1).median().to_numpy()
-    return float(np.mean(np.abs(lv - med)[len(lv) // 2:]))
+    return float(np.mean(np.abs(lv - med)[len(lv) // 2 :]))
 
 
 def _unstable_val(verdict: Verdict, curves: Curves) -> None:
@@ -430,13 +510,18 @@ def _unstable_val(verdict: Verdict, curves: Curves) -> None:
         return
     swing = val_swing(val)
     if swing >= HIGH_VAL_SWING:
-        verdict.add("lr-too-high", "warn",
-                    f"val loss is unstable: in the second half of the run it jumps {math.expm1(swing):.0%} on average around its "
-                    f"3-point median (limit {math.expm1(HIGH_VAL_SWING):.0%}), between {_n(float(val.iloc[len(val) // 2:].min()))} and "
-                    f"{_n(float(val.iloc[len(val) // 2:].max()))}",
-                    "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step); "
-                    "clipping gradients only hides the instability.",
-                    swing=swing, points=int(len(val)), x=curves.fit_x)
+        verdict.add(
+            "lr-too-high",
+            "warn",
+            f"val loss is unstable: in the second half of the run it jumps {math.expm1(swing):.0%} on average around its "
+            f"3-point median (limit {math.expm1(HIGH_VAL_SWING):.0%}), between {_n(float(val.iloc[len(val) // 2 :].min()))} and "
+            f"{_n(float(val.iloc[len(val) // 2 :].max()))}",
+            "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step); "
+            "clipping gradients only hides the instability.",
+            swing=swing,
+            points=int(len(val)),
+            x=curves.fit_x,
+        )
 
 
 def _train_at(curves: Curves, xs: np.ndarray) -> np.ndarray | None:
@@ -476,7 +561,7 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
     if v_min > 0 and k <= len(v) - 3 and rise >= OVERFIT_RISE * v_min and rise >= OVERFIT_NOISE * v_noise:
         # did training rise too? Window medians, not single noisy points, and against the val rise: a training loss at a
         # noisy floor near zero wobbles by far less than the val loss rose.
-        t_k = float(np.median(train[max(0, k - 1):k + 2])) if train is not None else math.nan
+        t_k = float(np.median(train[max(0, k - 1) : k + 2])) if train is not None else math.nan
         t_end = float(np.median(train[-tail:])) if train is not None else math.nan
         if train is None or t_end - t_k < OVERFIT_TRAIN_SHARE * rise:
             if train is None or t_k <= 0:
@@ -485,12 +570,21 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
                 tail_text = f" while train loss fell {(t_k - t_end) / t_k:.0%} ({_n(t_k)} -> {_n(t_end)})"
             else:
                 tail_text = f" while train loss stayed near {_n(t_end)} ({_n(t_k)} at the val minimum)"
-            verdict.add("overfitting", "warn",
-                        f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)} "
-                        f"(a 3-point median, and the median of the last {tail} points){tail_text}",
-                        "Stop earlier (train.early_stopping.patience keeps the best weights), add regularization "
-                        "(optim.weight_decay, dropout, augmentation) or get more training data.",
-                        val_min=v_min, val_min_at=float(xs[k]), val_end=v_end, train_at_min=t_k, train_end=t_end, at=float(xs[k]), x=fx)
+            verdict.add(
+                "overfitting",
+                "warn",
+                f"val loss rose {(v_end - v_min) / v_min:.0%} from its minimum {_n(v_min)} at {_x(fx, xs[k])} to {_n(v_end)} "
+                f"(a 3-point median, and the median of the last {tail} points){tail_text}",
+                "Stop earlier (train.early_stopping.patience keeps the best weights), add regularization "
+                "(optim.weight_decay, dropout, augmentation) or get more training data.",
+                val_min=v_min,
+                val_min_at=float(xs[k]),
+                val_end=v_end,
+                train_at_min=t_k,
+                train_end=t_end,
+                at=float(xs[k]),
+                x=fx,
+            )
             overfit = True
     tacc = curves.fit.get("train_acc")
     acc_gap = None
@@ -502,20 +596,33 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
         gaps = ta - vacc.to_numpy(float)
         acc_gap = (float(gaps[0]), float(gaps[-1]), float(ta[-1]), float(vacc.iloc[-1]))
         if not overfit and gaps[-1] >= GAP_ACC and gaps[-1] - gaps[0] >= GAP_ACC_GROWTH:
-            verdict.add("overfitting", "warn",
-                        f"a train/val accuracy gap of {gaps[-1]:.1%} opened (train {ta[-1]:.1%}, val {vacc.iloc[-1]:.1%}; it was {gaps[0]:.1%} at the start)",
-                        "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
-                        train_acc=float(ta[-1]), val_acc=float(vacc.iloc[-1]), gap=float(gaps[-1]), gap_start=float(gaps[0]), x=fx)
+            verdict.add(
+                "overfitting",
+                "warn",
+                f"a train/val accuracy gap of {gaps[-1]:.1%} opened (train {ta[-1]:.1%}, val {vacc.iloc[-1]:.1%}; it was {gaps[0]:.1%} at the start)",
+                "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
+                train_acc=float(ta[-1]),
+                val_acc=float(vacc.iloc[-1]),
+                gap=float(gaps[-1]),
+                gap_start=float(gaps[0]),
+                x=fx,
+            )
             overfit = True
     elif not overfit and train is not None and v[0] > 0:
         gap_end, gap_start = v_end - float(train[-1]), float(v[0] - train[0])
-        if (float(train[-1]) <= GAP_LOSS_RATIO * v_end and gap_end >= GAP_LOSS_MIN * v[0]
-                and float(train[0]) >= GAP_LOSS_START * v[0]):
-            verdict.add("overfitting", "warn",
-                        f"a train/val loss gap opened: train loss {_n(float(train[-1]))} is {float(train[-1]) / v_end:.0%} of val loss {_n(v_end)} "
-                        f"at the end (at the start: {_n(float(train[0]))} vs {_n(float(v[0]))})",
-                        "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
-                        train_end=float(train[-1]), val_end=v_end, gap=gap_end, gap_start=gap_start, x=fx)
+        if float(train[-1]) <= GAP_LOSS_RATIO * v_end and gap_end >= GAP_LOSS_MIN * v[0] and float(train[0]) >= GAP_LOSS_START * v[0]:
+            verdict.add(
+                "overfitting",
+                "warn",
+                f"a train/val loss gap opened: train loss {_n(float(train[-1]))} is {float(train[-1]) / v_end:.0%} of val loss {_n(v_end)} "
+                f"at the end (at the start: {_n(float(train[0]))} vs {_n(float(v[0]))})",
+                "Increase regularization (optim.weight_decay, dropout, augmentation) or get more training data.",
+                train_end=float(train[-1]),
+                val_end=v_end,
+                gap=gap_end,
+                gap_start=gap_start,
+                x=fx,
+            )
             overfit = True
     if overfit or train is None or "lr-too-low" in verdict.codes:  # a loss still falling slowly is not (yet) a capacity limit
         return
@@ -526,12 +633,18 @@ def _fit_rules(verdict: Verdict, curves: Curves, shape: Shape | None) -> None:
         close = close and abs(acc_gap[1]) <= UNDERFIT_CLOSE_ACC
     if initial > 0 and close and t_end >= UNDERFIT_LEVEL * initial:
         accs = f"; accuracy train {acc_gap[2]:.1%}, val {acc_gap[3]:.1%}" if acc_gap is not None else ""
-        verdict.add("underfitting", "warn",
-                    f"train and val loss are close ({_n(t_end)} vs {_n(v_end)}) and both poor: training loss is still "
-                    f"{t_end / initial:.0%} of its initial {_n(initial)}{accs}",
-                    "The model is not fitting the training data: train longer, use a bigger model (wider/deeper), "
-                    "a higher learning rate, or less regularization.",
-                    train_end=t_end, val_end=v_end, initial=initial, x=fx)
+        verdict.add(
+            "underfitting",
+            "warn",
+            f"train and val loss are close ({_n(t_end)} vs {_n(v_end)}) and both poor: training loss is still "
+            f"{t_end / initial:.0%} of its initial {_n(initial)}{accs}",
+            "The model is not fitting the training data: train longer, use a bigger model (wider/deeper), "
+            "a higher learning rate, or less regularization.",
+            train_end=t_end,
+            val_end=v_end,
+            initial=initial,
+            x=fx,
+        )
 
 
 def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> bool:
@@ -542,7 +655,7 @@ def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> 
         return False
     t = train.to_numpy(float)
     initial = shape.start if shape is not None else float(t[0])
-    t_end = shape.end if shape is not None else float(np.median(t[-max(2, len(t) // 10):]))
+    t_end = shape.end if shape is not None else float(np.median(t[-max(2, len(t) // 10) :]))
     if not (initial > 0 and t_end <= NOGEN_TRAIN * initial):
         return False  # training did not learn much either: that is underfitting or a plateau, not this
     said: list[str] = []
@@ -558,7 +671,9 @@ def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> 
             ref, ref_name = first, f"its first value {_n(first)}"
         if not (ref > 0 and best >= (1 - NOGEN_VAL_DROP) * ref):
             return False
-        said.append(f"val loss never went more than {(ref - best) / ref:.0%} below {ref_name} (best {_n(best)}, last {_n(float(val.iloc[-1]))})")
+        said.append(
+            f"val loss never went more than {(ref - best) / ref:.0%} below {ref_name} (best {_n(best)}, last {_n(float(val.iloc[-1]))})"
+        )
         evidence.update(val_first=first, val_best=best, val_reference=ref)
     if vacc is not None and len(vacc) >= 3:
         a = _med3(vacc.to_numpy(float))
@@ -577,13 +692,17 @@ def _not_generalizing(verdict: Verdict, curves: Curves, shape: Shape | None) -> 
     if not said:
         return False
     accs = f", train accuracy {evidence['train_acc_end']:.1%}" if "train_acc_end" in evidence else ""
-    verdict.add("not-generalizing", "fail",
-                f"the model learns nothing that generalises: train loss fell to {t_end / initial:.0%} of its initial {_n(initial)}{accs}, "
-                f"but " + "; ".join(said),
-                "Validation is at chance while training improves: check the labels (shuffled or misaligned with the inputs?), "
-                "that train and validation come from the same distribution and preprocessing, and for a leak of the "
-                "example's index into the input; more regularization will not fix this.",
-                x=curves.fit_x, **evidence)
+    verdict.add(
+        "not-generalizing",
+        "fail",
+        f"the model learns nothing that generalises: train loss fell to {t_end / initial:.0%} of its initial {_n(initial)}{accs}, "
+        f"but " + "; ".join(said),
+        "Validation is at chance while training improves: check the labels (shuffled or misaligned with the inputs?), "
+        "that train and validation come from the same distribution and preprocessing, and for a leak of the "
+        "example's index into the input; more regularization will not fix this.",
+        x=curves.fit_x,
+        **evidence,
+    )
     return True
 
 
@@ -600,19 +719,26 @@ def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
     drop, t, m = last_quarter_slope(u, y)
     if m < 3:
         return
-    end = float(np.median(y[-max(2, len(y) // 10):]))
-    total = float(np.median(y[:head(len(y))])) - end
+    end = float(np.median(y[-max(2, len(y) // 10) :]))
+    total = float(np.median(y[: head(len(y))])) - end
     if m < 5:
         tail = y[-m:]
         clear = bool(np.all(np.diff(tail) < 0))
     else:
         clear = t >= STILL_T
     if total > 0 and drop >= STILL_FRACTION * total and drop >= STILL_LEVEL * abs(end) and clear:
-        verdict.add("still-improving", "info",
-                    f"{name} is still falling at the end: {drop / total:.0%} of its improvement came in the last quarter of the run "
-                    f"({_n(drop)}, {drop / abs(end):.1%} of its final {_n(end)}){'' if m < 5 else f', t = {t:.1f}'}",
-                    "Train longer (more epochs) before judging the model; the curve has not levelled off.",
-                    series=name, last_quarter_drop=drop, fraction=drop / total, t=t, x=xname)
+        verdict.add(
+            "still-improving",
+            "info",
+            f"{name} is still falling at the end: {drop / total:.0%} of its improvement came in the last quarter of the run "
+            f"({_n(drop)}, {drop / abs(end):.1%} of its final {_n(end)}){'' if m < 5 else f', t = {t:.1f}'}",
+            "Train longer (more epochs) before judging the model; the curve has not levelled off.",
+            series=name,
+            last_quarter_drop=drop,
+            fraction=drop / total,
+            t=t,
+            x=xname,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -630,8 +756,18 @@ def measure(runs: list[Curves]) -> tuple[pd.DataFrame, dict[str, Any]]:
             if s is None or not len(s):
                 continue
             values = s.to_numpy(float)
-            rows.append(pd.DataFrame({"run": c.label, "series": name, "x_name": xname, "x": s.index.to_numpy(float),
-                                      "value": values, "smooth": smooth(values)}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "run": c.label,
+                        "series": name,
+                        "x_name": xname,
+                        "x": s.index.to_numpy(float),
+                        "value": values,
+                        "smooth": smooth(values),
+                    }
+                )
+            )
     frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["run", "series", "x_name", "x", "value", "smooth"])
     facts: dict[str, Any] = {}
     for c in runs:
@@ -642,8 +778,14 @@ def measure(runs: list[Curves]) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 def describe_columns(c: Curves) -> str:
     """Which column or tag each series came from, e.g. 'train loss <- train/loss, val loss <- val/loss, x <- step'."""
-    names = {"dense": "dense train loss", "train_loss": "train loss", "val_loss": "val loss", "train_acc": "train acc",
-             "val_acc": "val acc", "x": "x"}
+    names = {
+        "dense": "dense train loss",
+        "train_loss": "train loss",
+        "val_loss": "val loss",
+        "train_acc": "train acc",
+        "val_acc": "val acc",
+        "x": "x",
+    }
     return ", ".join(f"{names.get(k, k)} <- {v}" for k, v in c.columns.items())
 
 

@@ -97,22 +97,30 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from nndiag.training import engine
-from nndiag.training.splits import StreamSplit, order_kept
-from nndiag.errors import BadInput
-from nndiag.training.experiment import Experiment
-from nndiag.findings import DIVERGENCE_FACTOR, Verdict
-from nndiag.result import Result
 from nndiag.config import edit
 from nndiag.diagnostics import lr_trials
+from nndiag.diagnostics.defaults import (
+    LR_FIND_BATCHES_PER_LR,
+    LR_FIND_CANDIDATE_STEPS,
+    LR_FIND_END,
+    LR_FIND_MODE,
+    LR_FIND_REFINE_STEPS,
+    LR_FIND_START,
+    LR_FIND_STEPS,
+)
 from nndiag.diagnostics.lr_trials import endless_batches, pick_refined
-from nndiag.diagnostics.defaults import LR_FIND_BATCHES_PER_LR, LR_FIND_CANDIDATE_STEPS, LR_FIND_END, LR_FIND_MODE, LR_FIND_REFINE_STEPS, LR_FIND_START, LR_FIND_STEPS
+from nndiag.errors import BadInput
+from nndiag.findings import Verdict
+from nndiag.result import Result
+from nndiag.training import engine
+from nndiag.training.experiment import Experiment
+from nndiag.training.splits import order_kept
 
 # -- measurement ------------------------------------------------------------------------------
 SMOOTH_BETA = 0.9  # bias-corrected EMA factor of smoothed_loss (fastai 0.98 lags ~50 steps; 0.9 ~9)
@@ -132,7 +140,6 @@ EARLY_FRACTION = 0.1  # divergence within this fraction of the points: diverged 
 EDGE_FRACTION = 0.1  # a minimum within this fraction of the end, without divergence: range too narrow
 RELIABLE_DROP = 5.0  # unreliable-suggestion: a drop below this many (per-point) noise deviations is comparable to the noise
 UNSTABLE_FACTOR = 4.0  # unreliable-suggestion: the half-curves' suggestions differ by more than this factor (0.6 decade)
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,7 +173,9 @@ def parse_candidates(text: str | None) -> list[float] | None:
         try:
             values.append(float(part))
         except ValueError:
-            raise BadInput(f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates") from None
+            raise BadInput(
+                f"expected comma-separated learning rates such as 1e-1,1e-2,1e-3,1e-4, got {part!r}", where="--candidates"
+            ) from None
     if not values:
         raise BadInput("expected at least one learning rate, e.g. 1e-1,1e-2,1e-3,1e-4", where="--candidates")
     return values
@@ -239,8 +248,17 @@ def measure(
     seconds = time.perf_counter() - started
     n = len(smoothed)
     frame = pd.DataFrame({"step": range(1, n + 1), "lr": used[:n], "loss": losses, "smoothed_loss": smoothed})
-    facts = {"start": start, "end": end, "planned_steps": steps, "mode": mode, "batches_per_lr": batches_per_lr,
-             "stopped": stopped, "seconds": seconds, "beta": SMOOTH_BETA, "stop_factor": STOP_FACTOR}
+    facts = {
+        "start": start,
+        "end": end,
+        "planned_steps": steps,
+        "mode": mode,
+        "batches_per_lr": batches_per_lr,
+        "stopped": stopped,
+        "seconds": seconds,
+        "beta": SMOOTH_BETA,
+        "stop_factor": STOP_FACTOR,
+    }
     return frame, facts
 
 
@@ -362,8 +380,18 @@ def _suggest_one(lrs: Any, losses: Any, stopped_on_divergence: bool = False) -> 
             i_div = int(climbed[0])
         elif stopped_on_divergence:
             i_div = n - 1
-    result = Suggestion(None, None, None, float(x[i_min]), float(lrs[i_div]) if i_div is not None else None,
-                        drop, noise, n, index_min=i_min, index_diverged=i_div)
+    result = Suggestion(
+        None,
+        None,
+        None,
+        float(x[i_min]),
+        float(lrs[i_div]) if i_div is not None else None,
+        drop,
+        noise,
+        n,
+        index_min=i_min,
+        index_diverged=i_div,
+    )
     if drop <= 0 or drop <= NOISE_FACTOR * noise:
         if i_div is not None and i_div >= max(EARLY_FRACTION * n, 2):
             # flat, then a rise: a model already trained (fine-tuning), or one that cannot learn
@@ -397,71 +425,110 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], trials: pd.DataFrame | No
     planned = int(facts.get("planned_steps", len(frame)))
     lrs = frame["lr"].to_numpy(dtype=float)
     span = f"{facts.get('start', lrs[0] if len(lrs) else math.nan):.3g} -> {facts.get('end', lrs[-1] if len(lrs) else math.nan):.3g}"
-    evidence = {"points": sug.points, "planned_steps": planned, "drop": sug.drop, "noise": sug.noise,
-                "lr_diverged": sug.lr_diverged, "stopped": facts.get("stopped")}
-    lower_start = ("The start LR is already too high for this model: lower --start (e.g. 100x), check the initialisation "
-                   "(`nndiag check-loss`) and clip gradients (train.grad_clip) if the loss spikes.")
+    evidence = {
+        "points": sug.points,
+        "planned_steps": planned,
+        "drop": sug.drop,
+        "noise": sug.noise,
+        "lr_diverged": sug.lr_diverged,
+        "stopped": facts.get("stopped"),
+    }
+    lower_start = (
+        "The start LR is already too high for this model: lower --start (e.g. 100x), check the initialisation "
+        "(`nndiag check-loss`) and clip gradients (train.grad_clip) if the loss spikes."
+    )
     if sug.problem == "first-non-finite":
-        verdict.add("diverged-immediately", "fail", f"the very first loss of the range test (LR {lrs[0]:.3g}) is NaN/Inf",
-                    lower_start + " A NaN at the smallest LR can also mean NaN/Inf in the data or the loss.", **evidence)
+        verdict.add(
+            "diverged-immediately",
+            "fail",
+            f"the very first loss of the range test (LR {lrs[0]:.3g}) is NaN/Inf",
+            lower_start + " A NaN at the smallest LR can also mean NaN/Inf in the data or the loss.",
+            **evidence,
+        )
         return verdict, sug
     if sug.problem == "too-few-points":
-        why = (f"only {planned} points were planned" if planned < MIN_POINTS else
-               f"the loss became NaN/Inf at point {sug.index_diverged + 1}" if sug.index_diverged is not None else
-               f"only {len(frame)} points were recorded")
+        why = (
+            f"only {planned} points were planned"
+            if planned < MIN_POINTS
+            else f"the loss became NaN/Inf at point {sug.index_diverged + 1}"
+            if sug.index_diverged is not None
+            else f"only {len(frame)} points were recorded"
+        )
         if sug.index_diverged is not None and planned >= MIN_POINTS:  # too few planned points is the problem, not the LR
-            verdict.add("diverged-immediately", "fail", f"only {sug.points} finite points before divergence ({why}; range {span})",
-                        lower_start, **evidence)
+            verdict.add(
+                "diverged-immediately",
+                "fail",
+                f"only {sug.points} finite points before divergence ({why}; range {span})",
+                lower_start,
+                **evidence,
+            )
         else:
-            verdict.add("no-decrease", "fail",
-                        f"{why} (fewer than {MIN_POINTS}): too few to tell where the loss drops (range {span})",
-                        f"Use more points (--steps {LR_FIND_STEPS} is the usual), or try the candidates mode (--candidates 1e-1,1e-2,1e-3,1e-4).",
-                        **evidence)
+            verdict.add(
+                "no-decrease",
+                "fail",
+                f"{why} (fewer than {MIN_POINTS}): too few to tell where the loss drops (range {span})",
+                f"Use more points (--steps {LR_FIND_STEPS} is the usual), or try the candidates mode (--candidates 1e-1,1e-2,1e-3,1e-4).",
+                **evidence,
+            )
         return verdict, sug
     if sug.index_diverged is not None and sug.index_diverged < max(EARLY_FRACTION * planned, 2):
-        verdict.add("diverged-immediately", "fail",
-                    f"the loss diverged at LR {sug.lr_diverged:.3g}, point {sug.index_diverged + 1} of {planned} (range {span})",
-                    lower_start, **evidence)
+        verdict.add(
+            "diverged-immediately",
+            "fail",
+            f"the loss diverged at LR {sug.lr_diverged:.3g}, point {sug.index_diverged + 1} of {planned} (range {span})",
+            lower_start,
+            **evidence,
+        )
         return verdict, sug
     if sug.problem == "no-decrease":
-        verdict.add("no-decrease", "fail",
-                    f"no LR in {span} lowered the loss: the smoothed loss fell by {sug.drop:.3g}, within "
-                    f"{NOISE_FACTOR:g}x its noise ({sug.noise:.3g})",
-                    "Raise --end (the loss may need a larger LR), use more --steps or --batches-per-lr, and check for a "
-                    "training bug: run `nndiag overfit-small`; look for frozen parameters or an optimizer not given the model's parameters.",
-                    **evidence)
+        verdict.add(
+            "no-decrease",
+            "fail",
+            f"no LR in {span} lowered the loss: the smoothed loss fell by {sug.drop:.3g}, within "
+            f"{NOISE_FACTOR:g}x its noise ({sug.noise:.3g})",
+            "Raise --end (the loss may need a larger LR), use more --steps or --batches-per-lr, and check for a "
+            "training bug: run `nndiag overfit-small`; look for frozen parameters or an optimizer not given the model's parameters.",
+            **evidence,
+        )
         return verdict, sug
     doubt: Doubt | None = None  # the curve's doubt about its own pick, settled or not by the trials below
     if sug.unreliable == "flat":
         doubt = Doubt(
-                    f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
-                    f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the range test's pick {sug.suggested_lr:.3g} is "
-                    f"only {DIVERGENCE_MARGIN:g}x below that rise",
-                    "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
-                    f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
-                    "learns too slowly for the batches per LR to show it (e.g. a transformer from scratch): retry with "
-                    "--batches-per-lr 8. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
-                    {**evidence, "reason": "flat", "lr_rise": sug.lr_diverged})
+            f"the loss did not fall measurably anywhere in {span} (by {sug.drop:.3g}, within {NOISE_FACTOR:g}x its noise "
+            f"{sug.noise:.3g}) before it rose at LR {sug.lr_diverged:.3g}: the range test's pick {sug.suggested_lr:.3g} is "
+            f"only {DIVERGENCE_MARGIN:g}x below that rise",
+            "A model that is already trained (fine-tuning) looks like this: keep the LR at or below the suggestion and "
+            f"compare a few with --candidates (e.g. {sug.suggested_lr / 10:.2g},{sug.suggested_lr:.2g}). So does a model that "
+            "learns too slowly for the batches per LR to show it (e.g. a transformer from scratch): retry with "
+            "--batches-per-lr 8. If it still looks flat, look for a training bug with `nndiag overfit-small`.",
+            {**evidence, "reason": "flat", "lr_rise": sug.lr_diverged},
+        )
     elif sug.unreliable is not None:
         low, high = sug.spread if sug.spread else (math.nan, math.nan)
-        why = (f"the loss fell by only {sug.drop / sug.noise:.1f} times its point-to-point noise (under {RELIABLE_DROP:g})"
-               if sug.unreliable == "noisy" else
-               f"half of the points alone (every other LR) place it anywhere from {low:.3g} to {high:.3g}, more than "
-               f"{UNSTABLE_FACTOR:g}x apart")
+        why = (
+            f"the loss fell by only {sug.drop / sug.noise:.1f} times its point-to-point noise (under {RELIABLE_DROP:g})"
+            if sug.unreliable == "noisy"
+            else f"half of the points alone (every other LR) place it anywhere from {low:.3g} to {high:.3g}, more than "
+            f"{UNSTABLE_FACTOR:g}x apart"
+        )
         doubt = Doubt(
-                    f"the curve cannot place the LR confidently: {why}; the range test's pick {sug.suggested_lr:.3g} is a rough guess",
-                    "Measure a smoother curve: --batches-per-lr 8 (or a larger train.batch_size), or more --steps; or compare "
-                    f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
-                    {**evidence, "reason": sug.unreliable, "spread_low": low, "spread_high": high})
+            f"the curve cannot place the LR confidently: {why}; the range test's pick {sug.suggested_lr:.3g} is a rough guess",
+            "Measure a smoother curve: --batches-per-lr 8 (or a larger train.batch_size), or more --steps; or compare "
+            f"a few LRs directly with --candidates (e.g. {low:.2g},{sug.suggested_lr:.2g},{high:.2g}).",
+            {**evidence, "reason": sug.unreliable, "spread_low": low, "spread_high": high},
+        )
     if trials is not None:
         doubt = settle(sug, trials, int(facts.get("refine_steps", 0)), doubt)
     if doubt is not None:
         verdict.add("unreliable-suggestion", doubt.severity, doubt.message, doubt.advice, **doubt.evidence)
     if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
-        verdict.add("range-too-narrow", "warn",
-                    f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie "
-                    f"above {lrs[-1]:.3g}",
-                    "Raise --end (e.g. 10-100x) until the loss blows up; the suggestion below is a lower bound.", **evidence)
+        verdict.add(
+            "range-too-narrow",
+            "warn",
+            f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie above {lrs[-1]:.3g}",
+            "Raise --end (e.g. 10-100x) until the loss blows up; the suggestion below is a lower bound.",
+            **evidence,
+        )
     return verdict, sug
 
 
@@ -495,10 +562,14 @@ def settle(sug: Suggestion, trials: pd.DataFrame, steps: int, doubt: Doubt | Non
     span = f"{trials['lr'].min():.3g} to {trials['lr'].max():.3g}"
     diverged = trials[trials["outcome"] == "diverged"]
     if diverged.empty:
-        message = (f"none of the {len(trials)} trial runs (LR {span}, {steps} iterations each) lowered the loss on the training "
-                   f"subset: the range test's pick {range_test_lr:.3g} is unconfirmed")
-        advice = ("Longer trials may show a drop (--refine-steps 300), or compare a few LRs with --candidates; if no LR lowers "
-                  "the loss, look for a training bug with `nndiag overfit-small`.")
+        message = (
+            f"none of the {len(trials)} trial runs (LR {span}, {steps} iterations each) lowered the loss on the training "
+            f"subset: the range test's pick {range_test_lr:.3g} is unconfirmed"
+        )
+        advice = (
+            "Longer trials may show a drop (--refine-steps 300), or compare a few LRs with --candidates; if no LR lowers "
+            "the loss, look for a training bug with `nndiag overfit-small`."
+        )
         reason = "trials-flat"
     else:
         lowest = float(diverged["lr"].min())
@@ -506,12 +577,16 @@ def settle(sug: Suggestion, trials: pd.DataFrame, steps: int, doubt: Doubt | Non
         fallback = float(below["lr"].max()) if len(below) else lowest / 10
         _suggest_within_range(sug, fallback)
         how = "the largest trial LR below them" if len(below) else "10x below the lowest of them, untested"
-        message = (f"{len(diverged)} of the {len(trials)} trial runs diverged (from LR {lowest:.3g}) when held at one LR for "
-                   f"{steps} iterations, and none lowered the loss: the suggestion falls from the range test's pick "
-                   f"{range_test_lr:.3g} to {fallback:.3g} ({how})")
-        advice = ("A constant LR that a rising range test passed through still blows up: the model needs a gentler start. "
-                  "Use a warm-up (schedule: {name: cosine, warmup_steps: 500}), clip gradients (train.grad_clip), "
-                  "and check the initialisation with `nndiag check-loss`.")
+        message = (
+            f"{len(diverged)} of the {len(trials)} trial runs diverged (from LR {lowest:.3g}) when held at one LR for "
+            f"{steps} iterations, and none lowered the loss: the suggestion falls from the range test's pick "
+            f"{range_test_lr:.3g} to {fallback:.3g} ({how})"
+        )
+        advice = (
+            "A constant LR that a rising range test passed through still blows up: the model needs a gentler start. "
+            "Use a warm-up (schedule: {name: cosine, warmup_steps: 500}), clip gradients (train.grad_clip), "
+            "and check the initialisation with `nndiag check-loss`."
+        )
         reason = "trials-diverged"
     if doubt is not None:  # one finding for the suggestion: the curve's doubt and the trials' together
         doubt.message += f"; and {message}"
@@ -553,9 +628,16 @@ def run(
     if candidates:
         summary, curves, facts = lr_trials.measure_candidates(exp, candidates, candidate_steps)
         verdict, best = lr_trials.decide_candidates(summary)
-        metrics = {"mode": "candidates", "suggested_lr": best, "lr_min": None, "lr_max": None,
-                   "candidates": len(candidates), "candidate_steps": candidate_steps, "weight_decay": facts["weight_decay"],
-                   "dropping": int((summary["outcome"] == "drops").sum())}
+        metrics = {
+            "mode": "candidates",
+            "suggested_lr": best,
+            "lr_min": None,
+            "lr_max": None,
+            "candidates": len(candidates),
+            "candidate_steps": candidate_steps,
+            "weight_decay": facts["weight_decay"],
+            "dropping": int((summary["outcome"] == "drops").sum()),
+        }
         if best is not None:
             dropping = summary[summary["outcome"] == "drops"]["lr"]
             metrics["lr_min"], metrics["lr_max"] = float(dropping.min()), float(dropping.max())
@@ -571,14 +653,28 @@ def run(
             trials = lr_trials.refine(exp, sug.suggested_lr, ceiling, refine_steps)
             verdict, sug = decide(frame, {**facts, "refine_steps": refine_steps}, trials)
             tables["lr_refine"] = trials
-            refine = {"range_test_lr": sug.range_test_lr, "refine_steps": refine_steps, "refine_trials": len(trials),
-                      "refined_lr": sug.refined_lr, "refine_seconds": time.perf_counter() - started}
+            refine = {
+                "range_test_lr": sug.range_test_lr,
+                "refine_steps": refine_steps,
+                "refine_trials": len(trials),
+                "refined_lr": sug.refined_lr,
+                "refine_seconds": time.perf_counter() - started,
+            }
         best_row = frame["smoothed_loss"].idxmin() if frame["smoothed_loss"].notna().any() else None
-        metrics = {"mode": mode, "suggested_lr": sug.suggested_lr, "lr_min": sug.lr_min, "lr_max": sug.lr_max,
-                   "lr_at_min_loss": sug.lr_at_min_loss, "lr_diverged": sug.lr_diverged,
-                   "points": len(frame), "planned_steps": steps, "stopped": facts["stopped"],
-                   "min_smoothed_loss": float(frame["smoothed_loss"][best_row]) if best_row is not None else None,
-                   "seconds": facts["seconds"], **refine}
+        metrics = {
+            "mode": mode,
+            "suggested_lr": sug.suggested_lr,
+            "lr_min": sug.lr_min,
+            "lr_max": sug.lr_max,
+            "lr_at_min_loss": sug.lr_at_min_loss,
+            "lr_diverged": sug.lr_diverged,
+            "points": len(frame),
+            "planned_steps": steps,
+            "stopped": facts["stopped"],
+            "min_smoothed_loss": float(frame["smoothed_loss"][best_row]) if best_row is not None else None,
+            "seconds": facts["seconds"],
+            **refine,
+        }
         result = Result("lr-find", verdict, tables, metrics)
     suggested = result.metrics["suggested_lr"]  # the refine stage's choice when it ran
     if apply and suggested is not None:

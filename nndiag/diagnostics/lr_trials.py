@@ -36,7 +36,7 @@ DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a candidate whose loss ends above 3x the 
 EVAL_EXAMPLES = 2048  # the fixed training subset on which candidates are scored
 
 # -- refine: short trial runs around the range test's suggestion ----------------------------
-REFINE_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5, 10.0)  # trial LRs: the range test's suggestion times these (half-decade steps)
+REFINE_FACTORS = (10**-0.5, 1.0, 10**0.5, 10.0)  # trial LRs: the range test's suggestion times these (half-decade steps)
 REFINE_TOLERANCE = 0.05  # the smallest trial LR whose loss is within this fraction of the best trial's drop wins
 TRIAL_ORDER_OFFSET = 7919  # the trials' batch order is seeded with the recipe's seed + this: an order of their own, not the range test's
 
@@ -57,9 +57,15 @@ def endless_batches(exp: Experiment, generator: torch.Generator) -> Iterator[Any
 # --------------------------------------------------------------------------------------------
 
 
-def measure_candidates(exp: Experiment, candidates: list[float], steps: int = LR_FIND_CANDIDATE_STEPS,
-                       weight_decay: float | None = None, *, own_settings: bool = False,
-                       order_seed: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def measure_candidates(
+    exp: Experiment,
+    candidates: list[float],
+    steps: int = LR_FIND_CANDIDATE_STEPS,
+    weight_decay: float | None = None,
+    *,
+    own_settings: bool = False,
+    order_seed: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Train `steps` iterations at each LR from the same initial weights and the same batch order.
 
     Candidates mode (the default): one LR for every param group and `weight_decay` (default the
@@ -81,6 +87,7 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = LR
 
         def make_optimizer(lr: float) -> torch.optim.Optimizer:
             return exp.optimizer(lr=lr, weight_decay=wd)
+
     seed = exp.recipe.seed if order_seed is None else order_seed
     model = exp.model
     rows, curves = [], []
@@ -99,9 +106,16 @@ def measure_candidates(exp: Experiment, candidates: list[float], steps: int = LR
             values = torch.stack(record).tolist()
             curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
             after = _subset_loss(exp, subset)
-            rows.append({"lr": lr, "initial_loss": before, "final_loss": after,
-                         "relative_drop": (before - after) / before if before else math.nan,
-                         "first_batch_loss": values[0], "last_batch_loss": values[-1]})
+            rows.append(
+                {
+                    "lr": lr,
+                    "initial_loss": before,
+                    "final_loss": after,
+                    "relative_drop": (before - after) / before if before else math.nan,
+                    "first_batch_loss": values[0],
+                    "last_batch_loss": values[-1],
+                }
+            )
     summary = pd.DataFrame(rows, columns=["lr", "initial_loss", "final_loss", "relative_drop", "first_batch_loss", "last_batch_loss"])
     summary["outcome"] = [candidate_outcome(r.initial_loss, r.final_loss) for r in summary.itertuples()]
     facts = {"steps": steps, "weight_decay": wd, "eval_examples": len(subset)}
@@ -143,25 +157,42 @@ def decide_candidates(summary: pd.DataFrame) -> tuple[Verdict, float | None]:
     dropping = summary[summary["outcome"] == "drops"]
     if dropping.empty:
         if (summary["outcome"] == "diverged").all():
-            verdict.add("diverged-immediately", "fail", f"every candidate LR diverged ({table})",
-                        "Try smaller LRs (e.g. 1e-4,1e-5,1e-6) and check the initialisation with `nndiag check-loss`.",
-                        candidates=summary["lr"].tolist())
+            verdict.add(
+                "diverged-immediately",
+                "fail",
+                f"every candidate LR diverged ({table})",
+                "Try smaller LRs (e.g. 1e-4,1e-5,1e-6) and check the initialisation with `nndiag check-loss`.",
+                candidates=summary["lr"].tolist(),
+            )
         else:
-            verdict.add("no-decrease", "fail",
-                        f"no candidate LR lowered the loss by {SIGNIFICANT_DROP:.0%} or more in the allotted iterations ({table})",
-                        "Try larger LRs or more --candidate-steps; if none helps, look for a bug with `nndiag overfit-small`.",
-                        candidates=summary["lr"].tolist())
+            verdict.add(
+                "no-decrease",
+                "fail",
+                f"no candidate LR lowered the loss by {SIGNIFICANT_DROP:.0%} or more in the allotted iterations ({table})",
+                "Try larger LRs or more --candidate-steps; if none helps, look for a bug with `nndiag overfit-small`.",
+                candidates=summary["lr"].tolist(),
+            )
         return verdict, None
     best = dropping.loc[dropping["final_loss"].idxmin()]
     best_lr = float(best["lr"])
     lrs = sorted(summary["lr"].tolist())
     diverged = summary[summary["outcome"] == "diverged"]["lr"].tolist()
     if best_lr == lrs[-1] and len(lrs) > 1:
-        verdict.add("range-too-narrow", "warn", f"the best candidate is the largest one tried ({best_lr:g}) and it did not diverge",
-                    f"Also try {best_lr * 10:g} and {best_lr * 100:g}: a larger LR may be better.", best_lr=best_lr)
+        verdict.add(
+            "range-too-narrow",
+            "warn",
+            f"the best candidate is the largest one tried ({best_lr:g}) and it did not diverge",
+            f"Also try {best_lr * 10:g} and {best_lr * 100:g}: a larger LR may be better.",
+            best_lr=best_lr,
+        )
     elif best_lr == lrs[0] and len(lrs) > 1 and diverged:
-        verdict.add("range-too-narrow", "warn", f"the best candidate is the smallest one tried ({best_lr:g})",
-                    f"Also try {best_lr / 10:g}: a smaller LR may be better.", best_lr=best_lr)
+        verdict.add(
+            "range-too-narrow",
+            "warn",
+            f"the best candidate is the smallest one tried ({best_lr:g})",
+            f"Also try {best_lr / 10:g}: a smaller LR may be better.",
+            best_lr=best_lr,
+        )
     return verdict, best_lr
 
 
@@ -197,8 +228,9 @@ def refine(exp: Experiment, range_test_lr: float, ceiling: float, steps: int = L
     as configured, only the LR changed, from the same initial weights, in a batch order of the trials'
     own (seed + TRIAL_ORDER_OFFSET). Returns one row per trial, with its `factor` of the range test's pick
     and whether `pick_refined` chose it (`chosen`)."""
-    summary, _, _ = measure_candidates(exp, refine_lrs(range_test_lr, ceiling), steps, own_settings=True,
-                                       order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET)
+    summary, _, _ = measure_candidates(
+        exp, refine_lrs(range_test_lr, ceiling), steps, own_settings=True, order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET
+    )
     chosen = pick_refined(summary)
     summary.insert(1, "factor", summary["lr"] / range_test_lr)
     summary["chosen"] = summary["lr"] == chosen

@@ -27,18 +27,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nndiag.training import engine
-from nndiag.training.experiment import Experiment
+from nndiag.diagnostics.defaults import OVERFIT_BATCHES, OVERFIT_STEPS, OVERFIT_TARGET
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.training import engine
+from nndiag.training.experiment import Experiment
 from nndiag.training.scoring import counted_targets
-from nndiag.diagnostics.defaults import OVERFIT_BATCHES, OVERFIT_STEPS, OVERFIT_TARGET
 
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
 NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
 
 
-def measure(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET) -> tuple[pd.DataFrame, dict[str, Any]]:
+def measure(
+    exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass."""
     batch_size = exp.recipe.train.batch_size
     subset = exp.data.train.take(batches * batch_size, generator=torch.Generator().manual_seed(exp.recipe.seed))
@@ -50,7 +52,16 @@ def measure(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFI
         order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
         initial = _evaluate(exp, subset)
         probabilities = initial.pop("probabilities")
-        rows.append({"step": 0, "loss": initial["loss"], "evaluated": True, "subset_loss": initial["loss"], "subset_acc": initial["acc"], "lr": optimizer.param_groups[0]["lr"]})
+        rows.append(
+            {
+                "step": 0,
+                "loss": initial["loss"],
+                "evaluated": True,
+                "subset_loss": initial["loss"],
+                "subset_acc": initial["acc"],
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
         step, first_grads = 0, (0, 0)
         while step < steps:
             for batch in subset.batches(batch_size, shuffle=True, generator=order):
@@ -58,7 +69,16 @@ def measure(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFI
                 loss = exp.step(optimizer, batch).loss
                 if step == 1:
                     first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
-                rows.append({"step": step, "loss": float(loss), "evaluated": False, "subset_loss": math.nan, "subset_acc": math.nan, "lr": optimizer.param_groups[0]["lr"]})
+                rows.append(
+                    {
+                        "step": step,
+                        "loss": float(loss),
+                        "evaluated": False,
+                        "subset_loss": math.nan,
+                        "subset_acc": math.nan,
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
                 if step >= steps:
                     break
             state = _evaluate(exp, subset)
@@ -67,11 +87,19 @@ def measure(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFI
                 break
     frame = pd.DataFrame(rows)
     objective = exp.scorer.objective
-    expects_logits = exp.is_classification and (objective is None and exp.scorer.way != "loss" or objective is not None and objective.name == "cross_entropy")
-    facts = {"initial_loss": initial["loss"], "examples": len(subset), "batches": batches, "steps_allowed": steps,
-             "outputs_are_probabilities": probabilities and expects_logits,
-             "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None,  # a named regression loss has no accuracy to check
-             "zero_grad_weights": first_grads[0], "weights": first_grads[1]}
+    expects_logits = exp.is_classification and (
+        objective is None and exp.scorer.way != "loss" or objective is not None and objective.name == "cross_entropy"
+    )
+    facts = {
+        "initial_loss": initial["loss"],
+        "examples": len(subset),
+        "batches": batches,
+        "steps_allowed": steps,
+        "outputs_are_probabilities": probabilities and expects_logits,
+        "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None,  # a named regression loss has no accuracy to check
+        "zero_grad_weights": first_grads[0],
+        "weights": first_grads[1],
+    }
     return frame, facts
 
 
@@ -88,8 +116,11 @@ def _evaluate(exp: Experiment, subset: Any) -> dict[str, Any]:
         if counts is not None:
             correct, counted = correct + float(counts[0]), counted + float(counts[1])
         probabilities = probabilities and _looks_like_probabilities(scored.logits)
-    return {"loss": loss_sum / weight if weight else math.nan, "acc": correct / counted if counted else math.nan,
-            "probabilities": probabilities}
+    return {
+        "loss": loss_sum / weight if weight else math.nan,
+        "acc": correct / counted if counted else math.nan,
+        "probabilities": probabilities,
+    }
 
 
 @torch.no_grad()
@@ -127,13 +158,19 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     final_state = {"loss": float(final["subset_loss"]), "acc": float(final["subset_acc"])}
     steps = int(frame["step"].max())
     if not math.isfinite(initial):
-        verdict.add("loss-diverged", "fail", "the loss is NaN/Inf before training starts",
-                    "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
-                    initial_loss=initial, at_init=True)
+        verdict.add(
+            "loss-diverged",
+            "fail",
+            "the loss is NaN/Inf before training starts",
+            "Run `nndiag check-loss` first: the model or the data produce non-finite values at initialisation.",
+            initial_loss=initial,
+            at_init=True,
+        )
         return verdict
     if facts.get("accuracy_unchecked"):
         verdict.add(
-            "not-checked", "info",
+            "not-checked",
+            "info",
             "training accuracy on the subset was not checked (no class logits and targets to compare), so the verdict rests on the loss alone",
             "Return logits and targets from your step (a mapping {loss, logits, targets}) to have 100% accuracy checked too.",
         )
@@ -143,43 +180,82 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     nonfinite = frame["step"][~np.isfinite(losses) | bad_subset].astype(int).tolist()
     peak = float(pd.Series(losses).replace([math.inf, -math.inf], math.nan).max())
     if nonfinite or _blown_up(final_state["loss"], initial) or peak > DIVERGED_FACTOR * initial and final_state["loss"] > initial:
-        what = f"the loss became NaN/Inf at step {nonfinite[0]}" if nonfinite else f"the loss rose to {peak:.4g}, {peak / initial:.3g}x its initial {initial:.4g}"
+        what = (
+            f"the loss became NaN/Inf at step {nonfinite[0]}"
+            if nonfinite
+            else f"the loss rose to {peak:.4g}, {peak / initial:.3g}x its initial {initial:.4g}"
+        )
         verdict.add(
-            "loss-diverged", "fail", what,
+            "loss-diverged",
+            "fail",
+            what,
             "The learning rate is too high or the initialisation too large: lower optim.lr by 10x (try `nndiag lr-find`), "
             "check the init scale, and clip gradients (train.grad_clip) if spikes persist.",
-            initial_loss=initial, peak_loss=peak, first_nonfinite_step=nonfinite[0] if nonfinite else None, steps=steps,
+            initial_loss=initial,
+            peak_loss=peak,
+            first_nonfinite_step=nonfinite[0] if nonfinite else None,
+            steps=steps,
         )
         return verdict
     best = float(evaluated["subset_loss"].min())
     best_acc = float(evaluated["subset_acc"].max())
-    evidence = {"initial_loss": initial, "best_loss": best, "final_loss": final_state["loss"], "best_fraction": best / initial,
-                "final_accuracy": final_state["acc"], "best_accuracy": best_acc, "steps": steps, "target_fraction": target_fraction}
+    evidence = {
+        "initial_loss": initial,
+        "best_loss": best,
+        "final_loss": final_state["loss"],
+        "best_fraction": best / initial,
+        "final_accuracy": final_state["acc"],
+        "best_accuracy": best_acc,
+        "steps": steps,
+        "target_fraction": target_fraction,
+    }
     if best > NOT_DECREASING * initial:
         message = f"after {steps} steps the loss is {best:.4g}, {best / initial:.0%} of its initial {initial:.4g}: it barely moved"
         zero, weights = int(facts.get("zero_grad_weights") or 0), int(facts.get("weights") or 0)
         if weights and zero == weights:  # the evidence rules the learning rate out
             message += f"; the gradient of every weight ({weights} tensors) was exactly zero at the first step"
-            advice = ("No learning rate can move weights whose gradient is exactly zero, so do not raise optim.lr. Look for ReLU "
-                      "units dead from the start (a large negative bias or a bad init: run `nndiag probe`), a graph cut by "
-                      ".detach(), torch.no_grad() or .data in the model or the loss, or a loss that does not depend on the outputs.")
+            advice = (
+                "No learning rate can move weights whose gradient is exactly zero, so do not raise optim.lr. Look for ReLU "
+                "units dead from the start (a large negative bias or a bad init: run `nndiag probe`), a graph cut by "
+                ".detach(), torch.no_grad() or .data in the model or the loss, or a loss that does not depend on the outputs."
+            )
         else:
-            advice = ("The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
-                      "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters.")
+            advice = (
+                "The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
+                "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters."
+            )
             if zero:
-                advice += f" Note: {zero} of {weights} weight tensors got exactly zero gradient at the first step (dead units or a cut graph?)."
-        verdict.add("loss-not-decreasing", "fail", message, advice, **evidence,
-                    zero_gradients=bool(weights and zero == weights), zero_grad_weights=zero, weights=weights)
+                advice += (
+                    f" Note: {zero} of {weights} weight tensors got exactly zero gradient at the first step (dead units or a cut graph?)."
+                )
+        verdict.add(
+            "loss-not-decreasing",
+            "fail",
+            message,
+            advice,
+            **evidence,
+            zero_gradients=bool(weights and zero == weights),
+            zero_grad_weights=zero,
+            weights=weights,
+        )
         return verdict
-    message = (f"the loss fell from {initial:.4g} to {best:.4g} ({best / initial:.0%} of initial) but stalled; "
-               f"training accuracy reached {best_acc:.1%} in {steps} steps (target: 100% and <= {target_fraction:.0%} of the initial loss)")
-    advice = ("The model cannot memorise even a tiny sample: give it more capacity (wider/deeper layers, a nonlinearity), "
-              "train longer (--steps) or look for a bug in the model or the loss.")
+    message = (
+        f"the loss fell from {initial:.4g} to {best:.4g} ({best / initial:.0%} of initial) but stalled; "
+        f"training accuracy reached {best_acc:.1%} in {steps} steps (target: 100% and <= {target_fraction:.0%} of the initial loss)"
+    )
+    advice = (
+        "The model cannot memorise even a tiny sample: give it more capacity (wider/deeper layers, a nonlinearity), "
+        "train longer (--steps) or look for a bug in the model or the loss."
+    )
     if facts.get("outputs_are_probabilities"):
         message += "; the model's outputs are probabilities (rows are non-negative and sum to 1)"
-        advice = ("Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits, "
-                  "so squashed outputs cap how low the loss can go.")
-    verdict.add("cannot-overfit", "fail", message, advice, outputs_are_probabilities=bool(facts.get("outputs_are_probabilities")), **evidence)
+        advice = (
+            "Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits, "
+            "so squashed outputs cap how low the loss can go."
+        )
+    verdict.add(
+        "cannot-overfit", "fail", message, advice, outputs_are_probabilities=bool(facts.get("outputs_are_probabilities")), **evidence
+    )
     return verdict
 
 

@@ -15,7 +15,7 @@ Definitions (thresholds are module constants below, each with its source):
                 "inputs beyond ±5" of DeepDiagnosis (ICSE 2022).
   dead unit     a ReLU-family unit (feature of a (N, F) output, channel of a (N, C, ...) output) that is
                 never positive for ANY probed sample and position. Per unit, not per element: DeepDiagnosis'
-                per-element rule flagged 36 of 78 healthy models (DESIGN.md §4).
+                per-element rule flagged 36 of 78 healthy models.
   activation    the outputs of nonlinearity modules (ReLU, tanh, ..., and Hugging Face's *Activation classes)
                 in execution order; when a model has
   depth trail   none (activations applied functionally) the outputs of its Linear/Conv layers instead.
@@ -72,16 +72,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nndiag.training import batch as batching
-from nndiag.training import engine
+from nndiag.diagnostics.defaults import PROBE_BATCHES, PROBE_STEPS
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
-from nndiag.diagnostics.defaults import PROBE_BATCHES, PROBE_STEPS
-
+from nndiag.training import batch as batching
+from nndiag.training import engine
 
 TANH_RAIL = 0.99  # |tanh| above this is saturated (pre-activation beyond ±2.65, local gradient < 0.02)
 SIGMOID_RAIL = 0.01  # sigmoid below this or above 1 - this is saturated (pre-activation beyond ±4.6, DeepDiagnosis' ±5)
-SATURATED_FRACTION = 0.25  # a bounded layer with more than this fraction at the rails is saturated (measured: see the README, probe section)
+SATURATED_FRACTION = (
+    0.25  # a bounded layer with more than this fraction at the rails is saturated (measured: see the README, probe section)
+)
 DEAD_FRACTION = 0.4  # warn when this fraction of a ReLU layer's units is dead (CS231n: up to 40% can die at high LR)
 DEAD_FAIL_FRACTION = 0.9  # fail when (almost) the whole layer is dead
 VANISH_RATIO = 0.25  # std(last activation layer) / std(first) below this: activations collapse with depth
@@ -98,21 +99,49 @@ UPDATE_LR_CUT = 0.1  # during training: no update-ratio-low while the schedule h
 DEPTH_CONSISTENT = 2 / 3  # vanishing/exploding activations: at least this share of layer-to-layer steps move the same way
 UPDATE_HEALTHY = 1e-3  # CS231n's healthy update/weight ratio, the target an LR advice aims at
 LR_FACTOR_MIN, LR_FACTOR_MAX = 3.0, 1000.0  # an LR change quoted as a factor stays in this range (beyond it: "1000x or more" and lr-find)
-STRUCTURAL = ("non-finite", "vanishing-activations", "exploding-activations", "saturated-activations", "vanishing-gradients",
-              "exploding-gradients")  # findings about the model itself: an update ratio beside them follows from them, not from the LR
+STRUCTURAL = (
+    "non-finite",
+    "vanishing-activations",
+    "exploding-activations",
+    "saturated-activations",
+    "vanishing-gradients",
+    "exploding-gradients",
+)  # findings about the model itself: an update ratio beside them follows from them, not from the LR
 HIST_BINS = 40  # histogram bins per layer
 HIST_SAMPLE = 8192  # activation values kept per layer for its histogram (a deterministic strided sample)
 
 RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 BOUNDED = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid)  # note: nn.ReLU6 is a Hardtanh subclass
-NONLINEAR = RELU_FAMILY + BOUNDED + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
+NONLINEAR = (
+    RELU_FAMILY + BOUNDED + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
+)
 WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # a token model's first weighted layer (its gradient rule's "first layer")
 
-LAYER_COLUMNS = ["step", "layer", "module", "kind", "calls", "numel", "mean", "std", "min", "max", "frac_saturated", "frac_dead",
-                 "units", "nonfinite_act", "weight_norm", "grad_norm", "update_ratio", "nonfinite_grad", "nonfinite_weight",
-                 "lr", "lr_peak"]  # lr: the probed step's LR; lr_peak: the schedule's peak (during training; NaN otherwise)
+LAYER_COLUMNS = [
+    "step",
+    "layer",
+    "module",
+    "kind",
+    "calls",
+    "numel",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "frac_saturated",
+    "frac_dead",
+    "units",
+    "nonfinite_act",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "nonfinite_grad",
+    "nonfinite_weight",
+    "lr",
+    "lr_peak",
+]  # lr: the probed step's LR; lr_peak: the schedule's peak (during training; NaN otherwise)
 
 
 def kind_of(module: nn.Module) -> str:
@@ -256,13 +285,24 @@ class Recorder:
             var = max(float(site.total_sq) / n - mean * mean, 0.0)
             units = int(site.alive.numel()) if site.alive is not None and site.units_ok else 0
             dead = float((~site.alive).sum()) / units if units else math.nan
-            rows.append({
-                "step": step, "layer": site.name, "module": type(site.module).__name__, "kind": site.kind,
-                "calls": site.calls, "numel": site.numel, "mean": mean, "std": math.sqrt(var),
-                "min": site.low, "max": site.high,
-                "frac_saturated": float(site.saturated) / n if site.kind == "bounded" else math.nan,
-                "frac_dead": dead, "units": units, "nonfinite_act": int(site.nonfinite),
-            })
+            rows.append(
+                {
+                    "step": step,
+                    "layer": site.name,
+                    "module": type(site.module).__name__,
+                    "kind": site.kind,
+                    "calls": site.calls,
+                    "numel": site.numel,
+                    "mean": mean,
+                    "std": math.sqrt(var),
+                    "min": site.low,
+                    "max": site.high,
+                    "frac_saturated": float(site.saturated) / n if site.kind == "bounded" else math.nan,
+                    "frac_dead": dead,
+                    "units": units,
+                    "nonfinite_act": int(site.nonfinite),
+                }
+            )
             hist += _histogram(step, site)
         return rows, hist
 
@@ -289,8 +329,10 @@ def _histogram(step: int, site: _Site) -> list[dict[str, Any]]:
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
     counts, edges = np.histogram(values, bins=HIST_BINS, range=(lo, hi))
-    return [{"step": step, "layer": site.name, "bin_left": float(edges[i]), "bin_right": float(edges[i + 1]), "count": int(c)}
-            for i, c in enumerate(counts)]
+    return [
+        {"step": step, "layer": site.name, "bin_left": float(edges[i]), "bin_right": float(edges[i + 1]), "count": int(c)}
+        for i, c in enumerate(counts)
+    ]
 
 
 def weight_of(module: nn.Module) -> torch.Tensor | None:
@@ -298,8 +340,9 @@ def weight_of(module: nn.Module) -> torch.Tensor | None:
     return w if isinstance(w, torch.Tensor) and w.requires_grad else None
 
 
-def add_weight_columns(rows: list[dict[str, Any]], recorder: Recorder, grad_norms: dict[int, float],
-                       update_ratios: dict[int, float] | None = None) -> None:
+def add_weight_columns(
+    rows: list[dict[str, Any]], recorder: Recorder, grad_norms: dict[int, float], update_ratios: dict[int, float] | None = None
+) -> None:
     """Fill weight_norm / grad_norm / update_ratio from the module's `weight` (first call site only)."""
     seen: set[int] = set()
     for row in rows:
@@ -333,7 +376,9 @@ def grad_norms_now(model: nn.Module) -> dict[int, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def measure(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def measure(
+    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(layers, params, histograms, facts). Layers: one row per call site at the current weights."""
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
@@ -389,11 +434,22 @@ def measure(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) ->
             if w is not None and not math.isnan(row["grad_norm"]):
                 row["update_ratio"] = ratios.get(id(w), math.nan)
                 row["nonfinite_weight"] = max(row["nonfinite_weight"], _nonfinite(w, float(w.detach().float().norm())))
-    facts = {"batches": len(probe_batches), "steps": steps, "examples": sum(batching.size(b) for b in probe_batches),
-             "initial_loss": losses[0] if losses else math.nan, "losses": losses, "lr": float(optimizer.param_groups[0]["lr"]),
-             "optimizer": type(optimizer).__name__, "diverged_step": diverged_at}
-    return (pd.DataFrame(rows, columns=LAYER_COLUMNS), pd.DataFrame(param_rows, columns=PARAM_COLUMNS),
-            pd.DataFrame(hist, columns=HIST_COLUMNS), facts)
+    facts = {
+        "batches": len(probe_batches),
+        "steps": steps,
+        "examples": sum(batching.size(b) for b in probe_batches),
+        "initial_loss": losses[0] if losses else math.nan,
+        "losses": losses,
+        "lr": float(optimizer.param_groups[0]["lr"]),
+        "optimizer": type(optimizer).__name__,
+        "diverged_step": diverged_at,
+    }
+    return (
+        pd.DataFrame(rows, columns=LAYER_COLUMNS),
+        pd.DataFrame(param_rows, columns=PARAM_COLUMNS),
+        pd.DataFrame(hist, columns=HIST_COLUMNS),
+        facts,
+    )
 
 
 PARAM_COLUMNS = ["step", "param", "shape", "numel", "norm", "grad_norm", "update_ratio"]
@@ -401,8 +457,15 @@ HIST_COLUMNS = ["step", "layer", "bin_left", "bin_right", "count"]
 
 
 def _param_row(step: int, name: str, p: torch.Tensor, grad_norm: float, ratio: float) -> dict[str, Any]:
-    return {"step": step, "param": name, "shape": "x".join(map(str, p.shape)) or "scalar", "numel": p.numel(),
-            "norm": float(p.detach().float().norm()), "grad_norm": grad_norm, "update_ratio": ratio}
+    return {
+        "step": step,
+        "param": name,
+        "shape": "x".join(map(str, p.shape)) or "scalar",
+        "numel": p.numel(),
+        "norm": float(p.detach().float().norm()),
+        "grad_norm": grad_norm,
+        "update_ratio": ratio,
+    }
 
 
 @torch.no_grad()
@@ -480,28 +543,43 @@ def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any
     if bad.empty and not losses:
         return
     first = bad.iloc[0] if len(bad) else None
-    parts = [f"{int(layers[c].sum())} {what}" for c, what in
-             (("nonfinite_act", "activation"), ("nonfinite_grad", "gradient"), ("nonfinite_weight", "weight")) if layers[c].sum() > 0]
+    parts = [
+        f"{int(layers[c].sum())} {what}"
+        for c, what in (("nonfinite_act", "activation"), ("nonfinite_grad", "gradient"), ("nonfinite_weight", "weight"))
+        if layers[c].sum() > 0
+    ]
     where = f"in {len(bad)} layers, first {first['layer']} ({', '.join(parts)} entries)" if first is not None else "in the loss"
     # at the probed weights (before any optimizer step), or only after the probed steps?
     probed = int(facts.get("batches") or 0)
-    at_init = bool(layers["nonfinite_act"].sum() > 0 or layers["nonfinite_grad"].sum() > 0
-                   or any(not math.isfinite(v) for v in facts.get("losses", [])[:probed]))
+    at_init = bool(
+        layers["nonfinite_act"].sum() > 0
+        or layers["nonfinite_grad"].sum() > 0
+        or any(not math.isfinite(v) for v in facts.get("losses", [])[:probed])
+    )
     when = ""
     if first is not None and not at_init:
         step = facts.get("diverged_step")
         when = f"; the weights blew up during the probed optimizer steps{f' (at step {step})' if step else ''}"
     if at_init:
-        advice = ("Look at the first layer named: NaN/Inf in the inputs (check the data), a weight already NaN (a bad checkpoint "
-                  "or init), or an init so large that the forward pass overflows. No optimizer step has run yet, so the learning "
-                  "rate is not the cause.")
+        advice = (
+            "Look at the first layer named: NaN/Inf in the inputs (check the data), a weight already NaN (a bad checkpoint "
+            "or init), or an init so large that the forward pass overflows. No optimizer step has run yet, so the learning "
+            "rate is not the cause."
+        )
     else:
-        advice = ("The weights were finite before the probed optimizer steps and blew up during them: the learning rate is so "
-                  "high that a step overflows (lower optim.lr by 10-100x, or run `nndiag lr-find`), or the init is too large; "
-                  "clip gradients (train.grad_clip).")
+        advice = (
+            "The weights were finite before the probed optimizer steps and blew up during them: the learning rate is so "
+            "high that a step overflows (lower optim.lr by 10-100x, or run `nndiag lr-find`), or the init is too large; "
+            "clip gradients (train.grad_clip)."
+        )
     verdict.add(
-        "non-finite", "fail", f"NaN/Inf values {where}{when}" + (f"; {len(losses)} losses were NaN/Inf" if losses else ""),
-        advice, layers=list(bad["layer"])[:20], first_layer=None if first is None else first["layer"], nonfinite_losses=len(losses),
+        "non-finite",
+        "fail",
+        f"NaN/Inf values {where}{when}" + (f"; {len(losses)} losses were NaN/Inf" if losses else ""),
+        advice,
+        layers=list(bad["layer"])[:20],
+        first_layer=None if first is None else first["layer"],
+        nonfinite_losses=len(losses),
         at_init=at_init,
     )
 
@@ -523,7 +601,8 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
         trail_text = " → ".join(_fmt(s) for s in stds[:: max(1, len(stds) // 8)])
         if ratio < VANISH_RATIO and factor < VANISH_PER_LAYER and shrinking >= DEPTH_CONSISTENT:
             verdict.add(
-                "vanishing-activations", "fail",
+                "vanishing-activations",
+                "fail",
                 f"activations collapse with depth: std falls from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too small for this depth and activation: use Xavier (std 1/sqrt(fan_in)) for tanh, Kaiming "
@@ -533,7 +612,8 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             return
         if ratio > EXPLODE_RATIO and factor > EXPLODE_PER_LAYER and growing >= DEPTH_CONSISTENT:
             verdict.add(
-                "exploding-activations", "fail",
+                "exploding-activations",
+                "fail",
                 f"activations grow with depth: std rises from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too large: use Kaiming (ReLU) or Xavier (tanh) scaling, std proportional to 1/sqrt(fan_in); add "
@@ -543,10 +623,12 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             return
     if flat:
         verdict.add(
-            "vanishing-activations", "fail",
+            "vanishing-activations",
+            "fail",
             f"{len(flat)} activation layers are constant (std < {VANISH_ABS:g}): {', '.join(flat[:6])}",
             "Those layers pass no signal: the init is far too small or the inputs are constant; check model.args.init and the data.",
-            **evidence, constant_layers=flat,
+            **evidence,
+            constant_layers=flat,
         )
 
 
@@ -558,12 +640,15 @@ def _rule_saturated(verdict: Verdict, layers: pd.DataFrame) -> None:
     worst = bad.loc[bad["frac_saturated"].idxmax()]
     listing = ", ".join(f"{r.layer} {r.frac_saturated:.0%}" for r in bad.itertuples())
     verdict.add(
-        "saturated-activations", "fail",
+        "saturated-activations",
+        "fail",
         f"{len(bad)} of {len(bounded)} tanh/sigmoid layers are saturated (more than {SATURATED_FRACTION:.0%} of outputs at the rails; "
         f"worst layer {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
         "Saturated units have local gradient ~0, so nothing below them learns. The init is too large for tanh/sigmoid: use Xavier "
         "(std 1/sqrt(fan_in)); standardise the inputs (data.normalize: true); or switch to ReLU with Kaiming init.",
-        layers=list(bad["layer"]), frac_saturated=[float(v) for v in bad["frac_saturated"]], threshold=SATURATED_FRACTION,
+        layers=list(bad["layer"]),
+        frac_saturated=[float(v) for v in bad["frac_saturated"]],
+        threshold=SATURATED_FRACTION,
     )
 
 
@@ -576,16 +661,24 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
     listing = ", ".join(f"{r.layer} {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
     at_init = bool((layers["step"] == 0).all())  # probed at the given weights, before any training step
     if at_init:
-        advice = ("Dead units get zero gradient and never recover, so no learning rate can revive them; no optimizer step has run "
-                  "yet, so the learning rate did not kill them. Causes: a large negative bias, or an init that pushes "
-                  "pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU.")
+        advice = (
+            "Dead units get zero gradient and never recover, so no learning rate can revive them; no optimizer step has run "
+            "yet, so the learning rate did not kill them. Causes: a large negative bias, or an init that pushes "
+            "pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU."
+        )
     else:
-        advice = ("Dead units get zero gradient and never recover. Causes: a too-high learning rate knocked them out (lower optim.lr), a large "
-                  "negative bias, or an init that pushes pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU.")
+        advice = (
+            "Dead units get zero gradient and never recover. Causes: a too-high learning rate knocked them out (lower optim.lr), a large "
+            "negative bias, or an init that pushes pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU."
+        )
     verdict.add(
-        "dead-relu", "fail" if worst >= DEAD_FAIL_FRACTION else "warn",
+        "dead-relu",
+        "fail" if worst >= DEAD_FAIL_FRACTION else "warn",
         f"{len(bad)} ReLU layers have >= {DEAD_FRACTION:.0%} dead units (never positive for any probed sample): {listing}",
-        advice, layers=list(bad["layer"]), frac_dead=[float(v) for v in bad["frac_dead"]], threshold=DEAD_FRACTION,
+        advice,
+        layers=list(bad["layer"]),
+        frac_dead=[float(v) for v in bad["frac_dead"]],
+        threshold=DEAD_FRACTION,
     )
 
 
@@ -596,27 +689,38 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
     first, last = weighted.iloc[0], weighted.iloc[-1]
     g_first, g_last = float(first["grad_norm"]), float(last["grad_norm"])
     if not (math.isfinite(g_first) and math.isfinite(g_last)):
-        verdict.add("exploding-gradients", "fail", f"gradient norms are not finite (first layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
-                    "Gradients overflowed: lower optim.lr, clip gradients (train.grad_clip), check the init scale and the inputs for NaN/Inf.",
-                    first_layer=first["layer"], last_layer=last["layer"], g_first=g_first, g_last=g_last)
+        verdict.add(
+            "exploding-gradients",
+            "fail",
+            f"gradient norms are not finite (first layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
+            "Gradients overflowed: lower optim.lr, clip gradients (train.grad_clip), check the init scale and the inputs for NaN/Inf.",
+            first_layer=first["layer"],
+            last_layer=last["layer"],
+            g_first=g_first,
+            g_last=g_last,
+        )
         return
     ratio = g_first / g_last if g_last > 0 else (math.inf if g_first > 0 else math.nan)
     evidence = {"first_layer": first["layer"], "last_layer": last["layer"], "g_first": g_first, "g_last": g_last, "ratio": ratio}
     if ratio < GRAD_VANISH_RATIO and g_first < GRAD_VANISH_ABS:
         verdict.add(
-            "vanishing-gradients", "fail",
+            "vanishing-gradients",
+            "fail",
             f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']}): "
             "the early layers barely learn",
             "Gradients vanish through depth: use Kaiming/Xavier init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, "
             "BatchNorm, or residual connections.",
-            **evidence, thresholds={"ratio": GRAD_VANISH_RATIO, "g_first": GRAD_VANISH_ABS},
+            **evidence,
+            thresholds={"ratio": GRAD_VANISH_RATIO, "g_first": GRAD_VANISH_ABS},
         )
     elif ratio > GRAD_EXPLODE_RATIO:
         verdict.add(
-            "exploding-gradients", "fail",
+            "exploding-gradients",
+            "fail",
             f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']})",
             "Gradients grow through depth: reduce the init scale, add normalisation, clip gradients (train.grad_clip), lower optim.lr.",
-            **evidence, threshold=GRAD_EXPLODE_RATIO,
+            **evidence,
+            threshold=GRAD_EXPLODE_RATIO,
         )
 
 
@@ -638,13 +742,17 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
     if median > UPDATE_HIGH or (diverged and median < UPDATE_LOW):
         high = weighted[weighted["update_ratio"] > UPDATE_HIGH]
         if median > UPDATE_HIGH:
-            message = (f"one step changes the weights by a median {median:.3g} of their norm {healthy}; "
-                       f"{len(high)} of {len(weighted)} layers above {UPDATE_HIGH:g}, worst {high.loc[high['update_ratio'].idxmax(), 'layer']} "
-                       f"at {high['update_ratio'].max():.3g}")
+            message = (
+                f"one step changes the weights by a median {median:.3g} of their norm {healthy}; "
+                f"{len(high)} of {len(weighted)} layers above {UPDATE_HIGH:g}, worst {high.loc[high['update_ratio'].idxmax(), 'layer']} "
+                f"at {high['update_ratio'].max():.3g}"
+            )
         else:
-            message = (f"the probed optimizer steps diverged: the loss rose from {diverged[0]:.4g} to {diverged[1]:.4g} "
-                       f"({diverged[1] / diverged[0]:.3g}x) within {facts.get('steps')} steps; the last step's median update ratio "
-                       f"{median:.3g} is that of a network the first steps broke")
+            message = (
+                f"the probed optimizer steps diverged: the loss rose from {diverged[0]:.4g} to {diverged[1]:.4g} "
+                f"({diverged[1] / diverged[0]:.3g}x) within {facts.get('steps')} steps; the last step's median update ratio "
+                f"{median:.3g} is that of a network the first steps broke"
+            )
         if diverged:
             evidence.update(probed_initial_loss=diverged[0], probed_peak_loss=diverged[1])
         factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else math.inf
@@ -653,17 +761,25 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
         grads = weighted["grad_norm"].to_numpy(dtype=float)
         zero = bool(len(grads) and np.isfinite(grads).all() and (grads == 0).all())
         if zero:
-            message = (f"the weights did not move at all (median update ratio {median:.3g}): the gradient of every Linear/Conv weight "
-                       "is exactly zero")
-            advice = ("No learning rate moves a weight whose gradient is exactly zero, so do not raise optim.lr. "
-                      + (f"See {', '.join(structural)} above. " if structural else "")
-                      + "Look for ReLU units dead from the start, a graph cut by .detach(), torch.no_grad() or .data, or a loss that "
-                      "does not depend on the model's outputs.")
+            message = (
+                f"the weights did not move at all (median update ratio {median:.3g}): the gradient of every Linear/Conv weight "
+                "is exactly zero"
+            )
+            advice = (
+                "No learning rate moves a weight whose gradient is exactly zero, so do not raise optim.lr. "
+                + (f"See {', '.join(structural)} above. " if structural else "")
+                + "Look for ReLU units dead from the start, a graph cut by .detach(), torch.no_grad() or .data, or a loss that "
+                "does not depend on the model's outputs."
+            )
             evidence["zero_gradients"] = True
         elif median == 0:
-            message = "the weights did not move at all during the probed steps (median update ratio 0) although their gradients are not zero"
-            advice = ("The optimizer did not update them: check that it was given the model's parameters (a model rebuilt after the "
-                      "optimizer was created, parameters replaced in forward) and that optim.lr is not 0.")
+            message = (
+                "the weights did not move at all during the probed steps (median update ratio 0) although their gradients are not zero"
+            )
+            advice = (
+                "The optimizer did not update them: check that it was given the model's parameters (a model rebuilt after the "
+                "optimizer was created, parameters replaced in forward) and that optim.lr is not 0."
+            )
             evidence["weights_stalled"] = True
         else:
             message = f"one step changes the weights by a median {median:.3g} of their norm {healthy}; the model will barely move"
@@ -698,8 +814,10 @@ def _probed_steps_diverged(facts: dict[str, Any]) -> tuple[float, float] | None:
 def _update_advice(direction: str, factor: float, structural: list[str]) -> str:
     """LR advice in sane terms: a factor within [LR_FACTOR_MIN, LR_FACTOR_MAX], and none when the model itself is the problem."""
     if structural:
-        return (f"This is probably a consequence of {', '.join(structural)} above (the update ratio follows from the weights' scale "
-                "and gradients): fix that first and probe again before changing optim.lr.")
+        return (
+            f"This is probably a consequence of {', '.join(structural)} above (the update ratio follows from the weights' scale "
+            "and gradients): fix that first and probe again before changing optim.lr."
+        )
     return f"The learning rate is too {'high' if direction == 'lower' else 'low'}: {direction} optim.lr {lr_factor_text(factor)}, or run `nndiag lr-find`."
 
 
@@ -838,4 +956,3 @@ def _scheduled_lr(optimizer: Any) -> tuple[float, float]:
     group = optimizer.param_groups[0]
     lr = float(group["lr"])
     return lr, float(group.get("initial_lr", lr))
-

@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from nndiag.diagnostics import probe
+from nndiag.diagnostics.defaults import INIT_DEPTH, INIT_SAMPLES, INIT_WIDTH
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
-from nndiag.zoo.models import ACTIVATIONS
 from nndiag.result import Result
-from nndiag.diagnostics.defaults import INIT_DEPTH, INIT_SAMPLES, INIT_WIDTH
+from nndiag.zoo.models import ACTIVATIONS
 
 REFERENCE_WIDTH = 4096  # the lecture's hidden size; numeric inits are stds at this width
 HEAD_CLASSES = 10  # outputs of the head that gives the loss its gradients
@@ -45,8 +45,22 @@ LECTURE_CASES: list[tuple[str, str, str]] = [  # (init, activation, the lecture'
 ]
 ACTIVATION_CODES = ("vanishing-activations", "saturated-activations", "exploding-activations", "dead-relu")
 
-CASE_COLUMNS = ["case", "init", "activation", "init_std", "first_std", "last_std", "max_frac_saturated", "max_frac_dead",
-                "g_first", "g_last", "verdict", "lecture_verdict", "matches_lecture", "codes"]
+CASE_COLUMNS = [
+    "case",
+    "init",
+    "activation",
+    "init_std",
+    "first_std",
+    "last_std",
+    "max_frac_saturated",
+    "max_frac_dead",
+    "g_first",
+    "g_last",
+    "verdict",
+    "lecture_verdict",
+    "matches_lecture",
+    "codes",
+]
 
 
 def init_std(init: str, width: int) -> float:
@@ -88,7 +102,9 @@ def _linear(fan_in: int, fan_out: int, std: float, generator: torch.Generator) -
     return linear
 
 
-def measure_case(init: str, activation: str, width: int, depth: int, samples: int, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+def measure_case(
+    init: str, activation: str, width: int, depth: int, samples: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
     """Probe one case: one forward and backward on Gaussian input; (layer rows, histogram rows, std used)."""
     std = init_std(init, width)
     generator = torch.Generator().manual_seed(seed)
@@ -106,8 +122,14 @@ def measure_case(init: str, activation: str, width: int, depth: int, samples: in
     return rows, hist, std
 
 
-def run(width: int = INIT_WIDTH, depth: int = INIT_DEPTH, inits: list[str] | None = None, activations: list[str] | None = None,
-        samples: int = INIT_SAMPLES, seed: int = 0) -> Result:
+def run(
+    width: int = INIT_WIDTH,
+    depth: int = INIT_DEPTH,
+    inits: list[str] | None = None,
+    activations: list[str] | None = None,
+    samples: int = INIT_SAMPLES,
+    seed: int = 0,
+) -> Result:
     """The lecture's five cases (or every combination of the given inits and activations)."""
     if width < 2 or depth < 1 or samples < 1:
         raise BadInput(f"need width >= 2, depth >= 1 and samples >= 1 (got {width}, {depth}, {samples})", where="--width/--depth")
@@ -115,7 +137,11 @@ def run(width: int = INIT_WIDTH, depth: int = INIT_DEPTH, inits: list[str] | Non
         if a not in ACTIVATIONS:
             raise BadInput(f"unknown activation {a!r}; expected one of {', '.join(ACTIVATIONS)}", where="--activation")
     if inits or activations:
-        cases = [(i, a, lecture_verdict(i, a)) for i in (inits or ["0.01", "0.05", "xavier", "kaiming"]) for a in (activations or ["tanh", "relu"])]
+        cases = [
+            (i, a, lecture_verdict(i, a))
+            for i in (inits or ["0.01", "0.05", "xavier", "kaiming"])
+            for a in (activations or ["tanh", "relu"])
+        ]
     else:
         cases = list(LECTURE_CASES)
     all_rows, all_hist, case_rows = [], [], []
@@ -139,18 +165,26 @@ def run(width: int = INIT_WIDTH, depth: int = INIT_DEPTH, inits: list[str] | Non
     layer_columns = ["case", "init", "activation", "init_std"] + probe.LAYER_COLUMNS
     cases_frame = pd.DataFrame(case_rows, columns=CASE_COLUMNS)
     metrics = {
-        "width": width, "depth": depth, "samples": samples, "cases": len(case_rows),
+        "width": width,
+        "depth": depth,
+        "samples": samples,
+        "cases": len(case_rows),
         "matches_lecture": bool(cases_frame["matches_lecture"].dropna().all()) if cases_frame["matches_lecture"].notna().any() else None,
         "verdicts": {r["case"]: r["verdict"] for r in case_rows},
     }
-    tables = {"probe": pd.DataFrame(all_rows, columns=layer_columns), "probe_cases": cases_frame,
-              "probe_hist": pd.DataFrame(all_hist, columns=["case"] + probe.HIST_COLUMNS)}
+    tables = {
+        "probe": pd.DataFrame(all_rows, columns=layer_columns),
+        "probe_cases": cases_frame,
+        "probe_hist": pd.DataFrame(all_hist, columns=["case"] + probe.HIST_COLUMNS),
+    }
     result = Result("probe", verdict, tables, metrics)
     result.context = {"experiment": f"weight-init lecture: {depth} layers x {width} units, {samples} Gaussian samples, seed {seed}"}
     return result
 
 
-def _case_row(name: str, init: str, activation: str, std: float, layers: pd.DataFrame, verdict: Verdict, expected: str | None) -> dict[str, Any]:
+def _case_row(
+    name: str, init: str, activation: str, std: float, layers: pd.DataFrame, verdict: Verdict, expected: str | None
+) -> dict[str, Any]:
     trail = probe.activation_trail(layers)
     linear = layers[layers["kind"] == "linear"]
     codes = verdict.codes
@@ -165,12 +199,18 @@ def _case_row(name: str, init: str, activation: str, std: float, layers: pd.Data
     else:
         label = WELL
     return {
-        "case": name, "init": init, "activation": activation, "init_std": std,
-        "first_std": float(trail["std"].iloc[0]), "last_std": float(trail["std"].iloc[-1]),
+        "case": name,
+        "init": init,
+        "activation": activation,
+        "init_std": std,
+        "first_std": float(trail["std"].iloc[0]),
+        "last_std": float(trail["std"].iloc[-1]),
         "max_frac_saturated": float(layers["frac_saturated"].max()) if layers["frac_saturated"].notna().any() else math.nan,
         "max_frac_dead": float(layers["frac_dead"].max()) if layers["frac_dead"].notna().any() else math.nan,
-        "g_first": float(linear["grad_norm"].iloc[0]), "g_last": float(linear["grad_norm"].iloc[-1]),
-        "verdict": label, "lecture_verdict": expected or "",
+        "g_first": float(linear["grad_norm"].iloc[0]),
+        "g_last": float(linear["grad_norm"].iloc[-1]),
+        "verdict": label,
+        "lecture_verdict": expected or "",
         "matches_lecture": (label == expected) if expected else None,
         "codes": " ".join(codes),
     }

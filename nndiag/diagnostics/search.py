@@ -43,8 +43,8 @@ import pandas as pd
 
 from nndiag.errors import BadInput
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
-from nndiag.result import Result
 from nndiag.formatting import recipe_yaml
+from nndiag.result import Result
 
 STAGES = ("coarse", "fine")
 ABORT_FACTOR = DIVERGENCE_FACTOR  # a trial whose loss exceeds this multiple of its starting loss has diverged (CS231n)
@@ -88,12 +88,13 @@ class Dim:
         return (self.t(value) - self.t(self.low)) / span if span > 0 else 0.5
 
 
-
 def dims_from_space(space: dict[str, Any], log_space: bool = True) -> list[Dim]:
     """recipe.search.space -> Dims. `log_space=False` (--linear-space) samples every range uniformly."""
     if not space:
-        raise BadInput("the recipe has no search space; add e.g. search: {space: {optim.lr: {low: 1.0e-4, high: 1.0, log: true}}}",
-                       where="search.space")
+        raise BadInput(
+            "the recipe has no search space; add e.g. search: {space: {optim.lr: {low: 1.0e-4, high: 1.0, log: true}}}",
+            where="search.space",
+        )
     dims = []
     for key, p in space.items():
         if p.type == "categorical":
@@ -199,11 +200,14 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
     if best.empty:
         diverged, failed = int(counts.get("diverged", 0)), int(counts.get("failed", 0))
         verdict.add(
-            "all-trials-diverged", "fail",
+            "all-trials-diverged",
+            "fail",
             f"no trial completed: {diverged} of {len(frame)} diverged (loss non-finite or above {ABORT_FACTOR:g}x its starting value) and {failed} failed",
             "The ranges start too high: lower the upper bound of optim.lr (run `nndiag lr-find` for a working range), check the "
             "initialisation (`nndiag check-loss`, `nndiag probe`), add train.grad_clip; failed trials carry their error in search.csv.",
-            trials=len(frame), diverged=diverged, failed=failed,
+            trials=len(frame),
+            diverged=diverged,
+            failed=failed,
         )
         return verdict
     top = best.iloc[0]
@@ -218,11 +222,18 @@ def decide(frame: pd.DataFrame, dims: list[Dim], metric: str = "val_acc") -> Ver
         edge = d.low if side == "low" else d.high
         scale = "log10 " if d.log else ""
         verdict.add(
-            "best-on-boundary", "warn",
+            "best-on-boundary",
+            "warn",
             f"the best trial ({metric} {float(top[metric]):.4g}) has {d.key} = {value:.4g}, {pos:.0%} of the way through its {scale}range "
             f"[{d.low:.4g}, {d.high:.4g}]: at the {side} edge, so the optimum may lie outside the range",
             f"Widen search.space.{d.key}.{side} (e.g. to {wider_edge(d, side)}) and search again, unless {edge:.4g} is a hard limit.",
-            key=d.key, value=value, position=pos, low=d.low, high=d.high, side=side, log=d.log,
+            key=d.key,
+            value=value,
+            position=pos,
+            low=d.low,
+            high=d.high,
+            side=side,
+            log=d.log,
         )
     return verdict
 
@@ -311,8 +322,12 @@ class TrialRunner:
             exp = self.experiment(self.base.recipe.with_overrides(params))
             history = Trainer(exp, epochs=epochs, use_schedule=(stage == "coarse"), abort_factor=ABORT_FACTOR).fit()
             last = history.epochs.iloc[-1]
-            record.update(val_acc=float(last["val_acc"]), val_loss=float(last["val_loss"]), train_loss=float(last["train_loss"]),
-                          epochs_run=int(last["epoch"]))
+            record.update(
+                val_acc=float(last["val_acc"]),
+                val_loss=float(last["val_loss"]),
+                train_loss=float(last["train_loss"]),
+                epochs_run=int(last["epoch"]),
+            )
             finite = math.isfinite(record["val_loss"]) and math.isfinite(record["train_loss"])
             record["status"] = "diverged" if history.diverged or not finite else "complete"
         except BadInput as exc:
@@ -335,8 +350,8 @@ class Search:
     """A search: its recipe, options, and study. `work()` runs trials until the chosen stages are done."""
 
     def __init__(self, exp: Any, options: SearchOptions):
-        from nndiag.diagnostics import search_study
         from nndiag.config.recipe import Recipe
+        from nndiag.diagnostics import search_study
 
         self.exp, self.options = exp, options
         recipe: Recipe = exp.recipe
@@ -347,7 +362,10 @@ class Search:
         if self.metric == "val_acc" and not exp.is_classification:
             raise BadInput("val_acc needs class labels scored against class logits; set search.metric: val_loss", where="search.metric")
         self.dims = dims_from_space(self.config.space, options.log_space)
-        self.targets = {"coarse": options.coarse_trials or self.config.coarse.trials, "fine": options.fine_trials or self.config.fine.trials}
+        self.targets = {
+            "coarse": options.coarse_trials or self.config.coarse.trials,
+            "fine": options.fine_trials or self.config.fine.trials,
+        }
         self.epochs = {"coarse": self.config.coarse.epochs, "fine": self.config.fine.epochs}
         identity = self.identity(recipe, options)
         self.study = search_study.SearchStudy(options.storage, options.study or recipe.name, better(self.metric), identity)
@@ -376,8 +394,11 @@ class Search:
         top = ranked(coarse, self.metric).head(self.config.top_k) if len(coarse) else coarse
         if top.empty:
             where = "no finished coarse trials" if coarse.empty else "no coarse trial completed (all diverged or failed)"
-            raise BadInput(f"the fine stage narrows the space around the best coarse trials, but study {self.study.study.study_name!r} has "
-                           f"{where}; run --stages coarse (or both) first", where="--stages")
+            raise BadInput(
+                f"the fine stage narrows the space around the best coarse trials, but study {self.study.study.study_name!r} has "
+                f"{where}; run --stages coarse (or both) first",
+                where="--stages",
+            )
         fine = narrow(self.dims, [{d.key: row[d.key] for d in self.dims} for _, row in top.iterrows()])
         self.study.set_user_attr("fine_space", dims_to_data(fine))
         return fine
@@ -423,8 +444,15 @@ class Search:
             raise
         self.study.finish(trial, record, self.metric)
         if progress is not None:
-            progress({"stage": stage, "slot": trial.user_attrs.get("slot"), "params": params, **record,
-                      **self.study.counts(stage, self.targets[stage])})
+            progress(
+                {
+                    "stage": stage,
+                    "slot": trial.user_attrs.get("slot"),
+                    "params": params,
+                    **record,
+                    **self.study.counts(stage, self.targets[stage]),
+                }
+            )
 
     # -- results -------------------------------------------------------------------------------
 
@@ -465,18 +493,30 @@ def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
     gpus = torch.cuda.device_count() if exp.device.type == "cuda" else 0
     if gpus > 1:
         recipe["device"] = "cuda"  # each worker sees one GPU (CUDA_VISIBLE_DEVICES), as cuda:0
-    spec = {"recipe": recipe, "source": str(exp.recipe.source) if exp.recipe.source else None,
-            "options": {**asdict(options), "stages": list(options.stages), "workers": 1}}
+    spec = {
+        "recipe": recipe,
+        "source": str(exp.recipe.source) if exp.recipe.source else None,
+        "options": {**asdict(options), "stages": list(options.stages), "workers": 1},
+    }
     root = str(Path(__file__).resolve().parents[2])  # the folder that holds the nndiag package
     threads = options.threads or max(1, (os.cpu_count() or 1) // options.workers)
     procs = []
     for i in range(options.workers):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               "NNDIAG_THREADS": str(threads)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "NNDIAG_THREADS": str(threads),
+        }
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen([sys.executable, "-m", "nndiag.diagnostics.search_workers", json.dumps(spec)], env=env,
-                                      stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "nndiag.diagnostics.search_workers", json.dumps(spec)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
+        )
     return procs
 
 
@@ -493,8 +533,9 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
                     progress({"stage": stage, **counts})
         if procs and all(p.returncode not in (0, None) for p in procs):
             codes = sorted({p.returncode for p in procs})
-            raise BadInput(f"every worker process exited with an error (exit codes {codes}); run with --workers 1 to see why",
-                           where="--workers")
+            raise BadInput(
+                f"every worker process exited with an error (exit codes {codes}); run with --workers 1 to see why", where="--workers"
+            )
     except BaseException:
         for p in procs:
             if p.poll() is None:
@@ -512,7 +553,9 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
 # --------------------------------------------------------------------------------------------
 
 
-def measure(exp: Any, options: SearchOptions, progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def measure(
+    exp: Any, options: SearchOptions, progress: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     search = Search(exp, options)
     if options.workers > 1:
         search.prepare("coarse" if "coarse" in options.stages else "fine")
@@ -522,9 +565,13 @@ def measure(exp: Any, options: SearchOptions, progress: Callable[[dict[str, Any]
     shown = tuple(s for s in STAGES if s in options.stages or not search.frame((s,)).empty)
     frame = search.frame(shown)
     facts = {
-        "dims": search.dims, "metric": search.metric, "study": search.study.study.study_name,
+        "dims": search.dims,
+        "metric": search.metric,
+        "study": search.study.study.study_name,
         "fine_dims": dims_from_data(search.study.user_attr("fine_space")) if search.study.user_attr("fine_space") else None,
-        "targets": search.targets, "epochs": search.epochs, "duplicates": search.duplicates(),
+        "targets": search.targets,
+        "epochs": search.epochs,
+        "duplicates": search.duplicates(),
         "lost": sum(search.study.counts(s, search.targets[s])["lost"] for s in STAGES),
     }
     return frame, facts
@@ -537,8 +584,10 @@ def best_recipe(recipe: Any, row: pd.Series, dims: list[Dim], epochs: int, stage
     if stage == "fine":
         overrides["schedule.name"] = "none"
     best = recipe.with_overrides(overrides).to_dict()
-    header = (f"# best configuration of `nndiag search` ({stage} trial {int(row['slot'])}: val_acc {row['val_acc']:.4g}, "
-              f"val_loss {row['val_loss']:.4g})\n# train it: nndiag train best_recipe.yaml\n")
+    header = (
+        f"# best configuration of `nndiag search` ({stage} trial {int(row['slot'])}: val_acc {row['val_acc']:.4g}, "
+        f"val_loss {row['val_loss']:.4g})\n# train it: nndiag train best_recipe.yaml\n"
+    )
     return header + recipe_yaml(best)
 
 
@@ -552,17 +601,30 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
     metric, dims = facts["metric"], facts["dims"]
     verdict = decide(frame, dims, metric)
     status_counts = {s: int((frame["status"] == s).sum()) for s in ("complete", "diverged", "failed")}
-    metrics: dict[str, Any] = {"metric": metric, "trials": len(frame), **{f"trials_{k}": v for k, v in status_counts.items()},
-                               "study": facts["study"], "duplicates": facts["duplicates"], "trials_rerun": facts["lost"]}
+    metrics: dict[str, Any] = {
+        "metric": metric,
+        "trials": len(frame),
+        **{f"trials_{k}": v for k, v in status_counts.items()},
+        "study": facts["study"],
+        "duplicates": facts["duplicates"],
+        "trials_rerun": facts["lost"],
+    }
     for stage in STAGES:
         metrics[f"{stage}_trials"] = int((frame["stage"] == stage).sum())
     extra: dict[str, str] = {}
     best = ranked(frame, metric)
     if not best.empty:
         top = best.iloc[0]
-        metrics.update({"best_stage": top["stage"], "best_slot": int(top["slot"]), f"best_{metric}": float(top[metric]),
-                        "best_val_acc": float(top["val_acc"]), "best_val_loss": float(top["val_loss"]),
-                        "best_params": {d.key: d.decode(_plain(top[d.key])) for d in dims}})
+        metrics.update(
+            {
+                "best_stage": top["stage"],
+                "best_slot": int(top["slot"]),
+                f"best_{metric}": float(top[metric]),
+                "best_val_acc": float(top["val_acc"]),
+                "best_val_loss": float(top["val_loss"]),
+                "best_params": {d.key: d.decode(_plain(top[d.key])) for d in dims},
+            }
+        )
         extra["best_recipe.yaml"] = best_recipe(exp.recipe, top, dims, facts["epochs"][top["stage"]], top["stage"])
     if facts["fine_dims"]:
         metrics["fine_space"] = {d.key: (d.choices if d.kind == "categorical" else [d.low, d.high]) for d in facts["fine_dims"]}

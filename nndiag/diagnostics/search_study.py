@@ -51,14 +51,18 @@ def open_storage(spec: str) -> Any:
     if scheme not in RDB_SCHEMES:
         raise BadInput(
             f"unsupported storage URL scheme {scheme!r}; expected a journal file path, or postgresql://USER:PASS@HOST/DB, "
-            "mysql://USER:PASS@HOST/DB or sqlite:///FILE", where="--storage")
+            "mysql://USER:PASS@HOST/DB or sqlite:///FILE",
+            where="--storage",
+        )
     spec = with_driver(spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # heartbeat_interval is "experimental" since Optuna 2.9
             return optuna.storages.RDBStorage(spec, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except ImportError as exc:  # Optuna: "Failed to import DB access module"
-        hint = " (pip install 'nndiag[postgres]')" if scheme.startswith("postgres") else " (e.g. pip install pymysql and use mysql+pymysql://)"
+        hint = (
+            " (pip install 'nndiag[postgres]')" if scheme.startswith("postgres") else " (e.g. pip install pymysql and use mysql+pymysql://)"
+        )
         raise BadInput(f"the database driver is not installed: {exc}{hint}", where="--storage") from None
     except Exception as exc:  # connection refused, bad credentials, unknown database
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -121,8 +125,11 @@ class SearchStudy:
         except Exception as exc:
             raise BadInput(f"cannot create or load study {name!r} in {redact(storage_spec)}: {exc}", where="--study") from None
         if self.study.direction.name.lower() != direction:
-            raise BadInput(f"study {name!r} was created to {self.study.direction.name.lower()} its metric; this search wants to "
-                           f"{direction} it (search.metric changed). Use another --study name.", where="--study")
+            raise BadInput(
+                f"study {name!r} was created to {self.study.direction.name.lower()} its metric; this search wants to "
+                f"{direction} it (search.metric changed). Use another --study name.",
+                where="--study",
+            )
         stored = self.study.user_attrs.get("nndiag_identity")
         if stored is None:
             self.study.set_user_attr("nndiag_identity", identity)
@@ -130,7 +137,9 @@ class SearchStudy:
             raise BadInput(
                 f"study {name!r} in {redact(storage_spec)} was created by a different search (the recipe, space, seed, "
                 "epochs or sampling changed; only trial counts may change between runs). Use another --study name, "
-                "or delete the journal to start over.", where="--study")
+                "or delete the journal to start over.",
+                where="--study",
+            )
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -16,10 +16,10 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     import torch
 
+    from nndiag.config.recipe import parse_recipe
     from nndiag.diagnostics.search import Search, SearchOptions
     from nndiag.errors import BadInput
     from nndiag.training.experiment import Experiment
-    from nndiag.config.recipe import parse_recipe
 
     spec = json.loads(argv[0])
     if os.environ.get("NNDIAG_THREADS"):

@@ -22,21 +22,28 @@ from typing import Any, Iterable
 import torch
 
 from nndiag.diagnostics import curve_logs, curves
-from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.training.experiment import Experiment
 from nndiag.training.trainer import History, Trainer
 
 ABORT_FACTOR = DIVERGENCE_FACTOR  # stop as diverged above this multiple of the starting loss (CS231n: "3x, stop")
 
 
-def measure(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()) -> tuple[History, dict[str, Any]]:
+def measure(
+    exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()
+) -> tuple[History, dict[str, Any]]:
     """Train the experiment's model in place; return the History and what ran."""
     trainer = Trainer(exp, epochs=epochs, max_steps=max_steps, abort_factor=ABORT_FACTOR, callbacks=list(callbacks), keep_best=True)
     history = trainer.fit()
-    facts = {"epochs_planned": trainer.epochs, "max_steps": trainer.max_steps, "steps_planned": trainer.total_steps,
-             "metric": exp.recipe.train.early_stopping.metric, "patience": exp.recipe.train.early_stopping.patience,
-             **chance_levels(trainer, exp)}
+    facts = {
+        "epochs_planned": trainer.epochs,
+        "max_steps": trainer.max_steps,
+        "steps_planned": trainer.total_steps,
+        "metric": exp.recipe.train.early_stopping.metric,
+        "patience": exp.recipe.train.early_stopping.patience,
+        **chance_levels(trainer, exp),
+    }
     return history, facts
 
 
@@ -65,11 +72,17 @@ def decide(history: History, facts: dict[str, Any]) -> Verdict:
         last = float(steps.iloc[-1]) if len(steps) else math.nan
         first = history.starting_loss if history.starting_loss is not None else math.nan
         how = "non-finite" if not math.isfinite(last) else f"{last / first:.1f}x the starting loss {first:.4g}" if first > 0 else "diverged"
-        verdict.add("diverged", "fail",
-                    f"training stopped at step {len(steps)}: the loss reached {last:.4g} ({how}; abort limit {ABORT_FACTOR:g}x)",
-                    "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`) "
-                    "and clip gradients (train.grad_clip).",
-                    at=len(steps), x="step", last_loss=last, first_loss=first)
+        verdict.add(
+            "diverged",
+            "fail",
+            f"training stopped at step {len(steps)}: the loss reached {last:.4g} ({how}; abort limit {ABORT_FACTOR:g}x)",
+            "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`) "
+            "and clip gradients (train.grad_clip).",
+            at=len(steps),
+            x="step",
+            last_loss=last,
+            first_loss=first,
+        )
     return verdict
 
 
@@ -81,8 +94,9 @@ def checkpoint(history: History, model: torch.nn.Module) -> bytes:
     return buffer.getvalue()
 
 
-def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = (),
-        probe_every: int | None = None) -> Result:
+def run(
+    exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = (), probe_every: int | None = None
+) -> Result:
     """Train; with `probe_every` N, also probe activations/gradients every N steps (probe.csv + its findings)."""
     probe = None
     if probe_every is not None:
@@ -101,14 +115,23 @@ def run(exp: Experiment, epochs: int | None = None, max_steps: int | None = None
     }
     if len(ep):
         last = ep.iloc[-1]
-        metrics.update(final_train_loss=float(last["train_loss"]), final_val_loss=float(last["val_loss"]),
-                       final_train_acc=float(last["train_acc"]), final_val_acc=float(last["val_acc"]))
+        metrics.update(
+            final_train_loss=float(last["train_loss"]),
+            final_val_loss=float(last["val_loss"]),
+            final_train_acc=float(last["train_acc"]),
+            final_val_acc=float(last["val_acc"]),
+        )
     if history.best_epoch is not None:
         best = ep[ep["epoch"] == history.best_epoch].iloc[0]
-        metrics.update(best_epoch=int(history.best_epoch), best_epoch_val_loss=float(best["val_loss"]), best_epoch_val_acc=float(best["val_acc"]))
+        metrics.update(
+            best_epoch=int(history.best_epoch), best_epoch_val_loss=float(best["val_loss"]), best_epoch_val_acc=float(best["val_acc"])
+        )
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
     extra = {"best.pt": checkpoint(history, exp.model)}
-    context = {"stopped": history.stopped, "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final"}
+    context = {
+        "stopped": history.stopped,
+        "best weights": f"epoch {history.best_epoch} ({facts['metric']})" if history.best_epoch else "final",
+    }
     tables = {"train_steps": history.steps, "train_epochs": history.epochs, "curves": curves.measure([own_curves(history, facts)])[0]}
     if probe is not None:
         tables.update(probe=probe.rows, probe_hist=probe.histograms)

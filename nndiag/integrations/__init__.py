@@ -20,6 +20,9 @@ take a LightningModule directly: see nndiag/integrations/lightning.py.
 
 Importing this package imports neither framework, nor torch; importing a submodule without its
 framework raises an ImportError that names the `pip install` line.
+
+May import: nndiag.errors, nndiag.formatting, nndiag.findings, nndiag.result, nndiag.output, nndiag.config,
+nndiag.training, nndiag.diagnostics, nndiag.diagnosis.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ def missing(framework: str, error: BaseException | None = None) -> ImportError:
     """The ImportError a user sees when an integration's framework is not installed: it names the pip line."""
     extra, what = EXTRAS[framework]
     why = f" ({type(error).__name__}: {error})" if error is not None else ""
-    return ImportError(f"nndiag.integrations.{framework} needs {what}, which could not be imported{why}. "
-                       f"Install it with: pip install 'nndiag[{extra}]'")
+    return ImportError(
+        f"nndiag.integrations.{framework} needs {what}, which could not be imported{why}. Install it with: pip install 'nndiag[{extra}]'"
+    )
 
 
 def lightning_base(obj: Any, name: str) -> type | None:

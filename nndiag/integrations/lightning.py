@@ -47,8 +47,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from nndiag.errors import BadInput
@@ -79,23 +79,43 @@ def overridden(module: Any, name: str) -> bool:
     return base is not None and getattr(type(module), name, None) is not getattr(base, name, None)
 
 
-def module_experiment(module: Any, data: Any = None, *, loss: Any = None, step: Any = None, optimizer: Any = None,
-                      batch_size: int | None = None, device: str | None = None, seed: int | None = None) -> Any:
+def module_experiment(
+    module: Any,
+    data: Any = None,
+    *,
+    loss: Any = None,
+    step: Any = None,
+    optimizer: Any = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> Any:
     """An Experiment on a LightningModule: its training_step, configure_optimizers and data (each may be given instead)."""
     from nndiag.training.experiment import Experiment
 
     if step is None and loss is None:
         if not getattr(module, "automatic_optimization", True):
-            raise BadInput("this LightningModule uses manual optimization: its training_step runs its own backward and optimizer "
-                           "step, so nndiag cannot score a batch with it; pass step=... (a function (model, batch) -> loss)", where="step")
+            raise BadInput(
+                "this LightningModule uses manual optimization: its training_step runs its own backward and optimizer "
+                "step, so nndiag cannot score a batch with it; pass step=... (a function (model, batch) -> loss)",
+                where="step",
+            )
         step = training_step_of(module)
     if optimizer is None:
         optimizer = optimizer_of(module)
     data = data_of(module) if data is None else data
     if lightning_base(data, "LightningDataModule") is not None:
         data = _datamodule_loader(data)
-    return Experiment.from_objects(module, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size or 64,
-                                   device=device, seed=0 if seed is None else seed)
+    return Experiment.from_objects(
+        module,
+        data,
+        loss=loss,
+        step=step,
+        optimizer=optimizer,
+        batch_size=batch_size or 64,
+        device=device,
+        seed=0 if seed is None else seed,
+    )
 
 
 def training_step_of(module: Any, trainer: Any = None) -> Callable[[Any, Any], Any]:
@@ -103,7 +123,9 @@ def training_step_of(module: Any, trainer: Any = None) -> Callable[[Any, Any], A
     overrides, under the trainer's precision context when there is one, `self.log` silenced and
     torchmetrics states put back afterwards."""
     counter = itertools.count()
-    hooks = [name for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer") if overridden(module, name)]
+    hooks = [
+        name for name in ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer") if overridden(module, name)
+    ]
 
     def step(model: Any, batch: Any) -> Any:
         index = next(counter)
@@ -179,15 +201,20 @@ def optimizer_of(module: Any) -> Any:
     try:
         config = module.configure_optimizers()
     except Exception as exc:
-        raise BadInput(f"calling the module's configure_optimizers() failed ({type(exc).__name__}: {exc}); pass optimizer=... "
-                       "(an optimizer, or a function params -> optimizer)", where="optimizer") from None
+        raise BadInput(
+            f"calling the module's configure_optimizers() failed ({type(exc).__name__}: {exc}); pass optimizer=... "
+            "(an optimizer, or a function params -> optimizer)",
+            where="optimizer",
+        ) from None
     found: list[Any] = []
     _collect_optimizers(config, found)
     optimizers = [o for o in found if isinstance(o, torch.optim.Optimizer)]
     if not optimizers:
         raise BadInput(f"configure_optimizers() returned no optimizer ({type(config).__name__}); pass optimizer=...", where="optimizer")
     if len({id(o) for o in optimizers}) > 1:
-        raise BadInput(f"configure_optimizers() returned {len(optimizers)} optimizers; nndiag drives one: pass optimizer=...", where="optimizer")
+        raise BadInput(
+            f"configure_optimizers() returned {len(optimizers)} optimizers; nndiag drives one: pass optimizer=...", where="optimizer"
+        )
     optimizer = optimizers[0]
     for group in optimizer.param_groups:
         if "initial_lr" in group:  # a scheduler scaled the LR at construction (e.g. warm-up from 0)
@@ -220,9 +247,14 @@ def data_of(module: Any) -> Any:
         try:
             return module.train_dataloader()
         except Exception as exc:
-            raise BadInput(f"calling the module's train_dataloader() failed ({type(exc).__name__}: {exc}); pass data=...", where="data") from None
-    raise BadInput("this LightningModule has no train_dataloader() and no trainer with a datamodule: pass data= (a DataLoader, a "
-                   "LightningDataModule, a Dataset or an (X, y) pair)", where="data")
+            raise BadInput(
+                f"calling the module's train_dataloader() failed ({type(exc).__name__}: {exc}); pass data=...", where="data"
+            ) from None
+    raise BadInput(
+        "this LightningModule has no train_dataloader() and no trainer with a datamodule: pass data= (a DataLoader, a "
+        "LightningDataModule, a Dataset or an (X, y) pair)",
+        where="data",
+    )
 
 
 def _datamodule_loader(datamodule: Any) -> Any:
@@ -232,7 +264,9 @@ def _datamodule_loader(datamodule: Any) -> Any:
             datamodule.setup("fit")
         return datamodule.train_dataloader()
     except Exception as exc:
-        raise BadInput(f"getting the datamodule's train_dataloader() failed ({type(exc).__name__}: {exc}); pass data=...", where="data") from None
+        raise BadInput(
+            f"getting the datamodule's train_dataloader() failed ({type(exc).__name__}: {exc}); pass data=...", where="data"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,8 +374,9 @@ class NNDiagCallback(SessionCallback, pl.Callback):
             return
         data = sessions.private_loader(loader, None, self.options.seed)
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        result, seconds = sessions.timed(lambda: sessions.check_loss(module, data, step=training_step_of(module, trainer),
-                                                                     optimizer=optimizer, options=self.options))
+        result, seconds = sessions.timed(
+            lambda: sessions.check_loss(module, data, step=training_step_of(module, trainer), optimizer=optimizer, options=self.options)
+        )
         self.session.add("check-loss", result, seconds)
 
     def _record_logs(self, trainer: Any, module: Any) -> None:

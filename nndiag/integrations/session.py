@@ -26,11 +26,10 @@ error is raised as it is, so a CI job sees it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -77,7 +76,9 @@ class Options:
         if self.num_classes is not None and not _whole(self.num_classes, 2):
             raise BadInput(f"expected num_classes to be a whole number >= 2 (or None), got {self.num_classes!r}", where="num_classes")
         if self.probe_every is not None and not _whole(self.probe_every, 1):
-            raise BadInput(f"expected probe_every to be a whole number of steps >= 1 (or None), got {self.probe_every!r}", where="probe_every")
+            raise BadInput(
+                f"expected probe_every to be a whole number of steps >= 1 (or None), got {self.probe_every!r}", where="probe_every"
+            )
         if self.fail_on not in FAIL_ON:
             raise BadInput(f"expected fail_on to be None, 'fail' or 'warn', got {self.fail_on!r}", where="fail_on")
         for key, value in self.names.items():
@@ -143,8 +144,10 @@ class Session:
         stage = self.run.add(name, result, seconds)
         self.write_summary()
         codes = ", ".join(f"{f.code}" for f in result.findings if f.severity != "info")
-        self.log(logging.INFO if result.status == "pass" else logging.WARNING,
-                 f"nndiag {name}: {result.status.upper()}" + (f" ({codes})" if codes else "") + f" -> {stage.verdict['outputs']['folder']}")
+        self.log(
+            logging.INFO if result.status == "pass" else logging.WARNING,
+            f"nndiag {name}: {result.status.upper()}" + (f" ({codes})" if codes else "") + f" -> {stage.verdict['outputs']['folder']}",
+        )
         if stop and self.reached(result.status):
             self.fail(stage)
         return stage
@@ -176,7 +179,12 @@ class Session:
         raise DiagnosisFailed(
             f"nndiag stopped training: {stage.name} is {stage.status.upper()} (fail_on={self.options.fail_on!r}): {listing}. "
             f"Details: {self.folder / 'summary.json' if self.folder else '(no folder)'}",
-            stage=stage.name, status=str(stage.status), findings=findings, summary=summary, folder=self.folder)
+            stage=stage.name,
+            status=str(stage.status),
+            findings=findings,
+            summary=summary,
+            folder=self.folder,
+        )
 
     def finish(self, stopped: str) -> dict[str, Any]:
         """The run ended (completed, or an exception): report.md, report.html and the combined summary.json."""
@@ -188,9 +196,11 @@ class Session:
 
         summary = report.write(self.run, self.metrics(), title=self.name)
         ran = [s for s in self.stages if s.state == "run"]
-        self.log(logging.INFO if self.status == "pass" else logging.WARNING,
-                 f"nndiag: {self.status.upper()} over {len(ran)} stage(s) ({', '.join(f'{s.name} {s.status}' for s in self.stages)})"
-                 + f" -> {self.folder / 'summary.json'}")
+        self.log(
+            logging.INFO if self.status == "pass" else logging.WARNING,
+            f"nndiag: {self.status.upper()} over {len(ran)} stage(s) ({', '.join(f'{s.name} {s.status}' for s in self.stages)})"
+            + f" -> {self.folder / 'summary.json'}",
+        )
         return summary
 
     def metrics(self) -> dict[str, Any]:
@@ -291,8 +301,9 @@ def check_loss(model: Any, data: Any, *, step: Any, optimizer: Any, options: Opt
     with rng_kept():
         exp = Experiment.from_objects(model, data, step=step, optimizer=optimizer, seed=options.seed)
         expected = math.log(options.num_classes) if exp.num_classes is None and options.num_classes else None
-        result = diagnostic.run(exp, batches=options.batches, expected=expected,
-                                expected_why=f"ln C = ln {options.num_classes} (num_classes)")
+        result = diagnostic.run(
+            exp, batches=options.batches, expected=expected, expected_why=f"ln C = ln {options.num_classes} (num_classes)"
+        )
     return exp.stamp(result)
 
 
@@ -362,6 +373,7 @@ class Probing:
 # --------------------------------------------------------------------------------------------
 # Stage 3: the curves verdict on the logged metrics
 # --------------------------------------------------------------------------------------------
+
 
 class MetricLog:
     """Logged values by optimizer step: one row per (step, series) event, kept on the device until the end."""

@@ -71,14 +71,17 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
 
     # -- TrainerCallback hooks ------------------------------------------------------------------
 
-    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, train_dataloader: Any = None,
-                       optimizer: Any = None, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: Any, state: Any, control: Any, model: Any = None, train_dataloader: Any = None, optimizer: Any = None, **kwargs: Any
+    ) -> None:
         self.session.begin(type(model).__name__ if model is not None else "model")
         self.summary = {}
         self._probing = Probing(self.options.probe_every) if self.options.probe_every else None
         if self.options.check_loss:
             if state.global_step > 0:
-                self.session.skip("check-loss", f"training resumed at step {state.global_step}: the weights are not at their initialisation")
+                self.session.skip(
+                    "check-loss", f"training resumed at step {state.global_step}: the weights are not at their initialisation"
+                )
             else:
                 self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
 

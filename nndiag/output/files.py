@@ -9,7 +9,6 @@ Results are read by duck typing: this module sits below nndiag.result and never 
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nndiag.formatting import sci, words
+
 Result = Any  # a nndiag.result.Result (duck-typed; this module sits below nndiag.result)
 
 Figures = list[tuple[str, Any]]  # (file name, matplotlib Figure)
@@ -161,7 +162,9 @@ def _draw_run(result: Result, part: Any, run: str) -> Any:
         ax = axis_of.get(xname)
         if ax is not None and at is not None:
             ax.axvline(float(at), color="red" if f.severity == "fail" else "darkorange", ls="--", lw=1)
-            ax.annotate(f.code, (float(at), 0.95), xycoords=("data", "axes fraction"), fontsize=8, color="red", rotation=90, va="top", ha="right")
+            ax.annotate(
+                f.code, (float(at), 0.95), xycoords=("data", "axes fraction"), fontsize=8, color="red", rotation=90, va="top", ha="right"
+            )
     text = "\n".join(f"{f.severity}: {f.code} -- {f.message[:110]}" for f in findings) or "no problems found"
     fig.suptitle(f"{result.command}: {result.status}" + (f" ({run})" if run else ""))
     fig.text(0.01, -0.02, text, fontsize=8, va="top", wrap=True)
@@ -181,6 +184,7 @@ def _curves(result: Result) -> Figures:
         drawn.append((name, _draw_run(result, frame[frame["run"] == run], run if len(runs) > 1 else "")))
     return drawn
 
+
 # -- lr-find (issue 3) ------------------------------------------------------------------------
 
 
@@ -199,8 +203,13 @@ def _lr_find(result: Result) -> Figures:
         if m.get("suggested_lr"):
             ax.axvline(m["suggested_lr"], color="tab:green", ls="--", label=f"suggested {sci(m['suggested_lr'])}")
         if m.get("range_test_lr") and m.get("range_test_lr") != m.get("suggested_lr"):
-            ax.axvline(m["range_test_lr"], color="tab:gray", ls="--", lw=1,
-                       label=f"range test's pick {sci(m['range_test_lr'])} (refined by trial runs)")
+            ax.axvline(
+                m["range_test_lr"],
+                color="tab:gray",
+                ls="--",
+                lw=1,
+                label=f"range test's pick {sci(m['range_test_lr'])} (refined by trial runs)",
+            )
         if m.get("lr_diverged"):
             ax.axvline(m["lr_diverged"], color="tab:red", ls=":", label=f"diverged {sci(m['lr_diverged'])}")
         finite = frame["smoothed_loss"].dropna()
@@ -226,6 +235,7 @@ def _lr_find(result: Result) -> Figures:
     ax.legend(fontsize=8)
     ax.set_title(f"lr-find candidates: {result.status}")
     return [("lr_candidates.png", fig)]
+
 
 # probe (issue 4): per-layer activation histograms, like the weight-init lecture's figures
 # --------------------------------------------------------------------------------------------

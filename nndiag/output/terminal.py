@@ -76,7 +76,9 @@ def render_findings(result: Result, console: Console) -> None:
     table.add_column("what we saw", overflow="fold")
     table.add_column("what to do", overflow="fold")
     for f in findings:
-        table.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", escape(f.code), escape(f.message), escape(f.advice))  # "[run] ..." is text, not markup
+        table.add_row(
+            f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", escape(f.code), escape(f.message), escape(f.advice)
+        )  # "[run] ..." is text, not markup
     console.print(table)
 
 
@@ -112,7 +114,13 @@ def _curves_view(result: Result, console: Console) -> None:
     frame = _curve_rows(result)
     if frame is None or frame.empty:
         return
-    labels = {"train_loss_dense": "train loss", "train_loss": "train loss", "val_loss": "val loss", "train_acc": "train acc", "val_acc": "val acc"}
+    labels = {
+        "train_loss_dense": "train loss",
+        "train_loss": "train loss",
+        "val_loss": "val loss",
+        "train_acc": "train acc",
+        "val_acc": "val acc",
+    }
     table = Table(title="curves (moving median; '!' = NaN/Inf)", title_justify="left", show_header=True)
     for name in ("run", "series", "x", "first", "curve", "last"):
         table.add_column(name, justify="right" if name in ("first", "last") else "left")
@@ -122,9 +130,16 @@ def _curves_view(result: Result, console: Console) -> None:
             continue
         raw = part["value"].tolist()
         line = [s if math.isfinite(v) else v for s, v in zip(part["smooth"].tolist(), raw)]
-        table.add_row(str(run) if several else "", labels.get(series, series), f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}",
-                      fmt(float(raw[0])), sparkline(line, width=28), fmt(float(raw[-1])))
+        table.add_row(
+            str(run) if several else "",
+            labels.get(series, series),
+            f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}",
+            fmt(float(raw[0])),
+            sparkline(line, width=28),
+            fmt(float(raw[-1])),
+        )
     console.print(table)
+
 
 # -- lr-find (issue 3) ------------------------------------------------------------------------
 
@@ -154,8 +169,13 @@ def _lr_find_view(result: Result, console: Console) -> None:
             table.add_column(column, justify="right" if column != "outcome" else "left")
         style = {"drops": "green", "too-low": "yellow", "diverged": "red"}
         for row in table_frame.itertuples():
-            table.add_row(fmt(row.lr, "lr"), fmt(row.initial_loss), fmt(row.final_loss), f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
-                          f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]")
+            table.add_row(
+                fmt(row.lr, "lr"),
+                fmt(row.initial_loss),
+                fmt(row.final_loss),
+                f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
+                f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]",
+            )
         console.print(table)
     trials = result.tables.get("lr_refine")
     if trials is not None and not trials.empty:
@@ -164,14 +184,20 @@ def _lr_find_view(result: Result, console: Console) -> None:
             table.add_column(column, justify="right" if column not in ("outcome", "") else "left")
         style = {"drops": "green", "too-low": "yellow", "diverged": "red"}
         for row in trials.itertuples():
-            table.add_row(fmt(row.lr, "lr"), f"{row.factor:.3g}", fmt(row.final_loss),
-                          f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
-                          f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]", "[bold green]chosen[/]" if row.chosen else "")
+            table.add_row(
+                fmt(row.lr, "lr"),
+                f"{row.factor:.3g}",
+                fmt(row.final_loss),
+                f"{row.relative_drop:.0%}" if math.isfinite(row.relative_drop) else "nan",
+                f"[{style.get(row.outcome, 'white')}]{row.outcome}[/]",
+                "[bold green]chosen[/]" if row.chosen else "",
+            )
         console.print(table)
         if m.get("refined_lr") is None:
             console.print("no trial lowered the loss: see the unreliable-suggestion finding")
     if m.get("applied_recipe"):
         console.print(f"recipe with optim.lr = {fmt(m.get('applied_lr'), 'lr')} written: {m['applied_recipe']} (in the run folder)")
+
 
 # probe (issue 4): per-layer table with the worst layers highlighted; the init experiment's cases
 # --------------------------------------------------------------------------------------------
@@ -192,15 +218,33 @@ def _probe_view(result: Result, console: Console) -> None:
         layers = layers[layers["step"] == layers["step"].max()]
     worst = set(result.metrics.get("worst_layers") or [])
     shown = _probe_rows_to_show(layers, worst)
-    table = Table(title=f"probe: {len(layers)} layers ({len(shown)} shown; all in probe.csv); [red]red[/] = named by a finding",
-                  title_justify="left")
-    for column, justify in (("layer", "left"), ("module", "left"), ("mean", "right"), ("std", "right"), ("saturated", "right"),
-                            ("dead", "right"), ("grad norm", "right"), ("update/weight", "right")):
+    table = Table(
+        title=f"probe: {len(layers)} layers ({len(shown)} shown; all in probe.csv); [red]red[/] = named by a finding", title_justify="left"
+    )
+    for column, justify in (
+        ("layer", "left"),
+        ("module", "left"),
+        ("mean", "right"),
+        ("std", "right"),
+        ("saturated", "right"),
+        ("dead", "right"),
+        ("grad norm", "right"),
+        ("update/weight", "right"),
+    ):
         table.add_column(column, justify=justify)
     for row in shown.itertuples():
         style = "red" if row.layer in worst else ("dim" if row.kind in ("other", "norm") else None)
-        table.add_row(str(row.layer), str(row.module), fmt(float(row.mean)), fmt(float(row.std)), _pct(row.frac_saturated),
-                      _pct(row.frac_dead), _num(row.grad_norm), _num(row.update_ratio), style=style)
+        table.add_row(
+            str(row.layer),
+            str(row.module),
+            fmt(float(row.mean)),
+            fmt(float(row.std)),
+            _pct(row.frac_saturated),
+            _pct(row.frac_dead),
+            _num(row.grad_norm),
+            _num(row.update_ratio),
+            style=style,
+        )
     console.print(table)
 
 
@@ -234,11 +278,24 @@ def _probe_cases_view(result: Result, cases: Any, console: Console) -> None:
     for row in cases.itertuples():
         acts = layers[(layers["case"] == row.case) & layers["kind"].isin(["relu", "bounded", "activation"])]
         trail = " ".join(f"{s:.2g}" for s in acts["std"])
-        match = "" if row.matches_lecture is None or row.matches_lecture != row.matches_lecture else ("[green]✓[/]" if row.matches_lecture else "[red]✗[/]")
+        match = (
+            ""
+            if row.matches_lecture is None or row.matches_lecture != row.matches_lecture
+            else ("[green]✓[/]" if row.matches_lecture else "[red]✗[/]")
+        )
         style = "green" if row.verdict == "well scaled" else "red"
-        table.add_row(str(row.case), f"{row.init_std:.3g}", trail, _pct(row.max_frac_saturated), _pct(row.max_frac_dead),
-                      f"[{style}]{row.verdict}[/]", str(row.lecture_verdict), match)
+        table.add_row(
+            str(row.case),
+            f"{row.init_std:.3g}",
+            trail,
+            _pct(row.max_frac_saturated),
+            _pct(row.max_frac_dead),
+            f"[{style}]{row.verdict}[/]",
+            str(row.lecture_verdict),
+            match,
+        )
     console.print(table)
+
 
 # search: the leaderboard
 # --------------------------------------------------------------------------------------------
@@ -252,17 +309,30 @@ def _search_leaderboard(result: Result, console: Console) -> None:
     if frame is None or frame.empty:
         return
     metric = result.metrics.get("metric", "val_acc")  # what the search ranked by (search.metric, resolved)
-    ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable")
+    ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(
+        ["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable"
+    )
     params = [c for c in frame.columns if "." in c]
-    table = Table(title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})", title_justify="left")
+    table = Table(
+        title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})",
+        title_justify="left",
+    )
     for column in ["#", "trial", *[p.split(".")[-1] for p in params], "val acc", "val loss", "train loss", "epochs", "status", "s"]:
         table.add_column(column.replace("_", " "), justify="left" if column in ("trial", "status") else "right", overflow="fold")
     style = {"complete": "green", "diverged": "yellow", "failed": "red"}
     for rank, (_, row) in enumerate(ranked.head(SEARCH_LEADERBOARD_ROWS).iterrows(), start=1):
         status = str(row["status"])
-        table.add_row(str(rank), f"{row['stage']}#{int(row['slot'])}", *[fmt(_plain_value(row[p]), p) for p in params],
-                      fmt(float(row["val_acc"]), "val_acc"), fmt(float(row["val_loss"])), fmt(float(row["train_loss"])), str(int(row["epochs_run"])),
-                      f"[{style.get(status, 'white')}]{status}[/]", f"{float(row['seconds']):.1f}")
+        table.add_row(
+            str(rank),
+            f"{row['stage']}#{int(row['slot'])}",
+            *[fmt(_plain_value(row[p]), p) for p in params],
+            fmt(float(row["val_acc"]), "val_acc"),
+            fmt(float(row["val_loss"])),
+            fmt(float(row["train_loss"])),
+            str(int(row["epochs_run"])),
+            f"[{style.get(status, 'white')}]{status}[/]",
+            f"{float(row['seconds']):.1f}",
+        )
     console.print(table)
     if result.metrics.get("best_params"):
         best = ", ".join(f"{k}={fmt(v, k)}" for k, v in result.metrics["best_params"].items())

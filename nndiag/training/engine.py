@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nndiag.errors import BadInput
 from nndiag.config.recipe import OptimConfig, ScheduleConfig
+from nndiag.errors import BadInput
 from nndiag.training.scoring import Scored, Scorer, counted_targets
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +109,9 @@ def lr_factor(config: ScheduleConfig, step: int, total_steps: int, steps_per_epo
     return floor + (1 - floor) * (1 - progress)  # linear
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step, total_steps, steps_per_epoch))
 
 
@@ -146,8 +148,11 @@ def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.op
                 return cls([{**g, "params": ps} for g, ps in zip(groups, params_of)], **defaults)
             return cls(params, **defaults)
         except TypeError as exc:
-            raise BadInput(f"cannot make a fresh {cls.__name__} from its defaults ({exc}); pass a factory such as "
-                           f"optimizer=lambda params: {cls.__name__}(params, lr=...)", where="optimizer") from None
+            raise BadInput(
+                f"cannot make a fresh {cls.__name__} from its defaults ({exc}); pass a factory such as "
+                f"optimizer=lambda params: {cls.__name__}(params, lr=...)",
+                where="optimizer",
+            ) from None
 
     return build
 
@@ -331,4 +336,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
-

@@ -20,14 +20,14 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from nndiag.config.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
+from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training import engine
 from nndiag.training.batch import Batch
+from nndiag.training.scoring import Names, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
 from nndiag.training.splits import DataBundle, Split, build_data
-from nndiag.errors import BadInput
 from nndiag.zoo.models import build_model
-from nndiag.config.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
-from nndiag.training.scoring import Names, Objective, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -93,14 +93,26 @@ class Experiment:
         leaves the RNGs as they were (drawing the first batch from a shuffling DataLoader consumes them)."""
         rng = engine.rng_state()
         try:
-            return cls._from_objects(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device,
-                                     seed=seed, name=name)
+            return cls._from_objects(
+                model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, name=name
+            )
         finally:
             engine.set_rng_state(rng)
 
     @classmethod
-    def _from_objects(cls, model: nn.Module, data: Any, *, loss: Any, step: Any, optimizer: Any, batch_size: int,
-                      device: str | torch.device | None, seed: int, name: str | None) -> "Experiment":
+    def _from_objects(
+        cls,
+        model: nn.Module,
+        data: Any,
+        *,
+        loss: Any,
+        step: Any,
+        optimizer: Any,
+        batch_size: int,
+        device: str | torch.device | None,
+        seed: int,
+        name: str | None,
+    ) -> "Experiment":
         from nndiag.training.splits import as_split
 
         if not isinstance(model, nn.Module):
@@ -112,9 +124,17 @@ class Experiment:
         bundle = DataBundle(split, split, None, 1, None, f"{type(data).__name__}: {len(split)} examples")
         names = Names(step="step", loss="loss", model="model", data="data")
         if isinstance(loss, str) and loss not in LOSSES:
-            raise BadInput(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}, or a callable loss_fn(outputs, targets)", where="loss")
-        recipe = Recipe(name=name or type(model).__name__, seed=seed, device=str(here), precision="fp32",
-                        loss=LossConfig(name=loss) if isinstance(loss, str) else LossConfig(), train=TrainConfig(batch_size=batch_size))
+            raise BadInput(
+                f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}, or a callable loss_fn(outputs, targets)", where="loss"
+            )
+        recipe = Recipe(
+            name=name or type(model).__name__,
+            seed=seed,
+            device=str(here),
+            precision="fp32",
+            loss=LossConfig(name=loss) if isinstance(loss, str) else LossConfig(),
+            train=TrainConfig(batch_size=batch_size),
+        )
         first = first_batch(split)
         if step is not None:
             check_signature(step, ("model", "batch"), "step", "step")
@@ -125,8 +145,17 @@ class Experiment:
             loss_fn = build_objective(recipe.loss, _labels_count(first), 1)
         scorer = Scorer(way, step_fn=step, loss_fn=loss_fn, names=names, kwargs_batches=isinstance(first, dict) and way == "loss")
         split.follow(next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32))
-        experiment = cls(recipe, here, None, bundle, scorer, model, torch.Generator().manual_seed(seed),
-                         optimizer_factory=_optimizer_factory(optimizer), model_label=type(model).__name__)
+        experiment = cls(
+            recipe,
+            here,
+            None,
+            bundle,
+            scorer,
+            model,
+            torch.Generator().manual_seed(seed),
+            optimizer_factory=_optimizer_factory(optimizer),
+            model_label=type(model).__name__,
+        )
         experiment.check_forward()
         return experiment
 
@@ -136,8 +165,11 @@ class Experiment:
         batch = first_batch(self.data.train)
         names, way = self.scorer.names, self.scorer.way
         if way == "loss" and not self.scorer.kwargs_batches and not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-            raise BadInput(f"batches are {batching.describe(batch)}: scoring them with a loss needs (inputs, targets) pairs; "
-                           f"give a step(model, batch) that returns the loss", where=names.data)
+            raise BadInput(
+                f"batches are {batching.describe(batch)}: scoring them with a loss needs (inputs, targets) pairs; "
+                f"give a step(model, batch) that returns the loss",
+                where=names.data,
+            )
         with engine.eval_mode(self.model), torch.no_grad():
             scored = self.scorer.check(self.model, batch)
         classes = self.scorer.classes(scored)
@@ -150,7 +182,9 @@ class Experiment:
 
     # -- helpers the diagnostics share ---------------------------------------------------------
 
-    def optimizer(self, model: nn.Module | None = None, lr: float | None = None, weight_decay: float | None = None) -> torch.optim.Optimizer:
+    def optimizer(
+        self, model: nn.Module | None = None, lr: float | None = None, weight_decay: float | None = None
+    ) -> torch.optim.Optimizer:
         """A fresh optimizer of the recipe's kind (or the user's) over `model` (default: the experiment's)."""
         params = (model or self.model).parameters()
         if self.optimizer_factory is None:
@@ -200,7 +234,9 @@ class Experiment:
     def describe(self) -> dict[str, str]:
         """What was built, for reports."""
         params = sum(p.numel() for p in self.model.parameters())
-        way = {"step": "your step", "model": "the model's own loss", "loss": "a custom loss" if self.scorer.objective is None else None}[self.scorer.way]
+        way = {"step": "your step", "model": "the model's own loss", "loss": "a custom loss" if self.scorer.objective is None else None}[
+            self.scorer.way
+        ]
         return {
             "data": self.data.description,
             "model": f"{self.model_label} ({params:,} parameters)" + (f", scored by {way}" if way else ""),
@@ -252,13 +288,16 @@ def _optimizer_factory(optimizer: Any) -> OptimizerFactory | None:
     if isinstance(optimizer, torch.optim.Optimizer):
         return engine.optimizer_like(optimizer)
     if callable(optimizer):
+
         def build(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
             try:
                 made = optimizer(params)
             except TypeError as exc:
                 raise BadInput(f"calling the optimizer factory with the model's parameters failed: {exc}", where="optimizer") from None
             if not isinstance(made, torch.optim.Optimizer):
-                raise BadInput(f"expected the optimizer factory to return a torch.optim.Optimizer, got {type(made).__name__}", where="optimizer")
+                raise BadInput(
+                    f"expected the optimizer factory to return a torch.optim.Optimizer, got {type(made).__name__}", where="optimizer"
+                )
             return made
 
         return build

@@ -1,4 +1,4 @@
-"""From a batch to a loss: the three ways of DESIGN.md §2b, tried in this order.
+"""From a batch to a loss: three ways, tried in this order.
 
   1. step      a `step(model, batch)` callable returns a scalar loss, or a mapping with `loss` and
                optionally `logits` and `targets` (recipe: `step: {target: "my_module:step"}`).
@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nndiag.training import batch as batching
-from nndiag.errors import BadInput
 from nndiag.config.recipe import LossConfig
+from nndiag.errors import BadInput
+from nndiag.training import batch as batching
 
 IGNORE_INDEX = -100  # targets with this value are ignored (PyTorch's cross-entropy default)
 WAYS = ("step", "model", "loss")
@@ -124,7 +124,9 @@ class Objective:
         if self.name == "cross_entropy":
             if logits.dim() > 2 and logits.shape[:-1] == target.shape:  # (B, T, C) logits, (B, T) targets
                 logits, target = logits.reshape(-1, logits.shape[-1]), target.reshape(-1)
-            return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing, reduction=reduction)
+            return F.cross_entropy(
+                logits, target, ignore_index=IGNORE_INDEX, label_smoothing=self.config.label_smoothing, reduction=reduction
+            )
         if self.name == "multi_margin":
             return F.multi_margin_loss(logits, target, margin=self.config.margin, reduction=reduction)
         if self.name == "bce":
@@ -204,7 +206,9 @@ def check_signature(fn: Callable[..., Any], arguments: tuple[str, ...], where: s
     try:
         signature.bind(*arguments)
     except TypeError:
-        raise BadInput(f"expected {what}({', '.join(arguments)}), but {getattr(fn, '__name__', fn)!r} takes {signature}", where=where) from None
+        raise BadInput(
+            f"expected {what}({', '.join(arguments)}), but {getattr(fn, '__name__', fn)!r} takes {signature}", where=where
+        ) from None
 
 
 def loss_callable(obj: Any, args: dict[str, Any], where: str) -> Callable[[Any, torch.Tensor], torch.Tensor]:
@@ -259,15 +263,26 @@ class Scorer:
         """Score `batch` like __call__, but a failure names the piece that failed (the model, the loss, the step)."""
         names = self.names
         if self.way == "loss":
-            outputs, logits, targets = _attempt(lambda: self._forward(model, batch), names.model, "the model cannot score the data: a forward pass failed", batch)
-            scored = _attempt(lambda: self._score_outputs(outputs, logits, targets, batch), names.loss,
-                              "the loss cannot score the model's outputs", batch, outputs)
+            outputs, logits, targets = _attempt(
+                lambda: self._forward(model, batch), names.model, "the model cannot score the data: a forward pass failed", batch
+            )
+            scored = _attempt(
+                lambda: self._score_outputs(outputs, logits, targets, batch),
+                names.loss,
+                "the loss cannot score the model's outputs",
+                batch,
+                outputs,
+            )
             if self.objective is not None:
                 self._check_named(scored)
             return scored
         if self.way == "model":
-            output = _attempt(lambda: self._model_output(model, batch), names.model,
-                              "the model cannot score the data: a forward pass with the batch as keyword arguments failed", batch)
+            output = _attempt(
+                lambda: self._model_output(model, batch),
+                names.model,
+                "the model cannot score the data: a forward pass with the batch as keyword arguments failed",
+                batch,
+            )
             return self._score_model_output(output, batch)
         return self._score_step_output(_attempt(lambda: self._step_output(model, batch), names.step, "the step failed", batch), batch)
 
@@ -277,8 +292,11 @@ class Scorer:
         logits, targets = scored.logits, scored.targets
         if objective.name in ("mse", "bce") and logits is not None and targets is not None:
             if logits.shape != objective.target_as_float(logits, targets).shape:
-                raise BadInput(f"outputs of shape {tuple(logits.shape)} do not match targets of shape {tuple(targets.shape)} "
-                               f"for the {objective.name} loss", where=self.names.model)
+                raise BadInput(
+                    f"outputs of shape {tuple(logits.shape)} do not match targets of shape {tuple(targets.shape)} "
+                    f"for the {objective.name} loss",
+                    where=self.names.model,
+                )
 
     def _forward(self, model: nn.Module, batch: Any) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
         if self.kwargs_batches:
@@ -313,11 +331,18 @@ class Scorer:
     def _score_step_output(self, out: Any, batch: Any) -> Scored:
         if isinstance(out, Mapping):
             if "loss" not in out:
-                raise BadInput(f"the step returned a mapping with keys {sorted(map(str, out))} but no 'loss'; return a scalar loss "
-                               "or a mapping {loss, logits, targets}", where=self.names.step)
+                raise BadInput(
+                    f"the step returned a mapping with keys {sorted(map(str, out))} but no 'loss'; return a scalar loss "
+                    "or a mapping {loss, logits, targets}",
+                    where=self.names.step,
+                )
             targets = out.get("targets")
-            return Scored(self._scalar(out["loss"], self.names.step), out.get("logits"),
-                          targets if targets is not None else batching.targets_of(batch), batching.size(batch))
+            return Scored(
+                self._scalar(out["loss"], self.names.step),
+                out.get("logits"),
+                targets if targets is not None else batching.targets_of(batch),
+                batching.size(batch),
+            )
         return Scored(self._scalar(out, self.names.step), None, None, batching.size(batch))
 
     @staticmethod
@@ -331,11 +356,18 @@ class Scorer:
     def _no_loss_message(self, batch: Any, output: Any) -> str:
         keys = sorted(map(str, batch)) if isinstance(batch, Mapping) else []
         has_labels = any(k in keys for k in batching.TARGET_KEYS)
-        why = ("the batch holds no `labels` (keys: " + ", ".join(keys) + "); a Hugging Face model computes its loss only when "
-               "`labels` is passed, so add `labels` to each item of the data") if not has_labels else \
-              f"the model's output ({type(output).__name__}) has no `loss`"
-        return (f"the model returned no loss for a dict batch: {why}. Or give a `step` that returns the loss, or a custom loss "
-                "(loss: {target: module:fn}) that scores the outputs against the targets")
+        why = (
+            (
+                "the batch holds no `labels` (keys: " + ", ".join(keys) + "); a Hugging Face model computes its loss only when "
+                "`labels` is passed, so add `labels` to each item of the data"
+            )
+            if not has_labels
+            else f"the model's output ({type(output).__name__}) has no `loss`"
+        )
+        return (
+            f"the model returned no loss for a dict batch: {why}. Or give a `step` that returns the loss, or a custom loss "
+            "(loss: {target: module:fn}) that scores the outputs against the targets"
+        )
 
     # -- classification facts -----------------------------------------------------------------
 
@@ -375,8 +407,11 @@ class Scorer:
             source = {"step": "the step", "model": "the model's own loss", "loss": "the custom loss"}[self.way]
             return math.log(classes), f"ln C = ln {classes}, C from the logits (assuming {source} is a softmax cross-entropy)"
         if first is None or first.logits is None:
-            return None, {"step": "the step returned no logits", "model": "the model's output has no logits",
-                          "loss": "the model's output is not a tensor of logits"}[self.way]
+            return None, {
+                "step": "the step returned no logits",
+                "model": "the model's output has no logits",
+                "loss": "the model's output is not a tensor of logits",
+            }[self.way]
         return None, "the targets are not class labels of the logits' last dimension"
 
 
@@ -387,13 +422,15 @@ def _attempt(work: Callable[[], Any], where: str, what: str, batch: Any, outputs
     except BadInput:
         raise
     except Exception as exc:
-        seen = f" on a batch {batching.describe(batch)}" + (f" with model outputs {batching.describe(outputs)}" if outputs is not None else "")
+        seen = f" on a batch {batching.describe(batch)}" + (
+            f" with model outputs {batching.describe(outputs)}" if outputs is not None else ""
+        )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BadInput(f"{what}{seen}: {type(exc).__name__}: {first}", where=where) from None
 
 
 def pick_way(batch: Any, *, step: bool, custom_loss: bool) -> str:
-    """Which of the three ways scores batches like `batch` (DESIGN.md §2b's order)."""
+    """Which of the three ways scores batches like `batch` (the module docstring's order)."""
     if step:
         return "step"
     if isinstance(batch, Mapping):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
+from nndiag.config.recipe import DataConfig, call_target, check_args, resolve_target
+from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training.batch import Batch
-from nndiag.errors import BadInput
-from nndiag.config.recipe import DataConfig, call_target, check_args, resolve_target
 from nndiag.training.scoring import IGNORE_INDEX
 from nndiag.zoo.datasets import BUILTINS
 
@@ -68,7 +66,9 @@ class TensorSplit:
     def __len__(self) -> int:
         return self._n
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
         n = len(self)
         order = torch.randperm(n, generator=generator).to(_device_of(self.data)) if shuffle else None
         stop = n - n % batch_size if _drop_last(n, batch_size, shuffle, drop_last) else n
@@ -102,7 +102,9 @@ class ListSplit:
     def __len__(self) -> int:
         return sum(batching.size(b) for b in self.items)
 
-    def batches(self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
         order = torch.randperm(len(self.items), generator=generator).tolist() if shuffle else range(len(self.items))
         for i in order:
             yield self.items[i]
@@ -124,8 +126,14 @@ class StreamSplit:
     """A split too large for the device, or of variable-length items: a DataLoader with workers and
     pinned memory, collating with `collate` (default: torch's default_collate)."""
 
-    def __init__(self, dataset: Dataset, device: torch.device, num_workers: int, transform: Callable[[Batch], Batch] | None = None,
-                 collate: Collate | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        device: torch.device,
+        num_workers: int,
+        transform: Callable[[Batch], Batch] | None = None,
+        collate: Collate | None = None,
+    ):
         self.dataset, self.device, self.num_workers, self.transform = dataset, device, num_workers, transform
         self.collate = collate or collate_items
         self.float_dtype: torch.dtype | None = None
@@ -133,11 +141,19 @@ class StreamSplit:
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
         loader = DataLoader(
-            self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=_drop_last(len(self), batch_size, shuffle, drop_last),
-            num_workers=self._workers(), pin_memory=self.device.type == "cuda",
-            persistent_workers=False, collate_fn=self.collate,
+            self.dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=_drop_last(len(self), batch_size, shuffle, drop_last),
+            num_workers=self._workers(),
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            collate_fn=self.collate,
         )
         for batch in loader:
             yield self._place(batch)
@@ -190,7 +206,9 @@ class LoaderSplit:
         except TypeError:
             return len(self.loader) * (self.loader.batch_size or 1)
 
-    def batches(self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int = 0, shuffle: bool = False, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[Batch]:
         for batch in self.loader:
             yield batching.to_device(batch, self.device, self.float_dtype, non_blocking=True)
 
@@ -300,7 +318,9 @@ def build_data(config: DataConfig, device: torch.device, seed: int, recipe_dir: 
     if isinstance(inputs, torch.Tensor) and not inputs.is_floating_point():
         shape = f"input {str(inputs.dtype).replace('torch.', '')} {input_shape}"
     description = f"{label}: {len(train_split)} train / {len(val_split)} val, {shape}, {classes}"
-    return DataBundle(train_split, val_split, num_classes, target_size, input_shape, description, structured=not isinstance(inputs, torch.Tensor))
+    return DataBundle(
+        train_split, val_split, num_classes, target_size, input_shape, description, structured=not isinstance(inputs, torch.Tensor)
+    )
 
 
 def _load(config: DataConfig, recipe_dir: Path | None) -> tuple[str, Any, Any]:
@@ -334,8 +354,11 @@ def _as_data(obj: Any, which: str, where: str = "data") -> Raw:
     elif isinstance(obj, (tuple, list)) and len(obj) >= 2:
         columns = tuple(_tensor(v) for v in obj)
     else:
-        raise BadInput(f"the {which} data must be a torch Dataset, a pair (X, y) of tensors/arrays or a mapping of tensors "
-                       f"(e.g. input_ids, attention_mask, labels), got {type(obj).__name__}", where=where)
+        raise BadInput(
+            f"the {which} data must be a torch Dataset, a pair (X, y) of tensors/arrays or a mapping of tensors "
+            f"(e.g. input_ids, attention_mask, labels), got {type(obj).__name__}",
+            where=where,
+        )
     sizes = {k: t.shape[0] if t.dim() else None for k, t in (columns.items() if isinstance(columns, dict) else enumerate(columns))}
     if len(set(sizes.values())) != 1 or None in sizes.values():
         raise BadInput(f"the {which} tensors must share their first dimension (one row per example); got {sizes}", where=where)
@@ -371,7 +394,9 @@ def _collate_all(dataset: Dataset, which: str, collate: Collate | None, count: i
         return (collate or collate_items)(items)
     except (RuntimeError, TypeError, ValueError) as exc:
         if collate is not None:
-            raise BadInput(f"collating {n} {which} items failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", where="data.collate") from None
+            raise BadInput(
+                f"collating {n} {which} items failed: {type(exc).__name__}: {str(exc).splitlines()[0]}", where="data.collate"
+            ) from None
         raise BadInput(
             f"the {which} items cannot be stacked into a batch ({str(exc).splitlines()[0]}): items of different shapes (e.g. "
             "variable-length sequences) need data.collate, a function that pads a list of items into one batch",
@@ -402,8 +427,11 @@ def _float_inputs(batch: Batch, where: str = "data.normalize") -> torch.Tensor:
     """The inputs of (inputs, targets) data, which normalisation needs to be one floating tensor."""
     inputs = batching.inputs_of(batch) if isinstance(batch, (tuple, list)) else None
     if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point():
-        raise BadInput(f"normalize: true standardises floating-point inputs of (inputs, targets) data; these batches are "
-                       f"{batching.describe(batching.index(batch, slice(0, 1)))}", where=where)
+        raise BadInput(
+            f"normalize: true standardises floating-point inputs of (inputs, targets) data; these batches are "
+            f"{batching.describe(batching.index(batch, slice(0, 1)))}",
+            where=where,
+        )
     return inputs
 
 
@@ -425,8 +453,14 @@ def _normalized(batch: Batch, mean: torch.Tensor, std: torch.Tensor) -> Batch:
     return (((x - mean) / std), *batch[1:])
 
 
-def _place(data: Raw, device: torch.device, config: DataConfig, stats: tuple[torch.Tensor, torch.Tensor] | None,
-           collate: Collate | None, which: str) -> Split:
+def _place(
+    data: Raw,
+    device: torch.device,
+    config: DataConfig,
+    stats: tuple[torch.Tensor, torch.Tensor] | None,
+    collate: Collate | None,
+    which: str,
+) -> Split:
     """Hold the split on the device when it fits in data.device_max_mb (and needs no collate), else stream it."""
     if isinstance(data, Dataset) and collate is None:
         first = _first_batch(data, None)
@@ -487,8 +521,13 @@ def input_statistics(split: Split, max_examples: int = 10_000) -> dict[str, floa
     if sample is None:
         taken = split.take(min(max_examples, 2048))
         batches = list(taken.batches(len(taken)))
-        sample = batching.cat([batching.inputs_of(b) for b in batches]) if len(batches) > 1 and _same_shapes(batches) else \
-            batching.inputs_of(batches[0]) if batches else None
+        sample = (
+            batching.cat([batching.inputs_of(b) for b in batches])
+            if len(batches) > 1 and _same_shapes(batches)
+            else batching.inputs_of(batches[0])
+            if batches
+            else None
+        )
     leaves = [t for t in batching.tensors(sample) if t.is_floating_point()] if sample is not None else []
     if not leaves:
         return None

@@ -17,11 +17,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nndiag.training import engine
-from nndiag.training.splits import batches_per_epoch
-from nndiag.training.experiment import Experiment
 from nndiag.findings import DIVERGENCE_FACTOR
-
+from nndiag.training import engine
+from nndiag.training.experiment import Experiment
+from nndiag.training.splits import batches_per_epoch
 
 SYNC_EVERY_ACCELERATOR = 10  # steps between loss read-backs on a GPU (a divergence is seen at most this late)
 
@@ -43,7 +42,9 @@ class History:
     stopped: str  # completed | max_steps | early_stopping | diverged | a callback's reason
     best_epoch: int | None = None  # epoch with the best validation metric
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    starting_loss: float | None = None  # the divergence rule's baseline: max(first step's loss, chance-level loss)  # its weights, when early stopping is on
+    starting_loss: float | None = (
+        None  # the divergence rule's baseline: max(first step's loss, chance-level loss)  # its weights, when early stopping is on
+    )
 
     @property
     def diverged(self) -> bool:
@@ -83,7 +84,11 @@ class Trainer:
         total = steps_per_epoch * self.epochs if self.max_steps is None else min(self.max_steps, steps_per_epoch * self.epochs)
         self.total_steps = total  # optimizer steps the run will take at most (for progress bars)
         schedule = exp.recipe.schedule if use_schedule else None
-        self.scheduler = engine.build_scheduler(self.optimizer, schedule, total, steps_per_epoch) if schedule and (schedule.name != "none" or schedule.warmup_steps) else None
+        self.scheduler = (
+            engine.build_scheduler(self.optimizer, schedule, total, steps_per_epoch)
+            if schedule and (schedule.name != "none" or schedule.warmup_steps)
+            else None
+        )
         self.step = 0
         self._stop_reason: str | None = None
         # How many steps' losses stay on the device before one read-back: every step on the CPU (free)

@@ -113,7 +113,9 @@ def torchvision_dataset(name: str, root: str | None = None, download: bool = Fal
     return pair(train), pair(test)
 
 
-def image_folder(root: str | None = None, val_root: str | None = None, image_size: int = 32, grayscale: bool = False) -> tuple[Dataset, Dataset | None]:
+def image_folder(
+    root: str | None = None, val_root: str | None = None, image_size: int = 32, grayscale: bool = False
+) -> tuple[Dataset, Dataset | None]:
     """torchvision ImageFolder (one sub-folder per class), resized to image_size, pixels in [0, 1]."""
     import torchvision
     from torchvision import transforms
@@ -133,7 +135,9 @@ def image_folder(root: str | None = None, val_root: str | None = None, image_siz
     return train, val
 
 
-def csv_table(path: str | None = None, label: str | None = None, features: list[str] | None = None, task: str = "auto", sep: str = ",") -> tuple[Pair, None]:
+def csv_table(
+    path: str | None = None, label: str | None = None, features: list[str] | None = None, task: str = "auto", sep: str = ","
+) -> tuple[Pair, None]:
     """A CSV file: feature columns + one label column (default: the last column)."""
     import pandas as pd
 
@@ -183,5 +187,3 @@ BUILTINS: dict[str, Callable[..., tuple[Any, Any]]] = {
     "csv": csv_table,
     "tokens": tokens,  # nndiag.zoo.sequences: offline token-id tasks, as (X, y) pairs or Hugging Face-style dicts
 }
-
-

@@ -1,7 +1,7 @@
 """Built-in models and initialisations, torchvision models by name, and custom targets.
 
 Every builder receives the data's `input_shape` and the `num_outputs` the loss needs, plus the
-recipe's `model.args`. Initialisations follow the weight-init lecture (../shared/seeds):
+recipe's `model.args`. Initialisations follow the weight-init lecture (CS231n, Neural Networks Part 2):
   default  PyTorch's own (Kaiming-uniform with a = sqrt(5))
   xavier   normal, std = sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio; = 1/sqrt(D_in) for square layers)
   kaiming  normal, std = sqrt(2 / fan_in) (He et al.; for ReLU-family activations)
@@ -18,9 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nndiag.config.recipe import check_args
+from nndiag.config.recipe import ModelConfig, call_target, check_args, resolve_target
 from nndiag.errors import BadInput
-from nndiag.config.recipe import ModelConfig, call_target, resolve_target
 from nndiag.zoo.sequences import gru, huggingface, transformer
 
 ACTIVATIONS = {
@@ -63,7 +62,9 @@ def init_weights(model: nn.Module, init: str, activation: str = "relu", std: flo
             nn.init.zeros_(m.bias)
 
 
-def linear(input_shape: tuple[int, ...], num_outputs: int, init: str = "default", init_std: float | None = None, bias: bool = True) -> nn.Module:
+def linear(
+    input_shape: tuple[int, ...], num_outputs: int, init: str = "default", init_std: float | None = None, bias: bool = True
+) -> nn.Module:
     """A linear classifier (softmax / SVM / logistic regression, by the loss)."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_outputs, bias=bias))
     init_weights(model, init, "relu", init_std)
@@ -156,8 +157,9 @@ BUILTINS = {"linear": linear, "mlp": mlp, "cnn": cnn, "transformer": transformer
 KEYWORD_INPUTS = ("transformer", "gru", "huggingface")  # built-ins that also take dict batches (input_ids, attention_mask, labels)
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_outputs: int, recipe_dir: Path | None = None,
-                structured: bool = False) -> nn.Module:
+def build_model(
+    config: ModelConfig, input_shape: tuple[int, ...] | None, num_outputs: int, recipe_dir: Path | None = None, structured: bool = False
+) -> nn.Module:
     """The recipe's model: a built-in, a torchvision model by name, or a custom target.
     `structured`: the batches' inputs are a dict (input_ids, attention_mask), not one tensor."""
     if config.target is not None:
@@ -168,8 +170,11 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...] | None, num_ou
         return model
     name = config.name or ""
     if input_shape is None or structured and name not in KEYWORD_INPUTS:
-        raise BadInput(f"the built-in model {name!r} reads (inputs, targets) batches with one input tensor; these batches are "
-                       f"structured (e.g. dicts): use model.name {', '.join(KEYWORD_INPUTS)} or your own model.target", where="model.name")
+        raise BadInput(
+            f"the built-in model {name!r} reads (inputs, targets) batches with one input tensor; these batches are "
+            f"structured (e.g. dicts): use model.name {', '.join(KEYWORD_INPUTS)} or your own model.target",
+            where="model.name",
+        )
     if name in BUILTINS:
         builder = BUILTINS[name]
         for reserved in ("input_shape", "num_outputs"):
@@ -190,7 +195,9 @@ def _torchvision_model(name: str, args: dict[str, Any], input_shape: tuple[int, 
             where="model.name",
         )
     if args.get("weights"):
-        raise BadInput("pretrained weights need a download; nndiag builds torchvision models from scratch (weights: null)", where="model.args.weights")
+        raise BadInput(
+            "pretrained weights need a download; nndiag builds torchvision models from scratch (weights: null)", where="model.args.weights"
+        )
     kwargs = {"num_classes": num_outputs, **{k: v for k, v in args.items() if k != "weights"}}
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)

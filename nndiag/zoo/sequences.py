@@ -101,7 +101,9 @@ def tokens(
     return _split(x[:n_train], y[:n_train], format), _split(x[n_train:], y[n_train:], format)
 
 
-def _check_token_args(task: str, num_samples: int, seq_len: int, vocab_size: int, num_classes: int | None, train_split: float, format: str) -> None:
+def _check_token_args(
+    task: str, num_samples: int, seq_len: int, vocab_size: int, num_classes: int | None, train_split: float, format: str
+) -> None:
     def bad(key: str, expected: str, got: Any) -> BadInput:
         return BadInput(f"expected {expected}, got {got!r}", where=f"data.args.{key}")
 
@@ -125,9 +127,17 @@ def _check_token_args(task: str, num_samples: int, seq_len: int, vocab_size: int
     if not isinstance(k, int) or k < 2:
         raise bad("num_classes", "an integer >= 2 (the number of marker tokens)", num_classes)
     if not isinstance(vocab_size, int) or vocab_size < NUM_SPECIAL + k + 1:
-        raise bad("vocab_size", f"an integer >= {NUM_SPECIAL + k + 1} ({NUM_SPECIAL} special ids, {k} markers, at least one noise token)", vocab_size)
+        raise bad(
+            "vocab_size",
+            f"an integer >= {NUM_SPECIAL + k + 1} ({NUM_SPECIAL} special ids, {k} markers, at least one noise token)",
+            vocab_size,
+        )
     if not isinstance(seq_len, int) or math.ceil(seq_len * MIN_LENGTH_FRACTION) < k * FIRST_REPEATS:
-        raise bad("seq_len", f"an integer >= {math.ceil(k * FIRST_REPEATS / MIN_LENGTH_FRACTION)} (room for {FIRST_REPEATS} of each of {k} markers)", seq_len)
+        raise bad(
+            "seq_len",
+            f"an integer >= {math.ceil(k * FIRST_REPEATS / MIN_LENGTH_FRACTION)} (room for {FIRST_REPEATS} of each of {k} markers)",
+            seq_len,
+        )
 
 
 def _lengths(n: int, seq_len: int, gen: torch.Generator) -> torch.Tensor:
@@ -212,7 +222,11 @@ class _TokenModel(nn.Module):
         if self.pooling == "cls":
             return states[:, 0]
         if self.pooling == "last":  # the state at the last real token (padding comes after it)
-            last = (keep.sum(1) - 1).clamp(min=0) if keep is not None else torch.full(states.shape[:1], states.shape[1] - 1, device=states.device)
+            last = (
+                (keep.sum(1) - 1).clamp(min=0)
+                if keep is not None
+                else torch.full(states.shape[:1], states.shape[1] - 1, device=states.device)
+            )
             return states[torch.arange(states.shape[0], device=states.device), last]
         if keep is None:
             return states.mean(1)
@@ -226,8 +240,20 @@ class _TokenModel(nn.Module):
 class TokenTransformer(_TokenModel):
     """Embedding + learned positions + pre-norm Transformer encoder + final LayerNorm + Linear."""
 
-    def __init__(self, seq_len: int, num_outputs: int, vocab_size: int, d_model: int, heads: int, layers: int, dim_feedforward: int,
-                 dropout: float, pooling: str, pad_id: int | None, per_token: bool):
+    def __init__(
+        self,
+        seq_len: int,
+        num_outputs: int,
+        vocab_size: int,
+        d_model: int,
+        heads: int,
+        layers: int,
+        dim_feedforward: int,
+        dropout: float,
+        pooling: str,
+        pad_id: int | None,
+        per_token: bool,
+    ):
         super().__init__(vocab_size, d_model, d_model, num_outputs, pooling, pad_id, per_token)
         self.max_len = seq_len
         extra = 1 if pooling == "cls" else 0
@@ -253,8 +279,19 @@ class TokenTransformer(_TokenModel):
 class TokenGRU(_TokenModel):
     """Embedding + (bidirectional) GRU + Linear."""
 
-    def __init__(self, num_outputs: int, vocab_size: int, d_model: int, hidden: int, layers: int, dropout: float, bidirectional: bool,
-                 pooling: str, pad_id: int | None, per_token: bool):
+    def __init__(
+        self,
+        num_outputs: int,
+        vocab_size: int,
+        d_model: int,
+        hidden: int,
+        layers: int,
+        dropout: float,
+        bidirectional: bool,
+        pooling: str,
+        pad_id: int | None,
+        per_token: bool,
+    ):
         super().__init__(vocab_size, d_model, hidden * (2 if bidirectional else 1), num_outputs, pooling, pad_id, per_token)
         self.rnn = nn.GRU(d_model, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0, bidirectional=bidirectional)
 
@@ -343,7 +380,9 @@ def gru(
 
 def _seq_len(input_shape: tuple[int, ...]) -> int:
     if len(input_shape) != 1 or input_shape[0] < 1:
-        raise BadInput(f"token models take one sequence of token ids per example, shape (T,); the data has {tuple(input_shape)}", where="model.name")
+        raise BadInput(
+            f"token models take one sequence of token ids per example, shape (T,); the data has {tuple(input_shape)}", where="model.name"
+        )
     return int(input_shape[0])
 
 
@@ -362,7 +401,9 @@ def _check_model_args(vocab_size: int, d_model: int, layers: int, dropout: float
 # --------------------------------------------------------------------------------------------
 
 
-def huggingface(input_shape: tuple[int, ...], num_outputs: int, model_type: str = "bert", task: str = "sequence-classification", **config: Any) -> nn.Module:
+def huggingface(
+    input_shape: tuple[int, ...], num_outputs: int, model_type: str = "bert", task: str = "sequence-classification", **config: Any
+) -> nn.Module:
     """A `transformers` model built from a config with random weights: nothing is downloaded.
 
     `AutoConfig.for_model(model_type, **config)` then `AutoModelFor<task>.from_config(...)`.
@@ -386,17 +427,25 @@ def huggingface(input_shape: tuple[int, ...], num_outputs: int, model_type: str 
     try:
         defaults = transformers.AutoConfig.for_model(model_type)
     except (ValueError, KeyError):
-        raise BadInput(f"transformers has no model type {model_type!r} (e.g. bert, distilbert, roberta, gpt2)", where="model.args.model_type") from None
+        raise BadInput(
+            f"transformers has no model type {model_type!r} (e.g. bert, distilbert, roberta, gpt2)", where="model.args.model_type"
+        ) from None
     known = defaults.to_dict()
     for key in config:
         if key in ("num_labels", "id2label", "label2id"):
             raise BadInput("the number of labels comes from the data and the loss (num_outputs); remove it", where=f"model.args.{key}")
         if key not in known and not hasattr(defaults, key):
-            raise BadInput(f"{model_type} configs have no field {key!r}; known fields: {', '.join(sorted(k for k in known if not k.startswith('_')))}", where=f"model.args.{key}")
+            raise BadInput(
+                f"{model_type} configs have no field {key!r}; known fields: {', '.join(sorted(k for k in known if not k.startswith('_')))}",
+                where=f"model.args.{key}",
+            )
     config = dict(config)
     if task == "causal-lm":
         if config.setdefault("vocab_size", num_outputs) != num_outputs:
-            raise BadInput(f"a causal LM predicts vocab_size={config['vocab_size']} classes but the loss expects {num_outputs}", where="model.args.vocab_size")
+            raise BadInput(
+                f"a causal LM predicts vocab_size={config['vocab_size']} classes but the loss expects {num_outputs}",
+                where="model.args.vocab_size",
+            )
         if "is_decoder" in known:
             config.setdefault("is_decoder", True)
     else:
@@ -408,7 +457,10 @@ def huggingface(input_shape: tuple[int, ...], num_outputs: int, model_type: str 
         raise BadInput(f"transformers could not build a {model_type} for {task} from {config}: {exc}", where="model.args") from None
     positions = getattr(hf_config, "max_position_embeddings", None)
     if input_shape and isinstance(positions, int) and input_shape[-1] > positions:
-        raise BadInput(f"sequences of {input_shape[-1]} tokens need max_position_embeddings >= {input_shape[-1]}, got {positions}", where="model.args.max_position_embeddings")
+        raise BadInput(
+            f"sequences of {input_shape[-1]} tokens need max_position_embeddings >= {input_shape[-1]}, got {positions}",
+            where="model.args.max_position_embeddings",
+        )
     return model
 
 
