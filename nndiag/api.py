@@ -30,6 +30,7 @@ nndiag.diagnostics, nndiag.diagnosis, nndiag.integrations.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -100,8 +101,11 @@ def experiment(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    val: Any = None,
+    check: bool = True,
 ) -> "Experiment":
-    """An Experiment from a recipe, or from the user's own model and data."""
+    """An Experiment from a recipe, or from the user's own model and data (`val`: their validation data).
+    `check=False`: without the first forward pass that proves model, data and loss fit together (check-data)."""
     from nndiag.training.experiment import Experiment
 
     if is_recipe(target):
@@ -114,7 +118,9 @@ def experiment(
             raise BadInput(
                 f"{', '.join(given)} go with your own model; a recipe names its own (change it with set=['key=value'])", where=given[0]
             )
-        return Experiment.build(load(target, set, device, seed))
+        if val is not None:
+            raise BadInput("val goes with your own model and data; a recipe names its own validation split", where="val")
+        return Experiment.build(load(target, set, device, seed), check=check)
     if set:
         raise BadInput("set= overrides recipe keys; with your own model, pass the options as arguments", where="set")
     if _is_lightning_module(target):  # its own training_step, configure_optimizers and data (nndiag/integrations/lightning.py)
@@ -132,7 +138,32 @@ def experiment(
         batch_size=batch_size or 64,
         device=device,
         seed=0 if seed is None else seed,
+        val=val,
+        check=check,
     )
+
+
+def _data_faults(command: str) -> Callable[[Callable[..., "Result"]], Callable[..., "Result"]]:
+    """A step on data whose class labels the model cannot score (a DataFault, found while the experiment is built)
+    returns check-data's failing finding, labels-out-of-range, instead of raising: a bug in the user's data is a
+    finding with its root cause, not a crash."""
+
+    def wrap(fn: Callable[..., "Result"]) -> Callable[..., "Result"]:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> "Result":
+            from nndiag.diagnostics import check_data
+            from nndiag.training.experiment import DataFault
+
+            try:
+                return fn(*args, **kwargs)
+            except DataFault as fault:
+                result = check_data.fault_result(command, fault.facts)
+                result.name, result.source = fault.name, _source(args[0] if args else next(iter(kwargs.values()), None))
+                return result
+
+        return run
+
+    return wrap
 
 
 def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
@@ -145,6 +176,63 @@ def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
 # --------------------------------------------------------------------------------------------
 
 
+def check_data(
+    data: Any,
+    model: Any = None,
+    *,
+    val: Any = None,
+    loss: Any = None,
+    step: Any = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    set: Sequence[str] | None = None,
+) -> "Result":
+    """Step 0: check the data before the model sees it: NaN/Inf values, class labels outside the model's outputs, the
+    class balance and majority baseline, duplicates inside training and across training/validation, distinct examples
+    per pass, single-class batches from your own DataLoader, constant features, the input scale, and labels that do not
+    depend on the inputs.
+
+    `data`: a recipe (path, dict or Recipe), or your own training data (a DataLoader, a Dataset, an (X, y) pair or a
+    mapping of tensors) with `val=` your validation data and `model=` your model (its outputs give C; without it C is
+    the largest label + 1). The model and the RNGs are handed back as found."""
+    from nndiag.diagnostics import check_data as diagnostic
+    from nndiag.training.engine import rng_kept
+
+    with rng_kept():
+        if is_recipe(data):
+            if model is not None:
+                raise BadInput("model goes with your own data; a recipe names its own model", where="model")
+            exp = experiment(data, loss=loss, step=step, batch_size=batch_size, device=device, seed=seed, set=set, check=False)
+            result = diagnostic.run(exp.data.train, exp.data.val, exp.model_classes(), seed=exp.recipe.seed)
+            return _finish(result, exp, data)
+        if set:
+            raise BadInput("set= overrides recipe keys; with your own data, pass the options as arguments", where="set")
+        user_loader = _is_loader(data)
+        if model is not None:
+            exp = experiment(model, data, loss=loss, step=step, batch_size=batch_size, device=device, seed=seed, val=val, check=False)
+            result = diagnostic.run(
+                exp.data.train,
+                exp.data.val if val is not None else None,
+                exp.model_classes(),
+                seed=exp.recipe.seed,
+                user_loader=user_loader,
+            )
+            return _finish(result, exp, model)
+        from nndiag.training.engine import resolve_device
+        from nndiag.training.splits import as_split
+
+        where = resolve_device(device or "cpu")
+        size, order = batch_size or 64, 0 if seed is None else seed
+        train = as_split(data, where, size, order)
+        result = diagnostic.run(
+            train, as_split(val, where, size, order) if val is not None else None, None, seed=order, user_loader=user_loader
+        )
+        result.context = {"data": f"{type(data).__name__}: {len(train)} examples"}
+        return result
+
+
+@_data_faults("check-loss")
 def check_loss(
     model: Any,
     data: Any = None,
@@ -171,6 +259,7 @@ def check_loss(
         return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
 
 
+@_data_faults("overfit-small")
 def overfit_small(
     model: Any,
     data: Any = None,
@@ -198,6 +287,7 @@ def overfit_small(
         return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
 
 
+@_data_faults("lr-find")
 def lr_find(
     model: Any,
     optimizer: Any = None,
@@ -255,6 +345,7 @@ def lr_find(
         return _finish(result, exp, model)
 
 
+@_data_faults("probe")
 def probe(
     model: Any,
     data: Any = None,
@@ -302,6 +393,7 @@ def curves(
     return result
 
 
+@_data_faults("train")
 def train(
     recipe: RecipeLike,
     *,
@@ -322,6 +414,7 @@ def train(
     return _finish(diagnostic.run(exp, epochs=epochs, max_steps=max_steps, callbacks=list(callbacks), probe_every=probe_every), exp, recipe)
 
 
+@_data_faults("search")
 def search(
     recipe: RecipeLike,
     *,
@@ -365,8 +458,14 @@ def search(
 
 
 def babysit(
-    recipe: RecipeLike,
+    recipe: Any,
+    data: Any = None,
     *,
+    optimizer: Any = None,
+    loss: Any = None,
+    step: Any = None,
+    val: Any = None,
+    batch_size: int | None = None,
     budget: str = "standard",
     keep_going: bool = False,
     out: str | Path | None = None,
@@ -376,29 +475,61 @@ def babysit(
     seed: int | None = None,
     set: Sequence[str] | None = None,
 ) -> "Result":
-    """All of it in order (check-loss, overfit-small, lr-find, search, train, curves; probe where a step
-    fails), stopping at the first failing gate unless `keep_going`.
+    """All of it in order (check-data, check-loss, overfit-small, lr-find, search, train, curves; probe where a step
+    fails), stopping at the first failing gate unless `keep_going`; the root causes ranked over every step.
 
-    Its steps write their run folders as they go: into `out` when given, else into a temporary folder
-    that `.save(folder)` copies. The report's commands to rerun a step repeat `set`, `device` and `seed`."""
+    `recipe`: a recipe (path, dict or Recipe), or your own model with `data` (and `optimizer`, `loss` or `step`,
+    `val` your validation data, as the other functions take them): then there is no search (it needs a recipe's
+    search space), train runs your optimizer for the budget's epochs, and the model is handed back as found.
+    The steps write their run folders as they go, into `out` (default runs/<name>/babysit-<timestamp>/). The
+    report's commands to rerun a step repeat `set`, `device` and `seed`."""
     import shlex
 
     from nndiag.diagnosis.babysit import run_babysit
 
+    common = {
+        "budget": budget,
+        "keep_going": keep_going,
+        "out": Path(out) if out is not None else None,
+        "plots": plots,
+        "progress": progress,
+    }
+    if not is_recipe(recipe):
+        exp = experiment(
+            recipe,
+            data,
+            loss=loss,
+            step=step,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            set=set,
+            val=val,
+            check=False,
+        )
+        return run_babysit(exp.recipe, "python", make=lambda: exp, **common)
+    given = [
+        name
+        for name, value in (
+            ("data", data),
+            ("optimizer", optimizer),
+            ("loss", loss),
+            ("step", step),
+            ("val", val),
+            ("batch_size", batch_size),
+        )
+        if value is not None
+    ]
+    if given:
+        raise BadInput(
+            f"{', '.join(given)} go with your own model; a recipe names its own (change it with set=['key=value'])", where=given[0]
+        )
     loaded = load(recipe, set, device, seed)
     repeated = [f"--set {shlex.quote(s)}" for s in set or []]
     repeated += [f"--device {device}"] if device else []
     repeated += [f"--seed {seed}"] if seed is not None else []
-    return run_babysit(
-        loaded,
-        _source(recipe, loaded),
-        budget=budget,
-        keep_going=keep_going,
-        out=Path(out) if out is not None else None,
-        plots=plots,
-        progress=progress,
-        cli_args="".join(f" {p}" for p in repeated),
-    )
+    return run_babysit(loaded, _source(recipe, loaded), cli_args="".join(f" {p}" for p in repeated), **common)
 
 
 def _is_optimizer(obj: Any) -> bool:
@@ -413,6 +544,13 @@ def _is_lightning_module(obj: Any) -> bool:
     from nndiag.integrations import lightning_base
 
     return lightning_base(obj, "LightningModule") is not None
+
+
+def _is_loader(obj: Any) -> bool:
+    import sys
+
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and isinstance(obj, data.DataLoader)
 
 
 def _is_frame(obj: Any) -> bool:

@@ -162,6 +162,32 @@ def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | N
 # -- commands -----------------------------------------------------------------------------------
 
 
+@app.command("check-data", rich_help_panel="The recipe, step by step")
+def check_data(
+    recipe: RecipeArg,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    set: SetOpt = None,
+    out: OutOpt = None,
+    json: JsonOpt = False,
+    no_plots: NoPlotsOpt = False,
+) -> None:
+    """Step 0: check the data before the model sees it: NaN/Inf, labels outside the model's outputs, class balance and the
+    majority baseline, duplicates and train/validation overlap, distinct examples, constant features, input scale, labels
+    that do not depend on the inputs.
+
+    Example: nndiag check-data recipes/quickstart.yaml --json
+    """
+    common = Common(recipe, device, seed, set, out, json, no_plots)
+
+    def work() -> Any:
+        from nndiag import api
+
+        return api.check_data(recipe, **overrides(common))
+
+    execute("check-data", common, work)
+
+
 @app.command("check-loss", rich_help_panel="The recipe, step by step")
 def check_loss(
     recipe: RecipeArg,

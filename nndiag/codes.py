@@ -49,9 +49,114 @@ MODULES = {  # where each placeholder's module lives, relative to the package
     "findings": "findings.py",
     "defaults": "diagnostics/defaults.py",
     "lr_trials": "diagnostics/lr_trials.py",
+    "check_data": "diagnostics/check_data.py",
+    "structure": "diagnostics/structure.py",
+    "train": "diagnostics/train.py",
 }
 
 ENTRIES = [
+    # -- check-data ------------------------------------------------------------------------------
+    Code(
+        "non-finite-data",
+        ("check-data",),
+        "fail",
+        "NaN or Inf values in the training inputs or targets.",
+        "any training example (of up to {check_data.SAMPLE_EXAMPLES} examined) has a NaN/Inf input or target value; the finding "
+        "says how many and the first example indices.",
+        "A NaN input makes the loss NaN whatever the learning rate; Humbatova et al. (ICSE 2020) put data faults first among real faults.",
+        "Drop or impute the rows named (a failed parse, a division by zero in preprocessing, a missing value read as NaN).",
+    ),
+    Code(
+        "labels-out-of-range",
+        ("check-data",),
+        "fail",
+        "Class labels that the model's outputs cannot score: outside [0, C).",
+        "integer class targets outside [0, C), C the size of the model's logits' class axis (-100 ignored); every command "
+        "stops with this finding before it runs when the labels cannot be scored (PyTorch's loss would raise IndexError).",
+        "PyTorch's cross-entropy takes class indices 0..C-1; labels 1..C with C outputs is the classic off-by-one.",
+        "Remap the labels to 0..C-1 (y - 1 when they start at 1), or give the model as many outputs as there are classes.",
+    ),
+    Code(
+        "missing-classes",
+        ("check-data",),
+        "warn",
+        "A class of the model's outputs never appears among the training labels.",
+        "some class in 0..C-1 has no training example while every other class has at least {check_data.MISSING_MIN_COUNT}.",
+        "Labels that start at 1 leave class 0 empty; a filter can drop a class.",
+        "Check the label mapping and any filtering of the data.",
+    ),
+    Code(
+        "class-imbalance",
+        ("check-data",),
+        "info",
+        "One class dominates: the majority baseline is the accuracy of always predicting it.",
+        "the majority class holds >= {check_data.IMBALANCE_SHARE} of the training labels; its share is the baseline that later "
+        "steps judge accuracy against (accuracy-at-baseline).",
+        "SageMaker Debugger's ClassImbalance rule; an accuracy at the baseline means the model learned only the class frequencies.",
+        "Judge accuracy against the baseline (or balanced accuracy); weight the loss by class or resample when the model only "
+        "predicts the majority.",
+    ),
+    Code(
+        "train-val-overlap",
+        ("check-data",),
+        "warn",
+        "Validation examples that are also in the training data: validation measures memory.",
+        "at least {check_data.OVERLAP_SHARE} of the validation examples have an exact duplicate (hashed inputs) in the training data.",
+        "A leak from training into validation inflates every validation number (Google's tuning playbook: validate on held-out data).",
+        "Split before augmenting or duplicating, and de-duplicate across the split.",
+    ),
+    Code(
+        "few-distinct-examples",
+        ("check-data",),
+        "warn (fail below {check_data.DISTINCT_FAIL} distinct)",
+        "One pass over the training data yields far fewer distinct examples than its length says.",
+        "distinct (hashed) examples / examples below {check_data.DISTINCT_SHARE} over up to {check_data.SAMPLE_EXAMPLES} examples.",
+        "A Dataset whose __getitem__ ignores its index (or takes it modulo a small number) repeats a few items.",
+        "Check the Dataset's __getitem__, its length, any cache and the sampler.",
+    ),
+    Code(
+        "single-class-batches",
+        ("check-data",),
+        "warn",
+        "The user's DataLoader yields batches of one class: the data comes sorted by class.",
+        "at least {check_data.SINGLE_CLASS_SHARE} of the loader's first {check_data.LOADER_BATCHES} batches (of >= 2 labelled "
+        "examples) hold a single class.",
+        "Batches of one class pull the model from class to class (catastrophic forgetting within an epoch).",
+        "Shuffle the training DataLoader (shuffle=True, or a RandomSampler).",
+    ),
+    Code(
+        "constant-features",
+        ("check-data",),
+        "info (warn when >= {check_data.CONSTANT_WARN} of the features are constant)",
+        "Input features that never change.",
+        "features (of the flattened floating inputs) with zero standard deviation over the examined examples.",
+        "Constant features carry no information; a few are normal (an image's border), nearly all point at a preprocessing bug.",
+        "Look for inputs zeroed or overwritten in preprocessing, or a wrong column.",
+    ),
+    Code(
+        "inputs-not-normalized",
+        ("check-data",),
+        "warn",
+        "The inputs are far from zero mean and unit scale.",
+        "floating inputs with RMS outside {check_data.INPUT_RMS_RANGE}, or one feature's |mean| + std > "
+        "{check_data.FEATURE_SCALE_MAX} (token ids are not checked).",
+        "CS231n, data preprocessing: zero-centre and normalise; unscaled inputs make the initial loss and the usable "
+        "learning rate depend on the data's units.",
+        "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target).",
+    ),
+    Code(
+        "labels-look-random",
+        ("check-data",),
+        "warn",
+        "The labels do not depend on the inputs: they look shuffled apart from them.",
+        "floating inputs, class labels, >= {check_data.KNN_MIN_EXAMPLES} examples: the leave-one-out 1-nearest-neighbour "
+        "accuracy on up to {check_data.KNN_EXAMPLES} standardised training examples is within {check_data.KNN_SIGMAS} standard "
+        "errors of the same accuracy with the labels permuted.",
+        "TheDeepChecker (TOSEM 2022) tests whether training depends on the data; measured here: digits 97% against 9% permuted, "
+        "MNIST-1D 52% against 11%, digits with shuffled labels 10% against 10%.",
+        "Check that inputs and labels stay paired (shuffled separately, sorted apart, read from different files); ignore it for a "
+        "task no raw-input distance can solve.",
+    ),
     # -- check-loss ------------------------------------------------------------------------------
     Code(
         "initial-loss-high",
@@ -97,17 +202,6 @@ ENTRIES = [
         "Raise weight_decay (1e-5 to 1e-3 are usual starting points), or check that the optimizer's parameter groups carry it.",
     ),
     Code(
-        "inputs-not-normalized",
-        ("check-loss",),
-        "warn",
-        "The inputs are far from zero mean and unit scale.",
-        "floating inputs with RMS outside {check_loss.INPUT_RMS_RANGE}, or one feature's |mean| + std > "
-        "{check_loss.FEATURE_SCALE_MAX} (token ids are not checked).",
-        "CS231n, data preprocessing: zero-centre and normalise; unscaled inputs make the initial loss and the usable "
-        "learning rate depend on the data's units.",
-        "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target).",
-    ),
-    Code(
         "not-checked",
         ("check-loss", "overfit-small"),
         "info",
@@ -118,6 +212,104 @@ ENTRIES = [
         "check instead of guessing.",
         "Return logits and targets from your step (a mapping {loss, logits, targets}), or give the expected loss "
         "(--expected, expected= in Python).",
+    ),
+    Code(
+        "frozen-parameters",
+        ("check-loss",),
+        "info (warn under {structure.TRAINABLE_WARN} trainable, fail when nothing trains)",
+        "Parameters with requires_grad=False.",
+        "parameter tensors with requires_grad=False, named; warn when under {structure.TRAINABLE_WARN} of the values train, fail "
+        "when none does.",
+        "Nothing learns where requires_grad is False; freezing a pretrained backbone is deliberate, freezing a model from "
+        "scratch is a bug.",
+        "Set requires_grad=True on what should train, before making the optimizer (ignore when a backbone is frozen on purpose).",
+    ),
+    Code(
+        "no-gradient",
+        ("check-loss",),
+        "warn (fail over {structure.NO_GRADIENT_FAIL} of the trainable values, or a loss without gradient)",
+        "Trainable parameters that get no gradient: the graph is cut, or a layer is unused.",
+        "after one backward pass on a training batch, trainable parameters whose .grad is None while others have one; or a loss "
+        "that does not require grad at all.",
+        "A .detach(), torch.no_grad() or .data in forward cuts everything before it off the loss (TheDeepChecker's pre-checks).",
+        "Remove the cut (or the unused layer); the parameters named never change.",
+    ),
+    Code(
+        "not-in-optimizer",
+        ("check-loss",),
+        "warn (fail over {structure.NOT_IN_OPTIMIZER_FAIL} of the trainable values)",
+        "Trainable parameters the optimizer was not given.",
+        "trainable parameters absent from every param group of the optimizer the run uses (the user's own, or the recipe's).",
+        "An optimizer made before a layer was added, or over one sub-module, leaves the rest untrained.",
+        "Make the optimizer over model.parameters() after the model is complete.",
+    ),
+    Code(
+        "outputs-bounded",
+        ("check-loss",),
+        "warn (fail for probabilities)",
+        "The model's outputs cannot be logits: never negative, or probabilities.",
+        "class logits (or binary outputs) at init that are all >= 0 (warn), or rows in [0, 1] summing to 1 / every value in "
+        "[0, 1] for a binary loss (fail).",
+        "Cross-entropy applies log-softmax itself; a softmax or ReLU after the last layer is a common bug (forums, Humbatova et al.).",
+        "Remove the activation after the last layer.",
+    ),
+    Code(
+        "symmetric-units",
+        ("check-loss",),
+        "fail",
+        "A hidden layer whose units all start with the same weights: they stay identical.",
+        "a Linear/Conv layer that runs before the last one has identical weight rows (a zero or constant init).",
+        "CS231n, weight initialisation: with a constant init every neuron computes the same output and gets the same gradient.",
+        "Initialise hidden layers randomly (Kaiming for ReLU, Xavier for tanh); only the last layer may start at zero.",
+    ),
+    Code(
+        "eval-not-deterministic",
+        ("check-loss",),
+        "fail",
+        "Two evaluations of the same batch differ: dropout or other randomness is on at evaluation.",
+        "two eval-mode passes on one batch differ by more than {structure.EVAL_TOLERANCE} (relative, outputs or loss).",
+        "TheDeepChecker's train/eval consistency post-check; F.dropout(x, training=True) is the usual cause.",
+        "Use nn.Dropout (or training=self.training) and call model.eval() to validate.",
+    ),
+    Code(
+        "batch-dependence",
+        ("check-loss",),
+        "fail",
+        "In eval mode an example's output depends on the other examples in its batch.",
+        "reversing the examples of a batch in eval mode changes the reversed outputs by more than {structure.PERMUTE_TOLERANCE} "
+        "(relative).",
+        "A model must treat examples independently at evaluation; a swapped batch/sequence axis or statistics over dim 0 mixes them.",
+        "Look for a layer that mixes examples: batch_first, a transpose, a normalisation over the batch.",
+    ),
+    Code(
+        "loss-broadcasts",
+        ("check-loss",),
+        "fail",
+        "The loss compares outputs and targets of different shapes that broadcast: every output against every target.",
+        "a custom loss (or a step's outputs and targets) with float targets whose shape differs from the outputs' and broadcasts "
+        "to a larger shape, e.g. (B, 1) against (B,) -> (B, B); or PyTorch's 'target size ... different to the input size' warning.",
+        "A silent bug PyTorch only warns about (mse_loss); forums are full of it.",
+        "Squeeze the outputs or unsqueeze the targets so the shapes are equal before the loss.",
+    ),
+    Code(
+        "loss-scales-with-batch",
+        ("check-loss",),
+        "warn",
+        "The loss sums over the batch instead of averaging (reduction='sum').",
+        "on the same examples the loss of n, n/2 and n/4 of them falls by a factor in {structure.SUM_RATIO} each time (n >= "
+        "{structure.SUM_MIN_EXAMPLES}; custom losses, steps and models' own losses).",
+        "TheDeepChecker's pre-check for a loss with mean reduction: a summed loss ties the usable LR to the batch size.",
+        "Use reduction='mean' or divide by the batch size.",
+    ),
+    Code(
+        "regularization-dominates",
+        ("check-loss",),
+        "warn",
+        "The weight decay overwhelms the data loss.",
+        "the L2 term of the weight decay is over {structure.REG_DOMINATES}x the data loss at init, or decoupled decay removes over "
+        "{structure.DECAY_PER_STEP_MAX} of each weight per step (lr x weight_decay).",
+        "TheDeepChecker: regularisation overwhelming the data loss; CS231n: regularisation should raise the loss a little.",
+        "Lower weight_decay (1e-5 to 1e-3 are usual), or use decoupled decay (AdamW).",
     ),
     # -- overfit-small ---------------------------------------------------------------------------
     Code(
@@ -149,6 +341,27 @@ ENTRIES = [
         'CS231n: "with regularization off, you should be able to overfit a small portion of the data: 100% train accuracy, loss near 0".',
         "Give the model more capacity, train longer (--steps), or look for a bug; when the outputs are probabilities, remove "
         "the softmax before cross-entropy.",
+    ),
+    Code(
+        "eval-train-mismatch",
+        ("overfit-small",),
+        "warn",
+        "The model scores a memorised subset far worse in eval mode than in train mode: its running statistics do not follow training.",
+        "after the subset is memorised (and {overfit_small.SETTLE_PASSES} train-mode passes let running statistics settle), the "
+        "eval-mode loss is over {overfit_small.EVAL_GAP_FACTOR}x the train-mode loss and above it by over "
+        "{overfit_small.EVAL_GAP_SHARE} of the initial loss.",
+        "TheDeepChecker's train/eval switch post-check; BatchNorm with momentum 0 or frozen buffers keeps its initial statistics.",
+        "Check the BatchNorm layers (momentum, track_running_stats, buffers overwritten), then validate again.",
+    ),
+    Code(
+        "clipping-always-active",
+        ("overfit-small", "train"),
+        "warn",
+        "Gradient clipping rewrites nearly every step: the threshold is far below the gradient norm.",
+        "train.grad_clip is exceeded on >= {train.CLIP_ACTIVE_SHARE} of the steps and the median gradient norm (before clipping) "
+        "is >= {train.CLIP_FACTOR}x the threshold.",
+        "Clipping is meant for rare spikes (Pascanu et al. 2013); always active, it fixes the step length and acts as a tiny LR.",
+        "Raise train.grad_clip to about the usual gradient norm, or remove it.",
     ),
     # -- lr-find ---------------------------------------------------------------------------------
     Code(
@@ -333,6 +546,18 @@ ENTRIES = [
         "Check the weight initialisation (Kaiming for ReLU, Xavier for tanh; `nndiag probe`), the input scale, and a warmup "
         "that is too long.",
     ),
+    Code(
+        "accuracy-at-baseline",
+        ("train",),
+        "warn",
+        "The model is no more accurate than always predicting the most frequent class.",
+        "the best validation accuracy over the epochs is at most {train.BASELINE_MARGIN} above the majority baseline (the most "
+        "frequent class's share of the training labels; the data counts as imbalanced from {train.IMBALANCED}).",
+        "An accuracy at the majority baseline means the model learned only the class frequencies (SageMaker Debugger's "
+        "ClassImbalance; check-data reports the baseline).",
+        "With imbalanced data: weight the loss by class or resample, and judge balanced accuracy; otherwise fix the causes of "
+        "the other findings first.",
+    ),
     # -- probe -----------------------------------------------------------------------------------
     Code(
         "vanishing-activations",
@@ -432,11 +657,11 @@ REGISTRY: dict[str, Code] = {entry.code: entry for entry in ENTRIES}
 
 
 def codes_by_command() -> dict[str, tuple[str, ...]]:
-    """command -> its codes, in registry order (train's curves codes listed under curves)."""
+    """command -> its codes, in registry order (train's curves codes listed under curves; train's own under train)."""
     out: dict[str, list[str]] = {}
     for entry in ENTRIES:
         for command in entry.commands:
-            if command != "train":
+            if command != "train" or "curves" not in entry.commands:
                 out.setdefault(command, []).append(entry.code)
     return {command: tuple(codes) for command, codes in out.items()}
 

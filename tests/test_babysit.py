@@ -37,13 +37,13 @@ def test_healthy_recipe_runs_every_step_and_writes_one_report(cli, write_recipe,
     verdict = json.loads(result.stdout)
     assert result.exit_code == 0, result.output
     names = [s["name"] for s in verdict["steps"]]
-    assert names == ["check-loss", "overfit-small", "lr-find", "search", "train", "curves", "probe"]
-    assert [s["state"] for s in verdict["steps"]] == ["run"] * 6 + ["skipped"]
+    assert names == ["check-data", "check-loss", "overfit-small", "lr-find", "search", "train", "curves", "probe"]
+    assert [s["state"] for s in verdict["steps"]] == ["run"] * 7 + ["skipped"]
     assert verdict["status"] in ("pass", "warn") and verdict["command"] == "babysit"
     assert {"command", "recipe", "status", "findings", "metrics", "outputs"} <= set(verdict)
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "summary.json").read_text()) == verdict
-    assert (out / "04-search" / "search.csv").is_file() and (out / "05-train" / "train_epochs.csv").is_file()
+    assert (out / "05-search" / "search.csv").is_file() and (out / "06-train" / "train_epochs.csv").is_file()
     html = (out / "report.html").read_text()
     assert "data:image/png;base64" in html and "check-loss" in html
     assert verdict["metrics"]["lr-find.suggested_lr"] > 0 and verdict["metrics"]["search.best_params"]

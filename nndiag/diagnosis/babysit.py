@@ -82,6 +82,7 @@ class Babysitter:
     cli_args: str = ""  # the overrides the user gave (--set/--device/--seed), repeated in each step's command
     plots: bool = True
     progress: Progress = lambda message: None
+    make: Callable[[], Any] | None = None  # your own objects: builds their Experiment unchecked (None: the recipe's)
     crashed: bool = False  # a step raised something other than BadInput
     record: Run = field(init=False)  # the steps, written into `folder` as they end
 
@@ -102,30 +103,52 @@ class Babysitter:
 
     # -- the recipe, in order ------------------------------------------------------------------
 
-    def run(self) -> list[Step]:
-        from nndiag.training.experiment import Experiment
+    @property
+    def own_objects(self) -> bool:
+        """Babysitting your own model and data (the Python API), not a recipe: no search, and Python calls to rerun a step."""
+        return self.make is not None
 
-        exp = Experiment.build(self.recipe)
+    def run(self) -> list[Step]:
+        from nndiag.training.experiment import DataFault, Experiment
+
+        exp = self.make() if self.make is not None else Experiment.build(self.recipe, check=False)
         self.record.context = exp.describe()
         plan: list[tuple[str, str, Callable[[], Result]]] = [
             ("check-loss", "check-loss", lambda: _check_loss(exp)),
             ("overfit-small", "overfit-small", lambda: _overfit_small(exp)),
             ("lr-find", "lr-find", lambda: _lr_find(exp)),
             ("search", "search", lambda: self._search()),
-            ("train", "train", lambda: self._train()),
+            ("train", "train", lambda: self._train(exp)),
             ("curves", "curves", lambda: self._curves()),
         ]
-        stopped = False
+        check = self._run_step("check-data", "check-data", lambda: _check_data(exp))
+        stopped = check.status in ("fail", "error") and not self.keep_going
+        try:
+            exp.check_forward()  # model, data and loss fit together (check-data has looked at the data first)
+        except DataFault:
+            stopped, why = True, "the class labels cannot be scored by the model (see check-data)"
+        else:
+            why = ""  # (any other BadInput here is the caller's: the model cannot score the data at all; exit 2)
         for name, command, work in plan:
+            if name == "search" and self.own_objects:
+                self.record.skip(
+                    name,
+                    "the search needs a recipe (its search.space); your own objects train at your optimizer's LR",
+                    command=self._command(command),
+                )
+                continue
             if stopped:
                 self.record.skip(
-                    name, f"babysit stopped at {self._failed()}; run with --continue to go on anyway", "not-reached", self._command(command)
+                    name,
+                    why or f"babysit stopped at {self._failed()}; run with --continue to go on anyway",
+                    "not-reached",
+                    self._command(command),
                 )
                 continue
             step = self._run_step(name, command, work)
             if step.status in ("fail", "error") and not self.keep_going:
                 stopped = True
-        if self._probe_needed():
+        if self._probe_needed() and not why:
             self._run_step("probe", "probe", lambda: _probe(exp))
         else:
             self.record.skip(
@@ -160,7 +183,12 @@ class Babysitter:
         return step
 
     def _command(self, command: str, folder: Path | None = None) -> str:
-        """The command line that reproduces a step on its own."""
+        """The command line that reproduces a step on its own (the Python call, for your own objects)."""
+        if self.own_objects:
+            if command == "curves":
+                train = self._folder_of("train")
+                return f"nndiag.curves({train!r})" if train else "nndiag.curves(<train run folder>)"
+            return f"nndiag.{command.replace('-', '_')}(model, data, ...)"
         if command == "curves":
             train = self._folder_of("train")
             return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"
@@ -214,12 +242,24 @@ class Babysitter:
         params = (result.metrics.get("best_params") if result else None) or {}
         return self.recipe.with_overrides({**params, "train.epochs": self.budget.train_epochs})
 
-    def _train(self) -> Result:
-        from nndiag.diagnostics import train
-        from nndiag.training.experiment import Experiment
+    def lr_chosen(self) -> str | None:
+        """What chose the LR the train step runs at: the search (its best trial searched optim.lr), else None."""
+        result = self.results.get("search")
+        params = (result.metrics.get("best_params") if result else None) or {}
+        return "the search" if "optim.lr" in params else None
 
+    def _train(self, exp: Any) -> Result:
+        from nndiag.diagnostics import train
+        from nndiag.training import engine
+        from nndiag.training.experiment import Experiment
+        from nndiag.training.splits import order_kept
+
+        if self.own_objects:  # your own model trains for the budget's epochs at your optimizer's settings, and is handed back
+            exp.recipe = exp.recipe.with_overrides({"train.epochs": self.budget.train_epochs})
+            with engine.preserved(exp.model), order_kept(exp.data.train):
+                return train.run(exp)
         recipe = self.best_recipe()
-        result = train.run(Experiment.build(recipe))
+        result = train.run(Experiment.build(recipe), lr_chosen=self.lr_chosen())
         result.recipe = recipe.to_dict()
         return result
 
@@ -229,7 +269,7 @@ class Babysitter:
         folder = self._folder_of("train")
         if folder is None:
             raise BadInput("there is no training log to read (the train step did not run)", where="curves")
-        return curves.run([Path(folder)])
+        return curves.run([Path(folder)], lr_chosen=self.lr_chosen())
 
     # -- the report ----------------------------------------------------------------------------
 
@@ -267,6 +307,16 @@ def lr_search_range(result: Result | None) -> tuple[float, float] | None:
     if diverged and math.isfinite(diverged):
         high = min(high, diverged)
     return (low, high) if low < high else None
+
+
+def _check_data(exp: Any) -> Result:
+    from nndiag.diagnostics import check_data
+    from nndiag.training.splits import LoaderSplit
+
+    val = exp.data.val if exp.data.val is not exp.data.train else None
+    return check_data.run(
+        exp.data.train, val, exp.model_classes(), seed=exp.recipe.seed, user_loader=isinstance(exp.data.train, LoaderSplit)
+    )
 
 
 def _check_loss(exp: Any) -> Result:
@@ -341,8 +391,11 @@ def run_babysit(
     plots: bool = True,
     progress: Progress | None = None,
     cli_args: str = "",
+    make: Callable[[], Any] | None = None,
 ) -> BabysitResult:
-    """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json."""
+    """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json.
+    `make`: for your own objects, a function that builds their Experiment unchecked (`recipe` is then the one their
+    options make: its name, seed and budget)."""
     from nndiag.findings import Finding, Verdict
 
     sitter = Babysitter(
@@ -354,6 +407,7 @@ def run_babysit(
         plots=plots,
         progress=progress or (lambda message: None),
         cli_args=cli_args,
+        make=make,
     )
     sitter.run()
     summary = sitter.write()

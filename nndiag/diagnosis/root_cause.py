@@ -84,6 +84,8 @@ def _signs(*items: str | Sign) -> tuple[Sign, ...]:
 # Symptom groups, by what the loss does.
 NOT_MOVING = ("loss-not-decreasing", "no-decrease", "plateau", "underfitting", "lr-too-low", "bad-init", "update-ratio-low")
 DIVERGING = ("loss-diverged", "diverged-immediately", "all-trials-diverged", "diverged", "update-ratio-high", "non-finite")
+LR_SHAPED = ("lr-too-high", "lr-too-low", "noisy", "plateau", "underfitting", "bad-init", "still-improving")  # what the loss's shape says
+VALIDATION = ("overfitting", "not-generalizing", "accuracy-at-baseline", "underfitting")  # what train-vs-validation says
 
 # The table, most fundamental cause first. Sources for the links: the CS231n notes (Neural Networks Part 3, babysitting the learning process)
 # (dead units, vanishing/saturated activations, "loss not going down: LR too low", "loss exploding:
@@ -97,12 +99,134 @@ RULES: tuple[Rule, ...] = (
         "NaN/Inf at initialisation poisons every step after it. Look for NaN/Inf in the inputs (the data), a log or division "
         "of zero in the model or the loss, an init that overflows, and targets that are not valid class indices.",
     ),
+    # -- the data (check-data): faults in what the model is given come first ------------------------
+    Rule(
+        "non-finite-data",
+        "NaN/Inf values in the training data",
+        _signs("non-finite-data"),
+        ("*",),
+        "Drop or impute the rows check-data names (a failed parse, a division by zero in preprocessing, a missing value "
+        "read as NaN): one NaN input makes the loss NaN, whatever the learning rate.",
+    ),
+    Rule(
+        "labels-out-of-range",
+        "class labels outside the model's outputs",
+        _signs("labels-out-of-range"),
+        ("*",),
+        "Remap the class labels to 0..C-1 (y - 1 when they start at 1), or give the model as many outputs as there are classes.",
+    ),
+    Rule(
+        "labels-look-random",
+        "labels that do not follow their inputs (shuffled apart from them?)",
+        _signs("labels-look-random"),
+        (*LR_SHAPED, *VALIDATION, "loss-not-decreasing", "no-decrease", "cannot-overfit", "update-ratio-low", "update-ratio-high"),
+        "Check that inputs and labels stay paired: shuffled separately, sorted apart, read from different files or columns. "
+        "No model or learning rate learns labels that do not depend on the inputs.",
+    ),
+    Rule(
+        "few-distinct-examples",
+        "a dataset that repeats a few examples over and over",
+        _signs("few-distinct-examples"),
+        ("overfitting", "not-generalizing", "still-improving", "noisy", "accuracy-at-baseline"),
+        "Fix the Dataset's __getitem__ (an index that is ignored, taken modulo a small number, or a cache), its length and the sampler.",
+    ),
+    Rule(
+        "single-class-batches",
+        "a DataLoader that yields one class at a time (not shuffled)",
+        _signs("single-class-batches"),
+        (*LR_SHAPED, *VALIDATION, *DIVERGING, "loss-not-decreasing", "no-decrease", "cannot-overfit"),
+        "Shuffle the training DataLoader (shuffle=True or a RandomSampler): batches of one class pull the model from class to class.",
+    ),
+    Rule(
+        "train-val-overlap",
+        "validation examples that are also training examples",
+        _signs("train-val-overlap"),
+        (),
+        "De-duplicate across the split and validate on examples the model never trained on: the validation numbers measure memory.",
+    ),
+    # -- the model's wiring (check-loss's structure checks) -------------------------------------
+    Rule(
+        "loss-broadcasts",
+        "a loss that broadcasts outputs against targets of another shape",
+        _signs("loss-broadcasts"),
+        (
+            *LR_SHAPED,
+            *VALIDATION,
+            "loss-not-decreasing",
+            "no-decrease",
+            "cannot-overfit",
+            "initial-loss-high",
+            "initial-loss-low",
+            "update-ratio-low",
+        ),
+        "Make the outputs and targets the same shape before the loss (outputs.squeeze(-1) for (B, 1) outputs against (B,) targets).",
+    ),
+    Rule(
+        "nothing-trains",
+        "parameters that cannot learn: frozen, cut off the graph, or left out of the optimizer",
+        _signs(Sign("frozen-parameters", severity="warn"), "no-gradient", "not-in-optimizer"),
+        (*NOT_MOVING, "cannot-overfit", *VALIDATION, "vanishing-gradients", "update-ratio-low", "noisy"),
+        "Make every parameter that should learn trainable and reachable: requires_grad=True, no .detach() / torch.no_grad() / "
+        ".data on the way to the loss, and an optimizer made over model.parameters() once the model is complete.",
+    ),
     Rule(
         "softmax-before-loss",
-        "a softmax in front of a loss that expects logits",
-        _signs(Sign("cannot-overfit", when=("outputs_are_probabilities",))),
-        ("cannot-overfit", *NOT_MOVING),
-        "Remove the softmax at the end of the model: cross_entropy applies log-softmax itself and expects raw logits.",
+        "a softmax (or another activation) in front of a loss that expects logits",
+        _signs(Sign("cannot-overfit", when=("outputs_are_probabilities",)), "outputs-bounded"),
+        ("cannot-overfit", *NOT_MOVING, *VALIDATION, "initial-loss-high", "initial-loss-low"),
+        "Remove the activation at the end of the model: cross_entropy applies log-softmax itself and expects raw logits.",
+    ),
+    Rule(
+        "symmetric-units",
+        "hidden units that start identical (a zero or constant init) and stay so",
+        _signs("symmetric-units"),
+        (*NOT_MOVING, "cannot-overfit", *VALIDATION, "vanishing-activations", "dead-relu"),
+        "Initialise the hidden layers randomly (Kaiming for ReLU, Xavier for tanh; PyTorch's default does); only the last layer may start at zero.",
+    ),
+    Rule(
+        "eval-randomness",
+        "randomness (dropout) left on at evaluation",
+        _signs("eval-not-deterministic"),
+        ("eval-train-mismatch", "lr-too-high", "noisy", *VALIDATION),
+        "Use nn.Dropout (or F.dropout(..., training=self.training)) so model.eval() turns it off; validation then measures the model.",
+    ),
+    Rule(
+        "batch-dependence",
+        "outputs that depend on the other examples in the batch",
+        _signs("batch-dependence"),
+        ("eval-train-mismatch", "lr-too-high", "noisy", *VALIDATION),
+        "Find the layer that mixes examples (statistics over dim 0 at evaluation, a swapped batch/sequence axis: batch_first) and fix it.",
+    ),
+    Rule(
+        "eval-statistics",
+        "running statistics (BatchNorm) that do not follow training",
+        _signs("eval-train-mismatch"),
+        ("lr-too-high", "noisy", *VALIDATION),
+        "Check the BatchNorm layers: momentum=0, track_running_stats changed, or buffers overwritten; eval mode then uses statistics "
+        "of another model.",
+    ),
+    Rule(
+        "loss-sums",
+        "a loss summed over the batch instead of averaged",
+        _signs("loss-scales-with-batch"),
+        ("initial-loss-high", *DIVERGING, "lr-too-high", "noisy", "cannot-overfit"),
+        "Use reduction='mean' (or divide by the batch size): a summed loss is B times too large and ties the usable LR to the batch size.",
+    ),
+    # -- the optimizer's settings ---------------------------------------------------------------
+    Rule(
+        "regularization-dominates",
+        "weight decay that overwhelms the data loss",
+        _signs("regularization-dominates"),
+        (*LR_SHAPED, *VALIDATION, "loss-not-decreasing", "update-ratio-low", "update-ratio-high"),
+        "Lower the weight decay (1e-5 to 1e-3 are usual for L2; AdamW's weight_decay 0.01-0.1 at a small LR), so that it no longer "
+        "outweighs the data's gradient.",
+    ),
+    Rule(
+        "clipping-too-tight",
+        "gradient clipping far below the gradient norm, on every step",
+        _signs("clipping-always-active"),
+        (*LR_SHAPED, *VALIDATION, "loss-not-decreasing", "update-ratio-low", "cannot-overfit"),
+        "Raise the clipping threshold to about the usual gradient norm (the median in the finding), or remove it.",
     ),
     Rule(
         "inputs-not-normalized",
@@ -176,6 +300,14 @@ RULES: tuple[Rule, ...] = (
         (*NOT_MOVING, "cannot-overfit"),
         "No learning rate moves a weight whose gradient is exactly zero. Look for ReLUs dead from the start (`nndiag probe`), "
         "a graph cut by .detach(), torch.no_grad() or .data, or a loss that does not depend on the model's outputs.",
+    ),
+    Rule(
+        "majority-class",
+        "a model that only learned the class frequencies of imbalanced data",
+        _signs(Sign("accuracy-at-baseline", when=("imbalanced",))),
+        (*LR_SHAPED, *VALIDATION, "loss-not-decreasing"),
+        "Weight the loss by class (CrossEntropyLoss(weight=...)) or resample the minority classes, and judge balanced accuracy or "
+        "per-class recall: the accuracy alone only shows the majority class's share.",
     ),
     Rule(
         "lr-too-high",

@@ -11,9 +11,12 @@ Rules (documented thresholds, all tested):
   initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 1.0)
   initial-loss-low         fail  mean loss < expected / (1 + tolerance)
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
-  inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100 (floating inputs only)
   not-checked              info  no expected loss is known: the step or model gives no class logits
                                  (the loss is still reported; `expected=` / --expected supplies one)
+  ... and the checks of nndiag.diagnostics.structure on one batch (frozen parameters, parameters without a
+  gradient or outside the optimizer, bounded outputs, symmetric units, randomness at eval, examples that
+  depend on each other, a loss that broadcasts or sums, regularisation that dominates); their table is
+  parameters.csv. The input scale is check-data's (nndiag.diagnostics.check_data).
 Where the logits are known, C is the size of their class axis (the last dimension for a language
 model's (B, T, V) logits), and targets of -100 are ignored; a step, a model's own loss or a custom
 loss with class logits and integer targets is taken to be a softmax cross-entropy (ln C).
@@ -33,17 +36,16 @@ from typing import Any
 import pandas as pd
 import torch
 
+from nndiag.diagnostics import structure
 from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES, CHECK_LOSS_TOLERANCE
 from nndiag.findings import Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
 from nndiag.training.scoring import Scored
-from nndiag.training.splits import TensorSplit, input_statistics
+from nndiag.training.splits import TensorSplit
 
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
-INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
-FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
 
 
 def measure(
@@ -89,8 +91,9 @@ def measure(
         "expected_why": why,
         "penalty": penalty,
         "weight_decay": max((g.get("weight_decay", 0.0) for g in optimizer.param_groups), default=0.0),
-        "inputs": input_statistics(exp.data.train),
     }
+    mean = float(frame["loss"].mean()) if len(frame) else math.nan
+    facts["structure"] = structure.measure(exp, initial_loss=mean if math.isfinite(mean) else None)
     return frame, facts
 
 
@@ -98,8 +101,8 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
     """The verdict over the measured losses. Pure: numbers in, findings out."""
     verdict = Verdict()
     losses = frame["loss"].to_numpy(dtype=float)
-    if facts["inputs"] is not None:
-        _check_inputs(verdict, facts["inputs"])
+    if "structure" in facts:
+        structure.decide(facts["structure"], verdict)
     bad = [i for i, v in enumerate(losses) if not math.isfinite(v)]
     if bad:
         verdict.add(
@@ -175,21 +178,6 @@ def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) 
         )
 
 
-def _check_inputs(verdict: Verdict, stats: dict[str, float]) -> None:
-    lo, hi = INPUT_RMS_RANGE
-    rms, feature = stats["rms"], stats["max_feature_scale"]
-    if rms > hi or (0 < rms < lo) or feature > FEATURE_SCALE_MAX:
-        verdict.add(
-            "inputs-not-normalized",
-            "warn",
-            f"inputs are far from zero mean / unit scale: RMS {rms:.3g}, mean {stats['mean']:.3g}, std {stats['std']:.3g}, "
-            f"largest feature |mean|+std {feature:.3g}",
-            "Standardise the inputs with training-set statistics (data.normalize: true, or in your data target); "
-            "unscaled inputs make the initial loss and the usable learning rate depend on the data's units.",
-            **stats,
-        )
-
-
 def run(
     exp: Experiment,
     batches: int = CHECK_LOSS_BATCHES,
@@ -211,7 +199,8 @@ def run(
         "logit_std": float(frame["logit_std"].mean()),
         "regularized_loss": float(frame["regularized_loss"].mean()),
         "l2_penalty": facts["penalty"],
-        "input_rms": facts["inputs"]["rms"] if facts["inputs"] is not None else None,
         "batches": len(frame),
+        "trainable_share": facts["structure"]["trainable"] / max(facts["structure"]["parameters"], 1),
     }
-    return Result("check-loss", verdict, {"check_loss": frame}, metrics)
+    tables = {"check_loss": frame, "parameters": pd.DataFrame(facts["structure"]["table"])}
+    return Result("check-loss", verdict, tables, metrics)

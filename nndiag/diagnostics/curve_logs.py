@@ -40,6 +40,7 @@ class Curves:
     key: Path | None = None  # the path that names the run (a run folder); None: its first source file
     chance_loss: float | None = None  # the loss of a model that knows nothing (ln C), when the caller knows it
     chance_acc: float | None = None  # the accuracy of chance (1/C), when the caller knows it
+    lr_chosen: str | None = None  # what chose the LR this run trained at (babysit: "the search"): the LR rules then only inform
 
     def loss(self) -> pd.Series | None:
         """The training loss the shape rules read: dense, else the fit view's."""
@@ -409,7 +410,12 @@ def unique_labels(runs: list[Curves]) -> None:
 
 
 def from_history(
-    steps: pd.DataFrame, epochs: pd.DataFrame, label: str = "train", chance_loss: float | None = None, chance_acc: float | None = None
+    steps: pd.DataFrame,
+    epochs: pd.DataFrame,
+    label: str = "train",
+    chance_loss: float | None = None,
+    chance_acc: float | None = None,
+    lr_chosen: str | None = None,
 ) -> Curves:
     """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
@@ -418,4 +424,6 @@ def from_history(
         if key in epochs and len(epochs) and epochs[key].notna().any():
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
-    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc)
+    return Curves(
+        x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc, lr_chosen=lr_chosen
+    )

@@ -282,7 +282,22 @@ def decide(curves: Curves) -> Verdict:
     _unstable_val(verdict, curves)
     _fit_rules(verdict, curves, shape)
     _still_improving(verdict, curves, lx)
+    if curves.lr_chosen:
+        _at_chosen_lr(verdict, curves.lr_chosen)
     return verdict
+
+
+LR_SHAPES = ("lr-too-high", "lr-too-low")  # the rules that name the LR from the curve's shape alone
+
+
+def _at_chosen_lr(verdict: Verdict, chooser: str) -> None:
+    """A run that trained at the LR lr-find or the search chose, and did not diverge: the curve's shape alone does not
+    make that LR wrong (the choice measured it directly), so the shape's LR findings only inform."""
+    for finding in verdict.findings:
+        if finding.code in LR_SHAPES:
+            finding.severity = "info"
+            finding.message += f" (at the LR {chooser} chose, which measured it directly: not counted against the LR)"
+            finding.evidence["at_chosen_lr"] = True
 
 
 DIVERGED_ADVICE = (
@@ -828,8 +843,12 @@ def verdict_for(runs: list[Curves]) -> Verdict:
     return verdict
 
 
-def run(paths: list[Path], **columns: str | None) -> Result:
-    return result_for(load(paths, **columns))
+def run(paths: list[Path], lr_chosen: str | None = None, **columns: str | None) -> Result:
+    """`lr_chosen`: what chose the LR the logged run trained at (babysit: "the search"), for the LR rules."""
+    runs = load(paths, **columns)
+    for c in runs:
+        c.lr_chosen = lr_chosen
+    return result_for(runs)
 
 
 def run_frame(table: pd.DataFrame, **columns: str | None) -> Result:

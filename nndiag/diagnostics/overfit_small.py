@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from nndiag.diagnostics.defaults import OVERFIT_BATCHES, OVERFIT_STEPS, OVERFIT_TARGET
+from nndiag.diagnostics.train import clipping_finding
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.training import engine
@@ -36,6 +37,11 @@ from nndiag.training.scoring import counted_targets
 
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
 NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "barely moved"
+CONVERGED = 0.01  # a loss whose floor is unknown has converged when the last CONVERGED_WINDOW of the steps improved it by less
+CONVERGED_WINDOW = 0.2  # than this share of its whole drop (judged with 100% accuracy)
+EVAL_GAP_FACTOR = 2.0  # eval-train-mismatch: the eval-mode loss is over this multiple of the train-mode loss ...
+EVAL_GAP_SHARE = 0.1  # ... and above it by over this share of the initial loss, after the statistics had time to settle
+SETTLE_PASSES = 50  # train-mode forward passes (no step) over the subset that let BatchNorm's running statistics catch up
 
 
 def measure(
@@ -62,11 +68,15 @@ def measure(
                 "lr": optimizer.param_groups[0]["lr"],
             }
         )
-        step, first_grads = 0, (0, 0)
+        step, first_grads, norms = 0, (0, 0), []
+        floor = exp.scorer.loss_floor(exp.num_classes)
         while step < steps:
             for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
-                loss = exp.step(optimizer, batch).loss
+                scored = exp.step(optimizer, batch)
+                loss = scored.loss
+                if scored.grad_norm is not None:
+                    norms.append(scored.grad_norm)
                 if step == 1:
                     first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
                 rows.append(
@@ -83,8 +93,10 @@ def measure(
                     break
             state = _evaluate(exp, subset)
             rows[-1].update(evaluated=True, subset_loss=state["loss"], subset_acc=state["acc"])
-            if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
+            history = [r["subset_loss"] for r in rows if r["evaluated"]]
+            if _passed(state, initial["loss"], target_fraction, floor, history) or _blown_up(state["loss"], initial["loss"]):
                 break
+        train_mode_loss, eval_mode_loss = _eval_gap(exp, subset)
     frame = pd.DataFrame(rows)
     objective = exp.scorer.objective
     expects_logits = exp.is_classification and (
@@ -99,8 +111,26 @@ def measure(
         "accuracy_unchecked": math.isnan(initial["acc"]) and objective is None,  # a named regression loss has no accuracy to check
         "zero_grad_weights": first_grads[0],
         "weights": first_grads[1],
+        "loss_floor": floor,
+        "train_mode_loss": train_mode_loss,
+        "eval_mode_loss": eval_mode_loss,
+        "grad_clip": exp.recipe.train.grad_clip,
+        "grad_norms": torch.stack(norms).tolist() if norms else [],
     }
     return frame, facts
+
+
+@torch.no_grad()
+def _eval_gap(exp: Experiment, subset: Any) -> tuple[float, float]:
+    """(train-mode, eval-mode) loss on the subset once the memorising is over; first SETTLE_PASSES train-mode forward
+    passes (no step) let running statistics (BatchNorm) catch up with the weights, so only statistics that cannot
+    follow them (momentum 0, frozen buffers) leave a gap."""
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in exp.model.modules()):
+        for _ in range(SETTLE_PASSES):
+            for batch in subset.batches(len(subset)):
+                exp.scorer(exp.model, batch)
+    train_mode = _evaluate(exp, subset)["loss"]
+    return train_mode, exp.evaluate(split=subset)["loss"]
 
 
 @torch.no_grad()
@@ -139,13 +169,51 @@ def _looks_like_probabilities(logits: torch.Tensor | None) -> bool:
     return bool((logits >= 0).all() and torch.allclose(logits.sum(dim=1), ones, atol=1e-3))
 
 
-def _passed(state: dict[str, float], initial: float, target_fraction: float) -> bool:
-    acc_ok = math.isnan(state["acc"]) or state["acc"] >= 1.0  # regression: the loss alone decides
-    return acc_ok and math.isfinite(state["loss"]) and state["loss"] <= target_fraction * initial
+def _passed(
+    state: dict[str, float], initial: float, target_fraction: float, floor: float | None = 0.0, history: list[float] | None = None
+) -> bool:
+    """Memorised: 100% accuracy (where it can be checked) and the loss within `target_fraction` of its way down to the
+    loss's floor (0 for the plain losses; label smoothing's entropy for a smoothed cross-entropy). A loss whose floor is
+    unknown (a custom loss, a step) also passes at 100% accuracy once it has converged (`history`: its subset losses)."""
+    loss = state["loss"]
+    checked = not math.isnan(state["acc"])
+    acc_ok = not checked or state["acc"] >= 1.0  # regression: the loss alone decides
+    if not (acc_ok and math.isfinite(loss)):
+        return False
+    if floor is not None:
+        return loss - floor <= target_fraction * (initial - floor)
+    return loss <= target_fraction * initial or (checked and _converged(history or [], initial))
+
+
+def _converged(history: list[float], initial: float) -> bool:
+    """The last CONVERGED_WINDOW of the evaluations lowered the loss by less than CONVERGED of its whole drop."""
+    if len(history) < 5:
+        return False
+    back = max(1, int(round(CONVERGED_WINDOW * len(history))))
+    drop = initial - min(history)
+    return drop > 0 and history[-1 - back] - history[-1] < CONVERGED * drop
 
 
 def _blown_up(loss: float, initial: float) -> bool:
     return not math.isfinite(loss) or loss > DIVERGED_FACTOR * initial
+
+
+def _eval_mismatch(verdict: Verdict, facts: dict[str, Any], initial: float) -> None:
+    train_loss, eval_loss = facts.get("train_mode_loss"), facts.get("eval_mode_loss")
+    if train_loss is None or eval_loss is None or not (math.isfinite(train_loss) and math.isfinite(initial)):
+        return
+    if not math.isfinite(eval_loss) or (eval_loss > EVAL_GAP_FACTOR * train_loss and eval_loss - train_loss > EVAL_GAP_SHARE * initial):
+        verdict.add(
+            "eval-train-mismatch",
+            "warn",
+            f"after memorising the subset the model scores {train_loss:.4g} on it in train mode but {eval_loss:.4g} in eval mode: "
+            "what the model uses at evaluation (running statistics) does not follow training",
+            "Look at the BatchNorm layers: momentum=0 or track_running_stats changed, running statistics frozen or "
+            "overwritten, or buffers that are not updated; validation numbers are wrong until they follow training.",
+            train_mode_loss=train_loss,
+            eval_mode_loss=eval_loss,
+            initial_loss=initial,
+        )
 
 
 def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = OVERFIT_TARGET) -> Verdict:
@@ -174,7 +242,21 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
             "training accuracy on the subset was not checked (no class logits and targets to compare), so the verdict rests on the loss alone",
             "Return logits and targets from your step (a mapping {loss, logits, targets}) to have 100% accuracy checked too.",
         )
-    if _passed(final_state, initial, target_fraction):
+    evaluated_losses = evaluated["subset_loss"].tolist()
+    _eval_mismatch(verdict, facts, initial)
+    clipping_finding(verdict, facts.get("grad_norms") or [], facts.get("grad_clip"))
+    if _passed(final_state, initial, target_fraction, facts.get("loss_floor", 0.0), evaluated_losses):
+        if facts.get("loss_floor") is None and not final_state["loss"] <= target_fraction * initial:
+            verdict.add(
+                "not-checked",
+                "info",
+                f"the loss's floor is not known (a custom loss or step), so memorising was judged by 100% accuracy and a loss "
+                f"that stopped falling ({final_state['loss']:.4g}, from {initial:.4g})",
+                "Nothing to do; a loss with a floor above 0 (label smoothing, a regulariser inside the loss) cannot reach "
+                f"{target_fraction:.0%} of its initial value.",
+                initial_loss=initial,
+                final_loss=final_state["loss"],
+            )
         return verdict
     bad_subset = frame["evaluated"].astype(bool) & ~np.isfinite(frame["subset_loss"].to_numpy(dtype=float))
     nonfinite = frame["step"][~np.isfinite(losses) | bad_subset].astype(int).tolist()

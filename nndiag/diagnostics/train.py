@@ -19,21 +19,29 @@ import io
 import math
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from nndiag.diagnostics import curve_logs, curves
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
+from nndiag.training import batch as batching
 from nndiag.training.experiment import Experiment
+from nndiag.training.splits import TensorSplit
 from nndiag.training.trainer import History, Trainer
 
 ABORT_FACTOR = DIVERGENCE_FACTOR  # stop as diverged above this multiple of the starting loss (CS231n: "3x, stop")
+BASELINE_MARGIN = 0.02  # accuracy-at-baseline: the best val accuracy is no more than this above the majority baseline
+IMBALANCED = 0.5  # ... a baseline at least this high means the data is imbalanced (a majority class)
+CLIP_ACTIVE_SHARE = 0.9  # clipping-always-active: the gradient norm exceeds train.grad_clip on this share of the steps ...
+CLIP_FACTOR = 10.0  # ... and its median is at least this many times the threshold
 
 
 def measure(
-    exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = ()
+    exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = (), lr_chosen: str | None = None
 ) -> tuple[History, dict[str, Any]]:
-    """Train the experiment's model in place; return the History and what ran."""
+    """Train the experiment's model in place; return the History and what ran. `lr_chosen`: what chose the LR it
+    trains at (babysit: "the search"), for the LR rules of the curves."""
     trainer = Trainer(exp, epochs=epochs, max_steps=max_steps, abort_factor=ABORT_FACTOR, callbacks=list(callbacks), keep_best=True)
     history = trainer.fit()
     facts = {
@@ -42,6 +50,9 @@ def measure(
         "steps_planned": trainer.total_steps,
         "metric": exp.recipe.train.early_stopping.metric,
         "patience": exp.recipe.train.early_stopping.patience,
+        "grad_clip": exp.recipe.train.grad_clip,
+        "majority_baseline": majority_baseline(exp),
+        "lr_chosen": lr_chosen,
         **chance_levels(trainer, exp),
     }
     return history, facts
@@ -61,12 +72,89 @@ def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
 
 def own_curves(history: History, facts: dict[str, Any]) -> curve_logs.Curves:
     """The run's own log as Curves, with the chance levels the run knows."""
-    return curve_logs.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"), chance_acc=facts.get("chance_acc"))
+    return curve_logs.from_history(
+        history.steps,
+        history.epochs,
+        chance_loss=facts.get("chance_loss"),
+        chance_acc=facts.get("chance_acc"),
+        lr_chosen=facts.get("lr_chosen"),
+    )
+
+
+def majority_baseline(exp: Experiment) -> float | None:
+    """The share of the most frequent class among the training labels (ignored ones aside): the accuracy of always
+    predicting it. None without class labels."""
+    if not exp.is_classification:
+        return None
+    split = exp.data.train
+    if isinstance(split, TensorSplit):
+        labels = split.y
+    else:
+        found = [batching.targets_of(b) for b in split.take(5000).batches(5000)]
+        labels = torch.cat([t.reshape(-1) for t in found if t is not None]) if any(t is not None for t in found) else None
+    if labels is None or labels.is_floating_point():
+        return None
+    labels = labels.reshape(-1).long()
+    labels = labels[(labels >= 0)]
+    return float(torch.bincount(labels.cpu()).max()) / len(labels) if len(labels) else None
+
+
+def clipping_finding(verdict: Verdict, norms: list[float], clip: float | None) -> None:
+    """clipping-always-active: gradient clipping that rewrites nearly every step's gradient (the norms before clipping)."""
+    if not clip or len(norms) < 10:
+        return
+    values = np.asarray([n for n in norms if math.isfinite(n)], dtype=float)
+    if not len(values):
+        return
+    share, median = float((values > clip).mean()), float(np.median(values))
+    if share >= CLIP_ACTIVE_SHARE and median >= CLIP_FACTOR * clip:
+        verdict.add(
+            "clipping-always-active",
+            "warn",
+            f"gradient clipping at {clip:g} was active on {share:.0%} of {len(values)} steps, with a median gradient norm of "
+            f"{median:.3g} ({median / clip:.0f}x the threshold): every step is shrunk to a fixed length",
+            "Raise the clip threshold to about the gradient norm's usual size (the median printed here, or a bit above), "
+            "or remove it: clipping meant for rare spikes acts here as a much lower learning rate.",
+            grad_clip=clip,
+            active_share=share,
+            median_grad_norm=median,
+            steps=len(values),
+        )
+
+
+def accuracy_finding(verdict: Verdict, epochs: Any, baseline: float | None) -> None:
+    """accuracy-at-baseline: the best validation accuracy is no better than always predicting the majority class."""
+    if baseline is None or "val_acc" not in epochs or not epochs["val_acc"].notna().any():
+        return
+    if {"diverged", "not-generalizing"} & set(verdict.codes):  # they already say it, with the reason
+        return
+    best = float(epochs["val_acc"].max())
+    if best <= baseline + BASELINE_MARGIN:
+        imbalanced = baseline >= IMBALANCED
+        verdict.add(
+            "accuracy-at-baseline",
+            "warn",
+            f"the best validation accuracy {best:.1%} is no better than always predicting the most frequent class "
+            f"({baseline:.1%} of the training labels): the model learned {'only the class frequencies' if imbalanced else 'nothing'}",
+            (
+                "Weight the loss by class (CrossEntropyLoss(weight=...)) or resample the minority classes, and judge by balanced "
+                "accuracy or per-class recall."
+                if imbalanced
+                else "Look at the causes of the other findings first (labels that do not follow the inputs, a training bug); "
+                "a model at the baseline learned nothing from the inputs."
+            ),
+            best_val_acc=best,
+            majority_baseline=baseline,
+            imbalanced=imbalanced,
+        )
 
 
 def decide(history: History, facts: dict[str, Any]) -> Verdict:
     """The curves verdict over the run's own log, plus the Trainer's divergence abort. Pure."""
     verdict = curves.decide(own_curves(history, facts))
+    accuracy_finding(verdict, history.epochs, facts.get("majority_baseline"))
+    if "grad_norm" in history.steps:
+        clipping_finding(verdict, history.steps["grad_norm"].tolist(), facts.get("grad_clip"))
     if history.diverged and "diverged" not in verdict.codes:
         steps = history.steps["loss"]
         last = float(steps.iloc[-1]) if len(steps) else math.nan
@@ -95,16 +183,22 @@ def checkpoint(history: History, model: torch.nn.Module) -> bytes:
 
 
 def run(
-    exp: Experiment, epochs: int | None = None, max_steps: int | None = None, callbacks: Iterable[Any] = (), probe_every: int | None = None
+    exp: Experiment,
+    epochs: int | None = None,
+    max_steps: int | None = None,
+    callbacks: Iterable[Any] = (),
+    probe_every: int | None = None,
+    lr_chosen: str | None = None,
 ) -> Result:
-    """Train; with `probe_every` N, also probe activations/gradients every N steps (probe.csv + its findings)."""
+    """Train; with `probe_every` N, also probe activations/gradients every N steps (probe.csv + its findings).
+    `lr_chosen`: what chose the LR it trains at (babysit: "the search")."""
     probe = None
     if probe_every is not None:
         from nndiag.diagnostics.probe import ProbeCallback
 
         probe = ProbeCallback(every=probe_every)
         callbacks = [*callbacks, probe]
-    history, facts = measure(exp, epochs, max_steps, callbacks)  # the trainer closes the probe's hooks at the end
+    history, facts = measure(exp, epochs, max_steps, callbacks, lr_chosen)  # the trainer closes the probe's hooks at the end
     verdict = decide(history, facts)
     ep = history.epochs
     metrics: dict[str, Any] = {

@@ -135,7 +135,8 @@ def lr_setter(optimizer: torch.optim.Optimizer) -> Callable[[float], None]:
 
 def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.optim.Optimizer]:
     """A factory of fresh optimizers like `optimizer`: its class and hyperparameters; its param groups
-    (with their own settings) when given the same parameters, else one group."""
+    (with their own settings, and only their parameters) when given the parameters of the model it was made for,
+    else one group over what it is given (another model, e.g. a copy)."""
     cls, defaults = type(optimizer), _constructor_defaults(optimizer)
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     params_of = [list(g["params"]) for g in optimizer.param_groups]
@@ -144,7 +145,7 @@ def optimizer_like(optimizer: torch.optim.Optimizer) -> Callable[[Any], torch.op
     def build(params: Any) -> torch.optim.Optimizer:
         params = list(params)
         try:
-            if {id(p) for p in params} == own:
+            if own <= {id(p) for p in params}:  # the model it was made for: its groups only, parameters it left out stay out
                 return cls([{**g, "params": ps} for g, ps in zip(groups, params_of)], **defaults)
             return cls(params, **defaults)
         except TypeError as exc:
@@ -204,15 +205,27 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
+def decoupled(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> bool:
+    """Whether a group's weight decay is decoupled (AdamW, or Adam(decoupled_weight_decay=True)): it shrinks the
+    weights directly each step and adds no L2 term to the objective."""
+    return isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
+
+
 def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    """The L2 term the optimizer's weight decay adds to the objective: sum over groups of wd/2·‖w‖²."""
+    """The L2 term the optimizer's weight decay adds to the objective: sum over its coupled groups of wd/2·‖w‖²
+    (decoupled decay adds none)."""
     total = torch.zeros(())
     for group in optimizer.param_groups:
         wd = group.get("weight_decay", 0.0)
-        if wd:
+        if wd and not decoupled(optimizer, group):
             for p in group["params"]:
                 total = total + 0.5 * wd * p.detach().float().pow(2).sum().cpu()
     return total
+
+
+def decay_per_step(optimizer: torch.optim.Optimizer) -> float:
+    """The largest share of a weight that decoupled weight decay removes in one step (lr x weight_decay), 0 without it."""
+    return max((g.get("lr", 0.0) * g.get("weight_decay", 0.0) for g in optimizer.param_groups if decoupled(optimizer, g)), default=0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,10 +239,11 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scorer: Score
     optimizer.zero_grad(set_to_none=True)
     scored = scorer(model, batch)
     scored.loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip is not None else None
     optimizer.step()
-    return scored.detach()
+    done = scored.detach()
+    done.grad_norm = norm.detach() if norm is not None else None  # the norm before clipping, when it clipped
+    return done
 
 
 @torch.no_grad()

@@ -25,11 +25,37 @@ from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training import engine
 from nndiag.training.batch import Batch
-from nndiag.training.scoring import Names, Scored, Scorer, build_objective, check_signature, loss_callable, pick_way
-from nndiag.training.splits import DataBundle, Split, build_data
+from nndiag.training.scoring import (
+    Names,
+    Scored,
+    Scorer,
+    build_objective,
+    check_signature,
+    class_axis,
+    labels_outside,
+    loss_callable,
+    pick_way,
+)
+from nndiag.training.splits import DataBundle, Split, TensorSplit, build_data
 from nndiag.zoo.models import build_model
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+class DataFault(BadInput):
+    """The data cannot be scored by this model because of a fault in the data itself, found before anything runs:
+    class labels outside [0, C) for the model's C outputs (PyTorch's loss would stop with an IndexError, or a device
+    assert on CUDA). `facts` says which labels (`scoring.labels_outside`). The Python API and the CLI turn it into
+    check-data's failing finding, labels-out-of-range, with its root cause; anywhere else it is bad input (exit 2),
+    never a crash."""
+
+    def __init__(self, facts: dict[str, Any], where: str = "data", name: str = "run"):
+        self.facts, self.name = facts, name
+        super().__init__(
+            f"{facts['count']} class labels lie outside [0, {facts['classes']}) for a model with {facts['classes']} outputs "
+            f"(values {', '.join(map(str, facts['values']))}); remap the labels to 0..C-1 or give the model more outputs",
+            where=where,
+        )
 
 
 @dataclass
@@ -49,15 +75,18 @@ class Experiment:
     # -- building ------------------------------------------------------------------------------
 
     @classmethod
-    def build(cls, recipe: Recipe) -> "Experiment":
+    def build(cls, recipe: Recipe, check: bool = True) -> "Experiment":
+        """`check=False` skips `check_forward` (check-data examines data a model cannot score yet)."""
         device = engine.resolve_device(recipe.device)
         amp_dtype = engine.autocast_dtype(device, recipe.precision)
         recipe_dir = recipe.source.parent if recipe.source else None
         data = build_data(recipe.data, device, recipe.seed, recipe_dir)
-        return cls._assemble(recipe, device, amp_dtype, data)
+        return cls._assemble(recipe, device, amp_dtype, data, check)
 
     @classmethod
-    def _assemble(cls, recipe: Recipe, device: torch.device, amp_dtype: torch.dtype | None, data: DataBundle) -> "Experiment":
+    def _assemble(
+        cls, recipe: Recipe, device: torch.device, amp_dtype: torch.dtype | None, data: DataBundle, check: bool = True
+    ) -> "Experiment":
         """Scorer and model for `recipe` over already built data (shared by search trials)."""
         recipe_dir = recipe.source.parent if recipe.source else None
         scorer = _recipe_scorer(recipe, data, first_batch(data.train), recipe_dir)
@@ -69,6 +98,8 @@ class Experiment:
         data.follow(model)
         label = f"{recipe.model.name or recipe.model.target}"
         experiment = cls(recipe, device, amp_dtype, data, scorer, model, torch.Generator().manual_seed(recipe.seed), model_label=label)
+        if not check:
+            return experiment
         experiment.check_forward()
         early = recipe.train.early_stopping
         if early.metric == "val_acc" and early.patience is not None and not experiment.is_classification:
@@ -88,13 +119,26 @@ class Experiment:
         device: str | torch.device | None = None,
         seed: int = 0,
         name: str | None = None,
+        val: Any = None,
+        check: bool = True,
     ) -> "Experiment":
-        """The user's own model and data (the Python API). See nndiag.api for the arguments. Building
+        """The user's own model and data (the Python API). See nndiag.api for the arguments; `val`: validation
+        data of the same kind (default: the training data itself); `check=False` skips `check_forward`. Building
         leaves the RNGs as they were (drawing the first batch from a shuffling DataLoader consumes them)."""
         rng = engine.rng_state()
         try:
             return cls._from_objects(
-                model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, name=name
+                model,
+                data,
+                loss=loss,
+                step=step,
+                optimizer=optimizer,
+                batch_size=batch_size,
+                device=device,
+                seed=seed,
+                name=name,
+                val=val,
+                check=check,
             )
         finally:
             engine.set_rng_state(rng)
@@ -112,6 +156,8 @@ class Experiment:
         device: str | torch.device | None,
         seed: int,
         name: str | None,
+        val: Any = None,
+        check: bool = True,
     ) -> "Experiment":
         from nndiag.training.splits import as_split
 
@@ -121,7 +167,9 @@ class Experiment:
             model.to(engine.resolve_device(str(device)))
         here = next((p.device for p in model.parameters()), torch.device("cpu"))
         split = as_split(data, here, batch_size, seed)
-        bundle = DataBundle(split, split, None, 1, None, f"{type(data).__name__}: {len(split)} examples")
+        val_split = as_split(val, here, batch_size, seed) if val is not None else split
+        described = f"{type(data).__name__}: {len(split)} examples" + (f" / {len(val_split)} val" if val is not None else "")
+        bundle = DataBundle(split, val_split, None, 1, None, described)
         names = Names(step="step", loss="loss", model="model", data="data")
         if isinstance(loss, str) and loss not in LOSSES:
             raise BadInput(
@@ -144,7 +192,10 @@ class Experiment:
         if way == "loss" and custom is None:
             loss_fn = build_objective(recipe.loss, _labels_count(first), 1)
         scorer = Scorer(way, step_fn=step, loss_fn=loss_fn, names=names, kwargs_batches=isinstance(first, dict) and way == "loss")
-        split.follow(next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32))
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        split.follow(dtype)
+        if val_split is not split:
+            val_split.follow(dtype)
         experiment = cls(
             recipe,
             here,
@@ -156,7 +207,8 @@ class Experiment:
             optimizer_factory=_optimizer_factory(optimizer),
             model_label=type(model).__name__,
         )
-        experiment.check_forward()
+        if check:
+            experiment.check_forward()
         return experiment
 
     def check_forward(self) -> Scored:
@@ -171,14 +223,38 @@ class Experiment:
                 where=names.data,
             )
         with engine.eval_mode(self.model), torch.no_grad():
-            scored = self.scorer.check(self.model, batch)
+            try:
+                scored = self.scorer.check(self.model, batch)
+            except BadInput:
+                self._check_labels(batch, self.model_classes(batch))  # labels the model cannot score: the data's fault
+                raise
         classes = self.scorer.classes(scored)
+        self._check_labels(batch, classes)
         objective = self.scorer.objective
         if objective is not None and classes and objective.is_classification:
             objective.num_classes = classes
         self.num_classes = classes or (objective.num_classes if objective is not None else None)
         self.is_classification = self.scorer.is_classification(scored)
         return scored
+
+    def model_classes(self, batch: Batch | None = None) -> int | None:
+        """C as the model sees it: the size of its logits' class axis on a batch (the first training batch by
+        default), found without scoring the loss; None when there are no class logits to read."""
+        batch = first_batch(self.data.train) if batch is None else batch
+        with engine.eval_mode(self.model), torch.no_grad():
+            logits = self.scorer.logits_of(self.model, batch)
+        axis = class_axis(logits, batching.targets_of(batch))
+        return int(logits.shape[axis]) if axis is not None else None  # type: ignore[union-attr]
+
+    def _check_labels(self, batch: Batch, classes: int | None) -> None:
+        """DataFault when class labels (all those held on the device, else this batch's) fall outside the model's C."""
+        if classes is None:
+            return
+        for split in dict.fromkeys([self.data.train, self.data.val]):
+            labels = split.y if isinstance(split, TensorSplit) else batching.targets_of(batch)
+            bad = labels_outside(labels, classes)
+            if bad is not None:
+                raise DataFault(bad, where=self.scorer.names.data, name=self.recipe.name)
 
     # -- helpers the diagnostics share ---------------------------------------------------------
 

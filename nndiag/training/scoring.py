@@ -49,6 +49,7 @@ class Scored:
     logits: torch.Tensor | None
     targets: torch.Tensor | None
     examples: int  # examples in the batch
+    grad_norm: torch.Tensor | None = None  # after a training step with gradient clipping: the total norm before clipping
 
     def detach(self) -> "Scored":
         return Scored(self.loss.detach(), None if self.logits is None else self.logits.detach(), self.targets, self.examples)
@@ -77,6 +78,38 @@ def accuracy_counts(logits: torch.Tensor, targets: torch.Tensor, axis: int) -> t
     predicted = logits.argmax(dim=axis)
     counted = targets != IGNORE_INDEX
     return ((predicted == targets) & counted).sum(), counted.sum()
+
+
+def labels_outside(labels: torch.Tensor | None, classes: int | None, first_shown: int = 5) -> dict[str, Any] | None:
+    """Integer class labels outside [0, classes) (IGNORE_INDEX aside): their values, how many, where the first are,
+    and the labels' range; None when every label fits (or there are no class labels or no C)."""
+    if labels is None or not classes or labels.is_floating_point() or labels.numel() == 0:
+        return None
+    labels = labels.detach().reshape(-1).long().cpu()
+    labels = labels[labels != IGNORE_INDEX]
+    bad = (labels < 0) | (labels >= classes)
+    if labels.numel() == 0 or not bool(bad.any()):
+        return None
+    values = torch.unique(labels[bad])
+    return {
+        "classes": int(classes),
+        "values": [int(v) for v in values[:10]],
+        "count": int(bad.sum()),
+        "first": [int(i) for i in torch.nonzero(bad).flatten()[:first_shown]],
+        "low": int(labels.min()),
+        "high": int(labels.max()),
+    }
+
+
+def smoothed_floor(smoothing: float, classes: int | None) -> float | None:
+    """The minimum of cross-entropy with label smoothing `smoothing` over `classes` classes: the entropy of the smoothed
+    target (1 - s + s/C on the true class, s/C on each other). 0 without smoothing; None when C is unknown."""
+    if not smoothing:
+        return 0.0
+    if not classes:
+        return None
+    true, other = 1 - smoothing + smoothing / classes, smoothing / classes
+    return -(true * math.log(true) + (classes - 1) * other * math.log(other))
 
 
 def counted_targets(targets: torch.Tensor | None, examples: int) -> int | torch.Tensor:
@@ -285,6 +318,38 @@ class Scorer:
             )
             return self._score_model_output(output, batch)
         return self._score_step_output(_attempt(lambda: self._step_output(model, batch), names.step, "the step failed", batch), batch)
+
+    def loss_floor(self, classes: int | None = None) -> float | None:
+        """The lowest value the loss can reach on correctly predicted class labels (or exact regression): 0 for the
+        plain losses, the smoothed target's entropy for a cross-entropy with label smoothing; None when unknown (a
+        step, a custom loss other than nn.CrossEntropyLoss). `classes`: C, for a custom smoothed cross-entropy."""
+        objective = self.objective
+        if objective is not None:
+            smoothing = objective.config.label_smoothing if objective.name == "cross_entropy" else 0.0
+            return smoothed_floor(smoothing, objective.num_classes)
+        if self.way == "model":
+            return 0.0
+        if self.way == "loss" and isinstance(self.loss_fn, nn.CrossEntropyLoss):
+            return smoothed_floor(self.loss_fn.label_smoothing, classes)
+        return None
+
+    def logits_of(self, model: nn.Module, batch: Any) -> torch.Tensor | None:
+        """The model's logits for `batch` without scoring the loss (so labels the loss would reject cannot stop it):
+        the forward pass of way "loss", the model without its labels for way "model", the step's `logits` for way
+        "step". None where they cannot be had (a step that returns only the loss, or raises)."""
+        try:
+            if self.way == "loss":
+                return self._forward(model, batch)[1]
+            if self.way == "model":
+                inputs = batching.inputs_of(batch)
+                with self.autocast():
+                    out = _field(model(**inputs), "logits")
+                return out if isinstance(out, torch.Tensor) else None
+            out = self._step_output(model, batch)
+        except Exception:  # noqa: BLE001 - no logits to be had; the caller scores the batch and reports what fails
+            return None
+        logits = out.get("logits") if isinstance(out, Mapping) else None
+        return logits if isinstance(logits, torch.Tensor) else None
 
     def _check_named(self, scored: Scored) -> None:
         objective = self.objective

@@ -183,7 +183,11 @@ class StreamSplit:
     def subset(self, n: int, generator: torch.Generator | None = None) -> "StreamSplit":
         """n examples chosen as take() does, still streamed: never all on the device at once (take() holds
         them there, which a few thousand images would not fit)."""
-        part = StreamSplit(Subset(self.dataset, self._choose(n, generator)), self.device, self.num_workers, self.transform, self.collate)
+        return self.subset_at(self._choose(n, generator))
+
+    def subset_at(self, indices: list[int]) -> "StreamSplit":
+        """The examples at `indices`, in that order, still streamed."""
+        part = StreamSplit(Subset(self.dataset, indices), self.device, self.num_workers, self.transform, self.collate)
         part.float_dtype = self.float_dtype
         return part
 

@@ -37,7 +37,7 @@ class Callback(Protocol):
 
 @dataclass
 class History:
-    steps: pd.DataFrame  # one row per optimizer step: step, epoch, lr, loss
+    steps: pd.DataFrame  # one row per optimizer step: step, epoch, lr, loss (and grad_norm, before clipping, with train.grad_clip)
     epochs: pd.DataFrame  # one row per epoch: epoch, step, lr, train_loss, train_acc, val_loss, val_acc, seconds
     stopped: str  # completed | max_steps | early_stopping | diverged | a callback's reason
     best_epoch: int | None = None  # epoch with the best validation metric
@@ -124,7 +124,7 @@ class Trainer:
             correct_sum = torch.zeros((), device=exp.device)
             counted_sum = torch.zeros((), device=exp.device)
             seen = 0
-            pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet read back
+            pending: list[tuple[int, float, torch.Tensor, torch.Tensor | None]] = []  # (step, lr, loss, grad norm) not yet read back
             for batch in exp.train_batches():
                 lr = self.optimizer.param_groups[0]["lr"]
                 scored = exp.step(self.optimizer, batch, model=model)
@@ -139,7 +139,7 @@ class Trainer:
                     correct_sum += counts[0]
                     counted_sum += counts[1]
                 seen += scored.examples
-                pending.append((self.step, lr, scored.loss))
+                pending.append((self.step, lr, scored.loss, scored.grad_norm))
                 if self.max_steps is not None and self.step >= self.max_steps:
                     self.request_stop("max_steps")
                 if len(pending) >= self.sync_every or self._stop_reason:
@@ -175,7 +175,7 @@ class Trainer:
         if best_state is not None and early.patience is not None:
             model.load_state_dict(best_state)
         return History(
-            steps=pd.DataFrame(step_rows, columns=["step", "epoch", "lr", "loss"]),
+            steps=pd.DataFrame(step_rows, columns=["step", "epoch", "lr", "loss", *(["grad_norm"] if exp.recipe.train.grad_clip else [])]),
             epochs=pd.DataFrame(epoch_rows, columns=["epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]),
             stopped=self._stop_reason or "completed",
             best_epoch=best_epoch,
@@ -183,16 +183,22 @@ class Trainer:
             starting_loss=self.starting_loss,
         )
 
-    def _read_back(self, pending: list[tuple[int, float, torch.Tensor]], rows: list[dict[str, Any]], epoch: int) -> None:
+    def _read_back(
+        self, pending: list[tuple[int, float, torch.Tensor, torch.Tensor | None]], rows: list[dict[str, Any]], epoch: int
+    ) -> None:
         """Read the pending losses back from the device in one go; log them, tell the callbacks, and
         apply the divergence rule (a max_steps stop requested meanwhile is kept)."""
         if not pending:
             return
-        values = torch.stack([loss for _, _, loss in pending]).tolist()
-        for (step, lr, _), loss in zip(pending, values):
+        values = torch.stack([loss for _, _, loss, _ in pending]).tolist()
+        norms = torch.stack([n for *_, n in pending]).tolist() if all(n is not None for *_, n in pending) else [None] * len(pending)
+        for (step, lr, _, _), loss, norm in zip(pending, values, norms):
             if self.starting_loss is None:
                 self.starting_loss = max(loss, self.chance_loss) if math.isfinite(loss) else loss
-            rows.append({"step": step, "epoch": epoch, "lr": lr, "loss": loss})
+            row = {"step": step, "epoch": epoch, "lr": lr, "loss": loss}
+            if norm is not None:
+                row["grad_norm"] = norm  # the norm before clipping (train.grad_clip)
+            rows.append(row)
             for cb in self.callbacks:
                 cb.on_step(self, step, loss)
             if self._diverged(loss, self.starting_loss):
