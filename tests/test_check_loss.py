@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-import nndiag
 from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
 
+import nndiag
 from nndiag.diagnostics import check_loss
 
 FAULTS = Path(__file__).with_name("faults.py")
