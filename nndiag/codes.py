@@ -115,13 +115,14 @@ ENTRIES = [
         "Check the Dataset's __getitem__, its length, any cache and the sampler.",
     ),
     Code(
-        "single-class-batches",
+        "unshuffled-batches",
         ("check-data",),
         "warn",
-        "The user's DataLoader yields batches of one class: the data comes sorted by class.",
-        "at least {check_data.SINGLE_CLASS_SHARE} of the loader's first {check_data.LOADER_BATCHES} batches (of >= 2 labelled "
-        "examples) hold a single class.",
-        "Batches of one class pull the model from class to class (catastrophic forgetting within an epoch).",
+        "The user's DataLoader yields batches of few classes: the data comes sorted by class.",
+        "the loader's first {check_data.LOADER_BATCHES} batches hold a median of at most {check_data.DIVERSITY_SHARE} of the "
+        "classes a shuffled batch of their size would hold (when that is >= {check_data.MIN_EXPECTED_CLASSES}).",
+        "Batches of one or two classes pull the model from class to class: measured with SGD + momentum on the digits, 17% "
+        "test accuracy sorted against 96% shuffled (benchmarks/bug_corpus.py).",
         "Shuffle the training DataLoader (shuffle=True, or a RandomSampler).",
     ),
     Code(

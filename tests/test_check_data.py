@@ -107,14 +107,14 @@ def test_a_dataset_that_repeats_items_has_few_distinct_examples(digit_data):
     assert "few-distinct-examples" not in codes(nndiag.check_data(Repeating(x, y, modulo=len(x))))
 
 
-def test_a_loader_sorted_by_class_gives_single_class_batches(digit_data):
+def test_a_loader_sorted_by_class_gives_class_poor_batches(digit_data):
     x, y, _, _ = digit_data
     order = torch.argsort(y, stable=True)
     dataset = TensorDataset(x[order], y[order])
     sorted_loader = DataLoader(dataset, batch_size=32, shuffle=False)
-    assert codes(nndiag.check_data(sorted_loader, mlp()))["single-class-batches"] == "warn"
+    assert codes(nndiag.check_data(sorted_loader, mlp()))["unshuffled-batches"] == "warn"
     shuffled = DataLoader(dataset, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
-    assert "single-class-batches" not in codes(nndiag.check_data(shuffled, mlp()))
+    assert "unshuffled-batches" not in codes(nndiag.check_data(shuffled, mlp()))
 
 
 def test_constant_features_warn_only_when_nearly_all_are(digit_data):

@@ -336,3 +336,43 @@ def test_probe_findings_at_init_do_not_blame_the_learning_rate():
     assert dead.code == "dead-relu" and "did not kill them" in dead.advice
     (during,) = probe.decide(relu.assign(step=20)).findings
     assert "too-high learning rate" in during.advice
+
+
+# -- the direct causes of issue 18 rank above the learning rate ---------------------------------------
+
+LR_SYMPTOMS = [f("plateau", "warn", step="curves"), f("lr-too-low", "warn", step="curves"), f("underfitting", "warn", step="curves")]
+DIRECT = {
+    "non-finite-data": [f("non-finite-data", step="check-data"), f("non-finite-loss", step="check-loss"), f("loss-diverged", step="overfit-small")],
+    "labels-out-of-range": [f("labels-out-of-range", step="check-data")],
+    "labels-look-random": [f("labels-look-random", "warn", step="check-data"), f("not-generalizing", step="curves")],
+    "few-distinct-examples": [f("few-distinct-examples", "warn", step="check-data"), f("overfitting", "warn", step="curves")],
+    "constant-inputs": [f("constant-features", "warn", step="check-data"), f("labels-look-random", "warn", step="check-data")],
+    "unshuffled-batches": [f("unshuffled-batches", "warn", step="check-data"), f("noisy", "warn", step="curves")],
+    "loss-broadcasts": [f("loss-broadcasts", step="check-loss"), f("cannot-overfit", step="overfit-small")],
+    "nothing-trains": [f("no-gradient", step="check-loss"), f("loss-not-decreasing", step="overfit-small")],
+    "softmax-before-loss": [f("outputs-bounded", step="check-loss"), f("cannot-overfit", step="overfit-small")],
+    "symmetric-units": [f("symmetric-units", step="check-loss"), f("cannot-overfit", step="overfit-small")],
+    "eval-randomness": [f("eval-not-deterministic", step="check-loss"), f("lr-too-high", "warn", step="curves")],
+    "batch-dependence": [f("batch-dependence", step="check-loss"), f("overfitting", "warn", step="curves")],
+    "eval-statistics": [f("eval-train-mismatch", "warn", step="overfit-small"), f("lr-too-high", "warn", step="curves")],
+    "loss-sums": [f("loss-scales-with-batch", "warn", step="check-loss"), f("initial-loss-high", step="check-loss"), f("diverged", step="curves")],
+    "regularization-dominates": [f("regularization-dominates", "warn", step="check-loss")],
+    "clipping-too-tight": [f("clipping-always-active", "warn", step="train")],
+    "majority-class": [f("accuracy-at-baseline", "warn", step="train", imbalanced=True), f("class-imbalance", "info", step="check-data")],
+}
+
+
+@pytest.mark.parametrize("cause", list(DIRECT))
+def test_a_measured_cause_explains_what_the_loss_shows_and_the_lr_is_not_blamed(cause):
+    rule = next(r for r in RULES if r.cause == cause)
+    findings = DIRECT[cause] + [s for s in LR_SYMPTOMS if rule.explains_code(s["code"])]  # the symptoms this cause accounts for
+    ranked = causes(findings)
+    assert ranked == [cause], ranked  # first, and no learning-rate cause beside it
+
+
+def test_at_baseline_on_balanced_data_is_no_majority_class_cause():
+    assert "majority-class" not in causes([f("accuracy-at-baseline", "warn", step="train", imbalanced=False)])
+
+
+def test_frozen_parameters_only_reported_establish_nothing():
+    assert causes([f("frozen-parameters", "info", step="check-loss"), *LR_SYMPTOMS]) == ["lr-too-low"]

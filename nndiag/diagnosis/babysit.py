@@ -255,9 +255,8 @@ class Babysitter:
         from nndiag.training.splits import order_kept
 
         if self.own_objects:  # your own model trains for the budget's epochs at your optimizer's settings, and is handed back
-            exp.recipe = exp.recipe.with_overrides({"train.epochs": self.budget.train_epochs})
             with engine.preserved(exp.model), order_kept(exp.data.train):
-                return train.run(exp)
+                return train.run(exp, epochs=self.budget.train_epochs)
         recipe = self.best_recipe()
         result = train.run(Experiment.build(recipe), lr_chosen=self.lr_chosen())
         result.recipe = recipe.to_dict()

@@ -92,6 +92,14 @@ VALIDATION = ("overfitting", "not-generalizing", "accuracy-at-baseline", "underf
 # LR too high", initial loss ln C) and each finding's own rule (README, per command).
 RULES: tuple[Rule, ...] = (
     Rule(
+        "non-finite-data",
+        "NaN/Inf values in the training data",
+        _signs("non-finite-data"),
+        ("*",),
+        "Drop or impute the rows check-data names (a failed parse, a division by zero in preprocessing, a missing value "
+        "read as NaN): one NaN input makes the loss NaN, whatever the learning rate.",
+    ),
+    Rule(
         "non-finite-values",
         "NaN/Inf values already at initialisation",
         _signs("non-finite-loss", Sign("non-finite", when=("at_init",)), Sign("loss-diverged", when=("at_init",))),
@@ -101,19 +109,19 @@ RULES: tuple[Rule, ...] = (
     ),
     # -- the data (check-data): faults in what the model is given come first ------------------------
     Rule(
-        "non-finite-data",
-        "NaN/Inf values in the training data",
-        _signs("non-finite-data"),
-        ("*",),
-        "Drop or impute the rows check-data names (a failed parse, a division by zero in preprocessing, a missing value "
-        "read as NaN): one NaN input makes the loss NaN, whatever the learning rate.",
-    ),
-    Rule(
         "labels-out-of-range",
         "class labels outside the model's outputs",
         _signs("labels-out-of-range"),
         ("*",),
         "Remap the class labels to 0..C-1 (y - 1 when they start at 1), or give the model as many outputs as there are classes.",
+    ),
+    Rule(
+        "constant-inputs",
+        "inputs that barely change: nearly every feature is constant",
+        _signs(Sign("constant-features", severity="warn")),
+        (*LR_SHAPED, *VALIDATION, "loss-not-decreasing", "no-decrease", "cannot-overfit", "labels-look-random"),
+        "Look for the preprocessing step that zeroes or overwrites the inputs (a wrong column, a mask applied twice): the model "
+        "has nothing to learn from.",
     ),
     Rule(
         "labels-look-random",
@@ -131,9 +139,9 @@ RULES: tuple[Rule, ...] = (
         "Fix the Dataset's __getitem__ (an index that is ignored, taken modulo a small number, or a cache), its length and the sampler.",
     ),
     Rule(
-        "single-class-batches",
+        "unshuffled-batches",
         "a DataLoader that yields one class at a time (not shuffled)",
-        _signs("single-class-batches"),
+        _signs("unshuffled-batches"),
         (*LR_SHAPED, *VALIDATION, *DIVERGING, "loss-not-decreasing", "no-decrease", "cannot-overfit"),
         "Shuffle the training DataLoader (shuffle=True or a RandomSampler): batches of one class pull the model from class to class.",
     ),

@@ -19,8 +19,8 @@ Measured (`measure`), then decided (`decide`, pure):
   train-val-overlap     warn  >= OVERLAP_SHARE of the validation examples also appear (exactly) in training
   few-distinct-examples warn  one pass over the training data yields < DISTINCT_SHARE distinct examples
                               (fail below DISTINCT_FAIL): a Dataset that returns the same items over and over
-  single-class-batches  warn  a user's own DataLoader: >= SINGLE_CLASS_SHARE of its first batches hold one
-                              class only (shuffle off over data sorted by class)
+  unshuffled-batches    warn  a user's own DataLoader: its first batches hold a median of at most DIVERSITY_SHARE
+                              of the classes a shuffled batch of their size would hold (shuffle off over sorted data)
   constant-features     info  some input features never change (digits' corner pixels); warn when
                               >= CONSTANT_WARN of them do (the inputs carry almost nothing)
   inputs-not-normalized warn  the input scale: RMS outside INPUT_RMS_RANGE, or one feature's |mean| + std
@@ -55,7 +55,8 @@ MISSING_MIN_COUNT = 5  # missing-classes: every other class has at least this ma
 OVERLAP_SHARE = 0.05  # train-val-overlap: this share of validation examples is found in training
 DISTINCT_SHARE = 0.5  # few-distinct-examples: distinct examples / examples below this
 DISTINCT_FAIL = 0.1  # ... and a fail below this
-SINGLE_CLASS_SHARE = 0.5  # single-class-batches: this share of the loader's first batches hold one class
+DIVERSITY_SHARE = 0.5  # unshuffled-batches: the median batch holds at most this share of the classes a shuffled one would
+MIN_EXPECTED_CLASSES = 2.5  # ... judged only when a shuffled batch would hold at least this many classes
 LOADER_BATCHES = 20  # batches of a user's DataLoader examined for single-class batches
 CONSTANT_WARN = 0.9  # constant-features: a warning when this share of the features never changes
 INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
@@ -217,23 +218,29 @@ def measure(
                 and varying.any()
             ):
                 facts["knn_accuracy"], facts["knn_null"], facts["knn_examples"] = knn_accuracy(flat[:, varying], labels, seed)
-    if user_loader and isinstance(train, LoaderSplit) and labels is not None:
-        facts.update(_single_class_batches(train))
+    if user_loader and isinstance(train, LoaderSplit) and labels is not None and facts.get("class_counts"):
+        facts.update(_class_poor_batches(train, facts["class_counts"]))
     return facts
 
 
-def _single_class_batches(split: LoaderSplit) -> dict[str, Any]:
-    """How many of the loader's first LOADER_BATCHES batches (of >= 2 labelled examples) hold one class only."""
-    single, seen = 0, 0
+def _class_poor_batches(split: LoaderSplit, counts: list[int]) -> dict[str, Any]:
+    """How many classes the loader's first LOADER_BATCHES batches hold, against what a shuffled batch of the same size
+    would hold on average (sum over classes of 1 - (1 - p_c)^b, from the class shares p_c of the examined labels)."""
+    total = max(sum(counts), 1)
+    shares = [c / total for c in counts if c]
+    distinct, expected = [], []
     for i, batch in enumerate(split.batches()):
         if i >= LOADER_BATCHES:
             break
         labels = _class_targets([batching.targets_of(batch)])
         if labels is None or labels.numel() < 2:
             continue
-        seen += 1
-        single += int(torch.unique(labels).numel() == 1)
-    return {"loader_batches": seen, "single_class_batches": single}
+        distinct.append(int(torch.unique(labels).numel()))
+        expected.append(sum(1 - (1 - p) ** labels.numel() for p in shares))
+    if not distinct:
+        return {}
+    return {"loader_batches": len(distinct), "median_classes_per_batch": float(np.median(distinct)),
+            "expected_classes_per_batch": float(np.median(expected))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,20 +359,16 @@ def decide(facts: dict[str, Any]) -> Verdict:
                 examples=facts["hashed"],
                 share=distinct_share,
             )
-    if facts.get("loader_batches"):
-        share = facts["single_class_batches"] / facts["loader_batches"]
-        if share >= SINGLE_CLASS_SHARE:
-            verdict.add(
-                "single-class-batches",
-                "warn",
-                f"{facts['single_class_batches']} of the loader's first {facts['loader_batches']} batches hold a single class: "
-                "the data reaches the model sorted by class",
-                "Shuffle the training DataLoader (DataLoader(..., shuffle=True) or a RandomSampler): batches of one class "
-                "pull the model from class to class and it never fits them together.",
-                single_class_batches=facts["single_class_batches"],
-                loader_batches=facts["loader_batches"],
-                share=share,
-            )
+    if facts.get("loader_batches") and facts["expected_classes_per_batch"] >= MIN_EXPECTED_CLASSES:
+        seen, expected = facts["median_classes_per_batch"], facts["expected_classes_per_batch"]
+        if seen <= DIVERSITY_SHARE * expected:
+            verdict.add("unshuffled-batches", "warn",
+                        f"the loader's batches hold few classes: a median of {seen:g} per batch over its first {facts['loader_batches']} "
+                        f"batches, where shuffled batches of that size would hold about {expected:.1f}: the data reaches the model "
+                        "sorted by class",
+                        "Shuffle the training DataLoader (DataLoader(..., shuffle=True) or a RandomSampler): batches of one or two "
+                        "classes pull the model from class to class and it never fits them together.",
+                        median_classes_per_batch=seen, expected_classes_per_batch=expected, loader_batches=facts["loader_batches"])
     stats = facts.get("inputs")
     if stats:
         constant, features = stats["constant_features"], stats["features"]
