@@ -249,8 +249,8 @@ ENTRIES = [
         ("check-loss",),
         "warn (fail for probabilities)",
         "The model's outputs cannot be logits: never negative, or probabilities.",
-        "class logits (or binary outputs) at init that are all >= 0 (warn), or rows in [0, 1] summing to 1 / every value in "
-        "[0, 1] for a binary loss (fail).",
+        "class logits that are probabilities (rows in [0, 1] summing to 1: fail), or that come out of a bounding activation "
+        "module run last: ReLU/ReLU6/Softplus with no negative output (warn), Sigmoid with every output in [0, 1] (fail).",
         "Cross-entropy applies log-softmax itself; a softmax or ReLU after the last layer is a common bug (forums, Humbatova et al.).",
         "Remove the activation after the last layer.",
     ),

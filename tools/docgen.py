@@ -18,6 +18,8 @@ A Markdown file marks where a generated part goes; everything between the marker
     <!-- /include -->
     <!-- init:my-recipe.yaml -->      the starter recipe `nndiag init my-recipe.yaml` writes (every key, each with a comment)
     <!-- /init -->
+    <!-- causes:all -->               the root-cause rules (nndiag/diagnosis/root_cause.py), in precedence order
+    <!-- /causes -->
     <!-- modules:nndiag -->           every module of the package, unit by unit: the first sentence of its docstring,
     <!-- /modules -->                 and what each unit may import (the "May import:" line tests/test_layers.py checks)
 
@@ -44,7 +46,7 @@ from typing import Any, Callable
 from nndiag import codes
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("codes", "flags", "keys", "builtins", "recipes", "include", "init", "modules")
+KINDS = ("codes", "flags", "keys", "builtins", "recipes", "include", "init", "modules", "causes")
 BLOCK = re.compile(r"(<!-- (?P<kind>" + "|".join(KINDS) + r"):(?P<what>[^ ]+) -->\n)(?P<body>.*?)(<!-- /(?P=kind) -->)", re.S)
 
 
@@ -319,6 +321,36 @@ def modules_table(what: str, root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+def causes_table(what: str) -> str:
+    """The root-cause rules in precedence order: id, what it is, the findings that establish it, what it explains, its fix.
+    The symptom groups the rules share are named once under the table."""
+    if what != "all":
+        raise ValueError(f"<!-- causes:{what} -->: expected causes:all")
+    from nndiag.diagnosis import root_cause as rc
+
+    groups = {"a loss that does not move": rc.NOT_MOVING, "divergence": rc.DIVERGING, "the loss's shape": rc.LR_SHAPED,
+              "validation": rc.VALIDATION}
+
+    def explains(codes: tuple[str, ...]) -> str:
+        if "*" in codes:
+            return "everything"
+        left, shown = list(codes), []
+        for name, group in groups.items():
+            if set(group) <= set(codes):
+                shown.append(f"*{name}*")
+                left = [c for c in left if c not in group]
+        shown += [f"`{c}`" for c in dict.fromkeys(left)]
+        return ", ".join(shown) or "—"
+
+    lines = ["| # | `cause` | what it is | established by | explains | fix |", "|---:|---|---|---|---|---|"]
+    for number, rule in enumerate(rc.RULES, 1):
+        signs = ", ".join(f"`{s.code}`" + (" (fail)" if s.severity == "fail" else "") + "".join(f" with `{k}`" for k in s.when)
+                          + "".join(f" without `{k}`" for k in s.unless) for s in rule.established_by)
+        lines.append(f"| {number} | `{rule.cause}` | {_cell(rule.title)} | {signs} | {explains(rule.explains)} | {_cell(rule.fix)} |")
+    lines += ["", "Symptom groups: " + "; ".join(f"*{name}*: " + ", ".join(f"`{c}`" for c in group) for name, group in groups.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
 def part(kind: str, what: str, root: Path = ROOT) -> str:
     """The generated text of one marked block."""
     if kind == "include":
@@ -327,6 +359,8 @@ def part(kind: str, what: str, root: Path = ROOT) -> str:
         return starter(what)
     if kind == "modules":
         return modules_table(what, root)
+    if kind == "causes":
+        return causes_table(what)
     return {"codes": codes_table, "flags": flags_table, "keys": keys_table, "builtins": builtins_table, "recipes": recipes_table}[kind](
         what
     )
