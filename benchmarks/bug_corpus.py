@@ -40,8 +40,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 TARGETS = "benchmarks.bug_targets"
 
 
-def recipe(name: str, *, data: str = "digits", data_bug: str = "none", model: str = "mlp", model_args: dict | None = None,
-           loss: Any = "cross_entropy", optim: dict | None = None, train: dict | None = None, normalize: bool = False) -> dict[str, Any]:
+def recipe(
+    name: str,
+    *,
+    data: str = "digits",
+    data_bug: str = "none",
+    model: str = "mlp",
+    model_args: dict | None = None,
+    loss: Any = "cross_entropy",
+    optim: dict | None = None,
+    train: dict | None = None,
+    normalize: bool = False,
+) -> dict[str, Any]:
     return {
         "name": name,
         "seed": 0,
@@ -74,111 +84,339 @@ def _loss(name: str) -> dict[str, Any]:
 
 CASES: list[Case] = [
     # -- data ---------------------------------------------------------------------------------------
-    Case("nan-inputs", "data", "a few training rows are NaN (a failed parse)", recipe("nan-inputs", data_bug="nan"),
-         recipe("nan-inputs-fixed"), ("non-finite-data", "non-finite-values")),
-    Case("labels-from-1", "data", "labels 1..10 for a model with 10 outputs", recipe("labels-from-1", data_bug="shifted"),
-         recipe("labels-from-1-fixed"), ("labels-out-of-range",)),
-    Case("labels-shuffled", "data", "labels shuffled apart from their inputs", recipe("labels-shuffled", data_bug="shuffled"),
-         recipe("labels-shuffled-fixed"), ("labels-look-random",)),
-    Case("val-overlaps-train", "data", "the validation set is drawn from the training set (its accuracy is inflated)",
-         {**recipe("val-overlap", data_bug="overlap", train={"epochs": 40}), "data": {"target": f"{TARGETS}:digits",
-          "args": {"bug": "overlap", "train_size": 150}}},
-         {**recipe("val-overlap-fixed", train={"epochs": 40}), "data": {"target": f"{TARGETS}:digits", "args": {"bug": "none", "train_size": 150}}},
-         ("train-val-overlap",), metric="val_inflation"),
-    Case("repeated-items", "data", "a Dataset whose __getitem__ returns 20 items over and over",
-         recipe("repeated", data_bug="repeated"), recipe("repeated-fixed"), ("few-distinct-examples",)),
-    Case("unnormalized-inputs", "data", "pixels left at x1000 + 500 with SGD",
-         recipe("unnormalized", data_bug="unnormalized", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         recipe("unnormalized-fixed", data_bug="unnormalized", normalize=True, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         ("inputs-not-normalized",)),
-    Case("constant-inputs", "data", "preprocessing zeroed every feature but one", recipe("constant", data_bug="constant"),
-         recipe("constant-fixed"), ("constant-inputs",)),
-    Case("nan-targets", "data", "NaN regression targets", recipe("nan-targets", data="regression", data_bug="nan_labels",
-         model_args={"bug": "none", "outputs": 1}, loss="mse"), recipe("nan-targets-fixed", data="regression", model_args={"bug": "none",
-         "outputs": 1}, loss="mse"), ("non-finite-data", "non-finite-values"), metric="test_mse"),
-    Case("majority-class", "data", "90% of the labels are one class and the model settles for it",
-         recipe("majority", data="rare_nines", model_args={"bug": "none", "outputs": 2}, optim={"name": "adam", "lr": 0.003, "weight_decay": 0.1}),
-         recipe("majority-fixed", data="rare_nines", model_args={"bug": "none", "outputs": 2}, loss=_loss("weighted_ce"),
-                optim={"name": "adam", "lr": 0.003, "weight_decay": 0.1}),
-         ("majority-class",), metric="balanced_acc"),
-    Case("sorted-loader", "data", "a DataLoader without shuffle over data sorted by class",
-         recipe("sorted-loader", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         recipe("sorted-loader-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}), ("unshuffled-batches",), api={"shuffle": False}),
+    Case(
+        "nan-inputs",
+        "data",
+        "a few training rows are NaN (a failed parse)",
+        recipe("nan-inputs", data_bug="nan"),
+        recipe("nan-inputs-fixed"),
+        ("non-finite-data", "non-finite-values"),
+    ),
+    Case(
+        "labels-from-1",
+        "data",
+        "labels 1..10 for a model with 10 outputs",
+        recipe("labels-from-1", data_bug="shifted"),
+        recipe("labels-from-1-fixed"),
+        ("labels-out-of-range",),
+    ),
+    Case(
+        "labels-shuffled",
+        "data",
+        "labels shuffled apart from their inputs",
+        recipe("labels-shuffled", data_bug="shuffled"),
+        recipe("labels-shuffled-fixed"),
+        ("labels-look-random",),
+    ),
+    Case(
+        "val-overlaps-train",
+        "data",
+        "the validation set is drawn from the training set (its accuracy is inflated)",
+        {**recipe("val-overlap"), "data": {"target": f"{TARGETS}:digits", "args": {"bug": "overlap", "train_size": 300}}},
+        {**recipe("val-overlap-fixed"), "data": {"target": f"{TARGETS}:digits", "args": {"bug": "none", "train_size": 300}}},
+        ("train-val-overlap",),
+        metric="val_inflation",
+    ),
+    Case(
+        "repeated-items",
+        "data",
+        "a Dataset whose __getitem__ returns 20 items over and over",
+        recipe("repeated", data_bug="repeated"),
+        recipe("repeated-fixed"),
+        ("few-distinct-examples",),
+    ),
+    Case(
+        "unnormalized-inputs",
+        "data",
+        "pixels left at x1000 + 500 with SGD",
+        recipe("unnormalized", data_bug="unnormalized", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        recipe("unnormalized-fixed", data_bug="unnormalized", normalize=True, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        ("inputs-not-normalized",),
+    ),
+    Case(
+        "constant-inputs",
+        "data",
+        "preprocessing zeroed every feature but one",
+        recipe("constant", data_bug="constant"),
+        recipe("constant-fixed"),
+        ("constant-inputs",),
+    ),
+    Case(
+        "nan-targets",
+        "data",
+        "NaN regression targets",
+        recipe("nan-targets", data="regression", data_bug="nan_labels", model_args={"bug": "none", "outputs": 1}, loss="mse"),
+        recipe("nan-targets-fixed", data="regression", model_args={"bug": "none", "outputs": 1}, loss="mse"),
+        ("non-finite-data", "non-finite-values"),
+        metric="test_mse",
+    ),
+    Case(
+        "majority-class",
+        "data",
+        "90% of the labels are one class and the model settles for it",
+        recipe(
+            "majority",
+            data="rare_nines",
+            model_args={"bug": "none", "outputs": 2},
+            optim={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            train={"epochs": 3},
+        ),
+        recipe(
+            "majority-fixed",
+            data="rare_nines",
+            model_args={"bug": "none", "outputs": 2},
+            loss=_loss("weighted_ce"),
+            optim={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            train={"epochs": 3},
+        ),
+        ("majority-class",),
+        metric="balanced_acc",
+    ),
+    Case(
+        "sorted-loader",
+        "data",
+        "a DataLoader without shuffle over data sorted by class",
+        recipe("sorted-loader", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        recipe("sorted-loader-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        ("unshuffled-batches",),
+        api={"shuffle": False},
+    ),
     # -- model --------------------------------------------------------------------------------------
-    Case("detach-in-forward", "model", "a .detach() cuts the features off the loss", recipe("detach", model="detached",
-         model_args={"bug": "detach"}), recipe("detach-fixed", model="detached"), ("nothing-trains",)),
-    Case("frozen-by-mistake", "model", "requires_grad switched off on the hidden layers of a model trained from scratch",
-         recipe("frozen", model_args={"bug": "frozen"}), recipe("frozen-fixed"), ("nothing-trains",)),
-    Case("optimizer-misses-layers", "model", "the optimizer was given only the last layer's parameters", recipe("optimizer-head"),
-         recipe("optimizer-head-fixed"), ("nothing-trains",), api={"optimizer": "head"}),
-    Case("relu-after-last", "model", "a ReLU after the last layer", recipe("relu-last", model_args={"bug": "relu_last"}),
-         recipe("relu-last-fixed"), ("softmax-before-loss",)),
-    Case("softmax-before-ce", "model", "a softmax in front of cross_entropy",
-         recipe("softmax-last", model_args={"bug": "softmax_last"}, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         recipe("softmax-last-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}), ("softmax-before-loss",)),
-    Case("zero-init-hidden", "model", "hidden layers initialised to zeros", recipe("zero-hidden", model_args={"bug": "zero_hidden"}),
-         recipe("zero-hidden-fixed"), ("symmetric-units",)),
-    Case("dropout-at-eval", "model", "F.dropout(x, training=True): dropout stays on at evaluation (predictions change each time)",
-         recipe("dropout-eval", model="functional_dropout", model_args={"bug": "dropout_eval"}),
-         recipe("dropout-eval-fixed", model="functional_dropout"), ("eval-randomness",), metric="eval_instability", margin=0.01),
-    Case("batchnorm-frozen-stats", "model", "BatchNorm(momentum=0) on raw pixels: its running statistics never move",
-         recipe("bn-momentum0", data_bug="raw", model_args={"bug": "bn_momentum0"}), recipe("bn-momentum0-fixed", data_bug="raw",
-         model_args={"bug": "bn"}), ("eval-statistics",)),
-    Case("batch-mixing", "model", "forward subtracts the batch mean, at evaluation too (one example at a time fails)",
-         recipe("batch-mix", model="batch_mixing", model_args={"bug": "batch_mix"}), recipe("batch-mix-fixed", model="batch_mixing"),
-         ("batch-dependence",), metric="single_example_acc"),
-    Case("dead-relus", "model", "biases of -10 kill every ReLU at initialisation", recipe("dead", model_args={"bug": "dead"}),
-         recipe("dead-fixed"), ("dead-units", "zero-gradients")),
-    Case("tiny-init-deep", "model", "a 7-layer ReLU net initialised at std 0.01", recipe("tiny-init", model_args={"bug": "tiny_init"},
-         optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}), recipe("tiny-init-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         ("vanishing-activations", "vanishing-gradients")),
-    Case("saturated-tanh", "model", "tanh layers initialised at std 1", recipe("huge-tanh", model_args={"bug": "huge_tanh"},
-         optim={"name": "sgd", "lr": 0.05}), recipe("huge-tanh-fixed", optim={"name": "sgd", "lr": 0.05}), ("saturated-activations",)),
-    Case("head-x100", "model", "the last layer's weights 100x too large", recipe("head-x100", model_args={"bug": "head_x100"},
-         optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}), recipe("head-x100-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
-         ("output-too-large", "init-too-large")),
+    Case(
+        "detach-in-forward",
+        "model",
+        "a .detach() cuts the features off the loss",
+        recipe("detach", model="detached", model_args={"bug": "detach"}),
+        recipe("detach-fixed", model="detached"),
+        ("nothing-trains",),
+    ),
+    Case(
+        "frozen-by-mistake",
+        "model",
+        "requires_grad switched off on the hidden layers of a model trained from scratch",
+        recipe("frozen", model_args={"bug": "frozen"}),
+        recipe("frozen-fixed"),
+        ("nothing-trains",),
+    ),
+    Case(
+        "optimizer-misses-layers",
+        "model",
+        "the optimizer was given only the last layer's parameters",
+        recipe("optimizer-head"),
+        recipe("optimizer-head-fixed"),
+        ("nothing-trains",),
+        api={"optimizer": "head"},
+    ),
+    Case(
+        "relu-after-last",
+        "model",
+        "a ReLU after the last layer",
+        recipe("relu-last", model_args={"bug": "relu_last"}),
+        recipe("relu-last-fixed"),
+        ("softmax-before-loss",),
+    ),
+    Case(
+        "softmax-before-ce",
+        "model",
+        "a softmax in front of cross_entropy",
+        recipe("softmax-last", model_args={"bug": "softmax_last"}, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        recipe("softmax-last-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        ("softmax-before-loss",),
+    ),
+    Case(
+        "zero-init-hidden",
+        "model",
+        "hidden layers initialised to zeros",
+        recipe("zero-hidden", model_args={"bug": "zero_hidden"}),
+        recipe("zero-hidden-fixed"),
+        ("symmetric-units",),
+    ),
+    Case(
+        "dropout-at-eval",
+        "model",
+        "F.dropout(x, training=True): dropout stays on at evaluation (predictions change each time)",
+        recipe("dropout-eval", model="functional_dropout", model_args={"bug": "dropout_eval"}),
+        recipe("dropout-eval-fixed", model="functional_dropout"),
+        ("eval-randomness",),
+        metric="eval_instability",
+        margin=0.01,
+    ),
+    Case(
+        "batchnorm-frozen-stats",
+        "model",
+        "BatchNorm(momentum=0) on raw pixels: its running statistics never move",
+        recipe("bn-momentum0", data_bug="raw", model_args={"bug": "bn_momentum0"}),
+        recipe("bn-momentum0-fixed", data_bug="raw", model_args={"bug": "bn"}),
+        ("eval-statistics",),
+    ),
+    Case(
+        "batch-mixing",
+        "model",
+        "forward subtracts the batch mean, at evaluation too (one example at a time fails)",
+        recipe("batch-mix", model="batch_mixing", model_args={"bug": "batch_mix"}),
+        recipe("batch-mix-fixed", model="batch_mixing"),
+        ("batch-dependence",),
+        metric="single_example_acc",
+    ),
+    Case(
+        "dead-relus",
+        "model",
+        "biases of -10 kill every ReLU at initialisation",
+        recipe("dead", model_args={"bug": "dead"}),
+        recipe("dead-fixed"),
+        ("dead-units", "zero-gradients"),
+    ),
+    Case(
+        "tiny-init-deep",
+        "model",
+        "a 7-layer ReLU net initialised at std 0.01",
+        recipe("tiny-init", model_args={"bug": "tiny_init"}, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        recipe("tiny-init-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        ("vanishing-activations", "vanishing-gradients"),
+    ),
+    Case(
+        "saturated-tanh",
+        "model",
+        "tanh layers initialised at std 1",
+        recipe("huge-tanh", model_args={"bug": "huge_tanh"}, optim={"name": "sgd", "lr": 0.05}),
+        recipe("huge-tanh-fixed", optim={"name": "sgd", "lr": 0.05}),
+        ("saturated-activations",),
+    ),
+    Case(
+        "head-x100",
+        "model",
+        "the last layer's weights 100x too large",
+        recipe("head-x100", model_args={"bug": "head_x100"}, optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        recipe("head-x100-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        ("output-too-large", "init-too-large"),
+    ),
     # -- loss ---------------------------------------------------------------------------------------
-    Case("loss-broadcast", "loss", "(B, 1) outputs against (B,) targets in a hand-written MSE",
-         recipe("broadcast", data="regression", model_args={"bug": "none", "outputs": 1}, loss=_loss("mse_broadcast")),
-         recipe("broadcast-fixed", data="regression", model_args={"bug": "none", "outputs": 1}, loss=_loss("mse_aligned")),
-         ("loss-broadcasts",), metric="test_mse"),
-    Case("loss-reduction-sum", "loss", "cross-entropy with reduction='sum' at an LR tuned for a mean",
-         recipe("sum", loss=_loss("ce_sum"), optim={"name": "sgd", "lr": 0.1, "momentum": 0.9}),
-         recipe("sum-fixed", loss=_loss("ce_mean"), optim={"name": "sgd", "lr": 0.1, "momentum": 0.9}), ("loss-sums",)),
+    Case(
+        "loss-broadcast",
+        "loss",
+        "(B, 1) outputs against (B,) targets in a hand-written MSE",
+        recipe("broadcast", data="regression", model_args={"bug": "none", "outputs": 1}, loss=_loss("mse_broadcast")),
+        recipe("broadcast-fixed", data="regression", model_args={"bug": "none", "outputs": 1}, loss=_loss("mse_aligned")),
+        ("loss-broadcasts",),
+        metric="test_mse",
+    ),
+    Case(
+        "loss-reduction-sum",
+        "loss",
+        "cross-entropy with reduction='sum' at an LR tuned for a mean",
+        recipe("sum", loss=_loss("ce_sum"), optim={"name": "sgd", "lr": 0.1, "momentum": 0.9}),
+        recipe("sum-fixed", loss=_loss("ce_mean"), optim={"name": "sgd", "lr": 0.1, "momentum": 0.9}),
+        ("loss-sums",),
+    ),
     # -- optimizer ----------------------------------------------------------------------------------
-    Case("huge-weight-decay", "optimizer", "SGD with weight_decay=1", recipe("huge-wd", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9,
-         "weight_decay": 1.0}), recipe("huge-wd-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}),
-         ("regularization-dominates",)),
-    Case("huge-decoupled-decay", "optimizer", "AdamW with weight_decay=50", recipe("adamw-decay", optim={"name": "adamw", "lr": 0.003,
-         "weight_decay": 50.0}), recipe("adamw-decay-fixed", optim={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}),
-         ("regularization-dominates",)),
-    Case("tiny-grad-clip", "optimizer", "SGD with gradients clipped to a norm of 1e-3",
-         recipe("tiny-clip", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}, train={"grad_clip": 1e-3}),
-         recipe("tiny-clip-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}, train={"grad_clip": 5.0}), ("clipping-too-tight",)),
-    Case("lr-far-too-high", "optimizer", "SGD at LR 20", recipe("lr-high", optim={"name": "sgd", "lr": 20.0}),
-         recipe("lr-high-fixed", optim={"name": "sgd", "lr": 0.05}), ("lr-too-high",)),
-    Case("lr-far-too-low", "optimizer", "SGD at LR 1e-6", recipe("lr-low", optim={"name": "sgd", "lr": 1e-6}),
-         recipe("lr-low-fixed", optim={"name": "sgd", "lr": 0.05}), ("lr-too-low",)),
+    Case(
+        "huge-weight-decay",
+        "optimizer",
+        "SGD with weight_decay=1",
+        recipe("huge-wd", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1.0}),
+        recipe("huge-wd-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}),
+        ("regularization-dominates",),
+    ),
+    Case(
+        "huge-decoupled-decay",
+        "optimizer",
+        "AdamW with weight_decay=50",
+        recipe("adamw-decay", optim={"name": "adamw", "lr": 0.003, "weight_decay": 50.0}),
+        recipe("adamw-decay-fixed", optim={"name": "adamw", "lr": 0.003, "weight_decay": 0.01}),
+        ("regularization-dominates",),
+    ),
+    Case(
+        "tiny-grad-clip",
+        "optimizer",
+        "SGD with gradients clipped to a norm of 1e-3",
+        recipe("tiny-clip", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}, train={"grad_clip": 1e-3}),
+        recipe("tiny-clip-fixed", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}, train={"grad_clip": 5.0}),
+        ("clipping-too-tight",),
+    ),
+    Case(
+        "lr-far-too-high",
+        "optimizer",
+        "SGD at LR 20",
+        recipe("lr-high", optim={"name": "sgd", "lr": 20.0}),
+        recipe("lr-high-fixed", optim={"name": "sgd", "lr": 0.05}),
+        ("lr-too-high",),
+    ),
+    Case(
+        "lr-far-too-low",
+        "optimizer",
+        "SGD at LR 1e-6",
+        recipe("lr-low", optim={"name": "sgd", "lr": 1e-6}),
+        recipe("lr-low-fixed", optim={"name": "sgd", "lr": 0.05}),
+        ("lr-too-low",),
+    ),
     # -- healthy controls -----------------------------------------------------------------------
     Case("healthy-mlp-adam", "healthy", "a ReLU MLP with Adam", recipe("healthy-mlp"), None),
-    Case("healthy-mlp-sgd", "healthy", "a ReLU MLP with SGD + momentum", recipe("healthy-sgd", optim={"name": "sgd", "lr": 0.05,
-         "momentum": 0.9}), None),
+    Case(
+        "healthy-mlp-sgd",
+        "healthy",
+        "a ReLU MLP with SGD + momentum",
+        recipe("healthy-sgd", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        None,
+    ),
     Case("healthy-dropout-mlp", "healthy", "an MLP with nn.Dropout", recipe("healthy-dropout", model="functional_dropout"), None),
-    Case("healthy-bn-cnn", "healthy", "a CNN with BatchNorm and dropout", recipe("healthy-cnn", model="cnn",
-         optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}), None),
+    Case(
+        "healthy-bn-cnn",
+        "healthy",
+        "a CNN with BatchNorm and dropout",
+        recipe("healthy-cnn", model="cnn", optim={"name": "sgd", "lr": 0.05, "momentum": 0.9}),
+        None,
+    ),
     Case("healthy-bn-mlp", "healthy", "an MLP with BatchNorm", recipe("healthy-bn", model_args={"bug": "bn"}), None),
-    Case("healthy-imbalanced", "healthy", "10% positives, learnable, class-weighted loss", recipe("healthy-imbalanced", data="rare_nines",
-         model_args={"bug": "none", "outputs": 2}, loss=_loss("weighted_ce")), None),
-    Case("healthy-finetune", "healthy", "fine-tuning an MLP already trained on the task", recipe("healthy-finetune", model="pretrained_mlp",
-         optim={"name": "adam", "lr": 3e-4}), None),
-    Case("healthy-regression", "healthy", "a regression MLP with MSE", recipe("healthy-regression", data="regression",
-         model_args={"bug": "none", "outputs": 1}, loss="mse"), None),
-    Case("healthy-label-smoothing", "healthy", "cross-entropy with label smoothing 0.1", recipe("healthy-smoothing",
-         loss={"name": "cross_entropy", "label_smoothing": 0.1}), None),
-    Case("healthy-gru", "healthy", "a GRU on token ids", {**recipe("healthy-gru"), "data": {"name": "tokens", "args": {"task": "first",
-         "num_samples": 1000, "seq_len": 8, "vocab_size": 12}}, "model": {"name": "gru", "args": {"d_model": 32}}}, None),
-    Case("healthy-own-loader", "healthy", "your own shuffled DataLoader and optimizer (the Python API)", recipe("healthy-own"), None,
-         api={"shuffle": True}),
+    Case(
+        "healthy-imbalanced",
+        "healthy",
+        "10% positives, learnable, class-weighted loss",
+        {
+            **recipe("healthy-imbalanced", model_args={"bug": "none", "outputs": 2}, loss=_loss("weighted_ce")),
+            "data": {"target": f"{TARGETS}:rare_nines", "args": {"bug": "none", "noise": 0.5}},
+        },
+        None,
+    ),
+    Case(
+        "healthy-finetune",
+        "healthy",
+        "fine-tuning an MLP already trained on the task",
+        recipe("healthy-finetune", model="pretrained_mlp", optim={"name": "adam", "lr": 3e-4}),
+        None,
+    ),
+    Case(
+        "healthy-regression",
+        "healthy",
+        "a regression MLP with MSE",
+        recipe("healthy-regression", data="regression", model_args={"bug": "none", "outputs": 1}, loss="mse"),
+        None,
+    ),
+    Case(
+        "healthy-label-smoothing",
+        "healthy",
+        "cross-entropy with label smoothing 0.1",
+        recipe("healthy-smoothing", loss={"name": "cross_entropy", "label_smoothing": 0.1}),
+        None,
+    ),
+    Case(
+        "healthy-gru",
+        "healthy",
+        "a GRU on token ids (the bundled tokens-gru recipe's task)",
+        {
+            **recipe("healthy-gru"),
+            "data": {"name": "tokens", "args": {"task": "first", "num_samples": 2000, "seq_len": 24, "vocab_size": 16}},
+            "model": {"name": "gru", "args": {"vocab_size": 16, "d_model": 32, "hidden": 64}},
+        },
+        None,
+    ),
+    Case(
+        "healthy-own-loader",
+        "healthy",
+        "your own shuffled DataLoader and optimizer (the Python API)",
+        recipe("healthy-own"),
+        None,
+        api={"shuffle": True},
+    ),
     Case("healthy-grad-clip", "healthy", "gradient clipping at a usual threshold", recipe("healthy-clip", train={"grad_clip": 5.0}), None),
 ]
 
@@ -233,8 +471,12 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
     loss_fn = plain_loss(raw["loss"])
     params = model[-1].parameters() if options.get("optimizer") == "head" else model.parameters()
     optimizer = make_optimizer([p for p in params if p.requires_grad], raw["optim"])
-    loader = DataLoader(train_data, batch_size=raw["train"]["batch_size"], shuffle=options.get("shuffle", True) is not False,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train_data,
+        batch_size=raw["train"]["batch_size"],
+        shuffle=options.get("shuffle", True) is not False,
+        generator=torch.Generator().manual_seed(0),
+    )
     clip = raw["train"].get("grad_clip")
     for _ in range(raw["train"]["epochs"]):
         model.train()
@@ -247,6 +489,7 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
             optimizer.step()
     model.eval()
     with torch.no_grad():
+
         def score(xs: Any, ys: Any) -> dict[str, float]:
             out = model(xs)
             if ys.is_floating_point():
@@ -260,9 +503,13 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
             return {"test_mse": t["mse"] if math.isfinite(t["mse"]) else math.inf}
         again = model(test[0]).argmax(-1)
         single = torch.cat([model(test[0][i : i + 1]).argmax(-1) for i in range(len(test[1]))])
-    return {"test_acc": t["acc"], "balanced_acc": t["balanced"], "val_inflation": v["acc"] - t["acc"],
-            "eval_instability": float((again != model(test[0]).argmax(-1)).float().mean()),
-            "single_example_acc": float((single == test[1]).float().mean())}
+    return {
+        "test_acc": t["acc"],
+        "balanced_acc": t["balanced"],
+        "val_inflation": v["acc"] - t["acc"],
+        "eval_instability": float((again != model(test[0]).argmax(-1)).float().mean()),
+        "single_example_acc": float((single == test[1]).float().mean()),
+    }
 
 
 def make_optimizer(params: Any, o: dict[str, Any]) -> Any:
@@ -331,8 +578,12 @@ def run_nndiag(case: Case, raw: dict[str, Any], folder: Path, fixed: bool) -> di
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         verdict = nndiag.babysit(str(path), budget="quick", out=folder, plots=False).to_dict()
-    return {"status": verdict["status"], "codes": sorted({f["code"] for f in verdict["findings"] if f["severity"] != "info"}),
-            "causes": [c["cause"] for c in verdict.get("root_causes", [])], "seconds": time.perf_counter() - started}
+    return {
+        "status": verdict["status"],
+        "codes": sorted({f["code"] for f in verdict["findings"] if f["severity"] != "info"}),
+        "causes": [c["cause"] for c in verdict.get("root_causes", [])],
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def run_case(name: str, which: str, folder: Path) -> dict[str, Any]:
@@ -344,13 +595,28 @@ def run_case(name: str, which: str, folder: Path) -> dict[str, Any]:
 
 def in_subprocess(name: str, which: str, folder: Path, old: Path | None) -> dict[str, Any]:
     """One babysit in a fresh process (one torch thread), on this checkout's nndiag or on `old`'s."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NNDIAG_RUNS": str(folder / "runs")}
-    env["PYTHONPATH"] = os.pathsep.join([str(old)] if old else []) + os.pathsep + str(ROOT)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bug_corpus", "--one", name, which, str(folder)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NNDIAG_RUNS": str(folder / "runs"), "PYTHONPATH": str(ROOT)}
+    if old:
+        env["BUG_CORPUS_NNDIAG"] = str(old)
+    else:
+        env.pop("BUG_CORPUS_NNDIAG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bug_corpus", "--one", name, which, str(folder)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {"status": "crash", "codes": [], "causes": [], "seconds": 0.0, "error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+        return {
+            "status": "crash",
+            "codes": [],
+            "causes": [],
+            "seconds": 0.0,
+            "error": (done.stderr or done.stdout).strip().splitlines()[-1:],
+        }
     return json.loads(lines[-1])
 
 
@@ -373,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "bug_corpus.md")
     args = parser.parse_args(argv)
     if args.one:
+        old = os.environ.get("BUG_CORPUS_NNDIAG")  # the previous version's checkout goes first (python -m puts the cwd first)
+        if old:
+            sys.path.insert(0, old)
         import torch
 
         torch.set_num_threads(1)
@@ -385,7 +654,9 @@ def main(argv: list[str] | None = None) -> int:
             row: dict[str, Any] = {"case": case.name, "kind": case.kind, "fault": case.fault, "expected": " / ".join(case.causes) or "none"}
             if case.fixed is not None and not args.no_proof:
                 bug, fixed = proof(case.bug, case.api), proof(case.fixed, {})
-                row.update(metric=case.metric, bug_metric=bug[case.metric], fixed_metric=fixed[case.metric], proven=proven(case, bug, fixed))
+                row.update(
+                    metric=case.metric, bug_metric=bug[case.metric], fixed_metric=fixed[case.metric], proven=proven(case, bug, fixed)
+                )
             for label, old in (("now", None), ("before", args.old)):
                 if label == "before" and old is None:
                     continue
@@ -403,7 +674,11 @@ def _line(case: Case, row: dict[str, Any]) -> str:
     now = row["now_bug"]
     s = score(case, now) if case.fixed is not None else {}
     extra = f" fixed={row['now_fixed']['status']}" if "now_fixed" in row else ""
-    proof = f" proven={row.get('proven')} ({row.get('bug_metric', math.nan):.3g} vs {row.get('fixed_metric', math.nan):.3g})" if "proven" in row else ""
+    proof = (
+        f" proven={row.get('proven')} ({row.get('bug_metric', math.nan):.3g} vs {row.get('fixed_metric', math.nan):.3g})"
+        if "proven" in row
+        else ""
+    )
     return f"{case.name:28} {now['status']:5} {now['causes'][:2]} {s}{extra}{proof}"
 
 
@@ -427,6 +702,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, old: Path | None) -> Non
                 entry[f"{label}_detected"], entry[f"{label}_cause_first"] = s["detected"], s["first"]
                 fixed = r[f"{label}_fixed"]
                 entry[f"{label}_fixed_status"] = fixed["status"]
+                entry[f"{label}_fixed_codes"] = " ".join(fixed["codes"])
                 entry[f"{label}_fixed_alarm"] = fixed["status"] in ("warn", "fail")
             else:
                 entry[f"{label}_control_alarm"] = bug["status"] in ("warn", "fail")
@@ -435,11 +711,15 @@ def write_report(rows: list[dict[str, Any]], out: Path, old: Path | None) -> Non
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out.with_suffix(".csv"), index=False)
     bugs, controls = frame[frame["kind"] != "healthy"], frame[frame["kind"] == "healthy"]
-    lines = ["# Bug corpus: the faults people make, their fixed twins, healthy controls", "",
-             f"Command: `python -m benchmarks.bug_corpus{' --old <checkout of the previous version>' if old else ''}` "
-             "(one torch thread per babysit, `--budget quick`). A bug is *detected* when babysit reports a warn/fail finding; its "
-             "*root cause is first* when `root_causes[0]` names it; a fixed twin or control *alarms* when it gets any warn/fail "
-             "finding. *Proven*: a plain PyTorch loop trains the bug clearly worse than its twin on a clean test split.", ""]
+    lines = [
+        "# Bug corpus: the faults people make, their fixed twins, healthy controls",
+        "",
+        f"Command: `python -m benchmarks.bug_corpus{' --old <checkout of the previous version>' if old else ''}` "
+        "(one torch thread per babysit, `--budget quick`). A bug is *detected* when babysit reports a warn/fail finding; its "
+        "*root cause is first* when `root_causes[0]` names it; a fixed twin or control *alarms* when it gets any warn/fail "
+        "finding. *Proven*: a plain PyTorch loop trains the bug clearly worse than its twin on a clean test split.",
+        "",
+    ]
 
     def rate(column: str, part: Any) -> str:
         if column not in part:
@@ -448,13 +728,29 @@ def write_report(rows: list[dict[str, Any]], out: Path, old: Path | None) -> Non
         return f"{int(values.sum())}/{len(values)} ({values.mean():.0%})"
 
     lines += ["| | now | before |", "|---|---|---|"]
-    for title, column, part in (("bugs detected", "detected", bugs), ("root cause first", "cause_first", bugs),
-                                ("fixed twins with a false alarm", "fixed_alarm", bugs), ("healthy controls with a false alarm", "control_alarm", controls)):
+    for title, column, part in (
+        ("bugs detected", "detected", bugs),
+        ("root cause first", "cause_first", bugs),
+        ("fixed twins with a false alarm", "fixed_alarm", bugs),
+        ("healthy controls with a false alarm", "control_alarm", controls),
+    ):
         lines.append(f"| {title} | {rate('now_' + column, part)} | {rate('before_' + column, part)} |")
     if "proven" in bugs:
         lines += ["", f"Proven by the plain loop: {int(bugs['proven'].fillna(False).astype(bool).sum())} of {len(bugs)} bugs.", ""]
-    columns = ["case", "kind", "expected", "metric", "bug_metric", "fixed_metric", "proven", "now_first_cause", "now_cause_first", "now_fixed_status",
-               "before_first_cause", "before_cause_first"]
+    columns = [
+        "case",
+        "kind",
+        "expected",
+        "metric",
+        "bug_metric",
+        "fixed_metric",
+        "proven",
+        "now_first_cause",
+        "now_cause_first",
+        "now_fixed_status",
+        "before_first_cause",
+        "before_cause_first",
+    ]
     shown = [c for c in columns if c in frame]
     lines += ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, r in frame.iterrows():

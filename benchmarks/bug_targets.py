@@ -123,14 +123,14 @@ def regression(bug: str = "none", part: str = "fit") -> Any:
     return (x, y), (xv, yv)
 
 
-def rare_nines(bug: str = "none", part: str = "fit") -> Any:
+def rare_nines(bug: str = "none", part: str = "fit", noise: float = 2.5) -> Any:
     """Is it a 9? 10% positives, inputs blurred by noise: a model can learn it, or settle for always saying no.
     (No bug in the data: the fixed twin weights the loss by class, see `weighted_ce`.)"""
     parts = _parts()
     gen = torch.Generator().manual_seed(5)
 
     def make(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noisy = x + 2.5 * torch.randn(x.shape, generator=gen)
+        noisy = x + noise * torch.randn(x.shape, generator=gen)
         return noisy, (y == 9).long()
 
     if part == "test":
@@ -183,7 +183,11 @@ def mlp(bug: str = "none", outputs: int = 10, hidden: int = 64) -> nn.Module:
         layers.append(nn.BatchNorm1d(hidden, momentum=0.0 if bug == "bn_momentum0" else 0.1))
     layers += [nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs)]
     if bug == "tiny_init":
-        layers = [nn.Linear(64, hidden), nn.ReLU()] + [m for _ in range(5) for m in (nn.Linear(hidden, hidden), nn.ReLU())] + [nn.Linear(hidden, outputs)]
+        layers = (
+            [nn.Linear(64, hidden), nn.ReLU()]
+            + [m for _ in range(5) for m in (nn.Linear(hidden, hidden), nn.ReLU())]
+            + [nn.Linear(hidden, outputs)]
+        )
     if bug == "huge_tanh":
         layers = [nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, outputs)]
     model = nn.Sequential(*layers)
@@ -230,8 +234,19 @@ def batch_mixing(bug: str = "none") -> nn.Module:
 
 def cnn(bug: str = "none") -> nn.Module:
     """A small CNN with BatchNorm and dropout on the 8x8 digits (a healthy control)."""
-    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2), nn.Linear(512, 10))
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(512, 10),
+    )
 
 
 def pretrained_mlp(bug: str = "none") -> nn.Module:

@@ -176,12 +176,15 @@ ENTRIES = [
     Code(
         "initial-loss-low",
         ("check-loss",),
-        "fail",
-        "The untrained model already beats chance: it is not fresh, or the labels leak into the inputs.",
-        "mean loss at initialisation < expected / (1 + tolerance); --tolerance {defaults.CHECK_LOSS_TOLERANCE}.",
-        "CS231n: the initial loss of an untrained softmax classifier is ln C.",
-        "Check that the model is freshly initialised (not loaded from a checkpoint), that no label leaks into the inputs, "
-        "and that the loss is the one the recipe names.",
+        "fail (info when the model already predicts the labels)",
+        "The untrained model already beats chance: its weights are trained, or the loss measures something else.",
+        "mean loss at initialisation < expected / (1 + tolerance); --tolerance {defaults.CHECK_LOSS_TOLERANCE}. Info when the "
+        "accuracy at init is >= {check_loss.TRAINED_FACTOR}x chance and {check_loss.TRAINED_MARGIN} above it (trained weights: "
+        "fine-tuning, a checkpoint); fail when it is at chance.",
+        "CS231n: the initial loss of an untrained softmax classifier is ln C; a random model cannot exploit a label leak before "
+        "it trains, so a low loss with high accuracy means trained weights.",
+        "Fine-tuning or resuming: nothing to do. Otherwise check that the model is fresh and that the loss compares the "
+        "outputs with the targets.",
     ),
     Code(
         "non-finite-loss",
@@ -277,8 +280,8 @@ ENTRIES = [
         ("check-loss",),
         "fail",
         "In eval mode an example's output depends on the other examples in its batch.",
-        "reversing the examples of a batch in eval mode changes the reversed outputs by more than {structure.PERMUTE_TOLERANCE} "
-        "(relative).",
+        "in eval mode, reversing the examples of a batch, or scoring its first half alone, changes their outputs by more than "
+        "{structure.PERMUTE_TOLERANCE} (relative).",
         "A model must treat examples independently at evaluation; a swapped batch/sequence axis or statistics over dim 0 mixes them.",
         "Look for a layer that mixes examples: batch_first, a transpose, a normalisation over the batch.",
     ),
@@ -389,7 +392,7 @@ ENTRIES = [
     Code(
         "range-too-narrow",
         ("lr-find",),
-        "warn",
+        "warn (info when the refine stage's trials settled the LR below the largest they tried)",
         "The best learning rate may lie above the end of the range.",
         "no divergence seen and the minimum lies in the last {lr_find.EDGE_FRACTION} of the points; candidates mode: the best "
         "candidate is the largest tried (and did not diverge), or the smallest while a larger one diverged.",
@@ -553,7 +556,8 @@ ENTRIES = [
         "warn",
         "The model is no more accurate than always predicting the most frequent class.",
         "the best validation accuracy over the epochs is at most {train.BASELINE_MARGIN} above the majority baseline (the most "
-        "frequent class's share of the training labels; the data counts as imbalanced from {train.IMBALANCED}).",
+        "frequent class's share of the training labels); on imbalanced data (a baseline >= {train.IMBALANCED}) only when the "
+        "final balanced accuracy (mean per-class recall) is also within {train.BALANCED_MARGIN} of chance.",
         "An accuracy at the majority baseline means the model learned only the class frequencies (SageMaker Debugger's "
         "ClassImbalance; check-data reports the baseline).",
         "With imbalanced data: weight the loss by class or resample, and judge balanced accuracy; otherwise fix the causes of "

@@ -203,3 +203,88 @@ def test_nndiag_babysit_can_be_called_again_after_its_module_was_imported():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
+
+
+# -- issue 18: check-data first, your own objects, data faults --------------------------------------------
+
+
+def test_babysit_on_your_own_objects_ranks_the_measured_cause_first(tmp_path):
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import nndiag
+
+    torch.manual_seed(0)
+    x, xv = torch.randn(600, 12), torch.randn(150, 12)
+    y, yv = (x[:, 0] > 0).long() + (x[:, 1] > 0).long(), (xv[:, 0] > 0).long() + (xv[:, 1] > 0).long()
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    net = model()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    left_out = nndiag.babysit(
+        net,
+        DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True),
+        val=(xv, yv),
+        optimizer=torch.optim.SGD(net[2].parameters(), lr=0.05),
+        budget="quick",
+        out=tmp_path / "a",
+    )
+    verdict = left_out.to_dict()
+    assert verdict["root_causes"][0]["cause"] == "nothing-trains", verdict["root_causes"]
+    steps = {s["name"]: s for s in verdict["steps"]}
+    assert steps["check-data"]["status"] == "pass" and steps["check-loss"]["status"] == "fail"  # the gate: it stops there
+    assert steps["search"]["state"] == "skipped" and steps["train"]["state"] == "not-reached"
+    assert steps["check-loss"]["verdict"]["outputs"]["folder"].endswith("02-check-loss")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # handed back as found
+    healthy = model()
+    fine = nndiag.babysit(
+        healthy,
+        (x, y),
+        val=(xv, yv),
+        optimizer=torch.optim.SGD(healthy.parameters(), lr=0.05, momentum=0.9),
+        budget="quick",
+        out=tmp_path / "b",
+    ).to_dict()
+    assert fine["root_causes"] == [] and fine["status"] in ("pass", "warn")
+    assert not [f for f in fine["findings"] if f["severity"] != "info"], fine["findings"]
+
+
+def test_labels_the_model_cannot_score_stop_babysit_at_check_data(cli, write_recipe, tmp_path):
+    (tmp_path / "two_outputs.py").write_text(
+        "from torch import nn\ndef build():\n    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))\n"
+    )
+    result = cli(
+        "babysit",
+        write_recipe({**HEALTHY, "model": {"target": "two_outputs:build"}}),
+        "--budget",
+        "quick",
+        "--json",
+        "--continue",
+        "--out",
+        tmp_path / "bs",
+    )
+    verdict = json.loads(result.stdout)
+    assert result.exit_code == 1 and verdict["root_causes"][0]["cause"] == "labels-out-of-range"
+    states = {s["name"]: s["state"] for s in verdict["steps"]}
+    assert states["check-data"] == "run" and states["check-loss"] == "not-reached" and states["probe"] == "skipped"
+
+
+def test_the_train_step_knows_the_search_chose_its_lr(tmp_path, monkeypatch):
+    from nndiag.diagnostics import train
+
+    seen = {}
+    real = train.run
+
+    def spy(exp, *args, **kwargs):
+        seen["lr_chosen"] = kwargs.get("lr_chosen")
+        return real(exp, *args, **kwargs)
+
+    monkeypatch.setattr(train, "run", spy)
+    import nndiag
+
+    verdict = nndiag.babysit(HEALTHY, budget="quick", out=tmp_path / "bs").to_dict()
+    assert seen["lr_chosen"] == "the search" and "optim.lr" in verdict["metrics"]["search.best_params"]

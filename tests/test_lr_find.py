@@ -708,3 +708,32 @@ def test_flat_without_a_rise_or_rising_at_once_keeps_its_failing_findings():
     x = np.log10(LRS)
     verdict, _ = lf.decide(frame_of(0.1 + np.where(x > -6.5, 2.0 * (x + 6.5) ** 2, 0.0)), FACTS)  # rises in the first 10%
     assert verdict.codes == ["diverged-immediately"]
+
+
+def test_a_range_still_falling_at_its_end_is_settled_by_trials_below_the_top():
+    import numpy as np
+
+    lrs = np.geomspace(1e-7, 10, 100)
+    frame = pd.DataFrame({"lr": lrs, "loss": 2.3 - 2.0 * np.linspace(0, 1, 100) ** 2 + 0.001 * np.sin(np.arange(100))})
+    frame["smoothed_loss"] = frame["loss"]
+    facts = {"stopped": "completed", "planned_steps": 100, "start": 1e-7, "end": 10.0, "refine_steps": 100}
+    alone, _ = lf.decide(frame, facts)
+    assert [(f.code, f.severity) for f in alone.findings if f.code == "range-too-narrow"] == [("range-too-narrow", "warn")]
+    _, sug = lf.decide(frame, facts)
+    factors = lt.REFINE_FACTORS
+    rows = [
+        {
+            "lr": sug.suggested_lr * k,
+            "initial_loss": 2.3,
+            "final_loss": v,
+            "relative_drop": (2.3 - v) / 2.3,
+            "outcome": lt.candidate_outcome(2.3, v),
+        }
+        for k, v in zip(factors, [1.5, 0.5, 0.9, 1.2])
+    ]
+    settled, final = lf.decide(frame, facts, pd.DataFrame(rows))
+    narrow = next(f for f in settled.findings if f.code == "range-too-narrow")
+    assert narrow.severity == "info" and final.refined_lr == pytest.approx(sug.suggested_lr) and "settled" in narrow.message
+    top = [{**r, "final_loss": v, "outcome": lt.candidate_outcome(2.3, v)} for r, v in zip(rows, [1.5, 1.2, 0.9, 0.5])]
+    unsettled, _ = lf.decide(frame, facts, pd.DataFrame(top))  # the largest trial wins: the range may still be too narrow
+    assert next(f for f in unsettled.findings if f.code == "range-too-narrow").severity == "warn"

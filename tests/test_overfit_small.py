@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import DIGITS_MLP, SPIRAL_MLP, recipe_dict
+from torch import nn
 
+import nndiag
 from nndiag.diagnostics import overfit_small
 
 FAULTS = Path(__file__).with_name("faults.py")
@@ -114,3 +118,61 @@ def test_a_loss_already_non_finite_before_training_is_loss_diverged_at_init():
 
 def test_regression_passes_on_loss_alone():
     assert overfit_small.decide(_frame([1.0, 0.05], [math.nan, math.nan]), {"initial_loss": 1.0}).codes == []
+
+
+# -- losses whose minimum is not 0, eval mode against train mode, clipping ------------------------------
+
+
+def _blobs(n=240, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = 3 * torch.randn(2, 8, generator=g)[y] + torch.randn(n, 8, generator=g)
+    return x, y
+
+
+def _net(bn=False, momentum=0.1):
+    torch.manual_seed(0)
+    layers = [nn.Linear(8, 32), *([nn.BatchNorm1d(32, momentum=momentum)] if bn else []), nn.ReLU(), nn.Linear(32, 2)]
+    return nn.Sequential(*layers)
+
+
+def test_label_smoothing_is_judged_against_its_floor():
+    from nndiag.training.scoring import smoothed_floor
+
+    assert smoothed_floor(0.05, 2) == pytest.approx(0.1169, abs=1e-4) and smoothed_floor(0.0, 2) == 0.0
+    x, y = _blobs()
+    smoothed = nndiag.overfit_small(_net(), (x, y), loss=nn.CrossEntropyLoss(label_smoothing=0.05), batch_size=16, steps=600)
+    assert smoothed.status == "pass", smoothed.findings
+    plain = nndiag.overfit_small(_net(), (x, y), loss="cross_entropy", batch_size=16, steps=600)
+    assert plain.status == "pass"
+
+
+def test_an_unknown_floor_is_judged_by_accuracy_and_convergence():
+    x, y = _blobs()
+
+    def step(model, batch):  # a custom loss with a floor above 0: cross-entropy plus a constant
+        logits = model(batch[0])
+        return {"loss": F.cross_entropy(logits, batch[1]) + 1.0, "logits": logits, "targets": batch[1]}
+
+    result = nndiag.overfit_small(_net(), (x, y), step=step, batch_size=16, steps=800)
+    assert result.status == "pass", result.findings
+    assert any(f.code == "not-checked" and "floor is not known" in f.message for f in result.findings)
+
+
+def test_batchnorm_statistics_that_never_move_mismatch_eval_and_train():
+    x, y = _blobs()
+    x = x * 5 + 10  # far from BatchNorm's initial statistics (mean 0, variance 1)
+    frozen = nndiag.overfit_small(_net(bn=True, momentum=0.0), (x, y), batch_size=16, steps=300)
+    assert "eval-train-mismatch" in [f.code for f in frozen.findings], frozen.findings
+    moving = nndiag.overfit_small(_net(bn=True), (x, y), batch_size=16, steps=300)
+    assert "eval-train-mismatch" not in [f.code for f in moving.findings]
+
+
+def test_clipping_far_below_the_gradient_norm_is_always_active():
+    from conftest import SPIRAL_MLP, recipe_dict
+
+    tight = nndiag.overfit_small(recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd", "optim.lr": 0.05, "train.grad_clip": 1e-3}), steps=200)
+    finding = next(f for f in tight.findings if f.code == "clipping-always-active")
+    assert finding.evidence["active_share"] > 0.9 and finding.evidence["median_grad_norm"] > 10 * 1e-3
+    usual = nndiag.overfit_small(recipe_dict(SPIRAL_MLP, **{"train.grad_clip": 5.0}), steps=200)
+    assert "clipping-always-active" not in [f.code for f in usual.findings]

@@ -342,7 +342,11 @@ def test_probe_findings_at_init_do_not_blame_the_learning_rate():
 
 LR_SYMPTOMS = [f("plateau", "warn", step="curves"), f("lr-too-low", "warn", step="curves"), f("underfitting", "warn", step="curves")]
 DIRECT = {
-    "non-finite-data": [f("non-finite-data", step="check-data"), f("non-finite-loss", step="check-loss"), f("loss-diverged", step="overfit-small")],
+    "non-finite-data": [
+        f("non-finite-data", step="check-data"),
+        f("non-finite-loss", step="check-loss"),
+        f("loss-diverged", step="overfit-small"),
+    ],
     "labels-out-of-range": [f("labels-out-of-range", step="check-data")],
     "labels-look-random": [f("labels-look-random", "warn", step="check-data"), f("not-generalizing", step="curves")],
     "few-distinct-examples": [f("few-distinct-examples", "warn", step="check-data"), f("overfitting", "warn", step="curves")],
@@ -355,7 +359,11 @@ DIRECT = {
     "eval-randomness": [f("eval-not-deterministic", step="check-loss"), f("lr-too-high", "warn", step="curves")],
     "batch-dependence": [f("batch-dependence", step="check-loss"), f("overfitting", "warn", step="curves")],
     "eval-statistics": [f("eval-train-mismatch", "warn", step="overfit-small"), f("lr-too-high", "warn", step="curves")],
-    "loss-sums": [f("loss-scales-with-batch", "warn", step="check-loss"), f("initial-loss-high", step="check-loss"), f("diverged", step="curves")],
+    "loss-sums": [
+        f("loss-scales-with-batch", "warn", step="check-loss"),
+        f("initial-loss-high", step="check-loss"),
+        f("diverged", step="curves"),
+    ],
     "regularization-dominates": [f("regularization-dominates", "warn", step="check-loss")],
     "clipping-too-tight": [f("clipping-always-active", "warn", step="train")],
     "majority-class": [f("accuracy-at-baseline", "warn", step="train", imbalanced=True), f("class-imbalance", "info", step="check-data")],

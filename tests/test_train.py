@@ -117,3 +117,58 @@ def test_the_trainers_abort_is_diverged_even_when_the_curve_alone_does_not_show_
     assert verdict.codes == ["diverged"] and "training stopped at step 4" in verdict.findings[0].message
     healthy = History(steps.assign(loss=[2.3, 2.0, 1.8, 1.7]), epochs, "completed", starting_loss=2.3)
     assert "diverged" not in train_diagnostic.decide(healthy, {}).codes
+
+
+# -- train's own findings: the majority baseline, clipping, the LR the search chose ------------------------
+
+
+def test_a_model_that_only_predicts_the_majority_class_is_at_the_baseline():
+    import pandas as pd
+
+    from nndiag.diagnostics import train
+    from nndiag.findings import Verdict
+
+    epochs = pd.DataFrame({"val_acc": [0.89, 0.9, 0.9]})
+    collapsed, weighted, balanced = Verdict(), Verdict(), Verdict()
+    train.accuracy_finding(collapsed, epochs, baseline=0.9, balanced=0.5, classes=2)
+    train.accuracy_finding(weighted, epochs, baseline=0.9, balanced=0.75, classes=2)  # trades accuracy for balanced accuracy
+    train.accuracy_finding(balanced, pd.DataFrame({"val_acc": [0.1, 0.11]}), baseline=0.1, balanced=None, classes=10)
+    assert collapsed.codes == ["accuracy-at-baseline"] and collapsed.findings[0].evidence["imbalanced"]
+    assert weighted.codes == [] and balanced.codes == ["accuracy-at-baseline"] and not balanced.findings[0].evidence["imbalanced"]
+    learned = Verdict()
+    train.accuracy_finding(learned, pd.DataFrame({"val_acc": [0.5, 0.97]}), baseline=0.9, balanced=0.9, classes=2)
+    assert learned.codes == []
+
+
+def test_train_reports_clipping_that_is_always_active(cli, write_recipe):
+    raw = recipe_dict(SPIRAL_MLP, **{"optim.name": "sgd", "optim.lr": 0.05, "train.grad_clip": 0.001})
+    verdict = json.loads(cli("train", write_recipe(raw), "--epochs", "3", "--json", "--no-plots", "--no-progress").stdout)
+    assert "clipping-always-active" in [f["code"] for f in verdict["findings"]]
+    healthy = json.loads(
+        cli(
+            "train",
+            write_recipe(recipe_dict(SPIRAL_MLP, **{"train.grad_clip": 5.0})),
+            "--epochs",
+            "3",
+            "--json",
+            "--no-plots",
+            "--no-progress",
+        ).stdout
+    )
+    assert "clipping-always-active" not in [f["code"] for f in healthy["findings"]]
+
+
+def test_lr_findings_only_inform_at_the_lr_the_search_chose():
+    import numpy as np
+    import pandas as pd
+
+    from nndiag.diagnostics import curves
+    from nndiag.diagnostics.curve_logs import Curves
+
+    u = np.linspace(0, 1, 200)
+    slow = pd.Series(2.3 - 1.2 * u + 0.01 * np.sin(40 * u), index=np.arange(200.0))  # a slow, nearly linear decline
+    plain = curves.decide(Curves(dense=slow))
+    chosen = curves.decide(Curves(dense=slow, lr_chosen="the search"))
+    assert "lr-too-low" in [f.code for f in plain.findings if f.severity == "warn"]
+    low = next(f for f in chosen.findings if f.code == "lr-too-low")
+    assert low.severity == "info" and low.evidence["at_chosen_lr"] and chosen.status == "pass"

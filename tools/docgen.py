@@ -328,8 +328,12 @@ def causes_table(what: str) -> str:
         raise ValueError(f"<!-- causes:{what} -->: expected causes:all")
     from nndiag.diagnosis import root_cause as rc
 
-    groups = {"a loss that does not move": rc.NOT_MOVING, "divergence": rc.DIVERGING, "the loss's shape": rc.LR_SHAPED,
-              "validation": rc.VALIDATION}
+    groups = {
+        "a loss that does not move": rc.NOT_MOVING,
+        "divergence": rc.DIVERGING,
+        "the loss's shape": rc.LR_SHAPED,
+        "validation": rc.VALIDATION,
+    }
 
     def explains(codes: tuple[str, ...]) -> str:
         if "*" in codes:
@@ -344,10 +348,18 @@ def causes_table(what: str) -> str:
 
     lines = ["| # | `cause` | what it is | established by | explains | fix |", "|---:|---|---|---|---|---|"]
     for number, rule in enumerate(rc.RULES, 1):
-        signs = ", ".join(f"`{s.code}`" + (" (fail)" if s.severity == "fail" else "") + "".join(f" with `{k}`" for k in s.when)
-                          + "".join(f" without `{k}`" for k in s.unless) for s in rule.established_by)
+        signs = ", ".join(
+            f"`{s.code}`"
+            + (" (fail)" if s.severity == "fail" else "")
+            + "".join(f" with `{k}`" for k in s.when)
+            + "".join(f" without `{k}`" for k in s.unless)
+            for s in rule.established_by
+        )
         lines.append(f"| {number} | `{rule.cause}` | {_cell(rule.title)} | {signs} | {explains(rule.explains)} | {_cell(rule.fix)} |")
-    lines += ["", "Symptom groups: " + "; ".join(f"*{name}*: " + ", ".join(f"`{c}`" for c in group) for name, group in groups.items()) + "."]
+    lines += [
+        "",
+        "Symptom groups: " + "; ".join(f"*{name}*: " + ", ".join(f"`{c}`" for c in group) for name, group in groups.items()) + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

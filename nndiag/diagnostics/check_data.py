@@ -239,8 +239,11 @@ def _class_poor_batches(split: LoaderSplit, counts: list[int]) -> dict[str, Any]
         expected.append(sum(1 - (1 - p) ** labels.numel() for p in shares))
     if not distinct:
         return {}
-    return {"loader_batches": len(distinct), "median_classes_per_batch": float(np.median(distinct)),
-            "expected_classes_per_batch": float(np.median(expected))}
+    return {
+        "loader_batches": len(distinct),
+        "median_classes_per_batch": float(np.median(distinct)),
+        "expected_classes_per_batch": float(np.median(expected)),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,13 +365,18 @@ def decide(facts: dict[str, Any]) -> Verdict:
     if facts.get("loader_batches") and facts["expected_classes_per_batch"] >= MIN_EXPECTED_CLASSES:
         seen, expected = facts["median_classes_per_batch"], facts["expected_classes_per_batch"]
         if seen <= DIVERSITY_SHARE * expected:
-            verdict.add("unshuffled-batches", "warn",
-                        f"the loader's batches hold few classes: a median of {seen:g} per batch over its first {facts['loader_batches']} "
-                        f"batches, where shuffled batches of that size would hold about {expected:.1f}: the data reaches the model "
-                        "sorted by class",
-                        "Shuffle the training DataLoader (DataLoader(..., shuffle=True) or a RandomSampler): batches of one or two "
-                        "classes pull the model from class to class and it never fits them together.",
-                        median_classes_per_batch=seen, expected_classes_per_batch=expected, loader_batches=facts["loader_batches"])
+            verdict.add(
+                "unshuffled-batches",
+                "warn",
+                f"the loader's batches hold few classes: a median of {seen:g} per batch over its first {facts['loader_batches']} "
+                f"batches, where shuffled batches of that size would hold about {expected:.1f}: the data reaches the model "
+                "sorted by class",
+                "Shuffle the training DataLoader (DataLoader(..., shuffle=True) or a RandomSampler): batches of one or two "
+                "classes pull the model from class to class and it never fits them together.",
+                median_classes_per_batch=seen,
+                expected_classes_per_batch=expected,
+                loader_batches=facts["loader_batches"],
+            )
     stats = facts.get("inputs")
     if stats:
         constant, features = stats["constant_features"], stats["features"]

@@ -9,7 +9,8 @@ labels (a leak, or weights that are not fresh). Turning weight decay on must rai
 Rules (documented thresholds, all tested):
   non-finite-loss          fail  any measured batch loss is NaN/Inf
   initial-loss-high        fail  mean loss > expected x (1 + tolerance)          (default tolerance 1.0)
-  initial-loss-low         fail  mean loss < expected / (1 + tolerance)
+  initial-loss-low         fail  mean loss < expected / (1 + tolerance) while the accuracy at init is at chance (the loss
+                                 measures something else); info when the model already predicts the labels (trained weights)
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
   not-checked              info  no expected loss is known: the step or model gives no class logits
                                  (the loss is still reported; `expected=` / --expected supplies one)
@@ -46,6 +47,8 @@ from nndiag.training.scoring import Scored
 from nndiag.training.splits import TensorSplit
 
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
+TRAINED_FACTOR = 2.0  # initial-loss-low is info when the accuracy at init is at least this multiple of chance ...
+TRAINED_MARGIN = 0.2  # ... and this far above it: the weights are trained (fine-tuning), the loss is fine
 
 
 def measure(
@@ -90,7 +93,10 @@ def measure(
         "expected": expected,
         "expected_why": why,
         "penalty": penalty,
-        "weight_decay": max((g.get("weight_decay", 0.0) for g in optimizer.param_groups), default=0.0),
+        "weight_decay": max(
+            (g.get("weight_decay", 0.0) for g in optimizer.param_groups if not engine.decoupled(optimizer, g)), default=0.0
+        ),
+        "chance_accuracy": 1.0 / exp.num_classes if exp.is_classification and exp.num_classes else None,
     }
     mean = float(frame["loss"].mean()) if len(frame) else math.nan
     facts["structure"] = structure.measure(exp, initial_loss=mean if math.isfinite(mean) else None)
@@ -149,21 +155,40 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
             **evidence,
         )
     elif ratio < 1 / (1 + tolerance):
-        verdict.add(
-            "initial-loss-low",
-            "fail",
-            f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}): "
-            "an untrained model should not beat chance",
-            "Check that the model is freshly initialised (not loaded from a checkpoint), that the labels do not leak into the "
-            "inputs, and that the loss is the one the recipe names.",
-            **evidence,
+        accuracy, chance = float(frame["accuracy"].mean()) if "accuracy" in frame else math.nan, facts.get("chance_accuracy")
+        trained = (
+            chance is not None and math.isfinite(accuracy) and accuracy >= TRAINED_FACTOR * chance and accuracy - chance >= TRAINED_MARGIN
         )
+        if trained:  # weights that already predict the labels: fine-tuning or a checkpoint, not a fault of the loss
+            verdict.add(
+                "initial-loss-low",
+                "info",
+                f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}) and the model "
+                f"already predicts {accuracy:.0%} of the labels (chance {chance:.0%}): its weights are trained (fine-tuning, a "
+                "checkpoint), so an untrained model's loss does not apply",
+                "Nothing to do when you fine-tune or resume; if the model should start from scratch, it is not freshly "
+                "initialised (or it reads a label that leaks into the inputs).",
+                **evidence,
+                initial_accuracy=accuracy,
+            )
+        else:
+            verdict.add(
+                "initial-loss-low",
+                "fail",
+                f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}) while the model "
+                "predicts no better than chance: the loss does not measure what the recipe says",
+                "Check that the loss is the one the recipe names and that it compares the outputs with the targets (not the "
+                "outputs with themselves, or a constant).",
+                **evidence,
+            )
     _check_regularization(verdict, facts, mean)
     return verdict
 
 
 def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) -> None:
-    weight_decay = float(facts["weight_decay"])
+    weight_decay = float(
+        facts["weight_decay"]
+    )  # coupled (L2) decay only: decoupled decay (AdamW) adds no term to the loss  # coupled (L2) decay only: decoupled decay (AdamW) adds no term to the loss
     if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
         verdict.add(
             "regularization-no-effect",

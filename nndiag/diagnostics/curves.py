@@ -32,7 +32,10 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
                          DIVERGE_FACTOR x max(S, its end level) and came back down; or the smoothed
                          train loss rises above DIVERGE_FACTOR x S; or, after a real drop
                          (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D and
-                         E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run.
+                         E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run. When the
+                         chance-level loss is known (train passes ln C), "the initial loss" of these
+                         rules is at least that level, as in the Trainer's abort: a fine-tuned model's
+                         near-zero loss that wobbles 4x has not diverged.
   plateau          warn  the loss never moved (D < PLATEAU_MOVE x S); or it stalled high: E >=
                          PLATEAU_LEVEL x S and the second half is flat.
   lr-too-low       warn  slow from the start and still falling: E >= LOW_LEVEL x S, t90 >= LOW_SLOW,
@@ -321,6 +324,9 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
         return False
     start = float(np.median(y[: head(len(y))]))
     initial = min(float(y[0]), start)  # the first point, or the head's median when the first point is a spike
+    # a run that starts already trained (fine-tuning) is not diverging because its near-zero loss wobbles: with the
+    # chance-level loss known (train passes ln C), the baseline is the larger of the two, as the Trainer's own abort rule
+    initial = max(initial, curves.chance_loss or 0.0)
     if initial > 0 and y[-1] >= DIVERGE_FACTOR * initial:  # the run ended on a blow-up (a trainer's 3x abort looks like this)
         verdict.add(
             "diverged",
@@ -353,7 +359,7 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
     if val is not None and len(val) >= 3 and start > 0:
         v = val.to_numpy(dtype=float)
         v_end = float(np.median(v[-max(2, len(v) // 10) :]))
-        ref = max(start, v_end)
+        ref = max(start, v_end, curves.chance_loss or 0.0)
         k = int(np.argmax(v))
         if v[k] >= DIVERGE_FACTOR * ref and k < len(v) - 1:  # a spike that came back down (a rise to the end is overfitting)
             verdict.add(
@@ -374,7 +380,7 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
     shape = Shape.of(loss)
     peak_i = int(np.argmax(shape.s))
     peak = float(shape.s[peak_i])
-    if shape.start > 0 and peak >= DIVERGE_FACTOR * shape.start:
+    if shape.start > 0 and peak >= DIVERGE_FACTOR * max(shape.start, curves.chance_loss or 0.0):
         verdict.add(
             "diverged",
             "fail",

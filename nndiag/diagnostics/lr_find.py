@@ -522,12 +522,21 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], trials: pd.DataFrame | No
     if doubt is not None:
         verdict.add("unreliable-suggestion", doubt.severity, doubt.message, doubt.advice, **doubt.evidence)
     if sug.index_diverged is None and sug.index_min is not None and sug.index_min >= (1 - EDGE_FRACTION) * sug.points - 1:
+        # the trials settle it when one that clearly lowered the loss was chosen below the largest LR they tried
+        settled = (
+            trials is not None
+            and sug.refined_lr is not None
+            and sug.refined_lr < float(trials["lr"].max())
+            and bool((trials.loc[trials["lr"] == sug.refined_lr, "outcome"] == "drops").any())
+        )
         verdict.add(
             "range-too-narrow",
-            "warn",
-            f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie above {lrs[-1]:.3g}",
+            "info" if settled else "warn",
+            f"the loss was still falling at the end of the range ({span}) and never diverged: the best LR may lie above {lrs[-1]:.3g}"
+            + (f"; the refine stage's trials settled it at {sug.refined_lr:.3g}, below the largest LR they tried" if settled else ""),
             "Raise --end (e.g. 10-100x) until the loss blows up; the suggestion below is a lower bound.",
             **evidence,
+            refined_lr=sug.refined_lr if settled else None,
         )
     return verdict, sug
 

@@ -21,8 +21,9 @@ as found (`engine.preserved`):
   eval-not-deterministic   two eval-mode passes on the same batch differ by more than EVAL_TOLERANCE
                            (relative): dropout, or other randomness, left on at evaluation
   batch-dependence         in eval mode, reversing the order of the examples in the batch does not reverse the
-                           outputs (relative difference above PERMUTE_TOLERANCE): a layer that mixes examples
-                           (batch statistics at eval, a wrong sequence/batch axis)
+                           outputs, or scoring the first half of the batch alone changes their outputs (relative
+                           difference above PERMUTE_TOLERANCE): a layer that mixes examples (statistics over the
+                           batch at evaluation, a wrong sequence/batch axis)
   loss-broadcasts          outputs and float targets of different shapes that broadcast to a larger one
                            ((B, 1) against (B,) gives (B, B)): the loss compares every output with every target
   loss-scales-with-batch   the loss grows with the batch size: on the same examples the loss of n, n/2 and n/4
@@ -53,7 +54,7 @@ TRAINABLE_WARN = 0.1  # frozen-parameters: a warning when under this share of th
 NO_GRADIENT_FAIL = 0.5  # no-gradient: a fail when the parameters without a gradient hold over this share
 NOT_IN_OPTIMIZER_FAIL = 0.5  # not-in-optimizer: a fail when the parameters left out hold over this share
 EVAL_TOLERANCE = 1e-5  # eval-not-deterministic: largest relative difference between two eval passes
-PERMUTE_TOLERANCE = 1e-3  # batch-dependence: largest relative difference after reversing the batch
+PERMUTE_TOLERANCE = 1e-3  # batch-dependence: largest relative difference after reversing the batch or halving it
 SUM_RATIO = (1.6, 2.5)  # loss-scales-with-batch: loss(n) / loss(n/2) and loss(n/2) / loss(n/4) both in this range
 SUM_MIN_EXAMPLES = 16  # ... measured only on batches of at least this many examples
 REG_DOMINATES = 1.0  # regularization-dominates: the L2 term is larger than this multiple of the data loss
@@ -214,7 +215,8 @@ def _symmetric_layers(model: nn.Module, order: list[str]) -> list[str]:
 
 @torch.no_grad()
 def _eval_facts(exp: Experiment, batch: Any) -> dict[str, Any]:
-    """Two eval passes on the same batch, the batch reversed, and the loss on n, n/2 and n/4 of its examples."""
+    """Two eval passes on the same batch, the batch reversed, its first half alone, and the loss on n, n/2 and n/4 of
+    its examples."""
     model, scorer = exp.model, exp.scorer
     n = batching.size(batch)
     facts: dict[str, Any] = {}
@@ -222,10 +224,15 @@ def _eval_facts(exp: Experiment, batch: Any) -> dict[str, Any]:
         first, second = scorer(model, batch), scorer(model, batch)
         a, b = _outputs(first), _outputs(second)
         facts["eval_difference"] = _relative(a, b) if a is not None and b is not None else _relative(first.loss, second.loss)
-        if a is not None and n >= 2 and a.dim() >= 1 and a.shape[0] == n:
+        if a is not None and n >= 4 and a.dim() >= 1 and a.shape[0] == n:
             reverse = torch.arange(n - 1, -1, -1, device=a.device)
             flipped = _outputs(scorer(model, batching.index(batch, reverse)))
-            facts["permute_difference"] = _relative(a[reverse], flipped) if flipped is not None else None
+            half = _outputs(scorer(model, batching.index(batch, slice(0, n // 2))))  # statistics over the batch change with it
+            differences = [
+                _relative(a[reverse], flipped) if flipped is not None else 0.0,
+                _relative(a[: n // 2], half) if half is not None else 0.0,
+            ]
+            facts["permute_difference"] = max(differences)
         if n >= SUM_MIN_EXAMPLES and scorer.objective is None:
             losses = [float(scorer(model, batching.index(batch, slice(0, k))).loss) for k in (n, n // 2, n // 4)]
             facts["losses_by_size"] = losses
@@ -364,8 +371,8 @@ def decide(facts: dict[str, Any], verdict: Verdict | None = None) -> Verdict:
         verdict.add(
             "batch-dependence",
             "fail",
-            f"in eval mode an example's output depends on the other examples of its batch (reversing the batch changes the "
-            f"outputs by {facts['permute_difference']:.3g}, relative)",
+            f"in eval mode an example's output depends on the other examples of its batch (reversing the batch, or scoring "
+            f"half of it alone, changes the outputs by {facts['permute_difference']:.3g}, relative)",
             "Look for a layer that mixes examples: statistics over dim 0 at evaluation, a reshape/transpose that swaps the "
             "batch and sequence axes (batch_first), or a normalisation over the batch.",
             relative_difference=facts["permute_difference"],

@@ -33,6 +33,7 @@ from nndiag.training.trainer import History, Trainer
 ABORT_FACTOR = DIVERGENCE_FACTOR  # stop as diverged above this multiple of the starting loss (CS231n: "3x, stop")
 BASELINE_MARGIN = 0.02  # accuracy-at-baseline: the best val accuracy is no more than this above the majority baseline
 IMBALANCED = 0.5  # ... a baseline at least this high means the data is imbalanced (a majority class)
+BALANCED_MARGIN = 0.1  # ... and then only when the balanced accuracy is no more than this above chance (1/C)
 CLIP_ACTIVE_SHARE = 0.9  # clipping-always-active: the gradient norm exceeds train.grad_clip on this share of the steps ...
 CLIP_FACTOR = 10.0  # ... and its median is at least this many times the threshold
 
@@ -52,6 +53,8 @@ def measure(
         "patience": exp.recipe.train.early_stopping.patience,
         "grad_clip": exp.recipe.train.grad_clip,
         "majority_baseline": majority_baseline(exp),
+        "balanced_val_acc": balanced_accuracy(exp, trainer.model),
+        "classes": exp.num_classes if exp.is_classification else None,
         "lr_chosen": lr_chosen,
         **chance_levels(trainer, exp),
     }
@@ -99,6 +102,34 @@ def majority_baseline(exp: Experiment) -> float | None:
     return float(torch.bincount(labels.cpu()).max()) / len(labels) if len(labels) else None
 
 
+@torch.no_grad()
+def balanced_accuracy(exp: Experiment, model: torch.nn.Module) -> float | None:
+    """The mean per-class recall on the validation split (the model as training left it); None without class logits."""
+    from nndiag.training import engine
+    from nndiag.training.scoring import IGNORE_INDEX, class_axis
+
+    support: torch.Tensor | None = None
+    hits: torch.Tensor | None = None
+    with engine.eval_mode(model):
+        for batch in exp.eval_batches():
+            scored = exp.scorer(model, batch)
+            axis = class_axis(scored.logits, scored.targets)
+            if axis is None:
+                return None
+            targets = scored.targets.reshape(-1).long()
+            predicted = scored.logits.argmax(dim=axis).reshape(-1)
+            kept = targets != IGNORE_INDEX
+            targets, predicted = targets[kept].cpu(), predicted[kept].cpu()
+            size = int(scored.logits.shape[axis])
+            s = torch.bincount(targets, minlength=size)
+            h = torch.bincount(targets[predicted == targets], minlength=size)
+            support, hits = (s, h) if support is None else (support + s, hits + h)  # type: ignore[operator]
+    if support is None or not bool((support > 0).any()):
+        return None
+    present = support > 0
+    return float((hits[present].float() / support[present].float()).mean())  # type: ignore[index]
+
+
 def clipping_finding(verdict: Verdict, norms: list[float], clip: float | None) -> None:
     """clipping-always-active: gradient clipping that rewrites nearly every step's gradient (the norms before clipping)."""
     if not clip or len(norms) < 10:
@@ -122,15 +153,21 @@ def clipping_finding(verdict: Verdict, norms: list[float], clip: float | None) -
         )
 
 
-def accuracy_finding(verdict: Verdict, epochs: Any, baseline: float | None) -> None:
-    """accuracy-at-baseline: the best validation accuracy is no better than always predicting the majority class."""
+def accuracy_finding(
+    verdict: Verdict, epochs: Any, baseline: float | None, balanced: float | None = None, classes: int | None = None
+) -> None:
+    """accuracy-at-baseline: the best validation accuracy is no better than always predicting the majority class, and
+    (imbalanced data) the model's balanced accuracy in the end is near chance too: it only predicts the majority class
+    (a class-weighted model may trade plain accuracy below the baseline for a good balanced accuracy)."""
     if baseline is None or "val_acc" not in epochs or not epochs["val_acc"].notna().any():
         return
     if {"diverged", "not-generalizing"} & set(verdict.codes):  # they already say it, with the reason
         return
     best = float(epochs["val_acc"].max())
+    imbalanced = baseline >= IMBALANCED
+    if imbalanced and balanced is not None and classes and balanced > 1 / classes + BALANCED_MARGIN:
+        return  # it tells the classes apart: accuracy alone undersells it
     if best <= baseline + BASELINE_MARGIN:
-        imbalanced = baseline >= IMBALANCED
         verdict.add(
             "accuracy-at-baseline",
             "warn",
@@ -152,7 +189,7 @@ def accuracy_finding(verdict: Verdict, epochs: Any, baseline: float | None) -> N
 def decide(history: History, facts: dict[str, Any]) -> Verdict:
     """The curves verdict over the run's own log, plus the Trainer's divergence abort. Pure."""
     verdict = curves.decide(own_curves(history, facts))
-    accuracy_finding(verdict, history.epochs, facts.get("majority_baseline"))
+    accuracy_finding(verdict, history.epochs, facts.get("majority_baseline"), facts.get("balanced_val_acc"), facts.get("classes"))
     if "grad_norm" in history.steps:
         clipping_finding(verdict, history.steps["grad_norm"].tolist(), facts.get("grad_clip"))
     if history.diverged and "diverged" not in verdict.codes:
@@ -220,6 +257,8 @@ def run(
         metrics.update(
             best_epoch=int(history.best_epoch), best_epoch_val_loss=float(best["val_loss"]), best_epoch_val_acc=float(best["val_acc"])
         )
+    if facts.get("balanced_val_acc") is not None:
+        metrics["balanced_val_acc"] = facts["balanced_val_acc"]
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
     extra = {"best.pt": checkpoint(history, exp.model)}
     context = {
