@@ -67,6 +67,9 @@ class Common:
     no_plots: bool = False
 
 
+MAX_MESSAGE = 2000  # characters of a bad-input paragraph at most
+
+
 def err_console() -> Any:
     from rich.console import Console
 
@@ -77,14 +80,18 @@ def err_console() -> Any:
 def exits(interrupted: str = "") -> Iterator[None]:
     """The one place where what goes wrong in a command becomes its exit code: bad input (nndiag.BadInput,
     raised by nndiag or by a command itself) is one paragraph on stderr and exit 2; Ctrl-C is one line
-    (`interrupted`, with what is kept) and exit 130. A crash (any other exception) goes on to `main`: exit 3.
+    (`interrupted`, with what is kept) and exit 130. A crash (any other exception) goes on to `main`: exit 3;
+    so does SystemExit or GeneratorExit raised by the user's code while a command runs it (nndiag ends a command
+    with typer.Exit, never SystemExit), which Python would otherwise turn into a silent exit 0 or 7.
     Every command runs inside it."""
-    from nndiag.errors import BadInput
+    from nndiag.errors import BadInput, CodeExited
 
     try:
         yield
     except BadInput as exc:
         raise bad_input(str(exc)) from None
+    except (SystemExit, GeneratorExit) as exc:
+        raise CodeExited(exc) from exc
     except KeyboardInterrupt:
         err_console().print(f"[yellow]interrupted{': ' + interrupted if interrupted else ''}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -94,6 +101,8 @@ def bad_input(message: str) -> typer.Exit:
     """Bad input: the one-paragraph message on stderr; the caller raises the returned Exit(2)."""
     from rich.markup import escape
 
+    if len(message) > MAX_MESSAGE:  # one paragraph, even when what went wrong quotes something huge
+        message = f"{message[: MAX_MESSAGE - 40]}... ({len(message) - MAX_MESSAGE + 40:,} more characters)"
     err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
 
@@ -756,11 +765,16 @@ def main() -> None:
         traceback.print_exc()
         from rich.markup import escape
 
-        err_console().print(
-            f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
-            f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.",
-            soft_wrap=True,
-        )
+        from nndiag.errors import CodeExited
+
+        if isinstance(exc, CodeExited):
+            err_console().print(f"[bold red]error:[/] {escape(str(exc))}; exit code {EXIT_CRASH}.", soft_wrap=True)
+        else:
+            err_console().print(
+                f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
+                f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.",
+                soft_wrap=True,
+            )
         sys.exit(EXIT_CRASH)
 
 

@@ -187,7 +187,7 @@ def test_list_valued_categorical_choices_reach_the_recipe(cli, write_recipe, tmp
 
 def test_absurd_learning_rates_give_all_trials_diverged(cli, write_recipe, tmp_path):
     raw = spiral_search(
-        **{"optim.name": "sgd", "search.space": {"optim.lr": {"low": 1e3, "high": 1e5, "log": True}}, "search.coarse.trials": 3}
+        **{"optim.name": "sgd", "search.space": {"optim.lr": {"low": 1e2, "high": 1e3, "log": True}}, "search.coarse.trials": 3}
     )
     result, verdict = run_json(cli, write_recipe(raw), "--stages", "coarse", "--out", tmp_path / "o")
     assert result.exit_code == 1

@@ -46,6 +46,8 @@ def run_folder(recipe_name: str, command: str, out: Path | None = None, root: Pa
         except FileExistsError:
             n += 1
             folder = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:
+            raise BadInput(f"cannot create the run folder {folder}: {exc.strerror}") from None
 
 
 def atomic_write_text(path: Path, text: str | bytes) -> None:

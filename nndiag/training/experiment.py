@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from nndiag.config.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
+from nndiag.config.recipe import LOSSES, MAX_SEED, LossConfig, Recipe, TrainConfig, resolve_target
 from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training import engine
@@ -66,10 +66,11 @@ class Experiment:
         objective = scorer.objective
         outputs = objective.outputs() if objective is not None else (data.num_classes or data.target_size)
         model = build_model(recipe.model, data.input_shape, outputs, recipe_dir, data.structured).to(device)
-        data.follow(model)
         label = f"{recipe.model.name or recipe.model.target}"
+        data.follow(model)
         experiment = cls(recipe, device, amp_dtype, data, scorer, model, torch.Generator().manual_seed(recipe.seed), model_label=label)
         experiment.check_forward()
+        has_parameters(model, label, "model.target" if recipe.model.target else "model.name")
         early = recipe.train.early_stopping
         if early.metric == "val_acc" and early.patience is not None and not experiment.is_classification:
             raise BadInput("val_acc needs class labels scored against class logits; use val_loss", where="train.early_stopping.metric")
@@ -117,6 +118,8 @@ class Experiment:
 
         if not isinstance(model, nn.Module):
             raise BadInput(f"expected a torch.nn.Module, got {type(model).__name__}", where="model")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise BadInput(f"expected a whole number in [0, {MAX_SEED}] (2**32 - 1), got {seed!r}", where="seed")
         if device is not None:
             model.to(engine.resolve_device(str(device)))
         here = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -157,6 +160,7 @@ class Experiment:
             model_label=type(model).__name__,
         )
         experiment.check_forward()
+        has_parameters(model, type(model).__name__, "model")
         return experiment
 
     def check_forward(self) -> Scored:
@@ -242,6 +246,16 @@ class Experiment:
             "model": f"{self.model_label} ({params:,} parameters)" + (f", scored by {way}" if way else ""),
             "device": f"{self.device}" + (" (bf16 autocast)" if self.amp_dtype else ""),
         }
+
+
+def has_parameters(model: nn.Module, label: str, where: str) -> None:
+    """BadInput naming the model when it has no parameters at all: nothing to train, no gradient to probe."""
+    if next(iter(model.parameters()), None) is None:
+        raise BadInput(
+            f"the model {label} ({type(model).__name__}) has no parameters: there is nothing to train or diagnose; "
+            "build a model with at least one learnable layer",
+            where=where,
+        )
 
 
 def first_batch(split: Split) -> Batch:
