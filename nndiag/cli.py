@@ -756,8 +756,7 @@ def main() -> None:
     can tell a crash from a failing verdict."""
     try:
         app()
-    except KeyboardInterrupt:
-        err_console().print("[yellow]interrupted[/]")
+    except KeyboardInterrupt:  # a second Ctrl-C after a command's exits() said "interrupted" (the one place that says it)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug in nndiag, or in the user's own model/data code
         import traceback
@@ -776,6 +775,10 @@ def main() -> None:
                 soft_wrap=True,
             )
         sys.exit(EXIT_CRASH)
+    finally:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C must not cut the exit short
 
 
 if __name__ == "__main__":

@@ -243,7 +243,7 @@ def test_three_workers_share_one_study_exactly_even_when_one_is_killed(cli, writ
     import optuna
     from optuna.trial import TrialState
 
-    from nndiag.diagnostics.search_study import open_storage
+    from nndiag.diagnostics.search_study import open_storage, owners
 
     out = tmp_path / "o"
     journal = out / "search-journal.log"
@@ -263,9 +263,10 @@ def test_three_workers_share_one_study_exactly_even_when_one_is_killed(cli, writ
             continue
         study = optuna.load_study(study_name="spiral-mlp", storage=open_storage(str(journal)))
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("pid") not in (None, os.getpid()):
+            pids = [r["pid"] for r in owners(t)]
+            if len(pids) == 1 and pids[0] != os.getpid():
                 victim = t
-                os.kill(t.user_attrs["pid"], signal.SIGKILL)  # a worker dies mid-trial
+                os.kill(pids[0], signal.SIGKILL)  # a worker dies mid-trial
                 break
     thread.join(timeout=180)
     assert victim is not None, "no worker could be killed mid-trial"
