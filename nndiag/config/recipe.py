@@ -42,6 +42,7 @@ MAX_INT = 2**53  # any other whole number: beyond it a float such as 1e30 no lon
 MAX_DEPTH = 100  # nesting levels of a recipe, aliases expanded (a real recipe has fewer than 10)
 MAX_VALUES = 100_000  # values in a recipe once its YAML aliases are expanded (a real recipe has a few hundred)
 QUOTE = 200  # characters of a value an error message quotes at most
+RAISED = 1000  # characters of what user code raised that an error message quotes at most
 
 
 def _positive(value: float) -> str | None:
@@ -711,7 +712,7 @@ def raised(exc: BaseException) -> str:
     """What a user's code raised, for a message: `ValueError: ...` (its text cut to QUOTE characters); SystemExit and
     GeneratorExit say that the code tried to end the program, which a builder must not do."""
     text = str(exc)
-    text = text if len(text) <= QUOTE else text[: QUOTE - 3] + "..."
+    text = text if len(text) <= RAISED else text[: RAISED - 3] + "..."
     if isinstance(exc, (SystemExit, GeneratorExit)):
         return f"it raised {type(exc).__name__}({text}) (it must return its object, or raise an exception; not end the program)"
     return f"{type(exc).__name__}: {text}"

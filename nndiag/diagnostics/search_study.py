@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from nndiag import processes
 from nndiag.errors import BadInput
 
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")  # URL schemes handed to Optuna's RDBStorage
@@ -107,50 +108,14 @@ def fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _alive(pid: int, started: int | None = None) -> bool:
-    """Is process `pid` running on this host? A zombie (killed, not yet reaped by its parent) is not, nor a new
-    process that reuses the PID of a dead one (its start time differs from `started`, where both are known)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):  # not a PID at all
-        return False
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): the signal said it exists
-    if fields[0] == "Z":
-        return False
-    return started is None or int(fields[19]) == started
-
-
-def _start_time(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, from /proc), or None where that is not known."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def owner_record() -> dict[str, Any]:
     """This process as a claim or a lock records it: host, PID and start time."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _start_time(os.getpid())}
+    return processes.record()
 
 
 def gone(record: dict[str, Any], host: str) -> bool:
-    """Is the process of an owner record provably gone? Its PID is dead on this host, or the record has no host (a
-    claim by an older nndiag whose worker died between writing its PID and its host). On another host: not provably."""
-    if record.get("host") is None:
-        return True
-    if record["host"] != host:
-        return False
-    try:
-        return not _alive(int(record["pid"]), record.get("started"))
-    except (KeyError, TypeError, ValueError):
-        return True
+    """Is the process of an owner record provably gone (nndiag.processes.gone)?"""
+    return processes.gone(record, host)
 
 
 def owners(trial: Any) -> list[dict[str, Any]]:

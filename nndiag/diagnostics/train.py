@@ -61,7 +61,9 @@ def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
 
 def own_curves(history: History, facts: dict[str, Any]) -> curve_logs.Curves:
     """The run's own log as Curves, with the chance levels the run knows."""
-    return curve_logs.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"), chance_acc=facts.get("chance_acc"))
+    own = curve_logs.from_history(history.steps, history.epochs, chance_loss=facts.get("chance_loss"), chance_acc=facts.get("chance_acc"))
+    own.short_by_request = history.stopped == "max_steps"  # a smoke run of 2 steps asked for its 2 points
+    return own
 
 
 def decide(history: History, facts: dict[str, Any]) -> Verdict:
