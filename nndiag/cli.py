@@ -420,8 +420,10 @@ def train(
 
     def work() -> Any:
         from nndiag import api
+        from nndiag.output import files
 
-        callbacks: list[Any] = []
+        log = files.TrainLog(lambda name: files.run_folder(name, "train", out), source=str(recipe))  # the folder, from the first step
+        callbacks: list[Any] = [log]
         bar = None
         if progress and not json and sys.stderr.isatty():
             from nndiag.output.progress import ProgressBar
@@ -429,12 +431,16 @@ def train(
             bar = ProgressBar()
             callbacks.append(bar)
         try:
-            return api.train(recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common))
+            result = api.train(
+                recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common)
+            )
         finally:
             if bar is not None:
                 bar.close()
+        common.out = log.folder  # the verdict goes into the folder the logs are in
+        return result
 
-    execute("train", common, work)
+    execute("train", common, work, interrupted="the run folder keeps the logs so far (its summary.json says interrupted)")
 
 
 @app.command("curves", rich_help_panel="The recipe, step by step")

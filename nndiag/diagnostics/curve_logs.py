@@ -584,24 +584,31 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
     return runs
 
 
-UNFINISHED = ("running", "interrupted")  # summary.json statuses of a run that has not finished (nndiag train writes them)
+UNFINISHED = ("running", "interrupted", "crashed")  # states of a run that has not finished (summary.json's status, or its run.state)
 
 
 def run_state(folder: Path) -> dict[str, Any]:
-    """An unfinished run's state from its folder's summary.json (`nndiag train` writes status "running" when it starts
-    and "interrupted" on Ctrl-C): {status, alive (is its process still running), steps logged so far}; {} when the
-    folder holds no summary or a finished one."""
+    """An unfinished run's state from its folder's summary.json: nndiag train writes status "running" when it starts
+    (with the process on record under `run`) and "interrupted" on Ctrl-C; a session of the callbacks records its
+    state under `run.state`. {status, alive (is its process still running), command}; {} for a finished run."""
     import json
 
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(summary, dict) or summary.get("status") not in UNFINISHED:
+    if not isinstance(summary, dict):
         return {}
     owner = summary.get("run") if isinstance(summary.get("run"), dict) else {}
-    alive = summary["status"] == "running" and bool(owner) and not processes.gone(owner)
-    return {"status": summary["status"], "alive": alive, "command": summary.get("command", "the run")}
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    status = summary.get("status") if summary.get("status") in UNFINISHED else None
+    state = str(owner.get("state") or status or metrics.get("stopped") or "")  # metrics.stopped: a session's final summary
+    if state.startswith("exception: "):  # a session's "exception: KeyboardInterrupt"
+        state = "interrupted" if state.endswith("KeyboardInterrupt") else "crashed"
+    if state not in UNFINISHED:
+        return {}
+    alive = state == "running" and bool(owner) and not processes.gone(owner)
+    return {"status": state, "alive": alive, "command": summary.get("command", "the run")}
 
 
 def _home(source: Path) -> Path:

@@ -362,6 +362,8 @@ def _log_state(verdict: Verdict, curves: Curves) -> None:
             said = f"the run is still in progress: the verdict reads the {points} points of training loss logged so far"
         elif state["status"] == "interrupted":
             said = f"the run was interrupted (Ctrl-C) before it finished: the verdict reads the {points} points it logged"
+        elif state["status"] == "crashed":
+            said = f"the run crashed before it finished: the verdict reads the {points} points it logged"
         else:
             said = f"the run ended without finishing (its process is gone: killed?): the verdict reads the {points} points it logged"
         verdict.add(
