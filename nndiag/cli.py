@@ -67,6 +67,9 @@ class Common:
     no_plots: bool = False
 
 
+MAX_MESSAGE = 2000  # characters of a bad-input paragraph at most
+
+
 def err_console() -> Any:
     from rich.console import Console
 
@@ -77,14 +80,18 @@ def err_console() -> Any:
 def exits(interrupted: str = "") -> Iterator[None]:
     """The one place where what goes wrong in a command becomes its exit code: bad input (nndiag.BadInput,
     raised by nndiag or by a command itself) is one paragraph on stderr and exit 2; Ctrl-C is one line
-    (`interrupted`, with what is kept) and exit 130. A crash (any other exception) goes on to `main`: exit 3.
+    (`interrupted`, with what is kept) and exit 130. A crash (any other exception) goes on to `main`: exit 3;
+    so does SystemExit or GeneratorExit raised by the user's code while a command runs it (nndiag ends a command
+    with typer.Exit, never SystemExit), which Python would otherwise turn into a silent exit 0 or 7.
     Every command runs inside it."""
-    from nndiag.errors import BadInput
+    from nndiag.errors import BadInput, CodeExited
 
     try:
         yield
     except BadInput as exc:
         raise bad_input(str(exc)) from None
+    except (SystemExit, GeneratorExit) as exc:
+        raise CodeExited(exc) from exc
     except KeyboardInterrupt:
         err_console().print(f"[yellow]interrupted{': ' + interrupted if interrupted else ''}[/]")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -94,6 +101,8 @@ def bad_input(message: str) -> typer.Exit:
     """Bad input: the one-paragraph message on stderr; the caller raises the returned Exit(2)."""
     from rich.markup import escape
 
+    if len(message) > MAX_MESSAGE:  # one paragraph, even when what went wrong quotes something huge
+        message = f"{message[: MAX_MESSAGE - 40]}... ({len(message) - MAX_MESSAGE + 40:,} more characters)"
     err_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(EXIT_BAD_INPUT)
 
@@ -437,8 +446,10 @@ def train(
 
     def work() -> Any:
         from nndiag import api
+        from nndiag.output import files
 
-        callbacks: list[Any] = []
+        log = files.TrainLog(lambda name: files.run_folder(name, "train", out), source=str(recipe))  # the folder, from the first step
+        callbacks: list[Any] = [log]
         bar = None
         if progress and not json and sys.stderr.isatty():
             from nndiag.output.progress import ProgressBar
@@ -446,12 +457,16 @@ def train(
             bar = ProgressBar()
             callbacks.append(bar)
         try:
-            return api.train(recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common))
+            result = api.train(
+                recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common)
+            )
         finally:
             if bar is not None:
                 bar.close()
+        common.out = log.folder  # the verdict goes into the folder the logs are in
+        return result
 
-    execute("train", common, work)
+    execute("train", common, work, interrupted="the run folder keeps the logs so far (its summary.json says interrupted)")
 
 
 @app.command("curves", rich_help_panel="The recipe, step by step")
@@ -773,8 +788,7 @@ def main() -> None:
     can tell a crash from a failing verdict."""
     try:
         app()
-    except KeyboardInterrupt:
-        err_console().print("[yellow]interrupted[/]")
+    except KeyboardInterrupt:  # a second Ctrl-C after a command's exits() said "interrupted" (the one place that says it)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:  # a bug in nndiag, or in the user's own model/data code
         import traceback
@@ -782,12 +796,21 @@ def main() -> None:
         traceback.print_exc()
         from rich.markup import escape
 
-        err_console().print(
-            f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
-            f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.",
-            soft_wrap=True,
-        )
+        from nndiag.errors import CodeExited
+
+        if isinstance(exc, CodeExited):
+            err_console().print(f"[bold red]error:[/] {escape(str(exc))}; exit code {EXIT_CRASH}.", soft_wrap=True)
+        else:
+            err_console().print(
+                f"[bold red]nndiag crashed:[/] {type(exc).__name__}: {escape(str(exc))}. This is a bug in nndiag or in your own "
+                f"model/data code (the traceback above says which); exit code {EXIT_CRASH}.",
+                soft_wrap=True,
+            )
         sys.exit(EXIT_CRASH)
+    finally:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command is over: a late Ctrl-C must not cut the exit short
 
 
 if __name__ == "__main__":

@@ -491,6 +491,38 @@ ENTRIES = [
         "Train longer, use a bigger model, a higher learning rate, or less regularization.",
     ),
     Code(
+        "too-little-data",
+        ("curves", "train"),
+        "fail (warn in train when --max-steps asked for that few steps)",
+        "The log is too short to judge: a run that stopped after a step or two is not a pass.",
+        "fewer than {curves.MIN_DATA} points of training loss and fewer than {curves.MIN_DATA} of validation loss, and not "
+        "diverged (the shape rules need {curves.MIN_POINTS}).",
+        "What a CI gate needs: 'no problems found' on a log of one point would pass a run that died.",
+        "Find out why the run stopped so early (a crash, a kill, a tiny max_steps); log the training loss every step and the "
+        "validation loss every epoch.",
+    ),
+    Code(
+        "log-damaged",
+        ("curves",),
+        "warn",
+        "Part of a TensorBoard event file could not be read (corrupted bytes, or a file cut short).",
+        "a record whose length or bytes fail their CRC-32C checksum, or a file that ends in the middle of a record; the count "
+        "and the byte offsets are reported and the verdict reads the rest. When at least half of the records are unreadable "
+        "the log gets no verdict (exit 2).",
+        "The TFRecord format TensorBoard writes: every record carries masked CRC-32C checksums of its length and its bytes.",
+        "Copy the event file again from where the run wrote it, or read the run's other logs (a CSV).",
+    ),
+    Code(
+        "run-incomplete",
+        ("curves",),
+        "info (running) or warn (interrupted, or killed)",
+        "The run whose folder was read has not finished: the curves are those of a partial run.",
+        "the run folder's summary.json has status running (info while its process, on record there, is alive; warn when it is "
+        "gone) or interrupted (nndiag train writes running when it starts, interrupted on Ctrl-C, the verdict at the end).",
+        "nndiag train's run folder: its logs are written as training goes, so they can be read before it ends.",
+        "Judge the finished run: wait for it to end, or run it again; a partial run's curves often look still-improving.",
+    ),
+    Code(
         "still-improving",
         ("curves", "train"),
         "info",

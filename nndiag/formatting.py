@@ -86,9 +86,21 @@ def number(value: Any, key: str = "") -> str:
     return f"{value:.{SIGNIFICANT}g}"
 
 
+SAFE_NAME = 100  # characters of a folder name made from a name (file systems allow 255 bytes per path part)
+
+
 def safe_name(name: str) -> str:
-    """A name as a file name: letters, digits and -_. kept, anything else a dash."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
+    """A name as a file name: letters, digits and -_. kept, anything else a dash; "run" for a name of dots only
+    (never `..`); a name longer than SAFE_NAME characters is cut, with a short hash of the whole so that two long
+    names stay apart."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    if not safe.strip("."):
+        return "run"
+    if len(safe) > SAFE_NAME:
+        import hashlib
+
+        safe = f"{safe[: SAFE_NAME - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return safe
 
 
 def jsonable(value: Any) -> Any:

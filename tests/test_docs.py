@@ -116,7 +116,8 @@ def test_train_exits_1_on_a_failing_probe_finding(cli, write_recipe):
 
 def test_a_forward_that_always_raises_is_bad_input(cli, write_recipe, tmp_path):
     (tmp_path / "broken.py").write_text(
-        "from torch import nn\nclass Broken(nn.Module):\n    def forward(self, x):\n        raise ZeroDivisionError('boom')\n"
+        "from torch import nn\nclass Broken(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.layer = nn.Linear(2, 3)\n"
+        "    def forward(self, x):\n        raise ZeroDivisionError('boom')\n"
     )
     result = cli("check-loss", write_recipe(recipe_dict(SPIRAL_MLP, model={"target": "broken:Broken"})), "--json")
     assert result.exit_code == 2 and "ZeroDivisionError" in result.stderr and "model" in result.stderr

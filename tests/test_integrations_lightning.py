@@ -465,3 +465,36 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     callback = scope["callback"]
     assert callback.summary["status"] == "pass", callback.summary["findings"]
     assert callback.folder.parent == tmp_path / "runs" / "Classifier" and (callback.folder / "summary.json").exists()
+
+
+def test_the_callbacks_metrics_are_on_disk_while_training_runs(tmp_path):
+    """metrics.csv in the run folder grows epoch by epoch and summary.json names the live process, so `nndiag curves`
+    reads a fit that is still running (or was killed) and says so."""
+    import os
+
+    from nndiag.diagnostics import curves
+
+    seen: list[dict] = []
+
+    class Look(pl.Callback):
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            folder = nndiag_callback.folder
+            lines = (folder / "metrics.csv").read_text().splitlines()
+            summary = json.loads((folder / "summary.json").read_text())
+            verdict = curves.run([folder]) if trainer.current_epoch == 2 else None
+            seen.append({"rows": len(lines) - 1, "cells": {len(line.split(",")) for line in lines}, "summary": summary, "verdict": verdict})
+
+    pl.seed_everything(0, verbose=False)
+    nndiag_callback = NNDiagCallback(plots=False, out=tmp_path / "run")
+    train, val = blobs(256, 0), blobs(128, 1)
+    trainer(4, [nndiag_callback, Look()]).fit(Classifier(), *loaders(train, val, 32))
+    steps_per_epoch = 256 // 32
+    assert [s["rows"] for s in seen][:3] == [steps_per_epoch - 1, 2 * steps_per_epoch - 1, 3 * steps_per_epoch - 1]  # closed steps
+    assert all(s["cells"] == {6} for s in seen)  # whole rows: step, epoch and the four series
+    live = seen[2]["summary"]["run"]
+    assert live["state"] == "running" and live["pid"] == os.getpid()
+    finding = next(f for f in seen[2]["verdict"].findings if f.code == "run-incomplete")
+    assert finding.severity == "info"
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert final["metrics"]["stopped"] == "completed"
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) - 1 == 4 * steps_per_epoch

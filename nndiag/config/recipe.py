@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import math
+import reprlib
 import sys
 import types
 import typing
@@ -32,10 +33,39 @@ LOSSES = ("cross_entropy", "multi_margin", "bce", "mse")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("none", "step", "cosine", "linear", "inverse-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_NAME = 100  # characters in a recipe name (it names a folder; file systems allow 255 bytes per path part)
+MAX_SEED = 2**32 - 1  # seeds are 32-bit: numpy's legacy seeding takes [0, 2**32), torch and Python take them too
+MAX_LR = 1e3  # the largest learning rate accepted (real ones stay below ~30, even LARS at batch 32k); beyond it is a typo
+MAX_EPOCHS = 1_000_000  # epochs of one run
+MAX_TRIALS = 100_000  # trials of one search stage
+MAX_INT = 2**53  # any other whole number: beyond it a float such as 1e30 no longer counts exactly
+MAX_DEPTH = 100  # nesting levels of a recipe, aliases expanded (a real recipe has fewer than 10)
+MAX_VALUES = 100_000  # values in a recipe once its YAML aliases are expanded (a real recipe has a few hundred)
+QUOTE = 200  # characters of a value an error message quotes at most
+RAISED = 1000  # characters of what user code raised that an error message quotes at most
 
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "a number > 0"
+
+
+def _at_most(limit: float, what: str) -> Callable[[float], str | None]:
+    """A value > 0 and at most `limit`."""
+
+    def check(value: float) -> str | None:
+        return None if 0 < value <= limit else f"{what} > 0 and at most {int(limit):,}"
+
+    return check
+
+
+def _seed(value: int) -> str | None:
+    return None if 0 <= value <= MAX_SEED else f"a whole number in [0, {MAX_SEED}] (2**32 - 1)"
+
+
+def _name(value: str) -> str | None:
+    return (
+        None if len(value) <= MAX_NAME else f"a name of at most {MAX_NAME} characters (it names the run folder; this one has {len(value)})"
+    )
 
 
 def _non_negative(value: float) -> str | None:
@@ -132,7 +162,7 @@ class StepConfig:
 @dataclass
 class OptimConfig:
     name: str = _setting("sgd", _one_of(*OPTIMIZERS))  # sgd | adam | adamw | rmsprop | adagrad
-    lr: float = _setting(0.01, _positive)  # learning rate (peak LR when a schedule is set)
+    lr: float = _setting(0.01, _at_most(MAX_LR, "a learning rate"))  # learning rate (peak LR when a schedule is set); at most 1000
     weight_decay: float = _setting(0.0, _non_negative)  # L2 strength (decoupled for adamw)
     momentum: float = _setting(0.0, _unit_interval)  # sgd and rmsprop only
     nesterov: bool = False  # sgd only; needs momentum > 0
@@ -159,7 +189,7 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     batch_size: int = _setting(64, _positive)  # examples per optimizer step
-    epochs: int = _setting(10, _positive)  # passes over the training data
+    epochs: int = _setting(10, _at_most(MAX_EPOCHS, "a whole number of epochs"))  # passes over the training data (at most 1,000,000)
     max_steps: int | None = _setting(None, _positive)  # stop after this many optimizer steps (smoke runs); null = no limit
     eval_batch_size: int | None = _setting(None, _positive)  # batch size for evaluation; null = 4 x batch_size
     grad_clip: float | None = _setting(None, _positive)  # clip the global gradient norm to this; null = off
@@ -177,8 +207,8 @@ class SearchParam:
 
 @dataclass
 class StageConfig:
-    trials: int = _setting(20, _positive)  # trials in this stage
-    epochs: int = _setting(2, _positive)  # epochs per trial
+    trials: int = _setting(20, _at_most(MAX_TRIALS, "a whole number of trials"))  # trials in this stage (at most 100,000)
+    epochs: int = _setting(2, _at_most(MAX_EPOCHS, "a whole number of epochs"))  # epochs per trial
 
 
 def _default_fine() -> "StageConfig":
@@ -198,8 +228,8 @@ class SearchConfig:
 
 @dataclass
 class Recipe:
-    name: str = "run"  # names the run folder: runs/<name>/<command>-<timestamp>/
-    seed: int = 0  # seeds torch, numpy and python; same recipe and seed -> same numbers on CPU
+    name: str = _setting("run", _name)  # names the run folder: runs/<name>/<command>-<timestamp>/ (at most 100 characters)
+    seed: int = _setting(0, _seed)  # seeds torch, numpy and python, in [0, 2**32 - 1]; same recipe and seed -> same numbers on CPU
     device: str = _setting("auto", _device)  # auto = CUDA, then MPS, then CPU
     precision: str = _setting("auto", _one_of(*PRECISIONS))  # auto = bf16 autocast on CUDA where supported, else fp32
     data: DataConfig = field(default_factory=DataConfig)
@@ -253,8 +283,15 @@ def _type_name(tp: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return quote(value, 60)
+
+
+def quote(value: Any, limit: int = QUOTE) -> str:
+    """`repr(value)` cut to `limit` characters: what an error message quotes of a value (never the whole of a huge one)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxdict, short.maxlist, short.maxtuple, short.maxstring, short.maxother = 3, 8, 8, 8, limit, limit
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _convert(value: Any, tp: Any, path: str) -> Any:
@@ -290,10 +327,12 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if isinstance(value, bool):
             return value
     elif tp is int:
+        if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+            if abs(value) <= MAX_INT or path == "seed":  # the seed has its own range, said by its check
+                return value
+            raise BadInput(f"expected a whole number of at most 2**53, got {_describe(value)}", where=path)
     elif tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string; accept it
             try:
@@ -381,14 +420,123 @@ def _check_search_param(recipe: Recipe, key: str, param: SearchParam) -> None:
         raise BadInput(f"log: true needs low > 0, got {param.low}", where=where)
     if param.type == "int" and (param.low != int(param.low) or param.high != int(param.high)):
         raise BadInput("an int parameter needs whole-number bounds", where=where)
+    check = _field_check(key)
+    for end in ("low", "high"):
+        expected = check(getattr(param, end)) if check is not None else None
+        if expected:
+            raise BadInput(f"{key} takes {expected}, so its range cannot reach {getattr(param, end):g}", where=f"{where}.{end}")
+
+
+def _field_check(path: str) -> Callable[[Any], str | None] | None:
+    """The value check of the recipe field at a dotted key path (optim.lr -> OptimConfig.lr's), or None."""
+    cls: Any = Recipe
+    check = None
+    for part in path.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return None
+        check = fields[part].metadata.get("check")
+        cls = typing.get_type_hints(cls)[part]
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# Reading YAML safely: duplicate keys, deep nesting and alias bombs are errors, not hangs or crashes
+# --------------------------------------------------------------------------------------------
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what no recipe needs and what can hang or crash a reader: a key given twice
+    in one mapping (YAML says keys are unique; PyYAML silently keeps the last), nesting deeper than MAX_DEPTH
+    (PyYAML composes recursively: 5,000 levels is a RecursionError). Alias bombs are bounded after loading
+    (`check_size`): PyYAML shares an aliased node, so loading one is cheap; expanding it is what explodes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"the recipe nests deeper than {MAX_DEPTH} levels; no recipe needs that many", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` merges keys that the mapping's own keys then override
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeConstructor reports it
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {quote(key, 60)} in one mapping (first given at line {first.line + 1}); give each key once",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text -> plain data, through RecipeLoader and `check_size` (yaml.YAMLError or BadInput on refusal)."""
+    data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
+    check_size(data, where=None)
+    return data
+
+
+def check_size(data: Any, where: str | None = "recipe") -> None:
+    """BadInput when `data` (YAML loaded, or a dict from Python) would expand to more than MAX_VALUES values or
+    MAX_DEPTH levels, or refers to itself. Shared lists and mappings (YAML aliases) count once per use, as
+    copying, printing or hashing the recipe would see them; each is measured once, so the check is cheap."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values when expanded, depth)
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        key = id(node)
+        children = [v for pair in node.items() for v in pair] if isinstance(node, dict) else list(node)
+        if done:
+            open_.discard(key)
+            inner = [sizes.get(id(c), (1, 1)) if isinstance(c, (dict, list, tuple)) else (1, 0) for c in children]
+            count = 1 + sum(n for n, _ in inner)
+            depth = 1 + max((d for _, d in inner), default=0)
+            if count > MAX_VALUES:
+                raise BadInput(
+                    f"expands to more than {MAX_VALUES:,} values (YAML aliases repeat what they point to: an alias bomb?); "
+                    "a recipe needs a few hundred",
+                    where=where,
+                )
+            if depth > MAX_DEPTH:
+                raise BadInput(
+                    f"nests deeper than {MAX_DEPTH} levels once its YAML aliases are expanded; no recipe needs that many", where=where
+                )
+            sizes[key] = (count, depth)
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise BadInput("refers to itself (a YAML alias inside the value it names); a recipe must be a tree of values", where=where)
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list, tuple)) and id(c) not in sizes)
 
 
 def parse_recipe(raw: Any, source: Path | None = None) -> Recipe:
     """Plain data (as loaded from YAML) -> a validated `Recipe`."""
     if raw is None:
         raw = {}
+    check_size(raw)
     if isinstance(raw, dict) and "name" not in raw and source is not None:
-        raw = {**raw, "name": source.stem}
+        raw = {**raw, "name": source.stem[:MAX_NAME]}
     recipe = _parse_section(Recipe, raw, "")
     recipe.source = source
     _cross_checks(recipe)
@@ -401,7 +549,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     A bare name that is not a file (`quickstart`) is the bundled recipe of that name."""
     path = resolve_recipe_path(Path(path))
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
+    except BadInput as exc:
+        raise BadInput(str(exc), where=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -419,7 +569,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         return parse_recipe(raw, source=path.resolve())
     except BadInput as exc:
         given = next((text for text, key, _ in reversed(assignments) if exc.where and _overlaps(exc.where, key)), None)
-        raise BadInput(f"{exc} ({f'from --set {given}' if given else f'in {path}'})") from None
+        raise BadInput(f"{exc} ({f'from --set {quote(given)[1:-1]}' if given else f'in {path}'})") from None
 
 
 def resolve_recipe_path(path: Path) -> Path:
@@ -449,7 +599,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise BadInput(f"expected KEY=VALUE such as optim.lr=0.1, got {text!r}", where="--set")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), read_yaml(value)
+    except BadInput as exc:
+        raise BadInput(f"the value of {key.strip()!r}: {exc}", where="--set") from None
     except yaml.YAMLError:
         raise BadInput(f"the value of {key!r} is not valid YAML: {value!r}", where="--set") from None
 
@@ -512,8 +664,8 @@ def resolve_target(spec: str, base_dir: Path | None, where: str) -> Callable[...
                 f" (looked for {module_name.replace('.', '/')}.py next to the recipe in {base_dir} and on sys.path)" if base_dir else ""
             )
             raise BadInput(f"cannot import module {module_name!r}{looked}: {exc}", where=where) from None
-        except Exception as exc:  # the user's module raised while importing
-            raise BadInput(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}", where=where) from None
+        except (Exception, SystemExit, GeneratorExit) as exc:  # the user's module raised (or exited) while importing
+            raise BadInput(f"importing {module_name!r} failed: {raised(exc)}", where=where) from None
     try:
         obj = module
         for part in attr.split("."):
@@ -536,9 +688,9 @@ def _import_file(path: Path, module_name: str, where: str) -> types.ModuleType:
     try:
         sys.modules[unique] = module
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit, GeneratorExit) as exc:
         sys.modules.pop(unique, None)
-        raise BadInput(f"importing {path} failed: {type(exc).__name__}: {exc}", where=where) from None
+        raise BadInput(f"importing {path} failed: {raised(exc)}", where=where) from None
     finally:
         sys.path.remove(str(path.parent))
     return module
@@ -550,10 +702,20 @@ def call_target(fn: Callable[..., Any], args: dict[str, Any], where: str) -> Any
         return fn(**args)
     except BadInput:
         raise
-    except Exception as exc:  # the user's code raised: report it as their input, without a traceback
+    except (Exception, SystemExit, GeneratorExit) as exc:  # the user's code raised (or exited): their input, without a traceback
         name = getattr(fn, "__name__", repr(fn))
         call = f"calling {name!r} with " if name != "<lambda>" else ""
-        raise BadInput(f"{call}args {args} failed: {type(exc).__name__}: {exc}", where=where) from None
+        raise BadInput(f"{call}args {quote(args)} failed: {raised(exc)}", where=where) from None
+
+
+def raised(exc: BaseException) -> str:
+    """What a user's code raised, for a message: `ValueError: ...` (its text cut to QUOTE characters); SystemExit and
+    GeneratorExit say that the code tried to end the program, which a builder must not do."""
+    text = str(exc)
+    text = text if len(text) <= RAISED else text[: RAISED - 3] + "..."
+    if isinstance(exc, (SystemExit, GeneratorExit)):
+        return f"it raised {type(exc).__name__}({text}) (it must return its object, or raise an exception; not end the program)"
+    return f"{type(exc).__name__}: {text}"
 
 
 def check_args(fn: Callable[..., Any], args: dict[str, Any], where: str, skip: tuple[str, ...] = ()) -> None:

@@ -6,6 +6,6 @@ measures (tables of numbers), decides (a pure function from those numbers to a V
 Result; it never prints, never imports Typer or Rich, never writes files (search's study journal aside:
 it is the study's state, so that a search resumes).
 
-May import: nndiag.errors, nndiag.formatting, nndiag.codes, nndiag.findings, nndiag.result, nndiag.config,
+May import: nndiag.errors, nndiag.formatting, nndiag.processes, nndiag.codes, nndiag.findings, nndiag.result, nndiag.config,
 nndiag.zoo, nndiag.training.
 """

@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from nndiag import processes
 from nndiag.errors import BadInput
 
 
@@ -41,6 +42,9 @@ class Curves:
     chance_loss: float | None = None  # the loss of a model that knows nothing (ln C), when the caller knows it
     chance_acc: float | None = None  # the accuracy of chance (1/C), when the caller knows it
     lr_chosen: str | None = None  # what chose the LR this run trained at (babysit: "the search"): the LR rules then only inform
+    damage: dict[str, Any] = field(default_factory=dict)  # what could not be read: records, unreadable, truncated, at (event files)
+    state: dict[str, Any] = field(default_factory=dict)  # an unfinished run: its folder's summary.json status and whether it still runs
+    short_by_request: bool = False  # the run was asked for this few steps (train --max-steps): too little data is a warning
 
     def loss(self) -> pd.Series | None:
         """The training loss the shape rules read: dense, else the fit view's."""
@@ -142,19 +146,44 @@ def _pick(columns: list[str], names: Iterable[str], given: str | None, path: Pat
     return next((lower[n] for n in names if n in lower), None)
 
 
-def _numeric(raw: pd.Series, column: str, path: Path) -> pd.Series:
-    """Logged cells only (blanks dropped) as floats; 'nan'/'inf' are kept as real non-finite values."""
+def _column(raw: pd.Series, column: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One column as (values, logged): floats for every row, and which rows were logged. A number column (read as
+    numbers, blank = NaN) is logged where it is not NaN; a text column is logged where its cell is not blank, and
+    'nan'/'inf' there are real non-finite values."""
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        values = raw.to_numpy(dtype=float, na_value=np.nan)
+        return values, ~np.isnan(values)
     text = raw.astype(str).str.strip()
-    text = text[text != ""]
-    values = pd.to_numeric(text, errors="coerce")
-    bad = values.isna() & ~text.str.lower().isin(["nan", "-nan", "na"])
+    logged = (text != "").to_numpy() & raw.notna().to_numpy()
+    values = pd.to_numeric(text.where(logged, "nan"), errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & logged & ~text.str.lower().isin(["nan", "-nan", "na"]).to_numpy()
     if bad.any():
-        row = int(bad.idxmax())
+        row = int(np.argmax(bad))
         raise BadInput(
-            f"{path}: column {column!r} holds a non-number {text[row]!r} on data row {row + 1}; "
+            f"{path}: column {column!r} holds a non-number {_quote(text.iloc[row])} on data row {row + 1}; "
             "a curve needs numbers (blank cells are fine)"
         )
-    return values.astype(float)
+    return values, logged
+
+
+def _quote(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _first_rows(path: Path) -> tuple[list[str], list[str] | None]:
+    """The header and the first data row of a CSV file, as cells (None: no data row)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = csv.reader(handle, skipinitialspace=True)
+            header = next(rows, None)
+            first = next(rows, None)
+    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+        raise BadInput(f"{path}: not a readable CSV file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not header:
+        raise BadInput(f"{path}: not a readable CSV file (it is empty: no header row)")
+    return header, first
 
 
 def read_csv(
@@ -165,14 +194,60 @@ def read_csv(
     train_acc: str | None = None,
     val_acc: str | None = None,
 ) -> Curves:
-    """One CSV file -> Curves (dense training loss plus the train/val view), or BadInput."""
+    """One CSV file -> Curves (dense training loss plus the train/val view), or BadInput.
+
+    Only the columns a curve needs are read, as numbers where they are numbers (a 10-million-row log costs
+    about what pandas alone spends on it). A first data row with more cells than the header is refused (a column
+    without a name; pandas would silently take the first column as the index, shifting every name); empty extra
+    cells (a trailing comma on every row) are dropped, and so is an extra cell on a later row."""
     if not path.exists():
         raise BadInput(f"{path}: no such file")
+    header, first = _first_rows(path)
+    if first is not None and len(first) > len(header) and any(cell.strip() for cell in first[len(header) :]):
+        raise BadInput(
+            f"{path}: data row 1 has {len(first)} cells but the header names {len(header)} columns ({', '.join(header)}); "
+            "every row needs one cell per column (blank cells are fine)"
+        )
+    import warnings
+
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)  # "Length of header ... does not match": empty extra cells only
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # a column of numbers and text: read as text (_column)
+            names = [str(c) for c in pd.read_csv(path, nrows=0, index_col=False, skipinitialspace=True, encoding="utf-8-sig").columns]
+            wanted = _wanted(names, x, train, val, train_acc, val_acc, path)
+            frame = pd.read_csv(
+                path,
+                usecols=wanted,
+                index_col=False,
+                keep_default_na=False,
+                na_values=[""],
+                skipinitialspace=True,
+                encoding="utf-8-sig",
+            )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise BadInput(f"{path}: not a readable CSV file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    return _from_text(frame, path, x, train, val, train_acc, val_acc)
+    if frame.empty:
+        raise BadInput(f"{path}: the CSV has a header ({', '.join(names)}) but no rows")
+    return _read_frame(frame[[c for c in names if c in wanted]], path, x, train, val, train_acc, val_acc, all_columns=names)
+
+
+def _wanted(
+    names: list[str], x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None, path: Path
+) -> list[str]:
+    """The columns a curve may read: the named or recognised x, loss and accuracy columns (and epoch, for the default x)."""
+    picked = [
+        _pick(names, (), x, path, "--x") if x else None,
+        _pick(names, TRAIN_LOSS, train, path, "--train"),
+        _pick(names, VAL_LOSS, val, path, "--val"),
+        _pick(names, TRAIN_ACC, train_acc, path, "--train-acc"),
+        _pick(names, VAL_ACC, val_acc, path, "--val-acc"),
+    ]
+    if not x:
+        lower = {c.strip().lower(): c for c in names}
+        picked += [lower.get("epoch"), next((lower[n] for n in X_NAMES if n in lower), None)]
+    wanted = {c for c in picked if c is not None}
+    return [c for c in names if c in wanted] or names[:1]
 
 
 def from_frame(
@@ -188,26 +263,26 @@ def from_frame(
     import io
 
     frame = pd.read_csv(io.StringIO(table.to_csv(index=False)), dtype=str, keep_default_na=False, skipinitialspace=True)
-    return _from_text(frame, Path(label), x, train, val, train_acc, val_acc)
-
-
-def _from_text(
-    frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None
-) -> Curves:
-    """A CSV read as text (blank = not logged) -> Curves."""
-    columns = [str(c) for c in frame.columns]
     if frame.empty:
-        raise BadInput(f"{path}: the CSV has a header ({', '.join(columns)}) but no rows")
-    return _read_frame(frame, path, x, train, val, train_acc, val_acc)
+        raise BadInput(f"{label}: the table has columns ({', '.join(str(c) for c in frame.columns)}) but no rows")
+    return _read_frame(frame, Path(label), x, train, val, train_acc, val_acc)
 
 
 def _read_frame(
-    frame: pd.DataFrame, path: Path, x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None
+    frame: pd.DataFrame,
+    path: Path,
+    x: str | None,
+    train: str | None,
+    val: str | None,
+    train_acc: str | None,
+    val_acc: str | None,
+    all_columns: list[str] | None = None,
 ) -> Curves:
-    """A table of text cells (blank = not logged), one column per metric -> Curves."""
+    """A table, one column per metric (numbers with NaN = not logged, or text with blank = not logged) -> Curves."""
     columns = [str(c) for c in frame.columns]
+    shown = all_columns or columns
     kind = "tag" if is_events(path) else "column"
-    xcol = _pick(columns, (), x, path, "--x") if x else _default_x(frame, columns)
+    xcol = _pick(columns, (), x, path, "--x") if x else _default_x(frame, columns, path)
     cols = {
         "train_loss": _pick(columns, TRAIN_LOSS, train, path, "--train"),
         "val_loss": _pick(columns, VAL_LOSS, val, path, "--val"),
@@ -216,21 +291,28 @@ def _read_frame(
     }
     if cols["train_loss"] is None and cols["val_loss"] is None:
         raise BadInput(
-            f"{path}: no loss {kind} recognised among the {kind}s {', '.join(columns)}; name them with "
+            f"{path}: no loss {kind} recognised among the {kind}s {', '.join(shown)}; name them with "
             f"--train {kind.upper()} and/or --val {kind.upper()} (recognised: train_loss, train/loss, loss, val_loss, "
             "val/loss, valid_loss, eval/loss, ...)"
         )
-    xs = _numeric(frame[xcol], xcol, path) if xcol else pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
+    if xcol:
+        xs, x_logged = _column(frame[xcol], xcol, path)
+        x_ok = x_logged & np.isfinite(xs)
+    else:
+        xs, x_ok = np.arange(len(frame), dtype=float), np.ones(len(frame), dtype=bool)
     series: dict[str, pd.Series] = {}
     for key, col in cols.items():
         if col is None or col == xcol:
             continue
-        values = _numeric(frame[col], col, path)
-        values = values[values.index.isin(xs.index[np.isfinite(xs.to_numpy())])]
-        if not len(values):
+        values, logged = _column(frame[col], col, path)
+        keep = logged & x_ok
+        if not keep.any():
             continue
-        s = pd.Series(values.to_numpy(), index=xs[values.index].to_numpy(), name=key)
-        series[key] = s[~s.index.duplicated(keep="last")].sort_index()
+        s = pd.Series(values[keep], index=xs[keep], name=key)
+        index = s.index.to_numpy()
+        if len(index) > 1 and not bool(np.all(index[1:] > index[:-1])):  # not strictly increasing: the last value at an x wins
+            s = s[~s.index.duplicated(keep="last")].sort_index()
+        series[key] = s
     if "train_loss" not in series and "val_loss" not in series:
         raise BadInput(f"{path}: the loss {kind}s ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
     xname = xcol or "row"
@@ -248,14 +330,16 @@ def _read_frame(
     )
 
 
-def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
+def _default_x(frame: pd.DataFrame, columns: list[str], path: Path) -> str | None:
     """step-like columns first; 'epoch' when the file has one row per epoch (nndiag's train_epochs.csv)."""
     lower = {c.strip().lower(): c for c in columns}
     if "epoch" in lower:
-        epochs = frame[lower["epoch"]].astype(str).str.strip()
-        epochs = epochs[epochs != ""]
-        if len(epochs) and epochs.is_unique:
-            return lower["epoch"]
+        values, logged = _column(frame[lower["epoch"]], lower["epoch"], path)
+        epochs = values[logged]
+        if len(epochs) and not (np.diff(epochs[:4096]) == 0).any():  # a step-level log repeats its epoch at once: no need to look further
+            steps = np.diff(epochs)
+            if bool((steps > 0).all()) or len(np.unique(epochs)) == len(epochs):
+                return lower["epoch"]
     return next((lower[n] for n in X_NAMES if n in lower), None)
 
 
@@ -274,37 +358,62 @@ def read_events(
     train_acc: str | None = None,
     val_acc: str | None = None,
 ) -> Curves:
-    """A TensorBoard event file, or a folder of them (one run), -> Curves: the scalar tags become columns, x is the step."""
-    frame = _event_frame(path)
+    """A TensorBoard event file, or a folder of them (one run), -> Curves: the scalar tags become columns, x is the step.
+    Records that cannot be read (corrupted bytes, a file cut short) are skipped and counted (Curves.damage); a log
+    that lost most of its records is BadInput, not a verdict."""
+    frame, damage = _event_frame(path)
     curves = _read_frame(frame, path, x or str(frame.columns[0]), train, val, train_acc, val_acc)  # default x: the logged step
     curves.key = path if path.is_dir() else path.parent
     curves.label = curves.key.name or path.name
+    curves.damage = damage
     return curves
 
 
-def _event_frame(path: Path) -> pd.DataFrame:
-    """Every scalar of an event file (or a run folder of them) as one row per step, one text column per tag (blank = not logged)."""
+def _event_frame(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every scalar of an event file (or a run folder of them) as one row per step, one text column per tag (blank =
+    not logged), and what could not be read."""
     try:
-        from tensorboard.backend.event_processing import event_accumulator
+        from tensorboard.compat.proto import event_pb2
         from tensorboard.util import tensor_util
     except ImportError:
         raise BadInput(f"{path}: reading TensorBoard event files needs the tensorboard package: {TENSORBOARD_HINT}") from None
-    guidance = {event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0}  # 0 = keep every point
-    try:
-        acc = event_accumulator.EventAccumulator(str(path), size_guidance=guidance)
-        acc.Reload()
-        rows: dict[int, dict[str, float]] = {}
-        tags = acc.Tags()
-        for tag in tags.get("scalars", []):
-            for ev in acc.Scalars(tag):
-                rows.setdefault(int(ev.step), {})[tag] = float(ev.value)
-        for tag in tags.get("tensors", []):  # scalars written as 0-d tensors (tf.summary v2 style)
-            for ev in acc.Tensors(tag):
-                value = tensor_util.make_ndarray(ev.tensor_proto)
-                if value.ndim == 0 and np.issubdtype(value.dtype, np.number):
-                    rows.setdefault(int(ev.step), {})[tag] = float(value)
-    except Exception as exc:  # a corrupt or foreign file: tensorboard raises many kinds
-        raise BadInput(f"{path}: not a readable TensorBoard event file ({type(exc).__name__}: {exc})") from None
+    files = sorted(p for p in path.iterdir() if p.is_file() and EVENTS in p.name) if path.is_dir() else [path]
+    rows: dict[int, dict[str, float]] = {}
+    damage: dict[str, Any] = {"records": 0, "unreadable": 0, "truncated": False, "at": []}
+    for file in files:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise BadInput(f"{file}: cannot be read ({exc.strerror})") from None
+        records, bad, truncated = tfrecords(data)
+        damage["records"] += len(records) + len(bad)
+        damage["unreadable"] += len(bad)
+        damage["truncated"] = damage["truncated"] or truncated
+        damage["at"] += [f"{file.name} byte {offset}" for offset in bad[:3]]
+        for payload in records:
+            event = event_pb2.Event()
+            try:
+                event.ParseFromString(payload)
+            except Exception:  # a record whose checksum held but whose bytes are no Event: not ours to read
+                damage["unreadable"] += 1
+                continue
+            for value in event.summary.value:
+                kind = value.WhichOneof("value")
+                if kind == "simple_value":
+                    rows.setdefault(int(event.step), {})[value.tag] = float(value.simple_value)
+                elif kind == "tensor":  # scalars written as 0-d tensors (tf.summary v2 style)
+                    try:
+                        array = tensor_util.make_ndarray(value.tensor)
+                    except Exception:
+                        continue
+                    if array.ndim == 0 and np.issubdtype(array.dtype, np.number):
+                        rows.setdefault(int(event.step), {})[value.tag] = float(array)
+    if damage["records"] == 0 or (damage["unreadable"] and damage["unreadable"] * 2 >= damage["records"]):
+        lost = f"{damage['unreadable']} of its {damage['records']} records are unreadable" if damage["records"] else "no record is readable"
+        raise BadInput(
+            f"{path}: not a readable TensorBoard event file: {lost} (corrupted or cut short{', at ' + ', '.join(damage['at']) if damage['at'] else ''}); "
+            "a log that lost most of itself gets no verdict"
+        )
     if not rows:
         raise BadInput(f"{path}: the TensorBoard log holds no scalars (nothing logged with add_scalar / self.log)")
     steps = sorted(rows)
@@ -313,7 +422,96 @@ def _event_frame(path: Path) -> pd.DataFrame:
     data = {step_col: [str(s) for s in steps]}
     for name in names:
         data[name] = [repr(rows[s][name]) if name in rows[s] else "" for s in steps]
-    return pd.DataFrame(data, dtype=str)
+    return pd.DataFrame(data, dtype=str), damage
+
+
+# -- TFRecord framing: each record is uint64 length, uint32 masked CRC-32C of the length, the bytes, and their masked CRC
+
+
+def _crc_table() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # CRC-32C (Castagnoli), reflected
+        table[i] = crc
+    return table
+
+
+CRC_TABLE = _crc_table()
+_CRC_LIST = CRC_TABLE.tolist()  # plain ints: a Python loop indexes a list far faster than a numpy array
+BATCH_CRC_BYTES = 4096  # records up to this long are checked together (numpy, byte position by byte position); longer ones alone
+
+
+def _masked(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    table = _CRC_LIST
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_many(payloads: list[bytes]) -> list[int]:
+    """CRC-32C of many short byte strings at once: one numpy step per byte position instead of one Python step per byte."""
+    if not payloads:
+        return []
+    lengths = np.array([len(p) for p in payloads])
+    buffer = np.zeros((len(payloads), int(lengths.max())), dtype=np.uint8)
+    for i, p in enumerate(payloads):
+        buffer[i, : len(p)] = np.frombuffer(p, dtype=np.uint8)
+    crc = np.full(len(payloads), 0xFFFFFFFF, dtype=np.uint32)
+    for j in range(buffer.shape[1]):
+        stepped = CRC_TABLE[(crc ^ buffer[:, j]) & 0xFF] ^ (crc >> 8)
+        crc = np.where(lengths > j, stepped, crc)
+    return [int(c) ^ 0xFFFFFFFF for c in crc]
+
+
+def _header_ok(data: bytes, pos: int) -> bool:
+    import struct
+
+    return pos + 12 <= len(data) and _masked(crc32c(data[pos : pos + 8])) == struct.unpack_from("<I", data, pos + 8)[0]
+
+
+def tfrecords(data: bytes) -> tuple[list[bytes], list[int], bool]:
+    """The whole records of a TFRecord file (TensorBoard's event files), the byte offsets where unreadable records
+    start, and whether the file ends in the middle of a record. A record with a bad length header is skipped up to
+    the next offset where a valid header begins (TensorBoard's own reader stops there and silently loses the rest)."""
+    import struct
+
+    spans: list[tuple[int, int, int]] = []  # (start, payload start, payload end) of records whose header holds
+    bad: list[int] = []
+    pos, size, truncated = 0, len(data), False
+    while pos < size:
+        if not _header_ok(data, pos):
+            if pos + 12 > size:
+                bad.append(pos)
+                truncated = True
+                break
+            bad.append(pos)
+            pos = next((p for p in range(pos + 1, size - 11) if _header_ok(data, p)), size)
+            continue
+        (length,) = struct.unpack_from("<Q", data, pos)
+        end = pos + 12 + length
+        if end + 4 > size:
+            bad.append(pos)
+            truncated = True
+            break
+        spans.append((pos, pos + 12, end))
+        pos = end + 4
+    short = [i for i, (_, a, b) in enumerate(spans) if b - a <= BATCH_CRC_BYTES]
+    crcs = dict(zip(short, _crc32c_many([data[spans[i][1] : spans[i][2]] for i in short])))
+    records = []
+    for i, (start, a, b) in enumerate(spans):
+        crc = crcs[i] if i in crcs else crc32c(data[a:b])
+        if _masked(crc) == struct.unpack_from("<I", data, b)[0]:
+            records.append(data[a:b])
+        else:
+            bad.append(start)
+    return records, sorted(bad), truncated
 
 
 def _runs_in(folder: Path) -> list[Path]:
@@ -367,6 +565,9 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
     for part in parts:
         by_folder.setdefault(_home(Path(part.sources[0])), []).append(part)
     for folder, group in by_folder.items():
+        state = run_state(folder)
+        for part in group:
+            part.state = state
         with_val = [c for c in group if "val_loss" in c.fit]
         if len(group) > 1 and len(with_val) == 1:
             main = with_val[0]
@@ -382,6 +583,33 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
             runs.extend(group)
     unique_labels(runs)
     return runs
+
+
+UNFINISHED = ("running", "interrupted", "crashed")  # states of a run that has not finished (summary.json's status, or its run.state)
+
+
+def run_state(folder: Path) -> dict[str, Any]:
+    """An unfinished run's state from its folder's summary.json: nndiag train writes status "running" when it starts
+    (with the process on record under `run`) and "interrupted" on Ctrl-C; a session of the callbacks records its
+    state under `run.state`. {status, alive (is its process still running), command}; {} for a finished run."""
+    import json
+
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(summary, dict):
+        return {}
+    owner = summary.get("run") if isinstance(summary.get("run"), dict) else {}
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    status = summary.get("status") if summary.get("status") in UNFINISHED else None
+    state = str(owner.get("state") or status or metrics.get("stopped") or "")  # metrics.stopped: a session's final summary
+    if state.startswith("exception: "):  # a session's "exception: KeyboardInterrupt"
+        state = "interrupted" if state.endswith("KeyboardInterrupt") else "crashed"
+    if state not in UNFINISHED:
+        return {}
+    alive = state == "running" and bool(owner) and not processes.gone(owner)
+    return {"status": state, "alive": alive, "command": summary.get("command", "the run")}
 
 
 def _home(source: Path) -> Path:

@@ -73,6 +73,14 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
                          or, without accuracies, train loss <= GAP_LOSS_RATIO x val loss at the end,
                          with the gap >= GAP_LOSS_MIN x the first val loss, and the two closer than
                          that at the start.
+  too-little-data  fail  fewer than MIN_DATA points of training loss and of validation loss (1 or 2: a run that
+                         died after a step), and not diverged: no rule can read them, so the log is no pass
+                         (warn when `train` was asked for this few steps with --max-steps).
+  log-damaged      warn  records of a TensorBoard event file could not be read (corrupted bytes, a file cut short):
+                         the count, and where; the verdict reads the rest. A log that lost at least half of its
+                         records is bad input (exit 2), not a verdict.
+  run-incomplete   info  the run folder's summary.json says the run is still running (its process is alive);
+                   warn  ... or was interrupted, or says running while its process is gone (killed).
   underfitting     warn  train and validation close (|val - train| <= UNDERFIT_CLOSE x the larger,
                          and |acc gap| <= UNDERFIT_CLOSE_ACC when known) and both poor: the training
                          loss ended >= UNDERFIT_LEVEL x its initial value. Not with lr-too-low (the
@@ -97,6 +105,9 @@ from nndiag.result import Result
 # Calibrated on the corpus of real training logs in tests/data/curves/ (benchmarks/curves_corpus.py;
 # margins in benchmarks/results/curves_corpus.md) and on the synthetic curves of tests/curvegen.py.
 MIN_POINTS = 8  # shape rules need at least this many points of training loss
+MIN_DATA = 3  # a log whose training and validation loss both have fewer points is too-little-data, not a pass (a run that died)
+MAX_JUDGED = 20_000  # the shape rules read at most this many points: a longer curve is judged on every k-th logged point (each a
+#                      raw point, so its noise is kept) and its smoothed curve is interpolated; curves.csv keeps the same points
 NOISY_MIN_POINTS = 30  # noise is only estimated on curves this long (step-level logs)
 DIVERGE_FACTOR = DIVERGENCE_FACTOR  # x S; CS231n: a loss above ~3x the initial one means stop early
 SPIKE_POINTS = 2  # logged train-loss points above DIVERGE_FACTOR x the initial loss that make a divergence (one is a bad batch)
@@ -160,10 +171,26 @@ def window(n: int) -> int:
 
 
 def smooth(y: np.ndarray) -> np.ndarray:
-    """Centred rolling median (robust to spikes); short series are returned as they are."""
+    """Centred rolling median (robust to spikes); short series are returned as they are. A series longer than
+    MAX_JUDGED is smoothed on every k-th point and interpolated back (bounded time whatever its length)."""
+    y = np.asarray(y, dtype=float)
     if len(y) < 3:
-        return np.asarray(y, dtype=float)
+        return y
+    if len(y) > MAX_JUDGED:
+        at = thinned_positions(len(y))
+        return np.interp(np.arange(len(y)), at, smooth(y[at]))
     return pd.Series(y).rolling(window(len(y)), center=True, min_periods=1).median().to_numpy()
+
+
+def thinned_positions(n: int, limit: int = MAX_JUDGED) -> np.ndarray:
+    """Every k-th position of n (k = ceil(n / limit)), and the last one: at most limit + 1 positions."""
+    step = max(1, math.ceil(n / limit))
+    return np.unique(np.r_[np.arange(0, n, step), n - 1]) if n else np.arange(0)
+
+
+def thin(series: pd.Series, limit: int = MAX_JUDGED) -> pd.Series:
+    """A long series as every k-th logged point (and its last): what the shape rules and curves.csv read."""
+    return series if len(series) <= limit else series.iloc[thinned_positions(len(series), limit)]
 
 
 def head(n: int) -> int:
@@ -206,6 +233,7 @@ class Shape:
 
     @classmethod
     def of(cls, series: pd.Series) -> "Shape":
+        series = thin(series)
         x = series.index.to_numpy(dtype=float)
         y = series.to_numpy(dtype=float)
         n = len(y)
@@ -273,11 +301,18 @@ def _x(name: str, v: float) -> str:
 def decide(curves: Curves) -> Verdict:
     """The verdict over one run's curves. Pure: numbers in, findings out."""
     verdict = Verdict()
+    _log_state(verdict, curves)
     loss = curves.loss()
+    val = curves.fit.get("val_loss")
     if loss is None or not len(loss):
+        if val is not None and len(val) < MIN_DATA:
+            _too_little(verdict, curves, 0, len(val))
         return verdict
     lx = curves.loss_x()
     if _diverged(verdict, curves, loss, lx):
+        return verdict
+    if len(loss) < MIN_DATA and (val is None or len(val) < MIN_DATA):
+        _too_little(verdict, curves, len(loss), 0 if val is None else len(val))
         return verdict
     shape = Shape.of(loss) if len(loss) >= MIN_POINTS else None
     if shape is not None:
@@ -301,6 +336,63 @@ def _at_chosen_lr(verdict: Verdict, chooser: str) -> None:
             finding.severity = "info"
             finding.message += f" (at the LR {chooser} chose, which measured it directly: not counted against the LR)"
             finding.evidence["at_chosen_lr"] = True
+
+
+def _too_little(verdict: Verdict, curves: Curves, train: int, val: int) -> None:
+    """1 or 2 points: no rule can read them, and "no problems found" would let a run that died after a step pass a CI gate."""
+    said = f"{train} point{'s' if train != 1 else ''} of training loss" + (f" and {val} of validation loss" if val else "")
+    verdict.add(
+        "too-little-data",
+        "warn" if curves.short_by_request else "fail",
+        f"the log holds only {said}: too few to judge (the rules need at least {MIN_DATA} points, the shape rules {MIN_POINTS})"
+        + ("; the run was asked for this few steps" if curves.short_by_request else "; a run that stopped this early is no pass"),
+        "Find out why the run stopped so early (a crash, a kill, a tiny max_steps) and log more points: the training loss "
+        "every optimizer step and the validation loss every epoch.",
+        train_points=train,
+        val_points=val,
+        minimum=MIN_DATA,
+    )
+
+
+def _log_state(verdict: Verdict, curves: Curves) -> None:
+    """What the log itself says besides its numbers: records that could not be read, a run that has not finished."""
+    damage = curves.damage
+    if damage.get("unreadable"):
+        unreadable, records = int(damage["unreadable"]), int(damage["records"])
+        how = "the file ends in the middle of a record: cut short, or still being written" if damage.get("truncated") else "corrupted bytes"
+        where = f", at {', '.join(damage['at'])}" if damage.get("at") else ""
+        verdict.add(
+            "log-damaged",
+            "warn",
+            f"{unreadable} of the {records} records of the TensorBoard log could not be read ({how}{where}); the verdict reads "
+            f"the other {records - unreadable}",
+            "Copy the event file again from where the run wrote it, or read the run's other logs (a CSV); a log cut short "
+            "by a full disk or a killed run has lost its end.",
+            unreadable=unreadable,
+            records=records,
+            truncated=bool(damage.get("truncated")),
+        )
+    state = curves.state
+    if state.get("status"):
+        points = len(curves.loss()) if curves.loss() is not None else 0
+        running = state["status"] == "running" and state.get("alive")
+        if running:
+            said = f"the run is still in progress: the verdict reads the {points} points of training loss logged so far"
+        elif state["status"] == "interrupted":
+            said = f"the run was interrupted (Ctrl-C) before it finished: the verdict reads the {points} points it logged"
+        elif state["status"] == "crashed":
+            said = f"the run crashed before it finished: the verdict reads the {points} points it logged"
+        else:
+            said = f"the run ended without finishing (its process is gone: killed?): the verdict reads the {points} points it logged"
+        verdict.add(
+            "run-incomplete",
+            "info" if running else "warn",
+            f"{said} (its summary.json says {state['status']!r})",
+            "Judge the finished run: wait for it to end, or run it again; the curves of a partial run often look still-improving.",
+            status=state["status"],
+            alive=bool(state.get("alive")),
+            points=points,
+        )
 
 
 DIVERGED_ADVICE = (
@@ -549,9 +641,11 @@ def _train_at(curves: Curves, xs: np.ndarray) -> np.ndarray | None:
     """Training loss at the fit points: the fit view's own, else the dense curve's smoothed values."""
     train = curves.fit.get("train_loss")
     if train is not None and len(train) >= 2:
+        train = thin(train)
         return np.interp(xs, train.index.to_numpy(float), smooth(train.to_numpy(float)))
     if curves.dense is not None and len(curves.dense) >= 2 and curves.x == curves.fit_x:
-        return np.interp(xs, curves.dense.index.to_numpy(float), smooth(curves.dense.to_numpy(float)))
+        dense = thin(curves.dense)
+        return np.interp(xs, dense.index.to_numpy(float), smooth(dense.to_numpy(float)))
     return None
 
 
@@ -734,6 +828,7 @@ def _still_improving(verdict: Verdict, curves: Curves, lx: str) -> None:
     series, name, xname = (val, "val loss", curves.fit_x) if val is not None and len(val) >= 4 else (curves.loss(), "train loss", lx)
     if series is None or len(series) < 4:
         return
+    series = thin(series)
     x = series.index.to_numpy(float)
     y = series.to_numpy(float)
     u = (x - x[0]) / (x[-1] - x[0] or 1.0)
@@ -776,6 +871,7 @@ def measure(runs: list[Curves]) -> tuple[pd.DataFrame, dict[str, Any]]:
         for name, xname, s in parts:
             if s is None or not len(s):
                 continue
+            s = thin(s)  # a long log's table holds the points the rules read, not all ten million
             values = s.to_numpy(float)
             rows.append(
                 pd.DataFrame(
@@ -818,6 +914,8 @@ def summarize(c: Curves) -> dict[str, Any]:
     if loss is not None and len(loss):
         finite = loss[np.isfinite(loss.to_numpy(float))]
         out["points"] = int(len(loss))
+        if len(loss) > MAX_JUDGED:
+            out["points_judged"] = int(len(thin(loss)))
         out["initial_train_loss"] = float(finite.iloc[0]) if len(finite) else math.nan
         out["final_train_loss"] = float(finite.iloc[-1]) if len(finite) else math.nan
         if len(finite) >= MIN_POINTS:

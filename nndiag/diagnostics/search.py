@@ -27,6 +27,7 @@ Rules (documented thresholds, all tested):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -36,7 +37,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -515,9 +516,32 @@ def spawn_workers(exp: Any, options: SearchOptions) -> list[subprocess.Popen]:
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=_ignore_sigint if os.name == "posix" else None,  # until the worker installs its own handler
             )
         )
     return procs
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the workers are being stopped (a second Ctrl-C must not cut that short); main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callable[[dict[str, Any]], None] | None) -> None:
@@ -537,14 +561,16 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
                 f"every worker process exited with an error (exit codes {codes}); run with --workers 1 to see why", where="--workers"
             )
     except BaseException:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(2)  # SIGINT: the worker releases its trial and exits
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        with _sigint_ignored():
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(2)  # SIGINT: the worker releases its trial and exits (a second one is ignored)
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
         raise
 
 

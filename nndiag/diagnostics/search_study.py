@@ -5,10 +5,18 @@ resumes it.
 How trials are shared without losing or repeating one:
   * A stage of N trials is N *slots* (0..N-1). Slot k's parameters are a pure function of the seed,
     the stage and k (see search.sample), so any process can (re)create it identically.
-  * A process "repairs" a stage: it fails stale RUNNING trials (journal: a dead PID on this host;
-    RDB: Optuna's heartbeat), then enqueues a WAITING trial for every slot that has no valid claim.
-  * Claiming pops a WAITING trial (Optuna's atomic WAITING -> RUNNING). If a lower-numbered valid
-    trial already holds the same slot (two processes repaired at once), the claim is discarded.
+  * A process "repairs" a stage: it fails stale RUNNING trials (journal: every process that claimed it
+    is provably gone -- a dead PID on this host, or a claim without its host; RDB: Optuna's heartbeat),
+    then enqueues a WAITING trial for every slot that has no valid claim.
+  * Claiming is two journal appends, each whole: first the claimer's owner record (host, PID and the
+    process's start time, in ONE attribute of its own, `claim:<host>:<pid>`), then Optuna's atomic
+    WAITING -> RUNNING pop. A kill between them leaves a WAITING trial that anyone may claim; a kill
+    after them leaves a RUNNING trial whose owner is on record, so the next repair sees it is gone. A
+    claimer that lost the pop keeps its record there, alive, so the trial is stale only once every
+    claimer is gone. If a lower-numbered valid trial already holds the same slot (two processes repaired
+    at once), the claim is discarded.
+  * The journal's file lock records its owner too (`OwnedLock`): a lock left by a process killed while
+    appending is released at once when its owner is gone, not after Optuna's 30 s grace period.
   * A claim is valid while WAITING or RUNNING, and once finished with an nndiag `status`
     (complete / diverged / failed). A FAIL without a status (a killed worker, Ctrl-C) frees its slot:
     the next repair enqueues it again with the same parameters.
@@ -26,13 +34,17 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from nndiag import processes
 from nndiag.errors import BadInput
 
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")  # URL schemes handed to Optuna's RDBStorage
 HEARTBEAT_S = 10  # RDB only: a running trial records a heartbeat this often (seconds)
 GRACE_S = 60  # RDB only: a RUNNING trial without a heartbeat for this long is failed and re-enqueued
-UNOWNED_S = 60  # a RUNNING trial that never recorded its owner's PID for this long is stale (seconds)
+UNOWNED_S = 60  # a RUNNING trial with no owner on record (not claimed by nndiag) for this long is stale (seconds)
+LOCK_GRACE_S = 30  # a journal lock whose owner is unknown or on another host is broken after this long unchanged (Optuna's)
+CLAIM = "claim:"  # user attribute prefix of a claimer's owner record: claim:<host>:<pid> -> {host, pid, started}
 FINISHED = ("complete", "diverged", "failed")  # nndiag statuses that finish a slot
+KILL_AT = "NNDIAG_TEST_KILL_AT"  # tests only: "claim:N" or "running:N" SIGKILLs this process at its Nth claim, after that append
 
 
 def open_storage(spec: str) -> Any:
@@ -44,9 +56,9 @@ def open_storage(spec: str) -> Any:
     if scheme is None:
         path = Path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+        from optuna.storages.journal import JournalFileBackend
 
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        backend = JournalFileBackend(str(path), lock_obj=owned_lock(str(path)))
         return optuna.storages.JournalStorage(backend)
     if scheme not in RDB_SCHEMES:
         raise BadInput(
@@ -96,18 +108,123 @@ def fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _alive(pid: int) -> bool:
-    """Is process `pid` running on this host? A zombie (killed, not yet reaped by its parent) is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def owner_record() -> dict[str, Any]:
+    """This process as a claim or a lock records it: host, PID and start time."""
+    return processes.record()
+
+
+def gone(record: dict[str, Any], host: str) -> bool:
+    """Is the process of an owner record provably gone (nndiag.processes.gone)?"""
+    return processes.gone(record, host)
+
+
+def owners(trial: Any) -> list[dict[str, Any]]:
+    """The owner records of every process that claimed `trial` (older journals: its `pid` and `host` attributes)."""
+    attrs = trial.user_attrs
+    records = [v for k, v in attrs.items() if k.startswith(CLAIM) and isinstance(v, dict)]
+    if not records and attrs.get("pid") is not None:
+        records = [{"pid": attrs["pid"], "host": attrs.get("host")}]
+    return records
+
+
+def _test_kill(point: str, count: int) -> None:
+    """Fault injection for the kill test: SIGKILL this process at the `count`th claim's `point` when NNDIAG_TEST_KILL_AT says so."""
+    if os.environ.get(KILL_AT) == f"{point}:{count}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def owned_lock(path: str) -> Any:
+    """The journal's file lock (Optuna's JournalFileOpenLock, same lock file), which records its owner: see OwnedLock."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    class OwnedLock(JournalFileOpenLock):
+        """Optuna's open-O_EXCL lock file, created whole with its owner's record inside (a hard link from a
+        temporary file: the lock never exists empty). A lock whose owner is provably gone (a process killed
+        while appending to the journal) is broken at once; one whose owner is unknown (an empty lock file from
+        another writer) or on another host, after LOCK_GRACE_S unchanged, as Optuna does."""
+
+        def __init__(self, filepath: str) -> None:
+            super().__init__(filepath, grace_period=LOCK_GRACE_S)
+            self.lock_path = filepath + ".lock"
+
+        def acquire(self) -> bool:
+            import time
+            import uuid
+
+            record = json.dumps(owner_record())
+            mine = f"{self.lock_path}.{uuid.uuid4().hex}.owner"
+            Path(mine).write_text(record)
+            try:
+                sleep, mtime, since = 0.001, None, time.monotonic()
+                while True:
+                    try:
+                        os.link(mine, self.lock_path)
+                        return True
+                    except FileExistsError:
+                        pass
+                    except OSError:  # no hard links here (some network file systems): create, then fill
+                        try:
+                            fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                        except FileExistsError:
+                            pass
+                        else:
+                            with os.fdopen(fd, "w") as handle:
+                                handle.write(record)
+                            return True
+                    holder = self._holder()
+                    if holder is not None and gone(holder, socket.gethostname()):
+                        self._break(holder)
+                        continue
+                    try:
+                        current = os.stat(self.lock_path).st_mtime
+                    except OSError:
+                        continue  # released meanwhile
+                    if current != mtime:
+                        mtime, since = current, time.monotonic()
+                    elif time.monotonic() - since > LOCK_GRACE_S:
+                        self._break(holder)
+                        continue
+                    time.sleep(sleep)
+                    sleep = min(sleep * 2, 0.1)
+            finally:
+                Path(mine).unlink(missing_ok=True)
+
+        def _holder(self, path: str | None = None) -> dict[str, Any] | None:
+            try:
+                record = json.loads(Path(path or self.lock_path).read_text() or "null")
+            except (OSError, ValueError):
+                return None
+            return record if isinstance(record, dict) else None
+
+        def _break(self, holder: dict[str, Any] | None) -> None:
+            """Remove a stale lock: move it aside first, so that a lock just taken by a live process is put back."""
+            import uuid
+
+            moved = f"{self.lock_path}.{uuid.uuid4().hex}.stale"
+            try:
+                os.rename(self.lock_path, moved)
+            except OSError:
+                return  # someone else removed it
+            if self._holder(moved) != holder:  # a live process took the lock between our look and the move: give it back
+                try:
+                    os.link(moved, self.lock_path)
+                except OSError:
+                    pass
+            Path(moved).unlink(missing_ok=True)
+
+        def release(self) -> None:
+            import uuid
+
+            moved = f"{self.lock_path}.{uuid.uuid4().hex}.rename"
+            try:
+                os.rename(self.lock_path, moved)
+            except OSError:
+                raise RuntimeError("Error: did not possess lock") from None
+            Path(moved).unlink(missing_ok=True)
+
+    return OwnedLock(path)
 
 
 class SearchStudy:
@@ -120,6 +237,7 @@ class SearchStudy:
         self.storage_spec = storage_spec
         self.storage = open_storage(storage_spec)
         self.host = socket.gethostname()
+        self.claims = 0  # claims this process has made (NNDIAG_TEST_KILL_AT counts them)
         try:
             self.study = optuna.create_study(storage=self.storage, study_name=name, direction=direction, load_if_exists=True)
         except Exception as exc:
@@ -194,15 +312,16 @@ class SearchStudy:
         for t in self.trials(stage):
             if t.state != TrialState.RUNNING:
                 continue
-            pid, host = t.user_attrs.get("pid"), t.user_attrs.get("host")
-            if pid is None:
+            records = owners(t)
+            if not records:  # RUNNING without any claim on record: not nndiag's claim; give it a while
                 started = t.datetime_start.replace(tzinfo=None) if t.datetime_start else now
                 stale = (now - started).total_seconds() > UNOWNED_S
             else:
-                stale = host == self.host and not _alive(int(pid))
+                stale = all(gone(r, self.host) for r in records)
             if stale:
+                who = ", ".join(f"{r.get('host')}:{r.get('pid')}" for r in records) or "unknown"
                 try:
-                    self.storage.set_trial_user_attr(t._trial_id, "lost", f"worker {host}:{pid} is gone")
+                    self.storage.set_trial_user_attr(t._trial_id, "lost", f"worker {who} is gone")
                     failed += bool(self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL))
                 except UpdateFinishedTrialError:
                     pass
@@ -225,19 +344,25 @@ class SearchStudy:
         for t in sorted(self.trials(stage), key=lambda t: t.number):
             if t.state != TrialState.WAITING:
                 continue
+            self.claims += 1
+            record = owner_record()  # one append: host, PID and start time together, before the trial is RUNNING
+            try:
+                self.storage.set_trial_user_attr(t._trial_id, f"{CLAIM}{record['host']}:{record['pid']}", record)
+            except UpdateFinishedTrialError:
+                continue
+            _test_kill("claim", self.claims)
             try:
                 if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
                     continue
             except UpdateFinishedTrialError:
                 continue
+            _test_kill("running", self.claims)
             slot = int(t.user_attrs["slot"])
             rivals = [u for u in self.trials(stage) if u.number < t.number and int(u.user_attrs["slot"]) == slot and self.holds_slot(u)]
             if rivals:  # another process enqueued this slot first: give ours up
                 self.storage.set_trial_user_attr(t._trial_id, "discarded", f"slot {slot} is held by trial {rivals[0].number}")
                 self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
                 continue
-            self.storage.set_trial_user_attr(t._trial_id, "pid", os.getpid())
-            self.storage.set_trial_user_attr(t._trial_id, "host", self.host)
             return self.optuna.Trial(self.study, t._trial_id)
         return None
 

@@ -75,13 +75,15 @@ def chance_levels(trainer: Trainer, exp: Experiment) -> dict[str, float]:
 
 def own_curves(history: History, facts: dict[str, Any]) -> curve_logs.Curves:
     """The run's own log as Curves, with the chance levels the run knows."""
-    return curve_logs.from_history(
+    own = curve_logs.from_history(
         history.steps,
         history.epochs,
         chance_loss=facts.get("chance_loss"),
         chance_acc=facts.get("chance_acc"),
         lr_chosen=facts.get("lr_chosen"),
     )
+    own.short_by_request = history.stopped == "max_steps"  # a smoke run of 2 steps asked for its 2 points
+    return own
 
 
 def majority_baseline(exp: Experiment) -> float | None:
@@ -161,7 +163,7 @@ def accuracy_finding(
     (a class-weighted model may trade plain accuracy below the baseline for a good balanced accuracy)."""
     if baseline is None or "val_acc" not in epochs or not epochs["val_acc"].notna().any():
         return
-    if {"diverged", "not-generalizing"} & set(verdict.codes):  # they already say it, with the reason
+    if {"diverged", "not-generalizing", "too-little-data"} & set(verdict.codes):  # they already say it, with the reason
         return
     best = float(epochs["val_acc"].max())
     imbalanced = baseline >= IMBALANCED

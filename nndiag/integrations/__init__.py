@@ -21,7 +21,7 @@ take a LightningModule directly: see nndiag/integrations/lightning.py.
 Importing this package imports neither framework, nor torch; importing a submodule without its
 framework raises an ImportError that names the `pip install` line.
 
-May import: nndiag.errors, nndiag.formatting, nndiag.findings, nndiag.result, nndiag.output, nndiag.config,
+May import: nndiag.errors, nndiag.formatting, nndiag.processes, nndiag.findings, nndiag.result, nndiag.output, nndiag.config,
 nndiag.training, nndiag.diagnostics, nndiag.diagnosis.
 """
 

@@ -312,6 +312,10 @@ class NNDiagCallback(SessionCallback, pl.Callback):
             self.session.guarded("check-loss", lambda: self._check_loss(trainer, pl_module))
         if self.options.curves:
             self._record_logs(trainer, pl_module)
+            self._metrics.stream_to(self.session.run.ensure_folder() / "metrics.csv")  # `nndiag curves` reads it while training runs
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._metrics.flush()
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -409,6 +413,7 @@ class NNDiagCallback(SessionCallback, pl.Callback):
             self._unwrap = None
 
     def _curves(self) -> None:
+        self._metrics.flush(final=True)
         if not self._metrics.has("train_loss"):
             self._metrics.rename("returned_loss", "train_loss")
         (result, why), seconds = sessions.timed(lambda: sessions.curves_result(self._metrics.frame()))

@@ -216,10 +216,12 @@ class Session:
         return self.run.summary(self.metrics())
 
     def write_summary(self) -> dict[str, Any]:
+        from nndiag import processes
         from nndiag.output import files
 
         summary = self.summary()
-        files.write_summary(self.run.ensure_folder(), summary)
+        run = {**processes.record(), "state": self.stopped}  # `nndiag curves` on this folder: a run still going, or killed
+        files.write_summary(self.run.ensure_folder(), {**summary, "run": run})
         return summary
 
     def guarded(self, name: str, work: Callable[[], Any]) -> Any:
@@ -376,10 +378,13 @@ class Probing:
 
 
 class MetricLog:
-    """Logged values by optimizer step: one row per (step, series) event, kept on the device until the end."""
+    """Logged values by optimizer step: one row per (step, series) event, kept on the device until the end; with
+    `stream_to(path)`, also written to a CSV as training goes (`flush()`: the steps that can no longer change)."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, float | None, str, Any]] = []  # (step, epoch, series, value)
+        self.stream: Any = None  # a files.CsvStream while streaming
+        self._streamed = 0  # rows[:_streamed] are in the stream
 
     def add(self, step: int, epoch: float | None, series: str, value: Any) -> None:
         if hasattr(value, "detach"):
@@ -389,6 +394,32 @@ class MetricLog:
         elif not isinstance(value, (int, float)) or isinstance(value, bool):
             return  # e.g. a torchmetrics Metric object: not a number we can read
         self.rows.append((step, epoch, series, value))
+        if self.stream is not None and time.monotonic() - self.stream.last >= self.stream.every_s:
+            self.flush()
+
+    def stream_to(self, path: Path) -> None:
+        """Write the log to `path` (step, epoch and the four series, as `frame()` has them) as training goes."""
+        from nndiag.output import files
+
+        self.stream = files.CsvStream(path, ["step", "epoch", *CURVE_COLUMNS])
+        self._streamed = 0
+
+    def flush(self, final: bool = False) -> None:
+        """Append the rows of every step before the latest one (a step's row is closed once a later step is logged;
+        `final`: every step, then close the file). Reads those values back from the device, once per flush."""
+        if self.stream is None:
+            return
+        latest = max((step for step, _, _, _ in self.rows[self._streamed :]), default=None)
+        cut = len(self.rows)
+        if not final and latest is not None:
+            cut = next((i for i in range(self._streamed, len(self.rows)) if self.rows[i][0] >= latest), cut)
+        pending, self._streamed = self.rows[self._streamed : cut], cut
+        for row in _wide(pending):
+            self.stream.add(row)
+        self.stream.flush()
+        if final:
+            self.stream.close()
+            self.stream = None
 
     def has(self, series: str) -> bool:
         return any(s == series for _, _, s, _ in self.rows)
@@ -400,13 +431,18 @@ class MetricLog:
         """step, epoch and the four series (NaN = not logged at that step)."""
         import pandas as pd
 
-        records: dict[int, dict[str, Any]] = {}
-        for step, epoch, series, value in self.rows:
-            row = records.setdefault(step, {"step": step, "epoch": epoch})
-            row[series] = float(value)  # the last value logged at a step wins
-            if epoch is not None:
-                row["epoch"] = epoch
-        return pd.DataFrame(sorted(records.values(), key=lambda r: r["step"]), columns=["step", "epoch", *CURVE_COLUMNS])
+        return pd.DataFrame(_wide(self.rows), columns=["step", "epoch", *CURVE_COLUMNS])
+
+
+def _wide(rows: list[tuple[int, float | None, str, Any]]) -> list[dict[str, Any]]:
+    """(step, epoch, series, value) events -> one row per step, in step order (the last value logged at a step wins)."""
+    records: dict[int, dict[str, Any]] = {}
+    for step, epoch, series, value in rows:
+        row = records.setdefault(step, {"step": step, "epoch": epoch})
+        row[series] = float(value)
+        if epoch is not None:
+            row["epoch"] = epoch
+    return sorted(records.values(), key=lambda r: r["step"])
 
 
 def curves_result(frame: Any) -> tuple[Any, str]:

@@ -3,5 +3,5 @@
 duck typing and sits below nndiag.result, which saves and plots itself through it; it never measures
 or decides.
 
-May import: nndiag.errors, nndiag.formatting.
+May import: nndiag.errors, nndiag.formatting, nndiag.processes.
 """

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from nndiag.config.recipe import LOSSES, LossConfig, Recipe, TrainConfig, resolve_target
+from nndiag.config.recipe import LOSSES, MAX_SEED, LossConfig, Recipe, TrainConfig, resolve_target
 from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training import engine
@@ -95,9 +95,10 @@ class Experiment:
         objective = scorer.objective
         outputs = objective.outputs() if objective is not None else (data.num_classes or data.target_size)
         model = build_model(recipe.model, data.input_shape, outputs, recipe_dir, data.structured).to(device)
-        data.follow(model)
         label = f"{recipe.model.name or recipe.model.target}"
+        data.follow(model)
         experiment = cls(recipe, device, amp_dtype, data, scorer, model, torch.Generator().manual_seed(recipe.seed), model_label=label)
+        has_parameters(model, label, "model.target" if recipe.model.target else "model.name")
         if not check:
             return experiment
         experiment.check_forward()
@@ -163,6 +164,8 @@ class Experiment:
 
         if not isinstance(model, nn.Module):
             raise BadInput(f"expected a torch.nn.Module, got {type(model).__name__}", where="model")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise BadInput(f"expected a whole number in [0, {MAX_SEED}] (2**32 - 1), got {seed!r}", where="seed")
         if device is not None:
             model.to(engine.resolve_device(str(device)))
         here = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -207,6 +210,7 @@ class Experiment:
             optimizer_factory=_optimizer_factory(optimizer),
             model_label=type(model).__name__,
         )
+        has_parameters(model, type(model).__name__, "model")
         if check:
             experiment.check_forward()
         return experiment
@@ -318,6 +322,16 @@ class Experiment:
             "model": f"{self.model_label} ({params:,} parameters)" + (f", scored by {way}" if way else ""),
             "device": f"{self.device}" + (" (bf16 autocast)" if self.amp_dtype else ""),
         }
+
+
+def has_parameters(model: nn.Module, label: str, where: str) -> None:
+    """BadInput naming the model when it has no parameters at all: nothing to train, no gradient to probe."""
+    if next(iter(model.parameters()), None) is None:
+        raise BadInput(
+            f"the model {label} ({type(model).__name__}) has no parameters: there is nothing to train or diagnose; "
+            "build a model with at least one learnable layer",
+            where=where,
+        )
 
 
 def first_batch(split: Split) -> Batch:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nndiag.config.recipe import LossConfig
+from nndiag.config.recipe import LossConfig, quote, raised
 from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 
@@ -249,8 +249,8 @@ def loss_callable(obj: Any, args: dict[str, Any], where: str) -> Callable[[Any, 
     if isinstance(obj, type):
         try:
             obj = obj(**args)
-        except Exception as exc:
-            raise BadInput(f"building the loss {obj.__name__}({args}) failed: {type(exc).__name__}: {exc}", where=where) from None
+        except (Exception, SystemExit, GeneratorExit) as exc:
+            raise BadInput(f"building the loss {obj.__name__}({quote(args)}) failed: {raised(exc)}", where=where) from None
     elif args:
         import functools
 
@@ -486,12 +486,13 @@ def _attempt(work: Callable[[], Any], where: str, what: str, batch: Any, outputs
         return work()
     except BadInput:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit, GeneratorExit) as exc:  # SystemExit too: code that ends the program when first called is unusable
         seen = f" on a batch {batching.describe(batch)}" + (
             f" with model outputs {batching.describe(outputs)}" if outputs is not None else ""
         )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise BadInput(f"{what}{seen}: {type(exc).__name__}: {first}", where=where) from None
+        said = f"{type(exc).__name__}: {first}" if isinstance(exc, Exception) else raised(exc)
+        raise BadInput(f"{what}{seen}: {said}", where=where) from None
 
 
 def pick_way(batch: Any, *, step: bool, custom_loss: bool) -> str:

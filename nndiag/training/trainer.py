@@ -32,7 +32,9 @@ class Callback(Protocol):
 
     def on_epoch(self, trainer: "Trainer", row: dict[str, Any]) -> None: ...
 
-    # Optional: `on_train_end(trainer)` is called when training ends, however it ends (clean up hooks here).
+    # Optional: `on_train_begin(trainer)` is called before the first step; `on_train_end(trainer)` when training ends,
+    # however it ends (clean up hooks here; `trainer.ended_by` is the exception that ended it, or None). A callback with
+    # `every_loss = False` does not need each loss read back at once (it reads `trainer.step_rows` when told).
 
 
 @dataclass
@@ -93,8 +95,12 @@ class Trainer:
         self._stop_reason: str | None = None
         # How many steps' losses stay on the device before one read-back: every step on the CPU (free)
         # or when callbacks need each loss; every SYNC_EVERY_ACCELERATOR steps on a GPU otherwise.
-        self.sync_every = sync_every or (1 if exp.device.type == "cpu" or self.callbacks else SYNC_EVERY_ACCELERATOR)
+        eager = [cb for cb in self.callbacks if getattr(cb, "every_loss", True)]
+        self.sync_every = sync_every or (1 if exp.device.type == "cpu" or eager else SYNC_EVERY_ACCELERATOR)
         self.chance_loss = 0.0
+        self.step_rows: list[dict[str, Any]] = []  # the History's rows as they are logged (callbacks may read them)
+        self.epoch_rows: list[dict[str, Any]] = []
+        self.ended_by: BaseException | None = None  # what ended fit() early, for on_train_end (KeyboardInterrupt: Ctrl-C)
 
     def request_stop(self, reason: str) -> None:
         self._stop_reason = reason
@@ -102,7 +108,14 @@ class Trainer:
     def fit(self) -> History:
         """Train. Callbacks that have `on_train_end(trainer)` hear when training ends, however it ends."""
         try:
+            for cb in self.callbacks:
+                begin = getattr(cb, "on_train_begin", None)
+                if begin is not None:
+                    begin(self)
             return self._fit()
+        except BaseException as exc:
+            self.ended_by = exc
+            raise
         finally:
             for cb in self.callbacks:
                 end = getattr(cb, "on_train_end", None)
@@ -112,8 +125,7 @@ class Trainer:
     def _fit(self) -> History:
         exp, model = self.exp, self.model
         early = exp.recipe.train.early_stopping
-        step_rows: list[dict[str, Any]] = []
-        epoch_rows: list[dict[str, Any]] = []
+        step_rows, epoch_rows = self.step_rows, self.epoch_rows
         best, best_epoch, best_state, waited = math.inf, None, None, 0
         keep = self.keep_best if self.keep_best is not None else early.patience is not None
         self.starting_loss: float | None = None

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nndiag.config.recipe import ModelConfig, call_target, check_args, resolve_target
+from nndiag.config.recipe import ModelConfig, call_target, check_args, quote, resolve_target
 from nndiag.errors import BadInput
 from nndiag.zoo.sequences import gru, huggingface, transformer
 
@@ -32,6 +32,14 @@ ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
 }
 INITS = ("default", "xavier", "kaiming", "normal")
+
+
+def _widths(value: Any, where: str) -> list[int]:
+    """Layer widths: a whole number >= 1, or a list of them (true/false are not widths, although Python counts them as ints)."""
+    widths = [value] if isinstance(value, (int, bool)) else value
+    if not isinstance(widths, (list, tuple)) or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise BadInput(f"expected a list of whole-number layer widths >= 1, such as [64, 64], got {quote(value)}", where=where)
+    return list(widths)
 
 
 def _activation(name: str) -> nn.Module:
@@ -83,9 +91,7 @@ def mlp(
     bias: bool = True,
 ) -> nn.Module:
     """Fully connected: Flatten -> [Linear -> (BatchNorm) -> activation -> (Dropout)] x len(hidden) -> Linear."""
-    hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-    if any(not isinstance(h, int) or h < 1 for h in hidden):
-        raise BadInput(f"expected a list of positive layer widths, got {hidden}", where="model.args.hidden")
+    hidden = _widths(hidden, "model.args.hidden")
     if not 0 <= dropout < 1:
         raise BadInput(f"expected a number in [0, 1), got {dropout}", where="model.args.dropout")
     layers: list[nn.Module] = [nn.Flatten()]
@@ -126,6 +132,7 @@ def cnn(
         size = input_shape[-1]
     else:
         raise BadInput(f"cnn takes inputs of shape (C, H, W), (C, L) or (L,); the data has {input_shape}", where="model.name")
+    channels = _widths(channels, "model.args.channels")
     layers: list[nn.Module] = [] if len(input_shape) != 1 else [_Unsqueeze()]
     in_ch = input_shape[0] if len(input_shape) > 1 else 1
     for out_ch in channels:

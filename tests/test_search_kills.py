@@ -1,0 +1,241 @@
+"""`nndiag search` after any kill: SIGKILL at the claim and in the middle of a trial, then a resume that ends at the
+same best as an uninterrupted run with the same seed; stale claims and stale journal locks; Ctrl-C with workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+from conftest import SPIRAL_MLP, recipe_dict
+
+from nndiag.diagnostics import search_study
+
+SLOW = '''
+import os
+import time
+from pathlib import Path
+
+from torch import nn
+
+
+class Slow(nn.Module):
+    """The spiral MLP. When SLOW_AT is set, its SLOW_AT-th training forward pass in this process writes SLOW_MARK
+    and sleeps: the kill test SIGKILLs the process there, in the middle of a trial."""
+
+    calls = 0
+
+    def __init__(self, hidden=16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+    def forward(self, x):
+        if self.training and os.environ.get("SLOW_AT"):
+            Slow.calls += 1
+            if Slow.calls == int(os.environ["SLOW_AT"]):
+                Path(os.environ["SLOW_MARK"]).write_text(str(os.getpid()))
+                time.sleep(120)
+        return self.net(x)
+'''
+
+SPACE = {
+    "optim.lr": {"low": 1.0e-4, "high": 1.0, "log": True},
+    "optim.weight_decay": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
+}
+COMPARED = ["stage", "slot", "optim.lr", "optim.weight_decay", "val_acc", "val_loss", "train_loss", "epochs_run", "status"]
+BATCHES = 5  # training batches per epoch: 144 training points of the spiral (80% of 3 x 60) in batches of 32
+
+
+def recipe(tmp_path: Path) -> dict:
+    (tmp_path / "slow.py").write_text(SLOW)
+    base = recipe_dict(SPIRAL_MLP, **{"data.args.points_per_class": 60, "model": {"target": "slow:Slow"}, "train.epochs": 1})
+    base["search"] = {"space": SPACE, "coarse": {"trials": 6, "epochs": 1}, "fine": {"trials": 2, "epochs": 1}, "top_k": 2}
+    return base
+
+
+def search(path: Path, out: Path, **env: str) -> subprocess.Popen:
+    """`nndiag search` in its own process (and process group), as a user runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nndiag", "search", str(path), "--out", str(out), "--json", "--no-plots"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def trials(out: Path) -> list:
+    import optuna
+
+    storage = search_study.open_storage(str(out / "search-journal.log"))
+    return optuna.load_study(study_name="spiral-mlp", storage=storage).get_trials(deepcopy=False)
+
+
+def state(t) -> str:
+    return t.state.name
+
+
+def test_sigkill_at_the_claim_and_mid_trial_then_resume_gives_the_same_best(cli, write_recipe, tmp_path):
+    path = write_recipe(recipe(tmp_path))
+    clean = cli("search", path, "--out", tmp_path / "clean", "--json", "--no-plots")
+    assert clean.exit_code == 0, clean.output
+    expected = json.loads(clean.stdout)["metrics"]
+    killed = tmp_path / "killed"
+
+    # 1. killed between its claim record and the WAITING -> RUNNING pop of its 2nd trial: that trial stays WAITING
+    a = search(path, killed, NNDIAG_TEST_KILL_AT="claim:2")
+    a.communicate(timeout=120)
+    assert a.returncode == -signal.SIGKILL
+    held = [t for t in trials(killed) if f"claim:{socket.gethostname()}:{a.pid}" in t.user_attrs and state(t) != "COMPLETE"]
+    assert [state(t) for t in held] == ["WAITING"]
+
+    # 2. killed right after the pop of its 2nd trial: RUNNING, with its owner (host and PID) on record in one attribute
+    b = search(path, killed, NNDIAG_TEST_KILL_AT="running:2")
+    b.communicate(timeout=120)
+    assert b.returncode == -signal.SIGKILL
+    running = [t for t in trials(killed) if state(t) == "RUNNING"]
+    assert len(running) == 1 and [r["pid"] for r in search_study.owners(running[0])] == [b.pid]
+
+    # 3. a real SIGKILL in the middle of a trial: the 3rd batch of the 2nd trial this process trains
+    mark = tmp_path / "in-trial"
+    c = search(path, killed, SLOW_AT=str(BATCHES + 3), SLOW_MARK=str(mark))
+    deadline = time.time() + 120
+    while not mark.exists() and c.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert mark.exists(), c.communicate()[1]
+    os.kill(c.pid, signal.SIGKILL)
+    c.communicate(timeout=30)
+    after = trials(killed)
+    running, lost = [t for t in after if state(t) == "RUNNING"], [t for t in after if "lost" in t.user_attrs]
+    assert len(running) == 1 and [r["pid"] for r in search_study.owners(running[0])] == [c.pid]
+    assert [r["pid"] for t in lost for r in search_study.owners(t)] == [b.pid]  # its start failed b's trial: gone
+
+    # 4. the same command again: every slot once, the same numbers, the same best
+    resumed = cli("search", path, "--out", killed, "--json", "--no-plots")
+    assert resumed.exit_code == 0, resumed.output
+    got = json.loads(resumed.stdout)["metrics"]
+    assert got["best_params"] == expected["best_params"] and got["best_val_acc"] == expected["best_val_acc"]
+    assert got["fine_space"] == expected["fine_space"]
+    assert got["duplicates"] == 0 and got["trials_rerun"] == 2  # the two trials left RUNNING by dead processes
+    table, reference = pd.read_csv(killed / "search.csv"), pd.read_csv(tmp_path / "clean" / "search.csv")
+    pd.testing.assert_frame_equal(table[COMPARED], reference[COMPARED])
+
+
+def test_a_claim_with_a_pid_and_no_host_is_stale_at_once(cli, write_recipe, tmp_path):
+    """An older nndiag wrote `pid` and `host` as two appends; a kill between them left a RUNNING trial with a PID and no
+    host, which held its slot for ever (a resume waited for it). Now such a claim is provably gone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    path, out = write_recipe(recipe(tmp_path)), tmp_path / "o"
+    assert cli("search", path, "--stages", "coarse", "--trials", "2", "--out", out, "--json").exit_code == 0
+    study = optuna.load_study(study_name="spiral-mlp", storage=search_study.open_storage(str(out / "search-journal.log")))
+    study.enqueue_trial({"optim.lr": 1e-2, "optim.weight_decay": 1e-5}, user_attrs={"stage": "coarse", "slot": 2})
+    waiting = study.get_trials(states=(TrialState.WAITING,))[0]
+    study._storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+    study._storage.set_trial_user_attr(waiting._trial_id, "pid", os.getpid())  # alive, but no host: the claim never finished
+    done = [None]
+    worker = threading.Thread(target=lambda: done.__setitem__(0, cli("search", path, "--stages", "coarse", "--trials", "3", "--out", out)))
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the resume waited for a claim that can never finish"
+    assert done[0].exit_code == 0, done[0].output
+    lost = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(lost) == 1 and "gone" in lost[0].user_attrs["lost"]
+
+
+def test_a_live_claimer_keeps_its_trial(tmp_path):
+    """Stale means provably gone: a claim by this (live) process, or by a process on another host, is not stale."""
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert search_study.gone({"host": host, "pid": dead.pid}, host)
+    assert search_study.gone({"host": None, "pid": os.getpid()}, host)
+    assert not search_study.gone(search_study.owner_record(), host)
+    assert not search_study.gone({"host": "elsewhere", "pid": dead.pid}, host)
+    reused = {**search_study.owner_record(), "started": -1}  # this PID, but another process's start time: the PID was reused
+    assert search_study.gone(reused, host)
+
+
+def test_a_stale_journal_lock_is_released_at_once(tmp_path):
+    """A process killed while appending leaves the journal's lock file; Optuna waits 30 s before breaking it. A lock
+    whose owner is provably gone is broken at once; a live owner's lock is waited for."""
+    journal = tmp_path / "search-journal.log"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_file = Path(str(journal) + ".lock")
+    lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": None}))
+    lock = search_study.owned_lock(str(journal))
+    got = threading.Event()
+    taker = threading.Thread(target=lambda: (lock.acquire(), got.set()), daemon=True)
+    taker.start()
+    assert got.wait(timeout=10), "a lock whose owner is dead was not broken"
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()  # the lock file names its owner
+    other = search_study.owned_lock(str(journal))
+    waited = threading.Event()
+    waiter = threading.Thread(target=lambda: (other.acquire(), waited.set()), daemon=True)
+    waiter.start()
+    assert not waited.wait(timeout=1.0)  # a live owner's lock is not broken
+    lock.release()
+    assert waited.wait(timeout=10)
+    other.release()
+    assert not lock_file.exists() and not list(tmp_path.glob("*.owner"))
+
+
+def test_a_search_resumes_past_a_stale_lock_without_a_stall(cli, write_recipe, tmp_path):
+    path, out = write_recipe(recipe(tmp_path)), tmp_path / "o"
+    assert cli("search", path, "--stages", "coarse", "--trials", "1", "--out", out, "--json").exit_code == 0
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    Path(str(out / "search-journal.log") + ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    done = [None]
+    worker = threading.Thread(target=lambda: done.__setitem__(0, cli("search", path, "--stages", "coarse", "--trials", "2", "--out", out)))
+    worker.start()
+    worker.join(timeout=25)  # Optuna alone breaks the lock after 30 s
+    assert not worker.is_alive() and done[0].exit_code == 0
+
+
+def interrupt(args: list[str], out: Path, path: Path) -> tuple[int, str]:
+    """Start `nndiag search`, wait until a trial is training, then Ctrl-C it as a terminal does (SIGINT to the whole
+    process group, and a second one just after, as an impatient user types): exit code and stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nndiag", "search", str(path), "--out", str(out), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    journal = out / "search-journal.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if journal.exists() and any(state(t) == "RUNNING" for t in trials(out)):
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    return proc.wait(timeout=60), proc.communicate()[1]
+
+
+def test_ctrl_c_ends_a_search_with_one_clean_line(write_recipe, tmp_path):
+    raw = recipe(tmp_path)
+    raw["data"]["args"]["points_per_class"] = 600  # trials long enough to be interrupted in the middle
+    raw["search"]["coarse"]["epochs"] = 5
+    path = write_recipe(raw)
+    for args in (["--workers", "2"], []):
+        out = tmp_path / f"o{len(args)}"
+        code, err = interrupt(args, out, path)
+        assert code == 130, err
+        assert err.count("interrupted") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
+        assert [state(t) for t in trials(out)].count("RUNNING") == 0  # every trial was handed back
