@@ -16,6 +16,7 @@ tail of its path that no other run shares). Bad files are BadInput naming the fi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -40,6 +41,8 @@ class Curves:
     key: Path | None = None  # the path that names the run (a run folder); None: its first source file
     chance_loss: float | None = None  # the loss of a model that knows nothing (ln C), when the caller knows it
     chance_acc: float | None = None  # the accuracy of chance (1/C), when the caller knows it
+    lr: pd.Series | None = None  # the learning rate the log recorded (nndiag train's lr, HF's learning_rate, Lightning's lr-Adam)
+    lr_x: str = "step"  # the name of the lr series' x axis
 
     def loss(self) -> pd.Series | None:
         """The training loss the shape rules read: dense, else the fit view's."""
@@ -125,6 +128,8 @@ VAL_ACC = (
     "test/acc",
     "test/accuracy",
 )
+LR = ("lr", "learning_rate", "learning-rate", "train/lr", "train/learning_rate", "lr/train", "optim/lr")
+LR_MONITOR = re.compile(r"^lr-[a-z0-9_]+$")  # Lightning's LearningRateMonitor: lr-SGD, lr-Adam, ... (one optimizer, one group)
 RUN_FILES = ("train_steps.csv", "train_epochs.csv", "metrics.csv")  # what a run folder path stands for
 EVENTS = "tfevents"  # TensorBoard event files are named events.out.tfevents.<time>.<host>...
 SEARCH_DEPTH = 4  # folder levels searched below a path given on the command line for runs (lightning_logs/version_N, runs/<name>)
@@ -224,16 +229,15 @@ def _read_frame(
     for key, col in cols.items():
         if col is None or col == xcol:
             continue
-        values = _numeric(frame[col], col, path)
-        values = values[values.index.isin(xs.index[np.isfinite(xs.to_numpy())])]
-        if not len(values):
-            continue
-        s = pd.Series(values.to_numpy(), index=xs[values.index].to_numpy(), name=key)
-        series[key] = s[~s.index.duplicated(keep="last")].sort_index()
+        found = _logged(frame, col, xs, path, key)
+        if found is not None:
+            series[key] = found
+    lr_col = _pick_lr(columns)
+    lr = _logged(frame, lr_col, xs, path, "lr") if lr_col is not None and lr_col != xcol else None
     if "train_loss" not in series and "val_loss" not in series:
         raise BadInput(f"{path}: the loss {kind}s ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
     xname = xcol or "row"
-    used = {"x": xname, **{k: c for k, c in cols.items() if k in series}}
+    used = {"x": xname, **{k: c for k, c in cols.items() if k in series}, **({"lr": lr_col} if lr is not None else {})}
     key = path.parent if path.name in RUN_FILES else path.with_suffix("")  # a run file is named by its folder
     return Curves(
         x=xname,
@@ -244,7 +248,26 @@ def _read_frame(
         sources=[str(path)],
         columns=used,
         key=key,
+        lr=lr,
+        lr_x=xname,
     )
+
+
+def _logged(frame: pd.DataFrame, col: str, xs: pd.Series, path: Path, name: str) -> pd.Series | None:
+    """The logged cells of column `col` as a series indexed by x (sorted, the last value of a repeated x kept), or None."""
+    values = _numeric(frame[col], col, path)
+    values = values[values.index.isin(xs.index[np.isfinite(xs.to_numpy())])]
+    if not len(values):
+        return None
+    s = pd.Series(values.to_numpy(), index=xs[values.index].to_numpy(), name=name)
+    return s[~s.index.duplicated(keep="last")].sort_index()
+
+
+def _pick_lr(columns: list[str]) -> str | None:
+    """The learning-rate column, when the log has one (LR names first, then Lightning's lr-<Optimizer>)."""
+    lower = {c.strip().lower(): c for c in columns}
+    named = next((lower[n] for n in LR if n in lower), None)
+    return named or next((c for low, c in lower.items() if LR_MONITOR.match(low)), None)
 
 
 def _default_x(frame: pd.DataFrame, columns: list[str]) -> str | None:
@@ -373,6 +396,10 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
             if densest is not None and len(densest.dense) > len(main.fit.get("train_loss", [])):
                 main.dense, main.x = densest.dense, densest.x
                 main.columns = {**main.columns, "dense": f"{Path(densest.sources[0]).name}:{densest.columns.get('train_loss')}"}
+            lrs = [c for c in group if c.lr is not None]
+            if lrs:  # the densest LR log (nndiag train's train_steps.csv has one per step, train_epochs.csv one per epoch)
+                densest_lr = max(lrs, key=lambda c: len(c.lr))
+                main.lr, main.lr_x = densest_lr.lr, densest_lr.lr_x
             main.label = folder.name or main.label
             main.sources = [s for c in group for s in c.sources]
             main.key = folder
@@ -413,9 +440,10 @@ def from_history(
 ) -> Curves:
     """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
+    lr = pd.Series(steps["lr"].to_numpy(float), index=steps["step"].to_numpy(float), name="lr") if len(steps) and "lr" in steps else None
     fit = {}
     for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
         if key in epochs and len(epochs) and epochs[key].notna().any():
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
-    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc)
+    return Curves(x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc, lr=lr)
