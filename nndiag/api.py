@@ -310,18 +310,75 @@ def curves(
     train_acc: str | None = None,
     val_acc: str | None = None,
 ) -> "Result":
-    """Step 6: diagnose loss curves from CSV files, run folders, or a pandas DataFrame."""
+    """Step 6: diagnose loss curves. `source` is what a training loop produces: a list of dicts (one per logged point,
+    e.g. {"step": 10, "train_loss": 0.9}), a dict of lists ({"step": [...], "train_loss": [...]}), a pandas DataFrame, a
+    CSV file, a TensorBoard event file or a folder of logs (run folders, lightning_logs/, TensorBoard runs), or a list
+    of paths. Anything else is BadInput naming what is accepted. Columns are found by name (step, train_loss, loss,
+    val_loss, val_acc, lr, ...; `x`, `train`, `val`, `train_acc`, `val_acc` name them when they differ)."""
     from nndiag.diagnostics import curves as diagnostic
 
     columns = {"x": x, "train": train, "val": val, "train_acc": train_acc, "val_acc": val_acc}
-    if _is_frame(source):
-        result = diagnostic.run_frame(source, **columns)
+    frame = _curves_frame(source)
+    if frame is not None:  # your own numbers: the advice names what your code controls (nndiag.findings.addressed)
+        result = diagnostic.run_frame(frame, **columns)
         result.source = "DataFrame"
+        result.verdict.address("python")
         return result
     paths = [Path(p) for p in (source if isinstance(source, (list, tuple)) else [source])]
     result = diagnostic.run(paths, **columns)
     result.name, result.source = "curves", " ".join(str(p) for p in paths)
     return result
+
+
+CURVES_ACCEPTS = (
+    "a list of dicts (one per logged point: {'step': 10, 'train_loss': 0.9, ...}), a dict of lists ({'step': [...], "
+    "'train_loss': [...]}), a pandas DataFrame, a CSV file, a TensorBoard event file or a folder of logs (or a list of paths)"
+)
+
+
+def _curves_frame(source: Any) -> Any:
+    """`source` as a pandas DataFrame when it is one, a list of dicts or a dict of lists; None for paths; else BadInput."""
+    import numbers
+
+    def bad(why: str) -> BadInput:
+        return BadInput(f"curves reads {CURVES_ACCEPTS}; got {why}", where="source")
+
+    def a(name: str) -> str:
+        return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+    if _is_frame(source):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    if isinstance(source, dict):
+        if not source:
+            raise bad("an empty dict")
+        lengths = {}
+        for key, values in source.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+                raise bad(f"a dict whose {key!r} is {a(type(values).__name__)}, not a list of numbers")
+            lengths[key] = len(values)
+        if len(set(lengths.values())) > 1:
+            raise bad("a dict of lists of different lengths (" + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ")")
+        import pandas as pd
+
+        return pd.DataFrame({k: [x.item() if hasattr(x, "item") else x for x in v] for k, v in source.items()})
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise bad(f"an empty {type(source).__name__}")
+        if all(isinstance(item, (str, os.PathLike)) for item in source):
+            return None
+        if all(isinstance(item, dict) for item in source):
+            import pandas as pd
+
+            for i, item in enumerate(source):
+                for key, value in item.items():
+                    if value is not None and not isinstance(value, numbers.Number) and not hasattr(value, "item"):
+                        raise bad(f"a list of dicts whose item {i} has {key!r} = {a(type(value).__name__)}, not a number")
+            return pd.DataFrame([{k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()} for item in source])
+        kinds = sorted({type(item).__name__ for item in source})
+        raise bad(f"{a(type(source).__name__)} of {', '.join(kinds)}")
+    raise bad(a(type(source).__name__))
 
 
 def train(

@@ -534,7 +534,7 @@ def _decide_step(layers: pd.DataFrame, facts: dict[str, Any]) -> Verdict:
     verdict = Verdict()
     trained = True if int(layers["step"].iloc[0]) > 0 else facts.get("trained")  # issue 19: optimizer steps ran before?
     _rule_nonfinite(verdict, layers, facts, trained)
-    if int(layers["step"].iloc[0]) == 0:  # the depth rules judge an initialisation; a trained net's activations reflect what it learned
+    if not trained:  # the depth rules judge an initialisation; a trained net's activations reflect what it learned
         _rule_depth(verdict, layers)
     _rule_saturated(verdict, layers)
     _rule_dead(verdict, layers, trained)
