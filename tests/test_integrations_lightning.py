@@ -349,6 +349,34 @@ def test_probe_on_a_healthy_run_probes_every_n_steps_quietly() -> None:
     assert all(not m._forward_hooks for m in module.modules())
 
 
+class Scheduled(Classifier):
+    """A StepLR sized in epochs (step_size=3), handed to Lightning with interval "step" or "epoch"."""
+
+    def __init__(self, interval: str) -> None:
+        super().__init__(lr=3e-2)
+        self.interval = interval
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.interval}}
+
+
+def test_the_loop_stage_runs_in_lightning_too_a_schedule_stepped_per_batch_collapses() -> None:
+    torch.manual_seed(0)
+    callback, run = fit(Scheduled("step"), blobs(640, 0), blobs(128, 1), epochs=4, batch_size=32, num_classes=2)
+    summary = callback.summary
+    assert "lr-schedule-collapses" in codes(summary, "curves") and summary["root_causes"][0]["cause"] == "schedule-collapses"
+    assert summary["metrics"]["steps"]["loop"] == "pass" and callback.result.root_causes == summary["root_causes"]
+    logged = callback.results["curves"].tables["metrics"]
+    assert logged["lr"].notna().sum() == run.global_step == 80 and logged["lr"].iloc[0] == pytest.approx(3e-2)
+    advice = " ".join(f["advice"] for f in summary["findings"]) + " ".join(c["fix"] for c in summary["root_causes"])
+    assert "optim.lr" not in advice and "train.grad_clip" not in advice  # a Python user's words
+    torch.manual_seed(0)
+    per_epoch, _ = fit(Scheduled("epoch"), blobs(640, 0), blobs(128, 1), epochs=4, batch_size=32, num_classes=2)
+    assert "lr-schedule-collapses" not in codes(per_epoch.summary)
+
+
 def test_bad_options_name_the_argument() -> None:
     with pytest.raises(BadInput, match="fail_on"):
         NNDiagCallback(fail_on="always")
