@@ -11,9 +11,10 @@ every hook, and a watch does it in `finally`):
                            inputs (256 elements at fixed pseudo-random positions, hashed; every forward of
                            the first FINGERPRINT_HEAD, then every FINGERPRINT_EVERY-th), and a loss the
                            output carries (`output.loss`, as Hugging Face models return it)
-  tensor hooks             on the first and the last trainable parameter: each backward's contribution,
-                           and whether the gradient was zeroed since the last optimizer step (p.grad None
-                           or zero when the first contribution after a step arrives)
+  a tensor hook            on the last trainable parameter (the last one that got a gradient at the first
+                           step): each backward's contribution, and whether the gradient was zeroed since the
+                           last optimizer step (p.grad None or zero when the first contribution after a step
+                           arrives)
   optimizer step hooks     register_step_pre_hook / register_step_post_hook: optimizer steps, the LR of
                            each (param_groups[0]["lr"]), the gradient each step applied
   first batch (`first_batch=True`, until the first optimizer step)   a global module forward hook finds a
@@ -30,7 +31,7 @@ Rules of `decide` (pure: the facts a Recorder gathered in, a Verdict out; thresh
                              when the weights changed anyway: another optimizer trains the model)
   no-gradient-at-step  fail  loss.backward() raised because the loss has no graph (computed under
                              torch.no_grad(), or detached); or at >= NO_GRAD_SHARE of >= NO_GRAD_MIN_STEPS
-                             steps no gradient reached the watched parameters (backward on a detached loss,
+                             steps no gradient reached the watched parameter (backward on a detached loss,
                              or zero_grad() between backward() and step())
   weights-unchanged    fail  >= UNCHANGED_MIN_STEPS optimizer steps and not one trainable parameter of the
                              model changed (the optimizer holds other parameters, or its LR is 0)
@@ -48,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
@@ -73,6 +74,7 @@ FINGERPRINT_HEAD = 32  # every training forward is fingerprinted up to this many
 FINGERPRINT_EVERY = 16  # ... then every this-many-th
 FINGERPRINT_ELEMENTS = 256  # input elements a fingerprint reads (at fixed pseudo-random positions)
 FLUSH_EVERY = 256  # optimizer steps between read-backs of what stays on the device
+LOGGED_CHECKED = 64  # losses given to w.log that are checked for a missing graph
 CE_TOLERANCE = 1e-3  # a first-output gradient within this of (softmax - onehot) / N (max abs, in units of 1/N) is cross-entropy's
 
 MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)  # layers whose forward depends on train/eval
@@ -191,36 +193,16 @@ def cross_entropy_targets(logits: torch.Tensor, grad: torch.Tensor) -> tuple[tor
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _StepRecord:
-    step: int
-    lr: float
-    training: bool | None  # the train/eval flag of the last training forward before the step (None: no forward seen)
-    forwards: int  # training forwards since the step before
-    contributions: int  # backward contributions to the watched parameters since the step before
-    has_grad: bool  # a watched parameter held a gradient when the step ran
-    grad_norm: Any = None  # ‖p.grad‖ of the last watched parameter at the step (a device scalar, sampled steps only)
-    own_norm: Any = None  # ‖this step's own contributions‖ of the same parameter
-
-
-@dataclass
-class _Watched:
-    """A trainable parameter whose gradient hooks watch zeroing and accumulation."""
-
-    name: str
-    param: nn.Parameter
-    fresh: bool = True  # no contribution yet since the last optimizer step
-    contributions: int = 0  # since the last optimizer step
-    own: torch.Tensor | None = None  # the sum of this step's contributions (the last watched parameter only)
-    leftovers: list[Any] = field(default_factory=list)  # per checked step: the norm of the gradient left over (device scalars)
-
-
 class Recorder:
     """The loop's facts, gathered by hooks on `model` and `optimizer` while attached (see the module docstring).
 
     `on_step(step)` is called after every optimizer step (the probe and fail_on use it); `on_first_batch()` once,
     as soon as the first batch's logits, targets and loss are known (before the first step is applied when the
-    loop computes them before calling optimizer.step())."""
+    loop computes them before calling optimizer.step()).
+
+    Cheap on purpose (one optimizer step of a small MLP takes well under a millisecond): after the first step only
+    a forward pre-hook on the model, one gradient hook on one parameter and the optimizer's post-step hook remain,
+    each a few attribute updates; tensors are read back every FLUSH_EVERY steps."""
 
     def __init__(
         self,
@@ -240,9 +222,9 @@ class Recorder:
         self.on_step, self.on_first_batch = on_step, on_first_batch
         self.strict = strict  # an error in nndiag's own hook code is raised (else recorded in `broken`, the hooks removed)
         self.broken: BaseException | None = None
+        self.error: BaseException | None = None  # what the loop raised, when it did (set by the watch)
         self.steps = 0  # optimizer steps seen
-        self.records: list[_StepRecord] = []
-        self.lrs: list[float] = []
+        self.lrs: list[float] = []  # the LR of every step (param_groups[0]["lr"])
         self.losses: list[tuple[int, Any]] = []  # (step, loss tensor) the hooks read: a loss module's, or output.loss
         self.forwards = 0  # training forwards (grad enabled) of the entry module
         self.nograd_train_forwards = 0  # forwards in training mode with grad disabled (a loss computed under torch.no_grad())
@@ -251,132 +233,140 @@ class Recorder:
         self._first_done = not first_batch  # the first batch's facts are complete (or not wanted)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.trainable = len(trainable)
-        picks = [trainable[-1]] + ([trainable[0]] if len(trainable) > 1 else []) if trainable else []
-        self.watched = [_Watched(n, p) for n, p in picks]  # [last, first]: the last one's own gradient is summed
         in_optimizer = {id(p) for g in getattr(optimizer, "param_groups", []) for p in g["params"]}
         self.in_optimizer = sum(id(p) in in_optimizer for _, p in trainable)
         self.mode_layers = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, MODE_LAYERS)]
+        self._named = trainable
         self._params = [p for _, p in trainable]
+        self.watched_name, self._watched = trainable[-1] if trainable else ("", None)  # the last trainable parameter
+        # per step (lists, one entry per optimizer step): the train/eval flag of the last training forward before it
+        # (None: no forward seen), training forwards since the step before, backward contributions to the watched
+        # parameter since the step before, whether it held a gradient when the step ran
+        self._training: list[bool | None] = []
+        self._forwards: list[int] = []
+        self._contributions: list[int] = []
+        self._has_grad: list[bool] = []
+        self._leftovers: list[Any] = []  # per step after the first: ‖gradient left over‖ when its first contribution came (None: zeroed)
+        self._norms: dict[int, tuple[Any, Any]] = {}  # sampled step -> (‖p.grad‖ at the step, ‖the step's own contributions‖)
+        self._since_forwards, self._since_training, self._since_contributions = 0, None, 0
+        self._fresh = True  # no contribution to the watched parameter yet since the last step
+        self._own: torch.Tensor | None = None  # the sum of this step's contributions (sampled steps)
         self._before: torch.Tensor | None = None
         self._handles: list[Any] = []
+        self._early: list[Any] = []  # hooks needed only until the first step
+        self._grad_handle: Any = None
+        self._loss_handle: Any = None
         self._entry: nn.Module | None = None  # the module whose calls are the loop's forwards
         self._depth = 0
-        self._since = {"forwards": 0, "training": None}
         self._fingerprints: list[Any] = []  # pending samples (device tensors)
         self._digests: dict[str, int] = {}
         self._positions: dict[tuple[int, str], torch.Tensor] = {}
         self._loss_module: nn.Module | None = None
         self._step_losses: list[Any] = []
         self._carries_loss: bool | None = None
+        self._user_logs = 0  # losses given to w.log (the loss hooks stop once the loop logs its own)
         self._flushed = 0
         self._first_output: torch.Tensor | None = None  # the model's first training output, until the first step
-        self._global: Any = None  # the global module forward hook (first batch only)
-        self._children_handles: list[Any] = []
-        self.error: BaseException | None = None  # what the loop raised, when it did (set by the watch)
 
     # -- attaching -------------------------------------------------------------------------------
 
     def attach(self) -> "Recorder":
         self._before = self._weights()
-        guard = self._hook
-        entries = [self.model, *self.model.children()]
-        for module in entries:
-            self._handles.append(module.register_forward_pre_hook(lambda m, a, k: guard(self._pre_forward, m, a, k), with_kwargs=True))
-            self._handles.append(
-                module.register_forward_hook(lambda m, a, k, o: guard(self._post_forward, m, a, k, o), with_kwargs=True, always_call=True)
-            )
-        self._children_handles = self._handles[2:]
-        for i, watched in enumerate(self.watched):
-            hook = self._grad_hook(watched, summed=i == 0)
-            self._handles.append(watched.param.register_hook(lambda g, hook=hook: guard(hook, g)))
+        for module in (self.model, *self.model.children()):
+            self._early.append(module.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
+            self._early.append(module.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True))
+        if self._watched is not None:
+            self._grad_handle = self._watched.register_hook(self._grad)
         if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_pre_hook(self._pre_step))
+            self._early.append(self.optimizer.register_step_pre_hook(self._pre_step))
             self._handles.append(self.optimizer.register_step_post_hook(self._post_step))
         if self.first is not None:
-            self._handles.append(nn.modules.module.register_module_forward_hook(lambda m, i, o: guard(self._any_forward, m, i, o)))
-            self._global = self._handles[-1]
-        try:
-            _STEPS[self.model] = _STEPS.get(self.model, 0)
-        except TypeError:
-            pass
+            self._early.append(nn.modules.module.register_module_forward_hook(self._any_forward))
+        self._count()
         return self
 
     def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        for handle in [*self._early, *self._handles, self._grad_handle, self._loss_handle]:
+            if handle is not None:
+                handle.remove()
+        self._early, self._handles, self._grad_handle, self._loss_handle = [], [], None, None
+        self._count()
 
-    def _guard(self, body: Callable[..., None], *args: Any) -> bool:
-        """Run one of the recorder's own hook bodies. An error in nndiag's code must not stop the user's training: it is kept
-        in `broken` and every hook is removed (with `strict`, it is raised as it is). True when the body ran."""
-        if self.broken is not None:
-            return False
+    def _count(self) -> None:
         try:
-            body(*args)
-            return True
-        except Exception as exc:
-            self.broken = exc
-            self.detach()
-            if self.strict:
-                raise
-            return False
+            _STEPS[self.model] = max(_STEPS.get(self.model, 0), self.start_step + self.steps)
+        except TypeError:  # not weak-referenceable
+            pass
 
-    def _hook(self, body: Callable[..., None], *args: Any) -> None:
-        """A hook's call: the body, guarded; hooks return None (they change nothing)."""
-        self._guard(body, *args)
-
-    def _drop(self, handles: list[Any]) -> None:
-        for handle in handles:
-            handle.remove()
-            if handle in self._handles:
-                self._handles.remove(handle)
+    def _failed(self, exc: Exception) -> None:
+        """An error in nndiag's own hook code must not stop the user's training: it is kept in `broken` and every hook is
+        removed (with `strict`, it is raised as it is)."""
+        self.broken = exc
+        self.detach()
+        if self.strict:
+            raise exc
 
     # -- forwards --------------------------------------------------------------------------------
 
     def _pre_forward(self, module: nn.Module, args: Any, kwargs: Any) -> None:
-        if self._depth > 0 or (self._entry is not None and module is not self._entry):
+        try:
+            if self._depth > 0 or (self._entry is not None and module is not self._entry):
+                self._depth += 1
+                return
             self._depth += 1
-            return
-        self._depth += 1
+            if self._entry is None and torch.is_grad_enabled():  # the first training call: the model, or the child called first
+                self._entry = module
+            self._forward(module, args, kwargs)
+            first = self.first
+            if first is not None and not self._first_done and first.logits is None and torch.is_grad_enabled():
+                labels = kwargs.get("labels") if isinstance(kwargs, dict) else None
+                first.labels = labels.detach() if isinstance(labels, torch.Tensor) else None
+                first.examples = batching.size((args, kwargs))
+        except Exception as exc:
+            self._failed(exc)
+
+    def _fast_forward(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        """The model's forward pre-hook after the first step, when the loop calls the model itself."""
+        try:
+            self._forward(module, args, kwargs)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _forward(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         if not torch.is_grad_enabled():
-            if module.training and (self._entry is None or module is self._entry):
+            if module.training:
                 self.nograd_train_forwards += 1
             return
-        if self._entry is None:  # the first training call: the model itself, or the child the training code calls first
-            self._entry = module
-            if module is self.model:
-                self._drop(self._children_handles)
         self.forwards += 1
-        self._since["forwards"] += 1
-        self._since["training"] = self.model.training and module.training
+        self._since_forwards += 1
+        self._since_training = self.model.training and module.training
         n = self.forwards
         if n <= FINGERPRINT_HEAD or n % FINGERPRINT_EVERY == 0:
             self._fingerprint(args, kwargs)
-        if self.first is not None and not self._first_done and self.first.logits is None:
-            labels = kwargs.get("labels") if isinstance(kwargs, dict) else None
-            self.first.labels = labels.detach() if isinstance(labels, torch.Tensor) else None
-            self.first.examples = batching.size((args, kwargs))
 
     def _post_forward(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
-        self._depth = max(self._depth - 1, 0)
-        if self._depth > 0 or module is not self._entry or not torch.is_grad_enabled():
-            return
-        if self._carries_loss is None:
-            self._carries_loss = _loss_of(output) is not None
-        if self._carries_loss and self._loss_module is None:
-            loss = _loss_of(output)
-            if loss is not None:
-                self._step_losses.append(loss.detach())
-        first = self.first
-        if first is not None and not self._first_done and first.logits is None:
-            logits = _logits_of(output)
-            if logits is not None and logits.is_floating_point():
-                first.logits = logits.detach().clone()
-                first.model_loss = _loss_of(output)
-                first.model_loss = first.model_loss.detach().clone() if first.model_loss is not None else None
-                self._first_output = logits
-                if logits.requires_grad:
-                    self._handles.append(logits.register_hook(lambda g: self._hook(self._first_grad, g)))
+        try:
+            self._depth = max(self._depth - 1, 0)
+            if self._depth > 0 or module is not self._entry or not torch.is_grad_enabled():
+                return
+            if self._carries_loss is None:
+                self._carries_loss = _loss_of(output) is not None
+            if self._carries_loss and self._loss_module is None and not self._user_logs:
+                loss = _loss_of(output)
+                if loss is not None:
+                    self._step_losses.append(loss.detach())
+            first = self.first
+            if first is not None and not self._first_done and first.logits is None:
+                logits = _logits_of(output)
+                if logits is not None and logits.is_floating_point():
+                    first.logits = logits.detach().clone()
+                    model_loss = _loss_of(output)
+                    first.model_loss = model_loss.detach().clone() if model_loss is not None else None
+                    self._first_output = logits
+                    if logits.requires_grad:
+                        self._early.append(logits.register_hook(self._first_grad))
+        except Exception as exc:
+            self._failed(exc)
 
     def _first_grad(self, grad: torch.Tensor) -> None:
         if self.first is not None and self.first.grad is None:
@@ -384,20 +374,22 @@ class Recorder:
 
     def _any_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         """The global hook, until the first step: a torch.nn loss module called on the model's first output."""
-        first = self.first
-        if first is None or self._loss_module is not None or not isinstance(module, nn.modules.loss._Loss):
-            return
-        scored = inputs[0] if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], torch.Tensor) else None
-        if scored is None or not _same_data(scored, getattr(self, "_first_output", None)) or not isinstance(output, torch.Tensor):
-            return
-        self._loss_module = module
-        first.loss_module = module
-        first.loss_inputs = scored.detach().clone()
-        target = inputs[1] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else None
-        first.loss_targets = target.detach().clone() if target is not None else None
-        first.loss_value = output.detach().clone()
-        self._step_losses = [output.detach()]
-        self._handles.append(module.register_forward_hook(lambda m, i, o: self._hook(self._loss_forward, m, i, o)))
+        try:
+            first = self.first
+            if first is None or self._loss_module is not None or not isinstance(module, nn.modules.loss._Loss):
+                return
+            scored = inputs[0] if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], torch.Tensor) else None
+            if scored is None or not _same_data(scored, self._first_output) or not isinstance(output, torch.Tensor):
+                return
+            self._loss_module = first.loss_module = module
+            first.loss_inputs = scored.detach().clone()
+            target = inputs[1] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else None
+            first.loss_targets = target.detach().clone() if target is not None else None
+            first.loss_value = output.detach().clone()
+            self._step_losses = [output.detach()]
+            self._loss_handle = module.register_forward_hook(self._loss_forward)
+        except Exception as exc:
+            self._failed(exc)
 
     def _loss_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(output, torch.Tensor) and output.numel() == 1 and torch.is_grad_enabled():
@@ -419,94 +411,123 @@ class Recorder:
 
     # -- backward --------------------------------------------------------------------------------
 
-    def _grad_hook(self, watched: _Watched, summed: bool) -> Callable[[torch.Tensor], None]:
-        def hook(grad: torch.Tensor) -> None:
-            if watched.fresh:
-                watched.fresh = False
-                left = watched.param.grad
+    def _grad(self, grad: torch.Tensor) -> None:
+        """The watched parameter's gradient hook: each backward's contribution, before it is added to .grad."""
+        try:
+            if self._fresh:
+                self._fresh = False
+                self._own = None
                 if self.steps > 0:  # after an optimizer step: was the gradient zeroed (None, or all zeros) since?
-                    watched.leftovers.append(None if left is None else torch.linalg.vector_norm(left.detach().float()))
-                if summed:
-                    watched.own = None
-            watched.contributions += 1
-            if summed and self._sampled(self.steps + 1):
+                    left = self._watched.grad  # type: ignore[union-attr]
+                    self._leftovers.append(None if left is None else torch.linalg.vector_norm(left.detach().float()))
+            self._since_contributions += 1
+            if _sampled(self.steps + 1):
                 g = grad.detach()
-                watched.own = g.clone() if watched.own is None else watched.own + g
-
-        return hook
-
-    @staticmethod
-    def _sampled(step: int) -> bool:
-        return step <= FINGERPRINT_HEAD or step % FINGERPRINT_EVERY == 0
+                self._own = g.clone() if self._own is None else self._own + g
+        except Exception as exc:
+            self._failed(exc)
 
     # -- optimizer steps -------------------------------------------------------------------------
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._first_done and self._guard(lambda: None) and self._first_ready():
-            self._finish_first()  # before the first step changes the weights: fail_on can stop it here
+        """Until the first step: when the first batch is complete, say so before the step changes the weights."""
+        if not self._first_done and self.broken is None and self._first_ready():
+            self._finish_first()  # fail_on can stop the loop here, before the first update
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if not self._guard(self._record_step, optimizer):
+        if self.broken is not None:
+            return
+        try:
+            self._record_step(optimizer)
+        except Exception as exc:
+            self._failed(exc)
             return
         if not self._first_done:
             self._finish_first()
+        if self.steps == 1:
+            self._settle()
         if self.on_step is not None:
             self.on_step(self.start_step + self.steps)
 
     def _record_step(self, optimizer: Any) -> None:
         self.steps += 1
         step = self.steps
-        groups = getattr(optimizer, "param_groups", None) or [{"lr": math.nan}]
-        lr = float(groups[0].get("lr", math.nan))
-        last = self.watched[0] if self.watched else None
-        record = _StepRecord(
-            step=step,
-            lr=lr,
-            training=self._since["training"],
-            forwards=int(self._since["forwards"]),
-            contributions=sum(w.contributions for w in self.watched),
-            has_grad=any(w.param.grad is not None for w in self.watched),
-        )
-        if last is not None and self._sampled(step) and last.param.grad is not None:
-            record.grad_norm = torch.linalg.vector_norm(last.param.grad.detach().float())
-            record.own_norm = torch.linalg.vector_norm(last.own.float()) if last.own is not None else None
-        self.records.append(record)
-        self.lrs.append(lr)
+        self.lrs.append(float(optimizer.param_groups[0].get("lr", math.nan)) if optimizer.param_groups else math.nan)
+        watched = self._watched
+        grad = watched.grad if watched is not None else None
+        self._training.append(self._since_training)
+        self._forwards.append(self._since_forwards)
+        self._contributions.append(self._since_contributions)
+        self._has_grad.append(grad is not None)
+        if grad is not None and _sampled(step):
+            own = self._own
+            self._norms[step] = (
+                torch.linalg.vector_norm(grad.detach().float()),
+                None if own is None else torch.linalg.vector_norm(own.float()),
+            )
         if self._step_losses:
             losses = self._step_losses
             self.losses.append((step, losses[0] if len(losses) == 1 else torch.stack([v.float() for v in losses]).mean()))
             self._step_losses = []
-        for w in self.watched:
-            w.fresh, w.contributions = True, 0
-        self._since = {"forwards": 0, "training": None}
-        try:
-            _STEPS[self.model] = _STEPS.get(self.model, 0) + 1
-        except TypeError:
-            pass
+        self._fresh, self._since_contributions, self._since_forwards, self._since_training = True, 0, 0, None
         if step - self._flushed >= FLUSH_EVERY:
             self.flush()
+
+    def _settle(self) -> None:
+        """After the first step: drop the hooks only the first batch needed; when the watched parameter got no gradient
+        while others did (an unused last layer), watch the last one that did instead."""
+        for handle in self._early:
+            handle.remove()
+        self._early = []
+        if self._entry is self.model:
+            self._early.append(self.model.register_forward_pre_hook(self._fast_forward, with_kwargs=True))
+            if self._carries_loss and self._loss_module is None:
+                self._early.append(self.model.register_forward_hook(self._output_loss, with_kwargs=True))
+        else:  # a child is the entry (a Lightning training_step calling self.net(x)), or no training forward yet: keep the depth
+            for module in (self.model, *self.model.children()):
+                self._early.append(module.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
+                self._early.append(module.register_forward_hook(self._post_forward, with_kwargs=True, always_call=True))
+        if self._contributions and self._contributions[0] == 0:
+            used = [(n, p) for n, p in self._named if p.grad is not None]
+            if used and used[-1][1] is not self._watched:
+                self._grad_handle.remove()
+                self.watched_name, self._watched = used[-1]
+                self._grad_handle = self._watched.register_hook(self._grad)
+                self._contributions[0], self._has_grad[0] = 1, True  # that parameter did get its gradient at step 1
+        self._count()
+
+    def _output_loss(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        """After the first step, when the model's output carries its loss (Hugging Face): read it, until the loop logs its own."""
+        if self._user_logs or not torch.is_grad_enabled():
+            return
+        loss = _loss_of(output)
+        if loss is not None:
+            self._step_losses.append(loss.detach())
 
     def _first_ready(self) -> bool:
         first = self.first
         return first is not None and first.logits is not None and (first.grad is not None or first.loss_module is not None)
 
     def _finish_first(self) -> None:
-        """The first batch is complete: stop looking for it, and tell on_first_batch (outside the guard: it may raise
-        DiagnosisFailed, which must reach the loop)."""
+        """The first batch is complete: stop looking for it, and tell on_first_batch (it may raise DiagnosisFailed, which
+        must reach the loop)."""
         self._first_done = True
         self._first_output = None
-        if self._global is not None:
-            self._drop([self._global])
-            self._global = None
         if self.on_first_batch is not None and self.broken is None:
             self.on_first_batch()
 
     # -- reading ---------------------------------------------------------------------------------
 
     def note_logged_loss(self, loss: Any) -> None:
-        """A loss the loop gave to w.log: one without a graph is evidence of a detached loss."""
-        if isinstance(loss, torch.Tensor) and loss.grad_fn is None and not loss.requires_grad and torch.is_grad_enabled():
-            self.logged_detached += 1
+        """A loss the loop gave to w.log: the hooks stop reading losses of their own; one without a graph is evidence of a
+        detached loss (the first LOGGED_CHECKED are looked at)."""
+        self._user_logs += 1
+        if self._user_logs == 1 and self._loss_handle is not None:
+            self._loss_handle.remove()
+            self._loss_handle = None
+        if self._user_logs <= LOGGED_CHECKED and isinstance(loss, torch.Tensor):
+            if loss.grad_fn is None and not loss.requires_grad and torch.is_grad_enabled():
+                self.logged_detached += 1
 
     def flush(self) -> None:
         """Read back what waits on the device (fingerprints, norms): one transfer for many steps."""
@@ -524,14 +545,12 @@ class Recorder:
             for (shape, _), row in zip(samples, rows):
                 digest = hashlib.sha1(repr(shape).encode() + row.numpy().tobytes()).hexdigest()
                 self._digests[digest] = self._digests.get(digest, 0) + 1
-        for record in self.records[self._flushed :]:
-            if isinstance(record.grad_norm, torch.Tensor):
-                record.grad_norm = float(record.grad_norm)
-            if isinstance(record.own_norm, torch.Tensor):
-                record.own_norm = float(record.own_norm)
-        for w in self.watched:
-            w.leftovers = [float(v) if isinstance(v, torch.Tensor) else v for v in w.leftovers]
-        self._flushed = len(self.records)
+        for step, pair in self._norms.items():
+            if any(isinstance(v, torch.Tensor) for v in pair):
+                self._norms[step] = tuple(float(v) if isinstance(v, torch.Tensor) else v for v in pair)  # type: ignore[assignment]
+        self._leftovers = [float(v) if isinstance(v, torch.Tensor) else v for v in self._leftovers]
+        self._flushed = self.steps
+        self._count()
 
     def _weights(self) -> torch.Tensor | None:
         """A fingerprint of every trainable parameter (its sum and norm), to tell at the end which changed."""
@@ -548,21 +567,19 @@ class Recorder:
     def table(self) -> pd.DataFrame:
         """One row per optimizer step: what the hooks saw (loop.csv)."""
         self.flush()
-        rows = [
-            {
-                "step": self.start_step + r.step,
-                "lr": r.lr,
-                "training": r.training,
-                "forwards": r.forwards,
-                "backward_contributions": r.contributions,
-                "has_grad": r.has_grad,
-                "grad_norm": r.grad_norm if r.grad_norm is not None else math.nan,
-                "own_grad_norm": r.own_norm if r.own_norm is not None else math.nan,
-            }
-            for r in self.records
-        ]
+        norms = [self._norms.get(step, (None, None)) for step in range(1, self.steps + 1)]
         return pd.DataFrame(
-            rows, columns=["step", "lr", "training", "forwards", "backward_contributions", "has_grad", "grad_norm", "own_grad_norm"]
+            {
+                "step": [self.start_step + s for s in range(1, self.steps + 1)],
+                "lr": self.lrs,
+                "training": self._training,
+                "forwards": self._forwards,
+                "backward_contributions": self._contributions,
+                "has_grad": self._has_grad,
+                "grad_norm": [math.nan if g is None else g for g, _ in norms],
+                "own_grad_norm": [math.nan if o is None else o for _, o in norms],
+            },
+            columns=["step", "lr", "training", "forwards", "backward_contributions", "has_grad", "grad_norm", "own_grad_norm"],
         )
 
     def facts(self) -> dict[str, Any]:
@@ -572,15 +589,11 @@ class Recorder:
         changed = 0
         if after is not None and self._before is not None:
             changed = int((after != self._before).any(dim=1).sum())
-        records = self.records
-        leftovers = [v for w in self.watched for v in w.leftovers]
-        checked = [v for v in self.watched[0].leftovers] if self.watched else []
-        if len(self.watched) > 1 and len(self.watched[1].leftovers) > len(checked):
-            checked = self.watched[1].leftovers
-        accumulated = [v is not None and v > 0 for v in checked]
-        ratios = [r.grad_norm / r.own_norm for r in records if r.grad_norm is not None and r.own_norm]
-        no_grad = [r for r in records if r.contributions == 0 or not r.has_grad]
-        eval_steps = [r for r in records if r.training is False]
+        steps = range(1, self.steps + 1)
+        accumulated = [v is not None and v > 0 for v in self._leftovers]
+        ratios = [g / o for g, o in self._norms.values() if g is not None and o]
+        no_grad = [s for s in steps if self._contributions[s - 1] == 0 or not self._has_grad[s - 1]]
+        eval_steps = [s for s in steps if self._training[s - 1] is False]
         error = self.error
         return {
             "steps": self.steps,
@@ -591,18 +604,17 @@ class Recorder:
             "in_optimizer": self.in_optimizer,
             "changed": changed,
             "lr_zero": bool(self.lrs) and all(lr == 0 for lr in self.lrs),
-            "watched": [w.name for w in self.watched],
+            "watched": [self.watched_name] if self._watched is not None else [],
             "no_grad_steps": len(no_grad),
-            "cleared_steps": sum(r.contributions > 0 and not r.has_grad for r in no_grad),
-            "first_no_grad_step": no_grad[0].step if no_grad else None,
-            "checked_steps": len(checked),
+            "cleared_steps": sum(self._contributions[s - 1] > 0 and not self._has_grad[s - 1] for s in no_grad),
+            "first_no_grad_step": no_grad[0] if no_grad else None,
+            "checked_steps": len(self._leftovers),
             "accumulated_steps": int(sum(accumulated)),
             "first_accumulated_step": (accumulated.index(True) + 2) if any(accumulated) else None,
             "grad_ratio_last": ratios[-1] if ratios else None,
             "grad_ratio_max": max(ratios) if ratios else None,
-            "leftover_seen": bool(any(v is not None and v > 0 for v in leftovers)),
             "eval_steps": len(eval_steps),
-            "first_eval_step": eval_steps[0].step if eval_steps else None,
+            "first_eval_step": eval_steps[0] if eval_steps else None,
             "mode_layers": self.mode_layers,
             "fingerprinted": int(sum(self._digests.values())),
             "distinct_inputs": len(self._digests),
@@ -611,6 +623,11 @@ class Recorder:
             else f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
             "backward_raised": error is not None and ERROR_NO_GRAPH in str(error),
         }
+
+
+def _sampled(step: int) -> bool:
+    """Steps whose gradient norms are kept (evidence for grads-accumulate): the first FINGERPRINT_HEAD, then every FINGERPRINT_EVERY-th."""
+    return step <= FINGERPRINT_HEAD or step % FINGERPRINT_EVERY == 0
 
 
 # --------------------------------------------------------------------------------------------
