@@ -140,6 +140,7 @@ def test_the_table_uses_known_codes_unique_ids_and_is_documented():
         "saturated-activations",
         "vanishing-gradients",
         "init-too-large",
+        "units-died-in-training",  # issue 19: the probe during training (or trained=True) establishes it
     }
     assert all(s.code in CODES["probe"] for r in root_cause.PROBE_CAUSES for s in r.established_by)
 
