@@ -320,3 +320,31 @@ def test_nndiag_train_finds_a_schedule_that_collapses_in_its_own_log(write_recip
     assert result.tables["train_steps"]["lr"].iloc[-1] < 1e-3 * result.tables["train_steps"]["lr"].max()
     steady = nndiag.train(write_recipe(recipe_dict(SPIRAL_MLP, **{"train.epochs": 4})))
     assert "lr-schedule-collapses" not in steady.verdict.codes
+
+
+def test_nndiag_curves_takes_what_a_loop_produces_and_names_what_it_reads(tmp_path):
+    import torch
+    from conftest import REPO
+
+    import nndiag
+
+    loss = make("healthy", 200).dense.to_numpy()
+    rows = [{"step": i + 1, "train_loss": float(v)} for i, v in enumerate(loss)]
+    assert nndiag.curves(rows).status == "pass"  # a list of dicts
+    assert nndiag.curves({"step": list(range(1, 201)), "loss": torch.tensor(loss)}).status == "pass"  # a dict of lists (tensors too)
+    assert nndiag.curves(pd.DataFrame(rows)).status == "pass"
+    pd.DataFrame(rows).to_csv(tmp_path / "log.csv", index=False)
+    assert nndiag.curves(tmp_path / "log.csv").status == "pass" and nndiag.curves(str(tmp_path / "log.csv")).status == "pass"
+    pytest.importorskip("tensorboard")
+    assert nndiag.curves(REPO / "tests" / "data" / "curves" / "t-lr-low-sgd-digits").command == "curves"  # a TensorBoard folder
+    for bad, words in (
+        (42, "got an int"),
+        ([1, 2, 3], "got a list of int"),
+        ({"step": [1, 2], "loss": [1.0]}, "lists of different lengths"),
+        ([{"step": 1, "loss": "low"}], "'loss' = a str"),
+        ({}, "an empty dict"),
+        (object(), "got an object"),
+    ):
+        with pytest.raises(nndiag.BadInput, match="a list of dicts .* a dict of lists .* a pandas DataFrame, a CSV file") as caught:
+            nndiag.curves(bad)
+        assert words in str(caught.value), (bad, str(caught.value))

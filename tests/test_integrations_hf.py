@@ -86,6 +86,8 @@ def test_a_tiny_bert_run_is_checked_probed_and_its_curves_read(tmp_path: Path) -
     assert probe.tables["probe"]["step"].unique().tolist() == [10, 20, 30, 40]
     logged = callback.results["curves"].tables["metrics"]
     assert logged["train_loss"].notna().sum() == 48 and logged["val_loss"].notna().sum() == 4 and logged["val_acc"].notna().sum() == 4
+    assert logged["lr"].notna().sum() == 48 and logged["lr"].iloc[0] == pytest.approx(3e-3)  # every step's LR, from the optimizer
+    assert summary["metrics"]["loop.steps"] == 48 and summary["metrics"]["steps"]["loop"] == "pass"  # the watch's loop checks, quiet
     assert summary["metrics"]["curves.final_val_acc"] > 0.9  # it learnt
     assert summary["status"] == "pass", summary["findings"]  # a healthy BERT: no false alarm from any stage
     folder = callback.folder
