@@ -535,3 +535,21 @@ def test_cross_entropy_targets_are_read_from_its_gradient_and_nothing_else_passe
     for other in (F.mse_loss(logits, torch.zeros(16, 5)), F.cross_entropy(logits, targets.clamp(min=0), label_smoothing=0.1)):
         (grad,) = torch.autograd.grad(other, logits)
         assert loop.cross_entropy_targets(logits.detach(), grad) is None
+
+
+def test_an_error_in_nndiags_own_hooks_never_stops_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Any, args: Any, kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug of nndiag's")
+
+    monkeypatch.setattr(loop.Recorder, "_fingerprint", broken)
+    model, optimizer = sgd()()
+    with nndiag.watch(model, optimizer, out=tmp_path / "broken", plots=False) as w:
+        losses = train(model, optimizer, w=w, epochs=1)
+    assert len(losses) == 22  # the loop ran to its end
+    stage = next(s for s in w.result.summary["steps"] if s["name"] == "loop")
+    assert stage["state"] == "error" and "ZeroDivisionError" in stage["note"]
+    assert not model._forward_pre_hooks and not optimizer._optimizer_step_post_hooks  # its hooks were removed at once
+    model, optimizer = sgd()()
+    with pytest.raises(ZeroDivisionError):  # with fail_on, nndiag's errors are raised as they are, for a CI job to see
+        with nndiag.watch(model, optimizer, out=tmp_path / "strict", plots=False, fail_on="fail") as w:
+            train(model, optimizer, w=w, epochs=1)

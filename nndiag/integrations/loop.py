@@ -105,7 +105,13 @@ class Watch:
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, traceback: Any) -> bool:
-        self.stop(error)
+        if error is None:
+            self.stop()  # with fail_on, may raise DiagnosisFailed
+            return False
+        try:
+            self.stop(error)
+        except Exception as own:  # writing the folder failed: the loop's own exception still goes on, unchanged
+            logging.getLogger(LOGGER).error(f"nndiag.watch could not write its run folder ({type(own).__name__}: {own})")
         return False  # the loop's own exception passes through
 
     def start(self) -> "Watch":

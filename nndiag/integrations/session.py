@@ -258,7 +258,9 @@ class Session:
         probing = self.probing
         if probing is None:
             return
-        probed = probing.after_step(model, step, optimizer)
+        probed = self.guarded("probe", lambda: probing.after_step(model, step, optimizer))
+        if self.probing is None:  # the probe failed (recorded as the probe stage's error): no more probing
+            return
         if probed is not None and self.options.fail_on is not None and self.reached(probing.latest(probed).status):
             probing.close()
             self.probing = None
@@ -323,6 +325,9 @@ class Session:
             if self.options.fail_on is not None:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if name == "probe" and self.probing is not None:  # an error while probing ends the probe stage
+                self.probing.close()
+                self.probing = None
             self.skip(name, f"{type(exc).__name__}: {first}", state="error")
             return None
 
