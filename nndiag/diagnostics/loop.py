@@ -431,7 +431,7 @@ class Recorder:
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         """Until the first step: when the first batch is complete, say so before the step changes the weights."""
-        if not self._first_done and self.broken is None and self._first_ready():
+        if not self._first_done and self.broken is None and self.first_ready():
             self._finish_first()  # fail_on can stop the loop here, before the first update
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -504,7 +504,8 @@ class Recorder:
         if loss is not None:
             self._step_losses.append(loss.detach())
 
-    def _first_ready(self) -> bool:
+    def first_ready(self) -> bool:
+        """The first batch's logits were seen, with their gradient or the loss module that scored them."""
         first = self.first
         return first is not None and first.logits is not None and (first.grad is not None or first.loss_module is not None)
 

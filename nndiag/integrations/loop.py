@@ -96,7 +96,6 @@ class Watch:
         self._pending_check = False  # check-loss waits for the first batch's loss (w.log) or the second step
         self._logged_first: float | None = None  # the first loss w.log got before the second optimizer step
         self._active = False
-        self._result: Any = None
 
     # -- the context manager ---------------------------------------------------------------------
 
@@ -119,7 +118,7 @@ class Watch:
         if self._active:
             raise BadInput("this watch is already running; a watch watches one loop at a time", where="watch")
         self.session.begin(type(self.model).__name__)
-        self.summary, self._metrics, self._result = {}, MetricLog(), None
+        self.summary, self._metrics = {}, MetricLog()
         self._pending_check, self._logged_first = False, None
         self.session.watch_loop(
             self.model,
@@ -146,6 +145,8 @@ class Watch:
                 return self.summary
             lrs = session.lr_rows()
             losses = recorder.loss_series() if recorder is not None else []
+            if self.options.check_loss and recorder is not None and recorder.steps == 0 and recorder.first_ready():
+                self._pending_check = True  # no optimizer step ran: the first batch was seen all the same
             if self._pending_check and recorder is not None:
                 session.guarded("check-loss", lambda: self._check_loss(final=True))
             session.close_probe()
@@ -181,8 +182,9 @@ class Watch:
                 raise BadInput("w.log(lr=...) is not needed: the watch reads the LR of every step from the optimizer", where="log")
             if series == "train_loss" and recorder is not None:
                 recorder.note_logged_loss(value)
-                if self._logged_first is None and recorder.steps <= 1 and _number(value) is not None:
-                    self._logged_first = _number(value)
+                first = _number(value) if self._logged_first is None and recorder.steps <= 1 else None
+                if first is not None:
+                    self._logged_first = first
                     if self._pending_check:
                         self.session.guarded("check-loss", lambda: self._check_loss(final=False))
             self._metrics.add(step, epoch, series, value)
