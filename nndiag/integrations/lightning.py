@@ -286,8 +286,9 @@ class NNDiagCallback(SessionCallback, pl.Callback):
 
     Options (keyword only; their one definition is nndiag.integrations.session.Options):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
-      num_classes  C, when training_step returns no logits: check-loss expects ln C (default None)
+      num_classes  C for check-loss's ln C, overriding what the logits say (default None)
       probe_every  probe every N optimizer steps (default None: never)
+      loop         the loop checks of nndiag.watch over the whole fit (default True)
       curves       the curves verdict on the logged metrics when fit ends (default True)
       train_loss, val_loss, train_acc, val_acc   the names the module logs (self.log) them under
       fail_on      None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
@@ -295,7 +296,8 @@ class NNDiagCallback(SessionCallback, pl.Callback):
       name         names the default run folder instead of the module's class
       plots        write the PNG figures (default True)
       seed         seeds check-loss's private batch order (default 0)
-    After fit: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
+    After fit: `summary` (the combined summary.json object), `result` (the same as one Result, with root_causes),
+    `folder`, `results` ({stage: Result}), `status`.
     """
 
     COMMAND = "lightning"

@@ -66,7 +66,7 @@ class Options:
 
     check_loss: bool = True  # run check-loss before the first training step
     batches: int = DEFAULT_BATCHES  # training batches check-loss scores
-    num_classes: int | None = None  # C, when the step exposes no logits: check-loss then expects ln C
+    num_classes: int | None = None  # C for check-loss's ln C, overriding what the logits say (a loss nndiag cannot read)
     probe_every: int | None = None  # probe every N optimizer steps (None: never)
     loop: bool = True  # the loop checks (accumulating gradients, no step, eval mode, ...) over the whole run
     curves: bool = True  # the curves verdict on the logged metrics at the end

@@ -51,8 +51,9 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
     Options (keyword only; their one definition is nndiag.integrations.session.Options, with the Trainer's
     metric names as defaults):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
-      num_classes  C, when the model's output has no logits: check-loss expects ln C (default None)
+      num_classes  C for check-loss's ln C, overriding what the logits say (default None)
       probe_every  probe every N optimizer steps (default None: never)
+      loop         the loop checks of nndiag.watch over the whole fit (default True)
       curves       the curves verdict on state.log_history at train end (default True)
       train_loss, val_loss, train_acc, val_acc   their keys in log_history (default loss, eval_loss, None, eval_accuracy)
       fail_on      None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
@@ -60,7 +61,8 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
       name         names the default run folder instead of the model's class
       plots        write the PNG figures (default True)
       seed         seeds check-loss's private batch order (default 0)
-    After training: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
+    After training: `summary` (the combined summary.json object), `result` (the same as one Result, with
+    root_causes), `folder`, `results` ({stage: Result}), `status`.
     """
 
     train_loss: str | None = "loss"  # the key of the training loss in state.log_history
