@@ -553,3 +553,14 @@ def test_an_error_in_nndiags_own_hooks_never_stops_the_loop(tmp_path: Path, monk
     with pytest.raises(ZeroDivisionError):  # with fail_on, nndiag's errors are raised as they are, for a CI job to see
         with nndiag.watch(model, optimizer, out=tmp_path / "strict", plots=False, fail_on="fail") as w:
             train(model, optimizer, w=w, epochs=1)
+
+
+def test_cross_entropy_targets_are_read_under_half_precision_too() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(16, 5, dtype=torch.bfloat16, requires_grad=True)  # what autocast hands a loss
+    targets = torch.randint(0, 5, (16,))
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits, targets), logits)
+    found, _ = loop.cross_entropy_targets(logits.detach(), grad)
+    assert torch.equal(found, targets)
+    (grad,) = torch.autograd.grad(F.mse_loss(logits, torch.zeros_like(logits)), logits)
+    assert loop.cross_entropy_targets(logits.detach(), grad) is None

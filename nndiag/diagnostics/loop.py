@@ -76,6 +76,7 @@ FINGERPRINT_ELEMENTS = 256  # input elements a fingerprint reads (at fixed pseud
 FLUSH_EVERY = 256  # optimizer steps between read-backs of what stays on the device
 LOGGED_CHECKED = 64  # losses given to w.log that are checked for a missing graph
 CE_TOLERANCE = 1e-3  # a first-output gradient within this of (softmax - onehot) / N (max abs, in units of 1/N) is cross-entropy's
+CE_EPS_FACTOR = 8  # ... or within this many machine epsilons of the gradient's dtype (bf16 / fp16 under autocast)
 
 MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)  # layers whose forward depends on train/eval
 ERROR_NO_GRAPH = "does not require grad"  # what loss.backward() raises on a loss without a graph
@@ -147,7 +148,7 @@ class FirstBatch:
             if recovered is not None:
                 targets, axis = recovered
                 logits = self.logits if axis == self.logits.dim() - 1 else self.logits.movedim(1, -1)
-                flat_targets = targets.reshape(-1)
+                flat_targets = targets.reshape(-1).to(logits.device)
                 loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat_targets, ignore_index=-100)
                 return logits, targets, loss, "the gradient of your loss: a softmax cross-entropy's"
         return self.logits, None, None, ""
@@ -179,7 +180,8 @@ def cross_entropy_targets(logits: torch.Tensor, grad: torch.Tensor) -> tuple[tor
         if not (n > 0 and math.isfinite(n)):
             continue
         expected = p - nn.functional.one_hot(target, z.shape[1]).double()
-        if float((g[rows] * n - expected).abs().max()) > CE_TOLERANCE:
+        tolerance = max(CE_TOLERANCE, CE_EPS_FACTOR * torch.finfo(grad.dtype).eps)  # half-precision gradients are coarser
+        if float((g[rows] * n - expected).abs().max()) > tolerance:
             continue
         targets = torch.full((z.shape[0],), -100, dtype=torch.long)
         targets[rows.cpu()] = target.cpu()
@@ -563,7 +565,10 @@ class Recorder:
 
     def loss_series(self) -> list[tuple[int, float]]:
         """(step, loss) the hooks read (a loss module's result, or the model output's loss), per optimizer step."""
-        return [(self.start_step + step, float(loss)) for step, loss in self.losses]
+        if not self.losses:
+            return []
+        values = torch.stack([loss.detach().float().reshape(()) for _, loss in self.losses]).tolist()  # one read-back
+        return [(self.start_step + step, value) for (step, _), value in zip(self.losses, values)]
 
     def table(self) -> pd.DataFrame:
         """One row per optimizer step: what the hooks saw (loop.csv)."""
