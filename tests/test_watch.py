@@ -564,3 +564,9 @@ def test_cross_entropy_targets_are_read_under_half_precision_too() -> None:
     assert torch.equal(found, targets)
     (grad,) = torch.autograd.grad(F.mse_loss(logits, torch.zeros_like(logits)), logits)
     assert loop.cross_entropy_targets(logits.detach(), grad) is None
+
+
+def test_only_layers_that_compute_otherwise_in_eval_mode_count() -> None:
+    assert loop.depends_on_mode(nn.Dropout(0.1)) and loop.depends_on_mode(nn.BatchNorm1d(4))
+    assert not loop.depends_on_mode(nn.Dropout(0.0)) and not loop.depends_on_mode(nn.BatchNorm1d(4, track_running_stats=False))
+    assert not loop.depends_on_mode(nn.InstanceNorm2d(4)) and not loop.depends_on_mode(nn.LayerNorm(4))

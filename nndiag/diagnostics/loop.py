@@ -78,10 +78,18 @@ LOGGED_CHECKED = 64  # losses given to w.log that are checked for a missing grap
 CE_TOLERANCE = 1e-3  # a first-output gradient within this of (softmax - onehot) / N (max abs, in units of 1/N) is cross-entropy's
 CE_EPS_FACTOR = 8  # ... or within this many machine epsilons of the gradient's dtype (bf16 / fp16 under autocast)
 
-MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)  # layers whose forward depends on train/eval
+MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)  # layers whose forward may depend on train/eval
 ERROR_NO_GRAPH = "does not require grad"  # what loss.backward() raises on a loss without a graph
 
 _STEPS: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()  # model -> optimizer steps a Recorder saw
+
+
+def depends_on_mode(module: nn.Module) -> bool:
+    """Does the module compute something else in eval mode? Dropout with p > 0; batch/instance norm that tracks running
+    statistics (InstanceNorm's default and BatchNorm(track_running_stats=False) use the batch's in both modes)."""
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    return isinstance(module, nn.modules.batchnorm._NormBase) and bool(module.track_running_stats)
 
 
 def steps_taken(model: Any) -> int:
@@ -237,7 +245,7 @@ class Recorder:
         self.trainable = len(trainable)
         in_optimizer = {id(p) for g in getattr(optimizer, "param_groups", []) for p in g["params"]}
         self.in_optimizer = sum(id(p) in in_optimizer for _, p in trainable)
-        self.mode_layers = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, MODE_LAYERS)]
+        self.mode_layers = [n or type(m).__name__ for n, m in model.named_modules() if depends_on_mode(m)]
         self._named = trainable
         self._params = [p for _, p in trainable]
         self.watched_name, self._watched = trainable[-1] if trainable else ("", None)  # the last trainable parameter
