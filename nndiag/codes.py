@@ -479,7 +479,8 @@ ENTRIES = [
         ("watch",),
         "warn",
         "The model trained in eval mode: dropout was off and BatchNorm used running statistics it never updated.",
-        "the model has dropout or batch-norm layers and at least {loop.EVAL_SHARE} of the optimizer steps (and at least "
+        "the model has layers that compute otherwise in eval mode (dropout with p > 0, batch norm tracking running statistics) "
+        "and at least {loop.EVAL_SHARE} of the optimizer steps (and at least "
         "{loop.EVAL_MIN_STEPS}) came after a training forward with model.training False.",
         "PyTorch's Module.train()/eval(): the flag stays as last set, so a validation pass that calls model.eval() leaves the "
         "rest of training in eval mode until model.train() is called again.",

@@ -38,8 +38,9 @@ Rules of `decide` (pure: the facts a Recorder gathered in, a Verdict out; thresh
   grads-accumulate     fail  at >= ACCUMULATE_SHARE of >= ACCUMULATE_MIN_STEPS steps the next backward
                              added to the gradient of the step before (zero_grad() missing); accumulation
                              done on purpose (zero_grad() after every k-th backward, step every k) is quiet
-  eval-mode-training   warn  the model has layers that behave differently in eval mode (dropout, batch
-                             norm) and >= EVAL_SHARE of the steps (at least EVAL_MIN_STEPS) ran in eval mode
+  eval-mode-training   warn  the model has layers that compute otherwise in eval mode (dropout with p > 0,
+                             batch norm tracking running statistics: depends_on_mode) and >= EVAL_SHARE of the
+                             steps (at least EVAL_MIN_STEPS) ran in eval mode
   same-batch-repeated  warn  >= SAME_BATCH_MIN_FORWARDS fingerprinted training forwards, all of one input
                              (full-batch training on purpose looks the same: nndiag cannot tell)
 """
