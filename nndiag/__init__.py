@@ -5,6 +5,7 @@ and a Python API on your own model and data.
     r = nndiag.check_data(loader, model)                               # or a recipe
     r = nndiag.check_loss(model, loader, loss="cross_entropy")
     r.status, r.findings, r.metrics, r.table, r.plot(), r.save("out/")
+    with nndiag.watch(model, optimizer) as w: ...   # your own training loop (nndiag.integrations.loop)
 
 Importing this package is cheap on purpose: it does not import torch (nor pandas), so that
 `nndiag --help` starts fast; the functions import what they need when called.
@@ -12,12 +13,25 @@ Importing this package is cheap on purpose: it does not import torch (nor pandas
 May import: nndiag.api, nndiag.errors, nndiag.result.
 """
 
-from nndiag.api import babysit, check_data, check_loss, curves, lr_find, overfit_small, probe, search, train
+from nndiag.api import babysit, check_data, check_loss, curves, lr_find, overfit_small, probe, search, train, watch
 from nndiag.errors import BadInput
 
 __version__ = "0.2.0"
 
-__all__ = ["BadInput", "Result", "babysit", "check_data", "check_loss", "curves", "lr_find", "overfit_small", "probe", "search", "train"]
+__all__ = [
+    "BadInput",
+    "Result",
+    "babysit",
+    "check_data",
+    "check_loss",
+    "curves",
+    "lr_find",
+    "overfit_small",
+    "probe",
+    "search",
+    "train",
+    "watch",
+]
 
 
 def __getattr__(name: str):  # PEP 562: nndiag.Result without importing pandas up front

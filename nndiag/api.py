@@ -5,8 +5,9 @@
     r = nndiag.overfit_small(model, loader, optimizer=lambda params: torch.optim.Adam(params, 1e-3))
     r = nndiag.lr_find(model, optimizer, loader, loss=torch.nn.CrossEntropyLoss())  # all handed back as found
     r = nndiag.probe(model, loader)
-    r = nndiag.curves("metrics.csv")                                 # or a pandas DataFrame
+    r = nndiag.curves("metrics.csv")                                 # or a DataFrame, a list of dicts, a dict of lists
     r = nndiag.train("recipe.yaml"); nndiag.search("recipe.yaml"); nndiag.babysit("recipe.yaml")
+    with nndiag.watch(model, optimizer, probe_every=50) as w: ...    # your own training loop; w.result afterwards
     r.status, r.findings, r.metrics, r.table, r.plot(), r.save("out/"), r.to_json()
 
 The first argument of check_loss, overfit_small, lr_find and probe is either your model (an
@@ -355,19 +356,40 @@ def probe(
     optimizer: Any = None,
     batches: int = D.PROBE_BATCHES,
     steps: int = D.PROBE_STEPS,
+    trained: bool | None = None,
     batch_size: int | None = None,
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
 ) -> "Result":
     """Per-layer activation, gradient and update/weight statistics with the weight-init lecture's
-    verdicts. The model and RNGs are handed back as found."""
+    verdicts. The model and RNGs are handed back as found.
+
+    `trained`: whether optimizer steps already ran on the model's weights (dead units or NaN at trained weights may be
+    the learning rate's doing; at an initialisation they are not). Default: known for a recipe (fresh) and when nndiag
+    saw the steps (nndiag.watch, a callback, a LightningModule's trainer, an optimizer with state); else not known."""
     from nndiag.diagnostics import probe as diagnostic
     from nndiag.training.engine import rng_kept
 
+    if trained is None:
+        trained = _trained(model, optimizer)
     with rng_kept():
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-        return _finish(diagnostic.run(exp, batches=batches, steps=steps), exp, model)
+        return _finish(diagnostic.run(exp, batches=batches, steps=steps, trained=trained), exp, model)
+
+
+def _trained(model: Any, optimizer: Any) -> bool | None:
+    """Did optimizer steps run on `model`'s weights? False for a recipe (built fresh), True when nndiag saw them (issue 19:
+    a watch or a callback counted them) or a trainer / an optimizer's state says so, None when nothing tells."""
+    if is_recipe(model):
+        return False
+    from nndiag.diagnostics.loop import steps_taken
+
+    trainer = getattr(model, "_trainer", None) if _is_lightning_module(model) else None
+    stepped = _is_optimizer(optimizer) and any(bool(state) for state in optimizer.state.values())
+    if steps_taken(model) > 0 or getattr(trainer, "global_step", 0) > 0 or stepped:
+        return True
+    return None
 
 
 def curves(
@@ -379,18 +401,75 @@ def curves(
     train_acc: str | None = None,
     val_acc: str | None = None,
 ) -> "Result":
-    """Step 6: diagnose loss curves from CSV files, run folders, or a pandas DataFrame."""
+    """Step 6: diagnose loss curves. `source` is what a training loop produces: a list of dicts (one per logged point,
+    e.g. {"step": 10, "train_loss": 0.9}), a dict of lists ({"step": [...], "train_loss": [...]}), a pandas DataFrame, a
+    CSV file, a TensorBoard event file or a folder of logs (run folders, lightning_logs/, TensorBoard runs), or a list
+    of paths. Anything else is BadInput naming what is accepted. Columns are found by name (step, train_loss, loss,
+    val_loss, val_acc, lr, ...; `x`, `train`, `val`, `train_acc`, `val_acc` name them when they differ)."""
     from nndiag.diagnostics import curves as diagnostic
 
     columns = {"x": x, "train": train, "val": val, "train_acc": train_acc, "val_acc": val_acc}
-    if _is_frame(source):
-        result = diagnostic.run_frame(source, **columns)
+    frame = _curves_frame(source)
+    if frame is not None:  # your own numbers: the advice names what your code controls (nndiag.findings.addressed)
+        result = diagnostic.run_frame(frame, **columns)
         result.source = "DataFrame"
+        result.verdict.address("python")
         return result
     paths = [Path(p) for p in (source if isinstance(source, (list, tuple)) else [source])]
     result = diagnostic.run(paths, **columns)
     result.name, result.source = "curves", " ".join(str(p) for p in paths)
     return result
+
+
+CURVES_ACCEPTS = (
+    "a list of dicts (one per logged point: {'step': 10, 'train_loss': 0.9, ...}), a dict of lists ({'step': [...], "
+    "'train_loss': [...]}), a pandas DataFrame, a CSV file, a TensorBoard event file or a folder of logs (or a list of paths)"
+)
+
+
+def _curves_frame(source: Any) -> Any:
+    """`source` as a pandas DataFrame when it is one, a list of dicts or a dict of lists; None for paths; else BadInput."""
+    import numbers
+
+    def bad(why: str) -> BadInput:
+        return BadInput(f"curves reads {CURVES_ACCEPTS}; got {why}", where="source")
+
+    def a(name: str) -> str:
+        return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+    if _is_frame(source):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    if isinstance(source, dict):
+        if not source:
+            raise bad("an empty dict")
+        lengths = {}
+        for key, values in source.items():
+            if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+                raise bad(f"a dict whose {key!r} is {a(type(values).__name__)}, not a list of numbers")
+            lengths[key] = len(values)
+        if len(set(lengths.values())) > 1:
+            raise bad("a dict of lists of different lengths (" + ", ".join(f"{k}: {n}" for k, n in lengths.items()) + ")")
+        import pandas as pd
+
+        return pd.DataFrame({k: [x.item() if hasattr(x, "item") else x for x in v] for k, v in source.items()})
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise bad(f"an empty {type(source).__name__}")
+        if all(isinstance(item, (str, os.PathLike)) for item in source):
+            return None
+        if all(isinstance(item, dict) for item in source):
+            import pandas as pd
+
+            for i, item in enumerate(source):
+                for key, value in item.items():
+                    if value is not None and not isinstance(value, numbers.Number) and not hasattr(value, "item"):
+                        raise bad(f"a list of dicts whose item {i} has {key!r} = {a(type(value).__name__)}, not a number")
+            return pd.DataFrame([{k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()} for item in source])
+        kinds = sorted({type(item).__name__ for item in source})
+        raise bad(f"{a(type(source).__name__)} of {', '.join(kinds)}")
+    raise bad(a(type(source).__name__))
 
 
 @_data_faults("train")
@@ -530,6 +609,51 @@ def babysit(
     repeated += [f"--device {device}"] if device else []
     repeated += [f"--seed {seed}"] if seed is not None else []
     return run_babysit(loaded, _source(recipe, loaded), cli_args="".join(f" {p}" for p in repeated), **common)
+
+
+# --------------------------------------------------------------------------------------------
+# Your own training loop (issue 19)
+# --------------------------------------------------------------------------------------------
+
+
+def watch(
+    model: Any,
+    optimizer: Any,
+    *,
+    probe_every: int | None = None,
+    check_loss: bool = True,
+    num_classes: int | None = None,
+    loop: bool = True,
+    curves: bool = True,
+    fail_on: str | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+    plots: bool = True,
+) -> Any:
+    """nndiag inside your own training loop: `with nndiag.watch(model, optimizer) as w: ...` (w.log(loss=...) optional).
+
+    PyTorch's hooks on `model` and `optimizer` (removed when the block ends) give check-loss on the loop's first batch
+    (`num_classes`: C for ln C, overriding what the logits say), the probe every `probe_every` optimizer steps, the loop
+    checks (`loop`: accumulating gradients, no optimizer step, weights that never change, eval mode, no gradient, the
+    same batch), the curves verdict (`curves`) on what w.log got and the LR of every step; then the run folder (`out`,
+    default runs/<model class>/watch-<timestamp>/; `name` instead of the class; `plots`) with summary.json, report.md
+    and report.html. `w.result` is the combined Result with its root causes. `fail_on` ("fail" | "warn") raises
+    nndiag.integrations.DiagnosisFailed out of the loop when a stage reaches it. See nndiag/integrations/loop.py."""
+    from nndiag.integrations.loop import watch as start
+
+    return start(
+        model,
+        optimizer,
+        probe_every=probe_every,
+        check_loss=check_loss,
+        num_classes=num_classes,
+        loop=loop,
+        curves=curves,
+        fail_on=fail_on,
+        out=out,
+        name=name,
+        plots=plots,
+    )
 
 
 def _is_optimizer(obj: Any) -> bool:

@@ -52,6 +52,7 @@ MODULES = {  # where each placeholder's module lives, relative to the package
     "check_data": "diagnostics/check_data.py",
     "structure": "diagnostics/structure.py",
     "train": "diagnostics/train.py",
+    "loop": "diagnostics/loop.py",  # issue 19: nndiag.watch's loop checks
 }
 
 ENTRIES = [
@@ -687,6 +688,91 @@ ENTRIES = [
         "NaN propagates: the first layer that shows it is where to look.",
         "Look at the first layer named: NaN inputs, a weight already NaN, an exploding init; during the probed steps, lower "
         "optim.lr and clip gradients.",
+    ),
+    # -- issue 19: the LR schedule in a log (curves, train, and nndiag.watch's curves) -----------
+    Code(
+        "lr-schedule-collapses",
+        ("curves", "train"),
+        "warn",
+        "The learning rate fell to ~0 early and stayed there: most of the run trained at no LR at all.",
+        "the log's lr column (nndiag train's train_steps.csv, the HF Trainer's learning_rate, Lightning's lr-<Optimizer>, "
+        "nndiag.watch's optimizer LR) falls below {curves.LR_COLLAPSE_FRACTION}x its peak by {curves.LR_COLLAPSE_BY} of the run "
+        "and stays below to its end (at least {curves.LR_COLLAPSE_MIN_POINTS} LR values).",
+        "A schedule sized in epochs but stepped every batch (StepLR(step_size=30) or ExponentialLR(0.95) with scheduler.step() "
+        "inside the batch loop) decays 'epochs' of LR every batch; a cosine decay to 0 spends only its last ~2% below the threshold.",
+        "Step the scheduler once per epoch, or size it in optimizer steps (T_max, step_size or milestones counted in steps, a "
+        "gamma closer to 1).",
+    ),
+    # -- issue 19: the bugs only a hand-written training loop has (nndiag.watch; the callbacks run the same checks) --
+    Code(
+        "grads-accumulate",
+        ("watch",),
+        "fail",
+        "Gradients are never zeroed: every optimizer step applies the sum of all the batch gradients so far.",
+        "of at least {loop.ACCUMULATE_MIN_STEPS} optimizer steps whose next backward was seen, at least {loop.ACCUMULATE_SHARE} "
+        "added to a gradient left over from the step before (the watched parameter's .grad was neither None nor zero when the "
+        "first contribution after the step arrived). Accumulation on purpose (zero_grad() after every k-th step) is quiet.",
+        "PyTorch accumulates into .grad on every backward; the optimizer does not clear it. A missing zero_grad() makes the "
+        "k-th step's gradient the sum of k batch gradients: the effective LR grows with k until training diverges.",
+        "Call optimizer.zero_grad() (or model.zero_grad()) once per optimizer step, before loss.backward().",
+    ),
+    Code(
+        "no-optimizer-step",
+        ("watch",),
+        "fail (warn when the weights changed: another optimizer trains the model)",
+        "The loop computes losses but never calls optimizer.step() on the optimizer nndiag watches.",
+        "at least {loop.NO_STEP_MIN_FORWARDS} training forwards (grad enabled) and not one optimizer step (register_step_post_hook).",
+        "Without optimizer.step() backward only fills .grad; nothing learns.",
+        "Call optimizer.step() after loss.backward(); pass nndiag the optimizer your loop steps.",
+    ),
+    Code(
+        "weights-unchanged",
+        ("watch",),
+        "fail",
+        "Optimizer steps ran, yet not one trainable parameter of the model changed.",
+        "at least {loop.UNCHANGED_MIN_STEPS} optimizer steps, and every trainable parameter's sum and norm the same at the end "
+        "as at the start.",
+        "An optimizer built over another model object (the model rebuilt or re-created after the optimizer), or an LR of 0, "
+        "steps without moving this model.",
+        "Build the optimizer over this model's parameters, after the model is built, with lr= above 0.",
+    ),
+    Code(
+        "eval-mode-training",
+        ("watch",),
+        "warn",
+        "The model trained in eval mode: dropout was off and BatchNorm used running statistics it never updated.",
+        "the model has layers that compute otherwise in eval mode (dropout with p > 0, batch norm tracking running statistics) "
+        "and at least {loop.EVAL_SHARE} of the optimizer steps (and at least "
+        "{loop.EVAL_MIN_STEPS}) came after a training forward with model.training False.",
+        "PyTorch's Module.train()/eval(): the flag stays as last set, so a validation pass that calls model.eval() leaves the "
+        "rest of training in eval mode until model.train() is called again.",
+        "Call model.train() before the training steps, and again after every validation pass.",
+    ),
+    Code(
+        "no-gradient-at-step",
+        ("watch",),
+        "fail",
+        "No gradient reaches the model's parameters: the loss has no graph back to the model, or the gradients are cleared "
+        "before the step.",
+        "loss.backward() raised because the loss does not require grad; or at least {loop.NO_GRAD_SHARE} of at least "
+        "{loop.NO_GRAD_MIN_STEPS} optimizer steps ran without a backward contribution to the watched parameter (the last "
+        "trainable one that got a gradient at the first step) or with its .grad None.",
+        "A loss computed under torch.no_grad(), or from .detach() / .item(), carries no graph; zero_grad() between backward() "
+        "and step() clears what backward computed.",
+        "Compute the loss from the model's output with gradients on, and call zero_grad() before backward(), never between "
+        "backward() and step().",
+    ),
+    Code(
+        "same-batch-repeated",
+        ("watch",),
+        "warn",
+        "The loop trains on one batch over and over.",
+        "at least {loop.SAME_BATCH_MIN_FORWARDS} training forwards fingerprinted (every one of the first "
+        "{loop.FINGERPRINT_HEAD}, then every {loop.FINGERPRINT_EVERY}th; {loop.FINGERPRINT_ELEMENTS} input elements at fixed "
+        "positions, hashed) and all of them the same input.",
+        "x, y = next(iter(loader)) before the loop (instead of for x, y in loader) feeds one batch forever: the training loss "
+        "falls while nothing generalises. Full-batch training on purpose looks the same.",
+        "Draw a new batch every iteration; ignore this for full-batch gradient descent.",
     ),
 ]
 

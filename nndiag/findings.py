@@ -8,6 +8,7 @@ May import: nndiag.codes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,3 +79,64 @@ class Verdict:
 
     def extend(self, other: "Verdict") -> None:
         self.findings.extend(other.findings)
+
+    def address(self, audience: str) -> "Verdict":
+        """Every finding's advice in the words of `audience` (see `addressed`); returns self."""
+        for finding in self.findings:
+            finding.advice = addressed(finding.advice, audience)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Advice in its reader's words: recipe keys and CLI flags for a recipe, Python arguments for your own objects
+# --------------------------------------------------------------------------------------------
+
+AUDIENCES = ("recipe", "python")  # who reads the advice: a recipe's user (the CLI, babysit), or Python code on its own objects
+
+# A recipe user changes a recipe key; someone who called nndiag on their own model, optimizer and loop (the API on their
+# objects, nndiag.watch, the Lightning and Hugging Face callbacks) changes an argument of their own code. Advice is written
+# once, in the recipe's words; for a Python reader these phrases are said instead (the longest phrase first), then every
+# `--flag` becomes the keyword argument it is in Python (`--batches-per-lr 8` -> `batches_per_lr=8`) and every
+# `nndiag <command>` the function (`nndiag.lr_find`).
+PYTHON_WORDS: tuple[tuple[str, str], ...] = (
+    ("(--expected, or expected= in Python)", "(expected=)"),
+    ("(--expected, expected= in Python)", "(expected=)"),
+    ("--candidates 1e-1,1e-2,1e-3,1e-4", "candidates=[1e-1, 1e-2, 1e-3, 1e-4]"),
+    ("(data.normalize: true, or in your data target)", "(in your Dataset or its transform)"),
+    ("(data.normalize: true)", "(in your Dataset or its transform)"),
+    ("data.normalize: true", "inputs standardised in your Dataset"),
+    ("train.early_stopping.patience keeps the best weights", "keep the weights of the best validation epoch"),
+    ("(train.early_stopping)", "(keep the weights of the best validation epoch)"),
+    ("(schedule: cosine or step)", "(torch.optim.lr_scheduler: CosineAnnealingLR or StepLR)"),
+    ("(schedule: {name: cosine, warmup_steps: 500})", "(torch.optim.lr_scheduler.LinearLR over the first ~500 steps)"),
+    ("(schedule.warmup_steps)", "(torch.optim.lr_scheduler.LinearLR)"),
+    ("the one the recipe names", "the one you meant"),
+    ("(model.args.init)", "(torch.nn.init)"),
+    ("model.args.init", "your model's init (torch.nn.init)"),
+    ("train.grad_clip", "torch.nn.utils.clip_grad_norm_"),
+    ("a larger train.batch_size", "a larger batch_size= in your DataLoader"),
+    ("train.batch_size", "your DataLoader's batch_size="),
+    ("train.epochs", "the number of epochs"),
+    ("optim.weight_decay", "your optimizer's weight_decay="),
+    ("optim.lr", "your optimizer's lr="),
+)
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)(?: (?=[0-9])([^\s,;)]+))?")
+_COMMAND = re.compile(r"\bnndiag (check-loss|overfit-small|lr-find|search|train|curves|probe|babysit)\b")
+
+
+def addressed(text: str, audience: str) -> str:
+    """`text` (advice written in a recipe's words) as `audience` reads it: unchanged for "recipe"; for "python", with
+    PYTHON_WORDS' phrases replaced, CLI flags as keyword arguments and commands as API functions. Idempotent."""
+    if audience == "recipe" or not text:
+        return text
+    if audience != "python":
+        raise ValueError(f"unknown audience {audience!r}; expected one of {AUDIENCES}")
+    for recipe_words, python_words in PYTHON_WORDS:
+        text = text.replace(recipe_words, python_words)
+    text = _FLAG.sub(lambda m: f"{m.group(1).replace('-', '_')}=" + (m.group(2) or ""), text)
+    return _COMMAND.sub(lambda m: f"nndiag.{m.group(1).replace('-', '_')}", text)
+
+
+def audience_of(source: str | None) -> str:
+    """Who reads a run's advice, from its source (a Result's or Run's `source`): "python" for your own objects, else "recipe"."""
+    return "python" if source == "python" else "recipe"

@@ -236,3 +236,115 @@ def test_a_loss_gap_without_accuracies_is_overfitting():
     assert "loss gap opened" in finding.message
     together = Curves(fit={"train_loss": pd.Series(train, index=e), "val_loss": pd.Series(train * 1.05, index=e)}, fit_x="epoch")
     assert "overfitting" not in decide(together).codes
+
+
+# -- issue 19: lr-schedule-collapses, from a log's lr column -------------------------------------------------
+
+
+def _lrs(make_scheduler, steps: int, per: int = 1, lr: float = 0.1) -> np.ndarray:
+    """The LR of each of `steps` optimizer steps under a torch scheduler stepped every `per` steps."""
+    import torch
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(optimizer)
+    out = []
+    for step in range(1, steps + 1):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if step % per == 0:
+            scheduler.step()
+    return np.array(out)
+
+
+def _with_lr(lrs: np.ndarray, seed: int = 0) -> Curves:
+    run = make("healthy", len(lrs), seed)
+    run.lr = pd.Series(lrs, index=np.arange(1, len(lrs) + 1, dtype=float))
+    return run
+
+
+def _schedules():
+    import torch.optim.lr_scheduler as S
+
+    per_batch = 30  # a 10-epoch run of 30 batches: 300 optimizer steps
+    collapsing = {  # sized in epochs, stepped every batch
+        "step-per-batch": _lrs(lambda o: S.StepLR(o, step_size=3, gamma=0.1), 10 * per_batch),
+        "exponential-per-batch": _lrs(lambda o: S.ExponentialLR(o, gamma=0.9), 10 * per_batch),
+        "multistep-per-batch": _lrs(lambda o: S.MultiStepLR(o, milestones=[3, 6, 9, 12], gamma=0.1), 10 * per_batch),
+    }
+    healthy = {
+        "constant": np.full(10 * per_batch, 0.1),
+        "step-per-epoch": _lrs(lambda o: S.StepLR(o, step_size=3, gamma=0.1), 10 * per_batch, per=per_batch),
+        "cosine-to-zero": _lrs(lambda o: S.CosineAnnealingLR(o, T_max=10 * per_batch), 10 * per_batch),
+        "resnet-steps": _lrs(lambda o: S.MultiStepLR(o, milestones=[30, 60, 80], gamma=0.1), 90 * 10, per=10),
+        "one-cycle": _lrs(lambda o: S.OneCycleLR(o, max_lr=0.1, total_steps=10 * per_batch), 10 * per_batch),
+        "warmup-then-linear-to-zero": np.concatenate([np.linspace(0, 0.1, 30), np.linspace(0.1, 0, 270)]),
+        "warm-restarts": _lrs(lambda o: S.CosineAnnealingWarmRestarts(o, T_0=50), 10 * per_batch),
+    }
+    return collapsing, healthy
+
+
+def test_an_lr_schedule_that_collapses_early_is_found_and_healthy_schedules_are_not():
+    collapsing, healthy = _schedules()
+    for name, lrs in collapsing.items():
+        verdict = decide(_with_lr(lrs))
+        assert "lr-schedule-collapses" in verdict.codes, name
+        finding = next(f for f in verdict.findings if f.code == "lr-schedule-collapses")
+        assert finding.severity == "warn" and finding.evidence["collapsed_u"] <= curves.LR_COLLAPSE_BY, name
+    for name, lrs in healthy.items():
+        assert "lr-schedule-collapses" not in decide(_with_lr(lrs)).codes, name
+    assert decide(_with_lr(collapsing["step-per-batch"][: curves.LR_COLLAPSE_MIN_POINTS - 1])).codes == []  # too few values
+
+
+def test_the_lr_column_is_read_from_csv_logs_under_its_usual_names(tmp_path, cli):
+    collapsing, healthy = _schedules()
+    for column in ("lr", "learning_rate", "lr-SGD"):  # nndiag train / HF Trainer / Lightning's LearningRateMonitor
+        path = tmp_path / f"{column}.csv"
+        steps = np.arange(1, 301)
+        pd.DataFrame({"step": steps, "train_loss": make("healthy", 300).dense.to_numpy(), column: collapsing["step-per-batch"]}).to_csv(
+            path, index=False
+        )
+        result = cli("curves", str(path), "--json", "--no-plots")
+        verdict = json.loads(result.stdout)
+        assert "lr-schedule-collapses" in [f["code"] for f in verdict["findings"]], column
+        assert f"lr <- {column}" in verdict["metrics"]["columns"]
+
+
+def test_nndiag_train_finds_a_schedule_that_collapses_in_its_own_log(write_recipe):
+    from conftest import SPIRAL_MLP, recipe_dict
+
+    import nndiag
+
+    collapsing = recipe_dict(SPIRAL_MLP, **{"train.epochs": 4, "schedule": {"name": "step", "step_size": 1, "gamma": 1e-4}})
+    result = nndiag.train(write_recipe(collapsing))
+    assert "lr-schedule-collapses" in result.verdict.codes, result.verdict.codes
+    assert result.tables["train_steps"]["lr"].iloc[-1] < 1e-3 * result.tables["train_steps"]["lr"].max()
+    steady = nndiag.train(write_recipe(recipe_dict(SPIRAL_MLP, **{"train.epochs": 4})))
+    assert "lr-schedule-collapses" not in steady.verdict.codes
+
+
+def test_nndiag_curves_takes_what_a_loop_produces_and_names_what_it_reads(tmp_path):
+    import torch
+    from conftest import REPO
+
+    import nndiag
+
+    loss = make("healthy", 200).dense.to_numpy()
+    rows = [{"step": i + 1, "train_loss": float(v)} for i, v in enumerate(loss)]
+    assert nndiag.curves(rows).status == "pass"  # a list of dicts
+    assert nndiag.curves({"step": list(range(1, 201)), "loss": torch.tensor(loss)}).status == "pass"  # a dict of lists (tensors too)
+    assert nndiag.curves(pd.DataFrame(rows)).status == "pass"
+    pd.DataFrame(rows).to_csv(tmp_path / "log.csv", index=False)
+    assert nndiag.curves(tmp_path / "log.csv").status == "pass" and nndiag.curves(str(tmp_path / "log.csv")).status == "pass"
+    pytest.importorskip("tensorboard")
+    assert nndiag.curves(REPO / "tests" / "data" / "curves" / "t-lr-low-sgd-digits").command == "curves"  # a TensorBoard folder
+    for bad, words in (
+        (42, "got an int"),
+        ([1, 2, 3], "got a list of int"),
+        ({"step": [1, 2], "loss": [1.0]}, "lists of different lengths"),
+        ([{"step": 1, "loss": "low"}], "'loss' = a str"),
+        ({}, "an empty dict"),
+        (object(), "got an object"),
+    ):
+        with pytest.raises(nndiag.BadInput, match="a list of dicts .* a dict of lists .* a pandas DataFrame, a CSV file") as caught:
+            nndiag.curves(bad)
+        assert words in str(caught.value), (bad, str(caught.value))

@@ -86,13 +86,15 @@ def test_a_tiny_bert_run_is_checked_probed_and_its_curves_read(tmp_path: Path) -
     assert probe.tables["probe"]["step"].unique().tolist() == [10, 20, 30, 40]
     logged = callback.results["curves"].tables["metrics"]
     assert logged["train_loss"].notna().sum() == 48 and logged["val_loss"].notna().sum() == 4 and logged["val_acc"].notna().sum() == 4
+    assert logged["lr"].notna().sum() == 48 and logged["lr"].iloc[0] == pytest.approx(3e-3)  # every step's LR, from the optimizer
+    assert summary["metrics"]["loop.steps"] == 48 and summary["metrics"]["steps"]["loop"] == "pass"  # the watch's loop checks, quiet
     assert summary["metrics"]["curves.final_val_acc"] > 0.9  # it learnt
     assert summary["status"] == "pass", summary["findings"]  # a healthy BERT: no false alarm from any stage
     folder = callback.folder
     assert folder.parent == tmp_path / "runs" / "BertForSequenceClassification" and folder.name.startswith("hf-")
     on_disk = json.loads((folder / "summary.json").read_text())
     assert on_disk == summary and on_disk["command"] == "hf"
-    assert [p.name for p in sorted(folder.iterdir()) if p.is_dir()] == ["01-check-loss", "02-probe", "03-curves"]
+    assert [p.name for p in sorted(folder.iterdir()) if p.is_dir()] == ["01-check-loss", "02-probe", "03-loop", "04-curves"]
     assert all(not m._forward_hooks for m in trainer.model.modules())
 
 
@@ -137,7 +139,7 @@ def test_the_callback_does_not_change_the_training(tmp_path: Path) -> None:
 
 
 def test_curves_say_what_was_not_logged(tmp_path: Path) -> None:
-    callback = NNDiagCallback(check_loss=False, val_loss="eval/loss", val_acc=None, train_loss="training_loss", plots=False)
+    callback = NNDiagCallback(check_loss=False, loop=False, val_loss="eval/loss", val_acc=None, train_loss="training_loss", plots=False)
     train(tmp_path, [callback], epochs=1, eval_strategy="no")
     stage = callback.summary["steps"][0]
     assert stage["name"] == "curves" and stage["state"] == "skipped"
@@ -167,10 +169,10 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     spec.loader.exec_module(example)
     assert example.main(["--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
-    for stage in ("01-check-loss", "02-probe", "03-curves"):
+    assert summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "loop": "pass", "curves": "pass"}
+    for stage in ("01-check-loss", "02-probe", "03-loop", "04-curves"):
         assert (tmp_path / "run" / stage / "summary.json").exists()
-    assert (tmp_path / "run" / "03-curves" / "metrics.csv").exists()
+    assert (tmp_path / "run" / "04-curves" / "metrics.csv").exists()
 
 
 def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,7 +137,7 @@ def test_a_run_that_memorises_30_examples_gets_overfitting() -> None:
     callback, run = fit(module, blobs(30, 0, noise=0.2), blobs(300, 1, noise=0.2), epochs=60, batch_size=10, num_classes=2)
     summary = callback.summary
     assert codes(summary, "curves") == ["overfitting"], summary["findings"]
-    assert summary["status"] == "warn" and summary["metrics"]["steps"] == {"check-loss": "pass", "curves": "warn"}
+    assert summary["status"] == "warn" and summary["metrics"]["steps"] == {"check-loss": "pass", "loop": "pass", "curves": "warn"}
     assert summary["metrics"]["optimizer_steps"] == run.global_step == 180 and summary["metrics"]["stopped"] == "completed"
     logged = callback.results["curves"].tables["metrics"]
     assert logged["train_loss"].notna().sum() == 180 and logged["val_loss"].notna().sum() == 60  # every step, every epoch
@@ -155,12 +155,13 @@ def test_a_healthy_run_gets_no_findings_and_writes_the_cli_run_folder(tmp_path: 
     on_disk = json.loads((folder / "summary.json").read_text())
     assert on_disk == summary and set(on_disk) >= {"command", "recipe", "status", "findings", "metrics", "outputs"}
     assert on_disk["command"] == "lightning" and on_disk["recipe"] == "python"
-    for index, stage in enumerate(["check-loss", "curves"], start=1):
+    for index, stage in enumerate(["check-loss", "loop", "curves"], start=1):
         sub = folder / f"{index:02d}-{stage}"
         assert json.loads((sub / "summary.json").read_text())["command"] == stage
         assert on_disk["outputs"]["steps"][stage] == str(sub / "summary.json")
-    assert (folder / "01-check-loss" / "check_loss.csv").exists() and (folder / "02-curves" / "metrics.csv").exists()
-    again = nndiag.curves(folder / "02-curves")  # the saved metrics reproduce the verdict
+    assert (folder / "01-check-loss" / "check_loss.csv").exists() and (folder / "03-curves" / "metrics.csv").exists()
+    assert (folder / "02-loop" / "loop.csv").exists()  # one row per optimizer step: what the loop's hooks saw
+    again = nndiag.curves(folder / "03-curves")  # the saved metrics reproduce the verdict
     assert again.status == "pass" and again.metrics["final_val_acc"] == summary["metrics"]["curves.final_val_acc"]
 
 
@@ -195,9 +196,44 @@ def test_without_fail_on_a_failing_check_loss_lets_training_go_on() -> None:
     assert callback.summary["metrics"]["check-loss.expected_from"].startswith("ln C = ln 10, C from the logits")
 
 
+class Regressor(pl.LightningModule):
+    """A training_step that returns only an MSE loss on real-valued targets: no class logits to find."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(10, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        x, y = batch
+        return F.mse_loss(self.net(x).squeeze(1), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=1e-2)
+
+
+def test_a_training_step_that_returns_only_its_loss_is_checked_against_ln_c() -> None:
+    """The logits come from the module's own forward, caught by a forward hook: no num_classes, no logits returned."""
+    torch.manual_seed(0)
+    module = Classifier(classes=10)  # training_step returns `loss` only
+    with torch.no_grad():
+        module.net[-1].weight.mul_(70.0)  # ~17x ln 10, the issue's case
+    x, y = blobs(400, 0, classes=10)
+    callback = NNDiagCallback(fail_on="fail", plots=False)
+    run = trainer(5, [callback])
+    with pytest.raises(DiagnosisFailed) as caught:
+        run.fit(module, DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
+    assert run.global_step == 0 and [f.code for f in caught.value.findings] == ["initial-loss-high"]
+    assert callback.summary["metrics"]["check-loss.expected_from"].startswith("ln C = ln 10, C from the logits")
+    torch.manual_seed(0)
+    healthy, _ = fit(Classifier(), blobs(96, 0), blobs(32, 1), epochs=1, batch_size=32, curves=False)
+    assert healthy.summary["status"] == "pass" and healthy.summary["findings"] == []
+    assert healthy.summary["metrics"]["check-loss.expected_loss"] == pytest.approx(math.log(2))
+
+
 def test_check_loss_says_what_it_could_not_check_without_logits_or_num_classes() -> None:
     torch.manual_seed(0)
-    callback, _ = fit(Classifier(), blobs(96, 0), blobs(32, 1), epochs=1, batch_size=32, curves=False)
+    x = torch.randn(96, 10)
+    callback, _ = fit(Regressor(), (x, x[:, 0]), (x[:32], x[:32, 0]), epochs=1, batch_size=32, curves=False, loop=False)
     check = callback.summary["findings"]
     assert [(f["code"], f["severity"]) for f in check] == [("not-checked", "info")] and callback.summary["status"] == "pass"
     assert "no logits" in check[0]["message"]
@@ -311,6 +347,34 @@ def test_probe_on_a_healthy_run_probes_every_n_steps_quietly() -> None:
     assert probe.tables["probe"]["step"].unique().tolist() == [10, 20, 30] and probe.status == "pass", probe.findings
     assert callback.summary["metrics"]["probe.probed_steps"] == 3
     assert all(not m._forward_hooks for m in module.modules())
+
+
+class Scheduled(Classifier):
+    """A StepLR sized in epochs (step_size=3), handed to Lightning with interval "step" or "epoch"."""
+
+    def __init__(self, interval: str) -> None:
+        super().__init__(lr=3e-2)
+        self.interval = interval
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.interval}}
+
+
+def test_the_loop_stage_runs_in_lightning_too_a_schedule_stepped_per_batch_collapses() -> None:
+    torch.manual_seed(0)
+    callback, run = fit(Scheduled("step"), blobs(640, 0), blobs(128, 1), epochs=4, batch_size=32, num_classes=2)
+    summary = callback.summary
+    assert "lr-schedule-collapses" in codes(summary, "curves") and summary["root_causes"][0]["cause"] == "schedule-collapses"
+    assert summary["metrics"]["steps"]["loop"] == "pass" and callback.result.root_causes == summary["root_causes"]
+    logged = callback.results["curves"].tables["metrics"]
+    assert logged["lr"].notna().sum() == run.global_step == 80 and logged["lr"].iloc[0] == pytest.approx(3e-2)
+    advice = " ".join(f["advice"] for f in summary["findings"]) + " ".join(c["fix"] for c in summary["root_causes"])
+    assert "optim.lr" not in advice and "train.grad_clip" not in advice  # a Python user's words
+    torch.manual_seed(0)
+    per_epoch, _ = fit(Scheduled("epoch"), blobs(640, 0), blobs(128, 1), epochs=4, batch_size=32, num_classes=2)
+    assert "lr-schedule-collapses" not in codes(per_epoch.summary)
 
 
 def test_bad_options_name_the_argument() -> None:
@@ -449,11 +513,17 @@ def test_the_documented_example_runs_and_writes_its_run_folder(tmp_path: Path) -
     example = load_example("lightning_callback.py")
     assert example.main(["--out", str(tmp_path / "run")]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "pass" and summary["metrics"]["steps"] == {"check-loss": "pass", "probe": "pass", "curves": "pass"}
+    assert summary["status"] == "pass" and summary["metrics"]["steps"] == {
+        "check-loss": "pass",
+        "probe": "pass",
+        "loop": "pass",
+        "curves": "pass",
+    }
     for stage, files in {
         "01-check-loss": ["check_loss.csv"],
         "02-probe": ["probe.csv", "probe.png"],
-        "03-curves": ["metrics.csv", "curves.png"],
+        "03-loop": ["loop.csv"],
+        "04-curves": ["metrics.csv", "curves.png"],
     }.items():
         assert all((tmp_path / "run" / stage / name).exists() for name in [*files, "summary.json"]), stage
 

@@ -391,3 +391,41 @@ def test_probe_callback_leaves_no_hooks_behind_when_training_ends(build):
     exp = build(recipe_dict(SPIRAL_MLP))
     Trainer(exp, max_steps=5, callbacks=[ProbeCallback(every=6)]).fit()  # armed after step 5, never collected
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in exp.model.modules())
+
+
+# -- issue 19: mid-training honesty (whether optimizer steps ran before the probe) ------------------------------
+
+
+def test_trained_weights_are_never_said_to_be_an_initialisation():
+    dead = table([0.8] * 3, frac_dead=[0.0, 1.0, 0.1])
+    fresh, unknown, trained = (probe.decide(dead, {"trained": t}).findings[0] for t in (False, None, True))
+    assert "no optimizer step has run yet" in fresh.advice and fresh.evidence["trained"] is False
+    assert "If no optimizer step has run on these weights" in unknown.advice and "trained=True" in unknown.advice
+    assert "no optimizer step" not in trained.advice and "too-high learning rate" in trained.advice and trained.evidence["trained"]
+    nan = table([0.8] * 3, nonfinite_act=[0, 5, 5])
+    at_init = probe.decide(nan, {"trained": False}).findings[0]
+    assert at_init.evidence["at_init"] is True and "No optimizer step has run yet" in at_init.advice
+    after = probe.decide(nan, {"trained": True}).findings[0]
+    assert after.evidence["at_init"] is False and "blew up before this probe" in after.advice and "optim.lr" in after.advice
+    vanishing = table([1.0, 0.5, 0.2, 0.08, 0.03, 0.01])
+    assert probe.decide(vanishing, {"trained": False}).codes == ["vanishing-activations"]
+    assert probe.decide(vanishing, {"trained": True}).codes == []  # what a trained net's activations do is what it learned
+
+
+def test_the_api_knows_a_model_was_trained_when_its_optimizer_has_state():
+    import nndiag
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)  # every unit dead
+    x, y = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    unknown = nndiag.probe(model, (x, y), loss="cross_entropy", optimizer=optimizer)
+    assert "If no optimizer step has run on these weights" in next(f.advice for f in unknown.findings if f.code == "dead-relu")
+    model(x).sum().backward()
+    optimizer.step()  # Adam now holds state for every parameter
+    known = nndiag.probe(model, (x, y), loss="cross_entropy", optimizer=optimizer)
+    dead = next(f for f in known.findings if f.code == "dead-relu")
+    assert dead.evidence["trained"] is True and "no optimizer step" not in dead.advice
+    assert "your optimizer's lr=" in dead.advice and "optim.lr" not in dead.advice  # your own objects: Python's words

@@ -140,6 +140,7 @@ def test_the_table_uses_known_codes_unique_ids_and_is_documented():
         "saturated-activations",
         "vanishing-gradients",
         "init-too-large",
+        "units-died-in-training",  # issue 19: the probe during training (or trained=True) establishes it
     }
     assert all(s.code in CODES["probe"] for r in root_cause.PROBE_CAUSES for s in r.established_by)
 
@@ -384,3 +385,35 @@ def test_at_baseline_on_balanced_data_is_no_majority_class_cause():
 
 def test_frozen_parameters_only_reported_establish_nothing():
     assert causes([f("frozen-parameters", "info", step="check-loss"), *LR_SYMPTOMS]) == ["lr-too-low"]
+
+
+# -- issue 19: the causes a training loop shows directly rank above the LR; trained weights are not an init ------
+
+
+@pytest.mark.parametrize(
+    "code, cause, symptoms",
+    [
+        ("no-optimizer-step", "loop-no-optimizer-step", ["plateau", "underfitting"]),
+        ("no-gradient-at-step", "loop-no-gradient", ["weights-unchanged", "plateau", "update-ratio-low"]),
+        ("weights-unchanged", "loop-weights-unchanged", ["plateau", "lr-too-low"]),
+        ("grads-accumulate", "loop-grads-accumulate", ["diverged", "update-ratio-high", "noisy"]),
+        ("eval-mode-training", "loop-eval-mode", ["overfitting", "diverged"]),
+        ("same-batch-repeated", "loop-same-batch", ["overfitting", "not-generalizing"]),
+        ("lr-schedule-collapses", "schedule-collapses", ["plateau", "lr-too-low", "underfitting", "noisy"]),
+    ],
+)
+def test_a_loop_cause_explains_its_symptoms_and_no_lr_cause_is_named(code, cause, symptoms):
+    findings = [f(code, "warn" if code in ("eval-mode-training", "same-batch-repeated", "lr-schedule-collapses") else "fail")]
+    findings += [f(s, "warn") for s in symptoms]
+    ranked = rank(findings)
+    assert [c.cause for c in ranked] == [cause], [c.cause for c in ranked]
+    assert codes_explained(findings, ranked[0]) == sorted(symptoms)
+
+
+def test_units_dead_after_training_are_not_an_initialisation_cause():
+    at_init = [f("dead-relu", step="probe"), f("plateau", "warn", step="curves")]
+    assert causes(at_init) == ["dead-units"]
+    trained = [f("dead-relu", step="probe", trained=True), f("plateau", "warn", step="curves")]
+    ranked = rank(trained)
+    assert [c.cause for c in ranked] == ["units-died-in-training"] and "lower optim.lr" in ranked[0].fix
+    assert "lower your optimizer's lr=" in rank(trained, audience="python")[0].fix  # a Python user reads Python's words

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nndiag.diagnosis.run import Diagnosis, Run, Step, as_steps, diagnose, overall_status, stopping_step
+from nndiag.findings import audience_of
 from nndiag.formatting import number as fmt
 from nndiag.formatting import words
 from nndiag.output import files
@@ -507,7 +508,7 @@ def write_report(
         "date": date or time.strftime("%Y-%m-%d %H:%M"),
     }
     md_path, html_path = folder / "report.md", folder / "report.html"
-    diagnosis = diagnose(ordered)  # one ranking for both pages
+    diagnosis = diagnose(ordered, audience_of(recipe_path))  # one ranking for both pages, its fixes in the reader's words
     files.atomic_write_text(md_path, render_markdown(folder, ordered, head, diagnosis))
     files.atomic_write_text(html_path, render_html(folder, ordered, head, diagnosis))
     return {"markdown": md_path, "html": html_path}

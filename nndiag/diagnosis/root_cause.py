@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nndiag.findings import ALL_CODES, CODES
+from nndiag.findings import ALL_CODES, CODES, addressed
 
 SEVERITY_ORDER = {"info": 0, "warn": 1, "fail": 2}
 
@@ -259,7 +259,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "dead-units",
         "ReLU units dead (never positive) at initialisation",
-        _signs(Sign("dead-relu", severity="fail")),
+        _signs(Sign("dead-relu", severity="fail", unless=("trained",))),  # dead after optimizer steps: units-died-in-training
         (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
         "Dead units pass no signal and get exactly zero gradient, so no learning rate can revive them. Find what pushes the "
         "pre-activations negative (a large negative bias, a bad init): use Kaiming init with zero biases, LeakyReLU, or "
@@ -313,6 +313,67 @@ RULES: tuple[Rule, ...] = (
         "Check that the model is freshly initialised, that the labels do not leak into the inputs, and that the loss is the "
         "one the recipe names.",
     ),
+    # -- issue 19: causes a training loop shows directly (nndiag.watch and the callbacks), and the LR schedule; ranked
+    # above every cause inferred from how the loss moves ---------------------------------------------------------------
+    Rule(
+        "loop-no-optimizer-step",
+        "the training loop never calls optimizer.step()",
+        _signs("no-optimizer-step"),
+        (*NOT_MOVING, "cannot-overfit", "weights-unchanged"),
+        "Call optimizer.step() after loss.backward() in every iteration, on the optimizer that holds the model's parameters.",
+    ),
+    Rule(
+        "loop-no-gradient",
+        "no gradient reaches the parameters (a loss without a graph, or gradients cleared before the step)",
+        _signs("no-gradient-at-step"),
+        (*NOT_MOVING, "cannot-overfit", "weights-unchanged"),
+        "Compute the loss from the model's output with gradients on (not under torch.no_grad(), not from .detach() or .item()), "
+        "and call zero_grad() before loss.backward(), never between backward() and step().",
+    ),
+    Rule(
+        "loop-weights-unchanged",
+        "optimizer steps that do not move the model (an optimizer over other parameters, or an LR of 0)",
+        _signs("weights-unchanged"),
+        (*NOT_MOVING, "cannot-overfit"),
+        "Build the optimizer over this model's parameters, after the model is built and moved, with an LR above 0.",
+    ),
+    Rule(
+        "loop-grads-accumulate",
+        "gradients never zeroed: each step applies the sum of every batch gradient so far",
+        _signs("grads-accumulate"),
+        (*DIVERGING, "noisy", "lr-too-high", "plateau", "underfitting", "dead-relu", "exploding-gradients"),
+        "Call optimizer.zero_grad() once per optimizer step, before loss.backward() (after every k-th step to accumulate on purpose).",
+    ),
+    Rule(
+        "loop-eval-mode",
+        "the model trained in eval mode (dropout off, BatchNorm on running statistics it never updates)",
+        _signs("eval-mode-training"),
+        ("overfitting", "underfitting", "plateau", "noisy", *DIVERGING),
+        "Call model.train() before the training steps, and again after every validation pass.",
+    ),
+    Rule(
+        "loop-same-batch",
+        "the loop trains on one batch over and over",
+        _signs("same-batch-repeated"),
+        ("overfitting", "not-generalizing"),
+        "Draw a new batch every iteration (for x, y in loader), not one batch before the loop.",
+    ),
+    Rule(
+        "schedule-collapses",
+        "an LR schedule that reaches ~0 early (sized in epochs, stepped every batch)",
+        _signs("lr-schedule-collapses"),
+        ("plateau", "lr-too-low", "underfitting", "update-ratio-low", "noisy"),
+        "Step the scheduler once per epoch, or size it in optimizer steps (T_max, step_size, milestones in steps).",
+    ),
+    Rule(
+        "units-died-in-training",
+        "ReLU units that died during training (most often a learning rate too high)",
+        _signs(Sign("dead-relu", severity="fail", when=("trained",))),
+        (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
+        "Units that die during training were knocked out by steps too large: lower optim.lr (3-10x, or `nndiag lr-find`), clip "
+        "gradients (train.grad_clip), or use LeakyReLU; dead units never recover, so retrain from the start.",
+    ),
+    # -- end of issue 19's rules ----------------------------------------------------------------------------------------
     Rule(
         "zero-gradients",
         "weights whose gradient is exactly zero",
@@ -397,8 +458,9 @@ def counted(finding: dict[str, Any]) -> bool:
     return SEVERITY_ORDER.get(str(finding.get("severity")), 0) >= SEVERITY_ORDER["warn"]
 
 
-def rank(findings: list[dict[str, Any]]) -> list[RootCause]:
-    """The root causes behind `findings`, most likely first. Pure."""
+def rank(findings: list[dict[str, Any]], audience: str = "recipe") -> list[RootCause]:
+    """The root causes behind `findings`, most likely first, each fix in the words of `audience` (recipe keys, or
+    the arguments of a Python user's own code: nndiag.findings.addressed). Pure."""
     owner: dict[int, RootCause] = {}
     causes: list[RootCause] = []
     live = [i for i, f in enumerate(findings) if counted(f)]
@@ -408,7 +470,7 @@ def rank(findings: list[dict[str, Any]]) -> list[RootCause]:
             continue
         fresh = [i for i in establishing if i not in owner]
         if fresh:
-            target = RootCause(rule.cause, rule.title, rule.fix, "warn", precedence=precedence)
+            target = RootCause(rule.cause, rule.title, addressed(rule.fix, audience), "warn", precedence=precedence)
             causes.append(target)
             for i in fresh:
                 owner[i] = target

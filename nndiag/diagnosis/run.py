@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nndiag.diagnosis.root_cause import RootCause, cause_of, explained_by, rank
+from nndiag.findings import audience_of
 from nndiag.output import files
-from nndiag.result import verdict_object
+from nndiag.result import Result, verdict_object
 
 STATES = ("run", "skipped", "not-reached", "error")
 
@@ -126,21 +127,21 @@ class Diagnosis:
         return [{"rank": n, **c.to_dict(self.findings)} for n, c in enumerate(self.causes, 1)]
 
 
-def diagnose(steps: list[Step | dict[str, Any]]) -> Diagnosis:
-    """Rank the findings of every step that ran into root causes (pure)."""
+def diagnose(steps: list[Step | dict[str, Any]], audience: str = "recipe") -> Diagnosis:
+    """Rank the findings of every step that ran into root causes, their fixes in the words of `audience` (pure)."""
     findings, keys = [], []
     for si, step in enumerate(as_steps(steps)):
         for fi, finding in enumerate(step.findings):
             findings.append({**finding, "step": step.name})
             keys.append((si, fi))
-    causes = rank(findings)
+    causes = rank(findings, audience)
     roles = {keys[i]: role for i, role in enumerate(cause_of(findings, causes)) if role is not None}
     return Diagnosis(findings, causes, roles)
 
 
 def summary(command: str, source: str, steps: list[Step], *, metrics: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
     """The combined verdict of a run of steps (see the module docstring). Pure."""
-    diagnosis = diagnose(steps)
+    diagnosis = diagnose(steps, audience_of(source))
     findings = [{**f, "explained_by": cause} for f, cause in zip(diagnosis.findings, explained_by(diagnosis.findings, diagnosis.causes))]
     return verdict_object(
         command,
@@ -215,3 +216,66 @@ class Run:
                 "steps": {s.name: s.verdict["outputs"]["summary"] for s in self.steps if s.verdict},
             }
         return summary(self.command, self.source, self.steps, metrics=metrics or {}, outputs=outputs)
+
+    def result(self, summary: dict[str, Any]) -> "RunResult":
+        """The run as one Result: every step's findings (each message led by its step), the combined summary."""
+        return RunResult.of(summary, folder=self.folder, steps=list(self.steps), context=self.context)
+
+
+@dataclass
+class RunResult(Result):
+    """The Result of a run of several steps (nndiag.watch, a trainer callback): `findings` are every step's (each message
+    led by `[step]`), `root_causes` the ranked causes, `to_dict()` the combined summary (summary.json), `results` each
+    step's own Result."""
+
+    summary: dict[str, Any] = field(default_factory=dict)  # the combined verdict, as summary.json holds it
+    folder: Path | None = None
+    steps: list[Step] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, summary: dict[str, Any], *, folder: Path | None, steps: list[Step], context: dict[str, str]) -> "RunResult":
+        from nndiag.findings import Finding, Verdict
+
+        findings = [
+            Finding(f["code"], f["severity"], f"[{f['step']}] {f['message']}", f["advice"], f.get("evidence") or {})
+            for f in summary.get("findings", [])
+        ]
+        return cls(
+            str(summary.get("command", "run")),
+            Verdict(findings),
+            metrics=summary.get("metrics", {}),
+            context=context,
+            source=str(summary.get("recipe", "python")),
+            outputs=summary.get("outputs", {}),
+            summary=summary,
+            folder=folder,
+            steps=steps,
+        )
+
+    @property
+    def status(self) -> str:
+        return str(self.summary.get("status", self.verdict.status))
+
+    @property
+    def root_causes(self) -> list[dict[str, Any]]:
+        """The ranked root causes (most likely first): cause, title, severity, fix, evidence, explains."""
+        return list(self.summary.get("root_causes") or [])
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """{step name: its Result}."""
+        return {s.name: s.result for s in self.steps if s.result is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.summary
+
+    def save(self, folder: str | Path | None = None, plots: bool = True) -> Path:
+        """Copy the run's folder to `folder` (it is already written; without a folder, return where it is)."""
+        import shutil
+
+        if self.folder is None:
+            raise ValueError("this run wrote no folder (no step ran)")
+        if folder is None or Path(folder).resolve() == self.folder.resolve():
+            return self.folder
+        shutil.copytree(self.folder, Path(folder), dirs_exist_ok=True)
+        return Path(folder)

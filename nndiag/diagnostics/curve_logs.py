@@ -16,6 +16,7 @@ tail of its path that no other run shares). Bad files are BadInput naming the fi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -45,6 +46,8 @@ class Curves:
     damage: dict[str, Any] = field(default_factory=dict)  # what could not be read: records, unreadable, truncated, at (event files)
     state: dict[str, Any] = field(default_factory=dict)  # an unfinished run: its folder's summary.json status and whether it still runs
     short_by_request: bool = False  # the run was asked for this few steps (train --max-steps): too little data is a warning
+    lr: pd.Series | None = None  # the learning rate the log recorded (nndiag train's lr, HF's learning_rate, Lightning's lr-Adam)
+    lr_x: str = "step"  # the name of the lr series' x axis
 
     def loss(self) -> pd.Series | None:
         """The training loss the shape rules read: dense, else the fit view's."""
@@ -130,6 +133,8 @@ VAL_ACC = (
     "test/acc",
     "test/accuracy",
 )
+LR = ("lr", "learning_rate", "learning-rate", "train/lr", "train/learning_rate", "lr/train", "optim/lr")
+LR_MONITOR = re.compile(r"^lr-[a-z0-9_]+$")  # Lightning's LearningRateMonitor: lr-SGD, lr-Adam, ... (one optimizer, one group)
 RUN_FILES = ("train_steps.csv", "train_epochs.csv", "metrics.csv")  # what a run folder path stands for
 EVENTS = "tfevents"  # TensorBoard event files are named events.out.tfevents.<time>.<host>...
 SEARCH_DEPTH = 4  # folder levels searched below a path given on the command line for runs (lightning_logs/version_N, runs/<name>)
@@ -235,13 +240,15 @@ def read_csv(
 def _wanted(
     names: list[str], x: str | None, train: str | None, val: str | None, train_acc: str | None, val_acc: str | None, path: Path
 ) -> list[str]:
-    """The columns a curve may read: the named or recognised x, loss and accuracy columns (and epoch, for the default x)."""
+    """The columns a curve may read: the named or recognised x, loss, accuracy and learning-rate columns (and epoch, for the
+    default x)."""
     picked = [
         _pick(names, (), x, path, "--x") if x else None,
         _pick(names, TRAIN_LOSS, train, path, "--train"),
         _pick(names, VAL_LOSS, val, path, "--val"),
         _pick(names, TRAIN_ACC, train_acc, path, "--train-acc"),
         _pick(names, VAL_ACC, val_acc, path, "--val-acc"),
+        _pick_lr(names),
     ]
     if not x:
         lower = {c.strip().lower(): c for c in names}
@@ -313,10 +320,18 @@ def _read_frame(
         if len(index) > 1 and not bool(np.all(index[1:] > index[:-1])):  # not strictly increasing: the last value at an x wins
             s = s[~s.index.duplicated(keep="last")].sort_index()
         series[key] = s
+    lr_col = _pick_lr(columns)
+    lr = None
+    if lr_col is not None and lr_col != xcol:
+        values, logged = _column(frame[lr_col], lr_col, path)
+        keep = logged & x_ok
+        if keep.any():
+            lr = pd.Series(values[keep], index=xs[keep], name="lr")
+            lr = lr[~lr.index.duplicated(keep="last")].sort_index()
     if "train_loss" not in series and "val_loss" not in series:
         raise BadInput(f"{path}: the loss {kind}s ({', '.join(c for c in (cols['train_loss'], cols['val_loss']) if c)}) hold no numbers")
     xname = xcol or "row"
-    used = {"x": xname, **{k: c for k, c in cols.items() if k in series}}
+    used = {"x": xname, **{k: c for k, c in cols.items() if k in series}, **({"lr": lr_col} if lr is not None else {})}
     key = path.parent if path.name in RUN_FILES else path.with_suffix("")  # a run file is named by its folder
     return Curves(
         x=xname,
@@ -327,7 +342,16 @@ def _read_frame(
         sources=[str(path)],
         columns=used,
         key=key,
+        lr=lr,
+        lr_x=xname,
     )
+
+
+def _pick_lr(columns: list[str]) -> str | None:
+    """The learning-rate column, when the log has one (LR names first, then Lightning's lr-<Optimizer>)."""
+    lower = {c.strip().lower(): c for c in columns}
+    named = next((lower[n] for n in LR if n in lower), None)
+    return named or next((c for low, c in lower.items() if LR_MONITOR.match(low)), None)
 
 
 def _default_x(frame: pd.DataFrame, columns: list[str], path: Path) -> str | None:
@@ -575,6 +599,10 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
             if densest is not None and len(densest.dense) > len(main.fit.get("train_loss", [])):
                 main.dense, main.x = densest.dense, densest.x
                 main.columns = {**main.columns, "dense": f"{Path(densest.sources[0]).name}:{densest.columns.get('train_loss')}"}
+            lrs = [c for c in group if c.lr is not None]
+            if lrs:  # the densest LR log (nndiag train's train_steps.csv has one per step, train_epochs.csv one per epoch)
+                densest_lr = max(lrs, key=lambda c: len(c.lr))
+                main.lr, main.lr_x = densest_lr.lr, densest_lr.lr_x
             main.label = folder.name or main.label
             main.sources = [s for c in group for s in c.sources]
             main.key = folder
@@ -647,11 +675,20 @@ def from_history(
 ) -> Curves:
     """nndiag's own logs (Trainer History frames) -> Curves; `train` passes the chance levels it knows (ln C, 1/C)."""
     dense = pd.Series(steps["loss"].to_numpy(float), index=steps["step"].to_numpy(float), name="train_loss") if len(steps) else None
+    lr = pd.Series(steps["lr"].to_numpy(float), index=steps["step"].to_numpy(float), name="lr") if len(steps) and "lr" in steps else None
     fit = {}
     for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
         if key in epochs and len(epochs) and epochs[key].notna().any():
             values = epochs[key]
             fit[key] = pd.Series(values.to_numpy(float), index=epochs["epoch"].to_numpy(float), name=key)
     return Curves(
-        x="step", dense=dense, fit=fit, fit_x="epoch", label=label, chance_loss=chance_loss, chance_acc=chance_acc, lr_chosen=lr_chosen
+        x="step",
+        dense=dense,
+        fit=fit,
+        fit_x="epoch",
+        label=label,
+        chance_loss=chance_loss,
+        chance_acc=chance_acc,
+        lr_chosen=lr_chosen,
+        lr=lr,
     )

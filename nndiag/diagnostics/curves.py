@@ -158,6 +158,11 @@ NOGEN_START = 0.75  # ... and that first value was no better than 0.75 x the unt
 NOGEN_VAL_ACC = 0.05  # ... and the val accuracy (3-point median) never rose 5 points above its first value (or 1/C when known)
 #                       (corpus: random labels +0.9 to +3.6 points; 200-example overfitting +6 to +9 points)
 NOGEN_GAP = 0.2  # ... with the training accuracy at least 20 points above the best val accuracy at the end
+# lr-schedule-collapses (read from the log's lr column: nndiag train's train_steps.csv, HF's learning_rate, nndiag.watch)
+LR_COLLAPSE_FRACTION = 1e-3  # x the peak LR: below this the LR is ~0 (a cosine decay to 0 spends its last ~2% of the run here;
+#                              the classic x0.1 steps at 1/3 and 2/3 of the run reach 1e-2, not this)
+LR_COLLAPSE_BY = 0.5  # u; ... reached by the middle of the run and held to its end: half the run or more trained at ~0 LR
+LR_COLLAPSE_MIN_POINTS = 10  # LR values the log must hold
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,6 +319,7 @@ def decide(curves: Curves) -> Verdict:
     if len(loss) < MIN_DATA and (val is None or len(val) < MIN_DATA):
         _too_little(verdict, curves, len(loss), 0 if val is None else len(val))
         return verdict
+    _lr_schedule(verdict, curves)
     shape = Shape.of(loss) if len(loss) >= MIN_POINTS else None
     if shape is not None:
         _shape_rules(verdict, shape, lx)
@@ -505,6 +511,46 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
         )
         return True
     return False
+
+
+def _lr_schedule(verdict: Verdict, curves: Curves) -> None:
+    """lr-schedule-collapses: the logged LR fell to ~0 (below LR_COLLAPSE_FRACTION x its peak) by LR_COLLAPSE_BY of the
+    run and stayed there (a schedule sized in epochs stepped every batch)."""
+    lr = curves.lr
+    if lr is None:
+        return
+    lr = lr[np.isfinite(lr.to_numpy(float))]
+    if len(lr) < LR_COLLAPSE_MIN_POINTS:
+        return
+    x, y = lr.index.to_numpy(float), lr.to_numpy(float)
+    peak_i = int(np.argmax(y))
+    peak = float(y[peak_i])
+    if peak <= 0 or x[-1] <= x[0]:
+        return
+    high = np.nonzero(y >= LR_COLLAPSE_FRACTION * peak)[0]
+    c = int(high[-1]) + 1  # the first point of the run of ~0 LRs that lasts to the end
+    if c >= len(y):
+        return
+    u = (x[c] - x[0]) / (x[-1] - x[0])
+    if u > LR_COLLAPSE_BY:
+        return
+    name = curves.lr_x
+    verdict.add(
+        "lr-schedule-collapses",
+        "warn",
+        f"the learning rate fell from its peak {peak:.3g} to {y[c]:.3g} ({y[c] / peak:.1e} of it) by {_x(name, x[c])}, {u:.0%} of "
+        f"the way through, and stayed below {LR_COLLAPSE_FRACTION:g}x the peak to the end (last {y[-1]:.3g}): the last "
+        f"{1 - u:.0%} of the run trained at ~0 LR",
+        "A schedule sized in epochs but stepped every batch (scheduler.step() inside the batch loop) does this: step it once per "
+        "epoch, or size it in optimizer steps (T_max, step_size or milestones counted in steps, a gamma closer to 1).",
+        peak_lr=peak,
+        peak_at=float(x[peak_i]),
+        collapsed_at=float(x[c]),
+        collapsed_u=float(u),
+        final_lr=float(y[-1]),
+        points=int(len(y)),
+        threshold=LR_COLLAPSE_FRACTION,
+    )
 
 
 def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:

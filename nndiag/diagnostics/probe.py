@@ -56,6 +56,11 @@ Rules of `decide` (pure: the per-layer table in, a Verdict out):
   gradient is exactly zero the message says so and there is no LR advice (evidence zero_gradients); an LR
   change is quoted as a factor only within [3, 1000] ("by 1000x or more" beyond). Findings at step 0 (the
   given weights, before any optimizer step) never blame the learning rate (non-finite: evidence at_init).
+  Mid-training honesty: facts["trained"] says whether optimizer steps ran on the given weights before the probe
+  (True: nndiag.watch or a callback counted them, or `probe(..., trained=True)`; False: a recipe's fresh model;
+  None: not known, and the advice says so). Rows of steps > 0 (probing during training) are trained. On trained
+  weights, dead units and NaN/Inf are not said to be at initialisation (evidence trained; at_init False), so the
+  learning rate is not ruled out.
 
 `ProbeCallback(every=N)` probes during training (the trainer's callback protocol) at a cost of nothing on
 the other steps: hooks exist only while a probe step runs. `init_experiment` is the lecture's experiment.
@@ -527,17 +532,18 @@ def decide(layers: pd.DataFrame, facts: dict[str, Any] | None = None) -> Verdict
 
 def _decide_step(layers: pd.DataFrame, facts: dict[str, Any]) -> Verdict:
     verdict = Verdict()
-    _rule_nonfinite(verdict, layers, facts)
-    if int(layers["step"].iloc[0]) == 0:  # the depth rules judge an initialisation; a trained net's activations reflect what it learned
+    trained = True if int(layers["step"].iloc[0]) > 0 else facts.get("trained")  # issue 19: optimizer steps ran before?
+    _rule_nonfinite(verdict, layers, facts, trained)
+    if not trained:  # the depth rules judge an initialisation; a trained net's activations reflect what it learned
         _rule_depth(verdict, layers)
     _rule_saturated(verdict, layers)
-    _rule_dead(verdict, layers)
+    _rule_dead(verdict, layers, trained)
     _rule_gradients(verdict, layers)
     _rule_updates(verdict, layers, facts)
     return verdict
 
 
-def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any]) -> None:
+def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any], trained: bool | None = None) -> None:
     bad = layers[(layers["nonfinite_act"] > 0) | (layers["nonfinite_grad"] > 0) | (layers["nonfinite_weight"] > 0)]
     losses = [v for v in facts.get("losses", []) if not math.isfinite(v)]
     if bad.empty and not losses:
@@ -551,20 +557,31 @@ def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any
     where = f"in {len(bad)} layers, first {first['layer']} ({', '.join(parts)} entries)" if first is not None else "in the loss"
     # at the probed weights (before any optimizer step), or only after the probed steps?
     probed = int(facts.get("batches") or 0)
-    at_init = bool(
+    given = bool(
         layers["nonfinite_act"].sum() > 0
         or layers["nonfinite_grad"].sum() > 0
         or any(not math.isfinite(v) for v in facts.get("losses", [])[:probed])
-    )
+    )  # already at the weights given
+    at_init = given and trained is not True  # trained weights are not an initialisation
     when = ""
-    if first is not None and not at_init:
+    if first is not None and not given:
         step = facts.get("diverged_step")
         when = f"; the weights blew up during the probed optimizer steps{f' (at step {step})' if step else ''}"
     if at_init:
         advice = (
             "Look at the first layer named: NaN/Inf in the inputs (check the data), a weight already NaN (a bad checkpoint "
-            "or init), or an init so large that the forward pass overflows. No optimizer step has run yet, so the learning "
-            "rate is not the cause."
+            "or init), or an init so large that the forward pass overflows. "
+            + (
+                "No optimizer step has run yet, so the learning rate is not the cause."
+                if trained is False
+                else "If no optimizer step has run on these weights, the learning rate is not the cause (pass trained=True if they were trained)."
+            )
+        )
+    elif given:
+        advice = (
+            "The trained weights given already produce NaN/Inf: training blew up before this probe. Most often the learning "
+            "rate is too high (lower optim.lr by 10-100x, or run `nndiag lr-find`); clip gradients (train.grad_clip), and look "
+            "at the first layer named and at the inputs for NaN/Inf."
         )
     else:
         advice = (
@@ -581,6 +598,7 @@ def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any
         first_layer=None if first is None else first["layer"],
         nonfinite_losses=len(losses),
         at_init=at_init,
+        trained=trained,
     )
 
 
@@ -652,19 +670,26 @@ def _rule_saturated(verdict: Verdict, layers: pd.DataFrame) -> None:
     )
 
 
-def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
+def _rule_dead(verdict: Verdict, layers: pd.DataFrame, trained: bool | None = None) -> None:
     relus = layers[layers["kind"] == "relu"].dropna(subset=["frac_dead"])
     bad = relus[relus["frac_dead"] >= DEAD_FRACTION]
     if bad.empty:
         return
     worst = float(bad["frac_dead"].max())
     listing = ", ".join(f"{r.layer} {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
-    at_init = bool((layers["step"] == 0).all())  # probed at the given weights, before any training step
-    if at_init:
+    at_init = bool((layers["step"] == 0).all()) and trained is not True  # the given weights, and no training step before them
+    if at_init and trained is False:
         advice = (
             "Dead units get zero gradient and never recover, so no learning rate can revive them; no optimizer step has run "
             "yet, so the learning rate did not kill them. Causes: a large negative bias, or an init that pushes "
             "pre-activations negative. Try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU."
+        )
+    elif at_init:
+        advice = (
+            "Dead units get zero gradient and never recover, so no learning rate can revive them. If no optimizer step has run "
+            "on these weights, the learning rate did not kill them: a large negative bias or an init that pushes pre-activations "
+            "negative did (try Kaiming init with zero bias, LeakyReLU, or BatchNorm before the ReLU); if they were trained, a "
+            "too-high learning rate is the usual cause (pass trained=True to say so)."
         )
     else:
         advice = (
@@ -679,6 +704,7 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
         layers=list(bad["layer"]),
         frac_dead=[float(v) for v in bad["frac_dead"]],
         threshold=DEAD_FRACTION,
+        trained=trained,
     )
 
 
@@ -867,8 +893,10 @@ def metrics_of(layers: pd.DataFrame, facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) -> Result:
+def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, trained: bool | None = False) -> Result:
+    """`trained`: did optimizer steps run on the model's weights before the probe (None: not known; see decide)."""
     layers, params, hist, facts = measure(exp, batches, steps)
+    facts["trained"] = trained
     verdict = decide(layers, facts)
     metrics = metrics_of(layers, facts)
     metrics["worst_layers"] = worst_layers(layers, verdict)

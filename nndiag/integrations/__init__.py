@@ -1,5 +1,7 @@
-"""nndiag inside the trainers people already use: a PyTorch Lightning callback and a Hugging Face
-`TrainerCallback`, each running the recipe's checks without leaving the trainer.
+"""nndiag inside the training code people already have: `nndiag.watch` for a hand-written loop, a PyTorch
+Lightning callback and a Hugging Face `TrainerCallback`, each running the recipe's checks without leaving it.
+
+    with nndiag.watch(model, optimizer, probe_every=50) as w: ...   # nndiag/integrations/loop.py
 
     from nndiag.integrations.lightning import NNDiagCallback       # pip install 'nndiag[lightning]'
     trainer = lightning.pytorch.Trainer(callbacks=[NNDiagCallback(probe_every=50, fail_on="fail")])
@@ -7,12 +9,13 @@
     from nndiag.integrations.transformers import NNDiagCallback    # pip install 'nndiag[hf]'
     trainer = transformers.Trainer(..., callbacks=[NNDiagCallback(num_classes=3)])
 
-Both do three things and write the CLI's run folder (one sub-folder per stage, as babysit does, plus
-one combined summary.json):
+The callbacks do four things, through the session the watch uses too (session.py), and write the CLI's
+run folder (one sub-folder per stage, as babysit does, plus one combined summary.json and the report):
   check-loss  before the first training step, on the first `batches` training batches, scored the way
               the trainer scores them (the LightningModule's own training_step; the HF model's own loss)
   probe       every `probe_every` optimizer steps: the probe's per-layer statistics and rules
-  curves      at the end, the curves verdict on what the trainer logged
+  loop        the watch's loop checks (hooks on the model and the trainer's optimizer) over the whole fit
+  curves      at the end, the curves verdict on what the trainer logged, with the LR of every step
 
 `fail_on="fail"` (or "warn") stops training with `DiagnosisFailed` as soon as a stage reaches that
 status (a CI job gates on it). `nndiag.lr_find(module)` (and check_loss / overfit_small / probe) also

@@ -14,8 +14,10 @@ Works with `lightning.pytorch` or `pytorch_lightning`, whichever is installed (`
   on_train_start      check-loss on the first `batches` training batches (the trainer's dataset and
                       collate function, in a private seeded order), through the module's own
                       `training_step(batch, batch_idx)`: it may return the loss or a dict with "loss"
-                      (and "logits" / "targets" for the ln C rule; else `num_classes=` gives ln C; else
-                      the `not-checked` finding). While nndiag scores, `self.log` / `self.log_dict` are
+                      (and "logits" / "targets"; without them, the logits are the output of the module's
+                      own forward, or of the child it calls, captured by a forward hook: C follows from
+                      them; `num_classes=` overrides; else the `not-checked` finding). While nndiag scores,
+                      `self.log` / `self.log_dict` are
                       silenced and torchmetrics states are put back, so the trainer's logs are untouched;
                       parameters, buffers, gradients, train/eval flags and every RNG are handed back.
                       Lightning sets the DataLoaders up after on_fit_start, so this is the first hook
@@ -23,6 +25,9 @@ Works with `lightning.pytorch` or `pytorch_lightning`, whichever is installed (`
   on_train_batch_end  after each optimizer step: the probe arms / collects every `probe_every` steps;
                       the loss training_step returned is kept (the curves' fallback when `train_loss`
                       is never logged).
+  loop stage          from on_train_start (after check-loss) to the end, nndiag.watch's hooks on the module
+                      and trainer.optimizers[0]: the loop checks (gradients that accumulate, eval mode,
+                      the same batch, ...) and the LR of every step for the curves.
   self.log            while fitting, the module's `log` is wrapped (values passed through unchanged) to
                       record `train_loss` / `train_acc` at the optimizer step they belong to.
   on_validation_end   `val_loss` / `val_acc` from trainer.callback_metrics (also `<name>_epoch`), at the
@@ -63,7 +68,7 @@ except ImportError:
         raise missing("lightning", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import STATUS_CODE, MetricLog, Probing, SessionCallback
+from nndiag.integrations.session import STATUS_CODE, MetricLog, SessionCallback
 
 log = logging.getLogger(f"{pl.__name__}.callbacks.nndiag")  # shown like Lightning's own lines
 
@@ -281,8 +286,9 @@ class NNDiagCallback(SessionCallback, pl.Callback):
 
     Options (keyword only; their one definition is nndiag.integrations.session.Options):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
-      num_classes  C, when training_step returns no logits: check-loss expects ln C (default None)
+      num_classes  C for check-loss's ln C, overriding what the logits say (default None)
       probe_every  probe every N optimizer steps (default None: never)
+      loop         the loop checks of nndiag.watch over the whole fit (default True)
       curves       the curves verdict on the logged metrics when fit ends (default True)
       train_loss, val_loss, train_acc, val_acc   the names the module logs (self.log) them under
       fail_on      None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
@@ -290,7 +296,8 @@ class NNDiagCallback(SessionCallback, pl.Callback):
       name         names the default run folder instead of the module's class
       plots        write the PNG figures (default True)
       seed         seeds check-loss's private batch order (default 0)
-    After fit: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
+    After fit: `summary` (the combined summary.json object), `result` (the same as one Result, with root_causes),
+    `folder`, `results` ({stage: Result}), `status`.
     """
 
     COMMAND = "lightning"
@@ -307,12 +314,13 @@ class NNDiagCallback(SessionCallback, pl.Callback):
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.session.begin(type(pl_module).__name__)
         self.summary, self._metrics, self._last_step = {}, MetricLog(), trainer.global_step
-        self._probing = Probing(self.options.probe_every) if self.options.probe_every else None
         if self.options.check_loss:
             self.session.guarded("check-loss", lambda: self._check_loss(trainer, pl_module))
         if self.options.curves:
             self._record_logs(trainer, pl_module)
             self._metrics.stream_to(self.session.run.ensure_folder() / "metrics.csv")  # `nndiag curves` reads it while training runs
+        optimizer = trainer.optimizers[0] if trainer.optimizers and getattr(pl_module, "automatic_optimization", True) else None
+        self.session.guarded("loop", lambda: self.session.watch_loop(pl_module, optimizer, start_step=trainer.global_step))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._metrics.flush()
@@ -326,13 +334,7 @@ class NNDiagCallback(SessionCallback, pl.Callback):
             loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
             if loss is not None:
                 self._metrics.add(step, trainer.current_epoch, "returned_loss", loss)
-        if self._probing is not None:
-            probed = self._probing.after_step(pl_module, step, trainer.optimizers[0] if trainer.optimizers else None)
-            if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
-                self.session.optimizer_steps = step
-                self._unrecord_logs()
-                self._probing.close()
-                self.session.add("probe", *sessions.timed(self._probing.result))  # raises DiagnosisFailed
+        self.session.stepped(pl_module, step, trainer.optimizers[0] if trainer.optimizers else None)  # DiagnosisFailed: on_exception
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not self.options.curves:
@@ -350,16 +352,14 @@ class NNDiagCallback(SessionCallback, pl.Callback):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if isinstance(exception, DiagnosisFailed):
             self._unrecord_logs()
-            if self._probing is not None:
-                self._probing.close()
+            self.session.close_hooks()
             self.summary = self.session.summary()
             return
-        self._close(trainer, pl_module, f"exception: {type(exception).__name__}")
+        self._close(trainer, pl_module, f"exception: {type(exception).__name__}", exception)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._unrecord_logs()
-        if self._probing is not None:
-            self._probing.close()
+        self.session.close_hooks()
 
     # -- the stages -----------------------------------------------------------------------------
 
@@ -412,28 +412,30 @@ class NNDiagCallback(SessionCallback, pl.Callback):
             self._unwrap()
             self._unwrap = None
 
-    def _curves(self) -> None:
-        self._metrics.flush(final=True)
+    def _curves(self, lrs: list[tuple[int, float]]) -> None:
+        self._metrics.flush(final=True)  # metrics.csv as logged; the LRs below go only to the curves stage
         if not self._metrics.has("train_loss"):
             self._metrics.rename("returned_loss", "train_loss")
+        for step, lr in lrs:
+            self._metrics.add(step, None, "lr", lr)
         (result, why), seconds = sessions.timed(lambda: sessions.curves_result(self._metrics.frame()))
         if result is None:
             self.session.skip("curves", why)
             return
         self.session.add("curves", result, seconds, stop=False)
 
-    def _close(self, trainer: Any, module: Any, stopped: str) -> None:
-        """Fit ended (or failed): the probe and curves stages, the summary, the status logged."""
+    def _close(self, trainer: Any, module: Any, stopped: str, error: BaseException | None = None) -> None:
+        """Fit ended (or failed): the probe, loop and curves stages, the summary, the status logged."""
         self._unrecord_logs()
-        if not self.session.stages and self._probing is None and not self.options.curves:
+        session = self.session
+        if not session.stages and session.probing is None and session.recorder is None and not self.options.curves:
             return
-        self.session.optimizer_steps = trainer.global_step
-        if self._probing is not None:
-            self._probing.close()
-            if self._probing.probed:
-                self.session.guarded("probe", lambda: self.session.add("probe", *sessions.timed(self._probing.result), stop=False))
+        session.optimizer_steps = trainer.global_step
+        lrs = session.lr_rows()
+        session.close_probe()
+        session.close_loop(error if isinstance(error, Exception) else None)
         if self.options.curves:
-            self.session.guarded("curves", self._curves)
+            session.guarded("curves", lambda: self._curves(lrs))
         self.summary = self.session.finish(stopped)
         if self.session.stages:
             for logger in trainer.loggers:

@@ -1,12 +1,14 @@
-"""What the Lightning and Hugging Face callbacks share: their options, the stages they run, the run
-folder they write and the combined verdict (framework-free; the callbacks only translate hooks).
+"""What nndiag.watch and the Lightning and Hugging Face callbacks share: their options, the stages they run,
+the run folder they write and the combined verdict (framework-free; the callbacks and the watch only
+translate hooks into the session's calls).
 
 A callback's run folder is the CLI's: `runs/<model class>/<command>-<timestamp>/` (or `out=`), with one
 sub-folder per stage in the order they ran, as babysit writes them (`01-check-loss/`, `02-probe/`,
-`03-curves/`: each with its CSVs, PNGs and summary.json), and a combined `summary.json` with the
-contract's keys (command, recipe, status, findings, metrics, outputs) plus `stages`. Each finding
-carries the `stage` it came from. The folder is created when the first stage ends, so a callback
-that never runs writes nothing.
+`03-loop/`, `04-curves/`: each with its CSVs, PNGs and summary.json), and a combined `summary.json` with
+the contract's keys (command, recipe, status, findings, metrics, outputs) plus `root_causes` and `steps`.
+Each finding carries the `step` (stage) it came from. The folder is created when the first stage ends, so
+a callback that never runs writes nothing. Every stage speaks to a Python user: its advice names the
+arguments of their code (`lr=` of their optimizer), not recipe keys (nndiag.findings.addressed).
 
 Stages (each may be turned off):
   check-loss  nndiag's check-loss on the first `batches` training batches, drawn in a private seeded
@@ -14,10 +16,16 @@ Stages (each may be turned off):
               sampler and its workers are not touched), scored the way the trainer scores them. The
               model, its gradients, train/eval flags, torchmetrics states and every RNG are handed
               back as found, so training goes on exactly as it would have without it.
+              (nndiag.watch has no data of its own: it checks the loop's first batch instead, seen by hooks
+              before the first optimizer step: nndiag.diagnostics.loop.first_batch_result.)
   probe       `ProbeCallback`'s arm / collect logic every `probe_every` optimizer steps (hooks only on
-              the probed step), decided by probe.decide.
-  curves      curves.run_frame on the metrics the trainer logged (x = optimizer step); the frame is
-              saved as metrics.csv beside the verdict, so `nndiag curves 03-curves/` reproduces it.
+              the probed step), decided by probe.decide; `Session.stepped` runs it after every step.
+  loop        nndiag.diagnostics.loop's checks over the whole run (hooks on the model and the optimizer):
+              gradients that accumulate, no optimizer step, weights that never change, eval mode, no
+              gradient at the step, the same batch; the LR of every step goes to the curves.
+  curves      curves.run_frame on the metrics the trainer logged (x = optimizer step, with the LR of each
+              step); the frame is saved as metrics.csv beside the verdict, so `nndiag curves 04-curves/`
+              reproduces it.
 
 A stage that cannot run (no DataLoader, nothing logged, an error in the user's step) is recorded as
 `skipped` or `error` with a note, logged, and never stops training, unless `fail_on` is set: then an
@@ -33,9 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from nndiag.diagnosis.run import Run, Step
+from nndiag.diagnosis.run import Run, RunResult, Step
 from nndiag.diagnostics.defaults import CHECK_LOSS_BATCHES
 from nndiag.errors import BadInput
+from nndiag.findings import audience_of
 from nndiag.integrations import DiagnosisFailed
 
 FAIL_ON = (None, "fail", "warn")  # fail_on values: never stop; stop on a failing stage; stop on a warning too
@@ -57,8 +66,9 @@ class Options:
 
     check_loss: bool = True  # run check-loss before the first training step
     batches: int = DEFAULT_BATCHES  # training batches check-loss scores
-    num_classes: int | None = None  # C, when the step exposes no logits: check-loss then expects ln C
+    num_classes: int | None = None  # C for check-loss's ln C, overriding what the logits say (a loss nndiag cannot read)
     probe_every: int | None = None  # probe every N optimizer steps (None: never)
+    loop: bool = True  # the loop checks (accumulating gradients, no step, eval mode, ...) over the whole run
     curves: bool = True  # the curves verdict on the logged metrics at the end
     train_loss: str | None = "train_loss"  # the name the training loss is logged under (None: not logged)
     val_loss: str | None = "val_loss"  # the name of the validation loss
@@ -79,6 +89,9 @@ class Options:
             raise BadInput(
                 f"expected probe_every to be a whole number of steps >= 1 (or None), got {self.probe_every!r}", where="probe_every"
             )
+        for key in ("check_loss", "loop", "curves", "plots"):
+            if not isinstance(getattr(self, key), bool):
+                raise BadInput(f"expected {key} to be True or False, got {getattr(self, key)!r}", where=key)
         if self.fail_on not in FAIL_ON:
             raise BadInput(f"expected fail_on to be None, 'fail' or 'warn', got {self.fail_on!r}", where="fail_on")
         for key, value in self.names.items():
@@ -107,6 +120,8 @@ class Session:
         self.stopped = "running"  # running | completed | fail_on:<stage> | exception: <type>
         self.optimizer_steps = 0  # optimizer steps the trainer took
         self.run = self._new_run()
+        self.probing: Probing | None = None  # the probe stage while training runs
+        self.recorder: Any = None  # the loop stage's nndiag.diagnostics.loop.Recorder while training runs
 
     def _new_run(self) -> Run:
         return Run(self.command, "python", self._make_folder, plots=self.options.plots)
@@ -116,6 +131,8 @@ class Session:
         self.name = self.options.name or default_name
         self.stopped, self.optimizer_steps = "running", 0
         self.run = self._new_run()
+        self.close_hooks()
+        self.probing = Probing(self.options.probe_every) if self.options.probe_every else None
 
     @property
     def stages(self) -> list[Step]:
@@ -140,7 +157,10 @@ class Session:
 
     def add(self, name: str, result: Any, seconds: float, stop: bool = True) -> Step:
         """Write a finished stage's folder, update summary.json, log its status; raise DiagnosisFailed
-        when fail_on is reached (with `stop`; else `raise_if_reached` raises later, after the other stages)."""
+        when fail_on is reached (with `stop`; else `raise_if_reached` raises later, after the other stages).
+        The stage's advice is addressed to a Python user (the session's source is "python")."""
+        result.source = self.run.source
+        result.verdict.address(audience_of(self.run.source))
         stage = self.run.add(name, result, seconds)
         self.write_summary()
         codes = ", ".join(f"{f.code}" for f in result.findings if f.severity != "info")
@@ -215,6 +235,78 @@ class Session:
         """The combined verdict (nndiag.diagnosis.run.summary): the contract's keys, root causes and every stage."""
         return self.run.summary(self.metrics())
 
+    def result(self, summary: dict[str, Any] | None = None) -> RunResult:
+        """The run as one Result: status, every stage's findings, the ranked root causes (`root_causes`), `results`."""
+        return self.run.result(summary if summary is not None else self.summary())
+
+    # -- what happens while training runs: the loop's hooks and the probe, after every optimizer step -------------
+
+    def watch_loop(self, model: Any, optimizer: Any, *, start_step: int = 0, **hooks: Any) -> Any:
+        """Attach the loop stage's hooks to `model` and `optimizer` (when `loop` is on, or for `hooks`): a
+        nndiag.diagnostics.loop.Recorder, returned. `hooks`: the Recorder's first_batch / on_step / on_first_batch / strict."""
+        from nndiag.diagnostics.loop import Recorder
+
+        if not (self.options.loop or hooks) or optimizer is None:  # nndiag.watch always attaches: its steps drive the probe
+            return None
+        self.recorder = Recorder(model, optimizer, start_step=start_step, **hooks).attach()
+        return self.recorder
+
+    def stepped(self, model: Any, step: int, optimizer: Any = None) -> None:
+        """Optimizer step `step` ended (its gradients still there): the probe arms or collects; with fail_on, a probed
+        step whose verdict reaches it ends the probe stage and raises DiagnosisFailed."""
+        self.optimizer_steps = step
+        probing = self.probing
+        if probing is None:
+            return
+        probed = self.guarded("probe", lambda: probing.after_step(model, step, optimizer))
+        if self.probing is None:  # the probe failed (recorded as the probe stage's error): no more probing
+            return
+        if probed is not None and self.options.fail_on is not None and self.reached(probing.latest(probed).status):
+            probing.close()
+            self.probing = None
+            self.add("probe", *timed(probing.result))  # raises DiagnosisFailed
+
+    def close_probe(self) -> None:
+        """Training ended: remove the probe's hooks and add the probe stage when it probed a step."""
+        probing, self.probing = self.probing, None
+        if probing is None:
+            return
+        probing.close()
+        if probing.probed:
+            self.guarded("probe", lambda: self.add("probe", *timed(probing.result), stop=False))
+
+    def close_loop(self, error: BaseException | None = None) -> None:
+        """Training ended (`error`: what the loop raised): remove the loop's hooks and add the loop stage."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        recorder.detach()
+        if not self.options.loop:
+            return
+        if recorder.broken is not None:
+            self.skip("loop", f"{type(recorder.broken).__name__}: {recorder.broken}", state="error")
+            return
+        recorder.error = error
+
+        def stage() -> None:
+            from nndiag.diagnostics import loop
+
+            self.add("loop", *timed(lambda: loop.result(recorder)), stop=False)
+
+        self.guarded("loop", stage)
+
+    def lr_rows(self) -> list[tuple[int, float]]:
+        """(step, LR) of every optimizer step the loop's hooks saw (for the curves' lr column)."""
+        recorder = self.recorder
+        return [] if recorder is None else [(recorder.start_step + i + 1, lr) for i, lr in enumerate(recorder.lrs)]
+
+    def close_hooks(self) -> None:
+        """Remove every hook (the probe's, the loop's) without adding a stage: an exception, a reused callback."""
+        if self.probing is not None:
+            self.probing.close()
+        if self.recorder is not None:
+            self.recorder.detach()
+
     def write_summary(self) -> dict[str, Any]:
         from nndiag import processes
         from nndiag.output import files
@@ -235,6 +327,9 @@ class Session:
             if self.options.fail_on is not None:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if name == "probe" and self.probing is not None:  # an error while probing ends the probe stage
+                self.probing.close()
+                self.probing = None
             self.skip(name, f"{type(exc).__name__}: {first}", state="error")
             return None
 
@@ -250,7 +345,6 @@ class SessionCallback(Options):
         logger = logging.getLogger(self.LOGGER)
         self.session = Session(self.COMMAND, self, lambda level, message: logger.log(level, message))
         self.summary: dict[str, Any] = {}
-        self._probing: Probing | None = None
 
     @property
     def options(self) -> Options:
@@ -267,6 +361,11 @@ class SessionCallback(Options):
     @property
     def results(self) -> dict[str, Any]:
         return self.session.run.results
+
+    @property
+    def result(self) -> RunResult:
+        """The run as one Result (status, findings, root_causes), as nndiag.watch gives it."""
+        return self.session.result(self.summary or None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +401,7 @@ def check_loss(model: Any, data: Any, *, step: Any, optimizer: Any, options: Opt
 
     with rng_kept():
         exp = Experiment.from_objects(model, data, step=step, optimizer=optimizer, seed=options.seed)
-        expected = math.log(options.num_classes) if exp.num_classes is None and options.num_classes else None
+        expected = math.log(options.num_classes) if options.num_classes else None  # num_classes overrides what the logits say
         result = diagnostic.run(
             exp, batches=options.batches, expected=expected, expected_why=f"ln C = ln {options.num_classes} (num_classes)"
         )
@@ -379,7 +478,8 @@ class Probing:
 
 class MetricLog:
     """Logged values by optimizer step: one row per (step, series) event, kept on the device until the end; with
-    `stream_to(path)`, also written to a CSV as training goes (`flush()`: the steps that can no longer change)."""
+    `stream_to(path)`, also written to a CSV as training goes (`flush()`: the steps that can no longer change). Besides
+    the four curve series, `lr` (the LR of each step) and whatever else was logged become columns of `frame()`."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[int, float | None, str, Any]] = []  # (step, epoch, series, value)
@@ -428,10 +528,12 @@ class MetricLog:
         self.rows = [(step, epoch, new if s == old else s, v) for step, epoch, s, v in self.rows]
 
     def frame(self) -> Any:
-        """step, epoch and the four series (NaN = not logged at that step)."""
+        """step, epoch, the four series, then the other series logged (lr first; NaN = not logged at that step)."""
         import pandas as pd
 
-        return pd.DataFrame(_wide(self.rows), columns=["step", "epoch", *CURVE_COLUMNS])
+        others = [s for s in dict.fromkeys(s for _, _, s, _ in self.rows) if s not in CURVE_COLUMNS and s != "returned_loss"]
+        others.sort(key=lambda name: name != "lr")
+        return pd.DataFrame(_wide(self.rows), columns=["step", "epoch", *CURVE_COLUMNS, *others])
 
 
 def _wide(rows: list[tuple[int, float | None, str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,8 @@ What it does (see nndiag/integrations/session.py for the run folder and the stag
                      logits and the rule expects ln C. The model, its gradients and every RNG are handed back.
   on_optimizer_step  right after each optimizer step (gradients still there, before zero_grad): the probe
                      arms / collects every `probe_every` steps.
+  loop stage         from on_train_begin (after check-loss) to on_train_end, nndiag.watch's hooks on the model
+                     and the Trainer's torch optimizer: the loop checks and the LR of every step.
   on_train_end       the probe stage; the curves verdict on `state.log_history` (x = step; `loss` ->
                      train_loss, `eval_loss` -> val_loss, `eval_accuracy` -> val_acc; the names are options);
                      the combined summary.json; the status logged as a line (logger `transformers.nndiag`,
@@ -36,7 +38,7 @@ except ImportError as exc:
     raise missing("transformers", exc) from None
 
 from nndiag.integrations import session as sessions
-from nndiag.integrations.session import MetricLog, Probing, SessionCallback
+from nndiag.integrations.session import MetricLog, SessionCallback
 
 log = logging.getLogger("transformers.nndiag")  # shown through the transformers logger's handler
 
@@ -49,8 +51,9 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
     Options (keyword only; their one definition is nndiag.integrations.session.Options, with the Trainer's
     metric names as defaults):
       check_loss   run check-loss on the first `batches` training batches (default True, 10 batches)
-      num_classes  C, when the model's output has no logits: check-loss expects ln C (default None)
+      num_classes  C for check-loss's ln C, overriding what the logits say (default None)
       probe_every  probe every N optimizer steps (default None: never)
+      loop         the loop checks of nndiag.watch over the whole fit (default True)
       curves       the curves verdict on state.log_history at train end (default True)
       train_loss, val_loss, train_acc, val_acc   their keys in log_history (default loss, eval_loss, None, eval_accuracy)
       fail_on      None | "fail" | "warn": raise DiagnosisFailed (stopping training) when a stage reaches it
@@ -58,7 +61,8 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
       name         names the default run folder instead of the model's class
       plots        write the PNG figures (default True)
       seed         seeds check-loss's private batch order (default 0)
-    After training: `summary` (the combined summary.json object), `folder`, `results` ({stage: Result}), `status`.
+    After training: `summary` (the combined summary.json object), `result` (the same as one Result, with
+    root_causes), `folder`, `results` ({stage: Result}), `status`.
     """
 
     train_loss: str | None = "loss"  # the key of the training loss in state.log_history
@@ -76,7 +80,6 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
     ) -> None:
         self.session.begin(type(model).__name__ if model is not None else "model")
         self.summary = {}
-        self._probing = Probing(self.options.probe_every) if self.options.probe_every else None
         if self.options.check_loss:
             if state.global_step > 0:
                 self.session.skip(
@@ -84,26 +87,23 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
                 )
             else:
                 self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
+        if model is not None and optimizer is not None:
+            torch_optimizer = _unwrapped(optimizer)
+            self.session.guarded("loop", lambda: self.session.watch_loop(model, torch_optimizer, start_step=state.global_step))
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self._probing is None or model is None:
+        if model is None:
             return
         step = state.global_step + 1  # the Trainer counts the step after this hook
-        probed = self._probing.after_step(model, step, kwargs.get("optimizer"))
-        if probed is not None and self.options.fail_on is not None and self.session.reached(self._probing.latest(probed).status):
-            self.session.optimizer_steps = step
-            self._probing.close()
-            self.session.add("probe", *sessions.timed(self._probing.result))  # raises DiagnosisFailed
+        self.session.stepped(model, step, kwargs.get("optimizer"))  # with fail_on, a probed step may raise DiagnosisFailed
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.session.optimizer_steps = state.global_step
-        if self._probing is not None:
-            self._probing.close()
-            if self._probing.probed:
-                probing = self._probing
-                self.session.guarded("probe", lambda: self.session.add("probe", *sessions.timed(probing.result), stop=False))
+        lrs = self.session.lr_rows()
+        self.session.close_probe()
+        self.session.close_loop()
         if self.options.curves:
-            self.session.guarded("curves", lambda: self._curves(state.log_history))
+            self.session.guarded("curves", lambda: self._curves(state.log_history, lrs))
         self.summary = self.session.finish("completed")
         self.session.raise_if_reached()
 
@@ -114,13 +114,14 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
             self.session.skip("check-loss", "the Trainer passed no model or training DataLoader to the callback")
             return
         data = sessions.private_loader(loader, args.per_device_train_batch_size, self.options.seed)
-        while optimizer is not None and not _is_plain(optimizer) and hasattr(optimizer, "optimizer"):
-            optimizer = optimizer.optimizer  # accelerate's AcceleratedOptimizer wraps the torch optimizer
+        optimizer = _unwrapped(optimizer) if optimizer is not None else None
         result, seconds = sessions.timed(lambda: sessions.check_loss(model, data, step=None, optimizer=optimizer, options=self.options))
         self.session.add("check-loss", result, seconds)
 
-    def _curves(self, history: list[dict[str, Any]]) -> None:
+    def _curves(self, history: list[dict[str, Any]], lrs: list[tuple[int, float]]) -> None:
         metrics = MetricLog()
+        for step, lr in lrs:  # the LR of every optimizer step (log_history's learning_rate is every logging_steps only)
+            metrics.add(step, None, "lr", lr)
         keys = {name: series for series, name in self.options.names.items() if name}
         for entry in history:
             step = entry.get("step")
@@ -139,3 +140,10 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
 def _is_plain(optimizer: Any) -> bool:
     """A torch optimizer nndiag can make a fresh copy of (not a wrapper such as accelerate's)."""
     return type(optimizer).__module__.startswith("torch.")
+
+
+def _unwrapped(optimizer: Any) -> Any:
+    """The torch optimizer inside accelerate's AcceleratedOptimizer (its `optimizer`)."""
+    while optimizer is not None and not _is_plain(optimizer) and hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer

@@ -22,6 +22,7 @@ from torch import nn
 
 from nndiag.config.recipe import LOSSES, MAX_SEED, LossConfig, Recipe, TrainConfig, resolve_target
 from nndiag.errors import BadInput
+from nndiag.findings import audience_of
 from nndiag.training import batch as batching
 from nndiag.training import engine
 from nndiag.training.batch import Batch
@@ -304,7 +305,9 @@ class Experiment:
     def stamp(self, result: Any, *, source: str = "python", with_recipe: bool = False) -> Any:
         """`result` (a nndiag Result of a diagnostic on this experiment) with what every Result carries about its
         run: what was built (context), the run folder's name, where it came from (`source`: the recipe path, or
-        "python") and, `with_recipe`, the resolved recipe written to the run folder."""
+        "python") and, `with_recipe`, the resolved recipe written to the run folder. For "python" (your own objects) the
+        findings' advice names the arguments of your code instead of recipe keys (nndiag.findings.addressed)."""
+        result.verdict.address(audience_of(source))
         result.recipe = self.recipe.to_dict() if with_recipe else None
         result.context = {**self.describe(), **result.context}
         result.name = self.recipe.name

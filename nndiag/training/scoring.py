@@ -1,7 +1,10 @@
 """From a batch to a loss: three ways, tried in this order.
 
   1. step      a `step(model, batch)` callable returns a scalar loss, or a mapping with `loss` and
-               optionally `logits` and `targets` (recipe: `step: {target: "my_module:step"}`).
+               optionally `logits` and `targets` (recipe: `step: {target: "my_module:step"}`). A step that
+               returns no logits still has them: forward hooks on the model and its children catch the
+               output of the outermost call the step makes (`model(x)`, or `self.net(x)` in a Lightning
+               training_step), taken as the logits when the batch's targets are class labels of it.
   2. model     the model's output carries its loss, as Hugging Face models do when the batch holds
                `labels`: a dict batch is passed as keyword arguments; `output.loss` / `output["loss"]`
                is the loss and `logits` the logits.
@@ -278,6 +281,7 @@ class Scorer:
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     names: Names = field(default_factory=Names)
     kwargs_batches: bool = False  # way "loss" with dict batches: the model takes the inputs as keyword arguments
+    capture: bool | None = None  # way "step": catch the model's outputs with hooks (None: until a step shows whether it returns logits)
 
     @property
     def objective(self) -> Objective | None:
@@ -290,7 +294,8 @@ class Scorer:
             return self._score_outputs(outputs, logits, targets, batch)
         if self.way == "model":
             return self._score_model_output(self._model_output(model, batch), batch)
-        return self._score_step_output(self._step_output(model, batch), batch)
+        seen: list[Any] = []
+        return self._score_step_output(self._step_output(model, batch, seen), batch, seen)
 
     def check(self, model: nn.Module, batch: Any) -> Scored:
         """Score `batch` like __call__, but a failure names the piece that failed (the model, the loss, the step)."""
@@ -317,7 +322,9 @@ class Scorer:
                 batch,
             )
             return self._score_model_output(output, batch)
-        return self._score_step_output(_attempt(lambda: self._step_output(model, batch), names.step, "the step failed", batch), batch)
+        seen: list[Any] = []
+        out = _attempt(lambda: self._step_output(model, batch, seen), names.step, "the step failed", batch)
+        return self._score_step_output(out, batch, seen)
 
     def loss_floor(self, classes: int | None = None) -> float | None:
         """The lowest value the loss can reach on correctly predicted class labels (or exact regression): 0 for the
@@ -379,9 +386,13 @@ class Scorer:
         with self.autocast():
             return model(**batch)
 
-    def _step_output(self, model: nn.Module, batch: Any) -> Any:
-        with self.autocast():
-            return self.step_fn(model, batch)  # type: ignore[misc]
+    def _step_output(self, model: nn.Module, batch: Any, seen: list[Any] | None = None) -> Any:
+        """The step's output; `seen` collects the outputs of the outermost module calls it made (see `outermost_outputs`)."""
+        with self.autocast(), outermost_outputs(model, seen if self.capture is not False else None):
+            out = self.step_fn(model, batch)  # type: ignore[misc]
+        if self.capture is None:
+            self.capture = not (isinstance(out, Mapping) and out.get("logits") is not None)
+        return out
 
     def _score_outputs(self, outputs: Any, logits: torch.Tensor | None, targets: Any, batch: Any) -> Scored:
         loss = self.loss_fn(logits if logits is not None else outputs, targets)  # type: ignore[misc]
@@ -393,7 +404,9 @@ class Scorer:
             raise BadInput(self._no_loss_message(batch, output), where=self.names.data)
         return Scored(self._scalar(loss, self.names.model), _field(output, "logits"), batching.targets_of(batch), batching.size(batch))
 
-    def _score_step_output(self, out: Any, batch: Any) -> Scored:
+    def _score_step_output(self, out: Any, batch: Any, seen: list[Any] | None = None) -> Scored:
+        """The step's loss, with its logits: those it returned, else the model's output its hooks saw (`seen`), when the
+        targets (returned, or the batch's) are class labels of it."""
         if isinstance(out, Mapping):
             if "loss" not in out:
                 raise BadInput(
@@ -402,13 +415,14 @@ class Scorer:
                     where=self.names.step,
                 )
             targets = out.get("targets")
-            return Scored(
-                self._scalar(out["loss"], self.names.step),
-                out.get("logits"),
-                targets if targets is not None else batching.targets_of(batch),
-                batching.size(batch),
-            )
-        return Scored(self._scalar(out, self.names.step), None, None, batching.size(batch))
+            targets = targets if targets is not None else batching.targets_of(batch)
+            logits = out.get("logits")
+            if logits is None:
+                logits = _seen_logits(seen or [], targets)
+            return Scored(self._scalar(out["loss"], self.names.step), logits, targets, batching.size(batch))
+        targets = batching.targets_of(batch)
+        logits = _seen_logits(seen or [], targets)
+        return Scored(self._scalar(out, self.names.step), logits, targets if logits is not None else None, batching.size(batch))
 
     @staticmethod
     def _scalar(loss: Any, where: str) -> torch.Tensor:
@@ -478,6 +492,46 @@ class Scorer:
                 "loss": "the model's output is not a tensor of logits",
             }[self.way]
         return None, "the targets are not class labels of the logits' last dimension"
+
+
+@contextlib.contextmanager
+def outermost_outputs(model: nn.Module, seen: list[Any] | None) -> Any:
+    """While the block runs, append to `seen` the output of every outermost call of `model` or one of its children
+    (a call made inside another of those calls is not outermost): what a training step's `model(x)` or `self.net(x)`
+    returned. `seen` None: no hooks at all."""
+    if seen is None:
+        yield
+        return
+    depth = [0]
+
+    def enter(module: nn.Module, args: Any) -> None:
+        depth[0] += 1
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        depth[0] -= 1
+        if depth[0] == 0:
+            seen.append(output)
+
+    handles = []
+    for module in (model, *model.children()):
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave, always_call=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _seen_logits(seen: list[Any], targets: Any) -> torch.Tensor | None:
+    """The last output in `seen` (a tensor, or an output's `logits`) whose class axis the targets index, or None."""
+    if not isinstance(targets, torch.Tensor):
+        return None
+    for output in reversed(seen):
+        logits = output if isinstance(output, torch.Tensor) else _field(output, "logits")
+        if isinstance(logits, torch.Tensor) and class_axis(logits, targets) is not None:
+            return logits
+    return None
 
 
 def _attempt(work: Callable[[], Any], where: str, what: str, batch: Any, outputs: Any = None) -> Any:
