@@ -4,19 +4,21 @@ For every case:
   1. proof   a plain PyTorch loop (no nndiag) trains the bug and its fixed twin the same way and scores both on a
              clean held-out test set: the bug must be clearly worse (`Case.metric`, margin `Case.margin`), else the
              case proves nothing and is reported as unproven;
-  2. nndiag  `nndiag babysit --budget quick` on the bug, on its fixed twin and on each healthy control: is the bug
+  2. nndiag  `nndiag babysit --budget quick` on the bug, on its fixed twin and on each healthy control (a loop case:
+             its hand-written loop inside `nndiag.watch`): is the bug
              detected (a warn/fail finding), is its true root cause ranked first (`root_causes[0]` among
              `Case.causes`), and do the fixed twins and the controls stay silent (no warn/fail finding)?
   3. before  the same on the version before issue 18 (`--old DIR`: a checkout of that commit), for the cases that
              version can take (a recipe); cases of your own DataLoader / optimizer need the Python API's babysit on
-             your own objects, which it did not have: counted as not detected.
+             your own objects, and loop cases need `nndiag.watch`, which it did not have: counted as not detected.
 
     python -m benchmarks.bug_corpus                       # proof + nndiag, writes benchmarks/results/bug_corpus.{md,csv}
     python -m benchmarks.bug_corpus --old /tmp/nndiag-old # also the previous version (git worktree add /tmp/nndiag-old d0bb332)
     python -m benchmarks.bug_corpus --cases nan-inputs,healthy-mlp --no-proof   # a few cases, quickly
 
 Cases are recipes over benchmarks/bug_targets.py (data, models, losses written the way the bug is written), so the
-previous version runs them unchanged; `api` cases are run through `nndiag.babysit(model, data, ...)`.
+previous version runs them unchanged; `api` cases are run through `nndiag.babysit(model, data, ...)`, `loop` cases
+through `user_loop` (one line of it wrong) inside `nndiag.watch(model, optimizer)`.
 """
 
 from __future__ import annotations
@@ -76,6 +78,10 @@ class Case:
     metric: str = "test_acc"  # test_acc | balanced_acc | test_mse | val_inflation | eval_instability | single_example_acc
     margin: float = 0.05  # the fixed twin must be better by this much (accuracy points, or x1.5 for test_mse)
     api: dict[str, Any] = field(default_factory=dict)  # run through the API: {"shuffle": False} / {"optimizer": "head"}
+    loop: str = ""  # a hand-written loop (user_loop) with this bug planted, run inside nndiag.watch ("none": a healthy loop)
+
+
+LOOP_SGD = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
 
 
 def _loss(name: str) -> dict[str, Any]:
@@ -349,6 +355,32 @@ CASES: list[Case] = [
         recipe("lr-low-fixed", optim={"name": "sgd", "lr": 0.05}),
         ("lr-too-low",),
     ),
+    # -- the training loop (a hand-written loop inside nndiag.watch; its fixed twin is the same loop done right) --
+    *(
+        Case(name, "loop", fault, recipe(name, optim=LOOP_SGD, **extra), recipe(f"{name}-fixed", optim=LOOP_SGD, **extra), causes, loop=bug)
+        for name, bug, fault, causes, extra in (
+            ("no-zero-grad", "no-zero-grad", "optimizer.zero_grad() forgotten", ("loop-grads-accumulate",), {}),
+            ("no-optimizer-step", "no-step", "optimizer.step() forgotten", ("loop-no-optimizer-step",), {}),
+            ("zero-grad-before-step", "zero-grad-before-step", "zero_grad() between backward() and step()", ("loop-no-gradient",), {}),
+            ("loss-under-no-grad", "no-grad", "the loss computed under torch.no_grad() (backward raises)", ("loop-no-gradient",), {}),
+            ("same-batch", "same-batch", "x, y = next(iter(loader)) before the loop: one batch forever", ("loop-same-batch",), {}),
+            (
+                "eval-mode-after-validation",
+                "eval-mode",
+                "model.eval() for validation, never model.train() (BatchNorm normalizing unscaled inputs)",
+                ("loop-eval-mode",),
+                {"data_bug": "unnormalized", "model_args": {"bug": "bn"}},
+            ),
+            (
+                "scheduler-per-batch",
+                "schedule-per-batch",
+                "StepLR(step_size=3) sized in epochs, stepped every batch",
+                ("schedule-collapses",),
+                {"train": {"epochs": 4}},
+            ),
+            ("optimizer-over-old-model", "rebuilt", "the model rebuilt after its optimizer was made", ("loop-weights-unchanged",), {}),
+        )
+    ),
     # -- healthy controls -----------------------------------------------------------------------
     Case("healthy-mlp-adam", "healthy", "a ReLU MLP with Adam", recipe("healthy-mlp"), None),
     Case(
@@ -418,6 +450,22 @@ CASES: list[Case] = [
         api={"shuffle": True},
     ),
     Case("healthy-grad-clip", "healthy", "gradient clipping at a usual threshold", recipe("healthy-clip", train={"grad_clip": 5.0}), None),
+    Case(
+        "healthy-loop",
+        "healthy",
+        "your own loop (BatchNorm, a StepLR per epoch, a validation pass each epoch) inside nndiag.watch",
+        recipe("healthy-loop", data_bug="raw", model_args={"bug": "bn"}, optim=LOOP_SGD),
+        None,
+        loop="none",
+    ),
+    Case(
+        "healthy-loop-accumulation",
+        "healthy",
+        "your own loop accumulating gradients over 4 batches on purpose",
+        recipe("healthy-accumulate", optim=LOOP_SGD),
+        None,
+        loop="accumulate",
+    ),
 ]
 
 
@@ -487,6 +535,13 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
+    return evaluate(model, test, (xv, yv))
+
+
+def evaluate(model: Any, test: Any, val: Any) -> dict[str, float]:
+    """The trained model's scores in eval mode: on the clean test split, and the validation split's inflation."""
+    import torch
+
     model.eval()
     with torch.no_grad():
 
@@ -498,7 +553,7 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
             recalls = [float((pred[ys == c] == c).float().mean()) for c in torch.unique(ys)]
             return {"acc": float((pred == ys).float().mean()), "balanced": sum(recalls) / len(recalls)}
 
-        t, v = score(*test), score(xv, yv)
+        t, v = score(*test), score(*val)
         if "mse" in t:
             return {"test_mse": t["mse"] if math.isfinite(t["mse"]) else math.inf}
         again = model(test[0]).argmax(-1)
@@ -512,6 +567,82 @@ def plain_run(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# The hand-written loop of the loop cases, as people write it: a shuffling DataLoader, CrossEntropyLoss, SGD, a StepLR
+# stepped per epoch, a validation pass each epoch. Each bug is one line wrong; "none" is the loop done right and
+# "accumulate" accumulates gradients over 4 batches on purpose.
+LOOP_BUGS = ("no-zero-grad", "no-step", "zero-grad-before-step", "no-grad", "same-batch", "eval-mode", "schedule-per-batch", "rebuilt")
+
+
+def loop_objects(raw: dict[str, Any], bug: str) -> tuple[Any, Any, Any]:
+    """(model, optimizer, scheduler) as the loop's user builds them; "rebuilt": the model built again after the optimizer."""
+    import torch
+
+    torch.manual_seed(0)
+    model = _call(raw["model"])
+    optimizer = make_optimizer(model.parameters(), raw["optim"])
+    if bug == "rebuilt":
+        model = _call(raw["model"])  # e.g. re-created to reset it, or reloaded: the optimizer still holds the first one's
+    return model, optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.5)
+
+
+def user_loop(raw: dict[str, Any], bug: str, model: Any, optimizer: Any, scheduler: Any, w: Any = None) -> None:
+    """Train `model` with the recipe's data, batch size and epochs in a plain PyTorch loop with `bug` planted (`w`: a
+    nndiag.watch told the losses; None in the proof, which runs the same loop without nndiag)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    (x, y), (xv, yv) = _call(raw["data"], part="fit")
+    torch.manual_seed(0)
+    loader = DataLoader(
+        TensorDataset(x, y), batch_size=raw["train"]["batch_size"], shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    first = next(iter(loader))  # the same-batch bug trains on it forever
+    criterion = torch.nn.CrossEntropyLoss()
+    accumulate = 4 if bug == "accumulate" else 1
+
+    def validate() -> None:
+        model.eval()
+        with torch.no_grad():
+            out = model(xv)
+            if w is not None:
+                w.log(val_loss=F.cross_entropy(out, yv), val_acc=(out.argmax(1) == yv).float().mean())
+
+    validate()  # the untrained model's validation score, as a baseline
+    for _epoch in range(raw["train"]["epochs"]):
+        if bug != "eval-mode":
+            model.train()  # the bug: forgotten, so training runs in the validation's eval mode
+        for i, (xb, yb) in enumerate(loader):
+            if bug == "same-batch":
+                xb, yb = first
+            if bug not in ("no-zero-grad", "zero-grad-before-step") and i % accumulate == 0:
+                optimizer.zero_grad()
+            if bug == "no-grad":
+                with torch.no_grad():
+                    loss = criterion(model(xb), yb)
+            else:
+                loss = criterion(model(xb), yb) / accumulate
+            loss.backward()
+            if bug == "zero-grad-before-step":
+                optimizer.zero_grad()
+            if bug != "no-step" and (i + 1) % accumulate == 0:
+                optimizer.step()
+            if bug == "schedule-per-batch":
+                scheduler.step()
+            if w is not None:
+                w.log(loss=loss * accumulate)
+        if bug != "schedule-per-batch":
+            scheduler.step()
+        validate()
+
+
+def loop_run(raw: dict[str, Any], bug: str) -> dict[str, float]:
+    """The proof of a loop case: user_loop with `bug`, no nndiag, scored as plain_run scores."""
+    model, optimizer, scheduler = loop_objects(raw, bug)
+    user_loop(raw, bug, model, optimizer, scheduler)
+    return evaluate(model, _call(raw["data"], part="test"), _call(raw["data"], part="fit")[1])
+
+
 def make_optimizer(params: Any, o: dict[str, Any]) -> Any:
     """The recipe's optim section as a torch optimizer (the plain loop's and the API cases')."""
     import torch
@@ -522,10 +653,11 @@ def make_optimizer(params: Any, o: dict[str, Any]) -> Any:
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o["name"]](params, **kw)
 
 
-def proof(raw: dict[str, Any], options: dict[str, Any]) -> dict[str, float]:
-    """plain_run, or the worst score when the plain loop cannot even train (PyTorch raises: labels out of range)."""
+def proof(raw: dict[str, Any], options: dict[str, Any], loop: str = "") -> dict[str, float]:
+    """plain_run (or loop_run for a loop case), or the worst score when the plain loop cannot even train (PyTorch raises:
+    labels out of range, a loss without a graph)."""
     try:
-        return plain_run(raw, options)
+        return loop_run(raw, loop) if loop else plain_run(raw, options)
     except (IndexError, RuntimeError) as exc:
         return {"test_acc": 0.0, "balanced_acc": 0.0, "test_mse": math.inf, "crashed": 1.0, "error": str(exc).splitlines()[0]}  # type: ignore[dict-item]
 
@@ -567,7 +699,18 @@ def run_nndiag(case: Case, raw: dict[str, Any], folder: Path, fixed: bool) -> di
     import nndiag
 
     started = time.perf_counter()
-    if case.api:
+    if case.loop:
+        if not hasattr(nndiag, "watch"):
+            return {"status": "n/a", "codes": [], "causes": [], "seconds": 0.0}  # the previous version had no watch
+        bug = "none" if fixed else case.loop
+        model, optimizer, scheduler = loop_objects(raw, bug)
+        try:
+            with nndiag.watch(model, optimizer, out=folder, plots=False) as w:
+                user_loop(raw, bug, model, optimizer, scheduler, w=w)
+        except RuntimeError:  # the loop's own error (a loss without a graph): the watch's verdict is written first
+            pass
+        verdict = w.result.to_dict()
+    elif case.api:
         if not hasattr(nndiag, "check_data"):
             return {"status": "n/a", "codes": [], "causes": [], "seconds": 0.0}  # the previous version had no babysit on objects
         objects = api_objects(raw, {} if fixed else case.api)  # the fixed twin: shuffled, every parameter in the optimizer
@@ -653,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in chosen:
             row: dict[str, Any] = {"case": case.name, "kind": case.kind, "fault": case.fault, "expected": " / ".join(case.causes) or "none"}
             if case.fixed is not None and not args.no_proof:
-                bug, fixed = proof(case.bug, case.api), proof(case.fixed, {})
+                bug, fixed = proof(case.bug, case.api, case.loop), proof(case.fixed, {}, "none" if case.loop else "")
                 row.update(
                     metric=case.metric, bug_metric=bug[case.metric], fixed_metric=fixed[case.metric], proven=proven(case, bug, fixed)
                 )

@@ -449,7 +449,8 @@ ENTRIES = [
         "fail",
         "Training blew up.",
         "a logged NaN/Inf; or the run ends on a blow-up (the last loss >= {curves.DIVERGE_FACTOR}x the initial); or >= "
-        "{curves.SPIKE_POINTS} points above it; or a validation spike above it that came back; or the smoothed loss climbs "
+        "{curves.SPIKE_POINTS} points above it; or a validation spike above it that came back (a val point logged before the first "
+        "train point scores the untrained model: where val starts, not a spike); or the smoothed loss climbs "
         "back by {curves.BLOWUP_RETRACE} of its drop and ends {curves.BLOWUP_RATIO}x above its best; train: the Trainer "
         "stopped the run as diverged.",
         "CS231n: a loss above ~3x the initial one means stop early.",

@@ -424,3 +424,15 @@ def test_findings_table_shows_the_run_prefix(tmp_path, cli):
     a, b = _metrics_csv(tmp_path / "a" / "metrics.csv", 0.05), _metrics_csv(tmp_path / "b" / "metrics.csv", 0.0)
     human = cli("curves", a, b, "--no-plots")
     assert "[a]" in human.stdout
+
+
+def test_a_validation_of_the_untrained_model_before_the_first_train_point_is_where_val_starts_not_a_spike():
+    """A loop that validates before training (an untrained model in eval mode can score far above chance) logs its
+    first val point before the first train point: not a blow-up. The same high point after training is one."""
+    steps = np.arange(1.0, 161)
+    train = pd.Series(0.1 + 2.2 * np.exp(-steps / 20), index=steps)
+    val = pd.Series(np.r_[152.0, 0.1 + 2.2 * np.exp(-np.arange(16.0, 161, 16) / 20)], index=np.r_[0.0, np.arange(16.0, 161, 16)])
+    before = Curves(x="step", fit={"train_loss": train, "val_loss": val}, fit_x="step")
+    assert "diverged" not in decide(before).codes, [f.message for f in decide(before).findings]
+    after = Curves(x="step", fit={"train_loss": train, "val_loss": val.set_axis(np.r_[8.0, val.index[1:]])}, fit_x="step")
+    assert decide(after).codes == ["diverged"]

@@ -261,6 +261,25 @@ def test_training_in_eval_mode_is_found_where_batchnorm_makes_it_matter(tmp_path
     assert "eval-mode-training" not in codes(plain)
 
 
+def test_eval_mode_from_the_first_step_explains_the_huge_initial_loss_it_causes(tmp_path: Path) -> None:
+    """BatchNorm normalising unscaled inputs, trained in eval mode from the first step: the first batch's loss is the
+    eval mode's (running statistics at their initial 0 and 1), so the cause is the mode, not an output layer too large."""
+    raw, _, _ = digits()
+    unscaled = raw * 1000 + 500
+    make = sgd(lambda: mlp(batchnorm=True), lr=0.05)
+    buggy, _ = watched(tmp_path, make, "eval", epochs=2, bug="eval-mode", x=unscaled)
+    high = next(f for f in buggy.findings if f.code == "initial-loss-high")
+    assert high.evidence["eval_mode"] is True and "measured in eval mode" in high.message
+    assert buggy.metrics["check-loss.eval_mode"] is True
+    assert buggy.root_causes[0]["cause"] == "loop-eval-mode", buggy.root_causes
+    assert "output-too-large" not in [c["cause"] for c in buggy.root_causes]
+    fixed, _ = watched(tmp_path, make, "train", epochs=2, x=unscaled)
+    assert codes(fixed) == [], [(f.code, f.message) for f in fixed.findings]
+    assert fixed.metrics["check-loss.eval_mode"] is False
+    worse, better = trained_val_loss(make, epochs=2, bug="eval-mode", x=unscaled), trained_val_loss(make, epochs=2, x=unscaled)
+    assert not math.isfinite(worse) and math.isfinite(better)  # in eval mode the unscaled inputs blow training up
+
+
 def test_a_schedule_stepped_per_batch_collapses_the_lr(tmp_path: Path) -> None:
     def make() -> tuple[nn.Module, torch.optim.Optimizer]:
         model, optimizer = sgd()()

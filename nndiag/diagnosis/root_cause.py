@@ -300,7 +300,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "output-too-large",
         "a huge initial loss: the output layer starts far too large",
-        _signs("initial-loss-high"),
+        _signs(Sign("initial-loss-high", unless=("eval_mode",))),  # in eval mode it is the mode's loss (loop-eval-mode)
         ("cannot-overfit", "no-decrease", *DIVERGING),
         "The untrained model is confidently wrong, so the first gradients are huge. Scale the last layer's initial weights "
         "down (e.g. x0.01, or zeros), and use Xavier/Kaiming init.",
@@ -308,7 +308,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "not-a-fresh-model",
         "an initial loss below chance: a label leak or a model that is not fresh",
-        _signs("initial-loss-low"),
+        _signs(Sign("initial-loss-low", unless=("eval_mode",))),
         (),
         "Check that the model is freshly initialised, that the labels do not leak into the inputs, and that the loss is the "
         "one the recipe names.",
@@ -348,7 +348,7 @@ RULES: tuple[Rule, ...] = (
         "loop-eval-mode",
         "the model trained in eval mode (dropout off, BatchNorm on running statistics it never updates)",
         _signs("eval-mode-training"),
-        ("overfitting", "underfitting", "plateau", "noisy", *DIVERGING),
+        ("overfitting", "underfitting", "plateau", "noisy", *DIVERGING, "initial-loss-high", "initial-loss-low"),
         "Call model.train() before the training steps, and again after every validation pass.",
     ),
     Rule(

@@ -29,7 +29,9 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
                          loss >= DIVERGE_FACTOR x the initial one, even with 2 points: a trainer's 3x
                          abort); or >= SPIKE_POINTS train points above DIVERGE_FACTOR x the initial
                          loss (CS231n: "> 3x the initial loss, stop"); or the val loss spiked above
-                         DIVERGE_FACTOR x max(S, its end level) and came back down; or the smoothed
+                         DIVERGE_FACTOR x max(S, its end level) and came back down (a val point
+                         logged before the first train point scores the untrained model: not a
+                         spike); or the smoothed
                          train loss rises above DIVERGE_FACTOR x S; or, after a real drop
                          (D >= BLOWUP_MIN_DROP x S), it climbs back: E >= B + BLOWUP_RETRACE x D and
                          E >= BLOWUP_RATIO x B. Nothing else is reported for a diverged run. When the
@@ -458,7 +460,12 @@ def _diverged(verdict: Verdict, curves: Curves, loss: pd.Series, lx: str) -> boo
         v = val.to_numpy(dtype=float)
         v_end = float(np.median(v[-max(2, len(v) // 10) :]))
         ref = max(start, v_end, curves.chance_loss or 0.0)
-        k = int(np.argmax(v))
+        # a val point logged before the first train point scored the untrained model (a loop that validates first): where val
+        # starts, not a spike, however high (an untrained model in eval mode can score far above chance)
+        train_fit = curves.fit.get("train_loss")
+        first_train = train_fit if train_fit is not None and len(train_fit) else (loss if lx == curves.fit_x else None)
+        skip = 1 if first_train is not None and float(val.index[0]) < float(first_train.index[0]) else 0
+        k = skip + int(np.argmax(v[skip:]))
         if v[k] >= DIVERGE_FACTOR * ref and k < len(v) - 1:  # a spike that came back down (a rise to the end is overfitting)
             verdict.add(
                 "diverged",

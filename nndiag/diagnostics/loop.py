@@ -50,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
@@ -145,6 +145,7 @@ class FirstBatch:
     loss_targets: torch.Tensor | None = None  # ... against these targets
     loss_value: torch.Tensor | None = None  # ... its result
     examples: int = 0
+    eval_mode: list[str] = field(default_factory=list)  # the layers that computed as at inference (model.eval()) in its forward
 
     def targets_and_loss(self) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, str]:
         """(logits, targets, loss, how they were found) of the first batch; None where not known."""
@@ -371,6 +372,8 @@ class Recorder:
                 logits = _logits_of(output)
                 if logits is not None and logits.is_floating_point():
                     first.logits = logits.detach().clone()
+                    if not (self.model.training and module.training):
+                        first.eval_mode = list(self.mode_layers)
                     model_loss = _loss_of(output)
                     first.model_loss = model_loss.detach().clone() if model_loss is not None else None
                     self._first_output = logits
@@ -900,6 +903,15 @@ def first_batch_result(
     weight_decay = max((g.get("weight_decay", 0.0) for g in getattr(optimizer, "param_groups", [])), default=0.0)
     facts = {"expected": expected, "expected_why": why, "penalty": penalty, "weight_decay": weight_decay, "inputs": None}
     verdict = check_loss.decide(frame, facts, tolerance)
+    if first.eval_mode:  # the loss of a model in eval mode: not what training starts from
+        layers = first.eval_mode
+        for finding in verdict.findings:
+            if finding.code in ("initial-loss-high", "initial-loss-low"):
+                finding.evidence["eval_mode"] = True
+                finding.message += (
+                    f"; measured in eval mode (model.training False): {len(layers)} layer(s) that compute otherwise in training "
+                    f"({', '.join(layers[:3])}{', ...' if len(layers) > 3 else ''}) ran as at inference"
+                )
     metrics = {
         "initial_loss": value,
         "expected_loss": expected,
@@ -910,5 +922,6 @@ def first_batch_result(
         "regularized_loss": value + penalty,
         "l2_penalty": penalty,
         "batches": 1,
+        "eval_mode": bool(first.eval_mode),
     }
     return Result("check-loss", verdict, {"check_loss": frame}, metrics, source="python")
