@@ -8,15 +8,14 @@ and a Python API on your own model and data.
 Importing this package is cheap on purpose: it does not import torch (nor pandas), so that
 `nndiag --help` starts fast; the functions import what they need when called.
 
-May import: nndiag.api, nndiag.errors, nndiag.result.
+May import: nndiag.api, nndiag.errors, nndiag.result, nndiag.version.
 """
 
 from nndiag.api import babysit, check_loss, curves, lr_find, overfit_small, probe, search, train
 from nndiag.errors import BadInput
+from nndiag.version import __version__
 
-__version__ = "0.2.0"
-
-__all__ = ["BadInput", "Result", "babysit", "check_loss", "curves", "lr_find", "overfit_small", "probe", "search", "train"]
+__all__ = ["BadInput", "Result", "__version__", "babysit", "check_loss", "curves", "lr_find", "overfit_small", "probe", "search", "train"]
 
 
 def __getattr__(name: str):  # PEP 562: nndiag.Result without importing pandas up front

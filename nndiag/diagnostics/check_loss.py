@@ -38,6 +38,7 @@ from nndiag.findings import Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.scoring import Scored
 from nndiag.training.splits import TensorSplit, input_statistics
 
@@ -47,13 +48,18 @@ FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates 
 
 
 def measure(
-    exp: Experiment, batches: int = CHECK_LOSS_BATCHES, expected: float | None = None, expected_why: str = "given by the user"
+    exp: Experiment,
+    batches: int = CHECK_LOSS_BATCHES,
+    expected: float | None = None,
+    expected_why: str = "given by the user",
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
     `expected`: the loss an untrained model should have, when the user knows better than the rule;
-    `expected_why` says where it came from."""
+    `expected_why` says where it came from. `progress` hears every batch."""
     model = exp.model
     rows, scored = [], []
+    ticker = Ticker(progress, "check-loss", batches, "batches")
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
         model.train()  # BatchNorm as in training; dropout is off
         optimizer = exp.optimizer()
@@ -77,6 +83,8 @@ def measure(
                 }
             )
             scored.append(result if i == 0 else Scored(result.loss, None, result.targets, result.examples))  # keep one batch's logits
+            ticker(i + 1, loss)
+    ticker.finish()
     frame = pd.DataFrame(rows)
     if expected is not None:
         why = expected_why
@@ -196,8 +204,9 @@ def run(
     tolerance: float = CHECK_LOSS_TOLERANCE,
     expected: float | None = None,
     expected_why: str = "given by the user",
+    progress: Progress | None = None,
 ) -> Result:
-    frame, facts = measure(exp, batches, expected, expected_why)
+    frame, facts = measure(exp, batches, expected, expected_why, progress)
     verdict = decide(frame, facts, tolerance)
     losses = frame["loss"]
     expected = facts["expected"]

@@ -32,6 +32,7 @@ from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.scoring import counted_targets
 
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
@@ -39,9 +40,14 @@ NOT_DECREASING = 0.9  # a best loss above this fraction of the initial one has "
 
 
 def measure(
-    exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET
+    exp: Experiment,
+    batches: int = OVERFIT_BATCHES,
+    steps: int = OVERFIT_STEPS,
+    target_fraction: float = OVERFIT_TARGET,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass."""
+    """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass.
+    `progress` hears every step (nndiag.training.progress)."""
     batch_size = exp.recipe.train.batch_size
     subset = exp.data.train.take(batches * batch_size, generator=torch.Generator().manual_seed(exp.recipe.seed))
     model = exp.model
@@ -63,12 +69,14 @@ def measure(
             }
         )
         step, first_grads = 0, (0, 0)
+        ticker = Ticker(progress, "overfit-small", steps)
         while step < steps:
             for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
                 loss = exp.step(optimizer, batch).loss
                 if step == 1:
                     first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
+                ticker(step, float(loss))
                 rows.append(
                     {
                         "step": step,
@@ -85,6 +93,8 @@ def measure(
             rows[-1].update(evaluated=True, subset_loss=state["loss"], subset_acc=state["acc"])
             if _passed(state, initial["loss"], target_fraction) or _blown_up(state["loss"], initial["loss"]):
                 break
+        last_acc = rows[-1]["subset_acc"]
+        ticker.finish(note=f"subset loss {rows[-1]['subset_loss']:.4g}" + (f", accuracy {last_acc:.0%}" if math.isfinite(last_acc) else ""))
     frame = pd.DataFrame(rows)
     objective = exp.scorer.objective
     expects_logits = exp.is_classification and (
@@ -259,8 +269,14 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     return verdict
 
 
-def run(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET) -> Result:
-    frame, facts = measure(exp, batches, steps, target_fraction)
+def run(
+    exp: Experiment,
+    batches: int = OVERFIT_BATCHES,
+    steps: int = OVERFIT_STEPS,
+    target_fraction: float = OVERFIT_TARGET,
+    progress: Progress | None = None,
+) -> Result:
+    frame, facts = measure(exp, batches, steps, target_fraction, progress)
     verdict = decide(frame, facts, target_fraction)
     evaluated = frame[frame["evaluated"].astype(bool)]
     perfect = evaluated[evaluated["subset_acc"] >= 1.0]

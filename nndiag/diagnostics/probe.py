@@ -77,6 +77,7 @@ from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.training import batch as batching
 from nndiag.training import engine
+from nndiag.training.progress import Progress, Ticker
 
 TANH_RAIL = 0.99  # |tanh| above this is saturated (pre-activation beyond ±2.65, local gradient < 0.02)
 SIGMOID_RAIL = 0.01  # sigmoid below this or above 1 - this is saturated (pre-activation beyond ±4.6, DeepDiagnosis' ±5)
@@ -377,9 +378,10 @@ def grad_norms_now(model: nn.Module) -> dict[int, float]:
 
 
 def measure(
-    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS
+    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(layers, params, histograms, facts). Layers: one row per call site at the current weights."""
+    """(layers, params, histograms, facts). Layers: one row per call site at the current weights.
+    `progress` hears every probed batch and optimizer step."""
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
     probe_batches = []
@@ -391,6 +393,7 @@ def measure(
     param_rows: list[dict[str, Any]] = []
     names = {id(p): n for n, p in model.named_parameters()}
     losses: list[float] = []
+    ticker = Ticker(progress, "probe", len(probe_batches) + steps)
     with engine.preserved(model):
         model.train()
         optimizer = exp.optimizer()
@@ -401,6 +404,7 @@ def measure(
                 optimizer.zero_grad(set_to_none=True)
                 loss = exp.scorer(model, batch).loss
                 losses.append(float(loss.detach()))
+                ticker(len(losses), losses[-1])
                 loss.backward()
                 for key, value in grad_norms_now(model).items():
                     sums[key] = sums.get(key, 0.0) + value / len(probe_batches)
@@ -418,6 +422,7 @@ def measure(
             before = {id(p): p.detach().clone() for p in model.parameters() if p.requires_grad}
             loss_t = exp.step(optimizer, batch).loss
             losses.append(float(loss_t))
+            ticker(len(losses), losses[-1])
             step_ratios = update_ratios(model, before)
             grads = grad_norms_now(model)
             for p in model.parameters():
@@ -434,6 +439,7 @@ def measure(
             if w is not None and not math.isnan(row["grad_norm"]):
                 row["update_ratio"] = ratios.get(id(w), math.nan)
                 row["nonfinite_weight"] = max(row["nonfinite_weight"], _nonfinite(w, float(w.detach().float().norm())))
+    ticker.finish()
     facts = {
         "batches": len(probe_batches),
         "steps": steps,
@@ -867,8 +873,8 @@ def metrics_of(layers: pd.DataFrame, facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS) -> Result:
-    layers, params, hist, facts = measure(exp, batches, steps)
+def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, progress: Progress | None = None) -> Result:
+    layers, params, hist, facts = measure(exp, batches, steps, progress)
     verdict = decide(layers, facts)
     metrics = metrics_of(layers, facts)
     metrics["worst_layers"] = worst_layers(layers, verdict)
