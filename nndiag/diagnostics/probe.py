@@ -188,12 +188,24 @@ class _Site:
 
 
 def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules without children, plus modules that own parameters directly (custom layers)."""
+    """Modules without children, plus modules that own parameters directly (custom layers), by `layer_name`."""
     found = []
     for name, module in model.named_modules():
         if not any(True for _ in module.children()) or any(True for _ in module.parameters(recurse=False)):
-            found.append((name or type(module).__name__, module))
+            found.append((layer_name(name, module), module))
     return found
+
+
+def layer_name(path: str, module: nn.Module) -> str:
+    """How tables, messages and figures name a layer: its module path (features.conv1, layer1.0.relu), with its class
+    where the path ends in a position in a Sequential or ModuleList, which alone reads like a number: net.3 (Linear),
+    and for a model that is itself a Sequential, layer 3 (Linear). The model itself (a custom layer): its class."""
+    kind = type(module).__name__
+    if not path:
+        return kind
+    if not path.rsplit(".", 1)[-1].isdigit():
+        return path
+    return f"{path} ({kind})" if "." in path else f"layer {path} ({kind})"
 
 
 class Recorder:
@@ -609,7 +621,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             verdict.add(
                 "vanishing-activations",
                 "fail",
-                f"activations collapse with depth: std falls from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
+                f"activations collapse with depth: std falls from {_fmt(stds[0])} at {names[0]} to {_fmt(stds[-1])} at {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too small for this depth and activation: use Xavier (std 1/sqrt(fan_in)) for tanh, Kaiming "
                 "(std sqrt(2/fan_in)) for ReLU (model.args.init), or add BatchNorm. Deep layers see ~0 inputs, so their weights get ~0 gradients.",
@@ -620,7 +632,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             verdict.add(
                 "exploding-activations",
                 "fail",
-                f"activations grow with depth: std rises from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
+                f"activations grow with depth: std rises from {_fmt(stds[0])} at {names[0]} to {_fmt(stds[-1])} at {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too large: use Kaiming (ReLU) or Xavier (tanh) scaling, std proportional to 1/sqrt(fan_in); add "
                 "BatchNorm/LayerNorm, or check a custom layer that multiplies its output.",
@@ -644,12 +656,12 @@ def _rule_saturated(verdict: Verdict, layers: pd.DataFrame) -> None:
     if bad.empty:
         return
     worst = bad.loc[bad["frac_saturated"].idxmax()]
-    listing = ", ".join(f"{r.layer} {r.frac_saturated:.0%}" for r in bad.itertuples())
+    listing = ", ".join(f"{r.layer}: {r.frac_saturated:.0%}" for r in bad.itertuples())
     verdict.add(
         "saturated-activations",
         "fail",
         f"{len(bad)} of {len(bounded)} tanh/sigmoid layers are saturated (more than {SATURATED_FRACTION:.0%} of outputs at the rails; "
-        f"worst layer {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
+        f"worst {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
         "Saturated units have local gradient ~0, so nothing below them learns. The init is too large for tanh/sigmoid: use Xavier "
         "(std 1/sqrt(fan_in)); standardise the inputs (data.normalize: true); or switch to ReLU with Kaiming init.",
         layers=list(bad["layer"]),
@@ -664,7 +676,7 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame) -> None:
     if bad.empty:
         return
     worst = float(bad["frac_dead"].max())
-    listing = ", ".join(f"{r.layer} {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
+    listing = ", ".join(f"{r.layer}: {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
     at_init = bool((layers["step"] == 0).all())  # probed at the given weights, before any training step
     if at_init:
         advice = (
@@ -698,7 +710,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "exploding-gradients",
             "fail",
-            f"gradient norms are not finite (first layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
+            f"gradient norms are not finite (first weighted layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
             "Gradients overflowed: lower optim.lr, clip gradients (train.grad_clip), check the init scale and the inputs for NaN/Inf.",
             first_layer=first["layer"],
             last_layer=last["layer"],
@@ -712,7 +724,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "vanishing-gradients",
             "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']}): "
+            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']}): "
             "the early layers barely learn",
             "Gradients vanish through depth: use Kaiming/Xavier init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, "
             "BatchNorm, or residual connections.",
@@ -723,7 +735,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "exploding-gradients",
             "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']})",
+            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']})",
             "Gradients grow through depth: reduce the init scale, add normalisation, clip gradients (train.grad_clip), lower optim.lr.",
             **evidence,
             threshold=GRAD_EXPLODE_RATIO,
