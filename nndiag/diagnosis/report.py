@@ -39,7 +39,7 @@ ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a st
 # The numbers worth seeing first for each command; metrics not named here fill up to three.
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "check-loss": ("initial_loss", "expected_loss", "ratio"),
-    "overfit-small": ("final_accuracy", "final_fraction_of_initial", "steps_to_100pct"),
+    "overfit-small": ("final_accuracy", "final_loss_ratio", "steps_to_100pct"),
     "lr-find": ("suggested_lr", "lr_min", "lr_max"),
     "search": ("best_val_acc", "best_val_loss", "trials"),
     "train": ("best_epoch_val_acc", "final_val_acc", "final_val_loss", "best_epoch"),

@@ -13,7 +13,10 @@ Rules (documented thresholds, all tested):
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
   inputs-not-normalized    warn  input RMS > 10 or < 0.01, or one feature's |mean| + std > 100 (floating inputs only)
   not-checked              info  no expected loss is known: the step or model gives no class logits
-                                 (the loss is still reported; `expected=` / --expected supplies one)
+                                 (the loss is still reported; `expected=` / --expected supplies one); or the
+                                 weight decay is decoupled (AdamW): it adds no L2 term to the loss, so whether
+                                 it raises the objective does not apply; the finding says what it does instead
+                                 (each step shrinks every weight by lr x weight_decay of its value)
 Where the logits are known, C is the size of their class axis (the last dimension for a language
 model's (B, T, V) logits), and targets of -100 are ignored; a step, a model's own loss or a custom
 loss with class logits and integer targets is taken to be a softmax cross-entropy (ln C).
@@ -63,7 +66,7 @@ def measure(
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
         model.train()  # BatchNorm as in training; dropout is off
         optimizer = exp.optimizer()
-        penalty = float(engine.l2_penalty(optimizer))  # what the recipe's weight decay adds
+        penalty = float(engine.l2_penalty(optimizer))  # what the recipe's weight decay adds (nothing when it is decoupled)
         order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
         for i, batch in enumerate(exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=order)):
             if i >= batches:
@@ -92,11 +95,16 @@ def measure(
         targets = exp.data.train.take(10_000).y if isinstance(exp.data.train, TensorSplit) else None
         expected, why = exp.scorer.expected_initial_loss(scored, targets if isinstance(targets, torch.Tensor) else None)
     frame["expected_loss"] = expected if expected is not None else math.nan
+    decayed = [g for g in optimizer.param_groups if g.get("weight_decay", 0.0)]
+    decoupled = bool(decayed) and all(engine.decoupled_decay(optimizer, g) for g in decayed)
     facts = {
         "expected": expected,
         "expected_why": why,
         "penalty": penalty,
         "weight_decay": max((g.get("weight_decay", 0.0) for g in optimizer.param_groups), default=0.0),
+        "decoupled": decoupled,  # AdamW: the decay shrinks the weights each step instead of adding to the loss
+        "decay_per_step": max((float(g["lr"]) * g["weight_decay"] for g in decayed), default=0.0) if decoupled else None,
+        "optimizer": type(optimizer).__name__,
         "inputs": input_statistics(exp.data.train),
     }
     return frame, facts
@@ -169,6 +177,21 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
 
 def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) -> None:
     weight_decay = float(facts["weight_decay"])
+    if weight_decay > 0 and facts.get("decoupled"):
+        per_step = float(facts["decay_per_step"])
+        verdict.add(
+            "not-checked",
+            "info",
+            f"{facts.get('optimizer', 'the optimizer')}'s weight decay {weight_decay:g} is decoupled: it adds no L2 term to the "
+            f"loss, so whether it raises the objective does not apply; instead each step shrinks every weight by lr x "
+            f"weight_decay = {per_step:.3g} of its value (x{(1 - per_step) ** 1000:.3g} over 1,000 steps, before the gradients' own changes)",
+            "Nothing to fix. To see regularization raise the objective, use an optimizer with coupled (L2) weight decay, "
+            "such as SGD or Adam; with AdamW, judge weight_decay by the validation curves (`nndiag curves`).",
+            weight_decay=weight_decay,
+            decay_per_step=per_step,
+            decoupled=True,
+        )
+        return
     if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
         verdict.add(
             "regularization-no-effect",
@@ -218,8 +241,11 @@ def run(
         "loss_std_across_batches": float(losses.std()) if len(losses) > 1 else 0.0,
         "initial_accuracy": float(frame["accuracy"].mean()),
         "logit_std": float(frame["logit_std"].mean()),
-        "regularized_loss": float(frame["regularized_loss"].mean()),
-        "l2_penalty": facts["penalty"],
+        "regularized_loss": None if facts["decoupled"] else float(frame["regularized_loss"].mean()),
+        "l2_penalty": None if facts["decoupled"] else facts["penalty"],  # decoupled decay (AdamW) adds no L2 term
+        "weight_decay": facts["weight_decay"],
+        "weight_decay_kind": ("decoupled" if facts["decoupled"] else "L2") if facts["weight_decay"] else None,
+        "decay_per_step": facts["decay_per_step"],  # decoupled: the fraction of each weight one step takes off
         "input_rms": facts["inputs"]["rms"] if facts["inputs"] is not None else None,
         "batches": len(frame),
     }

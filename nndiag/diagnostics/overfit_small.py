@@ -285,7 +285,8 @@ def run(
         "examples": facts["examples"],
         "initial_loss": facts["initial_loss"],
         "final_loss": float(final["subset_loss"]),
-        "final_fraction_of_initial": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
+        # the final subset loss over the initial one: a ratio (0.1 = a tenth; above 1 the loss rose), never a percentage
+        "final_loss_ratio": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
         "final_accuracy": float(final["subset_acc"]),
         "best_accuracy": float(evaluated["subset_acc"].max()),
         "steps_to_100pct": int(perfect["step"].iloc[0]) if len(perfect) else None,

@@ -204,12 +204,21 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
+def decoupled_decay(optimizer: torch.optim.Optimizer, group: dict[str, Any] | None = None) -> bool:
+    """Is the weight decay decoupled (Loshchilov & Hutter): applied to the weights directly, w <- w - lr·wd·w, instead of
+    through the loss's gradient? AdamW's is; so is that of a group with `decoupled_weight_decay` (Adam and others in
+    recent PyTorch). Decoupled decay adds no term to the loss."""
+    groups = [group] if group is not None else optimizer.param_groups
+    return isinstance(optimizer, torch.optim.AdamW) or any(bool(g.get("decoupled_weight_decay")) for g in groups)
+
+
 def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    """The L2 term the optimizer's weight decay adds to the objective: sum over groups of wd/2·‖w‖²."""
+    """The L2 term the optimizer's weight decay adds to the objective: sum over groups of wd/2·‖w‖² (groups whose
+    decay is decoupled add nothing: `decoupled_decay`)."""
     total = torch.zeros(())
     for group in optimizer.param_groups:
         wd = group.get("weight_decay", 0.0)
-        if wd:
+        if wd and not decoupled_decay(optimizer, group):
             for p in group["params"]:
                 total = total + 0.5 * wd * p.detach().float().pow(2).sum().cpu()
     return total
