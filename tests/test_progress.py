@@ -137,7 +137,7 @@ def test_babysit_reports_each_step_and_the_quick_budget_shrinks_lr_find(tmp_path
     assert heard.ticks("lr-find: range test")[-1].total == QUICK_LR_STEPS * QUICK_LR_BATCHES_PER_LR
     assert f"--steps {QUICK_LR_STEPS} --batches-per-lr {QUICK_LR_BATCHES_PER_LR}" in lr.command  # rerun it on its own, same sizes
     assert heard.ticks("train") and heard.ticks("search coarse") and heard.ticks("overfit-small")
-    assert result.context["threads"].startswith("1 (small model")
+    assert result.context["threads"].startswith("1 (small model") and result.metrics["threads"] == 1
 
 
 def test_json_keeps_stdout_one_object_and_stderr_quiet(cli, write_recipe, tmp_path):

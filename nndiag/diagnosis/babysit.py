@@ -113,6 +113,7 @@ class Babysitter:
     progress: Progress | None = None  # nndiag.training.progress: Notes (a step started, ended) and the steps' Ticks
     threads: int | None = None  # torch threads (None: chosen for the model, nndiag.training.threads)
     crashed: bool = False  # a step raised something other than BadInput
+    choice: Any = None  # the thread count the steps run with, once chosen
     record: Run = field(init=False)  # the steps, written into `folder` as they end
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class Babysitter:
         from nndiag.training.experiment import Experiment
 
         exp = Experiment.build(self.recipe)
-        choice = threads.use(exp, self.threads)  # the API's caller hands torch's count back (threads.kept)
+        choice = self.choice = threads.use(exp, self.threads)  # the API's caller hands torch's count back (threads.kept)
         note(self.progress, f"torch threads: {choice}; --threads N to change")
         self.record.context = {**exp.describe(), "threads": str(choice)}
         budget, progress = self.budget, self.progress
@@ -292,6 +293,8 @@ class Babysitter:
     def metrics(self) -> dict[str, Any]:
         """babysit's own metrics: the budget, and the numbers a user acts on next (the LR, the best trial, the final accuracy)."""
         metrics: dict[str, Any] = {"budget": self.budget.name}
+        if self.choice is not None:
+            metrics["threads"] = self.choice.count  # torch threads every step ran with (nndiag.training.threads)
         for key, source in (("suggested_lr", "lr-find"), ("best_params", "search"), ("best_val_acc", "search"), ("final_val_acc", "train")):
             value = self.results[source].metrics.get(key) if source in self.results else None
             if value is not None:
