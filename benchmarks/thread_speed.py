@@ -3,7 +3,7 @@ count against PyTorch's default (a thread per core), each on a free machine and 
 second process spinning on one core), as ratios measured in the same run.
 
     python -m benchmarks.thread_speed             # 3 repeats; writes benchmarks/results/thread_speed.md and .csv
-    python -m benchmarks.thread_speed --quick     # smaller work, 1 repeat, prints only (checks the script)
+    python -m benchmarks.thread_speed --quick     # smaller work, 1 repeat, runs stopped at 120 s, prints only (checks it runs)
 
 Workloads, each a fresh process (start-up, imports and all; the API calls time the call itself):
   babysit-quickstart      nndiag babysit quickstart --budget quick --no-plots --json
@@ -20,6 +20,7 @@ the free columns mean nothing on a machine where other work runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -64,40 +65,38 @@ def default_threads() -> int:
     return int(done.stdout.strip())
 
 
+QUICK_SETS = {  # --quick: smaller work for each babysit (the search and the data), so that the check takes minutes
+    "quickstart": ["--set", "search.coarse.trials=2", "--set", "search.fine.trials=1"],
+    "recipes/tiny-bert.yaml": ["--set", "data.args.num_samples=500", "--set", "search.coarse.trials=2", "--set", "search.fine.trials=1"],
+}
+
+
 def babysit(recipe: str, quick: bool) -> list[str]:
-    extra = ["--set", "data.args.num_samples=1000"] if quick and "tiny-bert" in recipe else []
+    extra = QUICK_SETS[recipe] if quick else []
     return [sys.executable, "-m", "nndiag", "babysit", recipe, "--budget", "quick", "--no-plots", "--json", *extra]
 
 
-def run(workload: str, threads: int | None, quick: bool, folder: Path) -> tuple[float, int]:
-    """(seconds, the thread count nndiag ran with) of one run of `workload`."""
+def run(workload: str, threads: int | None, quick: bool, folder: Path, timeout: float | None) -> tuple[float, int | None]:
+    """(seconds, the thread count nndiag ran with) of one run of `workload`; a run stopped at `timeout` gives
+    (timeout, None): its real time is at least that."""
     given = ["--threads", str(threads)] if threads else []
-    if workload.startswith("resnet18"):
-        call = workload.split("-", 1)[1].replace("-small", "")
-        images = 128 if quick else 512
-        argv = [
-            sys.executable,
-            "-c",
-            RESNET,
-            "lr-find" if call == "lr-find" else "overfit",
-            str(threads or "auto"),
-            str(images),
-            str(int(quick)),
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=ROOT, check=True)
-        out = json.loads(done.stdout.strip().splitlines()[-1])
-        return float(out["seconds"]), int(out["threads"])
-    recipe = "quickstart" if workload == "babysit-quickstart" else "recipes/tiny-bert.yaml"
-    out_dir = folder / f"{workload}-{threads or 'auto'}-{time.monotonic_ns()}"
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*babysit(recipe, quick), *given, "--out", str(out_dir)], capture_output=True, text=True, env=child_env(), cwd=ROOT
-    )
-    seconds = time.perf_counter() - started
+    try:
+        if workload.startswith("resnet18"):
+            call = "lr-find" if workload == "resnet18-lr-find" else "overfit"
+            argv = [sys.executable, "-c", RESNET, call, str(threads or "auto"), str(128 if quick else 512), str(int(quick))]
+            done = subprocess.run(argv, capture_output=True, text=True, env=child_env(), cwd=ROOT, check=True, timeout=timeout)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            return float(out["seconds"]), int(out["threads"])
+        recipe = "quickstart" if workload == "babysit-quickstart" else "recipes/tiny-bert.yaml"
+        command = [*babysit(recipe, quick), *given, "--out", str(folder / f"{workload}-{threads or 'auto'}-{time.monotonic_ns()}")]
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=child_env(), cwd=ROOT, timeout=timeout)
+        seconds = time.perf_counter() - started
+    except subprocess.TimeoutExpired:
+        return float(timeout or 0), None
     if done.returncode not in (0, 1):  # pass/warn or fail are both a finished run; anything else is not
         raise RuntimeError(f"{workload} exited {done.returncode}: {done.stderr[-2000:]}")
-    verdict = json.loads(done.stdout)
-    return seconds, int(verdict["metrics"]["threads"])
+    return seconds, int(json.loads(done.stdout)["metrics"]["threads"])
 
 
 class Spinner:
@@ -113,47 +112,56 @@ class Spinner:
         self.process.wait(timeout=10)
 
 
+def _seconds(row: dict[str, object], mode: str) -> str:
+    """A median time, '>= ' before it when a run was stopped at the timeout (its real time is longer)."""
+    return (">= " if mode in str(row["stopped"]).split(",") else "") + f"{float(row[f'{mode}_s']):.1f}"  # type: ignore[arg-type]
+
+
 WORKLOADS = ("babysit-quickstart", "resnet18-lr-find", "resnet18-overfit-small", "tiny-bert-babysit")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller work, one repeat, print only")
+    parser.add_argument("--quick", action="store_true", help="smaller work, one repeat, runs stopped at 120 s, print only")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each (default 3; quick 1)")
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--timeout", type=float, default=None, help="stop a run after this many seconds (default none; quick 120)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
+    timeout = args.timeout or (120.0 if args.quick else None)
     default = default_threads()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for workload in args.workloads:
             for load in ("free", "busy"):
                 times: dict[str, list[float]] = {"chosen": [], "default": []}
-                used: dict[str, int] = {}
+                used: dict[str, int | None] = {"chosen": None, "default": default}
+                stopped: set[str] = set()  # modes with a run stopped at the timeout: their time is a lower bound
                 for _ in range(repeats):
                     for mode, threads in (("chosen", None), ("default", default)):
-                        if load == "busy":
-                            with Spinner():
-                                seconds, used[mode] = run(workload, threads, args.quick, Path(tmp))
-                        else:
-                            seconds, used[mode] = run(workload, threads, args.quick, Path(tmp))
+                        with Spinner() if load == "busy" else contextlib.nullcontext():
+                            seconds, count = run(workload, threads, args.quick, Path(tmp), timeout)
                         times[mode].append(seconds)
+                        if count is None:
+                            stopped.add(mode)
+                        else:
+                            used[mode] = count
                 chosen, slow = statistics.median(times["chosen"]), statistics.median(times["default"])
-                rows.append(
-                    {
-                        "workload": workload,
-                        "load": load,
-                        "chosen_threads": used["chosen"],
-                        "default_threads": used["default"],
-                        "chosen_s": chosen,
-                        "default_s": slow,
-                        "ratio": slow / chosen,
-                        "repeats": repeats,
-                    }
-                )
+                row = {
+                    "workload": workload,
+                    "load": load,
+                    "chosen_threads": used["chosen"],
+                    "default_threads": used["default"],
+                    "chosen_s": chosen,
+                    "default_s": slow,
+                    "ratio": slow / chosen,
+                    "stopped": ",".join(sorted(stopped)),
+                    "repeats": repeats,
+                }
+                rows.append(row)
                 print(
-                    f"{workload:24s} {load}: chosen {used['chosen']} thread(s) {chosen:.1f} s, default {used['default']} {slow:.1f} s, "
-                    f"default/chosen {slow / chosen:.2f}x",
+                    f"{workload:24s} {load}: chosen {used['chosen']} thread(s) {_seconds(row, 'chosen')} s, default {used['default']} "
+                    f"{_seconds(row, 'default')} s, default/chosen {slow / chosen:.2f}x",
                     flush=True,
                 )
     import torch
@@ -169,8 +177,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['workload']} | {r['load']} | {r['chosen_threads']} | {r['chosen_s']:.1f} | {r['default_threads']} | {r['default_s']:.1f} | "
-        f"{r['ratio']:.2f} |"
+        f"| {r['workload']} | {r['load']} | {r['chosen_threads']} | {_seconds(r, 'chosen')} | {r['default_threads']} | "
+        f"{_seconds(r, 'default')} | {r['ratio']:.2f}{' (a bound: a run was stopped)' if r['stopped'] else ''} |"
         for r in rows
     ]
     text = "\n".join(lines) + "\n"

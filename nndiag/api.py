@@ -159,7 +159,7 @@ class _Session:
         from nndiag.training.progress import note
 
         self.choice = torch_threads.use(exp, self.threads)
-        note(self.progress, f"torch threads: {self.choice}; --threads N (threads=N) to change")
+        note(self.progress, f"torch threads: {self.choice}; set with --threads N (threads=N in Python)")
 
 
 @contextlib.contextmanager

@@ -138,7 +138,7 @@ class Babysitter:
 
         exp = Experiment.build(self.recipe)
         choice = self.choice = threads.use(exp, self.threads)  # the API's caller hands torch's count back (threads.kept)
-        note(self.progress, f"torch threads: {choice}; --threads N to change")
+        note(self.progress, f"torch threads: {choice}; set with --threads N (threads=N in Python)")
         self.record.context = {**exp.describe(), "threads": str(choice)}
         budget, progress = self.budget, self.progress
         plan: list[tuple[str, str, Callable[[], Result]]] = [

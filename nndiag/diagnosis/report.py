@@ -635,7 +635,8 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
     stop = stopping_step(steps)
     if stop is not None:
         console.print(f"[bold red]stopped at {stop.name}[/]: fix it and run again, or use --continue to run the rest anyway.")
-    console.print(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  report: {paths['html']}\n        {paths['markdown']}", soft_wrap=True)
+    indent = " " * (len(status) + len("  report: "))
+    console.print(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  report: {paths['html']}\n{indent}{paths['markdown']}", soft_wrap=True)
 
 
 def _rich_escape(text: Any) -> str:

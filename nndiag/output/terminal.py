@@ -200,7 +200,8 @@ def _curves_view(result: Result, console: Console) -> None:
         raw = part["value"].tolist()
         line = [s if math.isfinite(v) else v for s, v in zip(part["smooth"].tolist(), raw)]
         x = f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}"
-        parts.append((names.get(str(run), ""), labels.get(series, series), x, fmt(float(raw[0])), line, fmt(float(raw[-1]))))
+        first, last = fmt(float(raw[0]), str(series)), fmt(float(raw[-1]), str(series))  # accuracies as percentages
+        parts.append((names.get(str(run), ""), labels.get(series, series), x, first, line, last))
     columns = [
         Column("run", "left"),
         Column("series", "left"),
