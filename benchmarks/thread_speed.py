@@ -150,7 +150,7 @@ def main() -> None:
                 row = {
                     "workload": workload,
                     "load": load,
-                    "chosen_threads": used["chosen"],
+                    "chosen_threads": used["chosen"] if used["chosen"] is not None else "?",  # "?": every run of it was stopped
                     "default_threads": used["default"],
                     "chosen_s": chosen,
                     "default_s": slow,
