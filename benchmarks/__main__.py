@@ -3,7 +3,15 @@
 import runpy
 import sys
 
-BENCHMARKS = ("lr_find_quality", "lr_find_speed", "probe_overhead", "search_mnist1d", "callback_overhead")
+BENCHMARKS = (
+    "lr_find_quality",
+    "lr_find_speed",
+    "probe_overhead",
+    "search_mnist1d",
+    "callback_overhead",
+    "thread_choice",
+    "thread_speed",
+)
 
 for name in BENCHMARKS:
     print(f"\n=== benchmarks.{name}", flush=True)

@@ -10,17 +10,17 @@ and a Python API on your own model and data.
 Importing this package is cheap on purpose: it does not import torch (nor pandas), so that
 `nndiag --help` starts fast; the functions import what they need when called.
 
-May import: nndiag.api, nndiag.errors, nndiag.result.
+May import: nndiag.api, nndiag.errors, nndiag.result, nndiag.version.
 """
 
 from nndiag.api import babysit, check_data, check_loss, curves, lr_find, overfit_small, probe, search, train, watch
 from nndiag.errors import BadInput
-
-__version__ = "0.2.0"
+from nndiag.version import __version__
 
 __all__ = [
     "BadInput",
     "Result",
+    "__version__",
     "babysit",
     "check_data",
     "check_loss",

@@ -31,10 +31,11 @@ nndiag.diagnostics, nndiag.diagnosis, nndiag.integrations.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from nndiag.diagnostics import defaults as D
 from nndiag.errors import BadInput
@@ -167,9 +168,59 @@ def _data_faults(command: str) -> Callable[[Callable[..., "Result"]], Callable[.
     return wrap
 
 
-def _finish(result: "Result", exp: "Experiment", target: Any) -> "Result":
-    """The Result stamped with its run: what was built, and where it came from (a recipe's resolved form too)."""
+def _finish(result: "Result", exp: "Experiment", target: Any, session: "_Session | None" = None) -> "Result":
+    """The Result stamped with its run: what was built, and where it came from (a recipe's resolved form too);
+    the thread count it ran with (context and metrics `threads`)."""
+    if session is not None and session.choice is not None:
+        result.context["threads"] = str(session.choice)
+        result.metrics["threads"] = session.choice.count
     return exp.stamp(result, source=_source(target, exp.recipe), with_recipe=is_recipe(target))
+
+
+class _Session:
+    """What a call that runs a model shares: its thread count (given, or chosen for the work once the experiment is
+    built: nndiag.training.threads) and where its progress goes."""
+
+    def __init__(self, threads: int | None, progress: Any):
+        self.threads, self.progress = threads, progress
+        self.choice: Any = None
+
+    def start(self, exp: "Experiment") -> None:
+        """Set the thread count for `exp` and say so (a Note to the progress)."""
+        from nndiag.training import threads as torch_threads
+        from nndiag.training.progress import note
+
+        self.choice = torch_threads.use(exp, self.threads)
+        note(self.progress, f"torch threads: {self.choice}; set with --threads N (threads=N in Python)")
+
+
+@contextlib.contextmanager
+def _session(threads: int | None, progress: Any) -> Iterator[_Session]:
+    """A _Session: torch's thread count is handed back as found at the end; `progress=True` gets a Rich bar on
+    stderr (closed at the end), a callable gets nndiag.training.progress's Ticks and Notes, None/False nothing."""
+    from nndiag.training import threads as torch_threads
+
+    count = torch_threads.check(threads)
+    sink, close = _progress_sink(progress)
+    try:
+        with torch_threads.kept():
+            torch_threads.set_given(count)  # a given count applies to building the experiment too
+            yield _Session(count, sink)
+    finally:
+        close()
+
+
+def _progress_sink(progress: Any) -> tuple[Any, Callable[[], None]]:
+    if progress is None or progress is False:
+        return None, lambda: None
+    if progress is True:
+        from nndiag.output.progress import ProgressBar
+
+        bar = ProgressBar()
+        return bar, bar.close
+    if callable(progress):
+        return progress, lambda: None
+    raise BadInput(f"expected True, False or a callable taking progress events, got {type(progress).__name__}", where="progress")
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +299,8 @@ def check_loss(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Any = False,
 ) -> "Result":
     """Step 1: is the loss at initialisation what the loss predicts (ln C for softmax cross-entropy)?
 
@@ -255,9 +308,11 @@ def check_loss(
     from nndiag.diagnostics import check_loss as diagnostic
     from nndiag.training.engine import rng_kept
 
-    with rng_kept():
+    with rng_kept(), _session(threads, progress) as run:
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-        return _finish(diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected), exp, model)
+        run.start(exp)
+        result = diagnostic.run(exp, batches=batches, tolerance=tolerance, expected=expected, progress=run.progress)
+        return _finish(result, exp, model, run)
 
 
 @_data_faults("overfit-small")
@@ -275,6 +330,8 @@ def overfit_small(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Any = False,
 ) -> "Result":
     """Step 2: can the model memorise `batches` minibatches (100% accuracy, loss <= target x initial)?
 
@@ -283,9 +340,11 @@ def overfit_small(
     from nndiag.diagnostics import overfit_small as diagnostic
     from nndiag.training.engine import rng_kept
 
-    with rng_kept():
+    with rng_kept(), _session(threads, progress) as run:
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-        return _finish(diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target), exp, model)
+        run.start(exp)
+        result = diagnostic.run(exp, batches=batches, steps=steps, target_fraction=target, progress=run.progress)
+        return _finish(result, exp, model, run)
 
 
 @_data_faults("lr-find")
@@ -309,6 +368,8 @@ def lr_find(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Any = False,
 ) -> "Result":
     """Step 3: an LR range test (or the notes' candidates mode) and a suggested learning rate.
 
@@ -326,8 +387,9 @@ def lr_find(
     if apply and not is_recipe(model):
         raise BadInput("apply writes the recipe with the suggested LR; it needs a recipe, not your own model", where="apply")
     instance = optimizer if _is_optimizer(optimizer) else None
-    with rng_kept():
+    with rng_kept(), _session(threads, progress) as run:
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
+        run.start(exp)
         text = exp.recipe.source.read_text() if apply and exp.recipe.source else None
         result = diagnostic.run(
             exp,
@@ -342,8 +404,9 @@ def lr_find(
             apply=apply,
             recipe_text=text,
             optimizer=instance,
+            progress=run.progress,
         )
-        return _finish(result, exp, model)
+        return _finish(result, exp, model, run)
 
 
 @_data_faults("probe")
@@ -361,6 +424,8 @@ def probe(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Any = False,
 ) -> "Result":
     """Per-layer activation, gradient and update/weight statistics with the weight-init lecture's
     verdicts. The model and RNGs are handed back as found.
@@ -373,9 +438,11 @@ def probe(
 
     if trained is None:
         trained = _trained(model, optimizer)
-    with rng_kept():
+    with rng_kept(), _session(threads, progress) as run:
         exp = experiment(model, data, loss=loss, step=step, optimizer=optimizer, batch_size=batch_size, device=device, seed=seed, set=set)
-        return _finish(diagnostic.run(exp, batches=batches, steps=steps, trained=trained), exp, model)
+        run.start(exp)
+        result = diagnostic.run(exp, batches=batches, steps=steps, trained=trained, progress=run.progress)
+        return _finish(result, exp, model, run)
 
 
 def _trained(model: Any, optimizer: Any) -> bool | None:
@@ -390,6 +457,40 @@ def _trained(model: Any, optimizer: Any) -> bool | None:
     if steps_taken(model) > 0 or getattr(trainer, "global_step", 0) > 0 or stepped:
         return True
     return None
+
+
+def init_experiment(
+    *,
+    width: int = D.INIT_WIDTH,
+    depth: int = D.INIT_DEPTH,
+    samples: int = D.INIT_SAMPLES,
+    init: Sequence[str] | None = None,
+    activation: Sequence[str] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: Any = False,
+) -> "Result":
+    """The weight-init lecture's experiment (`nndiag probe --init-experiment`): tanh/ReLU stacks on Gaussian input,
+    each init judged by the probe's rules. `threads`: torch threads (default: torch's count; the stacks are wide)."""
+    from nndiag.diagnostics import probe_init
+    from nndiag.training.engine import rng_kept
+
+    with rng_kept(), _session(threads, progress) as run:
+        result = probe_init.run(
+            width=width,
+            depth=depth,
+            inits=list(init) if init else None,
+            activations=list(activation) if activation else None,
+            samples=samples,
+            seed=seed,
+            progress=run.progress,
+        )
+    import torch
+
+    result.context["threads"] = f"{threads or torch.get_num_threads()} ({'given' if threads else 'torch count'})"
+    result.metrics["threads"] = threads or torch.get_num_threads()
+    result.source, result.name = "--init-experiment", "init-experiment"
+    return result
 
 
 def curves(
@@ -483,14 +584,21 @@ def train(
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
+    progress: Any = False,
 ) -> "Result":
     """Train with the recipe; log the curves; end with the curves verdict on its own log.
 
     `callbacks`: objects with on_step(trainer, step, loss) and on_epoch(trainer, row) (see nndiag.training.trainer)."""
     from nndiag.diagnostics import train as diagnostic
+    from nndiag.training.progress import TrainerProgress
 
-    exp = experiment(recipe, device=device, seed=seed, set=set)
-    return _finish(diagnostic.run(exp, epochs=epochs, max_steps=max_steps, callbacks=list(callbacks), probe_every=probe_every), exp, recipe)
+    with _session(threads, progress) as run:
+        exp = experiment(recipe, device=device, seed=seed, set=set)
+        run.start(exp)
+        hooks = [*callbacks, TrainerProgress(run.progress)] if run.progress is not None else list(callbacks)
+        result = diagnostic.run(exp, epochs=epochs, max_steps=max_steps, callbacks=hooks, probe_every=probe_every)
+        return _finish(result, exp, recipe, run)
 
 
 @_data_faults("search")
@@ -507,33 +615,33 @@ def search(
     storage: str | None = None,
     study: str | None = None,
     threads: int | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Any = False,
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
 ) -> "Result":
     """Steps 4-5: a coarse random search in log space, then a fine one around the best trials.
 
-    The study lives in `storage` (default: runs/<recipe name>/search-journal.log), so calling again resumes it."""
+    The study lives in `storage` (default: runs/<recipe name>/search-journal.log), so calling again resumes it.
+    `threads`: torch threads in this process (default: chosen for the model); each of `workers` processes gets
+    that many, at most the cores divided by the workers."""
     from nndiag.diagnostics import search as diagnostic
 
-    exp = experiment(recipe, device=device, seed=seed, set=set)
-    options = diagnostic.SearchOptions(
-        stages=diagnostic.parse_stages(stages),
-        sampling="random" if random else "grid",
-        log_space=log_space,
-        coarse_trials=coarse_trials or trials,
-        fine_trials=fine_trials or trials,
-        storage=storage or diagnostic.default_storage(exp.recipe.name),
-        study=study,
-        workers=workers,
-        threads=threads,
-    )
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    return _finish(diagnostic.run(exp, options, progress), exp, recipe)
+    with _session(threads, progress) as run:
+        exp = experiment(recipe, device=device, seed=seed, set=set)
+        run.start(exp)
+        options = diagnostic.SearchOptions(
+            stages=diagnostic.parse_stages(stages),
+            sampling="random" if random else "grid",
+            log_space=log_space,
+            coarse_trials=coarse_trials or trials,
+            fine_trials=fine_trials or trials,
+            storage=storage or diagnostic.default_storage(exp.recipe.name),
+            study=study,
+            workers=workers,
+            threads=threads or min(run.choice.count, max(1, (os.cpu_count() or 1) // max(1, workers))),  # per worker process
+        )
+        return _finish(diagnostic.run(exp, options, diagnostic.trial_events(run.progress)), exp, recipe, run)
 
 
 def babysit(
@@ -549,10 +657,11 @@ def babysit(
     keep_going: bool = False,
     out: str | Path | None = None,
     plots: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Any = False,
     device: str | None = None,
     seed: int | None = None,
     set: Sequence[str] | None = None,
+    threads: int | None = None,
 ) -> "Result":
     """All of it in order (check-data, check-loss, overfit-small, lr-find, search, train, curves; probe where a step
     fails), stopping at the first failing gate unless `keep_going`; the root causes ranked over every step.
@@ -560,34 +669,30 @@ def babysit(
     `recipe`: a recipe (path, dict or Recipe), or your own model with `data` (and `optimizer`, `loss` or `step`,
     `val` your validation data, as the other functions take them): then there is no search (it needs a recipe's
     search space), train runs your optimizer for the budget's epochs, and the model is handed back as found.
-    The steps write their run folders as they go, into `out` (default runs/<name>/babysit-<timestamp>/). The
-    report's commands to rerun a step repeat `set`, `device` and `seed`."""
+    Its steps write their run folders as they go: into `out` when given, else into runs/<name>/babysit-<timestamp>/.
+    The report's commands to rerun a step repeat `set`, `device`, `seed` and `threads`. `progress=True` shows each
+    step's start and end and its bar on stderr (a callable gets nndiag.training.progress's Notes and Ticks)."""
     import shlex
 
     from nndiag.diagnosis.babysit import run_babysit
 
-    common = {
-        "budget": budget,
-        "keep_going": keep_going,
-        "out": Path(out) if out is not None else None,
-        "plots": plots,
-        "progress": progress,
-    }
+    common = {"budget": budget, "keep_going": keep_going, "out": Path(out) if out is not None else None, "plots": plots}
     if not is_recipe(recipe):
-        exp = experiment(
-            recipe,
-            data,
-            loss=loss,
-            step=step,
-            optimizer=optimizer,
-            batch_size=batch_size,
-            device=device,
-            seed=seed,
-            set=set,
-            val=val,
-            check=False,
-        )
-        return run_babysit(exp.recipe, "python", make=lambda: exp, **common)
+        with _session(threads, progress) as run:
+            exp = experiment(
+                recipe,
+                data,
+                loss=loss,
+                step=step,
+                optimizer=optimizer,
+                batch_size=batch_size,
+                device=device,
+                seed=seed,
+                set=set,
+                val=val,
+                check=False,
+            )
+            return run_babysit(exp.recipe, "python", make=lambda: exp, progress=run.progress, threads=run.threads, **common)
     given = [
         name
         for name, value in (
@@ -608,7 +713,16 @@ def babysit(
     repeated = [f"--set {shlex.quote(s)}" for s in set or []]
     repeated += [f"--device {device}"] if device else []
     repeated += [f"--seed {seed}"] if seed is not None else []
-    return run_babysit(loaded, _source(recipe, loaded), cli_args="".join(f" {p}" for p in repeated), **common)
+    repeated += [f"--threads {threads}"] if threads else []
+    with _session(threads, progress) as run:
+        return run_babysit(
+            loaded,
+            _source(recipe, loaded),
+            progress=run.progress,
+            threads=run.threads,
+            cli_args="".join(f" {p}" for p in repeated),
+            **common,
+        )
 
 
 # --------------------------------------------------------------------------------------------

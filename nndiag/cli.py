@@ -4,8 +4,8 @@ to nndiag.output; `exits()` is the one place where errors become exit codes.
 
 Nothing heavy is imported at module level: `nndiag --help` must not import torch.
 
-May import: nndiag.errors, nndiag.formatting, nndiag.codes, nndiag.findings, nndiag.result, nndiag.output, nndiag.config,
-nndiag.training, nndiag.diagnostics, nndiag.diagnosis, nndiag.api.
+May import: nndiag.version, nndiag.errors, nndiag.formatting, nndiag.codes, nndiag.findings, nndiag.result, nndiag.output,
+nndiag.config, nndiag.training, nndiag.diagnostics, nndiag.diagnosis, nndiag.api.
 """
 
 from __future__ import annotations
@@ -18,20 +18,104 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from nndiag.diagnostics import defaults as D  # stdlib only, like findings
-from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED  # a stdlib-only module: start-up stays free of torch
+from nndiag.findings import (  # a stdlib-only module: start-up stays free of torch
+    EXIT_BAD_INPUT,
+    EXIT_CRASH,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+)
+
+
+class Command(TyperCommand):
+    """Every nndiag command: help that shows what to type, not Python types. Options show a metavar (--set KEY=VALUE,
+    --seed N, --out DIR), flags show none, and the usage line names arguments in capitals (RECIPE, [RECIPE], FILES...).
+    Parameters are read by duck typing (param_type_name, is_flag): Typer's click differs between versions."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "option" and param.metavar is None:
+                param.metavar = "" if getattr(param, "is_flag", False) else _metavar(param)
+            elif param.param_type_name == "argument":
+                param.metavar = param.metavar or param.name.upper()
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]  # the name says it (RECIPE, FILES)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_metavar(super().get_help_option(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = str(param.metavar) + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class Group(TyperGroup):
+    """The top level: --help and --version without a type beside them."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _no_metavar(super().get_help_option(ctx))
+
+
+def _no_metavar(option: Any) -> Any:
+    if option is not None and option.metavar is None:
+        option.metavar = ""
+    return option
+
+
+def _metavar(param: Any) -> str:
+    """An option's metavar when it gives none: N for a whole number, X for a real one, else its name in capitals
+    (--mode MODE). The type is read from the default, or from Typer's or click's record of it (versions differ)."""
+    kind: Any = type(param.default) if param.default is not None else None
+    kind = kind or getattr(getattr(param, "type_descriptor", None), "annotation", None)  # Typer >= 0.2x (its own click)
+    kind = kind or {"integer": int, "float": float}.get(getattr(getattr(param, "type", None), "name", ""))  # click's types
+    return {int: "N", float: "X"}.get(kind, (param.name or "value").upper())
+
 
 app = typer.Typer(
     name="nndiag",
     help="Neural-network training diagnostics: the babysitting recipe (check the initial loss, overfit a small "
     "sample, find a learning rate, search coarse then fine, read the curves, probe activations) as commands "
-    "that end in a verdict and an exit code (0 pass/warn, 1 fail, 2 bad input).",
+    f"that end in a verdict and an exit code: {EXIT_OK} pass or warn, {EXIT_FAIL} fail, {EXIT_BAD_INPUT} bad input, "
+    f"{EXIT_CRASH} a crash (nndiag or your own model/data code; the traceback is on stderr), {EXIT_INTERRUPTED} "
+    "interrupted (Ctrl-C).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    cls=Group,
 )
+
+
+def command(name: str, panel: str) -> Callable[[Callable[..., Any]], Any]:
+    return app.command(name, rich_help_panel=panel, cls=Command)
+
+
+STEPS, REFERENCE, RECIPES = "The recipe, step by step", "Reference", "Recipes"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nndiag.version import __version__
+
+        sys.stdout.write(f"nndiag {__version__}\n")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
 
 # -- options every recipe command takes -------------------------------------------------------
 
@@ -40,20 +124,42 @@ RecipeArg = Annotated[
     typer.Argument(
         help="The recipe: a YAML file such as recipes/quickstart.yaml, or the name of a bundled recipe (nndiag recipes).",
         show_default=False,
+        metavar="RECIPE",
     ),
 ]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the recipe's seed.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable).")]
-OutOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--out",
-        help="Write results here instead of the default run folder (runs/<name>/<command>-<timestamp>/; curves: runs/curves/curves-<timestamp>/).",
-    ),
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", metavar="DEVICE", help="Override the recipe's device: auto, cpu, cuda, cuda:1, mps.")
+]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", metavar="N", help="Override the recipe's seed.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", metavar="KEY=VALUE", help="Override any recipe key, e.g. --set optim.lr=0.1 (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON verdict object on stdout (and nothing else).")]
 NoPlotsOpt = Annotated[bool, typer.Option("--no-plots", help="Skip the PNG figures.")]
+ThreadsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--threads",
+        min=1,
+        metavar="N",
+        help="torch CPU threads (default: chosen for the model: 1 for small models, torch's count for large ones; printed on stderr).",
+    ),
+]
+ProgressOpt = Annotated[
+    bool,
+    typer.Option(
+        "--progress/--no-progress",
+        help="Show progress on stderr (steps done, loss, time left); off with --json. Not a terminal: a line every 15 s.",
+    ),
+]
+
+
+def out_option(folder: str) -> Any:
+    """The --out option of a command that writes `folder` by default."""
+    return Annotated[
+        Optional[Path], typer.Option("--out", metavar="DIR", help=f"Write the run folder here instead of {folder}.", show_default=False)
+    ]
 
 
 @dataclass
@@ -65,6 +171,8 @@ class Common:
     out: Path | None = None
     json: bool = False
     no_plots: bool = False
+    threads: int | None = None
+    progress: bool = True
 
 
 MAX_MESSAGE = 2000  # characters of a bad-input paragraph at most
@@ -115,8 +223,17 @@ def load(common: Common) -> Any:
 
 
 def overrides(common: Common) -> dict[str, Any]:
-    """The recipe and its overrides, as the Python API takes them."""
-    return {"set": common.set, "device": common.device, "seed": common.seed}
+    """The recipe, its overrides and the thread count, as the Python API takes them."""
+    return {"set": common.set, "device": common.device, "seed": common.seed, "threads": common.threads}
+
+
+def progress_bar(as_json: bool, bars: bool = True) -> Any:
+    """Progress on stderr for a command (None with --json): the thread choice and other notes, and bars unless --no-progress."""
+    if as_json:
+        return None
+    from nndiag.output.progress import ProgressBar
+
+    return ProgressBar(bars=bars)
 
 
 def note_bundled(recipe: Path, as_json: bool) -> None:
@@ -132,11 +249,17 @@ def note_bundled(recipe: Path, as_json: bool) -> None:
         pass  # the command itself reports the missing file
 
 
-def execute(command: str, common: Common, work: Callable[[], Any], interrupted: str = "") -> None:
-    """Run one diagnostic through the Python API -> write the run folder -> print -> exit with the verdict's code."""
+def execute(command: str, common: Common, work: Callable[[Any], Any], interrupted: str = "") -> None:
+    """Run one diagnostic through the Python API (`work(progress)`, with the command's progress on stderr) -> write
+    the run folder -> print -> exit with the verdict's code."""
     note_bundled(common.recipe, common.json)
-    with exits(interrupted):
-        result = work()
+    bar = progress_bar(common.json, common.progress)
+    try:
+        with exits(interrupted):
+            result = work(bar or False)
+    finally:
+        if bar is not None:
+            bar.close()
     report(result, command, common.out, common.json, common.no_plots)
 
 
@@ -171,13 +294,13 @@ def finish(result: Any, verdict: dict[str, Any], as_json: bool, folder: Path | N
 # -- commands -----------------------------------------------------------------------------------
 
 
-@app.command("check-data", rich_help_panel="The recipe, step by step")
+@command("check-data", STEPS)
 def check_data(
     recipe: RecipeArg,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    out: out_option("runs/<name>/check-data-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -187,17 +310,17 @@ def check_data(
 
     Example: nndiag check-data recipes/quickstart.yaml --json
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, progress=False)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
 
-        return api.check_data(recipe, **overrides(common))
+        return api.check_data(recipe, set=set, device=device, seed=seed)  # nothing trains: no --threads, no bars
 
     execute("check-data", common, work)
 
 
-@app.command("check-loss", rich_help_panel="The recipe, step by step")
+@command("check-loss", STEPS)
 def check_loss(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Training batches to measure at initialisation.")] = D.CHECK_LOSS_BATCHES,
@@ -212,7 +335,9 @@ def check_loss(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/check-loss-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -220,17 +345,17 @@ def check_loss(
 
     Example: nndiag check-loss recipes/quickstart.yaml --json
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
 
-        return api.check_loss(recipe, batches=batches, tolerance=tolerance, expected=expected, **overrides(common))
+        return api.check_loss(recipe, batches=batches, tolerance=tolerance, expected=expected, progress=bar, **overrides(common))
 
     execute("check-loss", common, work)
 
 
-@app.command("overfit-small", rich_help_panel="The recipe, step by step")
+@command("overfit-small", STEPS)
 def overfit_small(
     recipe: RecipeArg,
     batches: Annotated[int, typer.Option(min=1, help="Minibatches in the fixed subset (the notes say 5-10).")] = D.OVERFIT_BATCHES,
@@ -242,7 +367,9 @@ def overfit_small(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/overfit-small-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -250,17 +377,17 @@ def overfit_small(
 
     Example: nndiag overfit-small recipes/quickstart.yaml --batches 5 --steps 300
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
 
-        return api.overfit_small(recipe, batches=batches, steps=steps, target=target, **overrides(common))
+        return api.overfit_small(recipe, batches=batches, steps=steps, target=target, progress=bar, **overrides(common))
 
     execute("overfit-small", common, work)
 
 
-@app.command("lr-find", rich_help_panel="The recipe, step by step")
+@command("lr-find", STEPS)
 def lr_find(
     recipe: RecipeArg,
     start: Annotated[float, typer.Option(help="First LR (> 0) of the range test.")] = D.LR_FIND_START,
@@ -284,7 +411,9 @@ def lr_find(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/lr-find-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -293,9 +422,9 @@ def lr_find(
     Example: nndiag lr-find recipes/quickstart.yaml --apply
     Example: nndiag lr-find recipes/quickstart.yaml --candidates 1e-1,1e-2,1e-3,1e-4
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
         from nndiag.diagnostics.lr_find import parse_candidates
 
@@ -310,13 +439,14 @@ def lr_find(
             candidate_steps=candidate_steps,
             refine_steps=refine_steps,
             apply=apply,
+            progress=bar,
             **overrides(common),
         )
 
     execute("lr-find", common, work)
 
 
-@app.command("search", rich_help_panel="The recipe, step by step")
+@command("search", STEPS)
 def search(
     recipe: RecipeArg,
     random: Annotated[
@@ -348,11 +478,19 @@ def search(
         Optional[str],
         typer.Option(help="Study name (default: the recipe name). Processes with the same --storage and --study share the work."),
     ] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="torch threads per process (default: cores / workers).")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="torch CPU threads per process (default: chosen for the model, at most the cores divided by --workers).",
+        ),
+    ] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/search-<timestamp>/ (the study's journal: DIR/search-journal.log)") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -362,9 +500,9 @@ def search(
 
     Example: nndiag search recipes/quickstart.yaml --random --log-space --workers 2
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
 
         where = storage or (str(out / "search-journal.log") if out is not None else None)  # default: runs/<name>/search-journal.log
@@ -379,35 +517,14 @@ def search(
             workers=workers,
             storage=where,
             study=study,
-            threads=threads,
-            progress=None if json else search_progress(),
+            progress=bar,
             **overrides(common),
         )
 
     execute("search", common, work, interrupted="the study keeps every finished trial; re-run the same command to resume")
 
 
-def search_progress() -> Callable[[dict[str, Any]], None]:
-    """Live progress on stderr: one line per finished trial (or per change, with several workers)."""
-    console = err_console()
-
-    def show(event: dict[str, Any]) -> None:
-        done = f"{event['stage']} {event['done']}/{event['target']}"
-        if "status" not in event:
-            console.print(f"[dim]{done} trials done, {event['running']} running[/]")
-            return
-        params = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in event["params"].items())
-        style = {"complete": "green", "diverged": "yellow", "failed": "red"}[event["status"]]
-        console.print(
-            f"{done}  {params}  [{style}]{event['status']}[/]  val_acc {event['val_acc']:.4f}  val_loss {event['val_loss']:.4g}  "
-            f"({event['seconds']:.1f}s)",
-            highlight=False,
-        )
-
-    return show
-
-
-@app.command("train", rich_help_panel="The recipe, step by step")
+@command("train", STEPS)
 def train(
     recipe: RecipeArg,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
@@ -415,13 +532,7 @@ def train(
         Optional[int],
         typer.Option("--max-steps", min=1, help="Stop after this many optimizer steps (smoke runs); overrides train.max_steps."),
     ] = None,
-    progress: Annotated[
-        bool,
-        typer.Option(
-            "--progress/--no-progress",
-            help="Show a progress bar with the live loss on stderr (off with --json or when stderr is not a terminal).",
-        ),
-    ] = True,
+    progress: ProgressOpt = True,
     probe_every: Annotated[
         Optional[int],
         typer.Option(
@@ -433,7 +544,8 @@ def train(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    out: out_option("runs/<name>/train-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -442,34 +554,23 @@ def train(
 
     Example: nndiag train recipes/quickstart.yaml --epochs 20
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
         from nndiag.output import files
 
         log = files.TrainLog(lambda name: files.run_folder(name, "train", out), source=str(recipe))  # the folder, from the first step
-        callbacks: list[Any] = [log]
-        bar = None
-        if progress and not json and sys.stderr.isatty():
-            from nndiag.output.progress import ProgressBar
-
-            bar = ProgressBar()
-            callbacks.append(bar)
-        try:
-            result = api.train(
-                recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=callbacks, **overrides(common)
-            )
-        finally:
-            if bar is not None:
-                bar.close()
+        result = api.train(
+            recipe, epochs=epochs, max_steps=max_steps, probe_every=probe_every, callbacks=[log], progress=bar, **overrides(common)
+        )
         common.out = log.folder  # the verdict goes into the folder the logs are in
         return result
 
     execute("train", common, work, interrupted="the run folder keeps the logs so far (its summary.json says interrupted)")
 
 
-@app.command("curves", rich_help_panel="The recipe, step by step")
+@command("curves", STEPS)
 def curves(
     files: Annotated[
         list[Path],
@@ -496,14 +597,15 @@ def curves(
         Optional[str],
         typer.Option("--val-acc", help="The validation-accuracy column or tag (default: val_acc, val/acc, eval/accuracy, ...)."),
     ] = None,
-    out: OutOpt = None,
+    out: out_option("runs/curves/curves-<timestamp>/") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
     """Step 6: read loss curves from CSV or TensorBoard logs and diagnose them (overfitting, underfitting, still
     improving, diverged, plateau, noisy, LR too low/high, bad init, not generalizing). No recipe needed.
 
-    Example: nndiag curves lightning_logs/version_0/metrics.csv --json;  nndiag curves lightning_logs/
+    Example: nndiag curves tests/data/curves/c-healthy-digits-mlp/metrics.csv --json   (a Lightning CSV log in a clone)
+    Example: nndiag curves runs/quickstart/   (every run folder that `nndiag train recipes/quickstart.yaml` wrote)
     """
     with exits():
         from nndiag import api
@@ -512,7 +614,7 @@ def curves(
     report(result, "curves", out, json, no_plots)
 
 
-@app.command("probe", rich_help_panel="The recipe, step by step")
+@command("probe", STEPS)
 def probe(
     recipe: Annotated[
         Optional[Path], typer.Argument(help="The recipe (YAML). Not needed with --init-experiment.", show_default=False)
@@ -536,7 +638,9 @@ def probe(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/probe-<timestamp>/ (--init-experiment: runs/init-experiment/probe-<timestamp>/)") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -547,7 +651,9 @@ def probe(
               nndiag probe --init-experiment --init kaiming --activation relu --depth 10
     """
     if init_experiment:
-        _probe_init_experiment(width, depth, samples, init, activation, seed, out, json, no_plots)
+        _probe_init_experiment(
+            width, depth, samples, init, activation, seed, Common(Path(), None, seed, None, out, json, no_plots, threads, progress)
+        )
         return
     if recipe is None:
         raise bad_input("probe needs a RECIPE (a YAML file such as recipes/quickstart.yaml), or --init-experiment")
@@ -555,46 +661,58 @@ def probe(
         raise bad_input(
             "--activation and --init belong to --init-experiment; to probe a recipe with another init use --set model.args.init=xavier"
         )
-    common = Common(recipe, device, seed, set, out, json, no_plots)
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
 
-    def work() -> Any:
+    def work(bar: Any) -> Any:
         from nndiag import api
 
-        return api.probe(recipe, batches=batches, steps=steps, **overrides(common))
+        return api.probe(recipe, batches=batches, steps=steps, progress=bar, **overrides(common))
 
     execute("probe", common, work)
 
 
 def _probe_init_experiment(
-    width: int,
-    depth: int,
-    samples: int,
-    inits: list[str] | None,
-    activations: list[str] | None,
-    seed: int | None,
-    out: Path | None,
-    as_json: bool,
-    no_plots: bool,
+    width: int, depth: int, samples: int, inits: list[str] | None, activations: list[str] | None, seed: int | None, common: Common
 ) -> None:
-    with exits():
-        from nndiag.diagnostics import probe_init
+    bar = progress_bar(common.json, common.progress)
+    try:
+        with exits():
+            from nndiag import api
 
-        result = probe_init.run(width=width, depth=depth, inits=inits, activations=activations, samples=samples, seed=seed or 0)
-        result.source, result.name = "--init-experiment", "init-experiment"
-    report(result, "probe", out, as_json, no_plots)
+            result = api.init_experiment(
+                width=width,
+                depth=depth,
+                samples=samples,
+                init=inits,
+                activation=activations,
+                seed=seed or 0,
+                threads=common.threads,
+                progress=bar or False,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    report(result, "probe", common.out, common.json, common.no_plots)
 
 
-@app.command("babysit", rich_help_panel="The recipe, step by step")
+@command("babysit", STEPS)
 def babysit(
     recipe: RecipeArg,
     budget: Annotated[
-        str, typer.Option("--budget", help="How much to spend on search and training: quick | standard (the recipe as written) | thorough.")
+        str,
+        typer.Option(
+            "--budget",
+            metavar="BUDGET",
+            help="How much every step spends: quick (fewer lr-find points, trials, epochs) | standard (the recipe as written) | thorough.",
+        ),
     ] = "standard",
     keep_going: Annotated[bool, typer.Option("--continue", help="Run every step even after a failing gate.")] = False,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     set: SetOpt = None,
-    out: OutOpt = None,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = True,
+    out: out_option("runs/<name>/babysit-<timestamp>/ (each step in its sub-folder, report.md, report.html)") = None,
     json: JsonOpt = False,
     no_plots: NoPlotsOpt = False,
 ) -> None:
@@ -603,16 +721,19 @@ def babysit(
 
     Example: nndiag babysit recipes/quickstart.yaml --budget quick
     """
-    common = Common(recipe, device, seed, set, out, json, no_plots)
-    stderr = err_console()
+    common = Common(recipe, device, seed, set, out, json, no_plots, threads, progress)
     note_bundled(recipe, json)
-    with exits():
-        from nndiag import api
+    bar = progress_bar(json, progress)
+    try:
+        with exits():
+            from nndiag import api
 
-        progress = None if json else (lambda message: stderr.print(f"[dim]babysit[/] {message}"))
-        result = api.babysit(
-            recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=progress, **overrides(common)
-        )
+            result = api.babysit(
+                recipe, budget=budget, keep_going=keep_going, out=out, plots=not no_plots, progress=bar or False, **overrides(common)
+            )
+    finally:
+        if bar is not None:
+            bar.close()
     if json:
         emit_json(result.to_dict())
     else:
@@ -627,7 +748,7 @@ def babysit(
 # -- tools around the recipe -------------------------------------------------------------------
 
 
-@app.command("explain", rich_help_panel="Reference")
+@command("explain", REFERENCE)
 def explain(
     code: Annotated[
         Optional[str],
@@ -674,7 +795,7 @@ def explain(
             console.print(f"  {constant} = {value!r}  [dim](nndiag/{codes.MODULES[module]})[/]")
 
 
-@app.command("validate", rich_help_panel="Recipes")
+@command("validate", RECIPES)
 def validate(
     recipe: RecipeArg,
     build: Annotated[bool, typer.Option("--build/--no-build", help="Also build the data and model and run one forward pass.")] = True,
@@ -701,7 +822,7 @@ def validate(
     Console().print("\n".join(lines))
 
 
-@app.command("recipes", rich_help_panel="Recipes")
+@command("recipes", RECIPES)
 def recipes(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list (name, file, description, command, commands).")] = False,
 ) -> None:
@@ -731,7 +852,7 @@ def recipes(
     console.print("Copy one to start from: nndiag init my-recipe.yaml --from quickstart")
 
 
-@app.command("init", rich_help_panel="Recipes")
+@command("init", RECIPES)
 def init(
     path: Annotated[
         Path, typer.Argument(help="Where to write the recipe: a .yaml file, or a folder (created if needed) that gets recipe.yaml.")

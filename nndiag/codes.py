@@ -212,7 +212,9 @@ ENTRIES = [
         "info",
         "Something could not be checked, and the finding says what (never a guess).",
         "check-loss: no expected loss is known (the step or the model gives no class logits, or the targets are not class "
-        "labels of them); overfit-small: no class logits and targets to judge accuracy by, so the loss alone decides.",
+        "labels of them), or the weight decay is decoupled (AdamW: it adds no L2 term to the loss, so whether it raises "
+        "the objective does not apply; the finding gives the fraction lr x weight_decay it takes off each weight per step "
+        "instead); overfit-small: no class logits and targets to judge accuracy by, so the loss alone decides.",
         "nndiag's rule for your own model and batches: where logits are not known, a command says what it could not "
         "check instead of guessing.",
         "Return logits and targets from your step (a mapping {loss, logits, targets}), or give the expected loss "

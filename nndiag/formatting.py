@@ -6,8 +6,10 @@ recipe as YAML to read and re-run); what people read goes through here:
   learning rates            scientific notation     suggested_lr 0.00316     -> suggested LR    3.16e-3
   other floats              4 significant digits    initial_loss 2.302585    -> initial loss    2.303
   integers                  thousands separators    steps_run 12000          -> steps run       12,000
-The kind of a number is read from its key (the words acc/accuracy, frac/fraction/share/pct, lr),
-so the same key prints the same way everywhere. This module imports nothing heavy.
+  positions                 as integers             best_val_acc_at_epoch 1.0 -> best val accuracy at epoch  1
+The kind of a number is read from its key (the words acc/accuracy, frac/fraction/share/pct, lr; a key
+ending in "at" and an epoch or step says where something happened, whatever it names before), so the
+same key prints the same way everywhere. This module imports nothing heavy.
 
 May import: nothing of nndiag.
 """
@@ -23,6 +25,7 @@ PERCENT_WORDS = {"acc", "accuracy", "frac", "fraction", "share", "pct", "percent
 LR_WORDS = {"lr", "decay", "eps"}  # learning rates (and weight decay, epsilon): scientific notation
 WORDS = {"acc": "accuracy", "frac": "fraction", "lr": "LR", "100pct": "100%", "pct": "%", "num": "number"}  # key parts spelled out
 SIGNIFICANT = 4  # significant digits of an ordinary float
+POSITION_WORDS = {"epoch", "step", "iteration", "iter", "batch", "point"}  # "..._at_epoch": the value is a position, not what it names
 
 
 def _tokens(key: str) -> list[str]:
@@ -31,7 +34,10 @@ def _tokens(key: str) -> list[str]:
 
 def kind(key: str) -> str:
     """percent | lr (scientific) | plain: how a number under this key is shown."""
-    tokens = set(_tokens(key))
+    ordered = _tokens(key)
+    if ordered and ordered[-1] in POSITION_WORDS and "at" in ordered[:-1]:
+        return "plain"  # best_val_acc_at_epoch, best_val_loss_at_step: where, not how much
+    tokens = set(ordered)
     if tokens & LR_WORDS or "learning_rate" in key.lower():
         return "lr"
     if tokens & PERCENT_WORDS and "steps" not in tokens:  # steps_to_100pct counts steps

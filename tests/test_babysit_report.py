@@ -230,5 +230,91 @@ def test_terminal_summary_names_the_root_cause_first(dead_steps, tmp_path):
 
 def test_no_root_cause_for_failures_nothing_explains(tmp_path, steps):
     md = write_report(tmp_path / "babysit", steps, recipe_name="q")["markdown"].read_text()
-    assert "No single root cause explains the failing findings" in md
+    assert "No root cause ranked: no single cause explains the findings" in md
     assert "Lower the start LR" in md  # the unexplained finding keeps its advice
+
+
+# -- what every report opens with, and a finding said once -------------------------------------------
+
+
+@pytest.fixture
+def repeated(tmp_path: Path) -> list[Step]:
+    """train and curves read the same log: the same bad-init finding in both (as babysit's steps 5 and 6 give it)."""
+    run = tmp_path / "babysit"
+    bad_init = {
+        "code": "bad-init",
+        "severity": "warn",
+        "message": "the first loss 9.1 is 4x the chance level ln 10",
+        "advice": "Check the init with `nndiag check-loss` and `nndiag probe`; lower the last layer's scale.",
+        "evidence": {},
+    }
+    return [
+        Step("check-loss", "nndiag check-loss r.yaml", verdict=_verdict(run / "01-check-loss", "check-loss", "pass"), seconds=1.0),
+        Step("train", "nndiag train r.yaml", verdict=_verdict(run / "02-train", "train", "warn", [bad_init]), seconds=2.0),
+        Step("curves", "nndiag curves x", verdict=_verdict(run / "03-curves", "curves", "warn", [dict(bad_init)]), seconds=0.5),
+    ]
+
+
+def test_every_report_opens_with_the_verdict_and_the_ranked_causes(tmp_path, repeated):
+    from rich.console import Console
+
+    from nndiag.diagnosis.report import render_terminal
+
+    paths = write_report(tmp_path / "babysit", repeated, recipe_name="q", recipe_path="r.yaml", context={"model": "mlp"})
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    assert md.index("**Overall: ⚠️ WARN** · 1 warn") < md.index("## Root cause") < md.index("Recipe:") < md.index("## Summary")
+    assert page.index("WARN</span>") < page.index("<h2>Root cause") < page.index("recipe <code>") < page.index("<h2>Summary")
+    console = Console(width=100, record=True, color_system=None)
+    render_terminal(repeated, paths, console)
+    text = console.export_text()
+    assert text.splitlines()[1].strip("│ ").startswith("WARN  babysit: 1 warn")  # the first thing shown
+    assert text.index("no root cause ranked") < text.index("babysit: every step") and text.rstrip().endswith("report.md")
+
+
+def test_a_finding_two_steps_make_is_shown_once_and_the_second_links_to_the_first(tmp_path, repeated):
+    from rich.console import Console
+
+    from nndiag.diagnosis.report import render_terminal
+
+    paths = write_report(tmp_path / "babysit", repeated, recipe_name="q")
+    md, page = paths["markdown"].read_text(), paths["html"].read_text()
+    message = "the first loss 9.1 is 4x the chance level ln 10"
+    assert md.count(message) == 1 and "the same finding as [train](#step-2-train) (step 2)" in md
+    assert page.count(message) == 1 and 'The same finding as <a href="#step-2-train">train</a> (step 2)' in page
+    console = Console(width=120, record=True, color_system=None)
+    render_terminal(repeated, paths, console)
+    text = console.export_text()
+    assert text.count(message) == 1 and "curves: bad-init: the same as train (step 2), above" in text
+
+
+def test_html_advice_renders_code_spans(tmp_path, repeated):
+    page = write_report(tmp_path / "babysit", repeated, recipe_name="q")["html"].read_text()
+    assert "Check the init with <code>nndiag check-loss</code> and <code>nndiag probe</code>" in page
+    assert "`nndiag" not in page.split("<main>")[1]  # no literal backtick left in what people read
+    md = write_report(tmp_path / "b2", repeated, recipe_name="q")["markdown"].read_text()
+    assert "`nndiag check-loss`" in md and "\\`" not in md  # Markdown keeps them as code, not escaped
+
+
+def test_figures_keep_their_text_whole_and_their_legend_off_the_curve(tmp_path):
+    """Probe panel titles stay within a panel; the curves caption is never cut; lr-find's legend sits beside the axes."""
+    import torch
+    from torch import nn
+
+    import nndiag
+    from nndiag.output.plots import PANEL_TITLE_CHARS, caption, figures, panel_title
+
+    for layer, module in (("bert.encoder.layer.0.attention.output.dense", "Linear"), ("layer1.0.downsample.0", "Conv2d")):
+        title = panel_title(layer, module)
+        assert len(title.split("\n")) <= 2 and all(len(line) <= PANEL_TITLE_CHARS for line in title.split("\n"))
+        assert title.replace("\n", " ").replace(". ", ".").endswith(f"({module})")
+    long = type("F", (), {"severity": "warn", "code": "underfitting", "message": "train and val loss are close " * 8 + "END"})()
+    assert caption([long], width=80).replace("\n    ", " ").endswith("END") and max(map(len, caption([long], 80).split("\n"))) <= 80
+    x = torch.randn(64, 4)
+    y = (x[:, 0] > 0).long()
+    result = nndiag.lr_find(
+        nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)), data=(x, y), batch_size=16, steps=30, refine_steps=0
+    )
+    (name, fig), *_ = figures(result)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert name == "lr_find.png" and ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # outside the plot

@@ -94,6 +94,20 @@ def test_negligible_weight_decay_has_no_effect(build):
     assert "regularization-no-effect" in _run(build, recipe_dict(SPIRAL_MLP, **{"optim.weight_decay": 1e-12})).verdict.codes
     healthy = _run(build, recipe_dict(SPIRAL_MLP, **{"optim.weight_decay": 1e-3}))
     assert healthy.verdict.codes == [] and healthy.metrics["regularized_loss"] > healthy.metrics["initial_loss"]
+    assert healthy.metrics["weight_decay_kind"] == "L2" and healthy.metrics["l2_penalty"] > 0  # Adam's decay is coupled
+
+
+def test_adamw_reports_no_l2_penalty_and_says_what_its_decay_does(build):
+    """AdamW's decay is decoupled: nothing is added to the loss, so there is no penalty to report and the notes'
+    'the loss goes up with regularization' check does not apply; the finding gives the shrink per step instead."""
+    result = _run(build, recipe_dict(SPIRAL_MLP, **{"optim.name": "adamw", "optim.lr": 0.01, "optim.weight_decay": 1e-12}))
+    assert result.metrics["l2_penalty"] is None and result.metrics["regularized_loss"] is None
+    assert result.metrics["weight_decay_kind"] == "decoupled" and result.metrics["decay_per_step"] == pytest.approx(1e-14)
+    assert result.verdict.codes == ["not-checked"] and result.status == "pass"  # not regularization-no-effect, a false alarm
+    finding = result.findings[0]
+    assert "decoupled" in finding.message and "no L2 term" in finding.message and "shrinks every weight" in finding.message
+    no_decay = _run(build, recipe_dict(SPIRAL_MLP, **{"optim.name": "adamw", "optim.weight_decay": 0.0}))
+    assert no_decay.verdict.codes == [] and no_decay.metrics["weight_decay_kind"] is None
 
 
 # -- decide() on synthetic numbers -------------------------------------------------------------

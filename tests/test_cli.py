@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,60 @@ def test_every_command_help_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_version_matches_the_package_and_pyproject(cli):
+    import re
+
+    from conftest import REPO
+
+    import nndiag
+
+    result = cli("--version")
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert result.exit_code == 0 and result.stdout == f"nndiag {nndiag.__version__}\n" and nndiag.__version__ == declared
+
+
+def _help(cli, *args):
+    import os
+
+    os.environ["COLUMNS"] = "100"  # Rich reads the width when the help is drawn
+    try:
+        result = cli(*args, "--help")
+    finally:
+        del os.environ["COLUMNS"]
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_help_shows_what_to_type_not_python_types(cli):
+    from nndiag.cli import app
+
+    top = _help(cli)
+    assert "3 a crash" in top and "130 interrupted" in top and "--version" in top  # every exit code, not only 0-2
+    for command in [c.name for c in app.registered_commands]:
+        text = _help(cli, command)
+        assert not re.search(r"<(bool|str|int|float|path|list\[str\]|int range|float range)>", text), (command, text)
+        assert "{" not in text.split("\n", 3)[1], f"{command}: usage shows a Python-style placeholder"
+    lr = _help(cli, "lr-find")
+    assert "lr-find [OPTIONS] RECIPE" in lr
+    assert re.search(r"--set\s+KEY=VALUE", lr) and re.search(r"--steps\s+N", lr) and re.search(r"--threads\s+N", lr)
+    assert "[OPTIONS] FILES..." in _help(cli, "curves") and "[OPTIONS] [RECIPE]" in _help(cli, "probe")
+
+
+def test_each_commands_out_describes_its_own_folder(cli):
+    for command, folder in (
+        ("check-loss", "check-loss-<timestamp>"),
+        ("lr-find", "lr-find-<timestamp>"),
+        ("babysit", "babysit-<timestamp>"),
+        ("search", "search-journal.log"),
+        ("curves", "runs/curves/curves-<timestamp>"),
+    ):
+        text = " ".join(_help(cli, command).replace("│", " ").split())
+        start = text.index("--out ")
+        out = text[start : text.index("--json", start)]
+        assert folder in out.replace(" ", ""), (command, out)
+        assert command == "curves" or "curves" not in out, f"{command}'s --out talks about curves: {out}"
 
 
 def test_python_dash_m_works():

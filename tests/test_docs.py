@@ -16,7 +16,17 @@ from nndiag import codes
 from tools import docgen
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
-COMMON = {"--device", "--seed", "--set", "--out", "--json", "--no-plots"}  # documented once, on the codes page
+COMMON = {
+    "--device",
+    "--seed",
+    "--set",
+    "--out",
+    "--json",
+    "--no-plots",
+    "--threads",
+    "--progress",
+    "--no-progress",
+}  # documented once, on the codes page
 
 
 def _code_lines() -> list[str]:
@@ -96,7 +106,7 @@ def test_the_generated_parts_come_from_the_code(tmp_path: Path):
     assert docgen.main(["--check", "--root", str(tmp_path)]) == 1
     assert docgen.main(["--root", str(tmp_path)]) == 0 and docgen.main(["--check", "--root", str(tmp_path)]) == 0
     text = page.read_text()
-    assert "| `--batches-per-lr BATCHES-PER-LR` | `4` |" in text and "stale" not in text
+    assert "| `--batches-per-lr N` | `4` |" in text and "stale" not in text  # the metavar --help shows
     assert "| `optim.lr` | `0.01` | learning rate" in text and "| `search.fine.epochs` | `10` |" in text
     assert "| `gru` |" in text and "`hidden: 64`" in text
     assert "### old" in text  # an included Markdown file's headings go one level down

@@ -10,7 +10,7 @@ one marker:
     <!-- not-run: needs a torchvision download -->      not runnable offline (the reason is shown to nobody but us)
 
 Blocks of one page run in order in one temporary folder (files written by one block are there for the
-next), with `recipes/` and `docs/` of the repository reachable as they are in a clone, `NNDIAG_RUNS`
+next), with `recipes/`, `docs/` and `tests/` of the repository reachable as they are in a clone, `NNDIAG_RUNS`
 inside the folder and no GPU visible (device=auto is the CPU). A shell block runs as
 `bash -e -o pipefail`; a ```console block runs its `$ ` lines and shows their real output. Options:
 `exit` the block's exit code (default 0); `json` dotted keys the JSON on stdout must have (the last line of
@@ -245,7 +245,7 @@ def _setup(name: str, folder: Path) -> None:
 def _folder(tmp_path: Path) -> Path:
     folder = tmp_path / "page"
     folder.mkdir()
-    for name in ("recipes", "docs"):
+    for name in ("recipes", "docs", "tests"):  # what a clone has beside the commands (tests/data/curves: real logs)
         (folder / name).symlink_to(REPO / name)
     return folder
 

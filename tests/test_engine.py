@@ -149,7 +149,9 @@ def test_dropout_off_keeps_batchnorm_mode():
 def test_l2_penalty_matches_weight_decay():
     p = torch.nn.Parameter(torch.full((4,), 2.0))
     opt = torch.optim.SGD([p], lr=0.1, weight_decay=0.01)
-    assert float(engine.l2_penalty(opt)) == pytest.approx(0.5 * 0.01 * 16)
+    assert float(engine.l2_penalty(opt)) == pytest.approx(0.5 * 0.01 * 16) and not engine.decoupled(opt, opt.param_groups[0])
+    adamw = torch.optim.AdamW([p], lr=0.1, weight_decay=0.01)  # decoupled: the decay never enters the loss
+    assert engine.decoupled(adamw, adamw.param_groups[0]) and float(engine.l2_penalty(adamw)) == 0.0
 
 
 def test_a_model_that_starts_trained_is_not_aborted_as_diverged(build):

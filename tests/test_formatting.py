@@ -27,12 +27,31 @@ from nndiag.result import Result
         ("steps_run", 12000, "12,000"),
         ("steps_to_100pct", 45, "45"),
         ("best_epoch", 4.0, "4"),
+        ("best_val_acc_at_epoch", 1.0, "1"),  # where the best accuracy happened, not an accuracy
+        ("best_val_loss_at_global_step", 1200.0, "1,200"),
+        ("lr_at_min_loss", 0.0316, "3.16e-2"),  # an LR measured at a place: still an LR
+        ("final_loss_ratio", 37.16, "37.16"),  # a ratio both ways: a diverged run ...
+        ("final_loss_ratio", 0.006, "0.006"),  # ... and a passing one (never a percentage for one and not the other)
         ("val_loss", float("nan"), "n/a"),
         ("lr_min", None, "—"),
     ],
 )
 def test_numbers_read_as_people_expect(key, value, shown):
     assert number(value, key) == shown
+
+
+def test_curves_of_a_train_folder_say_at_which_epoch_the_best_accuracy_came(tmp_path):
+    from conftest import SPIRAL_MLP, recipe_dict
+
+    import nndiag
+
+    folder = nndiag.train(recipe_dict(SPIRAL_MLP, **{"train.epochs": 2})).save(tmp_path / "train", plots=False)
+    result = nndiag.curves(folder)
+    at = result.metrics["best_val_acc_at_epoch"]
+    console = Console(width=80, record=True)
+    render(result, console)
+    line = next(line for line in console.export_text().splitlines() if "best val accuracy at epoch" in line)
+    assert at in (1.0, 2.0) and line.split("│")[2].strip() == str(int(at)) and "%" not in line
 
 
 def test_keys_read_as_words():

@@ -32,7 +32,7 @@ HEALTHY = recipe_dict(SPIRAL_MLP, **{"model.args.hidden": [64, 64]})
 def test_healthy_models_overfit(build, raw):
     result = overfit_small.run(build(raw))
     assert result.verdict.codes == [], [f.message for f in result.verdict.findings]
-    assert result.metrics["final_accuracy"] == 1.0 and result.metrics["final_fraction_of_initial"] <= 0.1
+    assert result.metrics["final_accuracy"] == 1.0 and result.metrics["final_loss_ratio"] <= 0.1
     assert result.metrics["steps_to_100pct"] is not None
 
 

@@ -56,7 +56,20 @@ def test_recipes_folder_from_environment(cli, tmp_path, monkeypatch):
     (tmp_path / "own.yaml").write_text("# Own: a recipe of mine.\n#   nndiag check-loss own.yaml\nname: own\n")
     monkeypatch.setenv("NNDIAG_RECIPES", str(tmp_path))
     listed = json.loads(cli("recipes", "--json").stdout)
-    assert [r["name"] for r in listed] == ["own"] and listed[0]["command"] == "nndiag check-loss own.yaml"
+    assert [r["name"] for r in listed] == ["own"] and listed[0]["command"] == "nndiag check-loss own"  # own.yaml is not here
+    monkeypatch.chdir(tmp_path)
+    assert json.loads(cli("recipes", "--json").stdout)[0]["command"] == "nndiag check-loss own.yaml"  # from its folder it is
+
+
+def test_recipes_from_an_empty_folder_suggest_commands_that_work_there(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    listed = {r["name"]: r for r in json.loads(cli("recipes", "--json").stdout)}
+    assert listed["quickstart"]["command"] == "nndiag babysit quickstart"
+    assert all("recipes/" not in c for r in listed.values() for c in r["commands"])
+    table = cli("recipes").stdout
+    assert "nndiag babysit quickstart" in table and "recipes/quickstart.yaml" not in table.replace(str(REPO), "")
+    ran = cli("validate", listed["quickstart"]["command"].split()[-1], "--no-build")  # the bare name works from here
+    assert ran.exit_code == 0, ran.output
 
 
 def test_no_recipes_found_is_exit_2(cli, tmp_path, monkeypatch):

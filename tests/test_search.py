@@ -194,11 +194,27 @@ def test_absurd_learning_rates_give_all_trials_diverged(cli, write_recipe, tmp_p
     assert [f["code"] for f in verdict["findings"]] == ["all-trials-diverged"]
 
 
+def test_ties_on_the_metric_break_on_the_other_validation_metric():
+    """Nine trials at val_acc 1.0 (as a tiny BERT reaches): the best is the one with the lowest val_loss, not the first
+    one found; the fine stage narrows around the ranked top-k and train takes the ranked first (both call `ranked`)."""
+    tied = frame([{"val_acc": 1.0, "val_loss": loss, "status": "complete"} for loss in (0.47, 9e-5, 3e-4)])
+    tied.loc[len(tied)] = {**tied.iloc[0].to_dict(), "slot": 3, "val_acc": 0.9, "val_loss": 1e-6}  # lower loss, lower accuracy
+    assert list(search.ranked(tied, "val_acc")["slot"]) == [1, 2, 0, 3]
+    by_loss = frame([{"val_acc": acc, "val_loss": 0.5, "status": "complete"} for acc in (0.7, 0.9, 0.8)])
+    assert list(search.ranked(by_loss, "val_loss")["slot"]) == [1, 2, 0]  # val_loss ties: the higher accuracy first
+    regression = frame([{"val_acc": float("nan"), "val_loss": 0.5, "status": "complete"} for _ in range(2)])
+    assert list(search.ranked(regression, "val_loss")["slot"]) == [0, 1]  # nothing to break the tie with: slot order
+
+
 def test_an_lr_range_that_is_too_low_puts_the_best_on_the_boundary(cli, write_recipe, tmp_path):
-    raw = spiral_search(**{"search.space": {"optim.lr": {"low": 1e-6, "high": 1e-3, "log": True}}, "search.coarse.trials": 4})
+    """Every LR in 1e-6..1e-3 is too low for one epoch (the accuracies are chance, ties among them): ranked by the
+    validation loss, the best is the largest LR tried, at the range's high edge."""
+    raw = spiral_search(
+        **{"search.space": {"optim.lr": {"low": 1e-6, "high": 1e-3, "log": True}}, "search.coarse.trials": 4, "search.metric": "val_loss"}
+    )
     result, verdict = run_json(cli, write_recipe(raw), "--grid", "--stages", "coarse", "--out", tmp_path / "o")
     assert result.exit_code == 0
-    assert [f["code"] for f in verdict["findings"]] == ["best-on-boundary"]
+    assert [(f["code"], f["evidence"]["side"]) for f in verdict["findings"]] == [("best-on-boundary", "high")]
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def test_weight_decay_that_dominates_the_loss(data):
     assert found(decoupled)["regularization-dominates"] == "warn"
     usual = nndiag.check_loss(model, (x, y), optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01))
     assert "regularization-dominates" not in found(usual)
-    assert usual.metrics["l2_penalty"] == 0.0  # AdamW's decay is decoupled: it adds no L2 term to the loss
+    assert usual.metrics["l2_penalty"] is None and usual.metrics["weight_decay_kind"] == "decoupled"  # AdamW adds no L2 term
 
 
 def test_the_checks_hand_the_model_back_as_found(data):

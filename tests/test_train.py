@@ -88,21 +88,27 @@ def test_keep_best_without_early_stopping_leaves_final_weights(build):
 
 
 def test_progress_bar_prints_to_its_console():
+    """The Trainer's progress callback drives the Rich bar: steps of the planned total, the loss, the epoch's validation."""
     from rich.console import Console
 
     from nndiag.output.progress import ProgressBar
+    from nndiag.training.progress import TrainerProgress
 
     buffer = io.StringIO()
-    bar = ProgressBar(Console(file=buffer, force_terminal=True, width=120))
+    bar = ProgressBar(Console(file=buffer, force_terminal=True, color_system=None, width=160))
+    hook = TrainerProgress(bar)
 
     class Fake:
         total_steps = 3
 
-    for step in (1, 2, 3):
-        bar.on_step(Fake(), step, 1.0 / step)
-    bar.on_epoch(Fake(), {"epoch": 1, "val_loss": 0.5, "val_acc": 0.75})
+    hook.on_step(Fake(), 1, 1.0)
+    hook.on_epoch(Fake(), {"epoch": 1, "val_loss": 0.5, "val_acc": 0.75})
+    for step in (2, 3):
+        hook.on_step(Fake(), step, 1.0 / step)
+    hook.on_train_end(Fake())
     bar.close()
-    assert "loss" in buffer.getvalue()
+    shown = buffer.getvalue()
+    assert "3/3" in shown and "loss 0.3333" in shown and "epoch 1: val loss 0.5, acc 75.0%" in shown
 
 
 def test_the_trainers_abort_is_diverged_even_when_the_curve_alone_does_not_show_it():

@@ -589,3 +589,19 @@ def test_only_layers_that_compute_otherwise_in_eval_mode_count() -> None:
     assert loop.depends_on_mode(nn.Dropout(0.1)) and loop.depends_on_mode(nn.BatchNorm1d(4))
     assert not loop.depends_on_mode(nn.Dropout(0.0)) and not loop.depends_on_mode(nn.BatchNorm1d(4, track_running_stats=False))
     assert not loop.depends_on_mode(nn.InstanceNorm2d(4)) and not loop.depends_on_mode(nn.LayerNorm(4))
+
+
+def test_adamw_in_a_watched_loop_is_not_regularization_without_effect(tmp_path: Path) -> None:
+    """AdamW's decay adds no L2 term to the loss: the first batch's check says so (info), it does not warn."""
+    model = mlp()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    with nndiag.watch(model, optimizer, out=tmp_path / "adamw", plots=False) as w:
+        train(model, optimizer, w=w, epochs=1)
+    assert codes(w.result) == [], [(f.code, f.message) for f in w.result.findings]
+    info = next(f for f in w.result.findings if f.code == "not-checked")
+    assert "decoupled" in info.message and info.evidence["decay_per_step"] == pytest.approx(1e-4)
+    sgd_model = mlp()
+    coupled = torch.optim.SGD(sgd_model.parameters(), lr=0.05, weight_decay=1e-9)  # an L2 term too small to matter: warned
+    with nndiag.watch(sgd_model, coupled, out=tmp_path / "sgd", plots=False) as w:
+        train(sgd_model, coupled, w=w, epochs=1)
+    assert "regularization-no-effect" in codes(w.result)

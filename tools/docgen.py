@@ -97,14 +97,12 @@ def commands() -> dict[str, Any]:
     return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
-METAVARS = {"set": "KEY=VALUE", "out": "DIR"}  # what a value looks like, where the option's name does not say
-
-
 def _flag_name(param: Any) -> str:
+    """As `--help` shows it: the option and its metavar (nndiag.cli.Command gives every option one)."""
     if param.param_type_name == "argument":
         return f"`{param.name.upper()}{' ...' if param.nargs == -1 else ''}`"
     names = " / ".join([*param.opts, *param.secondary_opts])
-    value = "" if param.is_flag else " " + METAVARS.get(param.name, param.opts[0].lstrip("-").upper())
+    value = "" if param.is_flag else " " + (param.metavar or param.opts[0].lstrip("-").upper())
     return f"`{names}{value}`" + (" (repeatable)" if param.multiple else "")
 
 

@@ -90,9 +90,23 @@ def describe(path: Path) -> RecipeInfo:
     return RecipeInfo(path.stem, str(path), description, main, commands)
 
 
-def bundled() -> list[RecipeInfo]:
-    """Every bundled recipe, by name."""
-    return [describe(p) for p in sorted(recipes_dir().glob("*.yaml"))]
+def bundled(here: Path | None = None) -> list[RecipeInfo]:
+    """Every bundled recipe, by name, with commands that run from `here` (default: the working directory)."""
+    return [runnable_from(describe(p), here) for p in sorted(recipes_dir().glob("*.yaml"))]
+
+
+def runnable_from(info: RecipeInfo, here: Path | None = None) -> RecipeInfo:
+    """`info` with commands that work from the folder `here`: a path to the recipe's own file that does not exist
+    from there (`recipes/quickstart.yaml` outside a clone) becomes the recipe's bare name (`quickstart`), which
+    every command resolves to the bundled file."""
+    here = here if here is not None else Path.cwd()
+    own = Path(info.file).name
+
+    def fix(command: str) -> str:
+        words = command.split(" ")
+        return " ".join(info.name if Path(w).name == own and not (here / w).is_file() else w for w in words)
+
+    return RecipeInfo(info.name, info.file, info.description, fix(info.command), [fix(c) for c in info.commands])
 
 
 def find(name: str) -> Path:

@@ -21,8 +21,14 @@ How the steps hand over (the notes' "use what worked in the previous step"):
   search -> train     the best trial's parameters are applied to the recipe (best_recipe.yaml);
   train -> curves     `curves` reads train's own CSVs.
 
-Budgets scale the expensive steps (trials and epochs); `standard` is the recipe as written.
-This module orchestrates only: it never prints (progress goes through the `progress` callback).
+Budgets scale every step; `standard` is the recipe as written and each command's defaults. `quick`:
+check-loss on QUICK_CHECK_LOSS_BATCHES batches, overfit-small on a subset of QUICK_OVERFIT_BATCHES minibatches
+(its step limit stays: it stops as soon as it passes, and a lower limit would fail a model that learns slowly),
+lr-find's range test over QUICK_LR_STEPS points of QUICK_LR_BATCHES_PER_LR batches and refine trials of
+QUICK_REFINE_STEPS iterations, at most 6 coarse trials of 1 epoch and 3 fine ones of at most 3 epochs,
+at most 5 training epochs. `thorough`: twice the search trials; the rest as standard.
+This module orchestrates only: it never prints (progress goes through the `progress` callable:
+nndiag.training.progress's Notes for each step's start and end, Ticks from the steps).
 """
 
 from __future__ import annotations
@@ -37,21 +43,27 @@ from nndiag.config.recipe import Recipe, parse_recipe
 from nndiag.diagnosis import report
 from nndiag.diagnosis.root_cause import probe_could_explain
 from nndiag.diagnosis.run import Run, Step
+from nndiag.diagnostics import defaults as D
 from nndiag.errors import BadInput
 from nndiag.findings import EXIT_BAD_INPUT, EXIT_CRASH, EXIT_FAIL, EXIT_OK
 from nndiag.output import files
 from nndiag.result import Result
+from nndiag.training import threads
+from nndiag.training.progress import Progress, TrainerProgress, note
 
 BUDGETS = ("quick", "standard", "thorough")
+QUICK_CHECK_LOSS_BATCHES = 5  # check-loss batches in a quick babysit (standard: defaults.CHECK_LOSS_BATCHES)
+QUICK_OVERFIT_BATCHES = 3  # overfit-small's subset in a quick babysit: 3 minibatches are memorised in fewer steps than 5
+QUICK_LR_STEPS = 50  # lr-find's range-test points in a quick babysit ...
+QUICK_LR_BATCHES_PER_LR = 2  # ... of this many batches each (a quarter of the standard test's optimizer steps)
+QUICK_REFINE_STEPS = 50  # lr-find's refine trials' iterations in a quick babysit
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
 DEFAULT_WEIGHT_DECAY_RANGE = (1e-6, 1e-3)  # searched when the recipe has no search.space
-
-Progress = Callable[[str], None]
 
 
 @dataclass
 class Budget:
-    """How much of the recipe's search and training babysit spends."""
+    """How much babysit spends on each step (see the module docstring)."""
 
     name: str
     coarse_trials: int
@@ -59,12 +71,29 @@ class Budget:
     fine_trials: int
     fine_epochs: int
     train_epochs: int
+    check_loss_batches: int = D.CHECK_LOSS_BATCHES
+    overfit_batches: int = D.OVERFIT_BATCHES
+    lr_steps: int = D.LR_FIND_STEPS
+    lr_batches_per_lr: int = D.LR_FIND_BATCHES_PER_LR
+    refine_steps: int = D.LR_FIND_REFINE_STEPS
 
     @classmethod
     def of(cls, name: str, recipe: Recipe) -> "Budget":
         s, epochs = recipe.search, recipe.train.epochs
         if name == "quick":  # a few minutes on 2 CPU cores for the bundled small recipes
-            return cls(name, min(s.coarse.trials, 6), 1, min(s.fine.trials, 3), min(s.fine.epochs, 3), min(epochs, 5))
+            return cls(
+                name,
+                min(s.coarse.trials, 6),
+                1,
+                min(s.fine.trials, 3),
+                min(s.fine.epochs, 3),
+                min(epochs, 5),
+                check_loss_batches=QUICK_CHECK_LOSS_BATCHES,
+                overfit_batches=QUICK_OVERFIT_BATCHES,
+                lr_steps=QUICK_LR_STEPS,
+                lr_batches_per_lr=QUICK_LR_BATCHES_PER_LR,
+                refine_steps=QUICK_REFINE_STEPS,
+            )
         if name == "thorough":
             return cls(name, 2 * s.coarse.trials, s.coarse.epochs, 2 * s.fine.trials, s.fine.epochs, epochs)
         if name == "standard":
@@ -81,9 +110,11 @@ class Babysitter:
     keep_going: bool = False  # --continue: run every step even after a failing gate
     cli_args: str = ""  # the overrides the user gave (--set/--device/--seed), repeated in each step's command
     plots: bool = True
-    progress: Progress = lambda message: None
+    progress: Progress | None = None  # nndiag.training.progress: Notes (a step started, ended) and the steps' Ticks
+    threads: int | None = None  # torch threads (None: chosen for the model, nndiag.training.threads)
     make: Callable[[], Any] | None = None  # your own objects: builds their Experiment unchecked (None: the recipe's)
     crashed: bool = False  # a step raised something other than BadInput
+    choice: Any = None  # the thread count the steps run with, once chosen
     record: Run = field(init=False)  # the steps, written into `folder` as they end
 
     def __post_init__(self) -> None:
@@ -112,11 +143,14 @@ class Babysitter:
         from nndiag.training.experiment import DataFault, Experiment
 
         exp = self.make() if self.make is not None else Experiment.build(self.recipe, check=False)
-        self.record.context = exp.describe()
+        choice = self.choice = threads.use(exp, self.threads)  # the API's caller hands torch's count back (threads.kept)
+        note(self.progress, f"torch threads: {choice}; set with --threads N (threads=N in Python)")
+        self.record.context = {**exp.describe(), "threads": str(choice)}
+        budget, progress = self.budget, self.progress
         plan: list[tuple[str, str, Callable[[], Result]]] = [
-            ("check-loss", "check-loss", lambda: _check_loss(exp)),
-            ("overfit-small", "overfit-small", lambda: _overfit_small(exp)),
-            ("lr-find", "lr-find", lambda: _lr_find(exp)),
+            ("check-loss", "check-loss", lambda: _check_loss(exp, budget, progress)),
+            ("overfit-small", "overfit-small", lambda: _overfit_small(exp, budget, progress)),
+            ("lr-find", "lr-find", lambda: _lr_find(exp, budget, progress)),
             ("search", "search", lambda: self._search()),
             ("train", "train", lambda: self._train(exp)),
             ("curves", "curves", lambda: self._curves()),
@@ -149,7 +183,7 @@ class Babysitter:
             if step.status in ("fail", "error") and not self.keep_going:
                 stopped = True
         if self._probe_needed() and not why:
-            self._run_step("probe", "probe", lambda: _probe(exp))
+            self._run_step("probe", "probe", lambda: _probe(exp, progress))
         else:
             self.record.skip(
                 "probe", "runs only when a step fails or a finding may have a cause only the probe can see", command=self._command("probe")
@@ -164,22 +198,22 @@ class Babysitter:
 
     def _run_step(self, name: str, command: str, work: Callable[[], Result]) -> Step:
         index = len(self.steps) + 1
-        self.progress(f"[{index}] {name} ...")
+        note(self.progress, f"babysit [{index}] {name} ...")
         started = time.perf_counter()
         try:
             result = work()
         except (BadInput, Exception) as exc:  # a step that cannot run is reported, and the report still gets written
             crashed = not isinstance(exc, BadInput)
-            note = f"crashed: {type(exc).__name__}: {exc}" if crashed else str(exc)
+            why = f"crashed: {type(exc).__name__}: {exc}" if crashed else str(exc)
             self.crashed |= crashed
-            self.progress(f"[{index}] {name}: error: {note}")
-            return self.record.skip(name, note, "error", self._command(command), seconds=time.perf_counter() - started)
+            note(self.progress, f"babysit [{index}] {name}: error: {why}")
+            return self.record.skip(name, why, "error", self._command(command), seconds=time.perf_counter() - started)
         result.recipe = result.recipe or self.recipe.to_dict()
         result.context = {**self.context, **result.context}
         result.source = self.recipe_path
         step = self.record.add(name, result, command=self._command(command, self.folder / f"{index:02d}-{name}"))
         step.seconds = time.perf_counter() - started
-        self.progress(f"[{index}] {name}: {result.status} ({step.seconds:.1f} s)")
+        note(self.progress, f"babysit [{index}] {name}: {result.status} ({step.seconds:.1f} s)")
         return step
 
     def _command(self, command: str, folder: Path | None = None) -> str:
@@ -194,7 +228,21 @@ class Babysitter:
             return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"
         if command in ("search", "train") and folder is not None:
             return f"nndiag {command} {folder / 'recipe.yaml'}"  # the recipe babysit derived for this step
-        return f"nndiag {command} {self.recipe_path}{self.cli_args}"
+        return f"nndiag {command} {self.recipe_path}{self.cli_args}{self._budget_flags(command)}"
+
+    def _budget_flags(self, command: str) -> str:
+        """The flags that give a step on its own the budget's sizes (none where they are the command's defaults)."""
+        b = self.budget
+        flags = {
+            "check-loss": (("--batches", b.check_loss_batches, D.CHECK_LOSS_BATCHES),),
+            "overfit-small": (("--batches", b.overfit_batches, D.OVERFIT_BATCHES),),
+            "lr-find": (
+                ("--steps", b.lr_steps, D.LR_FIND_STEPS),
+                ("--batches-per-lr", b.lr_batches_per_lr, D.LR_FIND_BATCHES_PER_LR),
+                ("--refine-steps", b.refine_steps, D.LR_FIND_REFINE_STEPS),
+            ),
+        }.get(command, ())
+        return "".join(f" {flag} {value}" for flag, value, default in flags if value != default)
 
     def _folder_of(self, name: str) -> str | None:
         for step in self.steps:
@@ -232,7 +280,7 @@ class Babysitter:
 
         recipe = self.search_recipe()
         options = search.SearchOptions(storage=str(self.folder / "search-journal.log"), study=f"{recipe.name}-babysit")
-        result = search.run(Experiment.build(recipe), options, progress=lambda info: None)
+        result = search.run(Experiment.build(recipe), options, progress=search.trial_events(self.progress))
         result.recipe = recipe.to_dict()
         return result
 
@@ -254,11 +302,13 @@ class Babysitter:
         from nndiag.training.experiment import Experiment
         from nndiag.training.splits import order_kept
 
+        callbacks = [TrainerProgress(self.progress)] if self.progress is not None else []
         if self.own_objects:  # your own model trains for the budget's epochs at your optimizer's settings, and is handed back
             with engine.preserved(exp.model), order_kept(exp.data.train):
-                return train.run(exp, epochs=self.budget.train_epochs)
+                return train.run(exp, epochs=self.budget.train_epochs, callbacks=callbacks)
         recipe = self.best_recipe()
-        result = train.run(Experiment.build(recipe), lr_chosen=self.lr_chosen())
+        callbacks = [TrainerProgress(self.progress)] if self.progress is not None else []
+        result = train.run(Experiment.build(recipe), lr_chosen=self.lr_chosen(), callbacks=callbacks)
         result.recipe = recipe.to_dict()
         return result
 
@@ -283,6 +333,8 @@ class Babysitter:
     def metrics(self) -> dict[str, Any]:
         """babysit's own metrics: the budget, and the numbers a user acts on next (the LR, the best trial, the final accuracy)."""
         metrics: dict[str, Any] = {"budget": self.budget.name}
+        if self.choice is not None:
+            metrics["threads"] = self.choice.count  # torch threads every step ran with (nndiag.training.threads)
         for key, source in (("suggested_lr", "lr-find"), ("best_params", "search"), ("best_val_acc", "search"), ("final_val_acc", "train")):
             value = self.results[source].metrics.get(key) if source in self.results else None
             if value is not None:
@@ -318,28 +370,30 @@ def _check_data(exp: Any) -> Result:
     )
 
 
-def _check_loss(exp: Any) -> Result:
+def _check_loss(exp: Any, budget: Budget, progress: Progress | None) -> Result:
     from nndiag.diagnostics import check_loss
 
-    return check_loss.run(exp)
+    return check_loss.run(exp, batches=budget.check_loss_batches, progress=progress)
 
 
-def _overfit_small(exp: Any) -> Result:
+def _overfit_small(exp: Any, budget: Budget, progress: Progress | None) -> Result:
     from nndiag.diagnostics import overfit_small
 
-    return overfit_small.run(exp)
+    return overfit_small.run(exp, batches=budget.overfit_batches, progress=progress)
 
 
-def _lr_find(exp: Any) -> Result:
+def _lr_find(exp: Any, budget: Budget, progress: Progress | None) -> Result:
     from nndiag.diagnostics import lr_find
 
-    return lr_find.run(exp)
+    return lr_find.run(
+        exp, steps=budget.lr_steps, batches_per_lr=budget.lr_batches_per_lr, refine_steps=budget.refine_steps, progress=progress
+    )
 
 
-def _probe(exp: Any) -> Result:
+def _probe(exp: Any, progress: Progress | None) -> Result:
     from nndiag.diagnostics import probe
 
-    return probe.run(exp)
+    return probe.run(exp, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +445,7 @@ def run_babysit(
     progress: Progress | None = None,
     cli_args: str = "",
     make: Callable[[], Any] | None = None,
+    threads: int | None = None,
 ) -> BabysitResult:
     """Run every step into `out` (default runs/<name>/babysit-<timestamp>/), write the report and summary.json.
     `make`: for your own objects, a function that builds their Experiment unchecked (`recipe` is then the one their
@@ -404,7 +459,8 @@ def run_babysit(
         Budget.of(budget, recipe),
         keep_going=keep_going,
         plots=plots,
-        progress=progress or (lambda message: None),
+        progress=progress,
+        threads=threads,
         cli_args=cli_args,
         make=make,
     )

@@ -40,7 +40,7 @@ ALL_METRICS_OPEN = 0  # the HTML shows the full metrics table unfolded when a st
 # The numbers worth seeing first for each command; metrics not named here fill up to three.
 KEY_METRICS: dict[str, tuple[str, ...]] = {
     "check-loss": ("initial_loss", "expected_loss", "ratio"),
-    "overfit-small": ("final_accuracy", "final_fraction_of_initial", "steps_to_100pct"),
+    "overfit-small": ("final_accuracy", "final_loss_ratio", "steps_to_100pct"),
     "lr-find": ("suggested_lr", "lr_min", "lr_max"),
     "search": ("best_val_acc", "best_val_loss", "trials"),
     "train": ("best_epoch_val_acc", "final_val_acc", "final_val_loss", "best_epoch"),
@@ -137,6 +137,20 @@ def md_escape(text: Any) -> str:
     return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
 
 
+_BACKTICKS = re.compile(r"`([^`]+)`")
+
+
+def md_prose(text: Any) -> str:
+    """Text written for people, with `code` spans kept as code (the rest escaped as `md_escape` does)."""
+    parts = _BACKTICKS.split(str(text))
+    return "".join(_md_code(part) if i % 2 else md_escape(part) for i, part in enumerate(parts))
+
+
+def steps_of(diagnosis: Diagnosis, key: tuple[int, int]) -> str:
+    """The name of the step a (step index, finding index) key belongs to."""
+    return str(diagnosis.findings[diagnosis.keys.index(key)].get("step"))
+
+
 def _md_code(text: Any) -> str:
     text = str(text).replace("\n", " ")
     fence = "``" if "`" in text else "`"
@@ -144,24 +158,25 @@ def _md_code(text: Any) -> str:
 
 
 def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
+    """The page opens with the verdict and the ranked root causes; what ran and the steps follow."""
     status = overall_status(steps)
     lines = [f"# nndiag babysit: {md_escape(head['recipe_name'])}", ""]
     lines.append(
-        f"**Overall: {LOOK[status][0].upper()}** · {md_escape(head['date'])}"
+        f"**Overall: {LOOK[status][0].upper()}** · {md_escape(verdict_line(steps, diagnosis))} · {md_escape(head['date'])}"
         + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else "")
     )
     lines.append("")
+    stop = stopping_step(steps)
+    if stop is not None:
+        lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
+        lines += [f"> {md_prose(text)}" for text in _stop_advice(steps, stop, diagnosis)]
+        lines.append("")
+    lines += _md_causes(diagnosis)
     if head.get("recipe_path"):
         lines.append(f"Recipe: {_md_code(head['recipe_path'])}  ")
     for key, value in (head.get("context") or {}).items():
         lines.append(f"{md_escape(key.capitalize())}: {md_escape(value)}  ")
     lines.append("")
-    stop = stopping_step(steps)
-    if stop is not None:
-        lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
-        lines += [f"> {md_escape(text)}" for text in _stop_advice(steps, stop, diagnosis)]
-        lines.append("")
-    lines += _md_causes(diagnosis)
     lines += ["## Summary", "", "| # | step | status | key numbers | time |", "|---:|---|---|---|---:|"]
     for i, step in enumerate(steps, 1):
         numbers = ", ".join(f"{md_escape(k)} {md_escape(v)}" for k, v in key_numbers(step.verdict)) or md_escape(step.note)
@@ -200,10 +215,28 @@ def _finding_ref(finding: dict[str, Any]) -> str:
     return f"{finding.get('step')} {finding.get('code')}"
 
 
+def verdict_line(steps: list[Step], diagnosis: Diagnosis) -> str:
+    """The verdict in words: how many findings of each severity (repeats counted once), and how many root causes."""
+    once = [diagnosis.findings[i] for i, _ in diagnosis.once(list(range(len(diagnosis.findings))))]
+    counts = {sev: sum(f.get("severity") == sev for f in once) for sev in ("fail", "warn", "info")}
+    said = ", ".join(f"{n} {sev}" for sev, n in counts.items() if n) or "no findings"
+    errors = sum(s.state == "error" for s in steps)
+    causes = len(diagnosis.causes)
+    return (
+        said
+        + (f", {errors} step{'s' * (errors > 1)} could not run" if errors else "")
+        + (f"; {causes} root cause{'s' * (causes > 1)} ranked below" if causes else "")
+    )
+
+
+def _also(steps: list[str]) -> str:
+    return f" (also {', '.join(steps)})" if steps else ""
+
+
 def _md_causes(diagnosis: Diagnosis) -> list[str]:
     if not diagnosis.causes:
-        if any(f.get("severity") == "fail" for f in diagnosis.findings):
-            return ["## Root cause", "", "No single root cause explains the failing findings: each one's own advice is below.", ""]
+        if any(f.get("severity") in ("fail", "warn") for f in diagnosis.findings):
+            return ["## Root cause", "", "No root cause ranked: no single cause explains the findings; each one's own advice is below.", ""]
         return []
     lines = ["## Root cause" if len(diagnosis.causes) == 1 else "## Root causes, most likely first", ""]
     for number, cause in enumerate(diagnosis.causes, 1):
@@ -211,8 +244,9 @@ def _md_causes(diagnosis: Diagnosis) -> list[str]:
         lines.append(
             "Evidence: "
             + "; ".join(
-                f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}: {md_escape(f.get('message', ''))}"
-                for f in (diagnosis.findings[i] for i in cause.evidence)
+                f"{md_escape(diagnosis.findings[i].get('step'))} {_md_code(diagnosis.findings[i].get('code'))}{md_escape(_also(also))}: "
+                f"{md_prose(diagnosis.findings[i].get('message', ''))}"
+                for i, also in diagnosis.once(cause.evidence)
             )
             + "  "
         )
@@ -220,11 +254,12 @@ def _md_causes(diagnosis: Diagnosis) -> list[str]:
             lines.append(
                 "Explains: "
                 + ", ".join(
-                    f"{md_escape(f.get('step'))} {_md_code(f.get('code'))}" for f in (diagnosis.findings[i] for i in cause.explained)
+                    f"{md_escape(diagnosis.findings[i].get('step'))} {_md_code(diagnosis.findings[i].get('code'))}{md_escape(_also(also))}"
+                    for i, also in diagnosis.once(cause.explained)
                 )
                 + "  "
             )
-        lines += [f"Fix: {md_escape(cause.fix)}", ""]
+        lines += [f"Fix: {md_prose(cause.fix)}", ""]
     return lines
 
 
@@ -243,9 +278,17 @@ def _md_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> list
     if findings:
         lines += ["| severity | finding | what we saw | what to do |", "|---|---|---|---|"]
         for fi, f in enumerate(findings):
+            first = diagnosis.repeat_of(index - 1, fi)
+            if first is not None:  # said by an earlier step already: once, with a link
+                where = f"[{md_escape(steps_of(diagnosis, first))}](#{_anchor(first[0] + 1, steps_of(diagnosis, first))})"
+                lines.append(
+                    f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | the same finding as {where} "
+                    f"(step {first[0] + 1}) | see there |"
+                )
+                continue
             advice = diagnosis.shown_advice(index - 1, fi, f)
             lines.append(
-                f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_escape(f.get('message', ''))} | {md_escape(advice)} |"
+                f"| {md_escape(f.get('severity', ''))} | {_md_code(f.get('code', ''))} | {md_prose(f.get('message', ''))} | {md_prose(advice)} |"
             )
     else:
         lines.append("No problems found.")
@@ -322,6 +365,12 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def prose(text: Any) -> str:
+    """Text written for people as HTML: escaped, with `code` spans (a command, a recipe key) as <code>."""
+    parts = _BACKTICKS.split(str(text))
+    return "".join(f"<code>{esc(part)}</code>" if i % 2 else esc(part) for i, part in enumerate(parts))
+
+
 def _pill(status: str, big: bool = False) -> str:
     _, label, colour, pale = LOOK[status]
     return f'<span class="pill{" big" if big else ""}" style="color:{colour};background:{pale};border:1px solid {colour}">{label}</span>'
@@ -341,15 +390,17 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis
         f"<title>{esc(title)} ({status})</title>",
         f"<style>{CSS}</style></head><body><main>",
         f"<h1>{esc(title)} {_pill(status, big=True)}</h1>",
-        f'<p class="meta">{esc(head["date"])}' + (f" · budget <b>{esc(head['budget'])}</b>" if head.get("budget") else "") + "</p>",
+        f'<p class="meta"><b>{esc(verdict_line(steps, diagnosis))}</b> · {esc(head["date"])}'
+        + (f" · budget <b>{esc(head['budget'])}</b>" if head.get("budget") else "")
+        + "</p>",
     ]
+    parts += _html_stop(steps, diagnosis)  # the verdict, the stop and the ranked causes first; what ran after them
+    parts += _html_causes(diagnosis)
     if head.get("recipe_path"):
         parts.append(f'<p class="meta">recipe <code>{esc(head["recipe_path"])}</code></p>')
     context = head.get("context") or {}
     if context:
         parts.append('<p class="meta">' + " · ".join(f"{esc(k)} <b>{esc(v)}</b>" for k, v in context.items()) + "</p>")
-    parts += _html_stop(steps, diagnosis)
-    parts += _html_causes(diagnosis)
     parts += ['<div class="card" style="border-left-color:var(--line)"><h2>Summary</h2>', _html_summary(steps), "</div>"]
     for i, step in enumerate(steps, 1):
         parts += _html_step(folder, i, step, diagnosis)
@@ -366,7 +417,7 @@ def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
     if stop is None:
         return []
     _, _, colour, pale = LOOK["fail"]
-    items = "".join(f"<p>{esc(a)}</p>" for a in _stop_advice(steps, stop, diagnosis) if a)
+    items = "".join(f"<p>{prose(a)}</p>" for a in _stop_advice(steps, stop, diagnosis) if a)
     return [
         f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
         f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"
@@ -375,9 +426,9 @@ def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
 
 def _html_causes(diagnosis: Diagnosis) -> list[str]:
     if not diagnosis.causes:
-        if any(f.get("severity") == "fail" for f in diagnosis.findings):
+        if any(f.get("severity") in ("fail", "warn") for f in diagnosis.findings):
             return [
-                '<div class="card"><h2>Root cause</h2><p class="note">No single root cause explains the failing findings: '
+                '<div class="card"><h2>Root cause</h2><p class="note">No root cause ranked: no single cause explains the findings; '
                 "each one's own advice is below.</p></div>"
             ]
         return []
@@ -388,19 +439,21 @@ def _html_causes(diagnosis: Diagnosis) -> list[str]:
     ]
     for number, cause in enumerate(diagnosis.causes, 1):
         c = SEVERITY_COLOUR.get(cause.severity, "#57606a")
+        found = diagnosis.findings
         evidence = "".join(
-            f"<li>{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>: {esc(f.get('message', ''))}</li>"
-            for f in (diagnosis.findings[i] for i in cause.evidence)
+            f"<li>{esc(found[i].get('step'))} <code>{esc(found[i].get('code'))}</code>{esc(_also(also))}: {prose(found[i].get('message', ''))}</li>"
+            for i, also in diagnosis.once(cause.evidence)
         )
         explains = ", ".join(
-            f"{esc(f.get('step'))} <code>{esc(f.get('code'))}</code>" for f in (diagnosis.findings[i] for i in cause.explained)
+            f"{esc(found[i].get('step'))} <code>{esc(found[i].get('code'))}</code>{esc(_also(also))}"
+            for i, also in diagnosis.once(cause.explained)
         )
         parts.append(
             f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{number}</span>'
             f'<b>{esc(cause.title)}</b> <code class="code">{esc(cause.cause)}</code>'
             f"<p>Evidence:</p><ul>{evidence}</ul>"
             + (f"<p>Explains: {explains}</p>" if explains else "")
-            + f'<p class="advice"><b>Fix:</b> {esc(cause.fix)}</p></div>'
+            + f'<p class="advice"><b>Fix:</b> {prose(cause.fix)}</p></div>'
         )
     return parts + ["</div>"]
 
@@ -439,10 +492,19 @@ def _html_step(folder: Path, index: int, step: Step, diagnosis: Diagnosis) -> li
     for fi, f in enumerate(step.findings):
         sev = str(f.get("severity", "info"))
         c = SEVERITY_COLOUR.get(sev, "#57606a")
+        first = diagnosis.repeat_of(index - 1, fi)
+        if first is not None:  # said by an earlier step already: once, with a link
+            name = steps_of(diagnosis, first)
+            parts.append(
+                f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
+                f'<code class="code">{esc(f.get("code", ""))}</code><p>The same finding as '
+                f'<a href="#{_anchor(first[0] + 1, name)}">{esc(name)}</a> (step {first[0] + 1}): see there.</p></div>'
+            )
+            continue
         parts.append(
             f'<div class="finding" style="border-left-color:{c}"><span class="sev" style="color:{c}">{esc(sev)}</span>'
-            f'<code class="code">{esc(f.get("code", ""))}</code><p>{esc(f.get("message", ""))}</p>'
-            f'<p class="advice"><b>What to do:</b> {esc(diagnosis.shown_advice(index - 1, fi, f))}</p></div>'
+            f'<code class="code">{esc(f.get("code", ""))}</code><p>{prose(f.get("message", ""))}</p>'
+            f'<p class="advice"><b>What to do:</b> {prose(diagnosis.shown_advice(index - 1, fi, f))}</p></div>'
         )
     parts += _html_metrics(step)
     for plot in step_plots(step):
@@ -515,13 +577,33 @@ def write_report(
 
 
 def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], console: Any) -> None:
-    """The closing summary in the terminal: one row per step, the stopping advice, where the report is."""
+    """The closing summary in the terminal. It opens with the verdict and the ranked root causes (what to fix first),
+    then one row per step, then each finding once (a later step's repeat points to the first) with what to do, and
+    ends with where the report is."""
     from rich.panel import Panel
     from rich.table import Table
 
     from nndiag.output.terminal import STATUS_STYLE
 
     steps = as_steps(steps)
+    diagnosis = diagnose(steps)
+    status = overall_status(steps)
+    console.print(
+        Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit: {_rich_escape(verdict_line(steps, diagnosis))}", expand=False)
+    )
+    for number, cause in enumerate(diagnosis.causes, 1):
+        head = "root cause (most likely)" if number == 1 else f"possible cause {number}"
+        colour = "red" if cause.severity == "fail" else "yellow"
+        found = diagnosis.findings
+        evidence = "; ".join(f"{found[i].get('step')} {found[i].get('code')}{_also(also)}" for i, also in diagnosis.once(cause.evidence))
+        explains = ", ".join(f"{_finding_ref(found[i])}{_also(also)}" for i, also in diagnosis.once(cause.explained))
+        console.print(
+            f"[bold {colour}]{head}: {_rich_escape(cause.title)}[/] [dim]({cause.cause})[/]\n  evidence: {_rich_escape(evidence)}"
+            + (f"\n  explains: {_rich_escape(explains)}" if explains else "")
+            + f"\n  fix: {_rich_escape(cause.fix)}"
+        )
+    if not diagnosis.causes and any(f.get("severity") in ("fail", "warn") for f in diagnosis.findings):
+        console.print("[dim]no root cause ranked: no single cause explains the findings; each one's own advice is below[/]")
     table = Table(title="babysit: every step", title_justify="left")
     for column in ("#", "step", "status", "key numbers", "seconds"):
         table.add_column(column, justify="right" if column in ("#", "seconds") else "left", overflow="fold")
@@ -529,21 +611,15 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
         style = STATUS_STYLE.get(step.status, "dim")
         numbers = ", ".join(f"{k} {v}" for k, v in key_numbers(step.verdict)) if step.verdict else step.note
         seconds = f"{step.seconds:.1f}" if step.seconds is not None else ""
-        table.add_row(str(i), step.name, f"[{style}]{step.status}[/]", numbers, seconds)
+        table.add_row(str(i), step.name, f"[{style}]{step.status}[/]", _rich_escape(numbers), seconds)
     console.print(table)
-    diagnosis = diagnose(steps)
-    for number, cause in enumerate(diagnosis.causes, 1):
-        head = "root cause (most likely)" if number == 1 else f"possible cause {number}"
-        colour = "red" if cause.severity == "fail" else "yellow"
-        evidence = "; ".join(f"{diagnosis.findings[i].get('step')} {diagnosis.findings[i].get('code')}" for i in cause.evidence)
-        explains = ", ".join(_finding_ref(diagnosis.findings[i]) for i in cause.explained)
-        console.print(
-            f"[bold {colour}]{head}: {_rich_escape(cause.title)}[/] [dim]({cause.cause})[/]\n  evidence: {_rich_escape(evidence)}"
-            + (f"\n  explains: {_rich_escape(explains)}" if explains else "")
-            + f"\n  fix: {_rich_escape(cause.fix)}"
-        )
     for si, step in enumerate(steps):
+        repeated = []
         for fi, finding in enumerate(step.findings):
+            first = diagnosis.repeat_of(si, fi)
+            if first is not None:
+                repeated.append((str(finding.get("code")), f"{steps_of(diagnosis, first)} (step {first[0] + 1})"))
+                continue
             colour = {"fail": "red", "warn": "yellow"}.get(finding.get("severity"), "cyan")
             role = diagnosis.role(si, fi)
             then = (
@@ -554,13 +630,14 @@ def render_terminal(steps: list[Step | dict[str, Any]], paths: dict[str, Path], 
             console.print(
                 f"[{colour}]{step.name}: {finding.get('code')}[/] {_rich_escape(finding.get('message'))}\n  -> {_rich_escape(then)}"
             )
+        for where in dict.fromkeys(w for _, w in repeated):
+            codes = ", ".join(c for c, w in repeated if w == where)
+            console.print(f"[dim]{step.name}: {codes}: the same as {where}, above[/]")
     stop = stopping_step(steps)
     if stop is not None:
         console.print(f"[bold red]stopped at {stop.name}[/]: fix it and run again, or use --continue to run the rest anyway.")
-    status = overall_status(steps)
-    console.print(
-        Panel(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  babysit\nreport: {paths['html']}\n        {paths['markdown']}", expand=False)
-    )
+    indent = " " * (len(status) + len("  report: "))
+    console.print(f"[{STATUS_STYLE[status]}]{status.upper()}[/]  report: {paths['html']}\n{indent}{paths['markdown']}", soft_wrap=True)
 
 
 def _rich_escape(text: Any) -> str:

@@ -104,14 +104,38 @@ def stopping_step(steps: list[Step | dict[str, Any]]) -> Step | None:
 
 @dataclass
 class Diagnosis:
-    """Every step's findings (each with its `step`), their root causes, and which cause each finding belongs to."""
+    """Every step's findings (each with its `step`), their root causes, and which cause each finding belongs to.
+
+    A later step that reads an earlier one's output finds the same things again (curves reads train's own log):
+    `repeats` maps such a finding to the first one that said the same (same code and message), so that the
+    reports show it once and point the repeat to it."""
 
     findings: list[dict[str, Any]]
     causes: list[RootCause]
     roles: dict[tuple[int, int], tuple[int, str]]  # (step index, finding index) -> (cause number, "evidence" | "explained")
+    keys: list[tuple[int, int]] = field(default_factory=list)  # the (step index, finding index) of each of `findings`
+    repeats: dict[int, int] = field(default_factory=dict)  # index in `findings` -> the index of the first one that says the same
 
     def role(self, step_index: int, finding_index: int) -> tuple[int, str] | None:
         return self.roles.get((step_index, finding_index))
+
+    def repeat_of(self, step_index: int, finding_index: int) -> tuple[int, int] | None:
+        """The (step index, finding index) of the earlier finding this one repeats, or None."""
+        key = (step_index, finding_index)
+        if key not in self.keys:
+            return None
+        first = self.repeats.get(self.keys.index(key))
+        return self.keys[first] if first is not None else None
+
+    def once(self, indices: list[int]) -> list[tuple[int, list[str]]]:
+        """`indices` of `findings` with repeats folded into their first: (index, the steps that repeat it), in order."""
+        shown: dict[int, list[str]] = {}
+        for i in indices:
+            first = self.repeats.get(i, i)
+            also = shown.setdefault(first, [])
+            if first != i:
+                also.append(str(self.findings[i].get("step")))
+        return list(shown.items())
 
     def title(self, number: int) -> str:
         return self.causes[number - 1].title
@@ -136,7 +160,14 @@ def diagnose(steps: list[Step | dict[str, Any]], audience: str = "recipe") -> Di
             keys.append((si, fi))
     causes = rank(findings, audience)
     roles = {keys[i]: role for i, role in enumerate(cause_of(findings, causes)) if role is not None}
-    return Diagnosis(findings, causes, roles)
+    first: dict[tuple[str, str], int] = {}
+    repeats = {}
+    for i, f in enumerate(findings):
+        said = (str(f.get("code")), str(f.get("message")))
+        if said in first and findings[first[said]]["step"] != f["step"]:
+            repeats[i] = first[said]
+        first.setdefault(said, i)
+    return Diagnosis(findings, causes, roles, keys, repeats)
 
 
 def summary(command: str, source: str, steps: list[Step], *, metrics: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,10 @@ Rules (documented thresholds, all tested):
                                  measures something else); info when the model already predicts the labels (trained weights)
   regularization-no-effect warn  weight_decay > 0 but the L2 term it adds is < 1e-4 of the loss
   not-checked              info  no expected loss is known: the step or model gives no class logits
-                                 (the loss is still reported; `expected=` / --expected supplies one)
+                                 (the loss is still reported; `expected=` / --expected supplies one); or the
+                                 weight decay is decoupled (AdamW): it adds no L2 term to the loss, so whether
+                                 it raises the objective does not apply; the finding says what it does instead
+                                 (each step shrinks every weight by lr x weight_decay of its value)
   ... and the checks of nndiag.diagnostics.structure on one batch (frozen parameters, parameters without a
   gradient or outside the optimizer, bounded outputs, symmetric units, randomness at eval, examples that
   depend on each other, a loss that broadcasts or sums, regularisation that dominates); their table is
@@ -43,6 +46,7 @@ from nndiag.findings import Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.scoring import Scored
 from nndiag.training.splits import TensorSplit
 
@@ -52,17 +56,22 @@ TRAINED_MARGIN = 0.2  # ... and this far above it: the weights are trained (fine
 
 
 def measure(
-    exp: Experiment, batches: int = CHECK_LOSS_BATCHES, expected: float | None = None, expected_why: str = "given by the user"
+    exp: Experiment,
+    batches: int = CHECK_LOSS_BATCHES,
+    expected: float | None = None,
+    expected_why: str = "given by the user",
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Loss of the untrained model on `batches` training batches (dropout and weight decay off).
     `expected`: the loss an untrained model should have, when the user knows better than the rule;
-    `expected_why` says where it came from."""
+    `expected_why` says where it came from. `progress` hears every batch."""
     model = exp.model
     rows, scored = [], []
+    ticker = Ticker(progress, "check-loss", batches, "batches")
     with engine.preserved(model), torch.no_grad(), engine.dropout_off(model):
         model.train()  # BatchNorm as in training; dropout is off
         optimizer = exp.optimizer()
-        penalty = float(engine.l2_penalty(optimizer))  # what the recipe's weight decay adds
+        penalty = float(engine.l2_penalty(optimizer))  # what the recipe's weight decay adds (nothing when it is decoupled)
         order = torch.Generator().manual_seed(exp.recipe.seed)  # a private batch order: exp.generator is left untouched
         for i, batch in enumerate(exp.data.train.batches(exp.recipe.train.batch_size, shuffle=True, generator=order)):
             if i >= batches:
@@ -82,6 +91,8 @@ def measure(
                 }
             )
             scored.append(result if i == 0 else Scored(result.loss, None, result.targets, result.examples))  # keep one batch's logits
+            ticker(i + 1, loss)
+    ticker.finish()
     frame = pd.DataFrame(rows)
     if expected is not None:
         why = expected_why
@@ -93,9 +104,12 @@ def measure(
         "expected": expected,
         "expected_why": why,
         "penalty": penalty,
-        "weight_decay": max(
+        "weight_decay": max(  # coupled (L2) decay only: decoupled decay (AdamW) adds no term to the loss
             (g.get("weight_decay", 0.0) for g in optimizer.param_groups if not engine.decoupled(optimizer, g)), default=0.0
         ),
+        "decoupled_decay": max((g.get("weight_decay", 0.0) for g in optimizer.param_groups if engine.decoupled(optimizer, g)), default=0.0),
+        "decay_per_step": engine.decay_per_step(optimizer),  # decoupled: the share of each weight one step takes off
+        "optimizer": type(optimizer).__name__,
         "chance_accuracy": 1.0 / exp.num_classes if exp.is_classification and exp.num_classes else None,
     }
     mean = float(frame["loss"].mean()) if len(frame) else math.nan
@@ -186,9 +200,22 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
 
 
 def _check_regularization(verdict: Verdict, facts: dict[str, Any], mean: float) -> None:
-    weight_decay = float(
-        facts["weight_decay"]
-    )  # coupled (L2) decay only: decoupled decay (AdamW) adds no term to the loss  # coupled (L2) decay only: decoupled decay (AdamW) adds no term to the loss
+    weight_decay = float(facts["weight_decay"])  # coupled (L2) decay only
+    decoupled = float(facts.get("decoupled_decay") or 0.0)
+    if decoupled > 0:
+        per_step = float(facts.get("decay_per_step") or 0.0)
+        verdict.add(
+            "not-checked",
+            "info",
+            f"{facts.get('optimizer', 'the optimizer')}'s weight decay {decoupled:g} is decoupled: it adds no L2 term to the "
+            f"loss, so whether it raises the objective does not apply; instead each step shrinks every weight by lr x "
+            f"weight_decay = {per_step:.3g} of its value (x{(1 - per_step) ** 1000:.3g} over 1,000 steps, before the gradients' own changes)",
+            "To see regularization raise the objective, use an optimizer with coupled (L2) weight decay, such as SGD or Adam; "
+            "with AdamW, judge weight_decay by the validation curves (`nndiag curves`).",
+            weight_decay=decoupled,
+            decay_per_step=per_step,
+            decoupled=True,
+        )
     if weight_decay > 0 and facts["penalty"] < NEGLIGIBLE_PENALTY * max(mean, 1e-12):
         verdict.add(
             "regularization-no-effect",
@@ -209,8 +236,9 @@ def run(
     tolerance: float = CHECK_LOSS_TOLERANCE,
     expected: float | None = None,
     expected_why: str = "given by the user",
+    progress: Progress | None = None,
 ) -> Result:
-    frame, facts = measure(exp, batches, expected, expected_why)
+    frame, facts = measure(exp, batches, expected, expected_why, progress)
     verdict = decide(frame, facts, tolerance)
     losses = frame["loss"]
     expected = facts["expected"]
@@ -222,8 +250,15 @@ def run(
         "loss_std_across_batches": float(losses.std()) if len(losses) > 1 else 0.0,
         "initial_accuracy": float(frame["accuracy"].mean()),
         "logit_std": float(frame["logit_std"].mean()),
-        "regularized_loss": float(frame["regularized_loss"].mean()),
-        "l2_penalty": facts["penalty"],
+        "regularized_loss": float(frame["regularized_loss"].mean()) if facts["weight_decay"] or not facts["decoupled_decay"] else None,
+        "l2_penalty": facts["penalty"] if facts["weight_decay"] or not facts["decoupled_decay"] else None,  # AdamW adds no L2 term
+        "weight_decay": facts["weight_decay"] or facts["decoupled_decay"],
+        "weight_decay_kind": ("L2" if facts["weight_decay"] else "decoupled")
+        if facts["weight_decay"] or facts["decoupled_decay"]
+        else None,
+        "decay_per_step": facts["decay_per_step"]
+        if facts["decoupled_decay"]
+        else None,  # decoupled: the share of each weight one step takes off
         "batches": len(frame),
         "trainable_share": facts["structure"]["trainable"] / max(facts["structure"]["parameters"], 1),
     }

@@ -900,8 +900,16 @@ def first_batch_result(
             }
         ]
     )
-    weight_decay = max((g.get("weight_decay", 0.0) for g in getattr(optimizer, "param_groups", [])), default=0.0)
-    facts = {"expected": expected, "expected_why": why, "penalty": penalty, "weight_decay": weight_decay, "inputs": None}
+    groups = getattr(optimizer, "param_groups", [])
+    facts = {
+        "expected": expected,
+        "expected_why": why,
+        "penalty": penalty,
+        "weight_decay": max((g.get("weight_decay", 0.0) for g in groups if not engine.decoupled(optimizer, g)), default=0.0),
+        "decoupled_decay": max((g.get("weight_decay", 0.0) for g in groups if engine.decoupled(optimizer, g)), default=0.0),
+        "decay_per_step": engine.decay_per_step(optimizer) if optimizer is not None else 0.0,
+        "optimizer": type(optimizer).__name__,
+    }
     verdict = check_loss.decide(frame, facts, tolerance)
     if first.eval_mode:  # the loss of a model in eval mode: not what training starts from
         layers = first.eval_mode

@@ -120,6 +120,7 @@ from nndiag.findings import Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.splits import order_kept
 
 # -- measurement ------------------------------------------------------------------------------
@@ -200,12 +201,14 @@ def measure(
     batches_per_lr: int = LR_FIND_BATCHES_PER_LR,
     optimizer: torch.optim.Optimizer | None = None,
     check_every: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Run the range test; one row per LR point: step, lr, loss, smoothed_loss.
 
     `optimizer` defaults to a fresh one of the recipe's kind; whichever is used, it and the model are
     handed back exactly as found. Losses stay on the device and are read back every `check_every`
-    points (1 on CPU, where reading is free) to apply the stop rule.
+    points (1 on CPU, where reading is free) to apply the stop rule; `progress` hears each read-back
+    (optimizer steps done of steps x batches_per_lr).
     """
     model = exp.model
     optimizer = optimizer if optimizer is not None else exp.optimizer()
@@ -220,6 +223,7 @@ def measure(
     smoothed: list[float] = []
     stopped = "completed"
     started = time.perf_counter()
+    ticker = Ticker(progress, "lr-find: range test", steps * batches_per_lr)
     with engine.preserved(model, optimizer), order_kept(exp.data.train):
         model.train()
         set_lr = engine.lr_setter(optimizer)  # other param groups keep their ratio to the first
@@ -243,8 +247,10 @@ def measure(
                 if reason:
                     stopped = reason
                     break
+            ticker(len(losses) * batches_per_lr, losses[-1], f"LR {used[len(losses) - 1]:.3g}")
             if stopped != "completed":
                 break
+    ticker.finish(note="" if stopped == "completed" else f"stopped: {stopped}")
     seconds = time.perf_counter() - started
     n = len(smoothed)
     frame = pd.DataFrame({"step": range(1, n + 1), "lr": used[:n], "loss": losses, "smoothed_loss": smoothed})
@@ -630,12 +636,15 @@ def run(
     recipe_text: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     refine_steps: int = LR_FIND_REFINE_STEPS,
+    progress: Progress | None = None,
 ) -> Result:
     """`optimizer`: the user's own optimizer for the range test (handed back as found); default a fresh
     one of the recipe's kind. `refine_steps`: iterations per trial LR of the refine stage (0: none, the
-    range test's suggestion is final)."""
+    range test's suggestion is final). `progress` hears the range test's and the trials' steps."""
     if candidates:
-        summary, curves, facts = lr_trials.measure_candidates(exp, candidates, candidate_steps)
+        summary, curves, facts = lr_trials.measure_candidates(
+            exp, candidates, candidate_steps, progress=progress, task="lr-find: candidates"
+        )
         verdict, best = lr_trials.decide_candidates(summary)
         metrics = {
             "mode": "candidates",
@@ -652,14 +661,14 @@ def run(
             metrics["lr_min"], metrics["lr_max"] = float(dropping.min()), float(dropping.max())
         result = Result("lr-find", verdict, {"lr_candidates": summary, "lr_candidate_curves": curves}, metrics)
     else:
-        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr, optimizer=optimizer)
+        frame, facts = measure(exp, start, end, steps, mode, batches_per_lr, optimizer=optimizer, progress=progress)
         verdict, sug = decide(frame, facts)
         tables: dict[str, pd.DataFrame] = {"lr_find": frame}
         refine: dict[str, Any] = {}
         if refine_steps > 0 and sug.suggested_lr is not None and verdict.status != "fail":
             started = time.perf_counter()
             ceiling = min(sug.lr_diverged if sug.lr_diverged is not None else math.inf, float(frame["lr"].max()))
-            trials = lr_trials.refine(exp, sug.suggested_lr, ceiling, refine_steps)
+            trials = lr_trials.refine(exp, sug.suggested_lr, ceiling, refine_steps, progress=progress)
             verdict, sug = decide(frame, {**facts, "refine_steps": refine_steps}, trials)
             tables["lr_refine"] = trials
             refine = {

@@ -27,6 +27,7 @@ from nndiag.diagnostics.defaults import LR_FIND_CANDIDATE_STEPS, LR_FIND_REFINE_
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.splits import StreamSplit, order_kept
 
 # -- candidates mode ---------------------------------------------------------------------------
@@ -65,6 +66,8 @@ def measure_candidates(
     *,
     own_settings: bool = False,
     order_seed: int | None = None,
+    progress: Progress | None = None,
+    task: str = "lr-find: trials",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Train `steps` iterations at each LR from the same initial weights and the same batch order.
 
@@ -72,7 +75,8 @@ def measure_candidates(
     optimizer's largest, or CANDIDATE_WEIGHT_DECAY when it has none). `own_settings` (the refine stage):
     the recipe's (or the user's) optimizer exactly as configured, param groups' LR ratios and weight
     decays included; only the LR changes. `order_seed` seeds the batch order (default: the recipe's seed;
-    a user's DataLoader replays its own order from the same state for every LR).
+    a user's DataLoader replays its own order from the same state for every LR). `progress` hears every
+    iteration, as `task` (the loss is read back only on the CPU, where that is free).
 
     Returns (summary: one row per candidate, curves: step, lr, loss per iteration, facts)."""
     if own_settings:
@@ -91,18 +95,21 @@ def measure_candidates(
     seed = exp.recipe.seed if order_seed is None else order_seed
     model = exp.model
     rows, curves = [], []
+    ticker = Ticker(progress, task, steps * len(candidates))
+    on_cpu = exp.device.type == "cpu"
     with engine.preserved(model) as initial, order_kept(exp.data.train) as order:
         subset = _eval_subset(exp)  # a user's loader gives its first batches (and is rewound for every LR)
         before = _subset_loss(exp, subset)
-        for lr in candidates:
+        for k, lr in enumerate(candidates):
             initial.restore(model)
             order.rewind()
             model.train()
             optimizer = make_optimizer(lr)
             batches = endless_batches(exp, torch.Generator().manual_seed(seed))
             record = []
-            for _ in range(steps):
+            for i in range(steps):
                 record.append(exp.step(optimizer, next(batches), model=model).loss)
+                ticker(k * steps + i + 1, float(record[-1]) if on_cpu else None, f"LR {lr:.3g} ({k + 1} of {len(candidates)})")
             values = torch.stack(record).tolist()
             curves += [{"lr": lr, "step": i + 1, "loss": v} for i, v in enumerate(values)]
             after = _subset_loss(exp, subset)
@@ -116,6 +123,7 @@ def measure_candidates(
                     "last_batch_loss": values[-1],
                 }
             )
+    ticker.finish()
     summary = pd.DataFrame(rows, columns=["lr", "initial_loss", "final_loss", "relative_drop", "first_batch_loss", "last_batch_loss"])
     summary["outcome"] = [candidate_outcome(r.initial_loss, r.final_loss) for r in summary.itertuples()]
     facts = {"steps": steps, "weight_decay": wd, "eval_examples": len(subset)}
@@ -223,13 +231,21 @@ def pick_refined(summary: pd.DataFrame) -> float | None:
     return float(close["lr"].min())
 
 
-def refine(exp: Experiment, range_test_lr: float, ceiling: float, steps: int = LR_FIND_REFINE_STEPS) -> pd.DataFrame:
+def refine(
+    exp: Experiment, range_test_lr: float, ceiling: float, steps: int = LR_FIND_REFINE_STEPS, progress: Progress | None = None
+) -> pd.DataFrame:
     """Train `steps` iterations at each trial LR (`refine_lrs`) with the recipe's (or the user's) optimizer
     as configured, only the LR changed, from the same initial weights, in a batch order of the trials'
     own (seed + TRIAL_ORDER_OFFSET). Returns one row per trial, with its `factor` of the range test's pick
     and whether `pick_refined` chose it (`chosen`)."""
     summary, _, _ = measure_candidates(
-        exp, refine_lrs(range_test_lr, ceiling), steps, own_settings=True, order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET
+        exp,
+        refine_lrs(range_test_lr, ceiling),
+        steps,
+        own_settings=True,
+        order_seed=exp.recipe.seed + TRIAL_ORDER_OFFSET,
+        progress=progress,
+        task="lr-find: refine",
     )
     chosen = pick_refined(summary)
     summary.insert(1, "factor", summary["lr"] / range_test_lr)

@@ -33,6 +33,7 @@ from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.training import engine
 from nndiag.training.experiment import Experiment
+from nndiag.training.progress import Progress, Ticker
 from nndiag.training.scoring import counted_targets
 
 DIVERGED_FACTOR = DIVERGENCE_FACTOR  # a loss above this multiple of the initial one has diverged (CS231n)
@@ -45,9 +46,14 @@ SETTLE_PASSES = 50  # train-mode forward passes (no step) over the subset that l
 
 
 def measure(
-    exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET
+    exp: Experiment,
+    batches: int = OVERFIT_BATCHES,
+    steps: int = OVERFIT_STEPS,
+    target_fraction: float = OVERFIT_TARGET,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass."""
+    """Train on the subset; one row per step (batch loss) with the whole-subset loss/accuracy each pass.
+    `progress` hears every step (nndiag.training.progress)."""
     batch_size = exp.recipe.train.batch_size
     subset = exp.data.train.take(batches * batch_size, generator=torch.Generator().manual_seed(exp.recipe.seed))
     model = exp.model
@@ -70,6 +76,7 @@ def measure(
         )
         step, first_grads, norms = 0, (0, 0), []
         floor = exp.scorer.loss_floor(exp.num_classes)
+        ticker = Ticker(progress, "overfit-small", steps)
         while step < steps:
             for batch in subset.batches(batch_size, shuffle=True, generator=order):
                 step += 1
@@ -79,6 +86,7 @@ def measure(
                     norms.append(scored.grad_norm)
                 if step == 1:
                     first_grads = _zero_grad_weights(model)  # (weights whose first gradient was exactly zero, weights)
+                ticker(step, float(loss))
                 rows.append(
                     {
                         "step": step,
@@ -96,6 +104,8 @@ def measure(
             history = [r["subset_loss"] for r in rows if r["evaluated"]]
             if _passed(state, initial["loss"], target_fraction, floor, history) or _blown_up(state["loss"], initial["loss"]):
                 break
+        last_acc = rows[-1]["subset_acc"]
+        ticker.finish(note=f"subset loss {rows[-1]['subset_loss']:.4g}" + (f", accuracy {last_acc:.0%}" if math.isfinite(last_acc) else ""))
         train_mode_loss, eval_mode_loss = _eval_gap(exp, subset)
     frame = pd.DataFrame(rows)
     objective = exp.scorer.objective
@@ -341,8 +351,14 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
     return verdict
 
 
-def run(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_STEPS, target_fraction: float = OVERFIT_TARGET) -> Result:
-    frame, facts = measure(exp, batches, steps, target_fraction)
+def run(
+    exp: Experiment,
+    batches: int = OVERFIT_BATCHES,
+    steps: int = OVERFIT_STEPS,
+    target_fraction: float = OVERFIT_TARGET,
+    progress: Progress | None = None,
+) -> Result:
+    frame, facts = measure(exp, batches, steps, target_fraction, progress)
     verdict = decide(frame, facts, target_fraction)
     evaluated = frame[frame["evaluated"].astype(bool)]
     perfect = evaluated[evaluated["subset_acc"] >= 1.0]
@@ -351,7 +367,8 @@ def run(exp: Experiment, batches: int = OVERFIT_BATCHES, steps: int = OVERFIT_ST
         "examples": facts["examples"],
         "initial_loss": facts["initial_loss"],
         "final_loss": float(final["subset_loss"]),
-        "final_fraction_of_initial": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
+        # the final subset loss over the initial one: a ratio (0.1 = a tenth; above 1 the loss rose), never a percentage
+        "final_loss_ratio": float(final["subset_loss"]) / facts["initial_loss"] if facts["initial_loss"] else math.nan,
         "final_accuracy": float(final["subset_acc"]),
         "best_accuracy": float(evaluated["subset_acc"].max()),
         "steps_to_100pct": int(perfect["step"].iloc[0]) if len(perfect) else None,

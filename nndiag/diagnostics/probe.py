@@ -82,6 +82,7 @@ from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.result import Result
 from nndiag.training import batch as batching
 from nndiag.training import engine
+from nndiag.training.progress import Progress, Ticker
 
 TANH_RAIL = 0.99  # |tanh| above this is saturated (pre-activation beyond ±2.65, local gradient < 0.02)
 SIGMOID_RAIL = 0.01  # sigmoid below this or above 1 - this is saturated (pre-activation beyond ±4.6, DeepDiagnosis' ±5)
@@ -192,12 +193,24 @@ class _Site:
 
 
 def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules without children, plus modules that own parameters directly (custom layers)."""
+    """Modules without children, plus modules that own parameters directly (custom layers), by `layer_name`."""
     found = []
     for name, module in model.named_modules():
         if not any(True for _ in module.children()) or any(True for _ in module.parameters(recurse=False)):
-            found.append((name or type(module).__name__, module))
+            found.append((layer_name(name, module), module))
     return found
+
+
+def layer_name(path: str, module: nn.Module) -> str:
+    """How tables, messages and figures name a layer: its module path (features.conv1, layer1.0.relu), with its class
+    where the path ends in a position in a Sequential or ModuleList, which alone reads like a number: net.3 (Linear),
+    and for a model that is itself a Sequential, layer 3 (Linear). The model itself (a custom layer): its class."""
+    kind = type(module).__name__
+    if not path:
+        return kind
+    if not path.rsplit(".", 1)[-1].isdigit():
+        return path
+    return f"{path} ({kind})" if "." in path else f"layer {path} ({kind})"
 
 
 class Recorder:
@@ -382,9 +395,10 @@ def grad_norms_now(model: nn.Module) -> dict[int, float]:
 
 
 def measure(
-    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS
+    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, progress: Progress | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(layers, params, histograms, facts). Layers: one row per call site at the current weights."""
+    """(layers, params, histograms, facts). Layers: one row per call site at the current weights.
+    `progress` hears every probed batch and optimizer step."""
     model = exp.model
     generator = torch.Generator().manual_seed(exp.recipe.seed)
     probe_batches = []
@@ -396,6 +410,7 @@ def measure(
     param_rows: list[dict[str, Any]] = []
     names = {id(p): n for n, p in model.named_parameters()}
     losses: list[float] = []
+    ticker = Ticker(progress, "probe", len(probe_batches) + steps)
     with engine.preserved(model):
         model.train()
         optimizer = exp.optimizer()
@@ -406,6 +421,7 @@ def measure(
                 optimizer.zero_grad(set_to_none=True)
                 loss = exp.scorer(model, batch).loss
                 losses.append(float(loss.detach()))
+                ticker(len(losses), losses[-1])
                 loss.backward()
                 for key, value in grad_norms_now(model).items():
                     sums[key] = sums.get(key, 0.0) + value / len(probe_batches)
@@ -423,6 +439,7 @@ def measure(
             before = {id(p): p.detach().clone() for p in model.parameters() if p.requires_grad}
             loss_t = exp.step(optimizer, batch).loss
             losses.append(float(loss_t))
+            ticker(len(losses), losses[-1])
             step_ratios = update_ratios(model, before)
             grads = grad_norms_now(model)
             for p in model.parameters():
@@ -439,6 +456,7 @@ def measure(
             if w is not None and not math.isnan(row["grad_norm"]):
                 row["update_ratio"] = ratios.get(id(w), math.nan)
                 row["nonfinite_weight"] = max(row["nonfinite_weight"], _nonfinite(w, float(w.detach().float().norm())))
+    ticker.finish()
     facts = {
         "batches": len(probe_batches),
         "steps": steps,
@@ -621,7 +639,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             verdict.add(
                 "vanishing-activations",
                 "fail",
-                f"activations collapse with depth: std falls from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
+                f"activations collapse with depth: std falls from {_fmt(stds[0])} at {names[0]} to {_fmt(stds[-1])} at {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too small for this depth and activation: use Xavier (std 1/sqrt(fan_in)) for tanh, Kaiming "
                 "(std sqrt(2/fan_in)) for ReLU (model.args.init), or add BatchNorm. Deep layers see ~0 inputs, so their weights get ~0 gradients.",
@@ -632,7 +650,7 @@ def _rule_depth(verdict: Verdict, layers: pd.DataFrame) -> None:
             verdict.add(
                 "exploding-activations",
                 "fail",
-                f"activations grow with depth: std rises from {_fmt(stds[0])} at layer {names[0]} to {_fmt(stds[-1])} at layer {names[-1]}, "
+                f"activations grow with depth: std rises from {_fmt(stds[0])} at {names[0]} to {_fmt(stds[-1])} at {names[-1]}, "
                 f"{ratio:.3g}x over {len(stds)} layers ({factor:.2f}x per layer; {trail_text})",
                 "The init is too large: use Kaiming (ReLU) or Xavier (tanh) scaling, std proportional to 1/sqrt(fan_in); add "
                 "BatchNorm/LayerNorm, or check a custom layer that multiplies its output.",
@@ -656,12 +674,12 @@ def _rule_saturated(verdict: Verdict, layers: pd.DataFrame) -> None:
     if bad.empty:
         return
     worst = bad.loc[bad["frac_saturated"].idxmax()]
-    listing = ", ".join(f"{r.layer} {r.frac_saturated:.0%}" for r in bad.itertuples())
+    listing = ", ".join(f"{r.layer}: {r.frac_saturated:.0%}" for r in bad.itertuples())
     verdict.add(
         "saturated-activations",
         "fail",
         f"{len(bad)} of {len(bounded)} tanh/sigmoid layers are saturated (more than {SATURATED_FRACTION:.0%} of outputs at the rails; "
-        f"worst layer {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
+        f"worst {worst['layer']} at {worst['frac_saturated']:.0%}): {listing}",
         "Saturated units have local gradient ~0, so nothing below them learns. The init is too large for tanh/sigmoid: use Xavier "
         "(std 1/sqrt(fan_in)); standardise the inputs (data.normalize: true); or switch to ReLU with Kaiming init.",
         layers=list(bad["layer"]),
@@ -676,7 +694,7 @@ def _rule_dead(verdict: Verdict, layers: pd.DataFrame, trained: bool | None = No
     if bad.empty:
         return
     worst = float(bad["frac_dead"].max())
-    listing = ", ".join(f"{r.layer} {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
+    listing = ", ".join(f"{r.layer}: {r.frac_dead:.0%} of {r.units}" for r in bad.itertuples())
     at_init = bool((layers["step"] == 0).all()) and trained is not True  # the given weights, and no training step before them
     if at_init and trained is False:
         advice = (
@@ -718,7 +736,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "exploding-gradients",
             "fail",
-            f"gradient norms are not finite (first layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
+            f"gradient norms are not finite (first weighted layer {first['layer']}: {g_first}, last {last['layer']}: {g_last})",
             "Gradients overflowed: lower optim.lr, clip gradients (train.grad_clip), check the init scale and the inputs for NaN/Inf.",
             first_layer=first["layer"],
             last_layer=last["layer"],
@@ -732,7 +750,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "vanishing-gradients",
             "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']}): "
+            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']}): "
             "the early layers barely learn",
             "Gradients vanish through depth: use Kaiming/Xavier init matched to the activation, ReLU instead of sigmoid/tanh in deep stacks, "
             "BatchNorm, or residual connections.",
@@ -743,7 +761,7 @@ def _rule_gradients(verdict: Verdict, layers: pd.DataFrame) -> None:
         verdict.add(
             "exploding-gradients",
             "fail",
-            f"the first layer's gradient norm {_fmt(g_first)} (layer {first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} (layer {last['layer']})",
+            f"the first layer's gradient norm {_fmt(g_first)} ({first['layer']}) is {ratio:.3g}x the last layer's {_fmt(g_last)} ({last['layer']})",
             "Gradients grow through depth: reduce the init scale, add normalisation, clip gradients (train.grad_clip), lower optim.lr.",
             **evidence,
             threshold=GRAD_EXPLODE_RATIO,
@@ -893,9 +911,11 @@ def metrics_of(layers: pd.DataFrame, facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, trained: bool | None = False) -> Result:
+def run(
+    exp: Any, batches: int = PROBE_BATCHES, steps: int = PROBE_STEPS, trained: bool | None = False, progress: Progress | None = None
+) -> Result:
     """`trained`: did optimizer steps run on the model's weights before the probe (None: not known; see decide)."""
-    layers, params, hist, facts = measure(exp, batches, steps)
+    layers, params, hist, facts = measure(exp, batches, steps, progress)
     facts["trained"] = trained
     verdict = decide(layers, facts)
     metrics = metrics_of(layers, facts)

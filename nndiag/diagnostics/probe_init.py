@@ -30,6 +30,7 @@ from nndiag.diagnostics.defaults import INIT_DEPTH, INIT_SAMPLES, INIT_WIDTH
 from nndiag.errors import BadInput
 from nndiag.findings import Verdict
 from nndiag.result import Result
+from nndiag.training.progress import Progress, Ticker
 from nndiag.zoo.models import ACTIVATIONS
 
 REFERENCE_WIDTH = 4096  # the lecture's hidden size; numeric inits are stds at this width
@@ -129,8 +130,9 @@ def run(
     activations: list[str] | None = None,
     samples: int = INIT_SAMPLES,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> Result:
-    """The lecture's five cases (or every combination of the given inits and activations)."""
+    """The lecture's five cases (or every combination of the given inits and activations); `progress` hears each case."""
     if width < 2 or depth < 1 or samples < 1:
         raise BadInput(f"need width >= 2, depth >= 1 and samples >= 1 (got {width}, {depth}, {samples})", where="--width/--depth")
     for a in activations or []:
@@ -146,9 +148,11 @@ def run(
         cases = list(LECTURE_CASES)
     all_rows, all_hist, case_rows = [], [], []
     verdict = Verdict()
-    for init, activation, expected in cases:
+    ticker = Ticker(progress, "probe --init-experiment", len(cases), "cases")
+    for k, (init, activation, expected) in enumerate(cases):
         name = f"{init} {activation}"
         rows, hist, std = measure_case(init, activation, width, depth, samples, seed)
+        ticker(k + 1, note=name)
         layers = pd.DataFrame(rows, columns=probe.LAYER_COLUMNS)
         case_verdict = probe.decide(layers)
         for finding in case_verdict.findings:
@@ -162,6 +166,7 @@ def run(
             row["case"] = name
         all_rows += rows
         all_hist += hist
+    ticker.finish()
     layer_columns = ["case", "init", "activation", "init_std"] + probe.LAYER_COLUMNS
     cases_frame = pd.DataFrame(case_rows, columns=CASE_COLUMNS)
     metrics = {

@@ -46,6 +46,7 @@ from nndiag.errors import BadInput
 from nndiag.findings import DIVERGENCE_FACTOR, Verdict
 from nndiag.formatting import recipe_yaml
 from nndiag.result import Result
+from nndiag.training.progress import Note, Progress, Tick
 
 STAGES = ("coarse", "fine")
 ABORT_FACTOR = DIVERGENCE_FACTOR  # a trial whose loss exceeds this multiple of its starting loss has diverged (CS231n)
@@ -184,9 +185,13 @@ def better(metric: str) -> str:
 
 
 def ranked(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Completed trials with a finite metric, best first."""
+    """Completed trials with a finite metric, best first. Ties on the metric (several trials at val_acc 1.0)
+    break on the other validation metric: the lower val_loss (ranking by val_loss: the higher val_acc),
+    then the stage and slot order."""
     ok = frame[(frame["status"] == "complete") & np.isfinite(frame[metric].astype(float))]
-    return ok.sort_values(metric, ascending=(metric != "val_acc"), kind="stable")
+    other = "val_loss" if metric == "val_acc" else "val_acc"
+    keys = [metric] + ([other] if other in ok.columns else [])
+    return ok.sort_values(keys, ascending=[k != "val_acc" for k in keys], kind="stable", na_position="last")
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,6 +644,7 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
         metrics[f"{stage}_trials"] = int((frame["stage"] == stage).sum())
     extra: dict[str, str] = {}
     best = ranked(frame, metric)
+    frame["rank"] = pd.Series(range(1, len(best) + 1), index=best.index, dtype="Int64")  # the ranking `ranked` made (blank: not ranked)
     if not best.empty:
         top = best.iloc[0]
         metrics.update(
@@ -659,6 +665,31 @@ def run(exp: Any, options: SearchOptions | None = None, progress: Callable[[dict
     result = Result("search", verdict, {"search": frame}, metrics, extra_files=extra)
     result.context = {"storage": _storage_label(options.storage), "study": facts["study"]}
     return result
+
+
+def trial_events(progress: Progress | None, prefix: str = "") -> Callable[[dict[str, Any]], None] | None:
+    """The search's events (a finished trial; with workers, a stage's new count) as progress: one line per
+    finished trial (a Note) and one bar per stage, trials done of planned (a Tick)."""
+    if progress is None:
+        return None
+
+    def heard(event: dict[str, Any]) -> None:
+        task = f"{prefix}search {event['stage']}"
+        if "status" in event:
+            params = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in event["params"].items())
+            progress(
+                Note(
+                    f"{task} {event['done']}/{event['target']}  {params}  {event['status']}  val_acc {event['val_acc']:.4f}  "
+                    f"val_loss {event['val_loss']:.4g}  ({event['seconds']:.1f}s)"
+                )
+            )
+        if "status" in event:
+            note = f"last: {event['status']}, val_loss {event['val_loss']:.4g}"
+        else:
+            note = f"{event.get('running', 0)} running"
+        progress(Tick(task, int(event["done"]), int(event["target"]), "trials", note=note))
+
+    return heard
 
 
 def _storage_label(spec: str) -> str:

@@ -165,10 +165,25 @@ def _draw_run(result: Result, part: Any, run: str) -> Any:
             ax.annotate(
                 f.code, (float(at), 0.95), xycoords=("data", "axes fraction"), fontsize=8, color="red", rotation=90, va="top", ha="right"
             )
-    text = "\n".join(f"{f.severity}: {f.code} -- {f.message[:110]}" for f in findings) or "no problems found"
     fig.suptitle(f"{result.command}: {result.status}" + (f" ({run})" if run else ""))
-    fig.text(0.01, -0.02, text, fontsize=8, va="top", wrap=True)
+    fig.tight_layout()  # no panel's labels over its neighbour's
+    fig.text(0.01, -0.02, caption(findings, width=int(CAPTION_CHARS_PER_INCH * fig.get_figwidth())), fontsize=8, va="top")
     return fig
+
+
+CAPTION_CHARS_PER_INCH = 15  # characters of an 8-point caption per inch of figure width (a little under what fits)
+
+
+def caption(findings: list[Any], width: int) -> str:
+    """The findings under a figure, every one whole: wrapped to `width` characters, each after the first line indented."""
+    import textwrap
+
+    if not findings:
+        return "no problems found"
+    lines = []
+    for f in findings:
+        lines += textwrap.wrap(f"{f.severity}: {f.code} -- {f.message}", width=width, subsequent_indent="    ")
+    return "\n".join(lines)
 
 
 @drawer("curves")
@@ -220,7 +235,7 @@ def _lr_find(result: Result) -> Figures:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside the curve: it hides no point
         ax.set_title(f"lr-find: {result.status}")
         return [("lr_find.png", fig)]
     curves = result.tables.get("lr_candidate_curves")
@@ -269,7 +284,7 @@ def _probe(result: Result) -> Figures:
             row = panels.iloc[c]
             bins = h[h["layer"] == row["layer"]]
             ax.bar(bins["bin_left"], bins["count"], width=bins["bin_right"] - bins["bin_left"], align="edge", color="tab:blue")
-            ax.set_title(f"{row['layer']} {row['module']}\nmean {row['mean']:.2g} std {row['std']:.2g}", fontsize=7)
+            ax.set_title(panel_title(str(row["layer"]), str(row["module"])) + f"\nmean {row['mean']:.2g} std {row['std']:.2g}", fontsize=7)
             if shared and len(span):
                 ax.set_xlim(float(span["bin_left"].min()), float(span["bin_right"].max()))
             ax.tick_params(labelsize=6)
@@ -279,6 +294,33 @@ def _probe(result: Result) -> Figures:
     fig.suptitle(f"probe: activation histograms per layer ({result.status})", fontsize=10)
     fig.tight_layout()
     return [("probe.png", fig)]
+
+
+PANEL_TITLE_CHARS = 24  # a 7-point title line that fits the width of one histogram panel (1.9 inches)
+
+
+def panel_title(layer: str, module: str, width: int = PANEL_TITLE_CHARS) -> str:
+    """A histogram panel's title that stays within its panel: the layer (and its class, unless the name has it), on at
+    most two lines broken after a '.' or a space; a longer name loses its first parts ('…' + the rest)."""
+    import re
+
+    name = layer if f"({module})" in layer or layer == module else f"{layer} ({module})"
+    pieces = re.findall(r"[^. ]+[. ]?", name)
+    for start in range(max(1, len(pieces) - 1)):  # keep at least the last part of the layer's own name
+        lines = _lines(["…"] * bool(start) + pieces[start:], width)
+        if len(lines) <= 2 and all(len(line) <= width for line in lines):
+            return "\n".join(lines)
+    tail = "…" + name[-(2 * width - 1) :]  # one part longer than a line: cut it, on two lines
+    return tail[:width] + "\n" + tail[width:]
+
+
+def _lines(pieces: list[str], width: int) -> list[str]:
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return [line.rstrip() for line in lines]
 
 
 def _probe_panels(layers: Any) -> Any:

@@ -6,6 +6,7 @@ its findings and the verdict, drawn with Rich on the console given. Results are 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,6 +83,75 @@ def render_findings(result: Result, console: Console) -> None:
     console.print(table)
 
 
+@dataclass
+class Column:
+    """A column of a `fitted` table."""
+
+    header: str
+    justify: str = "right"
+    drop: int = 0  # 0: always shown; otherwise left out, highest first, when the table is wider than the console
+    style: str | None = None
+    wrap: bool = False  # words (a list of numbers) may go on several lines, at spaces; never a word cut
+
+
+def fitted(title: str, columns: list[Column], rows: list[list[str]], console: Console, styles: list[str | None] | None = None) -> Table:
+    """A table whose numbers, codes and header words are never cut or split, whatever the console's width (80
+    columns included): every column is as wide as its longest cell (a header longer than its cells goes on two
+    lines, at a space); when that is wider than the console, `wrap` columns narrow to their longest word first,
+    then the columns with a `drop` rank are left out, the highest first, and the title names them. Cells may hold
+    Rich markup."""
+    widths = [max([_cell_len(row[i]) for row in rows] or [0]) for i in range(len(columns))]
+    headers = [_header(c.header, w) for c, w in zip(columns, widths)]
+    widths = [max(w, *(len(line) for line in h.split("\n"))) for w, h in zip(widths, headers)]
+    least = [max([len(h) for h in headers[i].split()] + [_longest_word(row[i]) for row in rows]) for i in range(len(columns))]
+    needed = [least[i] if c.wrap else widths[i] for i, c in enumerate(columns)]  # the narrowest each column can be
+    keep = list(range(len(columns)))
+    for rank in sorted({c.drop for c in columns if c.drop}, reverse=True):
+        if _table_width([needed[i] for i in keep]) <= console.width:
+            break
+        keep = [i for i in keep if columns[i].drop != rank]
+    room = console.width - _table_width([needed[i] for i in keep])
+    for i in (i for i in keep if columns[i].wrap):  # what is left goes to the wrapping columns, up to their full width
+        grant = max(0, min(room, widths[i] - needed[i]))
+        widths[i], room = needed[i] + grant, room - grant
+    left_out = [columns[i].header for i in range(len(columns)) if i not in keep]
+    table = Table(title=title + (f" (left out at this width: {', '.join(left_out)})" if left_out else ""), title_justify="left")
+    for i in keep:
+        c = columns[i]
+        if c.wrap:
+            table.add_column(headers[i], justify=c.justify, width=widths[i], style=c.style)  # type: ignore[arg-type]
+        else:
+            table.add_column(headers[i], justify=c.justify, no_wrap=True, min_width=widths[i], style=c.style)  # type: ignore[arg-type]
+    for n, row in enumerate(rows):
+        table.add_row(*[row[i] for i in keep], style=styles[n] if styles else None)
+    return table
+
+
+def _table_width(widths: list[int]) -> int:
+    return sum(widths) + 3 * len(widths) + 1  # a border before each column and after the last, one space either side of a cell
+
+
+def _longest_word(cell: str) -> int:
+    from rich.text import Text
+
+    return max((len(w) for w in Text.from_markup(cell).plain.split()), default=0)
+
+
+def _cell_len(cell: str) -> int:
+    from rich.text import Text
+
+    return Text.from_markup(cell).cell_len
+
+
+def _header(text: str, width: int) -> str:
+    """A header wider than its cells, on two lines at the space nearest its middle."""
+    if len(text) <= width or " " not in text:
+        return text
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2))
+    return text[:cut] + "\n" + text[cut + 1 :]
+
+
 def sparkline(values: list[float], width: int = 60) -> str:
     """A one-line curve of `values` (non-finite shown as '!'), resampled to `width` characters."""
     if not values:
@@ -121,24 +191,53 @@ def _curves_view(result: Result, console: Console) -> None:
         "train_acc": "train acc",
         "val_acc": "val acc",
     }
-    table = Table(title="curves (moving median; '!' = NaN/Inf)", title_justify="left", show_header=True)
-    for name in ("run", "series", "x", "first", "curve", "last"):
-        table.add_column(name, justify="right" if name in ("first", "last") else "left")
     several = frame["run"].nunique() > 1
+    names = run_names([str(r) for r in frame["run"].unique()], width=max(12, console.width - 60)) if several else {}
+    parts = []  # 60: the other columns at their usual widths (series, x, first, a short curve, last) and the borders
     for (run, series), part in frame.groupby(["run", "series"], sort=False):
         if series == "train_loss" and (frame[(frame["run"] == run)]["series"] == "train_loss_dense").any():
             continue
         raw = part["value"].tolist()
         line = [s if math.isfinite(v) else v for s, v in zip(part["smooth"].tolist(), raw)]
-        table.add_row(
-            str(run) if several else "",
-            labels.get(series, series),
-            f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}",
-            fmt(float(raw[0])),
-            sparkline(line, width=28),
-            fmt(float(raw[-1])),
-        )
-    console.print(table)
+        x = f"{part['x_name'].iloc[0]} {fmt(float(part['x'].iloc[0]))}-{fmt(float(part['x'].iloc[-1]))}"
+        first, last = fmt(float(raw[0]), str(series)), fmt(float(raw[-1]), str(series))  # accuracies as percentages
+        parts.append((names.get(str(run), ""), labels.get(series, series), x, first, line, last))
+    columns = [
+        Column("run", "left"),
+        Column("series", "left"),
+        Column("x", "left"),
+        Column("first"),
+        Column("curve", "left"),
+        Column("last"),
+    ]
+    if not several:
+        columns, parts = columns[1:], [p[1:] for p in parts]
+    fixed = [max(len(c.header), *(len(p[i]) for p in parts)) for i, c in enumerate(columns) if c.header != "curve"]
+    room = console.width - _table_width([*fixed, 0])  # the curve takes what is left, up to 28 characters
+    spark = max(8, min(28, room))
+    rows = [[*(p[:-2]), sparkline(p[-2], width=spark), p[-1]] for p in parts]
+    console.print(fitted("curves (moving median; '!' = NaN/Inf)", columns, rows, console))
+
+
+def run_names(labels: list[str], width: int = 32) -> dict[str, str]:
+    """Several runs' labels as a table shows them, at most `width` characters where that keeps them apart: the
+    folders they all start with left out, then the folders they all end with ('sweep-0/…' for
+    sweep-0/lightning_logs/version_0), then the start of what is left ('…' + its end). Never two alike."""
+    parts = [label.split("/") for label in labels]
+    shared = 0
+    while all(len(p) > shared + 1 for p in parts) and len({p[shared] for p in parts}) == 1:
+        shared += 1
+    parts = [p[shared:] for p in parts]
+    names = ["/".join(p) for p in parts]
+    if max(map(len, names)) > width:
+        tail = 0
+        while all(len(p) > tail + 1 for p in parts) and len({p[-1 - tail] for p in parts}) == 1:
+            tail += 1
+        if tail:
+            names = ["/".join(p[:-tail]) + "/…" for p in parts]
+    cut = [n if len(n) <= width else "…" + n[-(width - 1) :] for n in names]
+    names = cut if len(set(cut)) == len(cut) else names
+    return dict(zip(labels, names))
 
 
 # -- lr-find (issue 3) ------------------------------------------------------------------------
@@ -218,34 +317,33 @@ def _probe_view(result: Result, console: Console) -> None:
         layers = layers[layers["step"] == layers["step"].max()]
     worst = set(result.metrics.get("worst_layers") or [])
     shown = _probe_rows_to_show(layers, worst)
-    table = Table(
-        title=f"probe: {len(layers)} layers ({len(shown)} shown; all in probe.csv); [red]red[/] = named by a finding", title_justify="left"
-    )
-    for column, justify in (
-        ("layer", "left"),
-        ("module", "left"),
-        ("mean", "right"),
-        ("std", "right"),
-        ("saturated", "right"),
-        ("dead", "right"),
-        ("grad norm", "right"),
-        ("update/weight", "right"),
-    ):
-        table.add_column(column, justify=justify)
+    columns = [
+        Column("layer", "left", wrap=True),
+        Column("module", "left", drop=1),
+        Column("mean"),
+        Column("std"),
+        Column("saturated"),
+        Column("dead"),
+        Column("grad norm"),
+        Column("update / weight"),
+    ]
+    rows, styles = [], []
     for row in shown.itertuples():
-        style = "red" if row.layer in worst else ("dim" if row.kind in ("other", "norm") else None)
-        table.add_row(
-            str(row.layer),
-            str(row.module),
-            fmt(float(row.mean)),
-            fmt(float(row.std)),
-            _pct(row.frac_saturated),
-            _pct(row.frac_dead),
-            _num(row.grad_norm),
-            _num(row.update_ratio),
-            style=style,
+        styles.append("red" if row.layer in worst else ("dim" if row.kind in ("other", "norm") else None))
+        rows.append(
+            [
+                escape(str(row.layer)),
+                escape(str(row.module)),
+                fmt(float(row.mean)),
+                fmt(float(row.std)),
+                _pct(row.frac_saturated),
+                _pct(row.frac_dead),
+                _num(row.grad_norm),
+                _num(row.update_ratio),
+            ]
         )
-    console.print(table)
+    title = f"probe: {len(layers)} layers ({len(shown)} shown; all in probe.csv); [red]red[/] = named by a finding"
+    console.print(fitted(title, columns, rows, console, styles))
 
 
 def _probe_rows_to_show(layers: Any, worst: set[str]) -> Any:
@@ -272,9 +370,17 @@ def _num(value: Any) -> str:
 
 def _probe_cases_view(result: Result, cases: Any, console: Console) -> None:
     layers = result.tables["probe"]
-    table = Table(title="weight-init experiment: std of each activation layer, and the verdict", title_justify="left")
-    for column in ("case", "init std", "activation std, layer by layer", "saturated", "dead", "verdict", "lecture", ""):
-        table.add_column(column)
+    columns = [
+        Column("case", "left"),
+        Column("init std"),
+        Column("activation std, layer by layer", "left", wrap=True),
+        Column("saturated"),
+        Column("dead"),
+        Column("verdict", "left"),
+        Column("lecture", "left", drop=1),
+        Column("agrees", "left", drop=1),
+    ]
+    rows = []
     for row in cases.itertuples():
         acts = layers[(layers["case"] == row.case) & layers["kind"].isin(["relu", "bounded", "activation"])]
         trail = " ".join(f"{s:.2g}" for s in acts["std"])
@@ -284,17 +390,19 @@ def _probe_cases_view(result: Result, cases: Any, console: Console) -> None:
             else ("[green]✓[/]" if row.matches_lecture else "[red]✗[/]")
         )
         style = "green" if row.verdict == "well scaled" else "red"
-        table.add_row(
-            str(row.case),
-            f"{row.init_std:.3g}",
-            trail,
-            _pct(row.max_frac_saturated),
-            _pct(row.max_frac_dead),
-            f"[{style}]{row.verdict}[/]",
-            str(row.lecture_verdict),
-            match,
+        rows.append(
+            [
+                str(row.case),
+                f"{row.init_std:.3g}",
+                trail,
+                _pct(row.max_frac_saturated),
+                _pct(row.max_frac_dead),
+                f"[{style}]{row.verdict}[/]",
+                str(row.lecture_verdict),
+                match,
+            ]
         )
-    console.print(table)
+    console.print(fitted("weight-init experiment: std of each activation layer, and the verdict", columns, rows, console))
 
 
 # search: the leaderboard
@@ -309,31 +417,35 @@ def _search_leaderboard(result: Result, console: Console) -> None:
     if frame is None or frame.empty:
         return
     metric = result.metrics.get("metric", "val_acc")  # what the search ranked by (search.metric, resolved)
-    ranked = frame.assign(_ok=frame["status"] == "complete").sort_values(
-        ["_ok", metric], ascending=[False, metric != "val_acc"], kind="stable"
-    )
+    if "rank" in frame.columns:  # the search's own ranking (its `ranked`: ties broken on the other metric), then the rest
+        ordered = frame.assign(_rank=frame["rank"].astype(float).fillna(math.inf)).sort_values("_rank", kind="stable")
+    else:
+        ordered = frame.assign(_ok=frame["status"] == "complete").sort_values(["_ok", metric], ascending=[False, metric != "val_acc"])
     params = [c for c in frame.columns if "." in c]
-    table = Table(
-        title=f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric})",
-        title_justify="left",
-    )
-    for column in ["#", "trial", *[p.split(".")[-1] for p in params], "val acc", "val loss", "train loss", "epochs", "status", "s"]:
-        table.add_column(column.replace("_", " "), justify="left" if column in ("trial", "status") else "right", overflow="fold")
+    columns = [Column("#"), Column("trial", "left")]
+    columns += [Column(p.split(".")[-1].replace("_", " ")) for p in params]
+    columns += [Column("val acc"), Column("val loss"), Column("train loss", drop=1), Column("epochs", drop=2)]
+    columns += [Column("status", "left"), Column("s", drop=3)]
     style = {"complete": "green", "diverged": "yellow", "failed": "red"}
-    for rank, (_, row) in enumerate(ranked.head(SEARCH_LEADERBOARD_ROWS).iterrows(), start=1):
+    rows = []
+    for rank, (_, row) in enumerate(ordered.head(SEARCH_LEADERBOARD_ROWS).iterrows(), start=1):
         status = str(row["status"])
-        table.add_row(
-            str(rank),
-            f"{row['stage']}#{int(row['slot'])}",
-            *[fmt(_plain_value(row[p]), p) for p in params],
-            fmt(float(row["val_acc"]), "val_acc"),
-            fmt(float(row["val_loss"])),
-            fmt(float(row["train_loss"])),
-            str(int(row["epochs_run"])),
-            f"[{style.get(status, 'white')}]{status}[/]",
-            f"{float(row['seconds']):.1f}",
+        rows.append(
+            [
+                str(rank),
+                f"{row['stage']}#{int(row['slot'])}",
+                *[fmt(_plain_value(row[p]), p) for p in params],
+                fmt(float(row["val_acc"]), "val_acc"),
+                fmt(float(row["val_loss"])),
+                fmt(float(row["train_loss"])),
+                str(int(row["epochs_run"])),
+                f"[{style.get(status, 'white')}]{status}[/]",
+                f"{float(row['seconds']):.1f}",
+            ]
         )
-    console.print(table)
+    title = f"search: leaderboard (best {min(SEARCH_LEADERBOARD_ROWS, len(frame))} of {len(frame)} trials by {metric}"
+    title += ", ties by val_loss)" if metric == "val_acc" else ")"
+    console.print(fitted(title, columns, rows, console))
     if result.metrics.get("best_params"):
         best = ", ".join(f"{k}={fmt(v, k)}" for k, v in result.metrics["best_params"].items())
         console.print(f"best: {best}  ->  best_recipe.yaml (nndiag train best_recipe.yaml)")
