@@ -326,7 +326,7 @@ ENTRIES = [
         "Training on a tiny subset blew up.",
         "the loss becomes NaN/Inf, or rises above {overfit_small.DIVERGED_FACTOR}x its initial value.",
         "CS231n: a loss above ~3x the initial one means stop early (the learning rate is too high).",
-        "Lower optim.lr by 10x (try `nndiag lr-find`), check the init scale, and clip gradients (train.grad_clip).",
+        "Lower optim.lr (`nndiag lr-find` measures how far), check the init scale, and clip gradients (train.grad_clip).",
     ),
     Code(
         "loss-not-decreasing",
@@ -336,7 +336,7 @@ ENTRIES = [
         "after --steps (default {defaults.OVERFIT_STEPS}) the best subset loss is still > {overfit_small.NOT_DECREASING}x "
         "the initial. When every weight's gradient was exactly zero at the first step, the LR is ruled out.",
         'CS231n: overfit a small portion of the data; "loss not going down: learning rate too low".',
-        "Raise the learning rate (10-1000x, or `nndiag lr-find`) unless the gradients are zero; otherwise look for a bad init "
+        "Raise the learning rate (`nndiag lr-find` measures how far) unless the gradients are zero; otherwise look for a bad init "
         "(`nndiag probe`), dead units, frozen parameters or an optimizer not given the model's parameters.",
     ),
     Code(
@@ -456,7 +456,7 @@ ENTRIES = [
         "back by {curves.BLOWUP_RETRACE} of its drop and ends {curves.BLOWUP_RATIO}x above its best; train: the Trainer "
         "stopped the run as diverged.",
         "CS231n: a loss above ~3x the initial one means stop early.",
-        "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`), clip gradients.",
+        "Lower the learning rate (`nndiag lr-find` measures how far), check the initialisation scale (`nndiag probe`), clip gradients.",
     ),
     Code(
         "not-generalizing",
@@ -563,7 +563,7 @@ ENTRIES = [
         "the run brought at most {curves.LOW_EARLY} of it, the first half fell at most {curves.LOW_LINEARITY}x the second, over "
         "at least {curves.LOW_MIN_STEPS} optimizer steps.",
         "CS231n's loss-curve picture (low learning rate: a slow, almost linear decline); an LR is judged over ~100 iterations.",
-        "Raise the learning rate (3-10x, or `nndiag lr-find`).",
+        "Raise the learning rate (`nndiag lr-find` measures how far).",
     ),
     Code(
         "lr-too-high",
@@ -573,7 +573,7 @@ ENTRIES = [
         "90% of the fall within {curves.HIGH_FAST} of the run, ending >= {curves.HIGH_FLOOR}x its start with noise >= "
         "{curves.HIGH_NOISE} of that level; or the validation loss swings >= {curves.HIGH_VAL_SWING} around its trend.",
         "CS231n's loss-curve picture (high learning rate: a fast drop to a plateau).",
-        "Lower the learning rate (3-10x, or `nndiag lr-find`) or decay it.",
+        "Lower the learning rate (`nndiag lr-find` measures how far) or decay it.",
     ),
     Code(
         "bad-init",

@@ -140,3 +140,22 @@ def addressed(text: str, audience: str) -> str:
 def audience_of(source: str | None) -> str:
     """Who reads a run's advice, from its source (a Result's or Run's `source`): "python" for your own objects, else "recipe"."""
     return "python" if source == "python" else "recipe"
+
+
+# How far to move the learning rate: said one way everywhere, so that one report never quotes two factors. A factor is
+# quoted only where a rule measured it (the probe's update ratio against a healthy ~1e-3); elsewhere the advice says that
+# `nndiag lr-find` measures it, and a root cause quotes the factor its evidence measured (`lr_factor` in the evidence).
+LR_FACTOR_MIN, LR_FACTOR_MAX = 3.0, 1000.0  # a quoted factor stays in this range (beyond it: "1000x or more")
+
+
+def lr_move(direction: str, factor: float | None = None) -> str:
+    """'lower optim.lr by about 300x' for a measured factor, 'by 1000x or more' beyond LR_FACTOR_MAX (or infinite),
+    'lower optim.lr (`nndiag lr-find` measures how far)' when nothing measured it. `direction`: "lower" | "raise"."""
+    if direction not in ("lower", "raise"):
+        raise ValueError(f"direction: expected 'lower' or 'raise', got {direction!r}")
+    if factor is None:
+        return f"{direction} optim.lr (`nndiag lr-find` measures how far)"
+    if factor != factor or factor > LR_FACTOR_MAX:  # NaN or inf: beyond any factor worth quoting
+        return f"{direction} optim.lr by {LR_FACTOR_MAX:g}x or more"
+    shown = float(f"{max(factor, LR_FACTOR_MIN):.1g}")
+    return f"{direction} optim.lr by about {shown:g}x"

@@ -15,7 +15,7 @@ from conftest import REPO, SPIRAL_MLP, recipe_dict
 from nndiag.diagnosis import root_cause
 from nndiag.diagnosis.root_cause import RULES, explained_by, probe_could_explain, rank
 from nndiag.diagnostics import check_loss, overfit_small, probe
-from nndiag.findings import ALL_CODES, CODES
+from nndiag.findings import ALL_CODES, CODES, lr_move
 from nndiag.formatting import jsonable
 
 TESTS = Path(__file__).parent
@@ -298,7 +298,7 @@ def test_probe_lr_factors_stay_between_3_and_1000():
     assert "lower optim.lr by 1000x or more" in high.advice  # was "about 6e+05x lower"
     (mid,) = probe.decide(_linear_table([1.0] * 3, [0.2] * 3)).findings
     assert "lower optim.lr by about 200x" in mid.advice
-    assert probe.lr_factor_text(1.2) == "by about 3x" and probe.lr_factor_text(math.inf) == "by 1000x or more"
+    assert lr_move("lower", 1.2) == "lower optim.lr by about 3x" and lr_move("lower", math.inf) == "lower optim.lr by 1000x or more"
     for x in (low, high, mid):
         _assert_sane_advice([{"code": x.code, "advice": x.advice}])
 
@@ -417,3 +417,45 @@ def test_units_dead_after_training_are_not_an_initialisation_cause():
     ranked = rank(trained)
     assert [c.cause for c in ranked] == ["units-died-in-training"] and "lower optim.lr" in ranked[0].fix
     assert "lower your optimizer's lr=" in rank(trained, audience="python")[0].fix  # a Python user reads Python's words
+
+
+def test_one_report_quotes_one_lr_factor_the_one_its_evidence_measured():
+    """An LR cause's fix quotes the factor a finding measured (the probe's update ratio), and no other advice in the
+    package guesses a number of its own: one report never says "10x" beside "1000x or more"."""
+    (high,) = probe.decide(_linear_table([1.0] * 3, [0.2] * 3)).findings  # update ratio 0.2: about 200x too large
+    diverged = {
+        "code": "loss-diverged",
+        "severity": "fail",
+        "evidence": {},
+        "advice": overfit_small.decide(_overfit_frame([2.3, 9.0, 40.0]), {"initial_loss": 2.3, "zero_grad_weights": 0, "weights": 2})
+        .findings[0]
+        .advice,
+    }
+    findings = [diverged, {"code": high.code, "severity": high.severity, "evidence": high.evidence, "advice": high.advice}]
+    (cause,) = rank(findings)
+    assert cause.cause == "lr-too-high" and cause.fix.startswith("Lower optim.lr by about 200x")
+    quoted = {m for f in findings for m in FACTOR.findall(f["advice"])} | set(FACTOR.findall(cause.fix))
+    assert quoted == {"200"}, quoted
+    (alone,) = rank([diverged])  # nothing measured the factor: lr-find is named as what measures it
+    assert "lr-find` measures how far" in alone.fix and not FACTOR.search(alone.fix)
+    python = rank(findings, audience="python")[0]
+    assert python.fix.startswith("Lower your optimizer's lr= by about 200x")
+
+
+def test_no_advice_in_the_package_guesses_an_lr_factor():
+    """Every LR factor a user can read comes from a measurement (nndiag.findings.lr_move with a factor): the registry's
+    advice, the root causes' fixes and the rules' advice texts quote none."""
+    import ast
+    import inspect
+
+    from nndiag import codes as registry
+    from nndiag.diagnostics import curves, lr_find, train
+
+    guess = re.compile(r"\b(?:lower|raise)\w*\s+(?:the learning rate|optim\.lr)\b[^.;]{0,40}?\b\d+(?:-\d+)?x\b", re.IGNORECASE)
+    texts = [c.advice for c in registry.REGISTRY.values()] + [r.fix_text() for r in RULES]
+    for module in (curves, lr_find, train, overfit_small, probe, check_loss):  # the string literals the rules build advice from
+        texts += [
+            n.value for n in ast.walk(ast.parse(inspect.getsource(module))) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+    offending = [m.group(0) for t in texts for m in guess.finditer(t)]
+    assert offending == [], offending

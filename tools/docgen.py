@@ -353,7 +353,9 @@ def causes_table(what: str) -> str:
             + "".join(f" without `{k}`" for k in s.unless)
             for s in rule.established_by
         )
-        lines.append(f"| {number} | `{rule.cause}` | {_cell(rule.title)} | {signs} | {explains(rule.explains)} | {_cell(rule.fix)} |")
+        lines.append(
+            f"| {number} | `{rule.cause}` | {_cell(rule.title)} | {signs} | {explains(rule.explains)} | {_cell(rule.fix_text())} |"
+        )
     lines += [
         "",
         "Symptom groups: " + "; ".join(f"*{name}*: " + ", ".join(f"`{c}`" for c in group) for name, group in groups.items()) + ".",

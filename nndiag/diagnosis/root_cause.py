@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nndiag.findings import ALL_CODES, CODES, addressed
+from nndiag.findings import ALL_CODES, CODES, addressed, lr_move
 
 SEVERITY_ORDER = {"info": 0, "warn": 1, "fail": 2}
 
@@ -68,7 +68,16 @@ class Rule:
     title: str  # the cause in a few words
     established_by: tuple[Sign, ...]
     explains: tuple[str, ...]  # finding codes it accounts for; "*" = every finding
-    fix: str  # what to do
+    fix: str  # what to do; "{lower}" / "{raise}": how far to move the LR (nndiag.findings.lr_move), as its evidence measured
+
+    def fix_text(self, factor: float | None = None) -> str:
+        """The fix, with the LR factor a finding measured (`lr_factor` in its evidence) or, without one, lr-find's."""
+        for direction in ("lower", "raise"):
+            move = lr_move(direction, factor)
+            self_fix = self.fix.replace("{" + direction + "}", move[0].upper() + move[1:])
+            if self_fix != self.fix:
+                return self_fix
+        return self.fix
 
     def established(self, finding: dict[str, Any]) -> bool:
         return any(sign.matches(finding) for sign in self.established_by)
@@ -370,7 +379,7 @@ RULES: tuple[Rule, ...] = (
         "ReLU units that died during training (most often a learning rate too high)",
         _signs(Sign("dead-relu", severity="fail", when=("trained",))),
         (*NOT_MOVING, "cannot-overfit", "vanishing-activations", "vanishing-gradients"),
-        "Units that die during training were knocked out by steps too large: lower optim.lr (3-10x, or `nndiag lr-find`), clip "
+        "Units that die during training were knocked out by steps too large: lower optim.lr (`nndiag lr-find` measures how far), clip "
         "gradients (train.grad_clip), or use LeakyReLU; dead units never recover, so retrain from the start.",
     ),
     # -- end of issue 19's rules ----------------------------------------------------------------------------------------
@@ -402,7 +411,7 @@ RULES: tuple[Rule, ...] = (
             Sign("update-ratio-high", unless=("consequence",)),
         ),
         (*DIVERGING, "lr-too-high", "noisy"),
-        "Lower optim.lr by 10-100x, or run `nndiag lr-find` and use its suggestion; clip gradients (train.grad_clip) if spikes persist.",
+        "{lower}; clip gradients (train.grad_clip) if spikes persist.",
     ),
     Rule(
         "lr-too-low",
@@ -413,7 +422,7 @@ RULES: tuple[Rule, ...] = (
             Sign("update-ratio-low", unless=("zero_gradients", "weights_stalled", "consequence")),
         ),
         ("loss-not-decreasing", "update-ratio-low", "lr-too-low", "plateau", "underfitting"),
-        "Raise optim.lr by 10-1000x, or run `nndiag lr-find` and use its suggestion.",
+        "{raise}.",
     ),
     Rule(
         "too-little-capacity",
@@ -470,7 +479,7 @@ def rank(findings: list[dict[str, Any]], audience: str = "recipe") -> list[RootC
             continue
         fresh = [i for i in establishing if i not in owner]
         if fresh:
-            target = RootCause(rule.cause, rule.title, addressed(rule.fix, audience), "warn", precedence=precedence)
+            target = RootCause(rule.cause, rule.title, rule.fix, "warn", precedence=precedence)
             causes.append(target)
             for i in fresh:
                 owner[i] = target
@@ -482,9 +491,12 @@ def rank(findings: list[dict[str, Any]], audience: str = "recipe") -> list[RootC
                 owner[i] = target
                 target.explained.append(i)
     for cause in causes:
-        severities = {findings[i].get("severity") for i in cause.evidence + cause.explained}
+        owned = sorted(cause.evidence + cause.explained)
+        severities = {findings[i].get("severity") for i in owned}
         cause.severity = "fail" if "fail" in severities else "warn"
         cause.explained.sort()
+        measured = [float(f) for i in owned if isinstance(f := (findings[i].get("evidence") or {}).get("lr_factor"), (int, float))]
+        cause.fix = addressed(RULES[cause.precedence].fix_text(measured[0] if measured else None), audience)
     return sorted(causes, key=lambda c: (c.severity != "fail", c.precedence))
 
 

@@ -404,7 +404,7 @@ def _log_state(verdict: Verdict, curves: Curves) -> None:
 
 
 DIVERGED_ADVICE = (
-    "Lower the learning rate (10x, or run `nndiag lr-find`), check the initialisation scale "
+    "Lower the learning rate (`nndiag lr-find` measures how far), check the initialisation scale "
     "(`nndiag probe`), clip gradients (train.grad_clip) and look for log(0) or division by zero in the loss."
 )
 
@@ -575,7 +575,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
             "plateau",
             "warn",
             f"train loss never moved: {_n(S)} at the start, best {_n(sh.best)} ({D / S:.1%} lower) over {length}",
-            "Nothing is being learned: raise the learning rate by 10-100x (`nndiag lr-find`), check that the optimizer "
+            "Nothing is being learned: raise the learning rate (`nndiag lr-find` measures how far), check that the optimizer "
             "gets the model's parameters and that gradients flow (`nndiag probe`: dead ReLUs, vanishing gradients).",
             **evidence,
         )
@@ -588,7 +588,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
             "warn",
             f"train loss dropped fast ({t90:.0%} of the run for 90% of its fall) to a high, noisy floor: it ends at {_n(E)}, "
             f"{E / S:.0%} of its initial {_n(S)}, with step-to-step noise {sh.noise / E:.0%} of that level",
-            "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step).",
+            "Lower the learning rate (`nndiag lr-find` measures how far) or decay it (schedule: cosine or step).",
             t90=t90,
             **evidence,
         )
@@ -638,7 +638,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
             f"train loss fell slowly and steadily: {_n(S)} -> {_n(sh.mid)} -> {_n(E)} ({first_half / S:.0%} then "
             f"{second_half / S:.0%} of the initial value per half; 90% of its fall took {t90:.0%} of the run), "
             f"still {E / S:.0%} of where it started",
-            "Raise the learning rate (try 3-10x, or `nndiag lr-find`); the loss should fall fast at first and then level off.",
+            "Raise the learning rate (`nndiag lr-find` measures how far); the loss should fall fast at first and then level off.",
             first_half_drop=first_half,
             second_half_drop=second_half,
             t90=t90,
@@ -682,7 +682,7 @@ def _unstable_val(verdict: Verdict, curves: Curves) -> None:
             f"val loss is unstable: in the second half of the run it jumps {math.expm1(swing):.0%} on average around its "
             f"3-point median (limit {math.expm1(HIGH_VAL_SWING):.0%}), between {_n(float(val.iloc[len(val) // 2 :].min()))} and "
             f"{_n(float(val.iloc[len(val) // 2 :].max()))}",
-            "Lower the learning rate (try 3-10x lower, or `nndiag lr-find`) or decay it (schedule: cosine or step); "
+            "Lower the learning rate (`nndiag lr-find` measures how far) or decay it (schedule: cosine or step); "
             "clipping gradients only hides the instability.",
             swing=swing,
             points=int(len(val)),

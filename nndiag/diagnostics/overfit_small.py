@@ -281,7 +281,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
             "loss-diverged",
             "fail",
             what,
-            "The learning rate is too high or the initialisation too large: lower optim.lr by 10x (try `nndiag lr-find`), "
+            "The learning rate is too high or the initialisation too large: lower optim.lr (`nndiag lr-find` measures how far), "
             "check the init scale, and clip gradients (train.grad_clip) if spikes persist.",
             initial_loss=initial,
             peak_loss=peak,
@@ -313,7 +313,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], target_fraction: float = 
             )
         else:
             advice = (
-                "The learning rate is probably far too low (try 10-1000x higher, or `nndiag lr-find`); otherwise look for a bad "
+                "The learning rate is probably far too low: raise optim.lr (`nndiag lr-find` measures how far); otherwise look for a bad "
                 "init (run `nndiag probe`), dead units, frozen parameters (requires_grad) or an optimizer not given the model's parameters."
             )
             if zero:

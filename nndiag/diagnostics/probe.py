@@ -78,7 +78,7 @@ import torch
 from torch import nn
 
 from nndiag.diagnostics.defaults import PROBE_BATCHES, PROBE_STEPS
-from nndiag.findings import DIVERGENCE_FACTOR, Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, LR_FACTOR_MAX, Verdict, lr_move
 from nndiag.result import Result
 from nndiag.training import batch as batching
 from nndiag.training import engine
@@ -104,7 +104,6 @@ UPDATE_LOW = 1e-5  # median update/weight ratio below this: LR too low
 UPDATE_LR_CUT = 0.1  # during training: no update-ratio-low while the schedule holds the LR below this fraction of its peak (warmup, decay)
 DEPTH_CONSISTENT = 2 / 3  # vanishing/exploding activations: at least this share of layer-to-layer steps move the same way
 UPDATE_HEALTHY = 1e-3  # CS231n's healthy update/weight ratio, the target an LR advice aims at
-LR_FACTOR_MIN, LR_FACTOR_MAX = 3.0, 1000.0  # an LR change quoted as a factor stays in this range (beyond it: "1000x or more" and lr-find)
 STRUCTURAL = (
     "non-finite",
     "vanishing-activations",
@@ -598,13 +597,13 @@ def _rule_nonfinite(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any
     elif given:
         advice = (
             "The trained weights given already produce NaN/Inf: training blew up before this probe. Most often the learning "
-            "rate is too high (lower optim.lr by 10-100x, or run `nndiag lr-find`); clip gradients (train.grad_clip), and look "
+            f"rate is too high ({lr_move('lower')}); clip gradients (train.grad_clip), and look "
             "at the first layer named and at the inputs for NaN/Inf."
         )
     else:
         advice = (
             "The weights were finite before the probed optimizer steps and blew up during them: the learning rate is so "
-            "high that a step overflows (lower optim.lr by 10-100x, or run `nndiag lr-find`), or the init is too large; "
+            f"high that a step overflows ({lr_move('lower')}), or the init is too large; "
             "clip gradients (train.grad_clip)."
         )
     verdict.add(
@@ -800,6 +799,8 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
         if diverged:
             evidence.update(probed_initial_loss=diverged[0], probed_peak_loss=diverged[1])
         factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else math.inf
+        if not structural:
+            evidence["lr_factor"] = min(factor, 10 * LR_FACTOR_MAX)  # what a root cause quotes (lr_move); finite in JSON
         verdict.add("update-ratio-high", "warn", message, _update_advice("lower", factor, structural), **evidence, threshold=UPDATE_HIGH)
     elif median < UPDATE_LOW and _lr_fraction(layers) >= UPDATE_LR_CUT:  # a schedule's warmup or decay explains small steps
         grads = weighted["grad_norm"].to_numpy(dtype=float)
@@ -829,6 +830,7 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
             message = f"one step changes the weights by a median {median:.3g} of their norm {healthy}; the model will barely move"
             advice = _update_advice("raise", UPDATE_HEALTHY / median, structural)
             if not structural:
+                evidence["lr_factor"] = min(UPDATE_HEALTHY / median, 10 * LR_FACTOR_MAX)
                 advice += " Also check for frozen parameters or an optimizer that was not given the model's parameters."
         verdict.add("update-ratio-low", "warn", message, advice, **evidence, threshold=UPDATE_LOW)
 
@@ -856,21 +858,13 @@ def _probed_steps_diverged(facts: dict[str, Any]) -> tuple[float, float] | None:
 
 
 def _update_advice(direction: str, factor: float, structural: list[str]) -> str:
-    """LR advice in sane terms: a factor within [LR_FACTOR_MIN, LR_FACTOR_MAX], and none when the model itself is the problem."""
+    """LR advice in sane terms: the measured factor (nndiag.findings.lr_move), and none when the model itself is the problem."""
     if structural:
         return (
             f"This is probably a consequence of {', '.join(structural)} above (the update ratio follows from the weights' scale "
             "and gradients): fix that first and probe again before changing optim.lr."
         )
-    return f"The learning rate is too {'high' if direction == 'lower' else 'low'}: {direction} optim.lr {lr_factor_text(factor)}, or run `nndiag lr-find`."
-
-
-def lr_factor_text(factor: float) -> str:
-    """'by about 200x' for a factor within [LR_FACTOR_MIN, LR_FACTOR_MAX]; 'by 1000x or more' beyond (an unknown factor too)."""
-    if not math.isfinite(factor) or factor > LR_FACTOR_MAX:
-        return f"by {LR_FACTOR_MAX:g}x or more"
-    shown = float(f"{max(factor, LR_FACTOR_MIN):.1g}")
-    return f"by about {shown:g}x"
+    return f"The learning rate is too {'high' if direction == 'lower' else 'low'}: {lr_move(direction, factor)}, or run `nndiag lr-find`."
 
 
 # --------------------------------------------------------------------------------------------

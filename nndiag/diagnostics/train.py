@@ -203,7 +203,7 @@ def decide(history: History, facts: dict[str, Any]) -> Verdict:
             "diverged",
             "fail",
             f"training stopped at step {len(steps)}: the loss reached {last:.4g} ({how}; abort limit {ABORT_FACTOR:g}x)",
-            "Lower the learning rate (10x, or `nndiag lr-find`), check the initialisation scale (`nndiag probe`) "
+            "Lower the learning rate (`nndiag lr-find` measures how far), check the initialisation scale (`nndiag probe`) "
             "and clip gradients (train.grad_clip).",
             at=len(steps),
             x="step",
