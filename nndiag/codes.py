@@ -180,8 +180,8 @@ ENTRIES = [
         "fail (info when the model already predicts the labels)",
         "The untrained model already beats chance: its weights are trained, or the loss measures something else.",
         "mean loss at initialisation < expected / (1 + tolerance); --tolerance {defaults.CHECK_LOSS_TOLERANCE}. Info when the "
-        "accuracy at init is >= {check_loss.TRAINED_FACTOR}x chance and {check_loss.TRAINED_MARGIN} above it (trained weights: "
-        "fine-tuning, a checkpoint); fail when it is at chance.",
+        "accuracy at init covers >= {check_loss.TRAINED_SHARE} of the way from chance to 100% (10 classes: 46%, 2 classes: 70%; "
+        "trained weights: fine-tuning, a checkpoint); fail otherwise.",
         "CS231n: the initial loss of an untrained softmax classifier is ln C; a random model cannot exploit a label leak before "
         "it trains, so a low loss with high accuracy means trained weights.",
         "Fine-tuning or resuming: nothing to do. Otherwise check that the model is fresh and that the loss compares the "
@@ -265,7 +265,7 @@ ENTRIES = [
         ("check-loss",),
         "fail",
         "A hidden layer whose units all start with the same weights: they stay identical.",
-        "a Linear/Conv layer that runs before the last one has identical weight rows (a zero or constant init).",
+        "a trainable Linear/Conv layer that runs before the last one has identical weight rows (a zero or constant init) and gets identical gradient rows from the first backward pass (a zero layer in front of a random one, such as a LoRA B matrix, breaks its symmetry at once and is not flagged).",
         "CS231n, weight initialisation: with a constant init every neuron computes the same output and gets the same gradient.",
         "Initialise hidden layers randomly (Kaiming for ReLU, Xavier for tanh); only the last layer may start at zero.",
     ),
@@ -313,7 +313,8 @@ ENTRIES = [
         ("check-loss",),
         "warn",
         "The weight decay overwhelms the data loss.",
-        "the L2 term of the weight decay is over {structure.REG_DOMINATES}x the data loss at init, or decoupled decay removes over "
+        "the L2 term of the weight decay is over {structure.REG_DOMINATES}x the data loss at init and its gradient (wd·w) over "
+        "{structure.REG_DOMINATES}x the data's gradient, or decoupled decay removes over "
         "{structure.DECAY_PER_STEP_MAX} of each weight per step (lr x weight_decay).",
         "TheDeepChecker: regularisation overwhelming the data loss; CS231n: regularisation should raise the loss a little.",
         "Lower weight_decay (1e-5 to 1e-3 are usual), or use decoupled decay (AdamW).",

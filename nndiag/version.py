@@ -3,4 +3,4 @@
 May import: nothing of nndiag.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

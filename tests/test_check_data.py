@@ -133,6 +133,13 @@ def test_the_input_scale_moved_here_from_check_loss(digit_data):
     assert "inputs-not-normalized" not in codes(nndiag.check_loss(mlp(), (x * 1000 + 500, y)))
 
 
+def test_advice_on_your_own_data_names_your_code_with_or_without_a_model(digit_data):
+    x, y, _, _ = digit_data
+    for result in (nndiag.check_data((x * 1000 + 500, y)), nndiag.check_data((x * 1000 + 500, y), model=mlp())):
+        advice = next(f.advice for f in result.findings if f.code == "inputs-not-normalized")
+        assert "data.normalize" not in advice and "Dataset" in advice, advice
+
+
 def test_labels_shuffled_apart_from_their_inputs_look_random(digit_data):
     x, y, _, _ = digit_data
     shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(1))]

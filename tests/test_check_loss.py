@@ -142,3 +142,25 @@ def test_decide_is_tolerance_aware():
     assert check_loss.decide(_frame([3.0]), _facts(), tolerance=0.1).codes == ["initial-loss-high"]
     assert check_loss.decide(_frame([3.0]), _facts(), tolerance=0.5).codes == []
     assert check_loss.decide(_frame([1.5]), _facts(), tolerance=0.25).codes == ["initial-loss-low"]
+
+
+@pytest.mark.parametrize(
+    "accuracy,chance,severity",
+    [
+        (0.99, 0.5, "info"),  # a fine-tuned binary classifier: 2x chance would ask for 100%
+        (0.75, 0.5, "info"),
+        (0.55, 0.5, "fail"),  # at chance: the loss is low for another reason
+        (0.60, 0.1, "info"),
+        (0.30, 0.1, "fail"),
+    ],
+)
+def test_initial_loss_low_is_info_when_the_model_already_predicts_the_labels(accuracy, chance, severity):
+    frame = _frame([0.05, 0.05]).assign(accuracy=accuracy)
+    finding = check_loss.decide(frame, {**_facts(expected=math.log(1 / chance)), "chance_accuracy": chance}).findings[0]
+    assert (finding.code, finding.severity) == ("initial-loss-low", severity)
+    assert ("trained" in finding.message) and (f"{accuracy:.0%}" in finding.message)
+
+
+def test_initial_loss_low_without_an_accuracy_claims_no_chance_level():
+    finding = check_loss.decide(_frame([0.05]), _facts(expected=1.0)).findings[0]
+    assert finding.severity == "fail" and "chance" not in finding.message and "recipe" not in finding.message

@@ -319,6 +319,7 @@ def test_probe_steps_that_diverged_are_not_called_an_lr_too_low():
     (finding,) = probe.decide(_linear_table([0.2, 0.9, 1.0], [0.0, 0.0, 0.015]), facts).findings
     assert finding.code == "update-ratio-high" and "diverged" in finding.message
     assert "lower optim.lr" in finding.advice and finding.evidence["probed_peak_loss"] == 4e9
+    assert "lr-find` measures how far" in finding.advice and "lr_factor" not in finding.evidence  # nothing measured a factor
     quiet = {**facts, "losses": [1.2, 1.25, 1.2, 1.1, 1.0, 0.9, 0.8]}
     assert probe.decide(_linear_table([0.2, 0.9, 1.0], [1e-3, 2e-3, 3e-3]), quiet).codes == []
 

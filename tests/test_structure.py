@@ -3,6 +3,8 @@ bug, beside its fixed twin that must stay quiet."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,15 +115,44 @@ def test_an_activation_after_the_last_layer_bounds_the_outputs(data):
     assert "outputs-bounded" not in found(nndiag.check_loss(mlp(), (x, y)))
 
 
-def test_a_zero_initialised_hidden_layer_is_symmetric_but_a_zero_last_layer_is_fine(data):
+def test_hidden_layers_that_stay_identical_are_symmetric_but_a_zero_layer_before_a_random_one_is_fine(data):
     x, y = data
-    model = mlp()
-    nn.init.zeros_(model[0].weight)
-    finding = next(f for f in nndiag.check_loss(model, (x, y)).findings if f.code == "symmetric-units")
+    deep = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    nn.init.zeros_(deep[0].weight)
+    nn.init.zeros_(deep[2].weight)  # nothing flows back into layer 0: its zero rows get zero gradients and stay equal
+    finding = next(f for f in nndiag.check_loss(deep, (x, y)).findings if f.code == "symmetric-units")
     assert finding.severity == "fail" and finding.evidence["layers"] == ["0"]
+    constant = mlp()
+    for p in constant.parameters():
+        nn.init.constant_(p, 0.01)  # every unit of every layer alike: the same activations, the same gradients
+    assert found(nndiag.check_loss(constant, (x, y)))["symmetric-units"] == "fail"
+    one_zero = mlp()
+    nn.init.zeros_(one_zero[0].weight)  # the random layer after it sends each unit its own gradient
+    assert "symmetric-units" not in found(nndiag.check_loss(one_zero, (x, y)))
     last = mlp()
     nn.init.zeros_(last[2].weight)
     assert "symmetric-units" not in found(nndiag.check_loss(last, (x, y)))
+
+
+class LoRALinear(nn.Module):
+    """A frozen base layer plus a trainable low-rank update B @ A whose B starts at zero (as PEFT initialises it)."""
+
+    def __init__(self, features: int, rank: int = 4):
+        super().__init__()
+        self.base = nn.Linear(features, features).requires_grad_(False)
+        self.a = nn.Linear(features, rank, bias=False)
+        self.b = nn.Linear(rank, features, bias=False)
+        nn.init.zeros_(self.b.weight)
+
+    def forward(self, x):
+        return self.base(x) + self.b(self.a(x))
+
+
+def test_a_lora_adapter_whose_b_starts_at_zero_is_not_symmetric(data):
+    x, y = data
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), LoRALinear(64), nn.ReLU(), nn.Linear(64, 10))
+    assert "symmetric-units" not in found(nndiag.check_loss(model, (x, y)))
 
 
 class AlwaysDropout(nn.Module):
@@ -188,6 +219,22 @@ def test_weight_decay_that_dominates_the_loss(data):
     usual = nndiag.check_loss(model, (x, y), optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01))
     assert "regularization-dominates" not in found(usual)
     assert usual.metrics["l2_penalty"] is None and usual.metrics["weight_decay_kind"] == "decoupled"  # AdamW adds no L2 term
+
+
+def test_the_usual_resnet_weight_decay_is_not_dominating():
+    """ResNet-18 with SGD(weight_decay=5e-4), the CIFAR recipe: its L2 term (~3) is above ln 10, but its gradient is a
+    few percent of the data's, so the decay does not overwhelm the loss."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    result = nndiag.check_loss(
+        model,
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4),
+    )
+    assert result.metrics["l2_penalty"] > math.log(10)  # the L2 term alone would call it dominating
+    assert "regularization-dominates" not in found(result), result.findings
 
 
 def test_the_checks_hand_the_model_back_as_found(data):

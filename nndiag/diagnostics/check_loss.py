@@ -51,8 +51,8 @@ from nndiag.training.scoring import Scored
 from nndiag.training.splits import TensorSplit
 
 NEGLIGIBLE_PENALTY = 1e-4  # an L2 term smaller than this fraction of the loss has no effect
-TRAINED_FACTOR = 2.0  # initial-loss-low is info when the accuracy at init is at least this multiple of chance ...
-TRAINED_MARGIN = 0.2  # ... and this far above it: the weights are trained (fine-tuning), the loss is fine
+TRAINED_SHARE = 0.4  # initial-loss-low is info when the accuracy at init covers this share of the way from chance to
+# 100% (10 classes: 46%; 2 classes: 70%): the weights are trained (fine-tuning, a checkpoint), the loss is fine
 
 
 def measure(
@@ -170,9 +170,7 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
         )
     elif ratio < 1 / (1 + tolerance):
         accuracy, chance = float(frame["accuracy"].mean()) if "accuracy" in frame else math.nan, facts.get("chance_accuracy")
-        trained = (
-            chance is not None and math.isfinite(accuracy) and accuracy >= TRAINED_FACTOR * chance and accuracy - chance >= TRAINED_MARGIN
-        )
+        trained = chance is not None and math.isfinite(accuracy) and accuracy - chance >= TRAINED_SHARE * (1 - chance)
         if trained:  # weights that already predict the labels: fine-tuning or a checkpoint, not a fault of the loss
             verdict.add(
                 "initial-loss-low",
@@ -186,13 +184,19 @@ def decide(frame: pd.DataFrame, facts: dict[str, Any], tolerance: float = CHECK_
                 initial_accuracy=accuracy,
             )
         else:
+            measured = (
+                f"while the model predicts only {accuracy:.0%} of the labels (chance {chance:.0%}): its weights are not trained, "
+                if chance is not None and math.isfinite(accuracy)
+                else ": "
+            )
             verdict.add(
                 "initial-loss-low",
                 "fail",
-                f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}) while the model "
-                "predicts no better than chance: the loss does not measure what the recipe says",
-                "Check that the loss is the one the recipe names and that it compares the outputs with the targets (not the "
-                "outputs with themselves, or a constant).",
+                f"initial loss {mean:.4g} is only {ratio:.2f}x the expected {expected:.4g} ({facts['expected_why']}) "
+                f"{measured}so the loss is lower than an untrained model can score: it does not measure the outputs against "
+                "the targets",
+                "Check that the loss is the one you meant and that it compares the outputs with the targets (not the "
+                "outputs with themselves, or a constant); when the model is trained already (fine-tuning), nothing to do.",
                 **evidence,
             )
     _check_regularization(verdict, facts, mean)

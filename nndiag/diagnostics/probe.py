@@ -798,8 +798,10 @@ def _rule_updates(verdict: Verdict, layers: pd.DataFrame, facts: dict[str, Any])
             )
         if diverged:
             evidence.update(probed_initial_loss=diverged[0], probed_peak_loss=diverged[1])
-        factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else math.inf
-        if not structural:
+        # the update ratio over a healthy one measures how far to lower the LR; a run that diverged measures nothing
+        # (its last ratio is a broken network's), so lr-find is the one to say how far
+        factor = median / UPDATE_HEALTHY if median > UPDATE_HIGH else None
+        if not structural and factor is not None:
             evidence["lr_factor"] = min(factor, 10 * LR_FACTOR_MAX)  # what a root cause quotes (lr_move); finite in JSON
         verdict.add("update-ratio-high", "warn", message, _update_advice("lower", factor, structural), **evidence, threshold=UPDATE_HIGH)
     elif median < UPDATE_LOW and _lr_fraction(layers) >= UPDATE_LR_CUT:  # a schedule's warmup or decay explains small steps
@@ -857,14 +859,17 @@ def _probed_steps_diverged(facts: dict[str, Any]) -> tuple[float, float] | None:
     return (initial, peak) if peak > DIVERGENCE_FACTOR * initial else None
 
 
-def _update_advice(direction: str, factor: float, structural: list[str]) -> str:
+def _update_advice(direction: str, factor: float | None, structural: list[str]) -> str:
     """LR advice in sane terms: the measured factor (nndiag.findings.lr_move), and none when the model itself is the problem."""
     if structural:
         return (
             f"This is probably a consequence of {', '.join(structural)} above (the update ratio follows from the weights' scale "
             "and gradients): fix that first and probe again before changing optim.lr."
         )
-    return f"The learning rate is too {'high' if direction == 'lower' else 'low'}: {lr_move(direction, factor)}, or run `nndiag lr-find`."
+    too = "high" if direction == "lower" else "low"
+    if factor is None:
+        return f"The learning rate is too {too}: {lr_move(direction)}."
+    return f"The learning rate is too {too}: {lr_move(direction, factor)}, or run `nndiag lr-find`."
 
 
 # --------------------------------------------------------------------------------------------

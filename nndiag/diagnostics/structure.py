@@ -17,7 +17,7 @@ as found (`engine.preserved`):
                            come out of a bounding activation that runs last (ReLU, Softplus: never negative, warn;
                            Sigmoid: in [0, 1], fail) in front of a loss that expects logits
   symmetric-units          a hidden layer (not the last one) whose weight rows are all identical (a zero or
-                           constant init): its units compute the same and get the same gradient, forever
+                           constant init) and whose rows got identical gradients: its units stay the same, forever
   eval-not-deterministic   two eval-mode passes on the same batch differ by more than EVAL_TOLERANCE
                            (relative): dropout, or other randomness, left on at evaluation
   batch-dependence         in eval mode, reversing the order of the examples in the batch does not reverse the
@@ -28,7 +28,8 @@ as found (`engine.preserved`):
                            ((B, 1) against (B,) gives (B, B)): the loss compares every output with every target
   loss-scales-with-batch   the loss grows with the batch size: on the same examples the loss of n, n/2 and n/4
                            of them halves each time (ratios within SUM_RATIO): reduction="sum" (warn)
-  regularization-dominates the L2 term the weight decay adds is over REG_DOMINATES x the data loss at init, or
+  regularization-dominates the L2 term the weight decay adds is over REG_DOMINATES x the data loss at init and its
+                           gradient over REG_DOMINATES x the data's gradient, or
                            decoupled decay removes over DECAY_PER_STEP_MAX of each weight per step (warn)
 Named losses (cross_entropy, mse, ...) are nndiag's own and always mean-reduced and shape-checked, so the
 loss checks apply to a custom loss, a step, or a model's own loss.
@@ -57,7 +58,9 @@ EVAL_TOLERANCE = 1e-5  # eval-not-deterministic: largest relative difference bet
 PERMUTE_TOLERANCE = 1e-3  # batch-dependence: largest relative difference after reversing the batch or halving it
 SUM_RATIO = (1.6, 2.5)  # loss-scales-with-batch: loss(n) / loss(n/2) and loss(n/2) / loss(n/4) both in this range
 SUM_MIN_EXAMPLES = 16  # ... measured only on batches of at least this many examples
-REG_DOMINATES = 1.0  # regularization-dominates: the L2 term is larger than this multiple of the data loss
+REG_DOMINATES = 1.0  # regularization-dominates: the L2 term is larger than this multiple of the data loss, and its
+# gradient (wd x w over the coupled groups) larger than this multiple of the data's gradient: a penalty can be large
+# and still pull gently (ResNet-18 with weight_decay=5e-4: 1.4x ln 10, but its gradient 0.05x the data's)
 DECAY_PER_STEP_MAX = 0.01  # ... or decoupled decay removes more than this share of each weight per step
 SHOWN = 5  # parameter names quoted in a message
 
@@ -157,6 +160,9 @@ def measure(exp: Experiment, initial_loss: float | None = None) -> dict[str, Any
         facts["no_gradient"] = [r["parameter"] for r in rows if r["requires_grad"] and r["grad"] == "none"]
         facts["no_gradient_count"] = sum(r["numel"] for r in rows if r["requires_grad"] and r["grad"] == "none")
         facts["zero_gradient"] = [r["parameter"] for r in rows if r["requires_grad"] and r["grad"] == "zero"]
+        grads = [p.grad.detach().float().pow(2).sum() for _, p in trainable if p.grad is not None and id(p) in covered]
+        facts["data_gradient_norm"] = float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+        facts["decay_gradient_norm"] = float(engine.decay_gradient_norm(optimizer))
         facts.update(_outputs_facts(exp, scored, leaves[-1] if leaves else None))
         facts["symmetric"] = _symmetric_layers(model, order)
         facts.update(_eval_facts(exp, batch))
@@ -197,18 +203,25 @@ def _outputs_facts(exp: Experiment, scored: Any, last: nn.Module | None) -> dict
     }
 
 
+def _identical_rows(tensor: torch.Tensor) -> bool:
+    rows = tensor.detach().float().reshape(tensor.shape[0], -1)
+    return bool(((rows - rows[0]).abs().max() <= 1e-6 * max(1e-30, float(rows.abs().max()))).item())
+
+
 @torch.no_grad()
 def _symmetric_layers(model: nn.Module, order: list[str]) -> list[str]:
-    """Hidden Linear/Conv layers (run before the last one) whose output units all have identical weights."""
+    """Hidden Linear/Conv layers (run before the last one) whose trainable output units all have identical weights AND
+    got identical gradients from the backward pass just run: such units stay identical for ever. Identical weights
+    alone are not enough: a zero layer in front of a random one (a LoRA B matrix, a zero-initialised adapter) gets a
+    different gradient per unit and breaks its symmetry at the first step."""
     modules = dict(model.named_modules())
     hidden = list(dict.fromkeys(order))[:-1]
     out = []
     for name in hidden:
         weight = getattr(modules[name], "weight", None)
-        if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or weight.shape[0] < 2:
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2 or weight.shape[0] < 2 or not weight.requires_grad:
             continue
-        rows = weight.detach().float().reshape(weight.shape[0], -1)
-        if bool(((rows - rows[0]).abs().max() <= 1e-12 * max(1.0, float(rows.abs().max()))).item()):
+        if weight.grad is not None and _identical_rows(weight) and _identical_rows(weight.grad):
             out.append(name)
     return out
 
@@ -410,16 +423,21 @@ def decide(facts: dict[str, Any], verdict: Verdict | None = None) -> Verdict:
                 ratios=[r1, r2],
             )
     loss = facts["initial_loss"]
-    if math.isfinite(loss) and loss > 0 and facts["l2_penalty"] > REG_DOMINATES * loss:
+    pull, data = facts.get("decay_gradient_norm", 0.0), facts.get("data_gradient_norm", 0.0)
+    if math.isfinite(loss) and loss > 0 and facts["l2_penalty"] > REG_DOMINATES * loss and pull > REG_DOMINATES * data:
         verdict.add(
             "regularization-dominates",
             "warn",
             f"the weight decay's L2 term ({facts['l2_penalty']:.4g}) is {facts['l2_penalty'] / loss:.1f}x the data loss "
-            f"({loss:.4g}) at initialisation: the optimizer mostly shrinks the weights",
+            f"({loss:.4g}) at initialisation and its gradient ({pull:.3g}) "
+            + (f"{pull / data:.1f}x the data's ({data:.3g})" if data > 0 else "the only one")
+            + ": the optimizer mostly shrinks the weights",
             "Lower weight_decay (1e-5 to 1e-3 are usual; weight decay is per value, so its penalty grows with the model's "
             "size), or use decoupled decay (AdamW).",
             l2_penalty=facts["l2_penalty"],
             initial_loss=loss,
+            decay_gradient_norm=pull,
+            data_gradient_norm=data,
         )
     elif facts["decay_per_step"] > DECAY_PER_STEP_MAX:
         rate = facts["decay_per_step"]

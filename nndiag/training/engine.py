@@ -223,6 +223,18 @@ def l2_penalty(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return total
 
 
+def decay_gradient_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """The norm of the gradient the coupled weight decay adds: sqrt(sum of (wd·‖w‖)²) over its groups (decoupled decay
+    adds none)."""
+    total = torch.zeros(())
+    for group in optimizer.param_groups:
+        wd = group.get("weight_decay", 0.0)
+        if wd and not decoupled(optimizer, group):
+            for p in group["params"]:
+                total = total + (wd**2) * p.detach().float().pow(2).sum().cpu()
+    return total.sqrt()
+
+
 def decay_per_step(optimizer: torch.optim.Optimizer) -> float:
     """The largest share of a weight that decoupled weight decay removes in one step (lr x weight_decay), 0 without it."""
     return max((g.get("lr", 0.0) * g.get("weight_decay", 0.0) for g in optimizer.param_groups if decoupled(optimizer, g)), default=0.0)
