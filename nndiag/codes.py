@@ -759,8 +759,9 @@ ENTRIES = [
         "No gradient reaches the model's parameters: the loss has no graph back to the model, or the gradients are cleared "
         "before the step.",
         "loss.backward() raised because the loss does not require grad; or at least {loop.NO_GRAD_SHARE} of at least "
-        "{loop.NO_GRAD_MIN_STEPS} optimizer steps ran without a backward contribution to the watched parameter (the last "
-        "trainable one that got a gradient at the first step) or with its .grad None.",
+        "{loop.NO_GRAD_MIN_STEPS} optimizer steps ran with no gradient on any trainable parameter: none reached the watched one "
+        "(the last trainable one that got a gradient at the first step) and no other held a non-zero one (a head a step did "
+        "not use is not counted).",
         "A loss computed under torch.no_grad(), or from .detach() / .item(), carries no graph; zero_grad() between backward() "
         "and step() clears what backward computed.",
         "Compute the loss from the model's output with gradients on, and call zero_grad() before backward(), never between "

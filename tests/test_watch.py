@@ -163,6 +163,73 @@ def trained_val_loss(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer]]
     return val_loss(model, loop_args.get("x", standard), y)
 
 
+def reduced_loop(tmp_path: Path, reduction: str, epochs: int = 2, divide: bool = False) -> Any:
+    """A loop whose loss module reduces as `reduction` says ("none": the loop averages the per-example losses itself;
+    "sum": the loop divides by the batch size when `divide`), the losses read by the hooks (no w.log)."""
+    _, x, y = digits()
+    model = mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    criterion = nn.CrossEntropyLoss(reduction=reduction)
+    with nndiag.watch(model, optimizer, out=tmp_path / f"{reduction}{divide}", plots=False) as w:
+        for _ in range(epochs):
+            for xb, yb in loader(x, y):
+                loss = criterion(model(xb), yb)
+                loss = loss.mean() if reduction == "none" else loss / (len(yb) if divide else 1)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    return w.result
+
+
+def test_a_per_example_loss_averaged_by_the_loop_is_a_healthy_loop(tmp_path: Path) -> None:
+    result = reduced_loop(tmp_path, "none")
+    assert result.status == "pass" and codes(result) == [], [(f.code, f.message) for f in result.findings]
+    assert result.metrics["check-loss.initial_loss"] == pytest.approx(math.log(10), rel=0.3)  # the mean, not a vector
+    assert result.summary["metrics"]["steps"] == {"check-loss": "pass", "loop": "pass", "curves": "pass"}
+
+
+def test_a_summed_loss_module_is_loss_scales_with_batch_not_an_initial_loss_too_high(tmp_path: Path) -> None:
+    result = reduced_loop(tmp_path, "sum", epochs=1)
+    found = {f.code: f for f in result.findings}
+    assert "initial-loss-high" not in found and found["loss-scales-with-batch"].severity == "warn"
+    assert found["loss-scales-with-batch"].evidence["elements"] == 64
+    assert result.metrics["check-loss.initial_loss"] == pytest.approx(math.log(10), rel=0.3)  # per element
+    assert result.root_causes[0]["cause"] == "loss-sums", result.root_causes
+    divided = reduced_loop(tmp_path, "sum", epochs=1, divide=True)  # a sum divided by the batch size is a mean: fine
+    assert {"initial-loss-high", "loss-scales-with-batch"}.isdisjoint(codes(divided)), divided.findings
+
+
+class TwoHeads(nn.Module):
+    """One trunk, two task heads; each step trains one task (multi-task training by alternating batches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(64, 128), nn.ReLU())
+        self.digit = nn.Linear(128, 10)
+        self.parity = nn.Linear(128, 2)
+
+    def forward(self, x: torch.Tensor, task: str) -> torch.Tensor:
+        return (self.digit if task == "digit" else self.parity)(self.trunk(x))
+
+
+def test_alternating_task_heads_are_not_steps_without_a_gradient(tmp_path: Path) -> None:
+    _, x, y = digits()
+    model = TwoHeads()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with nndiag.watch(model, optimizer, out=tmp_path / "heads", plots=False) as w:
+        for _ in range(2):
+            for i, (xb, yb) in enumerate(loader(x, y)):
+                task = "digit" if i % 2 == 0 else "parity"
+                loss = F.cross_entropy(model(xb, task), yb if task == "digit" else yb % 2)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                w.log(loss=loss)
+    assert "no-gradient-at-step" not in codes(w.result), w.result.findings
+    assert w.result.metrics["loop.no_grad_steps"] == 0
+
+
 # --------------------------------------------------------------------------------------------
 # Healthy loops: no warn, no fail, in any stage
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ Rules of `decide` (pure: the facts a Recorder gathered in, a Verdict out; thresh
                              when the weights changed anyway: another optimizer trains the model)
   no-gradient-at-step  fail  loss.backward() raised because the loss has no graph (computed under
                              torch.no_grad(), or detached); or at >= NO_GRAD_SHARE of >= NO_GRAD_MIN_STEPS
-                             steps no gradient reached the watched parameter (backward on a detached loss,
+                             steps no trainable parameter held a gradient (backward on a detached loss,
                              or zero_grad() between backward() and step())
   weights-unchanged    fail  >= UNCHANGED_MIN_STEPS optimizer steps and not one trainable parameter of the
                              model changed (the optimizer holds other parameters, or its LR is 0)
@@ -132,6 +132,13 @@ def _same_data(a: torch.Tensor, b: torch.Tensor | None) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
+def _scalar_loss(loss: torch.Tensor) -> torch.Tensor:
+    """One float loss (detached): a per-element loss (a loss module with reduction="none") is averaged, as the loop's own
+    `.mean()` does."""
+    loss = loss.detach().float()
+    return loss.reshape(()) if loss.numel() == 1 else loss.mean()
+
+
 @dataclass
 class FirstBatch:
     """What the loop's first training batch showed before any optimizer step."""
@@ -143,7 +150,8 @@ class FirstBatch:
     loss_module: nn.Module | None = None  # the torch.nn loss module called on the output
     loss_inputs: torch.Tensor | None = None  # ... what it scored (the logits, maybe reshaped)
     loss_targets: torch.Tensor | None = None  # ... against these targets
-    loss_value: torch.Tensor | None = None  # ... its result
+    loss_value: torch.Tensor | None = None  # ... its result, averaged when the module returns one loss per element
+    loss_reduction: str = "mean"  # ... the module's reduction ("mean", "sum", "none": the loop reduces it itself)
     examples: int = 0
     eval_mode: list[str] = field(default_factory=list)  # the layers that computed as at inference (model.eval()) in its forward
 
@@ -399,15 +407,17 @@ class Recorder:
             first.loss_inputs = scored.detach().clone()
             target = inputs[1] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else None
             first.loss_targets = target.detach().clone() if target is not None else None
-            first.loss_value = output.detach().clone()
-            self._step_losses = [output.detach()]
+            first.loss_reduction = str(getattr(module, "reduction", "mean"))
+            value = _scalar_loss(output)
+            first.loss_value = value.clone()
+            self._step_losses = [value]
             self._loss_handle = module.register_forward_hook(self._loss_forward)
         except Exception as exc:
             self._failed(exc)
 
     def _loss_forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.numel() == 1 and torch.is_grad_enabled():
-            self._step_losses.append(output.detach())
+        if isinstance(output, torch.Tensor) and output.numel() >= 1 and torch.is_grad_enabled():
+            self._step_losses.append(_scalar_loss(output))
 
     def _fingerprint(self, args: Any, kwargs: Any) -> None:
         x = _first_tensor(args) if args else None
@@ -472,7 +482,9 @@ class Recorder:
         self._training.append(self._since_training)
         self._forwards.append(self._since_forwards)
         self._contributions.append(self._since_contributions)
-        self._has_grad.append(grad is not None)
+        # a gradient reached the watched parameter; when none did (a head this step did not use), any non-zero gradient
+        # on another trainable parameter counts (read only on such steps: one device sync)
+        self._has_grad.append((grad is not None and self._since_contributions > 0) or self._any_gradient())
         if grad is not None and _sampled(step):
             own = self._own
             self._norms[step] = (
@@ -486,6 +498,17 @@ class Recorder:
         self._fresh, self._since_contributions, self._since_forwards, self._since_training = True, 0, 0, None
         if step - self._flushed >= FLUSH_EVERY:
             self.flush()
+
+    def _any_gradient(self) -> bool:
+        grads = [p.grad.detach() for p in self._params if p.grad is not None]
+        if not grads:
+            return False
+        with torch.no_grad():
+            return (
+                bool(torch.stack([g.abs().amax().float().cpu() for g in grads if g.numel()]).amax() > 0)
+                if any(g.numel() for g in grads)
+                else False
+            )
 
     def _settle(self) -> None:
         """After the first step: drop the hooks only the first batch needed; when the watched parameter got no gradient
@@ -579,7 +602,7 @@ class Recorder:
         """(step, loss) the hooks read (a loss module's result, or the model output's loss), per optimizer step."""
         if not self.losses:
             return []
-        values = torch.stack([loss.detach().float().reshape(()) for _, loss in self.losses]).tolist()  # one read-back
+        values = torch.stack([_scalar_loss(loss) for _, loss in self.losses]).tolist()  # one read-back
         return [(self.start_step + step, value) for (step, _), value in zip(self.losses, values)]
 
     def table(self) -> pd.DataFrame:
@@ -610,7 +633,7 @@ class Recorder:
         steps = range(1, self.steps + 1)
         accumulated = [v is not None and v > 0 for v in self._leftovers]
         ratios = [g / o for g, o in self._norms.values() if g is not None and o]
-        no_grad = [s for s in steps if self._contributions[s - 1] == 0 or not self._has_grad[s - 1]]
+        no_grad = [s for s in steps if not self._has_grad[s - 1]]
         eval_steps = [s for s in steps if self._training[s - 1] is False]
         error = self.error
         return {
@@ -769,7 +792,7 @@ def _no_gradient(verdict: Verdict, facts: dict[str, Any]) -> None:
         how = "the gradients were computed and then cleared before the step: zero_grad() runs between loss.backward() and optimizer.step()"
         advice = "Call optimizer.zero_grad() before loss.backward() (or right after optimizer.step()), never between backward and step."
     else:
-        how = "no backward reached the parameters " + " and ".join(facts.get("watched") or [])
+        how = "no backward reached any trainable parameter of the model"
         if facts.get("nograd_train_forwards"):
             how += f"; {facts['nograd_train_forwards']} forward passes in training mode ran under torch.no_grad()"
         if facts.get("logged_detached"):
@@ -870,6 +893,36 @@ def first_batch_expected(first: FirstBatch, num_classes: int | None) -> tuple[An
     )
 
 
+def _summed_count(first: FirstBatch) -> int:
+    """How many losses a reduction="sum" loss module added up on the first batch: the targets it counted (class labels
+    other than its ignore_index), else one per row of class probabilities (cross-entropy), else one per output value."""
+    targets, inputs = first.loss_targets, first.loss_inputs
+    if targets is not None and not targets.is_floating_point():
+        return max(1, int((targets != getattr(first.loss_module, "ignore_index", -100)).sum()))
+    if inputs is None:
+        return max(1, first.examples)
+    if isinstance(first.loss_module, nn.CrossEntropyLoss) and inputs.dim() >= 2:
+        return max(1, inputs.numel() // inputs.shape[1])
+    return max(1, inputs.numel())
+
+
+def _loop_scale(first: FirstBatch) -> float | None:
+    """What the loop multiplied the loss module's result by before backward (1: as it was; 1/B: divided by the batch
+    size), read from the model output's gradient against the module's own; None when it cannot be told."""
+    if first.grad is None or first.loss_inputs is None or first.loss_module is None:
+        return None
+    try:
+        with torch.enable_grad():
+            inputs = first.loss_inputs.detach().float().clone().requires_grad_()
+            targets = first.loss_targets
+            (own,) = torch.autograd.grad(first.loss_module(inputs, targets.to(inputs.device) if targets is not None else None), inputs)
+    except Exception:  # a loss module that needs more than (input, target): nothing to compare with
+        return None
+    if own.numel() != first.grad.numel() or not bool(own.any()):
+        return None
+    return float(first.grad.float().norm() / own.norm())
+
+
 def first_batch_result(
     first: FirstBatch, *, num_classes: int | None, optimizer: Any, logged_loss: float | None, tolerance: float
 ) -> Result:
@@ -881,6 +934,10 @@ def first_batch_result(
     value = float(loss) if loss is not None else logged_loss
     if value is None:
         value = math.nan
+    summed = first.loss_module is not None and first.loss_reduction == "sum" and loss is not None and math.isfinite(value)
+    if summed:  # a sum over the batch: judge the mean per element against the expected initial loss
+        count = _summed_count(first)
+        summed_value, value = value, value / count
     axis = class_axis(logits, targets)
     accuracy = math.nan
     if axis is not None:
@@ -911,6 +968,19 @@ def first_batch_result(
         "optimizer": type(optimizer).__name__,
     }
     verdict = check_loss.decide(frame, facts, tolerance)
+    if summed and (scale := _loop_scale(first)) is not None and scale > 0.5:  # the sum went to backward as it was
+        verdict.add(
+            "loss-scales-with-batch",
+            "warn",
+            f"the loss module {type(first.loss_module).__name__} sums over the batch (reduction='sum'): the first batch's loss "
+            f"{summed_value:.4g} adds {count} losses (the mean per element, {value:.4g}, is what the expected initial loss was "
+            "compared with)",
+            "Use reduction='mean' (PyTorch's default) or divide by the batch size: a summed loss makes the usable learning rate "
+            "depend on the batch size and the initial loss B times too large.",
+            summed_loss=summed_value,
+            elements=count,
+            backward_scale=scale,
+        )
     if first.eval_mode:  # the loss of a model in eval mode: not what training starts from
         layers = first.eval_mode
         for finding in verdict.findings:
