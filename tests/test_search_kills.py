@@ -239,3 +239,32 @@ def test_ctrl_c_ends_a_search_with_one_clean_line(write_recipe, tmp_path):
         assert code == 130, err
         assert err.count("interrupted") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
         assert [state(t) for t in trials(out)].count("RUNNING") == 0  # every trial was handed back
+
+
+def test_a_claim_lost_to_a_rival_is_withdrawn_so_the_rivals_death_frees_the_trial(tmp_path, monkeypatch):
+    """Two processes claim the same WAITING trial; the rival pops it and is then killed. The loser, alive and waiting for
+    the search to end, must not keep the trial RUNNING for ever with its own claim record: it takes the record back when
+    it loses the pop, so the trial is stale (its one claimer is gone) and runs again."""
+    from optuna.trial import TrialState
+
+    study = search_study.SearchStudy(str(tmp_path / "journal.log"), "race", "maximize", "identity")
+    study.repair("coarse", 1, lambda slot: {"lr": 0.1})
+    (waiting,) = study.trials("coarse")
+    rival = subprocess.Popen([sys.executable, "-c", "pass"])
+    rival.wait()  # a process that existed and is gone: the killed rival
+    dead = {"host": socket.gethostname(), "pid": rival.pid, "started": 0}
+    study.storage.set_trial_user_attr(waiting._trial_id, f"{search_study.CLAIM}{dead['host']}:{dead['pid']}", dead)
+    popped = study.storage.set_trial_state_values
+
+    def rival_pops_first(trial_id, state, values=None):  # the rival's pop lands between our claim and our pop
+        popped(trial_id, state, values)
+        return False
+
+    monkeypatch.setattr(study.storage, "set_trial_state_values", rival_pops_first)
+    assert study.claim("coarse") is None  # we lost the race
+    monkeypatch.undo()
+    (running,) = study.trials("coarse")
+    assert running.state == TrialState.RUNNING and [r["pid"] for r in search_study.owners(running)] == [rival.pid]
+    assert study.fail_stale("coarse") == 1  # the rival is gone and our withdrawn claim holds nothing
+    study.repair("coarse", 1, lambda slot: {"lr": 0.1})
+    assert study.claim("coarse") is not None  # the slot runs again

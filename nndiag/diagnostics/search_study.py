@@ -121,7 +121,7 @@ def gone(record: dict[str, Any], host: str) -> bool:
 def owners(trial: Any) -> list[dict[str, Any]]:
     """The owner records of every process that claimed `trial` (older journals: its `pid` and `host` attributes)."""
     attrs = trial.user_attrs
-    records = [v for k, v in attrs.items() if k.startswith(CLAIM) and isinstance(v, dict)]
+    records = [v for k, v in attrs.items() if k.startswith(CLAIM) and isinstance(v, dict) and not v.get("withdrawn")]
     if not records and attrs.get("pid") is not None:
         records = [{"pid": attrs["pid"], "host": attrs.get("host")}]
     return records
@@ -352,9 +352,11 @@ class SearchStudy:
                 continue
             _test_kill("claim", self.claims)
             try:
-                if not self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
-                    continue
+                popped = self.storage.set_trial_state_values(t._trial_id, TrialState.RUNNING)
             except UpdateFinishedTrialError:
+                popped = False
+            if not popped:  # another process popped it first: take our claim back, so that the trial is stale when ITS
+                self._withdraw(t, record)  # owner dies (a live loser's record would otherwise hold it for ever)
                 continue
             _test_kill("running", self.claims)
             slot = int(t.user_attrs["slot"])
@@ -365,6 +367,15 @@ class SearchStudy:
                 continue
             return self.optuna.Trial(self.study, t._trial_id)
         return None
+
+    def _withdraw(self, trial: Any, record: dict[str, Any]) -> None:
+        """Mark this process's claim on `trial` withdrawn (owners() skips it); nothing to do once the trial finished."""
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.storage.set_trial_user_attr(trial._trial_id, f"{CLAIM}{record['host']}:{record['pid']}", {**record, "withdrawn": True})
+        except UpdateFinishedTrialError:
+            pass
 
     def heartbeat(self, trial: Any) -> "Heartbeat":
         return Heartbeat(self.storage, trial._trial_id)
