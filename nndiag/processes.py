@@ -34,7 +34,7 @@ def alive(pid: int, started: int | None = None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, as another user's process: /proc (world-readable) says whether it is the one that started then
     except (OverflowError, ValueError):  # not a PID at all
         return False
     try:

@@ -165,7 +165,7 @@ def test_a_live_claimer_keeps_its_trial(tmp_path):
     assert search_study.gone(reused, host)
 
 
-def test_a_stale_journal_lock_is_released_at_once(tmp_path):
+def test_a_stale_journal_lock_is_released_at_once(tmp_path, monkeypatch):
     """A process killed while appending leaves the journal's lock file; Optuna waits 30 s before breaking it. A lock
     whose owner is provably gone is broken at once; a live owner's lock is waited for."""
     journal = tmp_path / "search-journal.log"
@@ -184,6 +184,8 @@ def test_a_stale_journal_lock_is_released_at_once(tmp_path):
     waiter = threading.Thread(target=lambda: (other.acquire(), waited.set()), daemon=True)
     waiter.start()
     assert not waited.wait(timeout=1.0)  # a live owner's lock is not broken
+    monkeypatch.setattr(search_study, "LOCK_GRACE_S", 0.2)
+    assert not waited.wait(timeout=1.5)  # ... not even after the grace period a silent unknown or remote holder gets
     lock.release()
     assert waited.wait(timeout=10)
     other.release()
@@ -268,3 +270,17 @@ def test_a_claim_lost_to_a_rival_is_withdrawn_so_the_rivals_death_frees_the_tria
     assert study.fail_stale("coarse") == 1  # the rival is gone and our withdrawn claim holds nothing
     study.repair("coarse", 1, lambda slot: {"lr": 0.1})
     assert study.claim("coarse") is not None  # the slot runs again
+
+
+def test_a_pid_reused_by_another_users_process_is_gone(monkeypatch):
+    """os.kill(pid, 0) raises PermissionError for another user's process: the PID exists, but /proc's start time still
+    tells whether it is the process that made the record."""
+    from nndiag import processes
+
+    def not_yours(pid, signal):
+        raise PermissionError
+
+    record = processes.record()
+    monkeypatch.setattr(processes.os, "kill", not_yours)
+    assert processes.alive(record["pid"], record["started"])  # the same process: alive
+    assert not processes.alive(record["pid"], -1)  # another process under the same PID: the record's owner is gone

@@ -183,8 +183,10 @@ def owned_lock(path: str) -> Any:
                         continue  # released meanwhile
                     if current != mtime:
                         mtime, since = current, time.monotonic()
-                    elif time.monotonic() - since > LOCK_GRACE_S:
-                        self._break(holder)
+                    elif time.monotonic() - since > LOCK_GRACE_S and not (
+                        holder is not None and holder.get("host") == socket.gethostname()
+                    ):
+                        self._break(holder)  # an unknown or remote holder, silent for the grace period (a live one here is waited for)
                         continue
                     time.sleep(sleep)
                     sleep = min(sleep * 2, 0.1)
