@@ -143,7 +143,8 @@ def owned_lock(path: str) -> Any:
         """Optuna's open-O_EXCL lock file, created whole with its owner's record inside (a hard link from a
         temporary file: the lock never exists empty). A lock whose owner is provably gone (a process killed
         while appending to the journal) is broken at once; one whose owner is unknown (an empty lock file from
-        another writer) or on another host, after LOCK_GRACE_S unchanged, as Optuna does."""
+        another writer) or on another host, after LOCK_GRACE_S unchanged, as Optuna does; a live owner on this
+        host is waited for."""
 
         def __init__(self, filepath: str) -> None:
             super().__init__(filepath, grace_period=LOCK_GRACE_S)
