@@ -542,7 +542,9 @@ ENTRIES = [
         ("curves", "train"),
         "warn",
         "The loss never moved, or stalled high.",
-        "the drop is < {curves.PLATEAU_MOVE} of the start, or the loss ends >= {curves.PLATEAU_LEVEL}x its start with a flat second half.",
+        "the drop is < {curves.PLATEAU_MOVE} of the start (not for a run that starts below {curves.PLATEAU_LEVEL}x the chance-level "
+        "loss: trained weights), or the loss ends >= {curves.PLATEAU_LEVEL}x its start (or the chance-level loss when known and "
+        "larger) with a flat second half.",
         'CS231n: "loss not going down" (LR too low, bad init, dead units).',
         "Raise or decay the learning rate, try another optimizer or a bigger model, check data and labels; `nndiag probe` for dead units.",
     ),
@@ -551,7 +553,8 @@ ENTRIES = [
         ("curves", "train"),
         "warn",
         "The loss curve is too wiggly.",
-        "the step-to-step noise is >= {curves.NOISY_RATIO} of the whole drop (>= {curves.NOISY_MIN_POINTS} points).",
+        "the step-to-step noise is >= {curves.NOISY_RATIO} of what the run learned: its whole drop, or from the chance-level "
+        "loss to its end when that is known and larger (fine-tuning) (>= {curves.NOISY_MIN_POINTS} points).",
         'CS231n: "too wiggly: the batch size may be too small".',
         "Read a moving average; use a larger batch or a lower learning rate.",
     ),
@@ -560,7 +563,7 @@ ENTRIES = [
         ("curves", "train"),
         "warn",
         "The loss falls slowly and steadily: the learning rate is probably too low.",
-        "ends >= {curves.LOW_LEVEL}x its start, 90% of the fall took more than {curves.LOW_SLOW} of the run, the first 10% of "
+        "ends >= {curves.LOW_LEVEL}x its start (or the chance-level loss when known and larger), 90% of the fall took more than {curves.LOW_SLOW} of the run, the first 10% of "
         "the run brought at most {curves.LOW_EARLY} of it, the first half fell at most {curves.LOW_LINEARITY}x the second, over "
         "at least {curves.LOW_MIN_STEPS} optimizer steps.",
         "CS231n's loss-curve picture (low learning rate: a slow, almost linear decline); an LR is judged over ~100 iterations.",
@@ -571,7 +574,7 @@ ENTRIES = [
         ("curves", "train"),
         "warn",
         "The loss dropped fast to a high, noisy floor: the learning rate is probably too high.",
-        "90% of the fall within {curves.HIGH_FAST} of the run, ending >= {curves.HIGH_FLOOR}x its start with noise >= "
+        "90% of the fall within {curves.HIGH_FAST} of the run, ending >= {curves.HIGH_FLOOR}x its start (or the chance-level loss when known and larger) with noise >= "
         "{curves.HIGH_NOISE} of that level; or the validation loss swings >= {curves.HIGH_VAL_SWING} around its trend.",
         "CS231n's loss-curve picture (high learning rate: a fast drop to a plateau).",
         "Lower the learning rate (`nndiag lr-find` measures how far) or decay it.",

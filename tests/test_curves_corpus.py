@@ -266,6 +266,46 @@ def test_chance_levels_from_train_catch_what_the_log_alone_cannot():
     assert "not-generalizing" in decide(known).codes
 
 
+def _fine_tuning(seed: int = 0) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """A fine-tuning run of 5 epochs x 16 steps: trained weights, per-batch losses around 0.03 -> 0.015 with the minibatch
+    noise of a nearly solved task (one hard batch at 4.6x the start), validation flat at 0.079 (dense, train, val)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(1.0, 81)
+    dense = pd.Series((0.015 + 0.015 * np.exp(-steps / 30)) * np.exp(0.6 * rng.standard_normal(80)), index=steps)
+    dense.iloc[12] = 0.136  # far below the chance level ln 10
+    train = dense.to_numpy().reshape(5, 16).mean(axis=1)
+    return dense, train, np.full(5, 0.079) - 0.0002 * np.arange(5)
+
+
+def test_fine_tuning_noise_is_judged_against_the_chance_level_when_train_knows_it():
+    """Its small drop from trained weights is no scale for its noise, nor its small start for a spike: against ln C
+    (what the run knows from train) it is a healthy run; from scratch, the same noise on a whole drop from ln C is noisy."""
+    dense, train, val = _fine_tuning()
+    known = decide(_epochs(train, val, dense=dense, chance_loss=math.log(10), chance_acc=0.1))
+    assert [f.code for f in known.findings if f.severity != "info"] == [], known.findings
+    alone = decide(_epochs(train, val, dense=dense))
+    assert {"noisy", "diverged", "lr-too-high", "plateau"} & set(alone.codes)  # the log alone: a small start, big noise
+    rng = np.random.default_rng(1)
+    steps = np.arange(1.0, 201)
+    scratch = pd.Series(np.clip(0.1 + 2.2 * np.exp(-steps / 30) + 0.4 * rng.standard_normal(200), 0.01, None), index=steps)
+    per_epoch = scratch.to_numpy().reshape(5, 40).mean(axis=1)
+    assert "noisy" in decide(_epochs(per_epoch, per_epoch + 0.05, dense=scratch, chance_loss=math.log(10))).codes
+
+
+def test_curves_on_a_train_folder_judge_it_with_the_chance_levels_train_recorded(cli, write_recipe, tmp_path):
+    from conftest import SPIRAL_MLP
+
+    out = tmp_path / "t"
+    assert cli("train", write_recipe(SPIRAL_MLP), "--epochs", "2", "--out", out, "--no-plots").exit_code in (0, 1)
+    (folder,) = [p.parent for p in out.rglob("train_epochs.csv")]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["metrics"]["chance_loss"] == pytest.approx(math.log(3)) and summary["metrics"]["chance_acc"] == pytest.approx(1 / 3)
+    from nndiag.diagnostics import curve_logs
+
+    (run,) = curve_logs.load([folder])
+    assert run.chance_loss == pytest.approx(math.log(3)) and run.chance_acc == pytest.approx(1 / 3)
+
+
 def test_train_passes_the_chance_levels(build):
     from conftest import SPIRAL_MLP
 

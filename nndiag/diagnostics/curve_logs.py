@@ -15,6 +15,7 @@ tail of its path that no other run shares). Bad files are BadInput naming the fi
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -589,9 +590,11 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
     for part in parts:
         by_folder.setdefault(_home(Path(part.sources[0])), []).append(part)
     for folder, group in by_folder.items():
-        state = run_state(folder)
+        state, chance = run_state(folder), run_chance(folder)
         for part in group:
             part.state = state
+            part.chance_loss = part.chance_loss if part.chance_loss is not None else chance.get("chance_loss")
+            part.chance_acc = part.chance_acc if part.chance_acc is not None else chance.get("chance_acc")
         with_val = [c for c in group if "val_loss" in c.fit]
         if len(group) > 1 and len(with_val) == 1:
             main = with_val[0]
@@ -611,6 +614,25 @@ def load(paths: list[Path], **columns: str | None) -> list[Curves]:
             runs.extend(group)
     unique_labels(runs)
     return runs
+
+
+def run_chance(folder: Path) -> dict[str, float]:
+    """The chance levels nndiag train recorded in its folder's summary.json (metrics chance_loss: ln C for cross-entropy,
+    chance_acc: 1/C), so that curves on the folder judge the run as train did; {} when there are none."""
+    import json
+
+    try:
+        metrics = json.loads((folder / "summary.json").read_text()).get("metrics")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for key in ("chance_loss", "chance_acc"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            out[key] = float(value)
+    return out
 
 
 UNFINISHED = ("running", "interrupted", "crashed")  # states of a run that has not finished (summary.json's status, or its run.state)

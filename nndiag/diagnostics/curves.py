@@ -38,8 +38,11 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
                          chance-level loss is known (train passes ln C), "the initial loss" of these
                          rules is at least that level, as in the Trainer's abort: a fine-tuned model's
                          near-zero loss that wobbles 4x has not diverged.
-  plateau          warn  the loss never moved (D < PLATEAU_MOVE x S); or it stalled high: E >=
-                         PLATEAU_LEVEL x S and the second half is flat.
+  plateau          warn  the loss never moved (D < PLATEAU_MOVE x S; not for a run that starts below
+                         PLATEAU_LEVEL x the chance loss: trained weights that converged); or it
+                         stalled high: E >= PLATEAU_LEVEL x L and the second half is flat. L, the level
+                         "high" is judged against: max(S, the chance-level loss when it is known), also
+                         in lr-too-low's and lr-too-high's floors (S when it is not).
   lr-too-low       warn  slow from the start and still falling: E >= LOW_LEVEL x S, t90 >= LOW_SLOW,
                          early <= LOW_EARLY, the second half not flat (and >= LOW_MIN_DROP x S), the
                          first half fell at most LOW_LINEARITY x the second; a step-indexed log spans at
@@ -52,7 +55,7 @@ fall to a low floor, mild noise, train and validation close -- raises nothing.
   bad-init         warn  flat start then a sudden drop: D >= BAD_INIT_DROP x S, t10 >= BAD_INIT_FLAT
                          (and >= 2 points), and the fall from 10% to 90% of D takes at most
                          BAD_INIT_SUDDEN x t10.
-  noisy            warn  wiggle >= NOISY_RATIO x D (at least NOISY_MIN_POINTS points; not with
+  noisy            warn  wiggle >= NOISY_RATIO x max(D, chance loss - E) (at least NOISY_MIN_POINTS points; not with
                          lr-too-high or lr-too-low, which already explain a noisy floor / a small drop).
   still-improving  info  the validation loss (the training loss when there is none) is still
                          clearly falling at the end: a line fitted to the last quarter (at least
@@ -324,7 +327,7 @@ def decide(curves: Curves) -> Verdict:
     _lr_schedule(verdict, curves)
     shape = Shape.of(loss) if len(loss) >= MIN_POINTS else None
     if shape is not None:
-        _shape_rules(verdict, shape, lx)
+        _shape_rules(verdict, shape, lx, curves.chance_loss)
     _unstable_val(verdict, curves)
     _fit_rules(verdict, curves, shape)
     _still_improving(verdict, curves, lx)
@@ -560,8 +563,16 @@ def _lr_schedule(verdict: Verdict, curves: Curves) -> None:
     )
 
 
-def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
+def _shape_rules(verdict: Verdict, sh: Shape, lx: str, chance_loss: float | None = None) -> None:
     S, E, D = sh.start, sh.end, sh.drop
+    # what the run has learned in all: its own drop, or (the chance-level loss known) the way from an untrained model to
+    # its end, the larger. The same for a run from scratch (S is near chance); for fine-tuning, whose small drop from
+    # trained weights is no scale for its minibatch noise, the task's scale
+    learned = max(D, (chance_loss or 0.0) - E)
+    # "high" is high for the task: a level is judged against the larger of the start and the chance-level loss, and a run
+    # that starts far below chance (trained weights) and does not move has converged, not stalled
+    level = max(S, chance_loss or 0.0)
+    trained_start = chance_loss is not None and S < PLATEAU_LEVEL * chance_loss
     if S <= 0:
         return
     length = f"{sh.n} {lx}s" if lx in ("step", "epoch") else f"{sh.n} points"
@@ -570,7 +581,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
     t10, t90 = sh.t(0.1), sh.t(0.9)
     evidence = {"initial": S, "best": sh.best, "final": E, "points": sh.n, "noise": sh.noise, "x": lx}
     # plateau: never moved, or stalled high
-    if D < PLATEAU_MOVE * S:
+    if D < PLATEAU_MOVE * S and not trained_start:
         verdict.add(
             "plateau",
             "warn",
@@ -580,8 +591,8 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
             **evidence,
         )
         return
-    noisy = sh.n >= NOISY_MIN_POINTS and sh.wiggle >= NOISY_RATIO * D
-    high = t90 <= HIGH_FAST and E >= HIGH_FLOOR * S and sh.noise >= HIGH_NOISE * E and flat and sh.n >= NOISY_MIN_POINTS
+    noisy = sh.n >= NOISY_MIN_POINTS and sh.wiggle >= NOISY_RATIO * learned
+    high = t90 <= HIGH_FAST and E >= HIGH_FLOOR * level and sh.noise >= HIGH_NOISE * E and flat and sh.n >= NOISY_MIN_POINTS
     if high:
         verdict.add(
             "lr-too-high",
@@ -592,7 +603,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
             t90=t90,
             **evidence,
         )
-    elif E >= PLATEAU_LEVEL * S and flat:
+    elif E >= PLATEAU_LEVEL * level and flat:
         verdict.add(
             "plateau",
             "warn",
@@ -624,7 +635,7 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
     long_enough = "epoch" in lx.lower() or sh.x_at(1.0) - sh.x_at(0.0) >= LOW_MIN_STEPS
     if (
         "bad-init" not in verdict.codes
-        and E >= LOW_LEVEL * S
+        and E >= LOW_LEVEL * level
         and t90 >= LOW_SLOW
         and early <= LOW_EARLY
         and not flat
@@ -650,10 +661,14 @@ def _shape_rules(verdict: Verdict, sh: Shape, lx: str) -> None:
         verdict.add(
             "noisy",
             "warn",
-            f"train loss is noisy: step-to-step noise {_n(sh.wiggle)} (std around the moving median) is {sh.wiggle / D:.0%} "
-            f"of its whole drop ({_n(S)} -> {_n(sh.best)})",
+            f"train loss is noisy: step-to-step noise {_n(sh.wiggle)} (std around the moving median) is {sh.wiggle / learned:.0%} "
+            + (
+                f"of its whole drop ({_n(S)} -> {_n(sh.best)})"
+                if learned == D
+                else f"of what it learned from the chance level ({_n(chance_loss)} -> {_n(E)})"
+            ),
             "Read the trend from a moving average; use a larger batch or a lower learning rate to reduce the noise.",
-            ratio=sh.wiggle / D,
+            ratio=sh.wiggle / learned,
             **{**evidence, "noise": sh.wiggle},
         )
 

@@ -262,6 +262,9 @@ def run(
     if facts.get("balanced_val_acc") is not None:
         metrics["balanced_val_acc"] = facts["balanced_val_acc"]
     metrics["seconds"] = float(ep["seconds"].sum()) if len(ep) else 0.0
+    for key in ("chance_loss", "chance_acc"):  # what `nndiag curves` on this folder judges against (curve_logs.run_chance)
+        if facts.get(key) is not None:
+            metrics[key] = facts[key]
     extra = {"best.pt": checkpoint(history, exp.model)}
     context = {
         "stopped": history.stopped,
