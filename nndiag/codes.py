@@ -354,8 +354,8 @@ ENTRIES = [
         "eval-train-mismatch",
         ("overfit-small",),
         "warn",
-        "The model scores a memorised subset far worse in eval mode than in train mode: its running statistics do not follow training.",
-        "after the subset is memorised (and {overfit_small.SETTLE_PASSES} train-mode passes let running statistics settle), the "
+        "The model scores the subset it trained on far worse in eval mode than in train mode: its running statistics do not follow training.",
+        "after the overfit run on the subset (memorised or not; then {overfit_small.SETTLE_PASSES} train-mode passes let running statistics settle), the "
         "eval-mode loss is over {overfit_small.EVAL_GAP_FACTOR}x the train-mode loss and above it by over "
         "{overfit_small.EVAL_GAP_SHARE} of the initial loss.",
         "TheDeepChecker's train/eval switch post-check; BatchNorm with momentum 0 or frozen buffers keeps its initial statistics.",
@@ -641,7 +641,7 @@ ENTRIES = [
         ("probe",),
         "warn (fail at >= {probe.DEAD_FAIL_FRACTION} dead)",
         "ReLU units that never fire: they get zero gradient and never recover.",
-        "a ReLU-family layer with >= {probe.DEAD_FRACTION} of its units never positive for any probed sample (per unit, not per element).",
+        "a ReLU or ReLU6 layer (LeakyReLU, PReLU and RReLU pass a gradient when negative: they cannot die) with >= {probe.DEAD_FRACTION} of its units never positive for any probed sample (per unit, not per element).",
         'CS231n: "as much as 40% of your network can be dead" at a too-high LR; DeepDiagnosis\' per-element rule flagged 36 '
         "of 78 healthy models, hence per unit.",
         "Zero biases and Kaiming init, LeakyReLU, or BatchNorm before the ReLU; lower the LR only if units died during training.",

@@ -196,6 +196,20 @@ def test_dead_is_per_unit_not_per_element():
     assert relu["units"] == 3 and relu["frac_dead"] == pytest.approx(1 / 3)  # half the elements are zero, one unit is dead
 
 
+@pytest.mark.parametrize("leaky", [nn.LeakyReLU(0.01), nn.PReLU(), nn.RReLU()])
+def test_leaky_units_cannot_die(leaky):
+    """A negative LeakyReLU/PReLU/RReLU unit still passes a gradient: never positive is not dead."""
+    model = nn.Sequential(nn.Linear(2, 3), leaky)
+    with torch.no_grad():
+        model[0].bias.fill_(-10.0)  # every unit negative for every sample
+    recorder = probe.Recorder(model).attach()
+    model(torch.randn(8, 2))
+    recorder.detach()
+    rows, _ = recorder.rows(0)
+    (act,) = [r for r in rows if r["kind"] != "linear"]
+    assert act["kind"] == "activation" and not act["frac_dead"] >= 0  # no dead-unit count, so dead-relu cannot fire
+
+
 def test_conv_units_are_channels_and_reused_modules_get_one_row_per_call():
     class Twice(nn.Module):
         def __init__(self):

@@ -216,7 +216,7 @@ def _eval_mismatch(verdict: Verdict, facts: dict[str, Any], initial: float) -> N
         verdict.add(
             "eval-train-mismatch",
             "warn",
-            f"after memorising the subset the model scores {train_loss:.4g} on it in train mode but {eval_loss:.4g} in eval mode: "
+            f"after training on the subset the model scores {train_loss:.4g} on it in train mode but {eval_loss:.4g} in eval mode: "
             "what the model uses at evaluation (running statistics) does not follow training",
             "Look at the BatchNorm layers: momentum=0 or track_running_stats changed, running statistics frozen or "
             "overwritten, or buffers that are not updated; validation numbers are wrong until they follow training.",

@@ -7,13 +7,13 @@ back as found). One row per layer *call site*: a module called twice per forward
 BasicBlock reuses its ReLU) gives two rows, `layer1.0.relu` and `layer1.0.relu#2`, in execution order.
 
 Per row: activation mean, std, min, max; fraction saturated (bounded activations); fraction of dead
-units (ReLU family); the layer weight's norm, gradient norm and update/weight ratio; non-finite counts.
+units (ReLU, ReLU6); the layer weight's norm, gradient norm and update/weight ratio; non-finite counts.
 
 Definitions (thresholds are module constants below, each with its source):
   saturated     tanh |h| > 0.99, sigmoid h < 0.01 or h > 0.99, hardtanh at its rails. |tanh| > 0.99 means a
                 pre-activation beyond ±2.65 (local gradient < 0.02); sigmoid's rails mean beyond ±4.6, the
                 "inputs beyond ±5" of DeepDiagnosis (ICSE 2022).
-  dead unit     a ReLU-family unit (feature of a (N, F) output, channel of a (N, C, ...) output) that is
+  dead unit     a ReLU or ReLU6 unit (feature of a (N, F) output, channel of a (N, C, ...) output) that is
                 never positive for ANY probed sample and position. Per unit, not per element: DeepDiagnosis'
                 per-element rule flagged 36 of 78 healthy models.
   activation    the outputs of nonlinearity modules (ReLU, tanh, ..., and Hugging Face's *Activation classes)
@@ -35,7 +35,7 @@ Rules of `decide` (pure: the per-layer table in, a Verdict out):
                                (warmup, the end of a cosine decay): small steps are then the schedule's, not a fault.
   saturated-activations  fail  a bounded activation layer with > 25% of its outputs at the rails (lecture's
                                0.05·randn tanh: ~40-60%; healthy Xavier tanh: < 1%).
-  dead-relu              warn  a ReLU-family layer with >= 40% dead units (CS231n: "as much as 40% of your
+  dead-relu              warn  a ReLU or ReLU6 layer with >= 40% dead units (CS231n: "as much as 40% of your
                                network can be dead" at a too-high LR); fail at >= 90%.
   vanishing-gradients    fail  AUTOTRAINER (ICSE 2021): ‖g_first‖/‖g_last‖ < 1e-3 AND ‖g_first‖ < 1e-4, over the
                                weights of the first and last Linear/Conv/Embedding layers in execution order. A token
@@ -115,10 +115,14 @@ STRUCTURAL = (
 HIST_BINS = 40  # histogram bins per layer
 HIST_SAMPLE = 8192  # activation values kept per layer for its histogram (a deterministic strided sample)
 
-RELU_FAMILY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
+RELU_FAMILY = (nn.ReLU, nn.ReLU6)  # units that pass no gradient while negative: the ones that can die
+LEAKY = (nn.LeakyReLU, nn.PReLU, nn.RReLU)  # a negative unit still passes a gradient: it cannot die
 BOUNDED = (nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardsigmoid)  # note: nn.ReLU6 is a Hardtanh subclass
 NONLINEAR = (
-    RELU_FAMILY + BOUNDED + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
+    RELU_FAMILY
+    + LEAKY
+    + BOUNDED
+    + (nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish, nn.Softsign, nn.LogSigmoid)
 )
 WEIGHTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -186,7 +190,7 @@ class _Site:
     high: float = -math.inf
     saturated: torch.Tensor | float = 0.0
     nonfinite: torch.Tensor | float = 0.0
-    alive: torch.Tensor | None = None  # per unit: positive for some sample (ReLU family)
+    alive: torch.Tensor | None = None  # per unit: positive for some sample (ReLU, ReLU6)
     units_ok: bool = True  # False when the unit count changed between calls
     sample: list[torch.Tensor] = field(default_factory=list)
 
