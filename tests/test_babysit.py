@@ -240,6 +240,12 @@ def test_babysit_on_your_own_objects_ranks_the_measured_cause_first(tmp_path):
     assert steps["search"]["state"] == "skipped" and steps["train"]["state"] == "not-reached"
     assert steps["check-loss"]["verdict"]["outputs"]["folder"].endswith("02-check-loss")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # handed back as found
+    assert "keep_going=True" in steps["train"]["note"] and "--continue" not in steps["train"]["note"]
+    page = (tmp_path / "a" / "report.md").read_text()
+    assert "nndiag.check_data(data, model=model)" in page  # each step's call as the API takes its arguments
+    assert "nndiag.lr_find(model, optimizer, data, loss=loss)" in page
+    assert page.startswith("# nndiag babysit: ") and "keep_going=True" in page and "--continue" not in page
+    assert "Recipe: " not in page and "resolved recipe" not in page  # your own objects have no recipe file
     healthy = model()
     fine = nndiag.babysit(
         healthy,

@@ -507,6 +507,7 @@ def test_advice_names_python_arguments_not_recipe_keys(tmp_path: Path) -> None:
     assert not any(key in t for t in texts for key in ("optim.lr", "train.grad_clip", "`nndiag lr-find`"))
     report = (tmp_path / "diverges" / "report.md").read_text()
     assert "optim.lr" not in report and "your optimizer's lr=" in report
+    assert report.startswith("# nndiag watch: ") and "Recipe: " not in report and "resolved recipe" not in report
 
 
 def test_the_probe_of_a_trained_model_never_says_no_step_has_run(tmp_path: Path) -> None:

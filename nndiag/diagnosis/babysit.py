@@ -1,7 +1,7 @@
-"""`nndiag babysit`: the whole recipe in order, one report (the Babysitter; not named babysit.py, which
-would shadow the API function `nndiag.babysit` once imported).
+"""`nndiag babysit`: the whole recipe in order, one report (the Babysitter; it lives in nndiag.diagnosis, so that it
+never shadows the API function `nndiag.babysit`).
 
-    check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
+    check-data -> check-loss -> overfit-small -> lr-find -> search (coarse, then fine) -> train the best -> curves
     (+ probe, when a step fails or a finding may have a cause only the probe can see)
 
 Each step runs in-process into its own sub-folder of the babysit folder (`01-check-loss/`, ...)
@@ -11,7 +11,7 @@ initialisation, because per-layer statistics usually explain why; it also runs w
 plateau, underfitting, ...) is one that dead, vanishing, saturated or exploding layers would explain
 (`root_cause.probe_could_explain`). Then `root_cause.rank` reads every step's findings together and
 names the root causes, most likely first (`root_causes` in the JSON; report and terminal lead with
-them). At the end `babysit_report` writes report.md and report.html over all steps.
+them). At the end `diagnosis.report` writes report.md and report.html over all steps.
 
 How the steps hand over (the notes' "use what worked in the previous step"):
   lr-find -> search   the coarse stage's optim.lr range becomes lr-find's [lr_min, lr_max],
@@ -59,6 +59,18 @@ QUICK_LR_BATCHES_PER_LR = 2  # ... of this many batches each (a quarter of the s
 QUICK_REFINE_STEPS = 50  # lr-find's refine trials' iterations in a quick babysit
 LR_RANGE_WIDEN = 3.0  # search lr-find's [lr_min, lr_max] widened by this factor each way
 DEFAULT_WEIGHT_DECAY_RANGE = (1e-6, 1e-3)  # searched when the recipe has no search.space
+
+
+# How a step on your own objects runs again on its own, as the API takes its arguments (train and search take a recipe:
+# on your objects they run only inside nndiag.babysit)
+OWN_OBJECT_CALLS = {
+    "check-data": "nndiag.check_data(data, model=model)",
+    "check-loss": "nndiag.check_loss(model, data, optimizer=optimizer, loss=loss)",
+    "overfit-small": "nndiag.overfit_small(model, data, optimizer=optimizer, loss=loss)",
+    "lr-find": "nndiag.lr_find(model, optimizer, data, loss=loss)",
+    "train": "nndiag.babysit(model, data, optimizer=optimizer, loss=loss) (nndiag.train takes a recipe)",
+    "probe": "nndiag.probe(model, data, optimizer=optimizer, loss=loss)",
+}
 
 
 @dataclass
@@ -174,7 +186,9 @@ class Babysitter:
             if stopped:
                 self.record.skip(
                     name,
-                    why or f"babysit stopped at {self._failed()}; run with --continue to go on anyway",
+                    why
+                    or f"babysit stopped at {self._failed()}; "
+                    + ("call it with keep_going=True to go on anyway" if self.own_objects else "run with --continue to go on anyway"),
                     "not-reached",
                     self._command(command),
                 )
@@ -182,7 +196,9 @@ class Babysitter:
             step = self._run_step(name, command, work)
             if step.status in ("fail", "error") and not self.keep_going:
                 stopped = True
-        if self._probe_needed() and not why:
+        if why:  # the model cannot score the data: nothing to probe either
+            self.record.skip("probe", why, command=self._command("probe"))
+        elif self._probe_needed():
             self._run_step("probe", "probe", lambda: _probe(exp, progress))
         else:
             self.record.skip(
@@ -222,7 +238,7 @@ class Babysitter:
             if command == "curves":
                 train = self._folder_of("train")
                 return f"nndiag.curves({train!r})" if train else "nndiag.curves(<train run folder>)"
-            return f"nndiag.{command.replace('-', '_')}(model, data, ...)"
+            return OWN_OBJECT_CALLS.get(command, f"nndiag.{command.replace('-', '_')}(model, data, optimizer=optimizer)")
         if command == "curves":
             train = self._folder_of("train")
             return f"nndiag curves {train}" if train else "nndiag curves <train run folder>"

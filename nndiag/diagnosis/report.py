@@ -151,6 +151,16 @@ def steps_of(diagnosis: Diagnosis, key: tuple[int, int]) -> str:
     return str(diagnosis.findings[diagnosis.keys.index(key)].get("step"))
 
 
+def _has_recipe(head: dict[str, Any]) -> bool:
+    """A run from a recipe file (not your own objects: a Python call, a watched loop, a callback)."""
+    return bool(head.get("recipe_path")) and audience_of(head["recipe_path"]) == "recipe"
+
+
+def _go_on(head: dict[str, Any]) -> str:
+    """How the reader makes babysit run past a failed step, in their words."""
+    return "use `--continue`" if audience_of(head.get("recipe_path") or "python") == "recipe" else "call it with `keep_going=True`"
+
+
 def _md_code(text: Any) -> str:
     text = str(text).replace("\n", " ")
     fence = "``" if "`" in text else "`"
@@ -160,7 +170,7 @@ def _md_code(text: Any) -> str:
 def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
     """The page opens with the verdict and the ranked root causes; what ran and the steps follow."""
     status = overall_status(steps)
-    lines = [f"# nndiag babysit: {md_escape(head['recipe_name'])}", ""]
+    lines = [f"# nndiag {md_escape(head.get('command') or 'babysit')}: {md_escape(head['recipe_name'])}", ""]
     lines.append(
         f"**Overall: {LOOK[status][0].upper()}** · {md_escape(verdict_line(steps, diagnosis))} · {md_escape(head['date'])}"
         + (f" · budget {md_escape(head['budget'])}" if head.get("budget") else "")
@@ -168,11 +178,11 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagn
     lines.append("")
     stop = stopping_step(steps)
     if stop is not None:
-        lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run (use `--continue` to go on anyway).", ">"]
+        lines += [f"> **Stopped at {md_escape(stop.name)}.** The later steps were not run ({_go_on(head)} to go on anyway).", ">"]
         lines += [f"> {md_prose(text)}" for text in _stop_advice(steps, stop, diagnosis)]
         lines.append("")
     lines += _md_causes(diagnosis)
-    if head.get("recipe_path"):
+    if _has_recipe(head):
         lines.append(f"Recipe: {_md_code(head['recipe_path'])}  ")
     for key, value in (head.get("context") or {}).items():
         lines.append(f"{md_escape(key.capitalize())}: {md_escape(value)}  ")
@@ -186,7 +196,9 @@ def render_markdown(folder: Path, steps: list[Step], head: dict[str, Any], diagn
     for i, step in enumerate(steps, 1):
         lines += _md_step(folder, i, step, diagnosis)
     lines.append(
-        f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs, resolved recipe and summary.json.*"
+        f"---\n\n*Written by nndiag on {md_escape(head['date'])}. Each step's folder holds its CSVs"
+        + (", resolved recipe" if _has_recipe(head) else "")
+        + " and summary.json.*"
     )
     return "\n".join(lines) + "\n"
 
@@ -382,7 +394,7 @@ def _data_uri(path: Path, mime: str) -> str:
 
 def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis: Diagnosis) -> str:
     status = overall_status(steps)
-    title = f"nndiag babysit: {head['recipe_name']}"
+    title = f"nndiag {head.get('command') or 'babysit'}: {head['recipe_name']}"
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -394,9 +406,9 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis
         + (f" · budget <b>{esc(head['budget'])}</b>" if head.get("budget") else "")
         + "</p>",
     ]
-    parts += _html_stop(steps, diagnosis)  # the verdict, the stop and the ranked causes first; what ran after them
+    parts += _html_stop(steps, diagnosis, head)  # the verdict, the stop and the ranked causes first; what ran after them
     parts += _html_causes(diagnosis)
-    if head.get("recipe_path"):
+    if _has_recipe(head):
         parts.append(f'<p class="meta">recipe <code>{esc(head["recipe_path"])}</code></p>')
     context = head.get("context") or {}
     if context:
@@ -406,13 +418,17 @@ def render_html(folder: Path, steps: list[Step], head: dict[str, Any], diagnosis
         parts += _html_step(folder, i, step, diagnosis)
     parts.append(
         f"<footer>Written by nndiag on {esc(head['date'])} into <code>{esc(folder)}</code>. "
-        "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>"
+        + (
+            "Each step's folder holds its CSVs, resolved recipe and summary.json.</footer>"
+            if _has_recipe(head)
+            else "Each step's folder holds its CSVs and summary.json.</footer>"
+        )
     )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
+def _html_stop(steps: list[Step], diagnosis: Diagnosis, head: dict[str, Any]) -> list[str]:
     stop = stopping_step(steps)
     if stop is None:
         return []
@@ -420,7 +436,7 @@ def _html_stop(steps: list[Step], diagnosis: Diagnosis) -> list[str]:
     items = "".join(f"<p>{prose(a)}</p>" for a in _stop_advice(steps, stop, diagnosis) if a)
     return [
         f'<div class="callout" style="background:{pale};border:1px solid {colour}">'
-        f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run (use <code>--continue</code> to go on anyway).{items}</div>"
+        f"<b>Stopped at {esc(stop.name)}.</b> The later steps were not run ({prose(_go_on(head))} to go on anyway).{items}</div>"
     ]
 
 
@@ -557,12 +573,14 @@ def write_report(
     context: dict[str, str] | None = None,
     budget: str | None = None,
     date: str | None = None,
+    command: str = "babysit",
 ) -> dict[str, Path]:
     """Write report.md and report.html into `folder`; return their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ordered = as_steps(steps)
     head = {
+        "command": command,
         "recipe_name": recipe_name,
         "recipe_path": recipe_path,
         "context": context or {},
@@ -649,7 +667,9 @@ def _rich_escape(text: Any) -> str:
 def write(run: Run, metrics: dict[str, Any] | None = None, *, title: str, budget: str | None = None) -> dict[str, Any]:
     """report.md, report.html and summary.json in the run's folder; returns the summary (the run's verdict object)."""
     folder = run.ensure_folder()
-    reports = write_report(folder, run.steps, recipe_name=title, recipe_path=run.source, context=run.context, budget=budget)
+    reports = write_report(
+        folder, run.steps, recipe_name=title, recipe_path=run.source, context=run.context, budget=budget, command=run.command
+    )
     verdict = run.summary(metrics, {"md": reports["markdown"], "html": reports["html"]})
     files.write_summary(folder, verdict)
     return verdict

@@ -8,7 +8,7 @@ A `Run` records each step as it ends: a step that ran is written into its own su
 (its `--json` object and summary.json): the contract's keys (command, recipe, status, findings,
 metrics, outputs) plus `root_causes` (most likely first) and `steps`; each finding carries its `step`
 and `explained_by` (the root cause it follows from). `diagnosis.report.write(run)` writes summary.json,
-report.md and report.html. The root causes are ranked once (`diagnose`), for the JSON, the report and the terminal.
+report.md and report.html. The root causes are ranked by one function (`diagnose`), the same for the JSON, the report and the terminal.
 
 States of a step:
   run          it ran; `verdict` is write_run's dict (command, recipe, status, findings, metrics, outputs)
