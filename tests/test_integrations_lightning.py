@@ -183,6 +183,8 @@ def test_fail_on_stops_a_run_whose_initial_loss_is_ten_times_too_high() -> None:
     assert 9 < ratio < 15, ratio
     summary = json.loads((error.folder / "summary.json").read_text())
     assert summary["status"] == "fail" and summary["metrics"]["stopped"] == "fail_on:check-loss" and codes(summary) == ["initial-loss-high"]
+    assert (error.folder / "report.md").read_text().startswith("# nndiag lightning") and (error.folder / "report.html").exists()
+    assert summary["root_causes"][0]["cause"] == "output-too-large"  # stopped by fail_on, the report still ranks the cause
 
 
 def test_without_fail_on_a_failing_check_loss_lets_training_go_on() -> None:

@@ -544,6 +544,15 @@ def test_bad_arguments_name_themselves() -> None:
         w.log(loss=1.0)
 
 
+def test_w_log_refuses_the_columns_the_watch_keeps_itself(tmp_path: Path) -> None:
+    model = mlp()
+    with nndiag.watch(model, torch.optim.SGD(model.parameters(), lr=0.1), out=tmp_path / "w", plots=False) as w:
+        for key in ("step", "lr"):
+            with pytest.raises(nndiag.BadInput, match=f"w.log\\({key}="):
+                w.log(**{key: 3})
+        w.log(batch=3)  # any other name is a column of its own
+
+
 def test_importing_nndiag_imports_no_torch_and_watch_is_there() -> None:
     import subprocess
     import sys
@@ -673,3 +682,22 @@ def test_adamw_in_a_watched_loop_is_not_regularization_without_effect(tmp_path: 
     with nndiag.watch(sgd_model, coupled, out=tmp_path / "sgd", plots=False) as w:
         train(sgd_model, coupled, w=w, epochs=1)
     assert "regularization-no-effect" in codes(w.result)
+
+
+def test_the_losses_the_hooks_read_are_read_back_as_the_run_goes(tmp_path: Path) -> None:
+    """A long run keeps no loss tensor per step: every FLUSH_EVERY steps they come back as floats in one transfer."""
+    _, x, y = digits()
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    criterion = nn.CrossEntropyLoss()
+    with nndiag.watch(model, optimizer, out=tmp_path / "long", plots=False) as w:
+        for _ in range(6):
+            for xb, yb in loader(x, y, batch_size=16):
+                loss = criterion(model(xb), yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        recorder = w.session.recorder
+        assert recorder.steps > 2 * loop.FLUSH_EVERY
+        assert sum(isinstance(v, torch.Tensor) for _, v in recorder.losses) <= loop.FLUSH_EVERY
+    assert w.result.summary["metrics"]["steps"]["curves"] == "pass"

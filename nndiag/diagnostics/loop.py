@@ -245,7 +245,9 @@ class Recorder:
         self.error: BaseException | None = None  # what the loop raised, when it did (set by the watch)
         self.steps = 0  # optimizer steps seen
         self.lrs: list[float] = []  # the LR of every step (param_groups[0]["lr"])
-        self.losses: list[tuple[int, Any]] = []  # (step, loss tensor) the hooks read: a loss module's, or output.loss
+        self.losses: list[
+            tuple[int, Any]
+        ] = []  # (step, loss) the hooks read (a loss module's, or output.loss): a tensor until flushed, then a float
         self.forwards = 0  # training forwards (grad enabled) of the entry module
         self.nograd_train_forwards = 0  # forwards in training mode with grad disabled (a loss computed under torch.no_grad())
         self.logged_detached = 0  # losses given to w.log that had no graph
@@ -587,6 +589,11 @@ class Recorder:
             if any(isinstance(v, torch.Tensor) for v in pair):
                 self._norms[step] = tuple(float(v) if isinstance(v, torch.Tensor) else v for v in pair)  # type: ignore[assignment]
         self._leftovers = [float(v) if isinstance(v, torch.Tensor) else v for v in self._leftovers]
+        waiting = [i for i, (_, loss) in enumerate(self.losses) if isinstance(loss, torch.Tensor)]
+        if waiting:  # the losses the hooks read, as floats: a long run keeps no tensor per step on the device
+            values = torch.stack([_scalar_loss(self.losses[i][1]) for i in waiting]).tolist()  # one transfer
+            for i, value in zip(waiting, values):
+                self.losses[i] = (self.losses[i][0], value)
         self._flushed = self.steps
         self._count()
 
@@ -602,8 +609,8 @@ class Recorder:
         """(step, loss) the hooks read (a loss module's result, or the model output's loss), per optimizer step."""
         if not self.losses:
             return []
-        values = torch.stack([_scalar_loss(loss) for _, loss in self.losses]).tolist()  # one read-back
-        return [(self.start_step + step, value) for (step, _), value in zip(self.losses, values)]
+        self.flush()  # every loss a float (one read-back for those still on the device)
+        return [(self.start_step + step, float(value)) for step, value in self.losses]
 
     def table(self) -> pd.DataFrame:
         """One row per optimizer step: what the hooks saw (loop.csv)."""

@@ -350,10 +350,11 @@ class NNDiagCallback(SessionCallback, pl.Callback):
         self._close(trainer, pl_module, "completed")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if isinstance(exception, DiagnosisFailed):
+        if isinstance(exception, DiagnosisFailed):  # fail_on stopped the fit: what was logged, the report, as watch does
             self._unrecord_logs()
             self.session.close_hooks()
-            self.summary = self.session.summary()
+            self._metrics.flush(final=True)
+            self.summary = self.session.finish("completed")  # stopped is already fail_on:<stage>
             return
         self._close(trainer, pl_module, f"exception: {type(exception).__name__}", exception)
 

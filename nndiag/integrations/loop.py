@@ -180,6 +180,12 @@ class Watch:
             series = LOGGED.get(key, key)
             if series == "lr":
                 raise BadInput("w.log(lr=...) is not needed: the watch reads the LR of every step from the optimizer", where="log")
+            if series == "step":
+                raise BadInput(
+                    "w.log(step=...) is not needed: the watch counts the optimizer steps itself (metrics.csv's step column); "
+                    "log your own counter under another name (w.log(batch=i))",
+                    where="log",
+                )
             if series == "train_loss" and recorder is not None:
                 recorder.note_logged_loss(value)
                 first = _number(value) if self._logged_first is None and recorder.steps <= 1 else None
