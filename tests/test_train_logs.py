@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import SPIRAL_MLP, recipe_dict
 
 from nndiag.output import files
@@ -104,6 +105,28 @@ def test_a_stream_is_on_disk_every_few_seconds_and_only_in_whole_rows(tmp_path):
     assert (tmp_path / "log.csv").read_text() == "step,loss\n1,2.5\n2,\n"  # NaN as pandas writes it: a blank cell
     stream.close()
     assert files.FLUSH_S <= 5  # "every few seconds"
+
+
+def test_a_write_that_fails_part_way_writes_nothing_twice(tmp_path, monkeypatch):
+    """A full disk: os.write takes 5 bytes, then raises. The next flush writes what did not reach the file, once."""
+    stream = files.CsvStream(tmp_path / "log.csv", ["step", "loss"], every_s=3600)
+    stream.add({"step": 1, "loss": 2.5})
+    stream.add({"step": 2, "loss": 1.5})
+    real, calls = files.os.write, []
+
+    def full_disk(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, data[:5])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", full_disk)
+    with pytest.raises(OSError):
+        stream.flush()
+    monkeypatch.undo()
+    stream.add({"step": 3, "loss": 0.5})
+    stream.close()
+    assert (tmp_path / "log.csv").read_text() == "step,loss\n1,2.5\n2,1.5\n3,0.5\n"
 
 
 def test_ctrl_c_leaves_the_logs_and_an_interrupted_summary(cli, write_recipe, tmp_path, monkeypatch):

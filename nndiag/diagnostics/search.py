@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from nndiag.errors import BadInput
-from nndiag.findings import DIVERGENCE_FACTOR, Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, EXIT_BAD_INPUT, Verdict
 from nndiag.formatting import recipe_yaml
 from nndiag.result import Result
 from nndiag.training.progress import Note, Progress, Tick
@@ -562,8 +562,10 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
                     progress({"stage": stage, **counts})
         if procs and all(p.returncode not in (0, None) for p in procs):
             codes = sorted({p.returncode for p in procs})
-            raise BadInput(
-                f"every worker process exited with an error (exit codes {codes}); run with --workers 1 to see why", where="--workers"
+            if codes == [EXIT_BAD_INPUT]:  # each worker refused the input: bad input here too (exit 2)
+                raise BadInput("every worker process refused the input (exit code 2); run with --workers 1 to see why", where="--workers")
+            raise RuntimeError(  # crashed or killed (the OOM killer: -9): a crash, exit 3
+                f"every worker process crashed or was killed (exit codes {codes}); run with --workers 1 to see the traceback"
             )
     except BaseException:
         with _sigint_ignored():

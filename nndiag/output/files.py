@@ -133,13 +133,15 @@ def _cell(value: Any) -> Any:
 class CsvStream:
     """A CSV that grows as rows come: whole rows only. Rows wait in memory and reach the file in one `os.write`
     of whole lines (a kill, even SIGKILL, cannot leave half a row on disk), at least every `every_s` seconds
-    and at every `flush()`."""
+    and at every `flush()`. A write that fails part-way (a full disk) raises; the next flush writes only what
+    did not reach the file, so no row is ever written twice."""
 
     def __init__(self, path: Path, columns: Iterable[str], every_s: float = FLUSH_S):
         self.path, self.columns, self.every_s = Path(path), list(columns), every_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         self.pending: list[str] = []
+        self._unwritten = b""  # the bytes a failed write left (written first at the next flush)
         self.rows = 0  # rows written or waiting
         self._line(self.columns)
         self.flush()
@@ -156,11 +158,14 @@ class CsvStream:
             self.flush()
 
     def flush(self) -> None:
-        if self.fd is not None and self.pending:
-            data = "".join(self.pending).encode("utf-8")
-            while data:
-                data = data[os.write(self.fd, data) :]
-        self.pending.clear()
+        if self.fd is not None and (self.pending or self._unwritten):
+            data = self._unwritten + "".join(self.pending).encode("utf-8")
+            self.pending.clear()
+            try:
+                while data:
+                    data = data[os.write(self.fd, data) :]
+            finally:  # a write that failed part-way (a full disk) keeps only what did not reach the file: never twice
+                self._unwritten = data
         self.last = time.monotonic()
 
     def close(self) -> None:
