@@ -123,6 +123,8 @@ def test_fail_on_stops_the_trainer_before_its_first_step(tmp_path: Path) -> None
     assert caught.value.stage == "check-loss" and [f.code for f in caught.value.findings] == ["initial-loss-high"]
     summary = json.loads((caught.value.folder / "summary.json").read_text())
     assert summary["status"] == "fail" and summary["metrics"]["stopped"] == "fail_on:check-loss"
+    assert (caught.value.folder / "report.md").exists() and summary["root_causes"][0]["cause"] == "output-too-large"
+    assert not model._forward_pre_hooks and not model._forward_hooks  # the hooks came off the user's model
 
 
 def test_the_callback_does_not_change_the_training(tmp_path: Path) -> None:

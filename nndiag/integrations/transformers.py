@@ -37,6 +37,7 @@ try:
 except ImportError as exc:
     raise missing("transformers", exc) from None
 
+from nndiag.integrations import DiagnosisFailed
 from nndiag.integrations import session as sessions
 from nndiag.integrations.session import MetricLog, SessionCallback
 
@@ -86,7 +87,11 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
                     "check-loss", f"training resumed at step {state.global_step}: the weights are not at their initialisation"
                 )
             else:
-                self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
+                try:
+                    self.session.guarded("check-loss", lambda: self._check_loss(args, model, train_dataloader, optimizer))
+                except DiagnosisFailed:
+                    self._stopped()
+                    raise
         if model is not None and optimizer is not None:
             torch_optimizer = _unwrapped(optimizer)
             self.session.guarded("loop", lambda: self.session.watch_loop(model, torch_optimizer, start_step=state.global_step))
@@ -95,7 +100,11 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
         if model is None:
             return
         step = state.global_step + 1  # the Trainer counts the step after this hook
-        self.session.stepped(model, step, kwargs.get("optimizer"))  # with fail_on, a probed step may raise DiagnosisFailed
+        try:
+            self.session.stepped(model, step, kwargs.get("optimizer"))  # with fail_on, a probed step may raise DiagnosisFailed
+        except DiagnosisFailed:
+            self._stopped()
+            raise
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.session.optimizer_steps = state.global_step
@@ -106,6 +115,12 @@ class NNDiagCallback(SessionCallback, TrainerCallback):
             self.session.guarded("curves", lambda: self._curves(state.log_history, lrs))
         self.summary = self.session.finish("completed")
         self.session.raise_if_reached()
+
+    def _stopped(self) -> None:
+        """fail_on stops the Trainer (the Trainer has no exception hook): the hooks come off the model at once, and the
+        report and summary.json are written with what ran, as watch and the Lightning callback do."""
+        self.session.close_hooks()
+        self.summary = self.session.finish("completed")  # stopped is already fail_on:<stage>
 
     # -- the stages -----------------------------------------------------------------------------
 
