@@ -547,8 +547,12 @@ def test_the_callbacks_metrics_are_on_disk_while_training_runs(tmp_path):
     from nndiag.diagnostics import curves
 
     seen: list[dict] = []
+    seen_first: list[str] = []
 
     class Look(pl.Callback):
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:  # before any stage ends: already a running run
+            seen_first.append(json.loads((nndiag_callback.folder / "summary.json").read_text())["run"]["state"])
+
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
             folder = nndiag_callback.folder
             lines = (folder / "metrics.csv").read_text().splitlines()
@@ -557,12 +561,13 @@ def test_the_callbacks_metrics_are_on_disk_while_training_runs(tmp_path):
             seen.append({"rows": len(lines) - 1, "cells": {len(line.split(",")) for line in lines}, "summary": summary, "verdict": verdict})
 
     pl.seed_everything(0, verbose=False)
-    nndiag_callback = NNDiagCallback(plots=False, out=tmp_path / "run")
+    nndiag_callback = NNDiagCallback(plots=False, out=tmp_path / "run", check_loss=False)  # no stage has ended at the start
     train, val = blobs(256, 0), blobs(128, 1)
     trainer(4, [nndiag_callback, Look()]).fit(Classifier(), *loaders(train, val, 32))
     steps_per_epoch = 256 // 32
     assert [s["rows"] for s in seen][:3] == [steps_per_epoch - 1, 2 * steps_per_epoch - 1, 3 * steps_per_epoch - 1]  # closed steps
     assert all(s["cells"] == {6} for s in seen)  # whole rows: step, epoch and the four series
+    assert seen_first == ["running"]
     live = seen[2]["summary"]["run"]
     assert live["state"] == "running" and live["pid"] == os.getpid()
     finding = next(f for f in seen[2]["verdict"].findings if f.code == "run-incomplete")

@@ -319,6 +319,7 @@ class NNDiagCallback(SessionCallback, pl.Callback):
         if self.options.curves:
             self._record_logs(trainer, pl_module)
             self._metrics.stream_to(self.session.run.ensure_folder() / "metrics.csv")  # `nndiag curves` reads it while training runs
+            self.session.write_summary()  # state running, with this process on record: a killed fit reads as one
         optimizer = trainer.optimizers[0] if trainer.optimizers and getattr(pl_module, "automatic_optimization", True) else None
         self.session.guarded("loop", lambda: self.session.watch_loop(pl_module, optimizer, start_step=trainer.global_step))
 

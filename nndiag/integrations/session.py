@@ -6,8 +6,9 @@ A callback's run folder is the CLI's: `runs/<model class>/<command>-<timestamp>/
 sub-folder per stage in the order they ran, as babysit writes them (`01-check-loss/`, `02-probe/`,
 `03-loop/`, `04-curves/`: each with its CSVs, PNGs and summary.json), and a combined `summary.json` with
 the contract's keys (command, recipe, status, findings, metrics, outputs) plus `root_causes` and `steps`.
-Each finding carries the `step` (stage) it came from. The folder is created when the first stage ends, so
-a callback that never runs writes nothing. Every stage speaks to a Python user: its advice names the
+Each finding carries the `step` (stage) it came from. The folder is created when training starts with the
+curves stage on (metrics.csv grows there as logged, beside a summary.json in state running), else when the
+first stage ends, so a callback that never runs writes nothing. Every stage speaks to a Python user: its advice names the
 arguments of their code (`lr=` of their optimizer), not recipe keys (nndiag.findings.addressed).
 
 Stages (each may be turned off):
