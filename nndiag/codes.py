@@ -284,7 +284,8 @@ ENTRIES = [
         "fail",
         "In eval mode an example's output depends on the other examples in its batch.",
         "in eval mode, reversing the examples of a batch, or scoring its first half alone, changes their outputs by more than "
-        "{structure.PERMUTE_TOLERANCE} (relative).",
+        "{structure.PERMUTE_TOLERANCE} (relative; for a model in bf16/fp16, more than {structure.PERMUTE_EPS_FACTOR} roundings "
+        "of its outputs' dtype), compared in fp32 with autocast and TF32 off.",
         "A model must treat examples independently at evaluation; a swapped batch/sequence axis or statistics over dim 0 mixes them.",
         "Look for a layer that mixes examples: batch_first, a transpose, a normalisation over the batch.",
     ),

@@ -187,6 +187,24 @@ def test_outputs_that_depend_on_the_rest_of_the_batch(data):
     x, y = data
     assert found(nndiag.check_loss(MixesExamples(), (x, y)))["batch-dependence"] == "fail"
     assert "batch-dependence" not in found(nndiag.check_loss(mlp(), (x, y)))
+    half = mlp().to(torch.bfloat16)  # weights in bf16: other batch sizes round differently, by design not a bug
+    assert "batch-dependence" not in found(nndiag.check_loss(half, (x, y)))
+    assert found(nndiag.check_loss(MixesExamples().to(torch.bfloat16), (x, y)))["batch-dependence"] == "fail"
+
+
+def test_the_passes_compared_run_in_full_fp32_and_the_settings_come_back():
+    from nndiag.training import engine
+    from nndiag.training.scoring import Scorer
+
+    scorer = Scorer(way="loss", autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with engine.exact_math(scorer):
+        with scorer.autocast():
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32  # no bf16 autocast inside
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    with scorer.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
 def test_a_regression_loss_that_broadcasts_b1_against_b(data):

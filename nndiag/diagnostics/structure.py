@@ -22,8 +22,9 @@ as found (`engine.preserved`):
                            (relative): dropout, or other randomness, left on at evaluation
   batch-dependence         in eval mode, reversing the order of the examples in the batch does not reverse the
                            outputs, or scoring the first half of the batch alone changes their outputs (relative
-                           difference above PERMUTE_TOLERANCE): a layer that mixes examples (statistics over the
-                           batch at evaluation, a wrong sequence/batch axis)
+                           difference above PERMUTE_TOLERANCE, or PERMUTE_EPS_FACTOR roundings of a half-precision
+                           model's outputs; the passes run in fp32, autocast and TF32 off): a layer that mixes
+                           examples (statistics over the batch at evaluation, a wrong sequence/batch axis)
   loss-broadcasts          outputs and float targets of different shapes that broadcast to a larger one
                            ((B, 1) against (B,) gives (B, B)): the loss compares every output with every target
   loss-scales-with-batch   the loss grows with the batch size: on the same examples the loss of n, n/2 and n/4
@@ -56,6 +57,8 @@ NO_GRADIENT_FAIL = 0.5  # no-gradient: a fail when the parameters without a grad
 NOT_IN_OPTIMIZER_FAIL = 0.5  # not-in-optimizer: a fail when the parameters left out hold over this share
 EVAL_TOLERANCE = 1e-5  # eval-not-deterministic: largest relative difference between two eval passes
 PERMUTE_TOLERANCE = 1e-3  # batch-dependence: largest relative difference after reversing the batch or halving it
+PERMUTE_EPS_FACTOR = 4  # ... or this many roundings of the outputs' dtype, when larger (weights in bf16/fp16: other
+# batch sizes pick other kernels, which round differently); the passes run in fp32 with autocast and TF32 off
 SUM_RATIO = (1.6, 2.5)  # loss-scales-with-batch: loss(n) / loss(n/2) and loss(n/2) / loss(n/4) both in this range
 SUM_MIN_EXAMPLES = 16  # ... measured only on batches of at least this many examples
 REG_DOMINATES = 1.0  # regularization-dominates: the L2 term is larger than this multiple of the data loss, and its
@@ -233,7 +236,7 @@ def _eval_facts(exp: Experiment, batch: Any) -> dict[str, Any]:
     model, scorer = exp.model, exp.scorer
     n = batching.size(batch)
     facts: dict[str, Any] = {}
-    with engine.eval_mode(model):
+    with engine.eval_mode(model), engine.exact_math(scorer):
         first, second = scorer(model, batch), scorer(model, batch)
         a, b = _outputs(first), _outputs(second)
         facts["eval_difference"] = _relative(a, b) if a is not None and b is not None else _relative(first.loss, second.loss)
@@ -246,6 +249,7 @@ def _eval_facts(exp: Experiment, batch: Any) -> dict[str, Any]:
                 _relative(a[: n // 2], half) if half is not None else 0.0,
             ]
             facts["permute_difference"] = max(differences)
+            facts["output_eps"] = float(torch.finfo(a.dtype).eps) if a.is_floating_point() else 0.0  # a half-precision model
         if n >= SUM_MIN_EXAMPLES and scorer.objective is None:
             losses = [float(scorer(model, batching.index(batch, slice(0, k))).loss) for k in (n, n // 2, n // 4)]
             facts["losses_by_size"] = losses
@@ -380,7 +384,9 @@ def decide(facts: dict[str, Any], verdict: Verdict | None = None) -> Verdict:
             "training=self.training; call model.eval() before validating.",
             relative_difference=facts["eval_difference"],
         )
-    elif facts.get("permute_difference") is not None and facts["permute_difference"] > PERMUTE_TOLERANCE:
+    elif facts.get("permute_difference") is not None and facts["permute_difference"] > max(
+        PERMUTE_TOLERANCE, PERMUTE_EPS_FACTOR * facts.get("output_eps", 0.0)
+    ):
         verdict.add(
             "batch-dependence",
             "fail",

@@ -60,6 +60,22 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def exact_math(scorer: Any) -> Iterator[None]:
+    """Full fp32 arithmetic for comparisons between passes (structure checks): the scorer's autocast off, and on CUDA
+    no TF32 in matmuls and convolutions, so two passes differ only where the model makes them differ (bf16 rounds at
+    ~4e-3, TF32 at ~1e-3: as large as the differences being looked for). Restored on exit."""
+    saved = scorer.autocast
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    scorer.autocast = contextlib.nullcontext
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        scorer.autocast = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
