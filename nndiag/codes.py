@@ -111,7 +111,9 @@ ENTRIES = [
         ("check-data",),
         "warn (fail below {check_data.DISTINCT_FAIL} distinct)",
         "One pass over the training data yields far fewer distinct examples than its length says.",
-        "distinct (hashed) examples / examples below {check_data.DISTINCT_SHARE} over up to {check_data.SAMPLE_EXAMPLES} examples.",
+        "distinct (hashed) examples below {check_data.DISTINCT_SHARE} of the examples (or of the distinct examples the values "
+        "allow, when fewer: the product of each feature's distinct values; 3 binary features allow 8) over up to "
+        "{check_data.SAMPLE_EXAMPLES} examples.",
         "A Dataset whose __getitem__ ignores its index (or takes it modulo a small number) repeats a few items.",
         "Check the Dataset's __getitem__, its length, any cache and the sampler.",
     ),
@@ -140,7 +142,8 @@ ENTRIES = [
         ("check-data",),
         "warn",
         "The inputs are far from zero mean and unit scale.",
-        "floating inputs with RMS outside {check_data.INPUT_RMS_RANGE}, or one feature's |mean| + std > "
+        "floating inputs with RMS outside {check_data.INPUT_RMS_RANGE} (a small RMS is not flagged for sparse inputs, at least "
+        "{check_data.SPARSE_SHARE} exact zeros), or one feature's |mean| + std > "
         "{check_data.FEATURE_SCALE_MAX} (token ids are not checked).",
         "CS231n, data preprocessing: zero-centre and normalise; unscaled inputs make the initial loss and the usable "
         "learning rate depend on the data's units.",

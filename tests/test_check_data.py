@@ -107,6 +107,26 @@ def test_a_dataset_that_repeats_items_has_few_distinct_examples(digit_data):
     assert "few-distinct-examples" not in codes(nndiag.check_data(Repeating(x, y, modulo=len(x))))
 
 
+def test_sparse_inputs_are_small_by_nature_but_large_counts_are_still_unscaled():
+    g = torch.Generator().manual_seed(0)
+    words = torch.randint(0, 20_000, (500, 5), generator=g)
+    bag = torch.zeros(500, 20_000).scatter_(1, words, 1.0)  # bag of words: RMS 0.016, 99.97% zeros
+    y = (words[:, 0] % 2).long()
+    assert "inputs-not-normalized" not in codes(nndiag.check_data((bag, y)))
+    assert codes(nndiag.check_data((bag * 1000, y)))["inputs-not-normalized"] == "warn"  # counts in the thousands
+    assert codes(nndiag.check_data((torch.randn(500, 8, generator=g) * 1e-3, y)))["inputs-not-normalized"] == "warn"
+
+
+def test_tabular_data_of_few_categorical_features_repeats_by_nature():
+    """Three binary features allow 8 distinct rows: 1,000 rows of them are not a Dataset returning the same item."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (1000, 3), generator=g).float()
+    y = (x.sum(1) > 1).long()
+    assert "few-distinct-examples" not in codes(nndiag.check_data((x, y)))
+    repeated = torch.randn(20, 3, generator=g).repeat(50, 1)  # continuous values, 20 rows over and over: the bug
+    assert codes(nndiag.check_data((repeated, y)))["few-distinct-examples"] == "fail"
+
+
 def test_a_loader_sorted_by_class_gives_class_poor_batches(digit_data):
     x, y, _, _ = digit_data
     order = torch.argsort(y, stable=True)

@@ -18,12 +18,15 @@ Measured (`measure`), then decided (`decide`, pure):
                               later steps judge accuracy against it
   train-val-overlap     warn  >= OVERLAP_SHARE of the validation examples also appear (exactly) in training
   few-distinct-examples warn  one pass over the training data yields < DISTINCT_SHARE distinct examples
-                              (fail below DISTINCT_FAIL): a Dataset that returns the same items over and over
+                              (fail below DISTINCT_FAIL): a Dataset that returns the same items over and over;
+                              judged against the distinct examples the values allow (few categorical
+                              features repeat by nature: 3 binary ones allow 8)
   unshuffled-batches    warn  a user's own DataLoader: its first batches hold a median of at most DIVERSITY_SHARE
                               of the classes a shuffled batch of their size would hold (shuffle off over sorted data)
   constant-features     info  some input features never change (digits' corner pixels); warn when
                               >= CONSTANT_WARN of them do (the inputs carry almost nothing)
-  inputs-not-normalized warn  the input scale: RMS outside INPUT_RMS_RANGE, or one feature's |mean| + std
+  inputs-not-normalized warn  the input scale: RMS outside INPUT_RMS_RANGE (a small one is fine for sparse
+                              inputs, >= SPARSE_SHARE exact zeros: one-hot, bag of words), or one feature's |mean| + std
                               above FEATURE_SCALE_MAX (floating inputs only)
   labels-look-random    warn  the labels do not depend on the inputs: the 1-nearest-neighbour accuracy of
                               the training labels (leave one out, standardised inputs, up to KNN_EXAMPLES)
@@ -61,6 +64,7 @@ LOADER_BATCHES = 20  # batches of a user's DataLoader examined for single-class 
 CONSTANT_WARN = 0.9  # constant-features: a warning when this share of the features never changes
 INPUT_RMS_RANGE = (0.01, 10.0)  # healthy root-mean-square of the inputs
 FEATURE_SCALE_MAX = 100.0  # one feature with |mean| + std above this dominates the others
+SPARSE_SHARE = 0.9  # inputs with at least this share of exact zeros are sparse: a small RMS is their nature
 KNN_EXAMPLES = 2000  # labels-look-random: training examples in the 1-NN test
 KNN_MIN_EXAMPLES = 200  # ... and at least this many
 KNN_SIGMAS = 3.0  # ... the 1-NN accuracy must beat the permuted-label accuracy by this many standard errors
@@ -107,6 +111,23 @@ def _row_hashes(inputs_list: list[Any]) -> list[bytes]:
                 digest.update(r[i].tobytes())
             out.append(digest.digest())
     return out
+
+
+def _possible_distinct(inputs_list: list[Any], enough: int) -> int:
+    """How many distinct examples the inputs' values allow at most: the product of each input value's number of distinct
+    values (columns read until the product reaches `enough`, so images stop after a pixel or two). Tabular data of a
+    few categorical features (3 binary ones: 8) repeats by nature, not because a Dataset returns the same item."""
+    leaves = [[t.detach().cpu().reshape(t.shape[0], -1) for t in batching.tensors(inputs) if t.dim()] for inputs in inputs_list]
+    if not leaves or not leaves[0]:
+        return enough
+    columns = [torch.cat([batch[k] for batch in leaves]) for k in range(len(leaves[0]))]
+    possible = 1
+    for column in columns:
+        for j in range(column.shape[1]):
+            possible *= int(torch.unique(column[:, j]).numel())
+            if possible >= enough:
+                return enough
+    return possible
 
 
 def _nonfinite(batches: list[list[torch.Tensor]]) -> tuple[int, list[int]]:
@@ -189,6 +210,7 @@ def measure(
     hashes = _row_hashes(inputs)
     facts["distinct"] = len(set(hashes))
     facts["hashed"] = len(hashes)
+    facts["possible_distinct"] = _possible_distinct(inputs, len(hashes))
     if val is not None and val is not train:
         val_inputs, _, val_rows = gather(val, SAMPLE_EXAMPLES, seed)
         val_hashes = _row_hashes(val_inputs)
@@ -209,6 +231,7 @@ def measure(
                 "features": int(flat.shape[1]),
                 "constant_features": int((~varying).sum()),
                 "max_feature_scale": float(scale.max()) if scale.numel() else 0.0,
+                "zero_share": float((finite == 0).float().mean()),
             }
             if (
                 labels is not None
@@ -348,9 +371,10 @@ def decide(facts: dict[str, Any]) -> Verdict:
             val_examples=facts["val_examples"],
             share=share,
         )
-    if facts["hashed"] >= 10:
+    possible = min(facts["hashed"], facts.get("possible_distinct", facts["hashed"]))
+    if facts["hashed"] >= 10 and possible:
         distinct_share = facts["distinct"] / facts["hashed"]
-        if distinct_share < DISTINCT_SHARE:
+        if facts["distinct"] < DISTINCT_SHARE * possible:  # fewer than the values allow: not inherent repetition
             verdict.add(
                 "few-distinct-examples",
                 "fail" if distinct_share < DISTINCT_FAIL else "warn",
@@ -361,6 +385,7 @@ def decide(facts: dict[str, Any]) -> Verdict:
                 distinct=facts["distinct"],
                 examples=facts["hashed"],
                 share=distinct_share,
+                possible_distinct=possible,
             )
     if facts.get("loader_batches") and facts["expected_classes_per_batch"] >= MIN_EXPECTED_CLASSES:
         seen, expected = facts["median_classes_per_batch"], facts["expected_classes_per_batch"]
@@ -394,7 +419,8 @@ def decide(facts: dict[str, Any]) -> Verdict:
             )
         lo, hi = INPUT_RMS_RANGE
         rms, feature = stats["rms"], stats["max_feature_scale"]
-        if rms > hi or (0 < rms < lo) or feature > FEATURE_SCALE_MAX:
+        sparse = stats.get("zero_share", 0.0) >= SPARSE_SHARE  # one-hot, bag of words: small by design, and standardising
+        if rms > hi or (0 < rms < lo and not sparse) or feature > FEATURE_SCALE_MAX:  # would destroy the sparsity
             verdict.add(
                 "inputs-not-normalized",
                 "warn",
