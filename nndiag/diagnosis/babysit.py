@@ -323,7 +323,6 @@ class Babysitter:
             with engine.preserved(exp.model), order_kept(exp.data.train):
                 return train.run(exp, epochs=self.budget.train_epochs, callbacks=callbacks)
         recipe = self.best_recipe()
-        callbacks = [TrainerProgress(self.progress)] if self.progress is not None else []
         result = train.run(Experiment.build(recipe), lr_chosen=self.lr_chosen(), callbacks=callbacks)
         result.recipe = recipe.to_dict()
         return result
@@ -382,7 +381,11 @@ def _check_data(exp: Any) -> Result:
 
     val = exp.data.val if exp.data.val is not exp.data.train else None
     return check_data.run(
-        exp.data.train, val, exp.model_classes(), seed=exp.recipe.seed, user_loader=isinstance(exp.data.train, LoaderSplit)
+        exp.data.train,
+        val,
+        exp.model_classes(),
+        seed=exp.recipe.seed,
+        user_loader=isinstance(exp.data.train, LoaderSplit),
     )
 
 

@@ -180,9 +180,7 @@ def knn_accuracy(x: torch.Tensor, labels: torch.Tensor, seed: int) -> tuple[floa
     return float((y[nearest] == y).float().mean()), float((permuted[nearest] == permuted).float().mean()), n
 
 
-def measure(
-    train: Split, val: Split | None, classes: int | None, *, seed: int = 0, user_loader: bool = False, classification: bool = True
-) -> dict[str, Any]:
+def measure(train: Split, val: Split | None, classes: int | None, *, seed: int = 0, user_loader: bool = False) -> dict[str, Any]:
     """Everything `decide` reads. `classes`: the model's C (its logits' class axis), when known; `val`: None when
     there is no separate validation split (the API on one DataLoader)."""
     inputs, targets, rows = gather(train, SAMPLE_EXAMPLES, seed)
@@ -196,7 +194,7 @@ def measure(
     facts["input_nonfinite"], facts["input_nonfinite_first"] = located(_nonfinite([_float_leaves(x) for x in inputs]))
     float_targets = [[t] for t in targets if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dim()]
     facts["target_nonfinite"], facts["target_nonfinite_first"] = located(_nonfinite(float_targets))
-    labels = _class_targets(targets) if classification else None
+    labels = _class_targets(targets)
     facts["labels"] = labels is not None
     if labels is not None and labels.numel():
         top = int(labels.max()) + 1
@@ -475,8 +473,6 @@ def metrics_of(facts: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(
-    train: Split, val: Split | None, classes: int | None, *, seed: int = 0, user_loader: bool = False, classification: bool = True
-) -> Result:
-    facts = measure(train, val, classes, seed=seed, user_loader=user_loader, classification=classification)
+def run(train: Split, val: Split | None, classes: int | None, *, seed: int = 0, user_loader: bool = False) -> Result:
+    facts = measure(train, val, classes, seed=seed, user_loader=user_loader)
     return Result("check-data", decide(facts), {"check_data": table(facts)}, metrics_of(facts))

@@ -518,42 +518,5 @@ def _top_label(targets: torch.Tensor | None) -> int:
     return int(kept.max()) if kept.numel() else 0
 
 
-def input_statistics(split: Split, max_examples: int = 10_000) -> dict[str, float] | None:
-    """Global mean/std of the floating inputs, and the worst per-feature mean/scale (constant features
-    skipped); None when the inputs are not floating point (token ids)."""
-    sample = split.x if isinstance(split, TensorSplit) else None
-    if sample is None:
-        taken = split.take(min(max_examples, 2048))
-        batches = list(taken.batches(len(taken)))
-        sample = (
-            batching.cat([batching.inputs_of(b) for b in batches])
-            if len(batches) > 1 and _same_shapes(batches)
-            else batching.inputs_of(batches[0])
-            if batches
-            else None
-        )
-    leaves = [t for t in batching.tensors(sample) if t.is_floating_point()] if sample is not None else []
-    if not leaves:
-        return None
-    x = leaves[0][:max_examples].float().reshape(leaves[0][:max_examples].shape[0], -1)
-    mean, std = x.mean(dim=0), x.std(dim=0)
-    varying = std > 1e-8
-    scale = (mean.abs() + std)[varying]
-    return {
-        "mean": float(x.mean()),
-        "rms": float(x.pow(2).mean().sqrt()),
-        "std": float(x.std()),
-        "abs_max": float(x.abs().max()),
-        "max_feature_scale": float(scale.max()) if scale.numel() else 0.0,
-        "max_feature_abs_mean": float(mean[varying].abs().max()) if varying.any() else 0.0,
-        "examples": float(x.shape[0]),
-    }
-
-
-def _same_shapes(batches: list[Batch]) -> bool:
-    shapes = {tuple(tuple(t.shape[1:]) for t in batching.tensors(b)) for b in batches}
-    return len(shapes) == 1
-
-
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
