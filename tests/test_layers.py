@@ -71,6 +71,17 @@ def test_every_import_is_one_its_unit_declares():
     assert not wrong, "\n".join(wrong)
 
 
+def test_imports_inside_the_package_are_absolute():
+    """A relative import (`from ..training import x`) would slip past the checks above, which read absolute ones."""
+    relative = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno}"
+        for path in _module_files()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, relative
+
+
 def test_the_declared_units_form_layers():
     """No unit may depend on itself through others: the declarations have an order (lowest first)."""
     allowed = declared()
