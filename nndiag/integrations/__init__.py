@@ -60,7 +60,7 @@ class DiagnosisFailed(RuntimeError):
     """Raised by an integration's callback with `fail_on` set, when a stage's verdict reaches that
     status: training stops. The message names the stage, the findings and the run folder.
 
-    Attributes: `stage` (check-loss | probe | curves), `status` (warn | fail), `findings` (the stage's
+    Attributes: `stage` (check-loss | probe | loop | curves), `status` (warn | fail), `findings` (the stage's
     nndiag Findings), `summary` (the combined summary.json object), `folder` (the run folder)."""
 
     def __init__(self, message: str, *, stage: str, status: str, findings: list[Any], summary: dict[str, Any], folder: Any):

@@ -20,8 +20,9 @@ What it does (see nndiag/integrations/session.py for the run folder and the stag
                      the combined summary.json; the status logged as a line (logger `transformers.nndiag`,
                      a warning when not pass).
 With `fail_on`, a stage reaching it raises `DiagnosisFailed` out of `trainer.train()` (check-loss: before
-the first step; probe: at the probed step; curves: when training ends). The HF Trainer has no exception
-hook: if training itself raises, what was probed so far is not written.
+the first step; probe: at the probed step; loop and curves: when training ends), after the hooks come off
+the model and the report is written. The HF Trainer has no exception hook: if training itself raises, the
+hooks stay on the model and what was probed so far is not written.
 """
 
 from __future__ import annotations
