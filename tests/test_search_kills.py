@@ -73,10 +73,14 @@ def search(path: Path, out: Path, **env: str) -> subprocess.Popen:
 
 
 def trials(out: Path) -> list:
+    """The study's trials; none while the journal exists but holds no study yet (a search that is just starting)."""
     import optuna
 
     storage = search_study.open_storage(str(out / "search-journal.log"))
-    return optuna.load_study(study_name="spiral-mlp", storage=storage).get_trials(deepcopy=False)
+    try:
+        return optuna.load_study(study_name="spiral-mlp", storage=storage).get_trials(deepcopy=False)
+    except KeyError:  # Optuna's "Record does not exist": the study is not in the journal yet
+        return []
 
 
 def state(t) -> str:
