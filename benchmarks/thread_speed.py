@@ -169,7 +169,9 @@ def main() -> None:
     lines = [
         "# Thread choice on the first hour's work: nndiag's thread count against PyTorch's default",
         "",
-        f"Command: `python -m benchmarks.thread_speed{' --quick' if args.quick else ''}`; {os.cpu_count()} CPUs, PyTorch "
+        f"Command: `python -m benchmarks.thread_speed{' --quick' if args.quick else ''}"
+        f"{f' --repeats {args.repeats}' if args.repeats else ''}{f' --timeout {args.timeout:g}' if args.timeout else ''}`; "
+        f"{os.cpu_count()} CPUs, PyTorch "
         f"{torch.__version__} (default {default} threads); medians of {repeats} alternating run(s); busy: a second process "
         "spinning on one core. Ratio = default / chosen (above 1: nndiag's choice is faster).",
         "",

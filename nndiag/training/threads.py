@@ -39,7 +39,8 @@ from nndiag.errors import BadInput
 from nndiag.training import batch as batching
 from nndiag.training import engine
 
-SMALL_WORK_MACS = 1e8  # multiply-adds per forward pass of one training batch below which one thread is fastest (see above)
+SMALL_WORK_MACS = 1e8  # multiply-adds per forward pass of one training batch below which one thread is chosen: within
+# ~25% of PyTorch's default on a free machine, 2-8x faster on a busy one (benchmarks/results/thread_choice.md)
 
 
 @dataclass(frozen=True)
