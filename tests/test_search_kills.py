@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import SPIRAL_MLP, recipe_dict
 
 from nndiag.diagnostics import search_study
@@ -288,3 +289,34 @@ def test_a_pid_reused_by_another_users_process_is_gone(monkeypatch):
     monkeypatch.setattr(processes.os, "kill", not_yours)
     assert processes.alive(record["pid"], record["started"])  # the same process: alive
     assert not processes.alive(record["pid"], -1)  # another process under the same PID: the record's owner is gone
+
+
+@pytest.mark.parametrize(
+    "codes, raised",
+    [([130, 130], KeyboardInterrupt), ([130, 0], None), ([-2, 1], KeyboardInterrupt), ([2, 2], "BadInput"), ([3, -9], RuntimeError)],
+)
+def test_how_workers_that_all_ended_badly_end_the_search(codes, raised):
+    """Ctrl-C reaches the workers (one process group) before this process sees it: an interrupt (exit 130), not a crash;
+    workers that all refused the input: bad input (exit 2); crashed or killed (the OOM killer): a crash (exit 3)."""
+    from nndiag.diagnostics import search
+    from nndiag.errors import BadInput
+
+    class Ended:
+        def __init__(self, code: int):
+            self.returncode = code
+
+        def poll(self) -> int:
+            return self.returncode
+
+        def wait(self, timeout: float | None = None) -> int:
+            return self.returncode
+
+        def send_signal(self, signal: int) -> None:
+            raise AssertionError("a worker that has ended is not signalled")
+
+    procs = [Ended(c) for c in codes]
+    if raised is None:
+        search.wait_workers(None, procs, None)  # one worker finished: the search goes on in this process
+        return
+    with pytest.raises(BadInput if raised == "BadInput" else raised):
+        search.wait_workers(None, procs, None)

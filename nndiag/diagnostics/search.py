@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from nndiag.errors import BadInput
-from nndiag.findings import DIVERGENCE_FACTOR, EXIT_BAD_INPUT, Verdict
+from nndiag.findings import DIVERGENCE_FACTOR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, Verdict
 from nndiag.formatting import recipe_yaml
 from nndiag.result import Result
 from nndiag.training.progress import Note, Progress, Tick
@@ -562,6 +562,8 @@ def wait_workers(search: Search, procs: list[subprocess.Popen], progress: Callab
                     progress({"stage": stage, **counts})
         if procs and all(p.returncode not in (0, None) for p in procs):
             codes = sorted({p.returncode for p in procs})
+            if EXIT_INTERRUPTED in codes or -2 in codes:  # Ctrl-C reached the workers (their process group) first:
+                raise KeyboardInterrupt  # this process is being interrupted too; say so as a single run would (exit 130)
             if codes == [EXIT_BAD_INPUT]:  # each worker refused the input: bad input here too (exit 2)
                 raise BadInput("every worker process refused the input (exit code 2); run with --workers 1 to see why", where="--workers")
             raise RuntimeError(  # crashed or killed (the OOM killer: -9): a crash, exit 3
