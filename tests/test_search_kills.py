@@ -211,21 +211,22 @@ def test_a_search_resumes_past_a_stale_lock_without_a_stall(cli, write_recipe, t
 
 
 def interrupt(args: list[str], out: Path, path: Path) -> tuple[int, str]:
-    """Start `nndiag search`, wait until a trial is training, then Ctrl-C it as a terminal does (SIGINT to the whole
-    process group, and a second one just after, as an impatient user types): exit code and stderr."""
+    """Start `nndiag search`, wait until a trial is training (the Slow model's SLOW_AT-th training forward writes its
+    mark and sleeps there, in the middle of a trial, however busy the machine), then Ctrl-C it as a terminal does
+    (SIGINT to the whole process group, and a second one just after, as an impatient user types): exit code and stderr."""
+    mark = out.parent / f"{out.name}.mark"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nndiag", "search", str(path), "--out", str(out), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, "SLOW_AT": str(BATCHES + 3), "SLOW_MARK": str(mark)},
     )
-    journal = out / "search-journal.log"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and proc.poll() is None and not mark.exists():
         time.sleep(0.05)
-        if journal.exists() and any(state(t) == "RUNNING" for t in trials(out)):
-            break
+    assert mark.exists(), "no trial reached its slow batch"
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)
     try:
@@ -236,10 +237,7 @@ def interrupt(args: list[str], out: Path, path: Path) -> tuple[int, str]:
 
 
 def test_ctrl_c_ends_a_search_with_one_clean_line(write_recipe, tmp_path):
-    raw = recipe(tmp_path)
-    raw["data"]["args"]["points_per_class"] = 600  # trials long enough to be interrupted in the middle
-    raw["search"]["coarse"]["epochs"] = 5
-    path = write_recipe(raw)
+    path = write_recipe(recipe(tmp_path))  # the Slow model holds a trial in its middle until the Ctrl-C
     for args in (["--workers", "2"], []):
         out = tmp_path / f"o{len(args)}"
         code, err = interrupt(args, out, path)
