@@ -233,7 +233,12 @@ def interrupt(args: list[str], out: Path, path: Path) -> tuple[int, str]:
         os.killpg(proc.pid, signal.SIGINT)
     except ProcessLookupError:
         pass
-    return proc.wait(timeout=60), proc.communicate()[1]
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"the search did not end within 60 s of Ctrl-C; its stderr:\n{proc.communicate()[1]}") from None
+    return code, proc.communicate()[1]
 
 
 def test_ctrl_c_ends_a_search_with_one_clean_line(write_recipe, tmp_path):
@@ -243,7 +248,10 @@ def test_ctrl_c_ends_a_search_with_one_clean_line(write_recipe, tmp_path):
         code, err = interrupt(args, out, path)
         assert code == 130, err
         assert err.count("interrupted") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
-        assert [state(t) for t in trials(out)].count("RUNNING") == 0  # every trial was handed back
+        # every trial was handed back, but one claimed in the very instant of the Ctrl-C, before its run began: that one's
+        # owner is gone, so it is stale and a resume runs it again at once (the kill test above resumes such a study)
+        running = [t for t in trials(out) if state(t) == "RUNNING"]
+        assert len(running) <= 1 and all(all(search_study.gone(r) for r in search_study.owners(t)) for t in running), running
 
 
 def test_a_claim_lost_to_a_rival_is_withdrawn_so_the_rivals_death_frees_the_trial(tmp_path, monkeypatch):

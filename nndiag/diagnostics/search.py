@@ -446,7 +446,8 @@ class Search:
                 params = {d.key: suggest(trial, d, original[d.key]) for d in dims}
                 record = self.runner.run({d.key: d.decode(params[d.key]) for d in dims}, stage, self.epochs[stage])
         except BaseException:
-            self.study.release(trial)
+            with _sigint_ignored():  # a second Ctrl-C (an impatient user) must not cut the hand-back short
+                self.study.release(trial)
             raise
         self.study.finish(trial, record, self.metric)
         if progress is not None:
