@@ -222,7 +222,8 @@ def interrupt(args: list[str], out: Path, path: Path) -> tuple[int, str]:
         text=True,
         start_new_session=True,
         env={**os.environ, "SLOW_AT": str(BATCHES + 3), "SLOW_MARK": str(mark)},
-    )
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal: a test run in the background
+    )  # (`cmd &` in a script) inherits SIGINT ignored, and Python then keeps ignoring it
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not mark.exists():
         time.sleep(0.05)
